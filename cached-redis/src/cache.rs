@@ -1,0 +1,266 @@
+//! The cache handle and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::error::redact_url;
+use crate::flight::Flights;
+use crate::guard::Guard;
+use crate::lease::{self, EntryKeys};
+use crate::stats::{Counters, Stats};
+use crate::wake::Wakeups;
+use crate::{Error, Key};
+
+/// A handle to a Redis-backed cache: cheap to clone, shared by every cached function that uses
+/// it. Inside is one auto-reconnecting multiplexed connection for commands and one for waiter
+/// wake-ups.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), cached_redis::Error> {
+/// let cache = cached_redis::Cache::builder("redis://127.0.0.1:6379")
+///     .namespace("myapp")
+///     .op_timeout(Duration::from_millis(100))
+///     .lock_ttl(Duration::from_secs(5))
+///     .build()
+///     .await?;
+/// cached_redis::set_global(cache);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) conn: ConnectionManager,
+    pub(crate) namespace: String,
+    pub(crate) lock_ttl: Duration,
+    pub(crate) guard: Guard,
+    pub(crate) stats: Counters,
+    pub(crate) flights: Flights,
+    pub(crate) wakeups: Wakeups,
+    url: String,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("url", &self.inner.url)
+            .field("namespace", &self.inner.namespace)
+            .field("op_timeout", &self.inner.guard.op_timeout())
+            .field("lock_ttl", &self.inner.lock_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Cache`]; created by [`Cache::builder`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Building never needs Redis to be up: the connection is made on first use.
+/// let cache = cached_redis::Cache::builder("redis://127.0.0.1:1").build().await;
+/// assert!(cache.is_ok());
+///
+/// let err = cached_redis::Cache::builder("redis://127.0.0.1")
+///     .namespace("bad{ns}")
+///     .build()
+///     .await
+///     .unwrap_err();
+/// assert!(err.to_string().contains("namespace"));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CacheBuilder {
+    url: String,
+    namespace: String,
+    op_timeout: Duration,
+    lock_ttl: Duration,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("namespace", &self.namespace)
+            .field("op_timeout", &self.op_timeout)
+            .field("lock_ttl", &self.lock_ttl)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_cooldown", &self.breaker_cooldown)
+            .finish()
+    }
+}
+
+impl Cache {
+    /// Starts configuring a cache for the Redis at `url` (`redis://[user:password@]host[:port][/db]`,
+    /// or `rediss://` for TLS).
+    pub fn builder(url: &str) -> CacheBuilder {
+        CacheBuilder {
+            url: url.to_owned(),
+            namespace: "cache".to_owned(),
+            op_timeout: Duration::from_millis(250),
+            lock_ttl: Duration::from_secs(5),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(1),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Sets every counter back to zero.
+    pub fn reset_stats(&self) {
+        self.inner.stats.reset();
+    }
+
+    /// The namespace every key of this cache starts with.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The Redis key under which `key`'s value is stored: `<namespace>:{<key>}`.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) {
+    /// let key = cached_redis::Key::raw("user:42:v1");
+    /// assert_eq!(cache.redis_key(&key), format!("{}:{{user:42:v1}}", cache.namespace()));
+    /// # }
+    /// ```
+    pub fn redis_key(&self, key: &Key) -> String {
+        EntryKeys::new(&self.inner.namespace, key).value
+    }
+
+    /// Removes `key`'s entry and revokes any load in flight for it, so that the load's result
+    /// is not stored. Returns whether an entry was removed.
+    ///
+    /// Call it after every write to the data behind the entry. An `Err` means Redis could not be
+    /// told: the entry may live until its TTL.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// let key = cached_redis::Key::builder().text("user:").part(&42u64).text(":v1").build();
+    /// let removed: bool = cache.invalidate(&key).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate(&self, key: &Key) -> Result<bool, Error> {
+        let keys = EntryKeys::new(&self.inner.namespace, key);
+        let mut conn = self.inner.conn.clone();
+        let removed = self
+            .inner
+            .guard
+            .call(
+                &self.inner.stats,
+                "invalidate",
+                lease::invalidate(&mut conn, &keys),
+            )
+            .await?;
+        tracing::debug!(key = %keys.value, removed, "invalidated");
+        Ok(removed)
+    }
+
+    /// How many loads are in flight and how many channels are waited on, in this process.
+    #[doc(hidden)]
+    pub fn __in_flight(&self) -> (usize, usize) {
+        (self.inner.flights.len(), self.inner.wakeups.channels())
+    }
+}
+
+impl CacheBuilder {
+    /// Prefix of every key this cache writes (default `"cache"`): values live at
+    /// `<namespace>:{<key>}`. It may not contain `{` or `}`.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        namespace.clone_into(&mut self.namespace);
+        self
+    }
+
+    /// Bound on every Redis call (default 250 ms). A call that takes longer falls back to the
+    /// loader.
+    pub fn op_timeout(mut self, op_timeout: Duration) -> Self {
+        self.op_timeout = op_timeout;
+        self
+    }
+
+    /// How long one loader may hold an entry's lease before others take over (default 5 s).
+    /// Attribute argument `lock_ttl` overrides it per function.
+    pub fn lock_ttl(mut self, lock_ttl: Duration) -> Self {
+        self.lock_ttl = lock_ttl;
+        self
+    }
+
+    /// Consecutive failed Redis calls that open the circuit breaker (default 5). While it is
+    /// open, calls skip Redis and run the loader.
+    pub fn breaker_threshold(mut self, failures: u32) -> Self {
+        self.breaker_threshold = failures;
+        self
+    }
+
+    /// How long the breaker stays open before one probe call is let through (default 1 s).
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Validates the configuration and creates the cache. It does not connect: an unreachable
+    /// Redis does not stop an application from starting, its calls fall back to the loader
+    /// until Redis answers. Must be called inside a Tokio runtime.
+    pub async fn build(self) -> Result<Cache, Error> {
+        let redacted = redact_url(&self.url);
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| Error::InvalidUrl {
+            url: redacted.clone(),
+            reason: e.to_string().replace(&self.url, &redacted),
+        })?;
+        if self.namespace.contains(['{', '}']) {
+            return Err(Error::InvalidConfig(format!(
+                "namespace `{}` may not contain `{{` or `}}`",
+                self.namespace
+            )));
+        }
+        for (name, value) in [("op_timeout", self.op_timeout), ("lock_ttl", self.lock_ttl)] {
+            if value.as_millis() == 0 {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} must be at least 1ms, got {value:?}"
+                )));
+            }
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.op_timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(None)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(500))
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        let resp3_info = client.get_connection_info().clone();
+        let resp3_redis = resp3_info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let pubsub_client = redis::Client::open(resp3_info.set_redis_settings(resp3_redis))?;
+        let wakeups = Wakeups::new(pubsub_client, config)?;
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                conn,
+                namespace: self.namespace,
+                lock_ttl: self.lock_ttl,
+                guard: Guard::new(
+                    self.op_timeout,
+                    self.breaker_threshold,
+                    self.breaker_cooldown,
+                ),
+                stats: Counters::default(),
+                flights: Flights::default(),
+                wakeups,
+                url: redacted,
+            }),
+        })
+    }
+}

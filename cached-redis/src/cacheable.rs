@@ -1,0 +1,113 @@
+//! Which results are cached, for how long, and what callers that shared a load receive.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Policy;
+
+/// A value that can be stored in the cache: serde's `Serialize + DeserializeOwned`, stored as
+/// JSON.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it must implement serde's `Serialize` and `Deserialize`",
+    label = "the cached value's type",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to `{Self}`"
+)]
+pub trait CacheValue: Serialize + DeserializeOwned {}
+
+impl<T: Serialize + DeserializeOwned> CacheValue for T {}
+
+/// How a loader's result splits into what is cached.
+#[derive(Debug)]
+pub enum Split<V, R> {
+    /// Cache `V` for this long and return it.
+    Store(V, Duration),
+    /// Do not cache `V`, but callers that shared the load may receive it (an uncached `None`).
+    Pass(V),
+    /// Do not cache; return this result to its own caller only (an `Err`, which is not `Clone`).
+    Keep(R),
+}
+
+/// A function result that the cache knows how to store: `Result<T, E>` (only `Ok` is cached),
+/// `Option<T>` (`None` only with a `none_ttl`) and [`Plain<T>`] for any other `T`.
+///
+/// ```
+/// use std::time::Duration;
+/// use cached_redis::{Cacheable, Policy, Split};
+///
+/// let policy = Policy::new("f", Duration::from_secs(5)).unwrap();
+/// assert!(matches!(Ok::<u32, String>(1).split(&policy), Split::Store(1, _)));
+/// assert!(matches!(Err::<u32, String>("db down".into()).split(&policy), Split::Keep(Err(_))));
+/// assert!(matches!(None::<u32>.split(&policy), Split::Pass(None)));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a result cached-redis can cache",
+    note = "cached functions return `Result<T, E>`, `Option<T>` or a plain `T`, where `T` implements serde's `Serialize` and `Deserialize`"
+)]
+pub trait Cacheable: Sized {
+    /// What is stored in Redis.
+    type Value: CacheValue;
+
+    /// Splits a loader's result.
+    fn split(self, policy: &Policy) -> Split<Self::Value, Self>;
+
+    /// Rebuilds a result from a stored value.
+    fn from_value(value: Self::Value) -> Self;
+}
+
+impl<T: CacheValue, E> Cacheable for Result<T, E> {
+    type Value = T;
+
+    fn split(self, policy: &Policy) -> Split<T, Self> {
+        match self {
+            Ok(v) => Split::Store(v, policy.ttl()),
+            Err(e) => Split::Keep(Err(e)),
+        }
+    }
+
+    fn from_value(value: T) -> Self {
+        Ok(value)
+    }
+}
+
+impl<T: CacheValue> Cacheable for Option<T> {
+    type Value = Option<T>;
+
+    fn split(self, policy: &Policy) -> Split<Option<T>, Self> {
+        match (self, policy.none_ttl()) {
+            (Some(v), _) => Split::Store(Some(v), policy.ttl()),
+            (None, Some(none_ttl)) => Split::Store(None, none_ttl),
+            (None, None) => Split::Pass(None),
+        }
+    }
+
+    fn from_value(value: Option<T>) -> Self {
+        value
+    }
+}
+
+/// Marks a plain `T` result, cached whatever its value. The attribute wraps plain return types
+/// in it; [`Cache::fetch`](crate::Cache::fetch) callers can too.
+///
+/// ```
+/// use std::time::Duration;
+/// use cached_redis::{Cacheable, Plain, Policy, Split};
+///
+/// let policy = Policy::new("f", Duration::from_secs(5)).unwrap();
+/// assert!(matches!(Plain(7u8).split(&policy), Split::Store(7, _)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Plain<T>(pub T);
+
+impl<T: CacheValue> Cacheable for Plain<T> {
+    type Value = T;
+
+    fn split(self, policy: &Policy) -> Split<T, Self> {
+        Split::Store(self.0, policy.ttl())
+    }
+
+    fn from_value(value: T) -> Self {
+        Plain(value)
+    }
+}

@@ -1,0 +1,333 @@
+//! The read path: GET, join or lead a local load, take the lease or wait for its holder, load,
+//! write back under the lease.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cacheable::{Cacheable, Split};
+use crate::flight::{self, Leader, Role, Shared};
+use crate::lease::{self, Acquire, EntryKeys};
+use crate::stats::bump;
+use crate::{Cache, CacheValue, Key, Policy, codec, random};
+
+/// How often a waiter checks the lease when it could not subscribe for wake-ups.
+const POLL_WITHOUT_WAKEUPS: Duration = Duration::from_millis(20);
+
+/// What the first GET found.
+enum Read<T> {
+    Hit(T),
+    Miss { corrupt: Option<Vec<u8>> },
+    Unavailable,
+}
+
+/// What the local leader found when it went for the lease.
+enum Lease<T> {
+    /// A value appeared (another process loaded it).
+    Value(Vec<u8>, T),
+    /// We hold the lease with this token.
+    Held(LeaseGuard),
+    /// Redis could not be asked: load without the lease.
+    Unavailable,
+}
+
+impl Cache {
+    /// Reads `key` through the cache: the stored value if there is one, otherwise `loader`'s
+    /// result, stored according to `policy`. This is what `#[redis_cached]` expands to, for
+    /// code that cannot use the attribute.
+    ///
+    /// Concurrent callers of one key share one load per process, and processes sharing the
+    /// Redis share one load through a lease. Redis trouble never reaches the caller: the loader
+    /// runs instead.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use cached_redis::{Cache, Key, Policy};
+    ///
+    /// # async fn load_price(_: u64) -> Result<u64, std::io::Error> { Ok(1) }
+    /// # async fn demo(cache: Cache) -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = Policy::new("price", Duration::from_secs(30))?;
+    /// let key = Key::builder().text("price:").part(&7u64).build();
+    /// let price: Result<u64, std::io::Error> = cache.fetch(&key, &policy, load_price(7)).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn fetch<R, F>(&self, key: &Key, policy: &Policy, loader: F) -> R
+    where
+        R: Cacheable,
+        F: Future<Output = R>,
+    {
+        let inner = &self.inner;
+        let keys = EntryKeys::new(&inner.namespace, key);
+        loop {
+            let read = self.read::<R::Value>(&keys).await;
+            let corrupt = match read {
+                Read::Hit(value) => {
+                    bump(&inner.stats.hits);
+                    tracing::debug!(function = policy.name(), key = %keys.value, "cache hit");
+                    return R::from_value(value);
+                }
+                Read::Miss { corrupt } => {
+                    bump(&inner.stats.misses);
+                    tracing::debug!(function = policy.name(), key = %keys.value, "cache miss");
+                    Some(corrupt)
+                }
+                Read::Unavailable => {
+                    bump(&inner.stats.fallbacks);
+                    None
+                }
+            };
+            match inner.flights.join_or_lead(&keys.value) {
+                Role::Lead(leader) => {
+                    return self.lead(leader, &keys, policy, loader, corrupt).await;
+                }
+                Role::Join(rx) => {
+                    bump(&inner.stats.coalesced);
+                    match flight::wait(rx).await {
+                        Some(Shared::Value(bytes)) => match codec::decode(&bytes) {
+                            Ok(value) => return R::from_value(value),
+                            Err(_) => return self.load_alone(policy, loader).await,
+                        },
+                        Some(Shared::LoadYourself) => return self.load_alone(policy, loader).await,
+                        // An invalidation revoked the load, or its leader went away: start over.
+                        Some(Shared::Reread) | None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first, uncoalesced GET.
+    async fn read<T: CacheValue>(&self, keys: &EntryKeys) -> Read<T> {
+        let inner = &self.inner;
+        let mut conn = inner.conn.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(&keys.value);
+        let get = get.query_async::<Option<Vec<u8>>>(&mut conn);
+        match inner.guard.call(&inner.stats, "GET", get).await {
+            Ok(None) => Read::Miss { corrupt: None },
+            Ok(Some(bytes)) => match codec::decode(&bytes) {
+                Ok(value) => Read::Hit(value),
+                Err(e) => {
+                    self.undecodable(keys, &e);
+                    Read::Miss {
+                        corrupt: Some(bytes),
+                    }
+                }
+            },
+            Err(_) => Read::Unavailable,
+        }
+    }
+
+    fn undecodable(&self, keys: &EntryKeys, error: &serde_json::Error) {
+        bump(&self.inner.stats.decode_errors);
+        tracing::warn!(key = %keys.value, %error, "cached value does not decode; reloading it");
+    }
+
+    /// Runs the loader for this caller only, uncached.
+    async fn load_alone<R: Cacheable, F: Future<Output = R>>(
+        &self,
+        policy: &Policy,
+        loader: F,
+    ) -> R {
+        bump(&self.inner.stats.loads);
+        match loader.await.split(policy) {
+            Split::Store(value, _) | Split::Pass(value) => R::from_value(value),
+            Split::Keep(result) => {
+                bump(&self.inner.stats.load_errors);
+                result
+            }
+        }
+    }
+
+    /// The local leader: get the value or the lease, load, store, and tell the joiners.
+    /// `corrupt` is `None` when Redis is unavailable, else the undecodable bytes found, if any.
+    async fn lead<R, F>(
+        &self,
+        mut leader: Leader<'_>,
+        keys: &EntryKeys,
+        policy: &Policy,
+        loader: F,
+        corrupt: Option<Option<Vec<u8>>>,
+    ) -> R
+    where
+        R: Cacheable,
+        F: Future<Output = R>,
+    {
+        let inner = &self.inner;
+        let lease = match corrupt {
+            Some(corrupt) => self.lease_or_value::<R::Value>(keys, policy, corrupt).await,
+            None => Lease::Unavailable,
+        };
+        let mut lease = match lease {
+            Lease::Value(bytes, value) => {
+                leader.finish(Shared::Value(Arc::from(bytes)));
+                return R::from_value(value);
+            }
+            Lease::Held(guard) => Some(guard),
+            Lease::Unavailable => None,
+        };
+
+        bump(&inner.stats.loads);
+        let started = Instant::now();
+        let result = loader.await;
+        let load_time = started.elapsed();
+
+        let (value, ttl) = match result.split(policy) {
+            Split::Store(value, ttl) => (value, Some(ttl)),
+            Split::Pass(value) => (value, None),
+            Split::Keep(result) => {
+                bump(&inner.stats.load_errors);
+                leader.close();
+                if let Some(lease) = lease.take() {
+                    lease.release().await;
+                }
+                leader.finish(Shared::LoadYourself);
+                return result;
+            }
+        };
+        let bytes = match codec::encode(&value, load_time) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(key = %keys.value, %error, "value does not encode; not cached");
+                if let Some(lease) = lease.take() {
+                    lease.release().await;
+                }
+                leader.finish(Shared::LoadYourself);
+                return R::from_value(value);
+            }
+        };
+        // From here on, new callers start a load of their own: one that joined now could have
+        // started after an invalidation that our write-back will not see.
+        leader.close();
+        let current = match (lease.take(), ttl) {
+            (Some(lease), Some(ttl)) => lease.write_back(&bytes, policy.draw_ttl_ms(ttl)).await,
+            (Some(lease), None) => lease.release().await,
+            (None, _) => None,
+        };
+        if current == Some(false) {
+            bump(&inner.stats.stale_refused);
+            tracing::debug!(key = %keys.value, "an invalidation revoked this load; not stored");
+            leader.finish(Shared::Reread);
+        } else {
+            leader.finish(Shared::Value(Arc::from(bytes)));
+        }
+        R::from_value(value)
+    }
+
+    /// Takes the lease, or waits (woken by Redis) until its holder stores a value or lets go.
+    async fn lease_or_value<T: CacheValue>(
+        &self,
+        keys: &EntryKeys,
+        policy: &Policy,
+        mut corrupt: Option<Vec<u8>>,
+    ) -> Lease<T> {
+        let inner = &self.inner;
+        let lock_ttl = policy.lock_ttl().unwrap_or(inner.lock_ttl);
+        let lock_ms = u64::try_from(lock_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let token = random::token();
+        let mut subscription = None;
+        let mut waited = false;
+        loop {
+            let mut conn = inner.conn.clone();
+            let acquire = lease::acquire(&mut conn, keys, &token, lock_ms, corrupt.as_deref());
+            match inner.guard.call(&inner.stats, "acquire", acquire).await {
+                Err(_) => return Lease::Unavailable,
+                Ok(Acquire::Value(bytes)) => match codec::decode(&bytes) {
+                    Ok(value) => return Lease::Value(bytes, value),
+                    Err(e) => {
+                        self.undecodable(keys, &e);
+                        corrupt = Some(bytes);
+                    }
+                },
+                Ok(Acquire::Leased) => {
+                    return Lease::Held(LeaseGuard {
+                        cache: self.clone(),
+                        keys: keys.clone(),
+                        token,
+                        armed: true,
+                    });
+                }
+                Ok(Acquire::HeldFor { millis }) => {
+                    if !waited {
+                        waited = true;
+                        bump(&inner.stats.lock_waits);
+                        tracing::debug!(key = %keys.value, "another caller is loading; waiting");
+                    }
+                    match &mut subscription {
+                        // Subscribe first, then check again: nothing published after the check
+                        // can be missed.
+                        None => {
+                            subscription = Some(
+                                inner
+                                    .wakeups
+                                    .subscribe(&keys.channel, &inner.guard, &inner.stats)
+                                    .await,
+                            );
+                        }
+                        Some(sub) => {
+                            let until_expiry = Duration::from_millis(millis + 1);
+                            let limit = if sub.is_live() {
+                                until_expiry
+                            } else {
+                                until_expiry.min(POLL_WITHOUT_WAKEUPS)
+                            };
+                            sub.wait(limit).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A held lease. Dropped while armed (the loader panicked or the caller was cancelled), it
+/// releases the lease in the background so waiters take over at once.
+struct LeaseGuard {
+    cache: Cache,
+    keys: EntryKeys,
+    token: String,
+    armed: bool,
+}
+
+impl LeaseGuard {
+    /// Stores the value if the lease is still ours: `Some(true)` stored, `Some(false)` revoked,
+    /// `None` Redis did not answer.
+    async fn write_back(mut self, bytes: &[u8], ttl_ms: u64) -> Option<bool> {
+        self.armed = false;
+        let inner = &self.cache.inner;
+        let mut conn = inner.conn.clone();
+        let op = lease::write_back(&mut conn, &self.keys, &self.token, bytes, ttl_ms);
+        inner.guard.call(&inner.stats, "write-back", op).await.ok()
+    }
+
+    /// Lets the lease go: `Some(true)` it was still ours, `Some(false)` revoked, `None` unknown.
+    async fn release(mut self) -> Option<bool> {
+        self.armed = false;
+        let inner = &self.cache.inner;
+        let mut conn = inner.conn.clone();
+        let op = lease::release(&mut conn, &self.keys, &self.token);
+        inner.guard.call(&inner.stats, "release", op).await.ok()
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cache = self.cache.clone();
+        let keys = self.keys.clone();
+        let token = std::mem::take(&mut self.token);
+        runtime.spawn(async move {
+            let inner = &cache.inner;
+            let mut conn = inner.conn.clone();
+            let op = lease::release(&mut conn, &keys, &token);
+            let _ = inner.guard.call(&inner.stats, "release", op).await;
+        });
+    }
+}

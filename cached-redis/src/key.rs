@@ -1,0 +1,261 @@
+//! Cache keys: rendering argument values into a readable, injective key.
+//!
+//! A key template such as `user:<id>:v1` renders to `user:42:v1`. Argument values are escaped so
+//! that distinct values never render the same key: `\` becomes `\\`, and `:`, `{`, `}` are
+//! preceded by `\`. Because the attribute requires a `:` between two placeholders and forbids `\`,
+//! `{` and `}` in the template's own text, the rendered key determines the argument values.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// A rendered cache key: the part between the braces of `<namespace>:{<key>}`.
+///
+/// The attribute builds keys from its template; code calling [`Cache::fetch`](crate::Cache::fetch)
+/// builds them with [`Key::builder`] (escaping argument values) or [`Key::raw`].
+///
+/// ```
+/// use cached_redis::Key;
+///
+/// let key = Key::builder().text("user:").part(&42u64).text(":v1").build();
+/// assert_eq!(key.as_str(), "user:42:v1");
+///
+/// let a = Key::builder().part("x:y").text(":").part("z").build();
+/// let b = Key::builder().part("x").text(":").part("y:z").build();
+/// assert_ne!(a, b);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Key(String);
+
+impl Key {
+    /// Starts a key; append template text with [`KeyBuilder::text`] and values with
+    /// [`KeyBuilder::part`].
+    pub fn builder() -> KeyBuilder {
+        KeyBuilder(KeyWriter(String::with_capacity(48)))
+    }
+
+    /// A key used verbatim, with no escaping. The caller guarantees that distinct entries get
+    /// distinct keys.
+    ///
+    /// ```
+    /// assert_eq!(cached_redis::Key::raw("report:daily").as_str(), "report:daily");
+    /// ```
+    pub fn raw(key: impl Into<String>) -> Key {
+        Key(key.into())
+    }
+
+    /// The rendered key, as it appears between the braces in Redis.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Builds a [`Key`] from template text and escaped argument values.
+#[derive(Debug)]
+pub struct KeyBuilder(KeyWriter);
+
+impl KeyBuilder {
+    /// Appends template text verbatim.
+    pub fn text(mut self, text: &str) -> Self {
+        self.0.0.push_str(text);
+        self
+    }
+
+    /// Appends an argument value, escaped.
+    pub fn part<T: KeyPart + ?Sized>(mut self, value: &T) -> Self {
+        value.write_key_part(&mut self.0);
+        self
+    }
+
+    /// Finishes the key.
+    pub fn build(self) -> Key {
+        Key(self.0.0)
+    }
+}
+
+/// Where a [`KeyPart`] writes itself. Text written through it is escaped, so an implementation
+/// only has to write a representation that differs between distinct values.
+///
+/// It implements [`fmt::Write`], so `write!(out, "{}", value)` works.
+#[derive(Debug)]
+pub struct KeyWriter(String);
+
+impl KeyWriter {
+    /// Writes text, escaping the characters that delimit keys.
+    pub fn write_str(&mut self, text: &str) {
+        for c in text.chars() {
+            if matches!(c, '\\' | ':' | '{' | '}') {
+                self.0.push('\\');
+            }
+            self.0.push(c);
+        }
+    }
+
+    /// Writes a marker that no escaped text can produce (`\` followed by `marker`). Used for
+    /// values with no text of their own, such as `None`.
+    pub fn write_marker(&mut self, marker: char) {
+        debug_assert!(!matches!(marker, '\\' | ':' | '{' | '}'));
+        self.0.push('\\');
+        self.0.push(marker);
+    }
+}
+
+impl fmt::Write for KeyWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        KeyWriter::write_str(self, s);
+        Ok(())
+    }
+}
+
+/// A value that can appear in a cache key.
+///
+/// Implemented for integers, `bool`, `char`, strings and references, `Box`, `Rc`, `Arc` and
+/// `Option` of those. Implement it for your own id types; two distinct values must write
+/// distinct text (the writer escapes it).
+///
+/// ```
+/// use cached_redis::{Key, KeyPart, KeyWriter};
+///
+/// struct TenantId(u32);
+///
+/// impl KeyPart for TenantId {
+///     fn write_key_part(&self, out: &mut KeyWriter) {
+///         use std::fmt::Write;
+///         let _ = write!(out, "t{}", self.0);
+///     }
+/// }
+///
+/// let key = Key::builder().text("plan:").part(&TenantId(7)).build();
+/// assert_eq!(key.as_str(), "plan:t7");
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be used in a cache key",
+    label = "this argument is part of the key",
+    note = "implement `cached_redis::KeyPart` for `{Self}`, or leave the argument out of the `key` template"
+)]
+pub trait KeyPart {
+    /// Writes this value's key text.
+    fn write_key_part(&self, out: &mut KeyWriter);
+
+    /// `true` only for `Option`, so that `Some(None)` and `None` render differently.
+    #[doc(hidden)]
+    const IS_OPTION: bool = false;
+}
+
+macro_rules! display_key_part {
+    ($($t:ty),* $(,)?) => {$(
+        impl KeyPart for $t {
+            fn write_key_part(&self, out: &mut KeyWriter) {
+                use fmt::Write as _;
+                let _ = write!(out, "{self}");
+            }
+        }
+    )*};
+}
+
+display_key_part!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, bool, char
+);
+
+impl KeyPart for str {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        out.write_str(self);
+    }
+}
+
+impl KeyPart for String {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        out.write_str(self);
+    }
+}
+
+impl KeyPart for Cow<'_, str> {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        out.write_str(self);
+    }
+}
+
+macro_rules! deref_key_part {
+    ($($wrapper:ty),*) => {$(
+        impl<T: KeyPart + ?Sized> KeyPart for $wrapper {
+            fn write_key_part(&self, out: &mut KeyWriter) {
+                (**self).write_key_part(out);
+            }
+            const IS_OPTION: bool = T::IS_OPTION;
+        }
+    )*};
+}
+
+deref_key_part!(&T, &mut T, Box<T>, Rc<T>, Arc<T>);
+
+impl<T: KeyPart> KeyPart for Option<T> {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        match self {
+            None => out.write_marker('0'),
+            Some(inner) => {
+                if T::IS_OPTION {
+                    out.write_marker('1');
+                }
+                inner.write_key_part(out);
+            }
+        }
+    }
+    const IS_OPTION: bool = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(parts: &[&dyn Fn(KeyBuilder) -> KeyBuilder]) -> String {
+        let mut b = Key::builder();
+        for p in parts {
+            b = p(b);
+        }
+        b.build().0
+    }
+
+    #[test]
+    fn plain_values_stay_readable() {
+        assert_eq!(
+            render(&[&|b| b.text("user:"), &|b| b.part(&42u64), &|b| b
+                .text(":v1")]),
+            "user:42:v1"
+        );
+        assert_eq!(Key::builder().part("alice").build().as_str(), "alice");
+        assert_eq!(Key::builder().part(&-7i32).build().as_str(), "-7");
+    }
+
+    #[test]
+    fn separators_and_escapes_are_escaped() {
+        let k = |a: &str, b: &str| Key::builder().part(a).text(":").part(b).build();
+        assert_ne!(k("x:y", "z"), k("x", "y:z"));
+        assert_ne!(k("x\\", ":y"), k("x\\:", "y"));
+        assert_eq!(k("a{b}", "c").as_str(), "a\\{b\\}:c");
+        assert_eq!(k("a\\", "").as_str(), "a\\\\:");
+    }
+
+    #[test]
+    fn options_are_distinct_from_every_string() {
+        let k = |v: Option<&str>| Key::builder().part(&v).build();
+        assert_ne!(k(None), k(Some("")));
+        assert_ne!(k(None), k(Some("\\0")));
+        assert_eq!(k(Some("x")).as_str(), "x");
+        let n = |v: Option<Option<u8>>| Key::builder().part(&v).build();
+        assert_ne!(n(None), n(Some(None)));
+        assert_ne!(n(Some(Some(1))), n(Some(None)));
+    }
+}

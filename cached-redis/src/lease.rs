@@ -1,0 +1,173 @@
+//! Redis keys of an entry and the Lua scripts that give the lease its guarantees.
+//!
+//! Every script touches only the entry's value key and lease key, which share a hash tag
+//! (`ns:{key}` and `ns:{key}:lease`), so the scripts also run on Redis Cluster.
+
+use std::sync::LazyLock;
+
+use redis::{Script, Value};
+
+use crate::Key;
+
+/// The Redis names of one entry.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryKeys {
+    pub(crate) value: String,
+    pub(crate) lease: String,
+    pub(crate) channel: String,
+}
+
+impl EntryKeys {
+    pub(crate) fn new(namespace: &str, key: &Key) -> EntryKeys {
+        let value = format!("{namespace}:{{{}}}", key.as_str());
+        EntryKeys {
+            lease: format!("{value}:lease"),
+            channel: format!("{value}:wake"),
+            value,
+        }
+    }
+}
+
+/// Returns the value if present (and not the known-corrupt bytes in ARGV[3]); otherwise takes
+/// the lease (`SET NX PX`) or reports how long the current holder still has it.
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[3] then return {1, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {3, redis.call('PTTL', KEYS[2])}
+",
+    )
+});
+
+/// Writes the value only while the lease still holds our token, then frees the lease and wakes
+/// waiters. Returns 1 when stored, 0 when the lease was revoked or lost.
+static WRITE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[4], 'stored')
+return 1
+",
+    )
+});
+
+/// Frees the lease if it still holds our token and wakes waiters. Returns 1 if it did.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], 'released')
+return 1
+",
+    )
+});
+
+/// Deletes the value and revokes any lease, then wakes waiters. Returns 1 if a value was
+/// deleted.
+static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[1], 'invalidated')
+return n
+",
+    )
+});
+
+/// What [`acquire`] found.
+#[derive(Debug)]
+pub(crate) enum Acquire {
+    Value(Vec<u8>),
+    Leased,
+    HeldFor { millis: u64 },
+}
+
+pub(crate) async fn acquire(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &EntryKeys,
+    token: &str,
+    lock_ms: u64,
+    corrupt: Option<&[u8]>,
+) -> redis::RedisResult<Acquire> {
+    let mut call = ACQUIRE.key(&keys.value);
+    call.key(&keys.lease).arg(token).arg(lock_ms);
+    if let Some(bytes) = corrupt {
+        call.arg(bytes);
+    }
+    let reply: Vec<Value> = call.invoke_async(conn).await?;
+    match reply.as_slice() {
+        [Value::Int(1), Value::BulkString(bytes)] => Ok(Acquire::Value(bytes.clone())),
+        [Value::Int(2)] => Ok(Acquire::Leased),
+        [Value::Int(3), Value::Int(pttl)] => Ok(Acquire::HeldFor {
+            millis: u64::try_from(*pttl).unwrap_or(0).max(1),
+        }),
+        other => Err((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unexpected reply from the lease script",
+            format!("{other:?}"),
+        )
+            .into()),
+    }
+}
+
+pub(crate) async fn write_back(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &EntryKeys,
+    token: &str,
+    payload: &[u8],
+    ttl_ms: u64,
+) -> redis::RedisResult<bool> {
+    WRITE_BACK
+        .key(&keys.value)
+        .key(&keys.lease)
+        .arg(token)
+        .arg(payload)
+        .arg(ttl_ms)
+        .arg(&keys.channel)
+        .invoke_async(conn)
+        .await
+}
+
+pub(crate) async fn release(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &EntryKeys,
+    token: &str,
+) -> redis::RedisResult<bool> {
+    RELEASE
+        .key(&keys.lease)
+        .arg(token)
+        .arg(&keys.channel)
+        .invoke_async(conn)
+        .await
+}
+
+pub(crate) async fn invalidate(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &EntryKeys,
+) -> redis::RedisResult<bool> {
+    INVALIDATE
+        .key(&keys.value)
+        .key(&keys.lease)
+        .arg(&keys.channel)
+        .invoke_async(conn)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_and_lease_share_a_hash_tag() {
+        let keys = EntryKeys::new("app", &Key::raw("user:42:v1"));
+        assert_eq!(keys.value, "app:{user:42:v1}");
+        assert_eq!(keys.lease, "app:{user:42:v1}:lease");
+        assert_eq!(keys.channel, "app:{user:42:v1}:wake");
+    }
+}

@@ -1,0 +1,218 @@
+//! Per-function caching policy: TTL, jitter, lease TTL and how long `None` is cached.
+
+use std::time::Duration;
+
+use crate::Error;
+use crate::random;
+
+/// How much shorter than `ttl` a stored entry's TTL may be drawn.
+///
+/// The stored TTL is uniform in `[ttl - jitter, ttl]`: `ttl` stays the bound on staleness and
+/// entries written together do not expire together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    /// Every entry lives exactly `ttl`.
+    None,
+    /// A fraction of `ttl`, in parts per million (`"10%"` is `Ratio(100_000)`).
+    Ratio(u32),
+    /// A fixed duration, smaller than `ttl`.
+    Fixed(Duration),
+}
+
+/// What the attribute's arguments become at run time; also the second argument of
+/// [`Cache::fetch`](crate::Cache::fetch).
+///
+/// ```
+/// use std::time::Duration;
+/// use cached_redis::{Jitter, Policy};
+///
+/// let policy = Policy::new("get_user", Duration::from_secs(60))
+///     .and_then(|p| p.with_jitter(Jitter::Ratio(100_000)))
+///     .unwrap();
+/// assert_eq!(policy.ttl(), Duration::from_secs(60));
+///
+/// assert!(Policy::new("f", Duration::ZERO).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    name: &'static str,
+    ttl: Duration,
+    jitter: Jitter,
+    lock_ttl: Option<Duration>,
+    none_ttl: Option<Duration>,
+}
+
+const MILLION: u64 = 1_000_000;
+
+impl Policy {
+    /// A policy for the function (or cache region) `name`, caching values for `ttl`.
+    pub fn new(name: &'static str, ttl: Duration) -> Result<Policy, Error> {
+        if ttl.as_millis() == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "ttl of `{name}` must be at least 1ms"
+            )));
+        }
+        Ok(Policy {
+            name,
+            ttl,
+            jitter: Jitter::None,
+            lock_ttl: None,
+            none_ttl: None,
+        })
+    }
+
+    /// Sets the jitter; it must be smaller than the TTL.
+    pub fn with_jitter(mut self, jitter: Jitter) -> Result<Policy, Error> {
+        let too_large = match jitter {
+            Jitter::None => false,
+            Jitter::Ratio(ppm) => u64::from(ppm) >= MILLION,
+            Jitter::Fixed(d) => d >= self.ttl,
+        };
+        if too_large {
+            return Err(Error::InvalidConfig(format!(
+                "jitter of `{}` must be smaller than its ttl",
+                self.name
+            )));
+        }
+        self.jitter = jitter;
+        Ok(self)
+    }
+
+    /// Overrides the cache's lease TTL (how long one loader may hold the key's lock).
+    pub fn with_lock_ttl(mut self, lock_ttl: Duration) -> Result<Policy, Error> {
+        if lock_ttl.as_millis() == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "lock_ttl of `{}` must be at least 1ms",
+                self.name
+            )));
+        }
+        self.lock_ttl = Some(lock_ttl);
+        Ok(self)
+    }
+
+    /// Caches `None` results for `none_ttl` (only meaningful for `Option` results).
+    pub fn with_none_ttl(mut self, none_ttl: Duration) -> Result<Policy, Error> {
+        if none_ttl.as_millis() == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "none_ttl of `{}` must be at least 1ms",
+                self.name
+            )));
+        }
+        self.none_ttl = Some(none_ttl);
+        Ok(self)
+    }
+
+    /// Builds a policy the attribute has already validated at compile time.
+    #[doc(hidden)]
+    pub const fn __validated(
+        name: &'static str,
+        ttl: Duration,
+        jitter: Jitter,
+        lock_ttl: Option<Duration>,
+        none_ttl: Option<Duration>,
+    ) -> Policy {
+        Policy {
+            name,
+            ttl,
+            jitter,
+            lock_ttl,
+            none_ttl,
+        }
+    }
+
+    /// The function or region name, used in logs and statistics.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The upper bound on how long an entry lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The jitter.
+    pub fn jitter(&self) -> Jitter {
+        self.jitter
+    }
+
+    /// The lease TTL override, if any.
+    pub fn lock_ttl(&self) -> Option<Duration> {
+        self.lock_ttl
+    }
+
+    /// How long `None` is cached, if it is.
+    pub fn none_ttl(&self) -> Option<Duration> {
+        self.none_ttl
+    }
+
+    /// Draws the TTL to store an entry with: uniform in `[base - jitter, base]`, in whole
+    /// milliseconds and at least 1. `base` is `ttl` or `none_ttl`; jitter scales with it.
+    pub(crate) fn draw_ttl_ms(&self, base: Duration) -> u64 {
+        let base_ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ppm = match self.jitter {
+            Jitter::None => 0,
+            Jitter::Ratio(ppm) => u64::from(ppm),
+            Jitter::Fixed(d) => {
+                let ttl_ms = self.ttl.as_millis().max(1);
+                u64::try_from(d.as_millis().saturating_mul(u128::from(MILLION)) / ttl_ms)
+                    .unwrap_or(MILLION)
+            }
+        };
+        let span = u64::try_from(u128::from(base_ms) * u128::from(ppm.min(MILLION)) / 1_000_000)
+            .unwrap_or(base_ms);
+        if span == 0 {
+            return base_ms;
+        }
+        (base_ms - random::below(span + 1)).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draws(p: &Policy, base: Duration) -> (u64, u64) {
+        (0..2000)
+            .map(|_| p.draw_ttl_ms(base))
+            .fold((u64::MAX, 0), |(lo, hi), v| (lo.min(v), hi.max(v)))
+    }
+
+    #[test]
+    fn jitter_only_shortens_and_spreads() {
+        let p = Policy::new("f", Duration::from_secs(60))
+            .unwrap()
+            .with_jitter(Jitter::Ratio(100_000))
+            .unwrap();
+        let (lo, hi) = draws(&p, p.ttl());
+        assert!(lo >= 54_000 && hi <= 60_000, "{lo}..{hi}");
+        assert!(hi - lo > 3_000, "draws should spread: {lo}..{hi}");
+    }
+
+    #[test]
+    fn fixed_jitter_scales_to_none_ttl() {
+        let p = Policy::new("f", Duration::from_secs(10))
+            .unwrap()
+            .with_jitter(Jitter::Fixed(Duration::from_secs(5)))
+            .unwrap();
+        let (lo, hi) = draws(&p, Duration::from_secs(2));
+        assert!(lo >= 1_000 && hi <= 2_000, "{lo}..{hi}");
+    }
+
+    #[test]
+    fn no_jitter_is_exact() {
+        let p = Policy::new("f", Duration::from_millis(1500)).unwrap();
+        assert_eq!(draws(&p, p.ttl()), (1500, 1500));
+    }
+
+    #[test]
+    fn invalid_policies_are_rejected() {
+        let p = Policy::new("f", Duration::from_secs(1)).unwrap();
+        assert!(p.with_jitter(Jitter::Ratio(1_000_000)).is_err());
+        assert!(
+            p.with_jitter(Jitter::Fixed(Duration::from_secs(1)))
+                .is_err()
+        );
+        assert!(p.with_lock_ttl(Duration::ZERO).is_err());
+        assert!(p.with_none_ttl(Duration::from_micros(10)).is_err());
+    }
+}

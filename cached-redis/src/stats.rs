@@ -1,0 +1,91 @@
+//! Counters of what the cache did, and their snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of a [`Cache`](crate::Cache)'s counters since it was built (or last reset).
+///
+/// ```no_run
+/// # async fn demo(cache: cached_redis::Cache) {
+/// let stats = cache.stats();
+/// println!("hit ratio {:.2}", stats.hits as f64 / (stats.hits + stats.misses).max(1) as f64);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Calls answered from Redis.
+    pub hits: u64,
+    /// Calls that found no usable value in Redis.
+    pub misses: u64,
+    /// Loader runs.
+    pub loads: u64,
+    /// Loader runs whose result was not cached as a failure (`Err`).
+    pub load_errors: u64,
+    /// Callers that joined a load already running in this process instead of starting one.
+    pub coalesced: u64,
+    /// Times a caller waited for another process's lease instead of loading.
+    pub lock_waits: u64,
+    /// Loads whose write-back was refused because an invalidation revoked their lease.
+    pub stale_refused: u64,
+    /// Stored values that did not decode and were treated as a miss.
+    pub decode_errors: u64,
+    /// Redis calls that failed or timed out.
+    pub redis_errors: u64,
+    /// Calls that ran the loader without the cache because Redis was unavailable or no cache
+    /// was configured.
+    pub fallbacks: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) loads: AtomicU64,
+    pub(crate) load_errors: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) lock_waits: AtomicU64,
+    pub(crate) stale_refused: AtomicU64,
+    pub(crate) decode_errors: AtomicU64,
+    pub(crate) redis_errors: AtomicU64,
+    pub(crate) fallbacks: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            hits: get(&self.hits),
+            misses: get(&self.misses),
+            loads: get(&self.loads),
+            load_errors: get(&self.load_errors),
+            coalesced: get(&self.coalesced),
+            lock_waits: get(&self.lock_waits),
+            stale_refused: get(&self.stale_refused),
+            decode_errors: get(&self.decode_errors),
+            redis_errors: get(&self.redis_errors),
+            fallbacks: get(&self.fallbacks),
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        for c in [
+            &self.hits,
+            &self.misses,
+            &self.loads,
+            &self.load_errors,
+            &self.coalesced,
+            &self.lock_waits,
+            &self.stale_refused,
+            &self.decode_errors,
+            &self.redis_errors,
+            &self.fallbacks,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}

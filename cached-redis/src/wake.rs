@@ -1,0 +1,230 @@
+//! Waking waiters through Redis pub/sub instead of polling.
+//!
+//! A caller that finds another process holding an entry's lease subscribes to the entry's
+//! channel *before* checking the value again, so a write-back that lands in between is either
+//! seen by that check or announced on the channel. Subscriptions are counted per channel and
+//! dropped when the last waiter leaves; subscribe and unsubscribe commands are serialized so an
+//! unsubscribe can never overtake a newer subscribe.
+//!
+//! The subscriber is a dedicated RESP3 connection that reconnects and resubscribes by itself.
+//! When it drops, every waiter is woken to check again; a waiter never sleeps past the lease's
+//! expiry, so a lost message costs at most one lease TTL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::watch;
+
+use crate::guard::Guard;
+use crate::stats::Counters;
+
+#[derive(Debug)]
+struct Channel {
+    waiters: usize,
+    subscribed: bool,
+    wake: watch::Sender<u64>,
+}
+
+type Registry = Arc<Mutex<HashMap<String, Channel>>>;
+
+fn lock(registry: &Registry) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
+    registry.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The registry of waited-on channels and the connection that subscribes to them.
+pub(crate) struct Wakeups {
+    conn: ConnectionManager,
+    registry: Registry,
+    serial: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Wakeups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wakeups")
+            .field("channels", &lock(&self.registry).len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The push handler: wakes the waiters of the channel a message came on; on a disconnect,
+/// wakes everyone.
+fn dispatcher(registry: Registry) -> impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static {
+    move |push: PushInfo| {
+        let map = lock(&registry);
+        match push.kind {
+            PushKind::Message => {
+                if let Some(Value::BulkString(name)) = push.data.first()
+                    && let Ok(name) = std::str::from_utf8(name)
+                    && let Some(channel) = map.get(name)
+                {
+                    channel.wake.send_modify(|n| *n += 1);
+                }
+            }
+            PushKind::Disconnection => {
+                for channel in map.values() {
+                    channel.wake.send_modify(|n| *n += 1);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Wakeups {
+    /// Creates the subscriber lazily: nothing connects until the first wait.
+    pub(crate) fn new(
+        client: redis::Client,
+        config: redis::aio::ConnectionManagerConfig,
+    ) -> redis::RedisResult<Wakeups> {
+        let registry = Registry::default();
+        let config = config
+            .set_push_sender(dispatcher(registry.clone()))
+            .set_automatic_resubscription();
+        Ok(Wakeups {
+            conn: ConnectionManager::new_lazy_with_config(client, config)?,
+            registry,
+            serial: Arc::default(),
+        })
+    }
+
+    /// Subscribes to `channel` (or joins an existing subscription). The returned subscription
+    /// sees every message published after this returns; `live` is false when Redis could not
+    /// be subscribed to, and the caller should poll.
+    pub(crate) async fn subscribe(
+        &self,
+        channel: &str,
+        guard: &Guard,
+        stats: &Counters,
+    ) -> Subscription {
+        if let Some(sub) = self.join_subscribed(channel) {
+            return sub;
+        }
+        let _serial = self.serial.lock().await;
+        if let Some(sub) = self.join_subscribed(channel) {
+            return sub;
+        }
+        let rx = {
+            let mut map = lock(&self.registry);
+            let entry = map.entry(channel.to_owned()).or_insert_with(|| Channel {
+                waiters: 0,
+                subscribed: false,
+                wake: watch::Sender::new(0),
+            });
+            entry.waiters += 1;
+            entry.wake.subscribe()
+        };
+        let mut sub = Subscription {
+            rx,
+            live: false,
+            channel: channel.to_owned(),
+            registry: self.registry.clone(),
+            serial: self.serial.clone(),
+            conn: self.conn.clone(),
+        };
+        let mut conn = self.conn.clone();
+        if guard
+            .call(stats, "SUBSCRIBE", conn.subscribe(channel))
+            .await
+            .is_ok()
+        {
+            if let Some(entry) = lock(&self.registry).get_mut(channel) {
+                entry.subscribed = true;
+            }
+            sub.live = true;
+        }
+        sub.rx.mark_unchanged();
+        sub
+    }
+
+    fn join_subscribed(&self, channel: &str) -> Option<Subscription> {
+        let mut map = lock(&self.registry);
+        let entry = map.get_mut(channel).filter(|e| e.subscribed)?;
+        entry.waiters += 1;
+        let mut rx = entry.wake.subscribe();
+        rx.mark_unchanged();
+        Some(Subscription {
+            rx,
+            live: true,
+            channel: channel.to_owned(),
+            registry: self.registry.clone(),
+            serial: self.serial.clone(),
+            conn: self.conn.clone(),
+        })
+    }
+
+    /// Channels with at least one waiter (for tests of cleanup).
+    pub(crate) fn channels(&self) -> usize {
+        lock(&self.registry).len()
+    }
+}
+
+/// One waiter's interest in a channel. Dropping it unsubscribes once nobody else waits.
+pub(crate) struct Subscription {
+    rx: watch::Receiver<u64>,
+    live: bool,
+    channel: String,
+    registry: Registry,
+    serial: Arc<tokio::sync::Mutex<()>>,
+    conn: ConnectionManager,
+}
+
+impl Subscription {
+    /// Whether messages arrive; when not, waiters poll.
+    pub(crate) fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// Waits for a message on the channel (or a reconnect) for at most `limit`.
+    pub(crate) async fn wait(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.rx.changed()).await;
+        self.rx.mark_unchanged();
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let last = {
+            let mut map = lock(&self.registry);
+            match map.get_mut(&self.channel) {
+                Some(entry) => {
+                    entry.waiters -= 1;
+                    entry.waiters == 0
+                }
+                None => false,
+            }
+        };
+        if !last {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            lock(&self.registry).remove(&self.channel);
+            return;
+        };
+        let registry = self.registry.clone();
+        let serial = self.serial.clone();
+        let channel = std::mem::take(&mut self.channel);
+        let mut conn = self.conn.clone();
+        runtime.spawn(async move {
+            let _serial = serial.lock().await;
+            let was_subscribed = {
+                let mut map = lock(&registry);
+                match map.get(&channel) {
+                    Some(entry) if entry.waiters == 0 => {
+                        map.remove(&channel).is_some_and(|e| e.subscribed)
+                    }
+                    _ => return,
+                }
+            };
+            if was_subscribed {
+                // Bounded like every Redis call. If it fails, the subscription stays, and its
+                // messages find no waiter in the registry.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), conn.unsubscribe(&channel)).await;
+            }
+        });
+    }
+}
