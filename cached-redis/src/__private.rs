@@ -2,33 +2,117 @@
 //! the rest of the crate; these are thin adapters.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use crate::global::global;
 pub use crate::{Jitter, Key, Plain, Policy};
 pub use core::time::Duration;
 
-use crate::{Cache, Cacheable, Error};
+use crate::{Cache, CacheValue, Cacheable, Error};
+
+/// Chooses how a return type `R` is cached, by type rather than by name, so aliases such as
+/// `type DbResult<T> = Result<T, DbError>` are recognised: `Returns::<R>::new().mode()` is
+/// [`Direct`] for `Result` and `Option` (inherent methods win over trait methods) and
+/// [`Wrapped`] for anything else (through [`PlainReturn`]).
+#[derive(Debug)]
+pub struct Returns<R>(PhantomData<fn() -> R>);
+
+impl<R> Returns<R> {
+    /// The probe for `R`.
+    pub const fn new() -> Self {
+        Returns(PhantomData)
+    }
+}
+
+impl<R> Default for Returns<R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T, E> Returns<Result<T, E>> {
+    /// `Result` implements [`Cacheable`] itself.
+    pub fn mode(&self) -> Direct {
+        Direct
+    }
+}
+
+impl<T> Returns<Option<T>> {
+    /// `Option` implements [`Cacheable`] itself.
+    pub fn mode(&self) -> Direct {
+        Direct
+    }
+}
+
+/// The fallback for return types other than `Result` and `Option`.
+pub trait PlainReturn {
+    /// Plain values are cached wrapped in [`Plain`].
+    fn mode(&self) -> Wrapped {
+        Wrapped
+    }
+}
+
+impl<R> PlainReturn for Returns<R> {}
+
+/// The return type is cached as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Direct;
+
+/// The return type is cached wrapped in [`Plain`].
+#[derive(Debug, Clone, Copy)]
+pub struct Wrapped;
+
+/// How a mode turns a function's return type into a [`Cacheable`] and back.
+pub trait Mode<R> {
+    /// What the cache handles.
+    type Stored: Cacheable;
+    /// Into the cached form.
+    fn wrap(result: R) -> Self::Stored;
+    /// Back to the function's return type.
+    fn unwrap(stored: Self::Stored) -> R;
+}
+
+impl<R: Cacheable> Mode<R> for Direct {
+    type Stored = R;
+    fn wrap(result: R) -> R {
+        result
+    }
+    fn unwrap(stored: R) -> R {
+        stored
+    }
+}
+
+impl<R: CacheValue> Mode<R> for Wrapped {
+    type Stored = Plain<R>;
+    fn wrap(result: R) -> Plain<R> {
+        Plain(result)
+    }
+    fn unwrap(stored: Plain<R>) -> R {
+        stored.0
+    }
+}
 
 /// A cached call: through `cache` if there is one, otherwise straight to the loader.
-pub async fn fetch<R: Cacheable, F: Future<Output = R>>(
+pub async fn fetch<M: Mode<R>, R, F: Future<Output = R>>(
+    _mode: M,
     cache: Option<&Cache>,
     key: Key,
     policy: &'static Policy,
     loader: F,
 ) -> R {
     match cache {
-        Some(cache) => cache.fetch(&key, policy, loader).await,
+        Some(cache) => {
+            let stored = cache
+                .fetch(&key, policy, async { M::wrap(loader.await) })
+                .await;
+            M::unwrap(stored)
+        }
         None => {
             warn_not_configured(policy.name());
             loader.await
         }
     }
-}
-
-/// Names the output type of a plain function's body, so errors in it point at the user's code.
-pub async fn plain<T, F: Future<Output = T>>(body: F) -> Plain<T> {
-    Plain(body.await)
 }
 
 /// A generated `invalidate_*` call.

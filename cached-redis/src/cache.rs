@@ -232,12 +232,14 @@ impl CacheBuilder {
                 )));
             }
         }
+        // No retries inside the connection manager: a command during an outage fails at once
+        // (and the next one tries to connect again) instead of waiting out a retry series.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.op_timeout.max(Duration::from_millis(500))))
             .set_response_timeout(None)
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_millis(500))
-            .set_number_of_retries(3);
+            .set_number_of_retries(0);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
         let resp3_info = client.get_connection_info().clone();
         let resp3_redis = resp3_info

@@ -16,6 +16,7 @@ use crate::Policy;
 )]
 pub trait CacheValue: Serialize + DeserializeOwned {}
 
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> CacheValue for T {}
 
 /// How a loader's result splits into what is cached.

@@ -49,7 +49,7 @@ impl fmt::Display for Error {
             Error::NotConfigured => f.write_str(
                 "no cache configured: call cached_redis::set_global(cache) at start-up or pass `cache = ...` to the attribute",
             ),
-            Error::Redis(_) => f.write_str("redis command failed"),
+            Error::Redis(e) => write!(f, "redis command failed: {e}"),
             Error::Timeout(after) => write!(f, "redis did not answer within {after:?}"),
             Error::Unavailable => {
                 f.write_str("redis is unavailable (circuit breaker open after repeated failures)")

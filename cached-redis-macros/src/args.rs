@@ -1,0 +1,132 @@
+//! The attribute's arguments: syntax is parsed here, values are checked as they are read, and
+//! problems are recorded so that every bad argument is reported at once.
+
+use std::time::Duration;
+
+use proc_macro2::{Span, TokenStream};
+use syn::meta::ParseNestedMeta;
+use syn::{Expr, LitStr};
+
+use crate::duration::{JitterSpec, parse_duration, parse_jitter};
+use crate::errors::Errors;
+use crate::template::{self, Segment};
+
+const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `none_ttl` and `cache`";
+
+/// A value with the span of the literal it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Spanned<T> {
+    pub(crate) value: T,
+    pub(crate) span: Span,
+}
+
+#[derive(Default)]
+pub(crate) struct Args {
+    /// The template and its literal.
+    pub(crate) key: Option<(Vec<Segment>, LitStr)>,
+    pub(crate) ttl: Option<Spanned<Duration>>,
+    pub(crate) jitter: Option<Spanned<JitterSpec>>,
+    pub(crate) lock_ttl: Option<Spanned<Duration>>,
+    pub(crate) none_ttl: Option<Spanned<Duration>>,
+    pub(crate) cache: Option<Expr>,
+    /// Arguments seen, to reject repeats.
+    seen: Vec<String>,
+    /// Whether `key` was given but invalid (so no key is derived in its place).
+    pub(crate) key_invalid: bool,
+}
+
+impl Args {
+    /// Whether the argument was written, valid or not.
+    pub(crate) fn given(&self, name: &str) -> bool {
+        self.seen.iter().any(|s| s == name)
+    }
+}
+
+/// Parses the arguments. Broken syntax is an `Err`; bad values are recorded in `errors`.
+pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> syn::Result<Args> {
+    let mut args = Args::default();
+    let parser = syn::meta::parser(|meta| args.parse_one(meta, errors));
+    syn::parse::Parser::parse2(parser, tokens)?;
+    Ok(args)
+}
+
+impl Args {
+    fn parse_one(&mut self, meta: ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<()> {
+        let Some(name) = meta.path.get_ident().map(ToString::to_string) else {
+            return Err(meta.error(format!("unknown argument; expected one of {KNOWN}")));
+        };
+        let span = meta
+            .path
+            .get_ident()
+            .map_or_else(Span::call_site, |i| i.span());
+        if self.seen.contains(&name) {
+            // Still consume the value so parsing can go on.
+            let _: Expr = meta.value()?.parse()?;
+            errors.at(span, format!("`{name}` is given more than once"));
+            return Ok(());
+        }
+        self.seen.push(name.clone());
+        match name.as_str() {
+            "key" => {
+                let lit: LitStr = meta.value()?.parse()?;
+                match template::parse(&lit.value()) {
+                    Ok(segments) => self.key = Some((segments, lit)),
+                    Err(message) => {
+                        self.key_invalid = true;
+                        errors.at(lit.span(), message);
+                    }
+                }
+            }
+            "ttl" => self.ttl = duration(&meta, "ttl", errors)?,
+            "lock_ttl" => self.lock_ttl = duration(&meta, "lock_ttl", errors)?,
+            "none_ttl" => self.none_ttl = duration(&meta, "none_ttl", errors)?,
+            "jitter" => {
+                let lit: LitStr = meta.value()?.parse()?;
+                match parse_jitter(&lit.value()) {
+                    Ok(value) => {
+                        self.jitter = Some(Spanned {
+                            value,
+                            span: lit.span(),
+                        });
+                    }
+                    Err(message) => errors.at(lit.span(), message),
+                }
+            }
+            "cache" => self.cache = Some(meta.value()?.parse()?),
+            _ => {
+                let _: Expr = meta.value()?.parse()?;
+                errors.at(
+                    span,
+                    format!("unknown argument `{name}`; expected one of {KNOWN}"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a non-zero duration literal.
+fn duration(
+    meta: &ParseNestedMeta<'_>,
+    name: &str,
+    errors: &mut Errors,
+) -> syn::Result<Option<Spanned<Duration>>> {
+    let lit: LitStr = meta.value()?.parse()?;
+    match parse_duration(&lit.value()) {
+        Ok(d) if d.as_millis() == 0 => {
+            errors.at(
+                lit.span(),
+                format!("`{name}` must be at least 1ms; an entry that never lives caches nothing"),
+            );
+            Ok(None)
+        }
+        Ok(value) => Ok(Some(Spanned {
+            value,
+            span: lit.span(),
+        })),
+        Err(message) => {
+            errors.at(lit.span(), format!("invalid `{name}`: {message}"));
+            Ok(None)
+        }
+    }
+}

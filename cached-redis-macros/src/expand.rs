@@ -1,0 +1,204 @@
+//! Code generation. The expansion decides nothing at run time: it renders the key, names the
+//! cache and hands the body to `::cached_redis::__private`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned as _;
+use syn::{Ident, ItemFn};
+
+use crate::args;
+use crate::duration::JitterSpec;
+use crate::errors::Errors;
+use crate::model::{self, Model, Part};
+
+/// The attribute's entry: on any error, the original item plus every error, so a bad attribute
+/// does not also produce a cascade of errors about the function.
+pub(crate) fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item_fn: ItemFn = match syn::parse2(item.clone()) {
+        Ok(item_fn) => item_fn,
+        Err(_) => {
+            let error = syn::Error::new(
+                Span::call_site(),
+                "#[redis_cached] goes on an `async fn` (a free function or a method)",
+            );
+            return with_error(item, error);
+        }
+    };
+    let mut errors = Errors::default();
+    let args = match args::parse(args, &mut errors) {
+        Ok(args) => args,
+        Err(error) => {
+            errors.push(error);
+            return with_error(item, errors.finish(()).unwrap_err());
+        }
+    };
+    let model = model::build(item_fn, args, &mut errors);
+    match (errors.finish(()), model) {
+        (Ok(()), Some(model)) => expand(&model),
+        (Err(error), _) => with_error(item, error),
+        (Ok(()), None) => item,
+    }
+}
+
+fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
+    let error = error.into_compile_error();
+    quote!(#item #error)
+}
+
+fn expand(model: &Model) -> TokenStream {
+    let cached = cached_fn(model);
+    let invalidate = invalidate_fn(model);
+    quote!(#cached #invalidate)
+}
+
+/// A name the user's body cannot see.
+fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+fn cached_fn(model: &Model) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+        ..
+    } = &model.item;
+    let ret = &model.ret;
+    let policy = policy(model);
+    let key = local("__cached_redis_key");
+    let render = render_key(model);
+    let (cache_binding, cache) = cache_binding(model);
+    let ret_span = ret.span();
+    let mode = quote_spanned!(ret_span=>
+        ::cached_redis::__private::Returns::<#ret>::new().mode());
+    let fetch = quote_spanned!(ret_span=> ::cached_redis::__private::fetch);
+    let call = quote_spanned! {ret_span=>
+        #fetch(#mode, #cache, #key, &__CACHED_REDIS_POLICY, async move #block).await
+    };
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            use ::cached_redis::__private::PlainReturn as _;
+            static __CACHED_REDIS_POLICY: ::cached_redis::__private::Policy = #policy;
+            let #key = #render;
+            #cache_binding
+            #call
+        }
+    }
+}
+
+fn invalidate_fn(model: &Model) -> TokenStream {
+    let ItemFn {
+        attrs, vis, sig, ..
+    } = &model.item;
+    let name = &sig.ident;
+    let helper = format_ident!("invalidate_{}", name.to_string().trim_start_matches("r#"));
+    let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
+    let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
+    let receiver = model.has_receiver.then(|| quote!(&self,));
+    let params = model.helper_params.iter().map(|p| {
+        let (ident, ty) = (&p.ident, &p.ty);
+        quote!(#ident: #ty)
+    });
+    let key = local("__cached_redis_key");
+    let render = render_key(model);
+    let (cache_binding, cache) = cache_binding(model);
+    let doc = format!(
+        " Removes the entry `{name}` cached for these arguments and revokes any load of it in flight. \
+         Call it after every write to the data behind it. Returns whether an entry was removed; \
+         an `Err` means Redis could not be reached, and the entry may live until its TTL."
+    );
+    quote! {
+        #(#cfgs)*
+        #[doc = #doc]
+        #[allow(dead_code)]
+        #vis async fn #helper #generics (#receiver #(#params),*)
+            -> ::core::result::Result<bool, ::cached_redis::Error>
+            #where_clause
+        {
+            let #key = #render;
+            #cache_binding
+            ::cached_redis::__private::invalidate(#cache, #key).await
+        }
+    }
+}
+
+/// `Policy::__validated(...)`, from values checked at compile time.
+fn policy(model: &Model) -> TokenStream {
+    let name = model.item.sig.ident.to_string();
+    let millis = |d: std::time::Duration| {
+        let ms = d.as_millis() as u64;
+        quote!(::cached_redis::__private::Duration::from_millis(#ms))
+    };
+    let optional = |d: Option<std::time::Duration>| match d {
+        Some(d) => {
+            let d = millis(d);
+            quote!(::core::option::Option::Some(#d))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let ttl = millis(model.ttl);
+    let jitter = match model.jitter {
+        None => quote!(::cached_redis::__private::Jitter::None),
+        Some(JitterSpec::Ratio(ppm)) => quote!(::cached_redis::__private::Jitter::Ratio(#ppm)),
+        Some(JitterSpec::Fixed(d)) => {
+            let d = millis(d);
+            quote!(::cached_redis::__private::Jitter::Fixed(#d))
+        }
+    };
+    let lock_ttl = optional(model.lock_ttl);
+    let none_ttl = optional(model.none_ttl);
+    quote!(::cached_redis::__private::Policy::__validated(#name, #ttl, #jitter, #lock_ttl, #none_ttl))
+}
+
+/// The key builder chain. Each value is spanned at its parameter, so a type that cannot be
+/// rendered is reported there.
+fn render_key(model: &Model) -> TokenStream {
+    let parts = model.key.iter().map(|part| match part {
+        Part::Text(text) => quote!(.text(#text)),
+        Part::Value { root, fields } => {
+            let span = root.as_ref().map_or(model.key_span, Ident::span);
+            let root = match root {
+                Some(ident) => quote!(#ident),
+                None => quote_spanned!(span=> self),
+            };
+            let fields = fields.iter().map(|f| match f.parse::<u32>() {
+                Ok(index) => {
+                    let index = syn::Index {
+                        index,
+                        span: model.key_span,
+                    };
+                    quote!(.#index)
+                }
+                Err(_) => {
+                    let field = Ident::new(f, model.key_span);
+                    quote!(.#field)
+                }
+            });
+            quote_spanned!(span=> .part(&#root #(#fields)*))
+        }
+    });
+    quote!(::cached_redis::__private::key() #(#parts)* .build())
+}
+
+/// Binds the cache and returns the `Option<&Cache>` expression to pass on.
+fn cache_binding(model: &Model) -> (TokenStream, TokenStream) {
+    match &model.cache {
+        Some(expr) => {
+            let cache = local("__cached_redis_cache");
+            let binding = quote_spanned!(expr.span()=>
+                let #cache: &::cached_redis::Cache = #expr;
+            );
+            (binding, quote!(::core::option::Option::Some(#cache)))
+        }
+        None => {
+            let global = local("__cached_redis_global");
+            (
+                quote!(let #global = ::cached_redis::__private::global();),
+                quote!(::core::option::Option::as_ref(&#global)),
+            )
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The checked model of one cached function: its parameters, return kind, key and policy.
+//! Every rule that spans more than one argument is checked here, in one place.
+
+use std::time::Duration;
+
+use proc_macro2::Span;
+use syn::spanned::Spanned as _;
+use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
+
+use crate::args::{Args, Spanned};
+use crate::duration::JitterSpec;
+use crate::errors::Errors;
+use crate::template::{Segment, show};
+
+/// A named parameter of the function.
+pub(crate) struct Param {
+    pub(crate) ident: Ident,
+    pub(crate) ty: Type,
+}
+
+/// A key placeholder resolved against the signature.
+pub(crate) enum Part {
+    Text(String),
+    /// A parameter (or `self` when `root` is `None`) and a field path into it.
+    Value {
+        root: Option<Ident>,
+        fields: Vec<String>,
+    },
+}
+
+pub(crate) struct Model {
+    pub(crate) item: ItemFn,
+    pub(crate) ret: Type,
+    pub(crate) has_receiver: bool,
+    /// The key's pieces and the span errors in it point at.
+    pub(crate) key: Vec<Part>,
+    pub(crate) key_span: Span,
+    /// Parameters the key or the `cache` expression use, in signature order: the invalidation
+    /// helper's parameters.
+    pub(crate) helper_params: Vec<Param>,
+    pub(crate) ttl: Duration,
+    pub(crate) jitter: Option<JitterSpec>,
+    pub(crate) lock_ttl: Option<Duration>,
+    pub(crate) none_ttl: Option<Duration>,
+    pub(crate) cache: Option<syn::Expr>,
+}
+
+/// Checks the function against its arguments; records every problem found.
+pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Option<Model> {
+    let sig = &item.sig;
+    if sig.asyncness.is_none() {
+        errors.at(
+            sig.fn_token.span,
+            "#[redis_cached] works on `async fn` only: caching reads Redis, which is asynchronous; write `async fn`",
+        );
+    }
+    let ret = return_type(sig, errors)?;
+
+    let has_receiver = sig.receiver().is_some();
+    let params = named_params(&item, args.key.is_none() && !args.key_invalid, errors);
+
+    if !args.given("ttl") {
+        errors.at(
+            Span::call_site(),
+            "missing `ttl`: every entry must expire; add e.g. ttl = \"60s\"",
+        );
+    }
+    if let (Some(ttl), Some(jitter)) = (&args.ttl, &args.jitter) {
+        check_jitter(ttl, jitter, errors);
+    }
+    if let Some(none_ttl) = &args.none_ttl
+        && !names_option(&ret)
+    {
+        errors.at(
+            none_ttl.span,
+            "`none_ttl` applies to functions returning `Option<T>` only; remove it, or return `Option<T>`",
+        );
+    }
+
+    let mut in_cache_expr = vec![false; params.len()];
+    if let Some(cache) = &args.cache {
+        mark_mentioned(
+            &quote::ToTokens::to_token_stream(cache),
+            &params,
+            &mut in_cache_expr,
+        );
+    }
+    let (segments, key_span) = match &args.key {
+        Some((segments, lit)) => (segments.clone(), lit.span()),
+        None => {
+            let data = params
+                .iter()
+                .zip(&in_cache_expr)
+                .filter(|(_, c)| !**c)
+                .map(|(p, _)| p);
+            (derived_template(&sig.ident, data), Span::call_site())
+        }
+    };
+    let (key, mut used) = resolve(&segments, key_span, &params, has_receiver, errors);
+    for (used, in_cache_expr) in used.iter_mut().zip(in_cache_expr) {
+        *used |= in_cache_expr;
+    }
+    let helper_params = params
+        .into_iter()
+        .zip(used)
+        .filter_map(|(p, used)| used.then_some(p))
+        .collect();
+
+    Some(Model {
+        ret,
+        has_receiver,
+        key,
+        key_span,
+        helper_params,
+        ttl: args.ttl.map_or(Duration::from_secs(1), |t| t.value),
+        jitter: args.jitter.map(|j| j.value),
+        lock_ttl: args.lock_ttl.map(|d| d.value),
+        none_ttl: args.none_ttl.map(|d| d.value),
+        cache: args.cache,
+        item,
+    })
+}
+
+/// The return type. How it is cached is decided by its type in the expansion, not here, so
+/// type aliases of `Result` and `Option` work.
+fn return_type(sig: &syn::Signature, errors: &mut Errors) -> Option<Type> {
+    match &sig.output {
+        ReturnType::Default => {
+            errors.at(
+                sig.ident.span(),
+                "a cached function must return the value to cache, e.g. `-> Result<User, DbError>`",
+            );
+            None
+        }
+        ReturnType::Type(_, ty) if matches!(**ty, Type::ImplTrait(_)) => {
+            errors.at(
+                ty.span(),
+                "the cached type must be named: `impl Trait` cannot be deserialized from Redis",
+            );
+            None
+        }
+        ReturnType::Type(_, ty) => Some((**ty).clone()),
+    }
+}
+
+/// Whether the return type is written `Option<...>` (checked for `none_ttl`).
+fn names_option(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path) if path.qself.is_none()
+        && path.path.segments.last().is_some_and(|last| last.ident == "Option"))
+}
+
+/// The function's named parameters. When the key is derived from all of them, a parameter
+/// without a name is an error.
+fn named_params(item: &ItemFn, need_all: bool, errors: &mut Errors) -> Vec<Param> {
+    let mut params = Vec::new();
+    for input in &item.sig.inputs {
+        let FnArg::Typed(typed) = input else { continue };
+        match &*typed.pat {
+            Pat::Ident(pat) if pat.subpat.is_none() => params.push(Param {
+                ident: pat.ident.clone(),
+                ty: (*typed.ty).clone(),
+            }),
+            other if need_all => errors.at(
+                other.span(),
+                "without a `key`, the key is made of every argument, so each needs a plain name; name this argument or write a `key` template",
+            ),
+            _ => {}
+        }
+    }
+    params
+}
+
+/// `get_user(id, region)` becomes `get_user:<id>:<region>`. Parameters the `cache` expression
+/// uses are not data and are left out.
+fn derived_template<'a>(name: &Ident, params: impl Iterator<Item = &'a Param>) -> Vec<Segment> {
+    let mut segments = vec![Segment::Text(name.to_string())];
+    for param in params {
+        segments.push(Segment::Text(":".to_owned()));
+        segments.push(Segment::Placeholder {
+            root: param.ident.to_string(),
+            fields: Vec::new(),
+        });
+    }
+    segments
+}
+
+fn resolve(
+    segments: &[Segment],
+    span: Span,
+    params: &[Param],
+    has_receiver: bool,
+    errors: &mut Errors,
+) -> (Vec<Part>, Vec<bool>) {
+    let mut parts = Vec::new();
+    let mut used = vec![false; params.len()];
+    for segment in segments {
+        match segment {
+            Segment::Text(text) => parts.push(Part::Text(text.clone())),
+            Segment::Placeholder { root, fields } if root == "self" => {
+                if !has_receiver {
+                    errors.at(
+                        span,
+                        format!(
+                            "{} uses `self`, but this function has no `self` parameter",
+                            show(segment)
+                        ),
+                    );
+                }
+                parts.push(Part::Value {
+                    root: None,
+                    fields: fields.clone(),
+                });
+            }
+            Segment::Placeholder { root, fields } => {
+                match params.iter().position(|p| p.ident == root) {
+                    Some(i) => {
+                        used[i] = true;
+                        parts.push(Part::Value {
+                            root: Some(params[i].ident.clone()),
+                            fields: fields.clone(),
+                        });
+                    }
+                    None => {
+                        let names: Vec<String> =
+                            params.iter().map(|p| format!("`{}`", p.ident)).collect();
+                        let known = if names.is_empty() {
+                            "this function has no named arguments".to_owned()
+                        } else {
+                            format!("the arguments are {}", names.join(", "))
+                        };
+                        errors.at(
+                            span,
+                            format!("{} in the key template names no argument of this function; {known}", show(segment)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    (parts, used)
+}
+
+/// Marks the parameters an expression mentions (the `cache` expression may use them, so the
+/// invalidation helper needs them too).
+fn mark_mentioned(tokens: &proc_macro2::TokenStream, params: &[Param], used: &mut [bool]) {
+    for token in tokens.clone() {
+        match token {
+            proc_macro2::TokenTree::Ident(ident) => {
+                if let Some(i) = params.iter().position(|p| p.ident == ident) {
+                    used[i] = true;
+                }
+            }
+            proc_macro2::TokenTree::Group(group) => mark_mentioned(&group.stream(), params, used),
+            _ => {}
+        }
+    }
+}
+
+fn check_jitter(ttl: &Spanned<Duration>, jitter: &Spanned<JitterSpec>, errors: &mut Errors) {
+    if let JitterSpec::Fixed(j) = jitter.value
+        && j >= ttl.value
+    {
+        errors.at(
+            jitter.span,
+            format!(
+                "`jitter` ({j:?}) must be smaller than `ttl` ({:?}): the stored TTL is drawn from [ttl - jitter, ttl]",
+                ttl.value
+            ),
+        );
+    }
+}

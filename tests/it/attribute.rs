@@ -1,0 +1,151 @@
+//! What the attribute generates: readable and injective keys, derived keys, field paths,
+//! methods with `&self`, plain return types, the invalidation helper's signature, and futures
+//! that stay `Send`.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use cached_redis::{Cache, redis_cached};
+use cached_redis_tests::{RedisServer, get_raw};
+use serde::{Deserialize, Serialize};
+
+async fn scan(server: &RedisServer, pattern: &str) -> Vec<String> {
+    let mut conn = server.conn().await;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(100)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys
+}
+
+static PAIR_LOADS: AtomicU32 = AtomicU32::new(0);
+
+#[redis_cached(key = "pair:<a>:<b>", ttl = "60s", cache = cache)]
+async fn pair(cache: &Cache, a: &str, b: &str) -> Result<String, String> {
+    PAIR_LOADS.fetch_add(1, Ordering::SeqCst);
+    Ok(format!("{a}|{b}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argument_values_never_share_a_key_and_keys_stay_readable() {
+    let server = RedisServer::start();
+    let cache = server.cache("inj").await;
+    assert_eq!(pair(&cache, "x:y", "z").await.as_deref(), Ok("x:y|z"));
+    assert_eq!(pair(&cache, "x", "y:z").await.as_deref(), Ok("x|y:z"));
+    assert_eq!(pair(&cache, "x:y", "z").await.as_deref(), Ok("x:y|z"));
+    assert_eq!(pair(&cache, "x", "y:z").await.as_deref(), Ok("x|y:z"));
+    assert_eq!(pair(&cache, "{x}", "\\").await.as_deref(), Ok("{x}|\\"));
+    assert_eq!(PAIR_LOADS.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        scan(&server, "*pair:*").await,
+        [
+            r"inj:{pair:\{x\}:\\}",
+            r"inj:{pair:x:y\:z}",
+            r"inj:{pair:x\:y:z}",
+        ]
+    );
+    assert!(invalidate_pair(&cache, "x", "y:z").await.unwrap());
+    assert_eq!(scan(&server, "*pair:x*").await, [r"inj:{pair:x\:y:z}"]);
+}
+
+#[redis_cached(ttl = "60s", cache = cache)]
+async fn derived(cache: &Cache, id: u64, tag: String) -> u64 {
+    id * 2 + tag.len() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_omitted_key_is_the_function_name_and_every_argument() {
+    let server = RedisServer::start();
+    let cache = server.cache("derived").await;
+    assert_eq!(derived(&cache, 7, "abc".into()).await, 17);
+    // A plain return type is cached too.
+    let mut conn = server.conn().await;
+    let stored = get_raw(&mut conn, "derived:{derived:7:abc}")
+        .await
+        .expect("stored");
+    assert!(
+        stored.starts_with(br#"{"v":17,"#),
+        "{}",
+        String::from_utf8_lossy(&stored)
+    );
+    assert_eq!(derived(&cache, 7, "abc".into()).await, 17);
+    assert_eq!(cache.stats().hits, 1);
+    assert!(invalidate_derived(&cache, 7, "abc".into()).await.unwrap());
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+struct Directory {
+    cache: Cache,
+    tenant: String,
+    loads: AtomicU32,
+}
+
+impl Directory {
+    /// Looks a user's display name up.
+    #[redis_cached(key = "name:<self.tenant>:<user.id>", ttl = "60s", cache = &self.cache)]
+    pub async fn display_name(&self, user: &User) -> Option<String> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        Some(format!("{} ({})", user.name, self.tenant))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_read_fields_of_self_and_of_arguments() {
+    let server = RedisServer::start();
+    let dir = Directory {
+        cache: server.cache("dir").await,
+        tenant: "acme".into(),
+        loads: AtomicU32::new(0),
+    };
+    let ada = User {
+        id: 1,
+        name: "Ada".into(),
+    };
+    assert_eq!(dir.display_name(&ada).await.as_deref(), Some("Ada (acme)"));
+    assert_eq!(dir.display_name(&ada).await.as_deref(), Some("Ada (acme)"));
+    assert_eq!(dir.loads.load(Ordering::SeqCst), 1);
+    assert_eq!(scan(&server, "dir:*").await, ["dir:{name:acme:1}"]);
+    // The helper is a method taking the key's arguments.
+    assert!(dir.invalidate_display_name(&ada).await.unwrap());
+    assert_eq!(dir.display_name(&ada).await.as_deref(), Some("Ada (acme)"));
+    assert_eq!(dir.loads.load(Ordering::SeqCst), 2);
+}
+
+#[redis_cached(key = "user:<id>:v1", ttl = "60s", jitter = "10%")]
+async fn global_user(id: u64) -> Result<User, std::io::Error> {
+    Ok(User {
+        id,
+        name: "x".into(),
+    })
+}
+
+fn assert_send<T: Send>(_: &T) {}
+
+#[test]
+fn cached_futures_are_send_for_multi_threaded_servers() {
+    let user = global_user(1);
+    assert_send(&user);
+    let invalidate = invalidate_global_user(1);
+    assert_send(&invalidate);
+    let cache_fn = |cache: &'static Cache| derived(cache, 1, String::new());
+    let _ = cache_fn;
+}

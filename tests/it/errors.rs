@@ -1,0 +1,171 @@
+//! Guarantee 2: an `Err` (and a `None` without `none_ttl`) is returned untouched and not
+//! cached; the next call loads again. `None` with `none_ttl` is cached for that long.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cached_redis::{Cache, redis_cached};
+use cached_redis_tests::{RedisServer, get_raw, pttl};
+use tokio::sync::Barrier;
+
+#[derive(Debug, PartialEq)]
+struct DbError(String);
+
+static FLAKY_LOADS: AtomicU32 = AtomicU32::new(0);
+
+/// Fails on its first two loads, then succeeds.
+#[redis_cached(key = "flaky:<id>", ttl = "60s", cache = cache)]
+async fn flaky(cache: &Cache, id: u32) -> Result<u32, DbError> {
+    let n = FLAKY_LOADS.fetch_add(1, Ordering::SeqCst);
+    if n < 2 {
+        Err(DbError(format!("attempt {n} failed")))
+    } else {
+        Ok(id * 10)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_returned_untouched_and_never_cached() {
+    let server = RedisServer::start();
+    let cache = server.cache("errors").await;
+    let mut conn = server.conn().await;
+    let redis_key = cache.redis_key(&cached_redis::Key::raw("flaky:4"));
+
+    assert_eq!(
+        flaky(&cache, 4).await,
+        Err(DbError("attempt 0 failed".into()))
+    );
+    assert_eq!(
+        get_raw(&mut conn, &redis_key).await,
+        None,
+        "an error is not stored"
+    );
+    assert_eq!(
+        flaky(&cache, 4).await,
+        Err(DbError("attempt 1 failed".into()))
+    );
+    assert_eq!(flaky(&cache, 4).await, Ok(40));
+    assert_eq!(flaky(&cache, 4).await, Ok(40));
+    assert_eq!(
+        FLAKY_LOADS.load(Ordering::SeqCst),
+        3,
+        "the success is cached"
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.load_errors, stats.hits), (3, 2, 1));
+    let lease = format!("{redis_key}:lease");
+    assert_eq!(
+        get_raw(&mut conn, &lease).await,
+        None,
+        "a failed load releases its lease"
+    );
+}
+
+static FAILING_LOADS: AtomicU32 = AtomicU32::new(0);
+
+#[redis_cached(key = "failing:<id>", ttl = "60s", cache = cache)]
+async fn always_failing(cache: &Cache, id: u32, barrier: Arc<Barrier>) -> Result<u32, DbError> {
+    FAILING_LOADS.fetch_add(1, Ordering::SeqCst);
+    // The first load waits for everyone to have joined it.
+    if FAILING_LOADS.load(Ordering::SeqCst) == 1 {
+        barrier.wait().await;
+    }
+    Err(DbError(format!("no row {id}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_joined_a_failed_load_each_get_an_error_of_their_own() {
+    let server = RedisServer::start();
+    let cache = server.cache("joined-errors").await;
+    let barrier = Arc::new(Barrier::new(2));
+    let first = {
+        let (cache, barrier) = (cache.clone(), barrier.clone());
+        tokio::spawn(async move { always_failing(&cache, 1, barrier).await })
+    };
+    // Wait until the first load runs, start joiners, then let the load fail.
+    assert!(
+        cached_redis_tests::eventually(Duration::from_secs(2), || async {
+            FAILING_LOADS.load(Ordering::SeqCst) == 1
+        })
+        .await
+    );
+    let joiners: Vec<_> = (0..5)
+        .map(|_| {
+            let (cache, barrier) = (cache.clone(), barrier.clone());
+            tokio::spawn(async move { always_failing(&cache, 1, barrier).await })
+        })
+        .collect();
+    assert!(
+        cached_redis_tests::eventually(Duration::from_secs(2), || async {
+            cache.stats().coalesced == 5
+        })
+        .await
+    );
+    barrier.wait().await;
+    assert_eq!(first.await.unwrap(), Err(DbError("no row 1".into())));
+    for joiner in joiners {
+        assert_eq!(joiner.await.unwrap(), Err(DbError("no row 1".into())));
+    }
+    assert_eq!(
+        FAILING_LOADS.load(Ordering::SeqCst),
+        6,
+        "each joiner ran the loader itself"
+    );
+}
+
+static LOOKUPS: AtomicU32 = AtomicU32::new(0);
+
+#[redis_cached(key = "lookup:<name>", ttl = "60s", cache = cache)]
+async fn find_uncached_none(cache: &Cache, name: &str) -> Option<String> {
+    LOOKUPS.fetch_add(1, Ordering::SeqCst);
+    (name == "known").then(|| "found".to_owned())
+}
+
+static NEGATIVE_LOOKUPS: AtomicU32 = AtomicU32::new(0);
+
+#[redis_cached(key = "neg:<name>", ttl = "60s", none_ttl = "2s", cache = cache)]
+async fn find_cached_none(cache: &Cache, name: &str) -> Option<String> {
+    NEGATIVE_LOOKUPS.fetch_add(1, Ordering::SeqCst);
+    (name == "known").then(|| "found".to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_is_cached_only_with_none_ttl() {
+    let server = RedisServer::start();
+    let cache = server.cache("none").await;
+    let mut conn = server.conn().await;
+
+    assert_eq!(find_uncached_none(&cache, "missing").await, None);
+    assert_eq!(find_uncached_none(&cache, "missing").await, None);
+    assert_eq!(
+        LOOKUPS.load(Ordering::SeqCst),
+        2,
+        "None is not cached without none_ttl"
+    );
+    assert_eq!(
+        find_uncached_none(&cache, "known").await.as_deref(),
+        Some("found")
+    );
+    assert_eq!(
+        find_uncached_none(&cache, "known").await.as_deref(),
+        Some("found")
+    );
+    assert_eq!(LOOKUPS.load(Ordering::SeqCst), 3, "Some is cached");
+
+    assert_eq!(find_cached_none(&cache, "missing").await, None);
+    assert_eq!(find_cached_none(&cache, "missing").await, None);
+    assert_eq!(
+        NEGATIVE_LOOKUPS.load(Ordering::SeqCst),
+        1,
+        "None is cached with none_ttl"
+    );
+    let key = cache.redis_key(&cached_redis::Key::raw("neg:missing"));
+    let ttl = pttl(&mut conn, &key).await;
+    assert!(
+        (1..=2000).contains(&ttl),
+        "None lives at most none_ttl: {ttl} ms"
+    );
+    let stored = String::from_utf8(get_raw(&mut conn, &key).await.unwrap()).unwrap();
+    assert!(stored.starts_with(r#"{"v":null"#), "{stored}");
+}

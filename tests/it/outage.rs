@@ -1,0 +1,131 @@
+//! Guarantee 5: with Redis refusing connections, black-holed, or killed and restarted, every
+//! call returns the loader's result within `op_timeout` plus the loader; no error of the
+//! cache's own surfaces; once Redis is back, hits resume without a restart.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use cached_redis::{Cache, redis_cached};
+use cached_redis_tests::{RedisServer, eventually, free_port};
+
+static LOADS: AtomicU32 = AtomicU32::new(0);
+
+#[redis_cached(key = "profile:<id>", ttl = "60s", cache = cache)]
+async fn profile(cache: &Cache, id: u32) -> Result<String, std::io::Error> {
+    LOADS.fetch_add(1, Ordering::SeqCst);
+    Ok(format!("profile-{id}"))
+}
+
+async fn cache_for(url: &str, namespace: &str) -> Cache {
+    Cache::builder(url)
+        .namespace(namespace)
+        .op_timeout(Duration::from_millis(100))
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_millis(300))
+        .build()
+        .await
+        .expect("building never needs Redis")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_falls_back_to_the_loader_and_opens_the_breaker() {
+    let cache = cache_for(&format!("redis://127.0.0.1:{}", free_port()), "refused").await;
+    let mut slowest = Duration::ZERO;
+    for id in 0..10 {
+        let started = Instant::now();
+        assert_eq!(profile(&cache, id).await.unwrap(), format!("profile-{id}"));
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(150),
+        "bounded by op_timeout: {slowest:?}"
+    );
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.fallbacks, stats.loads, stats.hits),
+        (10, 10, 0),
+        "{stats:?}"
+    );
+    assert!(stats.redis_errors >= 3, "{stats:?}");
+    let errors_before = stats.redis_errors;
+    for id in 0..5 {
+        profile(&cache, id).await.unwrap();
+    }
+    assert_eq!(
+        cache.stats().redis_errors,
+        errors_before,
+        "the open breaker stops calling Redis"
+    );
+    assert!(
+        cache
+            .invalidate(&cached_redis::Key::raw("profile:1"))
+            .await
+            .is_err(),
+        "writers learn of the outage"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_redis_costs_at_most_op_timeout() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let cache = cache_for(&format!("redis://127.0.0.1:{port}"), "hole").await;
+    let mut latencies = Vec::new();
+    for id in 0..8 {
+        let started = Instant::now();
+        assert_eq!(profile(&cache, id).await.unwrap(), format!("profile-{id}"));
+        latencies.push(started.elapsed());
+    }
+    let slowest = latencies.iter().max().unwrap();
+    assert!(
+        *slowest < Duration::from_millis(250),
+        "each call bounded: {latencies:?}"
+    );
+    let last = latencies.last().unwrap();
+    assert!(
+        *last < Duration::from_millis(5),
+        "breaker open, no timeout paid: {latencies:?}"
+    );
+    hole.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_run() {
+    let mut server = RedisServer::start();
+    let cache = cache_for(&server.url(), "restart").await;
+    assert_eq!(profile(&cache, 1).await.unwrap(), "profile-1");
+    assert_eq!(profile(&cache, 1).await.unwrap(), "profile-1");
+    assert_eq!(cache.stats().hits, 1);
+
+    server.kill();
+    for _ in 0..10 {
+        assert_eq!(
+            profile(&cache, 1).await.unwrap(),
+            "profile-1",
+            "the loader answers"
+        );
+    }
+    assert!(cache.stats().fallbacks >= 10);
+
+    server.restart();
+    let back = Instant::now();
+    let resumed = eventually(Duration::from_secs(3), || async {
+        let hits = cache.stats().hits;
+        profile(&cache, 1).await.unwrap();
+        cache.stats().hits > hits
+    })
+    .await;
+    assert!(resumed, "hits resume once Redis is back");
+    assert!(
+        back.elapsed() < Duration::from_secs(2),
+        "resumed after {:?}",
+        back.elapsed()
+    );
+}

@@ -1,0 +1,71 @@
+//! Guarantee 4: the stored PTTL lies in `[ttl - jitter, ttl]`, jitter spreads it, and the
+//! loader runs again once the entry expires.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cached_redis::{Cache, Key, redis_cached};
+use cached_redis_tests::{RedisServer, pttl};
+
+#[redis_cached(key = "jittered:<id>", ttl = "60s", jitter = "10%", cache = cache)]
+async fn jittered(cache: &Cache, id: u32) -> Result<u32, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "fixed:<id>", ttl = "10s", jitter = "4s", cache = cache)]
+async fn fixed_jitter(cache: &Cache, id: u32) -> Result<u32, String> {
+    Ok(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_ttls_lie_within_ttl_minus_jitter_and_ttl_and_spread() {
+    let server = RedisServer::start();
+    let cache = server.cache("ttl").await;
+    let mut conn = server.conn().await;
+    let mut ttls = Vec::new();
+    for id in 0..200 {
+        assert_eq!(jittered(&cache, id).await, Ok(id));
+        let key = Key::builder().text("jittered:").part(&id).build();
+        ttls.push(pttl(&mut conn, &cache.redis_key(&key)).await);
+    }
+    let (lo, hi) = (*ttls.iter().min().unwrap(), *ttls.iter().max().unwrap());
+    assert!(
+        lo >= 54_000 - 50 && hi <= 60_000,
+        "PTTLs {lo}..={hi} outside [54s, 60s]"
+    );
+    assert!(
+        hi - lo >= 3_000,
+        "jitter should spread expiries: {lo}..={hi}"
+    );
+
+    let mut fixed = Vec::new();
+    for id in 0..100 {
+        assert_eq!(fixed_jitter(&cache, id).await, Ok(id));
+        let key = Key::builder().text("fixed:").part(&id).build();
+        fixed.push(pttl(&mut conn, &cache.redis_key(&key)).await);
+    }
+    let (lo, hi) = (*fixed.iter().min().unwrap(), *fixed.iter().max().unwrap());
+    assert!(
+        lo >= 6_000 - 50 && hi <= 10_000,
+        "PTTLs {lo}..={hi} outside [6s, 10s]"
+    );
+}
+
+static SHORT_LOADS: AtomicU32 = AtomicU32::new(0);
+
+#[redis_cached(key = "short", ttl = "300ms", cache = cache)]
+async fn short_lived(cache: &Cache) -> Result<u32, String> {
+    Ok(SHORT_LOADS.fetch_add(1, Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loader_runs_again_after_the_ttl() {
+    let server = RedisServer::start();
+    let cache = server.cache("expiry").await;
+    assert_eq!(short_lived(&cache).await, Ok(0));
+    assert_eq!(short_lived(&cache).await, Ok(0), "cached within the ttl");
+    // Waiting out a TTL is the behaviour under test, not synchronisation.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(short_lived(&cache).await, Ok(1), "reloaded after the ttl");
+    assert_eq!(SHORT_LOADS.load(Ordering::SeqCst), 2);
+}

@@ -1,0 +1,72 @@
+//! A separate OS process that shares a Redis with a test. It builds its own cache, prints
+//! `ready`, waits for a line on stdin, then runs `tasks` concurrent reads of one cold key and
+//! prints one JSON line: how many loads this process ran and each caller's latency.
+//!
+//! Usage: `cached-redis-child <redis-url> <namespace> <id> <tasks> <loader-ms> <lock-ttl-ms>`
+
+use std::io::BufRead;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cached_redis::{Cache, redis_cached};
+
+static CACHE: OnceLock<Cache> = OnceLock::new();
+static LOADS: AtomicU64 = AtomicU64::new(0);
+
+#[redis_cached(key = "shared:<id>", ttl = "60s", cache = CACHE.get().expect("cache is set"))]
+async fn slow_value(id: u64, loader_ms: u64) -> Result<String, String> {
+    LOADS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(loader_ms)).await;
+    Ok(format!("value-{id}"))
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, namespace, id, tasks, loader_ms, lock_ttl_ms] = args.as_slice() else {
+        panic!(
+            "usage: cached-redis-child <url> <namespace> <id> <tasks> <loader-ms> <lock-ttl-ms>"
+        );
+    };
+    let id: u64 = id.parse().expect("id");
+    let tasks: usize = tasks.parse().expect("tasks");
+    let loader_ms: u64 = loader_ms.parse().expect("loader-ms");
+    let lock_ttl = Duration::from_millis(lock_ttl_ms.parse().expect("lock-ttl-ms"));
+    let cache = Cache::builder(url)
+        .namespace(namespace)
+        .lock_ttl(lock_ttl)
+        .build()
+        .await
+        .expect("cache");
+    CACHE.set(cache).expect("set once");
+
+    println!("ready");
+    let mut go = String::new();
+    std::io::stdin().lock().read_line(&mut go).expect("stdin");
+
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            tokio::spawn(async move {
+                let value = slow_value(id, loader_ms).await;
+                (value, started.elapsed())
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut values_ok = true;
+    for handle in handles {
+        let (value, latency) = handle.await.expect("task");
+        values_ok &= value.as_deref() == Ok(format!("value-{id}").as_str());
+        latencies.push(latency.as_secs_f64() * 1000.0);
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "loads": LOADS.load(Ordering::SeqCst),
+            "values_ok": values_ok,
+            "latencies_ms": latencies,
+        })
+    );
+}

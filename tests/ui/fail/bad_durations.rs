@@ -1,0 +1,23 @@
+use cached_redis::redis_cached;
+
+#[redis_cached(key = "a:<id>", ttl = "60")]
+async fn no_unit(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "b:<id>", ttl = "1.5s")]
+async fn fractional(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "c:<id>", ttl = "0s")]
+async fn zero(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "d:<id>", ttl = "60s", lock_ttl = "5 seconds")]
+async fn bad_lock_ttl(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+fn main() {}

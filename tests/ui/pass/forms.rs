@@ -1,0 +1,104 @@
+// Every form the attribute accepts.
+use cached_redis::{Cache, KeyPart, KeyWriter, redis_cached};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct User {
+    id: u64,
+}
+
+#[derive(Debug)]
+struct DbError;
+
+impl From<std::num::ParseIntError> for DbError {
+    fn from(_: std::num::ParseIntError) -> Self {
+        DbError
+    }
+}
+
+type DbResult<T> = std::result::Result<T, DbError>;
+
+struct TenantId(u32);
+
+impl KeyPart for TenantId {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        use std::fmt::Write;
+        let _ = write!(out, "t{}", self.0);
+    }
+}
+
+fn app_cache() -> &'static Cache {
+    unimplemented!()
+}
+
+/// Docs and attributes are kept.
+#[redis_cached(key = "user:<id>:v1", ttl = "60s", jitter = "10%")]
+#[must_use]
+pub async fn get_user(id: u64) -> Result<User, DbError> {
+    // `?` converts into the function's error type; early returns work.
+    let parsed: u64 = "7".parse()?;
+    if parsed == 0 {
+        return Err(DbError);
+    }
+    Ok(User { id })
+}
+
+#[redis_cached(key = "find:<name>", ttl = "1h30m", none_ttl = "5s", lock_ttl = "2s")]
+pub(crate) async fn find(name: &str) -> Option<User> {
+    (!name.is_empty()).then_some(User { id: 1 })
+}
+
+#[redis_cached(ttl = "500ms", jitter = "100ms", cache = app_cache())]
+async fn plain(a: u8, b: Option<String>, c: TenantId) -> Vec<u64> {
+    let _ = (a, b, c.0);
+    vec![1, 2, 3]
+}
+
+#[redis_cached(key = "alias:<id>", ttl = "1d")]
+async fn aliased(id: u64) -> DbResult<u64> {
+    Ok(id)
+}
+
+#[redis_cached(key = "pair:<pair.0>:<pair.1>", ttl = "5m", jitter = "2.5%")]
+async fn tuple_fields(pair: (u32, String)) -> Result<String, DbError> {
+    Ok(pair.1)
+}
+
+struct Repo {
+    cache: Cache,
+    region: String,
+}
+
+impl Repo {
+    #[redis_cached(key = "product:<self.region>:<id>", ttl = "60s", cache = &self.cache)]
+    pub async fn product(&self, id: u64) -> Result<String, DbError> {
+        Ok(format!("{}-{id}", self.region))
+    }
+
+    #[redis_cached(key = "count", ttl = "10s", cache = &self.cache)]
+    async fn count(&self) -> Result<u64, DbError> {
+        Ok(self.region.len() as u64)
+    }
+
+    async fn write(&self, id: u64) -> Result<(), cached_redis::Error> {
+        self.invalidate_product(id).await?;
+        self.invalidate_count().await?;
+        Ok(())
+    }
+}
+
+async fn writes() -> Result<(), cached_redis::Error> {
+    invalidate_get_user(1).await?;
+    invalidate_find("ada").await?;
+    invalidate_plain(1, None, TenantId(3)).await?;
+    invalidate_aliased(2).await?;
+    invalidate_tuple_fields((1, "x".into())).await?;
+    Ok(())
+}
+
+fn main() {
+    let _ = (get_user(1), find("x"), plain(1, None, TenantId(1)), aliased(1));
+    let _ = tuple_fields((1, String::new()));
+    let _ = writes();
+    let _ = |repo: &'static Repo| (repo.product(1), repo.count(), repo.write(1));
+}
