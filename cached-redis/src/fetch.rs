@@ -60,6 +60,7 @@ impl Cache {
         let keys = EntryKeys::new(&inner.namespace, key);
         loop {
             let read = self.read::<R::Value>(&keys).await;
+            let redis_ok = !matches!(read, Read::Unavailable);
             let corrupt = match read {
                 Read::Hit(value) => {
                     bump(&inner.stats.hits);
@@ -83,7 +84,12 @@ impl Cache {
                 Role::Join(rx) => {
                     bump(&inner.stats.coalesced);
                     match flight::wait(rx).await {
-                        Some(Shared::Value(bytes)) => match codec::decode(&bytes) {
+                        // A value loaded without a lease (Redis was unavailable) may predate an
+                        // invalidation that this caller, having reached Redis, must see.
+                        Some(Shared::Value {
+                            verified: false, ..
+                        }) if redis_ok => {}
+                        Some(Shared::Value { bytes, .. }) => match codec::decode(&bytes) {
                             Ok(value) => return R::from_value(value),
                             Err(_) => return self.load_alone(policy, loader).await,
                         },
@@ -114,6 +120,11 @@ impl Cache {
                     }
                 }
             },
+            Err(crate::Error::Redis(e)) if e.code() == Some("WRONGTYPE") => {
+                bump(&inner.stats.decode_errors);
+                tracing::warn!(key = %keys.value, "cache key holds a non-string value; replacing it");
+                Read::Miss { corrupt: None }
+            }
             Err(_) => Read::Unavailable,
         }
     }
@@ -160,7 +171,10 @@ impl Cache {
         };
         let mut lease = match lease {
             Lease::Value(bytes, value) => {
-                leader.finish(Shared::Value(Arc::from(bytes)));
+                leader.finish(Shared::Value {
+                    bytes: Arc::from(bytes),
+                    verified: true,
+                });
                 return R::from_value(value);
             }
             Lease::Held(guard) => Some(guard),
@@ -169,7 +183,10 @@ impl Cache {
 
         bump(&inner.stats.loads);
         let started = Instant::now();
-        let result = loader.await;
+        let result = match &lease {
+            Some(lease) => lease.hold_while(loader).await,
+            None => loader.await,
+        };
         let load_time = started.elapsed();
 
         let (value, ttl) = match result.split(policy) {
@@ -204,12 +221,16 @@ impl Cache {
             (Some(lease), None) => lease.release().await,
             (None, _) => None,
         };
-        if current == Some(false) {
-            bump(&inner.stats.stale_refused);
-            tracing::debug!(key = %keys.value, "an invalidation revoked this load; not stored");
-            leader.finish(Shared::Reread);
-        } else {
-            leader.finish(Shared::Value(Arc::from(bytes)));
+        match current {
+            Some(false) => {
+                bump(&inner.stats.stale_refused);
+                tracing::debug!(key = %keys.value, "an invalidation revoked this load; not stored");
+                leader.finish(Shared::Reread);
+            }
+            current => leader.finish(Shared::Value {
+                bytes: Arc::from(bytes),
+                verified: current == Some(true),
+            }),
         }
         R::from_value(value)
     }
@@ -246,6 +267,7 @@ impl Cache {
                         cache: self.clone(),
                         keys: keys.clone(),
                         token,
+                        lock_ms,
                         armed: true,
                     });
                 }
@@ -288,10 +310,40 @@ struct LeaseGuard {
     cache: Cache,
     keys: EntryKeys,
     token: String,
+    lock_ms: u64,
     armed: bool,
 }
 
 impl LeaseGuard {
+    /// Runs the loader while renewing the lease every third of its TTL, so a loader slower than
+    /// `lock_ttl` keeps it. If the lease is lost (revoked by an invalidation, or expired while
+    /// Redis was unreachable), another load may start; that is logged, and this load's
+    /// write-back will be refused.
+    async fn hold_while<R>(&self, loader: impl Future<Output = R>) -> R {
+        let renewing = async {
+            let every = Duration::from_millis((self.lock_ms / 3).max(1));
+            loop {
+                tokio::time::sleep(every).await;
+                let inner = &self.cache.inner;
+                let mut conn = inner.conn.clone();
+                let op = lease::renew(&mut conn, &self.keys, &self.token, self.lock_ms);
+                if let Ok(false) = inner.guard.call(&inner.stats, "renew", op).await {
+                    tracing::warn!(
+                        key = %self.keys.value,
+                        "lease lost while loading (revoked by an invalidation, or expired): another load may run; this one will not be stored"
+                    );
+                    return std::future::pending::<std::convert::Infallible>().await;
+                }
+            }
+        };
+        tokio::pin!(loader);
+        tokio::select! {
+            biased;
+            result = &mut loader => result,
+            never = renewing => match never {},
+        }
+    }
+
     /// Stores the value if the lease is still ours: `Some(true)` stored, `Some(false)` revoked,
     /// `None` Redis did not answer.
     async fn write_back(mut self, bytes: &[u8], ttl_ms: u64) -> Option<bool> {

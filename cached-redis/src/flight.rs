@@ -8,8 +8,10 @@ use tokio::sync::watch;
 /// What a load's leader hands to the callers that joined it.
 #[derive(Debug, Clone)]
 pub(crate) enum Shared {
-    /// The stored form of the value; each joiner decodes its own copy.
-    Value(Arc<[u8]>),
+    /// The stored form of the value; each joiner decodes its own copy. `verified` is true when
+    /// the value was read from Redis, or loaded under a lease that was still held when the load
+    /// ended, so no invalidation can have come between the load and a joiner's arrival.
+    Value { bytes: Arc<[u8]>, verified: bool },
     /// An invalidation raced the load: read again.
     Reread,
     /// The load failed; its error belongs to the leader's caller. Run the loader yourself.

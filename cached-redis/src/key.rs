@@ -4,6 +4,9 @@
 //! that distinct values never render the same key: `\` becomes `\\`, and `:`, `{`, `}` are
 //! preceded by `\`. Because the attribute requires a `:` between two placeholders and forbids `\`,
 //! `{` and `}` in the template's own text, the rendered key determines the argument values.
+//!
+//! A key longer than [`MAX_KEY_LEN`] bytes is not rejected: it is shortened to a readable
+//! prefix, the marker `\#` (which no escaped text contains) and the SHA-256 of the whole key.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -35,14 +38,14 @@ impl Key {
         KeyBuilder(KeyWriter(String::with_capacity(48)))
     }
 
-    /// A key used verbatim, with no escaping. The caller guarantees that distinct entries get
-    /// distinct keys.
+    /// A key used verbatim, with no escaping (but hashed if longer than [`MAX_KEY_LEN`]). The
+    /// caller guarantees that distinct entries get distinct keys.
     ///
     /// ```
     /// assert_eq!(cached_redis::Key::raw("report:daily").as_str(), "report:daily");
     /// ```
     pub fn raw(key: impl Into<String>) -> Key {
-        Key(key.into())
+        Key(shorten(key.into()))
     }
 
     /// The rendered key, as it appears between the braces in Redis.
@@ -63,6 +66,43 @@ impl fmt::Display for Key {
     }
 }
 
+/// Rendered keys longer than this many bytes are stored as a prefix and a hash.
+pub const MAX_KEY_LEN: usize = 256;
+
+/// How much of an over-long key stays readable.
+const KEPT_PREFIX: usize = 120;
+
+fn shorten(key: String) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+
+    if key.len() <= MAX_KEY_LEN {
+        return key;
+    }
+    // Cut between whole characters and never inside an escape (`\` followed by one char).
+    let mut cut = 0;
+    let mut chars = key.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        let end = if c == '\\' {
+            chars.next().map_or(at + 1, |(i, e)| i + e.len_utf8())
+        } else {
+            at + c.len_utf8()
+        };
+        if end > KEPT_PREFIX {
+            break;
+        }
+        cut = end;
+    }
+    let digest = Sha256::digest(key.as_bytes());
+    let mut short = String::with_capacity(cut + 2 + 64);
+    short.push_str(&key[..cut]);
+    short.push_str("\\#");
+    for byte in digest {
+        let _ = write!(short, "{byte:02x}");
+    }
+    short
+}
+
 /// Builds a [`Key`] from template text and escaped argument values.
 #[derive(Debug)]
 pub struct KeyBuilder(KeyWriter);
@@ -80,9 +120,9 @@ impl KeyBuilder {
         self
     }
 
-    /// Finishes the key.
+    /// Finishes the key, hashing it if it is longer than [`MAX_KEY_LEN`].
     pub fn build(self) -> Key {
-        Key(self.0.0)
+        Key(shorten(self.0.0))
     }
 }
 
@@ -219,6 +259,58 @@ impl<T: KeyPart> KeyPart for Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A template of text and values, as the attribute renders it: text has no `\`, `{`, `}`,
+    /// and two values are separated by text containing `:`.
+    fn render_values(values: &[String]) -> Key {
+        let mut b = Key::builder().text("t:");
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                b = b.text(":x:");
+            }
+            b = b.part(v.as_str());
+        }
+        b.build()
+    }
+
+    proptest! {
+        #[test]
+        fn rendering_is_injective(
+            a in proptest::collection::vec(".{0,40}|[:\\\\{}]{0,6}|.{300,400}", 1..4),
+            b in proptest::collection::vec(".{0,40}|[:\\\\{}]{0,6}|.{300,400}", 1..4),
+        ) {
+            prop_assume!(a != b);
+            prop_assert_ne!(render_values(&a), render_values(&b));
+        }
+
+        #[test]
+        fn keys_stay_bounded_and_valid_utf8(v in ".{0,2000}") {
+            let key = Key::builder().text("user:").part(v.as_str()).build();
+            prop_assert!(key.as_str().len() <= MAX_KEY_LEN);
+            prop_assert!(std::str::from_utf8(key.as_str().as_bytes()).is_ok());
+        }
+    }
+
+    #[test]
+    fn long_keys_keep_a_readable_prefix_and_a_hash() {
+        let long = "é".repeat(200);
+        let key = Key::builder().text("search:").part(long.as_str()).build();
+        assert!(key.as_str().starts_with("search:éé"));
+        let (prefix, hash) = key.as_str().rsplit_once("\\#").unwrap();
+        assert!(prefix.len() <= KEPT_PREFIX);
+        assert_eq!(hash.len(), 64);
+        let other = Key::builder()
+            .text("search:")
+            .part(format!("{long}x").as_str())
+            .build();
+        assert_ne!(key, other);
+        // A prefix never ends inside an escape.
+        let colons = ":".repeat(300);
+        let key = Key::builder().part(colons.as_str()).build();
+        let (prefix, _) = key.as_str().rsplit_once("\\#").unwrap();
+        assert!(prefix.len() % 2 == 0 && prefix.ends_with("\\:"));
+    }
 
     fn render(parts: &[&dyn Fn(KeyBuilder) -> KeyBuilder]) -> String {
         let mut b = Key::builder();

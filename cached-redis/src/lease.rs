@@ -29,11 +29,13 @@ impl EntryKeys {
 }
 
 /// Returns the value if present (and not the known-corrupt bytes in ARGV[3]); otherwise takes
-/// the lease (`SET NX PX`) or reports how long the current holder still has it.
+/// the lease (`SET NX PX`) or reports how long the current holder still has it. A key of the
+/// wrong type (someone `LPUSH`ed to it) counts as no value; the write-back's `SET` replaces it.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local v = redis.call('GET', KEYS[1])
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' then v = false end
 if v and v ~= ARGV[3] then return {1, v} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
 return {3, redis.call('PTTL', KEYS[2])}
@@ -62,6 +64,17 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[2], 'released')
+return 1
+",
+    )
+});
+
+/// Extends the lease if it still holds our token. Returns 1 if it did.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ",
     )
@@ -143,6 +156,20 @@ pub(crate) async fn release(
         .key(&keys.lease)
         .arg(token)
         .arg(&keys.channel)
+        .invoke_async(conn)
+        .await
+}
+
+pub(crate) async fn renew(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &EntryKeys,
+    token: &str,
+    lock_ms: u64,
+) -> redis::RedisResult<bool> {
+    RENEW
+        .key(&keys.lease)
+        .arg(token)
+        .arg(lock_ms)
         .invoke_async(conn)
         .await
 }

@@ -22,7 +22,7 @@ pub use cache::{Cache, CacheBuilder};
 pub use cacheable::{CacheValue, Cacheable, Plain, Split};
 pub use error::Error;
 pub use global::{global, set_global};
-pub use key::{Key, KeyBuilder, KeyPart, KeyWriter};
+pub use key::{Key, KeyBuilder, KeyPart, KeyWriter, MAX_KEY_LEN};
 pub use policy::{Jitter, Policy};
 pub use stats::Stats;
 
