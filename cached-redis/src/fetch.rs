@@ -247,13 +247,26 @@ impl Cache {
         let lock_ms = u64::try_from(lock_ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let token = random::token();
+        // Armed while an ACQUIRE is in flight: if this caller is dropped before the reply, the
+        // script may still have taken the lease, and dropping the claim releases it.
+        let mut claim = LeaseGuard {
+            cache: self.clone(),
+            keys: keys.clone(),
+            token: random::token(),
+            lock_ms,
+            armed: false,
+        };
         let mut subscription = None;
         let mut waited = false;
         loop {
             let mut conn = inner.conn.clone();
-            let acquire = lease::acquire(&mut conn, keys, &token, lock_ms, corrupt.as_deref());
-            match inner.guard.call(&inner.stats, "acquire", acquire).await {
+            let acquire =
+                lease::acquire(&mut conn, keys, &claim.token, lock_ms, corrupt.as_deref());
+            claim.armed = true;
+            let reply = inner.guard.call(&inner.stats, "acquire", acquire).await;
+            // After an error the outcome is unknown: stay armed so the claim is released.
+            claim.armed = matches!(reply, Ok(Acquire::Leased) | Err(_));
+            match reply {
                 Err(_) => return Lease::Unavailable,
                 Ok(Acquire::Value(bytes)) => match codec::decode(&bytes) {
                     Ok(value) => return Lease::Value(bytes, value),
@@ -262,15 +275,7 @@ impl Cache {
                         corrupt = Some(bytes);
                     }
                 },
-                Ok(Acquire::Leased) => {
-                    return Lease::Held(LeaseGuard {
-                        cache: self.clone(),
-                        keys: keys.clone(),
-                        token,
-                        lock_ms,
-                        armed: true,
-                    });
-                }
+                Ok(Acquire::Leased) => return Lease::Held(claim),
                 Ok(Acquire::HeldFor { millis }) => {
                     if !waited {
                         waited = true;
@@ -345,22 +350,25 @@ impl LeaseGuard {
     }
 
     /// Stores the value if the lease is still ours: `Some(true)` stored, `Some(false)` revoked,
-    /// `None` Redis did not answer.
+    /// `None` Redis did not answer. The guard stays armed until the reply, so a caller dropped
+    /// mid-call (or a failed call) still releases the lease.
     async fn write_back(mut self, bytes: &[u8], ttl_ms: u64) -> Option<bool> {
-        self.armed = false;
         let inner = &self.cache.inner;
         let mut conn = inner.conn.clone();
         let op = lease::write_back(&mut conn, &self.keys, &self.token, bytes, ttl_ms);
-        inner.guard.call(&inner.stats, "write-back", op).await.ok()
+        let stored = inner.guard.call(&inner.stats, "write-back", op).await.ok();
+        self.armed = stored.is_none();
+        stored
     }
 
     /// Lets the lease go: `Some(true)` it was still ours, `Some(false)` revoked, `None` unknown.
     async fn release(mut self) -> Option<bool> {
-        self.armed = false;
         let inner = &self.cache.inner;
         let mut conn = inner.conn.clone();
         let op = lease::release(&mut conn, &self.keys, &self.token);
-        inner.guard.call(&inner.stats, "release", op).await.ok()
+        let released = inner.guard.call(&inner.stats, "release", op).await.ok();
+        self.armed = released.is_none();
+        released
     }
 }
 

@@ -9,27 +9,7 @@ use cached_redis_tests::{RedisServer, get_raw};
 use serde::{Deserialize, Serialize};
 
 async fn scan(server: &RedisServer, pattern: &str) -> Vec<String> {
-    let mut conn = server.conn().await;
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(100)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        keys.extend(batch);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    keys.sort();
-    keys
+    cached_redis_tests::scan_keys(&mut server.conn().await, pattern).await
 }
 
 static PAIR_LOADS: AtomicU32 = AtomicU32::new(0);

@@ -168,6 +168,30 @@ pub async fn get_raw(conn: &mut redis::aio::MultiplexedConnection, key: &str) ->
         .expect("GET")
 }
 
+/// Every key matching `pattern`, sorted, by `SCAN` in batches (never `KEYS`).
+pub async fn scan_keys(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(conn)
+            .await
+            .expect("SCAN");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys
+}
+
 /// Waits (bounded) until `check` holds, re-checking every few milliseconds. For conditions
 /// that settle through a background task, such as a lease released after a cancellation.
 pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
