@@ -1,0 +1,276 @@
+//! The consistency checker: several OS processes × many tasks read and write a small key space
+//! whose source of truth is a separate Redis (written with `INCR`, each write followed by
+//! `invalidate_*`). Every read, write and load is recorded with wall-clock timestamps, then:
+//!
+//! 1. no read that started after a write's `invalidate_*` returned sees an older version, in
+//!    the same process or another;
+//! 2. once the run is quiet, every cached entry equals the truth;
+//! 3. loads of one key never overlap unless an invalidation of that key came between them (it
+//!    revokes the first load's lease) while Redis is healthy.
+//!
+//! Run again with the cache's Redis killed and restarted during the run: (1) holds outside the
+//! outages, writers whose invalidation failed were told so, and a stale entry can only stem
+//! from such a failed invalidation and expires with its TTL.
+//!
+//! Seeded and reproducible: `CACHED_REDIS_CHECK_SEED` picks the seed, and
+//! `CACHED_REDIS_CHECK_MILLIS` runs it longer than the CI budget.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cached_redis_tests::RedisServer;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct Read {
+    k: u32,
+    start: u64,
+    version: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Write {
+    k: u32,
+    version: u64,
+    inv_start: u64,
+    inv_end: u64,
+    ok: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Load {
+    k: u32,
+    start: u64,
+    end: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Events {
+    reads: Vec<Read>,
+    writes: Vec<Write>,
+    loads: Vec<Load>,
+}
+
+const KEYS: u32 = 6;
+const PROCESSES: u32 = 3;
+const TASKS: u32 = 6;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// Runs the workers; with `restarts`, kills and restarts the cache's Redis during the run and
+/// returns the outage windows (µs since the epoch, from the kill until one second after the
+/// restart).
+async fn run(
+    cache: &mut RedisServer,
+    truth: &RedisServer,
+    seed: u64,
+    restarts: bool,
+) -> (Events, Vec<(u64, u64)>) {
+    let millis = env_u64("CACHED_REDIS_CHECK_MILLIS", 2500);
+    let workers: Vec<_> = (0..PROCESSES)
+        .map(|p| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_consistency-worker"))
+                .args([
+                    cache.url(),
+                    truth.url(),
+                    (seed + u64::from(p)).to_string(),
+                    TASKS.to_string(),
+                    millis.to_string(),
+                    KEYS.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn worker")
+        })
+        .collect();
+    let mut outages = Vec::new();
+    if restarts {
+        let end = std::time::Instant::now() + Duration::from_millis(millis);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        while std::time::Instant::now() + Duration::from_millis(300) < end {
+            let down = now_us();
+            cache.kill();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            cache.restart();
+            outages.push((down, now_us() + 1_000_000));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let mut events = Events::default();
+    for worker in workers {
+        let output = worker.wait_with_output().await.unwrap();
+        assert!(output.status.success(), "a worker failed");
+        let part: Events = serde_json::from_slice(&output.stdout).expect("worker events");
+        events.reads.extend(part.reads);
+        events.writes.extend(part.writes);
+        events.loads.extend(part.loads);
+    }
+    (events, outages)
+}
+
+/// Check 1. Returns the violations that no outage explains.
+fn reads_after_invalidation(events: &Events, outages: &[(u64, u64)]) -> Vec<String> {
+    let mut writes: HashMap<u32, Vec<&Write>> = HashMap::new();
+    for w in events.writes.iter().filter(|w| w.ok) {
+        writes.entry(w.k).or_default().push(w);
+    }
+    let mut violations = Vec::new();
+    for r in &events.reads {
+        let newest_before = writes
+            .get(&r.k)
+            .into_iter()
+            .flatten()
+            .filter(|w| w.inv_end < r.start)
+            .map(|w| w.version)
+            .max()
+            .unwrap_or(0);
+        let in_outage = outages
+            .iter()
+            .any(|(down, up)| (*down..=*up).contains(&r.start));
+        if r.version < newest_before && !in_outage {
+            violations.push(format!("{r:?} saw a version older than {newest_before}"));
+        }
+    }
+    violations
+}
+
+/// Check 3: every pair of overlapping loads of a key has an invalidation of it in between.
+fn overlapping_loads(events: &Events) -> Vec<String> {
+    // The loader records its start just after the lease is taken; allow for that gap.
+    const SLACK_US: u64 = 2_000;
+    let mut loads: HashMap<u32, Vec<&Load>> = HashMap::new();
+    for l in &events.loads {
+        loads.entry(l.k).or_default().push(l);
+    }
+    let mut violations = Vec::new();
+    for (k, mut list) in loads {
+        list.sort_by_key(|l| l.start);
+        for (i, first) in list.iter().enumerate() {
+            for second in list[i + 1..].iter().take_while(|l| l.start < first.end) {
+                let explained = events.writes.iter().any(|w| {
+                    w.k == k && w.inv_start < second.start && w.inv_end + SLACK_US > first.start
+                });
+                if !explained {
+                    violations.push(format!("key {k}: {first:?} overlaps {second:?}"));
+                }
+            }
+        }
+    }
+    violations
+}
+
+/// Check 2, and what a stale entry is allowed to be after failed invalidations.
+async fn final_state(cache: &RedisServer, truth: &RedisServer, events: &Events) -> Vec<String> {
+    let (mut c, mut t) = (cache.conn().await, truth.conn().await);
+    let mut problems = Vec::new();
+    for k in 0..KEYS {
+        let truth_version: u64 = redis::cmd("GET")
+            .arg(format!("truth:{k}"))
+            .query_async::<Option<u64>>(&mut t)
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        let key = format!("consistency:{{row:{k}}}");
+        let Some(raw) = cached_redis_tests::get_raw(&mut c, &key).await else {
+            continue;
+        };
+        let cached: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        let cached = cached["v"].as_u64().unwrap();
+        let writes = || events.writes.iter().filter(move |w| w.k == k);
+        let failed = writes().any(|w| !w.ok);
+        let last_ok = writes()
+            .filter(|w| w.ok)
+            .map(|w| w.version)
+            .max()
+            .unwrap_or(0);
+        if failed {
+            let ttl = cached_redis_tests::pttl(&mut c, &key).await;
+            if cached < last_ok || ttl > 30_000 {
+                problems.push(format!(
+                    "key {k}: cached {cached}, last invalidated write {last_ok}, ttl {ttl}"
+                ));
+            }
+        } else if cached != truth_version {
+            problems.push(format!("key {k}: cached {cached}, truth {truth_version}"));
+        }
+    }
+    problems
+}
+
+fn summary(name: &str, seed: u64, events: &Events) {
+    let failed = events.writes.iter().filter(|w| !w.ok).count();
+    println!(
+        "{name} (seed {seed}): {PROCESSES} processes x {TASKS} tasks, {} reads, {} writes ({failed} invalidations failed), {} loads",
+        events.reads.len(),
+        events.writes.len(),
+        events.loads.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_never_go_back_in_time_and_loads_never_overlap() {
+    let seed = env_u64("CACHED_REDIS_CHECK_SEED", 20261122);
+    let (mut cache, truth) = (RedisServer::start(), RedisServer::start());
+    let (events, _) = run(&mut cache, &truth, seed, false).await;
+    summary("healthy", seed, &events);
+    assert!(
+        events.reads.len() > 1000 && events.writes.len() > 100,
+        "too little happened"
+    );
+    assert!(
+        events.writes.iter().all(|w| w.ok),
+        "healthy Redis: every invalidation succeeds"
+    );
+    let stale = reads_after_invalidation(&events, &[]);
+    assert!(
+        stale.is_empty(),
+        "{} stale reads, e.g. {:?}",
+        stale.len(),
+        &stale[..stale.len().min(3)]
+    );
+    let overlaps = overlapping_loads(&events);
+    assert!(
+        overlaps.is_empty(),
+        "{} overlapping loads, e.g. {:?}",
+        overlaps.len(),
+        &overlaps[..overlaps.len().min(3)]
+    );
+    let problems = final_state(&cache, &truth, &events).await;
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_restarts_failed_invalidations_are_reported_and_staleness_is_bounded() {
+    let seed = env_u64("CACHED_REDIS_CHECK_SEED", 20261122) + 1000;
+    let (mut cache, truth) = (RedisServer::start(), RedisServer::start());
+    let (events, outages) = run(&mut cache, &truth, seed, true).await;
+    summary("with restarts", seed, &events);
+    assert!(!outages.is_empty());
+    assert!(
+        events.writes.iter().any(|w| !w.ok),
+        "writers are told when an invalidation could not reach Redis"
+    );
+    let stale = reads_after_invalidation(&events, &outages);
+    assert!(
+        stale.is_empty(),
+        "{} stale reads outside outages, e.g. {:?}",
+        stale.len(),
+        &stale[..stale.len().min(3)]
+    );
+    let problems = final_state(&cache, &truth, &events).await;
+    assert!(problems.is_empty(), "{problems:?}");
+}
