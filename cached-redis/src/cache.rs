@@ -79,6 +79,8 @@ impl fmt::Debug for Cache {
 #[derive(Clone)]
 pub struct CacheBuilder {
     url: String,
+    #[cfg(feature = "tls")]
+    tls_root_cert: Option<Vec<u8>>,
     namespace: String,
     op_timeout: Duration,
     lock_ttl: Duration,
@@ -105,6 +107,8 @@ impl Cache {
     pub fn builder(url: &str) -> CacheBuilder {
         CacheBuilder {
             url: url.to_owned(),
+            #[cfg(feature = "tls")]
+            tls_root_cert: None,
             namespace: "cache".to_owned(),
             op_timeout: Duration::from_millis(250),
             lock_ttl: Duration::from_secs(5),
@@ -168,11 +172,67 @@ impl Cache {
         Ok(removed)
     }
 
+    /// Removes every entry and lease of this cache's namespace, waking any waiters, and returns
+    /// how many keys were removed. It walks the namespace with `SCAN` in batches of 500 (never
+    /// `KEYS`, which would block Redis) and deletes each batch with `UNLINK`.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// let removed = cache.clear().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn clear(&self) -> Result<u64, Error> {
+        let inner = &self.inner;
+        let pattern = format!("{}:{{*", glob_escape(&inner.namespace));
+        let mut cursor = 0u64;
+        let mut removed = 0u64;
+        loop {
+            let mut conn = inner.conn.clone();
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500);
+            let scanned = scan.query_async::<(u64, Vec<String>)>(&mut conn);
+            let (next, keys) = inner.guard.call(&inner.stats, "SCAN", scanned).await?;
+            if !keys.is_empty() {
+                let mut batch = redis::pipe();
+                batch.cmd("UNLINK").arg(&keys);
+                for lease in keys.iter().filter_map(|k| k.strip_suffix(":lease")) {
+                    batch
+                        .cmd("PUBLISH")
+                        .arg(format!("{lease}:wake"))
+                        .arg("cleared")
+                        .ignore();
+                }
+                let unlinked = batch.query_async::<(u64,)>(&mut conn);
+                removed += inner.guard.call(&inner.stats, "UNLINK", unlinked).await?.0;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
     /// How many loads are in flight and how many channels are waited on, in this process.
     #[doc(hidden)]
     pub fn __in_flight(&self) -> (usize, usize) {
         (self.inner.flights.len(), self.inner.wakeups.channels())
     }
+}
+
+/// Escapes the characters `SCAN MATCH` treats as a glob.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 impl CacheBuilder {
@@ -210,12 +270,42 @@ impl CacheBuilder {
         self
     }
 
+    /// Trusts this CA certificate (PEM) for `rediss://` connections instead of the system's
+    /// roots. Needs the `tls` feature.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read("/etc/redis/ca.crt")?;
+    /// let cache = cached_redis::Cache::builder("rediss://cache.internal:6380")
+    ///     .tls_root_cert(ca)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
+        self
+    }
+
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        #[cfg(feature = "tls")]
+        if let Some(root_cert) = &self.tls_root_cert {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert.clone()),
+            };
+            return redis::Client::build_with_tls(self.url.as_str(), certificates);
+        }
+        redis::Client::open(self.url.as_str())
+    }
+
     /// Validates the configuration and creates the cache. It does not connect: an unreachable
     /// Redis does not stop an application from starting, its calls fall back to the loader
     /// until Redis answers. Must be called inside a Tokio runtime.
     pub async fn build(self) -> Result<Cache, Error> {
         let redacted = redact_url(&self.url);
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| Error::InvalidUrl {
+        let client = self.client().map_err(|e| Error::InvalidUrl {
             url: redacted.clone(),
             reason: e.to_string().replace(&self.url, &redacted),
         })?;

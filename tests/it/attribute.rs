@@ -129,3 +129,29 @@ fn cached_futures_are_send_for_multi_threaded_servers() {
     let cache_fn = |cache: &'static Cache| derived(cache, 1, String::new());
     let _ = cache_fn;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_removes_every_entry_of_the_namespace_and_nothing_else() {
+    let server = RedisServer::start();
+    let cache = server.cache("clear*me").await;
+    let other = server.cache("other").await;
+    for id in 0..1200 {
+        derived(&cache, id, String::new()).await;
+    }
+    derived(&other, 1, String::new()).await;
+    let mut conn = server.conn().await;
+    let lease = format!("{}:lease", cache.redis_key(&cached_redis::Key::raw("x")));
+    let _: () = redis::cmd("SET")
+        .arg(&lease)
+        .arg("t")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.clear().await.unwrap(),
+        1201,
+        "values and leases, over several SCAN batches"
+    );
+    assert!(scan(&server, "clear*").await.is_empty());
+    assert_eq!(scan(&server, "other:*").await.len(), 1);
+}

@@ -14,6 +14,108 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     extra_args: Vec<String>,
+    tls: bool,
+}
+
+/// A CA and a server certificate for `127.0.0.1`, made with `openssl` for one test.
+#[derive(Debug)]
+pub struct TlsFiles {
+    dir: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// Generates the CA and the server key and certificate in a fresh directory.
+    pub fn generate() -> TlsFiles {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("cached-redis-tls-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let run = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl is not on PATH (Debian: apt-get install openssl)");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=cached-redis test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ]);
+        TlsFiles { dir }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("ca.crt")).expect("ca.crt")
+    }
+
+    fn server_args(&self) -> Vec<String> {
+        let path = |f: &str| self.dir.join(f).to_string_lossy().into_owned();
+        vec![
+            "--tls-cert-file".into(),
+            path("server.crt"),
+            "--tls-key-file".into(),
+            path("server.key"),
+            "--tls-ca-cert-file".into(),
+            path("ca.crt"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A loopback port nobody listens on right now.
@@ -33,13 +135,23 @@ impl RedisServer {
     /// Starts a server with extra command-line arguments (e.g. `--requirepass`).
     pub fn start_with(extra_args: &[&str]) -> RedisServer {
         let extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
+        Self::start_on_free_port(extra_args, false)
+    }
+
+    /// Starts a server that speaks only TLS, with `files`' certificate.
+    pub fn start_tls(files: &TlsFiles) -> RedisServer {
+        Self::start_on_free_port(files.server_args(), true)
+    }
+
+    fn start_on_free_port(extra_args: Vec<String>, tls: bool) -> RedisServer {
         for _ in 0..5 {
             let port = free_port();
-            if let Some(child) = spawn(port, &extra_args) {
+            if let Some(child) = spawn(port, &extra_args, tls) {
                 return RedisServer {
                     port,
                     child: Some(child),
                     extra_args,
+                    tls,
                 };
             }
         }
@@ -51,9 +163,10 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients). Its data is gone.
@@ -69,7 +182,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(child) = spawn(self.port, &self.extra_args) {
+            if let Some(child) = spawn(self.port, &self.extra_args, self.tls) {
                 self.child = Some(child);
                 return;
             }
@@ -110,18 +223,16 @@ impl Drop for RedisServer {
 
 /// Spawns `redis-server` and waits for its "Ready to accept connections" line. `None` if it
 /// exited first (the port was taken).
-fn spawn(port: u16, extra_args: &[String]) -> Option<Child> {
+fn spawn(port: u16, extra_args: &[String], tls: bool) -> Option<Child> {
+    let port = port.to_string();
+    let ports = if tls {
+        ["--port", "0", "--tls-port", &port]
+    } else {
+        ["--port", &port, "--tls-port", "0"]
+    };
     let mut child = match Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+        .args(ports)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .args(["--loglevel", "notice", "--logfile", ""])
         .args(extra_args)
         .stdout(Stdio::piped())

@@ -1,0 +1,192 @@
+//! A soak: a few seconds (CI) or minutes (`CACHED_REDIS_SOAK_SECS`) of mixed reads,
+//! invalidations and cancellations over two caches, with Redis paused and restarted along the
+//! way. Memory, in-process maps, subscriptions and tasks must stay flat; figures are printed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cached_redis::{Cache, Key, redis_cached};
+use cached_redis_tests::{RedisServer, eventually};
+
+#[redis_cached(key = "soak:<id>", ttl = "2s", jitter = "50%", cache = cache)]
+async fn item(cache: &Cache, id: u32, work: Duration) -> Result<Vec<u8>, String> {
+    if !work.is_zero() {
+        tokio::time::sleep(work).await;
+    }
+    if id.is_multiple_of(97) {
+        return Err("not found".into());
+    }
+    Ok(vec![id as u8; 512])
+}
+
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_maps_subscriptions_and_tasks_stay_flat() {
+    let secs: u64 = std::env::var("CACHED_REDIS_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let mut server = RedisServer::start();
+    let build = || async {
+        Cache::builder(&server.url())
+            .namespace("soak")
+            .op_timeout(Duration::from_millis(50))
+            .lock_ttl(Duration::from_millis(500))
+            .breaker_threshold(3)
+            .breaker_cooldown(Duration::from_millis(100))
+            .build()
+            .await
+            .unwrap()
+    };
+    let caches = [build().await, build().await];
+    // Warm up: both caches connect, and each waits once on the other's lease (which connects
+    // its wake-up subscriber), so the baseline counts their connection tasks.
+    for (a, b) in [(0, 1), (1, 0)] {
+        let id = 1000 + a as u32;
+        let leader = {
+            let cache = caches[a].clone();
+            tokio::spawn(async move { item(&cache, id, Duration::from_millis(100)).await })
+        };
+        assert!(
+            eventually(Duration::from_secs(2), || async {
+                caches[a].stats().loads > 0
+            })
+            .await
+        );
+        item(&caches[b], id, Duration::ZERO).await.unwrap();
+        leader.await.unwrap().unwrap();
+    }
+    let runtime = tokio::runtime::Handle::current();
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            caches[0].__in_flight() == (0, 0)
+        })
+        .await
+    );
+    let baseline_tasks = runtime.metrics().num_alive_tasks();
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..32u64)
+        .map(|w| {
+            let (cache, stop, calls) = (
+                caches[(w % 2) as usize].clone(),
+                stop.clone(),
+                calls.clone(),
+            );
+            tokio::spawn(async move {
+                let mut rng = 0x2545_f491_4f6c_dd1d_u64 ^ (w + 1);
+                let mut next = move |n: u64| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng % n
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let id = next(400) as u32;
+                    match next(20) {
+                        0 => {
+                            let _ = cache
+                                .invalidate(&Key::builder().text("soak:").part(&id).build())
+                                .await;
+                        }
+                        1 => {
+                            let _ = tokio::time::timeout(
+                                Duration::from_millis(next(5)),
+                                item(&cache, id, Duration::from_millis(next(20))),
+                            )
+                            .await;
+                        }
+                        _ => {
+                            let _ = item(&cache, id, Duration::from_millis(next(3))).await;
+                        }
+                    }
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut faults = 0;
+    while started.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let tick = samples.len();
+        if tick % 6 == 3 {
+            server.kill();
+            server.restart();
+            faults += 1;
+        } else if tick % 6 == 5 {
+            let mut admin = server.conn().await;
+            let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(150)
+                .arg("ALL")
+                .query_async(&mut admin)
+                .await;
+            faults += 1;
+        }
+        samples.push((
+            started.elapsed(),
+            rss_kib(),
+            caches[0].__in_flight(),
+            runtime.metrics().num_alive_tasks(),
+        ));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    for cache in &caches {
+        assert!(
+            eventually(Duration::from_secs(2), || async {
+                cache.__in_flight() == (0, 0)
+            })
+            .await,
+            "in-process state left: {:?}",
+            cache.__in_flight()
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            runtime.metrics().num_alive_tasks() <= baseline_tasks
+        })
+        .await,
+        "tasks left running: {} (baseline {baseline_tasks})",
+        runtime.metrics().num_alive_tasks()
+    );
+
+    println!(
+        "soak: {secs} s, {} calls, {faults} faults (restarts and pauses)",
+        calls.load(Ordering::Relaxed)
+    );
+    println!("soak:  time     rss KiB   flights/channels  tasks");
+    for (at, rss, in_flight, tasks) in &samples {
+        println!(
+            "soak: {:>5.1}s  {rss:>9}   {in_flight:?}  {tasks:>14}",
+            at.as_secs_f64()
+        );
+    }
+    let warm = samples[samples.len() / 4].1;
+    let last = samples.last().unwrap().1;
+    println!("soak: rss after warm-up {warm} KiB, at the end {last} KiB");
+    assert!(
+        last < warm + 16 * 1024,
+        "memory grew from {warm} KiB to {last} KiB"
+    );
+    let stats = caches[0].stats();
+    assert!(
+        stats.hits > 0 && stats.fallbacks > 0,
+        "both paths exercised: {stats:?}"
+    );
+}
