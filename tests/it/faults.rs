@@ -161,8 +161,8 @@ async fn killed_while_a_lease_is_held_and_a_waiter_waits_nobody_hangs() {
     let resumed = back.elapsed();
     println!("killed redis: hits resumed {resumed:?} after the restart");
     assert!(
-        resumed < Duration::from_secs(1) + Duration::from_millis(400),
-        "{resumed:?}"
+        resumed < Duration::from_secs(1),
+        "hits resume within a second: {resumed:?}"
     );
 }
 
