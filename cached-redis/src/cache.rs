@@ -141,7 +141,7 @@ impl Cache {
     /// # }
     /// ```
     pub fn redis_key(&self, key: &Key) -> String {
-        EntryKeys::new(&self.inner.namespace, key).value
+        lease::value_key(&self.inner.namespace, key)
     }
 
     /// Removes `key`'s entry and revokes any load in flight for it, so that the load's result

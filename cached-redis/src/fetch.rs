@@ -57,9 +57,31 @@ impl Cache {
         F: Future<Output = R>,
     {
         let inner = &self.inner;
-        let keys = EntryKeys::new(&inner.namespace, key);
+        let value_key = lease::value_key(&inner.namespace, key);
+        let read = self.read::<R::Value>(&value_key).await;
+        if let Read::Hit(value) = read {
+            bump(&inner.stats.hits);
+            tracing::debug!(function = policy.name(), key = %value_key, "cache hit");
+            return R::from_value(value);
+        }
+        // The miss path is boxed so the future of a hit stays small.
+        Box::pin(self.miss(EntryKeys::for_value(value_key), read, policy, loader)).await
+    }
+
+    /// Everything after a first GET that found no usable value.
+    async fn miss<R, F>(
+        &self,
+        keys: EntryKeys,
+        mut read: Read<R::Value>,
+        policy: &Policy,
+        loader: F,
+    ) -> R
+    where
+        R: Cacheable,
+        F: Future<Output = R>,
+    {
+        let inner = &self.inner;
         loop {
-            let read = self.read::<R::Value>(&keys).await;
             let redis_ok = !matches!(read, Read::Unavailable);
             let corrupt = match read {
                 Read::Hit(value) => {
@@ -99,22 +121,23 @@ impl Cache {
                     }
                 }
             }
+            read = self.read::<R::Value>(&keys.value).await;
         }
     }
 
     /// The first, uncoalesced GET.
-    async fn read<T: CacheValue>(&self, keys: &EntryKeys) -> Read<T> {
+    async fn read<T: CacheValue>(&self, value_key: &str) -> Read<T> {
         let inner = &self.inner;
         let mut conn = inner.conn.clone();
         let mut get = redis::cmd("GET");
-        get.arg(&keys.value);
+        get.arg(value_key);
         let get = get.query_async::<Option<Vec<u8>>>(&mut conn);
         match inner.guard.call(&inner.stats, "GET", get).await {
             Ok(None) => Read::Miss { corrupt: None },
             Ok(Some(bytes)) => match codec::decode(&bytes) {
                 Ok(value) => Read::Hit(value),
                 Err(e) => {
-                    self.undecodable(keys, &e);
+                    self.undecodable(value_key, &e);
                     Read::Miss {
                         corrupt: Some(bytes),
                     }
@@ -122,16 +145,16 @@ impl Cache {
             },
             Err(crate::Error::Redis(e)) if e.code() == Some("WRONGTYPE") => {
                 bump(&inner.stats.decode_errors);
-                tracing::warn!(key = %keys.value, "cache key holds a non-string value; replacing it");
+                tracing::warn!(key = %value_key, "cache key holds a non-string value; replacing it");
                 Read::Miss { corrupt: None }
             }
             Err(_) => Read::Unavailable,
         }
     }
 
-    fn undecodable(&self, keys: &EntryKeys, error: &serde_json::Error) {
+    fn undecodable(&self, value_key: &str, error: &serde_json::Error) {
         bump(&self.inner.stats.decode_errors);
-        tracing::warn!(key = %keys.value, %error, "cached value does not decode; reloading it");
+        tracing::warn!(key = %value_key, %error, "cached value does not decode; reloading it");
     }
 
     /// Runs the loader for this caller only, uncached.
@@ -271,7 +294,7 @@ impl Cache {
                 Ok(Acquire::Value(bytes)) => match codec::decode(&bytes) {
                     Ok(value) => return Lease::Value(bytes, value),
                     Err(e) => {
-                        self.undecodable(keys, &e);
+                        self.undecodable(&keys.value, &e);
                         corrupt = Some(bytes);
                     }
                 },

@@ -17,14 +17,29 @@ pub(crate) struct EntryKeys {
     pub(crate) channel: String,
 }
 
+/// The Redis key of an entry's value: `<namespace>:{<key>}`. The only name a hit needs.
+pub(crate) fn value_key(namespace: &str, key: &Key) -> String {
+    let key = key.as_str();
+    let mut value = String::with_capacity(namespace.len() + key.len() + 3);
+    value.push_str(namespace);
+    value.push_str(":{");
+    value.push_str(key);
+    value.push('}');
+    value
+}
+
 impl EntryKeys {
-    pub(crate) fn new(namespace: &str, key: &Key) -> EntryKeys {
-        let value = format!("{namespace}:{{{}}}", key.as_str());
+    /// All names of the entry whose value key is `value`.
+    pub(crate) fn for_value(value: String) -> EntryKeys {
         EntryKeys {
             lease: format!("{value}:lease"),
             channel: format!("{value}:wake"),
             value,
         }
+    }
+
+    pub(crate) fn new(namespace: &str, key: &Key) -> EntryKeys {
+        EntryKeys::for_value(value_key(namespace, key))
     }
 }
 

@@ -1,0 +1,221 @@
+//! Side-by-side benchmarks of cached-redis against the raw redis-rs client, hand-written
+//! cache-aside and the `cached` crate, in one process run with interleaved rounds.
+//!
+//! ```text
+//! cargo run --release -p bench                 # every scenario, 5 rounds
+//! cargo run --release -p bench -- hit-latency miss --rounds 3 --secs 1
+//! ```
+//!
+//! Scenarios: hit-latency, hit-throughput, matrix, miss, stampede, down, allocations. It starts
+//! its own `redis-server` on a free port unless `REDIS_URL` is set, prints a markdown report and
+//! writes it to `bench/results/latest.md`, with the plot in `bench/results/throughput.svg`.
+
+mod alloc;
+mod report;
+mod scenarios;
+mod systems;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use scenarios::Config;
+use systems::System;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
+
+const SCENARIOS: [&str; 7] = [
+    "hit-latency",
+    "hit-throughput",
+    "matrix",
+    "miss",
+    "stampede",
+    "down",
+    "allocations",
+];
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench [{}] [--rounds N] [--secs S]",
+        SCENARIOS.join("|")
+    );
+    std::process::exit(2);
+}
+
+/// A redis-server of the benchmark's own, killed on exit.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> (Server, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-server on PATH (apt-get install redis-server)");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("Ready to accept connections")),
+        "redis-server did not start"
+    );
+    std::thread::spawn(move || lines.for_each(drop));
+    (Server(child), format!("redis://127.0.0.1:{port}"))
+}
+
+fn machine(url: &str) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let redis = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, Linux {}; {redis}; Redis at {url} (loopback)",
+        kernel.trim()
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Child processes of the stampede and Redis-down scenarios.
+    match args.first().map(String::as_str) {
+        Some("stampede-child") => {
+            let [_, system, url, id, tasks, loader_ms] = args.as_slice() else {
+                usage()
+            };
+            let system = System::parse(system).unwrap_or_else(|| usage());
+            runtime.block_on(async {
+                systems::connect(url).await;
+                scenarios::stampede_child(
+                    system,
+                    id.parse().expect("id"),
+                    tasks.parse().expect("tasks"),
+                    loader_ms.parse().expect("ms"),
+                )
+                .await;
+            });
+            return;
+        }
+        Some("down-child") => {
+            let [_, system] = args.as_slice() else {
+                usage()
+            };
+            let system = System::parse(system).unwrap_or_else(|| usage());
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("port")
+                .port();
+            runtime.block_on(async {
+                systems::connect(&format!("redis://127.0.0.1:{port}")).await;
+                scenarios::down_child(system).await;
+            });
+            return;
+        }
+        _ => {}
+    }
+
+    let mut chosen = Vec::new();
+    let (mut rounds, mut secs) = (5, 2.0);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--rounds" => {
+                rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            "--secs" => {
+                secs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            s if SCENARIOS.contains(&s) => chosen.push(s.to_owned()),
+            _ => usage(),
+        }
+    }
+    if chosen.is_empty() {
+        chosen = SCENARIOS.iter().map(|s| (*s).to_owned()).collect();
+    }
+    let (_server, url) = match std::env::var("REDIS_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let (server, url) = start_redis();
+            (Some(server), url)
+        }
+    };
+    let cfg = Config {
+        url: url.clone(),
+        rounds,
+        secs,
+        exe: std::env::current_exe().expect("own path"),
+    };
+    let command = format!("cargo run --release -p bench -- {}", args.join(" "));
+    let mut report = format!(
+        "## Benchmark results\n\nMachine: {}.\nCommand: `{}`. Systems run round by round in rotating order; figures are medians over {rounds} rounds, (min–max) beside them.\n\n",
+        machine(&url),
+        command.trim_end()
+    );
+    runtime.block_on(async {
+        systems::connect(&url).await;
+        for scenario in &chosen {
+            let table = match scenario.as_str() {
+                "hit-latency" => scenarios::hit_latency(&cfg).await,
+                "hit-throughput" => scenarios::hit_throughput(&cfg).await,
+                "matrix" => {
+                    let (table, plot) = scenarios::matrix(&cfg).await;
+                    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/results/throughput.svg");
+                    std::fs::write(path, plot).expect("write plot");
+                    table
+                }
+                "miss" => scenarios::miss(&cfg).await,
+                "stampede" => scenarios::stampede(&cfg).await,
+                "down" => scenarios::down(&cfg).await,
+                "allocations" => scenarios::allocations(&cfg).await,
+                _ => unreachable!("checked above"),
+            };
+            let md = table.markdown();
+            println!("{md}");
+            report.push_str(&md);
+            report.push('\n');
+        }
+    });
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/results/latest.md");
+    std::fs::write(path, report).expect("write report");
+    eprintln!("written to bench/results/latest.md");
+}

@@ -1,0 +1,228 @@
+//! The four systems under test, each reading the same value shape through Redis.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cached::AsyncRedisCache;
+use cached::macros::concurrent_cached;
+use cached_redis::{Cache, redis_cached};
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+/// The cached value: an id, a name, tags and a body padded to the scenario's size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Payload {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) tags: Vec<String>,
+    pub(crate) body: String,
+}
+
+/// Builds a payload whose JSON is about `size` bytes.
+pub(crate) fn payload(id: u64, size: usize) -> Payload {
+    let mut p = Payload {
+        id,
+        name: format!("product {id}"),
+        tags: vec!["bench".into(), "redis".into(), "cache".into()],
+        body: String::new(),
+    };
+    let base = serde_json::to_vec(&p).map_or(0, |v| v.len());
+    p.body = "x".repeat(size.saturating_sub(base));
+    p
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct BenchError(pub(crate) String);
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Loader invocations across all systems in this process.
+pub(crate) static LOADS: AtomicU64 = AtomicU64::new(0);
+
+async fn load(id: u64, size: usize, delay_ms: u64) -> Result<Payload, BenchError> {
+    LOADS.fetch_add(1, Ordering::Relaxed);
+    if delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+    Ok(payload(id, size))
+}
+
+/// The systems, in table order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum System {
+    Raw,
+    HandWritten,
+    Cached,
+    CachedRedis,
+}
+
+impl System {
+    pub(crate) const ALL: [System; 4] = [
+        System::Raw,
+        System::HandWritten,
+        System::Cached,
+        System::CachedRedis,
+    ];
+    /// The systems that load on a miss (raw only reads).
+    pub(crate) const LOADING: [System; 3] =
+        [System::HandWritten, System::Cached, System::CachedRedis];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            System::Raw => "raw",
+            System::HandWritten => "hand-written",
+            System::Cached => "cached",
+            System::CachedRedis => "cached-redis",
+        }
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<System> {
+        System::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Connections shared by every call in this process.
+pub(crate) struct Clients {
+    conn: ConnectionManager,
+    pub(crate) cache: Cache,
+}
+
+static URL: OnceLock<String> = OnceLock::new();
+static CLIENTS: OnceLock<Clients> = OnceLock::new();
+
+/// Connects every system to `url` (once per process).
+pub(crate) async fn connect(url: &str) -> &'static Clients {
+    URL.set(url.to_owned()).expect("connect once");
+    let client = redis::Client::open(url).expect("valid url");
+    let conn = ConnectionManager::new_lazy_with_config(
+        client,
+        redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_number_of_retries(0),
+    )
+    .expect("connection manager");
+    let cache = Cache::builder(url)
+        .namespace("bench-cr")
+        .build()
+        .await
+        .expect("cache");
+    let _ = CLIENTS.set(Clients { conn, cache });
+    CLIENTS.get().expect("set")
+}
+
+fn clients() -> &'static Clients {
+    CLIENTS.get().expect("connect first")
+}
+
+/// raw: one shared multiplexed connection, `GET` and `serde_json::from_slice`. Keys are
+/// written beforehand by [`prime_raw`].
+pub(crate) async fn raw_get(id: u64, size: usize) -> Option<Payload> {
+    let mut conn = clients().conn.clone();
+    let bytes: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(format!("bench-raw:{size}:{id}"))
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    serde_json::from_slice(&bytes?).ok()
+}
+
+pub(crate) async fn prime_raw(id: u64, size: usize) {
+    let mut conn = clients().conn.clone();
+    let json = serde_json::to_vec(&payload(id, size)).expect("json");
+    let _: () = redis::cmd("SET")
+        .arg(format!("bench-raw:{size}:{id}"))
+        .arg(json)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+}
+
+/// hand-written cache-aside, as tutorials teach it: GET; on a miss (or any Redis error) load,
+/// then `SET EX` without a lock.
+pub(crate) async fn hand_written_get(
+    id: u64,
+    size: usize,
+    delay_ms: u64,
+) -> Result<Payload, BenchError> {
+    let mut conn = clients().conn.clone();
+    let key = format!("bench-hw:{size}:{id}");
+    let cached: redis::RedisResult<Option<Vec<u8>>> =
+        redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+    if let Ok(Some(bytes)) = cached
+        && let Ok(value) = serde_json::from_slice(&bytes)
+    {
+        return Ok(value);
+    }
+    let value = load(id, size, delay_ms).await?;
+    if let Ok(json) = serde_json::to_vec(&value) {
+        let _: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(&key)
+            .arg(json)
+            .arg("EX")
+            .arg(600)
+            .query_async(&mut conn)
+            .await;
+    }
+    Ok(value)
+}
+
+/// The `cached` crate's Redis store behind `#[concurrent_cached]`, on a connection manager.
+#[concurrent_cached(
+    map_error = r##"|e| BenchError(format!("{e:?}"))"##,
+    ty = "AsyncRedisCache<String, Payload>",
+    create = r##"{
+        AsyncRedisCache::builder("bench-cached")
+            .ttl(Duration::from_secs(600))
+            .connection_string(URL.get().expect("url"))
+            .connection_manager(true)
+            .build()
+            .await
+            .expect("cached's redis store")
+    }"##,
+    convert = r##"{ format!("{size}:{id}") }"##
+)]
+pub(crate) async fn cached_get(id: u64, size: usize, delay_ms: u64) -> Result<Payload, BenchError> {
+    load(id, size, delay_ms).await
+}
+
+/// cached-redis: our attribute.
+#[redis_cached(key = "p:<size>:<id>", ttl = "10m", cache = &clients().cache)]
+pub(crate) async fn cached_redis_get(
+    id: u64,
+    size: usize,
+    delay_ms: u64,
+) -> Result<Payload, BenchError> {
+    load(id, size, delay_ms).await
+}
+
+/// One read through `system`. Raw reads primed keys only.
+pub(crate) async fn get(
+    system: System,
+    id: u64,
+    size: usize,
+    delay_ms: u64,
+) -> Result<Payload, BenchError> {
+    match system {
+        System::Raw => raw_get(id, size)
+            .await
+            .ok_or_else(|| BenchError("raw: key not primed or redis down".into())),
+        System::HandWritten => hand_written_get(id, size, delay_ms).await,
+        System::Cached => cached_get(id, size, delay_ms).await,
+        System::CachedRedis => cached_redis_get(id, size, delay_ms).await,
+    }
+}
+
+/// Makes `id` a hit for `system`.
+pub(crate) async fn warm(system: System, id: u64, size: usize) {
+    match system {
+        System::Raw => prime_raw(id, size).await,
+        other => {
+            get(other, id, size, 0).await.expect("warm-up read");
+        }
+    }
+}
