@@ -442,7 +442,7 @@ pub(crate) async fn down(cfg: &Config) -> Table {
     let mut overhead99 = vec![Vec::new(); 4];
     let mut errors = [0u64; 4];
     let mut panics = [0u64; 4];
-    let mut hung = [false; 4];
+    let mut hung: [Option<u64>; 4] = [None; 4];
     for round in 0..cfg.rounds {
         for s in rotated(System::LOADING, round) {
             let out = tokio::process::Command::new(&cfg.exe)
@@ -456,7 +456,9 @@ pub(crate) async fn down(cfg: &Config) -> Table {
             overhead99[s as usize].push(report["p99_us"].as_f64().unwrap_or(f64::NAN));
             errors[s as usize] += report["errors"].as_u64().unwrap_or(0);
             panics[s as usize] += report["panics"].as_u64().unwrap_or(0);
-            hung[s as usize] |= report["hung"].as_bool().unwrap_or(false);
+            if let Some(call) = report["hung"].as_u64() {
+                hung[s as usize] = Some(call);
+            }
         }
     }
     let mut table = Table::new(
@@ -471,14 +473,11 @@ pub(crate) async fn down(cfg: &Config) -> Table {
             (0, p) => format!("{p} panicked"),
             (e, p) => format!("{e} returned an error, {p} panicked"),
         };
-        let (p50, p99, failed) = if hung[s as usize] {
+        let (p50, p99, failed) = if let Some(call) = hung[s as usize] {
             (
                 "–".to_owned(),
                 "–".to_owned(),
-                format!(
-                    "{failed}; then a call hung for over 1 s (in each of {} processes)",
-                    cfg.rounds
-                ),
+                format!("call {call} did not return within 1 s"),
             )
         } else {
             (
@@ -497,7 +496,7 @@ pub(crate) async fn down(cfg: &Config) -> Table {
 /// task (on both sides of the comparison) so that a system that panics is counted, not fatal.
 pub(crate) async fn down_child(system: System) {
     let (warmup, n) = (50, 2_000);
-    let (mut errors, mut panics, mut hung) = (0u64, 0u64, false);
+    let (mut errors, mut panics, mut hung) = (0u64, 0u64, None);
     let limit = Duration::from_secs(1);
     for i in 0..warmup {
         match tokio::time::timeout(limit, tokio::spawn(systems::get(system, i, VALUE, 0))).await {
@@ -505,7 +504,7 @@ pub(crate) async fn down_child(system: System) {
             Ok(Ok(Err(_))) => errors += 1,
             Ok(Err(_)) => panics += 1,
             Err(_) => {
-                hung = true;
+                hung = Some(i + 1);
                 break;
             }
         }
@@ -513,7 +512,7 @@ pub(crate) async fn down_child(system: System) {
     let mut direct = Vec::with_capacity(n);
     let mut through = Vec::with_capacity(n);
     for i in 0..n as u64 {
-        if hung {
+        if hung.is_some() {
             break;
         }
         let started = Instant::now();
@@ -524,7 +523,7 @@ pub(crate) async fn down_child(system: System) {
             Ok(Ok(Ok(_))) => {}
             Ok(Ok(Err(_))) => errors += 1,
             Ok(Err(_)) => panics += 1,
-            Err(_) => hung = true,
+            Err(_) => hung = Some(warmup + i + 1),
         }
         through.push(micros(started.elapsed()));
     }
