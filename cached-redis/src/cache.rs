@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+
+use crate::conn::{Conn, LazyCluster};
 
 use crate::error::redact_url;
 use crate::flight::Flights;
@@ -38,7 +41,7 @@ pub struct Cache {
 }
 
 pub(crate) struct Inner {
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: Conn,
     pub(crate) namespace: String,
     pub(crate) lock_ttl: Duration,
     pub(crate) guard: Guard,
@@ -78,7 +81,8 @@ impl fmt::Debug for Cache {
 /// ```
 #[derive(Clone)]
 pub struct CacheBuilder {
-    url: String,
+    urls: Vec<String>,
+    cluster: bool,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
     namespace: String,
@@ -91,7 +95,11 @@ pub struct CacheBuilder {
 impl fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheBuilder")
-            .field("url", &redact_url(&self.url))
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
             .field("namespace", &self.namespace)
             .field("op_timeout", &self.op_timeout)
             .field("lock_ttl", &self.lock_ttl)
@@ -106,7 +114,8 @@ impl Cache {
     /// or `rediss://` for TLS).
     pub fn builder(url: &str) -> CacheBuilder {
         CacheBuilder {
-            url: url.to_owned(),
+            urls: vec![url.to_owned()],
+            cluster: false,
             #[cfg(feature = "tls")]
             tls_root_cert: None,
             namespace: "cache".to_owned(),
@@ -114,6 +123,29 @@ impl Cache {
             lock_ttl: Duration::from_secs(5),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
+        }
+    }
+
+    /// Starts configuring a cache on a Redis Cluster, given one or more of its nodes (the rest
+    /// are discovered). The same options apply; the cluster is connected on first use, through
+    /// redis-rs's async cluster client, which follows slot moves and failovers.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::cluster_builder(&[
+    ///     "redis://10.0.0.1:7000",
+    ///     "redis://10.0.0.2:7000",
+    /// ])
+    /// .namespace("myapp")
+    /// .build()
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_builder(urls: &[&str]) -> CacheBuilder {
+        CacheBuilder {
+            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            cluster: true,
+            ..Cache::builder("")
         }
     }
 
@@ -165,7 +197,7 @@ impl Cache {
             .call(
                 &self.inner.stats,
                 "invalidate",
-                lease::invalidate(&mut conn, &keys),
+                lease::invalidate(&mut conn, &keys, self.inner.conn.publish_command()),
             )
             .await?;
         tracing::debug!(key = %keys.value, removed, "invalidated");
@@ -182,38 +214,76 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn clear(&self) -> Result<u64, Error> {
+        self.remove_matching(&format!("{}:{{*", glob_escape(&self.inner.namespace)))
+            .await
+    }
+
+    /// Removes every entry whose key starts with `prefix` (as rendered, e.g. `"user:"` for all
+    /// entries of `key = "user:<id>:v1"` and of any other template starting so), with their
+    /// leases, and returns how many keys were removed. Like [`Cache::clear`], it scans in
+    /// bounded batches, on every primary of a cluster.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// let removed = cache.invalidate_prefix("user:").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        let pattern = format!(
+            "{}:{{{}*",
+            glob_escape(&self.inner.namespace),
+            glob_escape(prefix)
+        );
+        self.remove_matching(&pattern).await
+    }
+
+    /// `SCAN MATCH pattern` on every primary in batches of 500, unlinking what it finds and
+    /// waking the waiters of removed leases.
+    async fn remove_matching(&self, pattern: &str) -> Result<u64, Error> {
         let inner = &self.inner;
-        let pattern = format!("{}:{{*", glob_escape(&inner.namespace));
-        let mut cursor = 0u64;
+        let primaries = inner
+            .guard
+            .call(&inner.stats, "CLUSTER NODES", inner.conn.primaries())
+            .await?;
         let mut removed = 0u64;
-        loop {
-            let mut conn = inner.conn.clone();
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500);
-            let scanned = scan.query_async::<(u64, Vec<String>)>(&mut conn);
-            let (next, keys) = inner.guard.call(&inner.stats, "SCAN", scanned).await?;
-            if !keys.is_empty() {
-                let mut batch = redis::pipe();
-                batch.cmd("UNLINK").arg(&keys);
-                for lease in keys.iter().filter_map(|k| k.strip_suffix(":lease")) {
-                    batch
-                        .cmd("PUBLISH")
-                        .arg(format!("{lease}:wake"))
-                        .arg("cleared")
-                        .ignore();
+        for node in &primaries {
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(500);
+                let scanned = inner.conn.on_node(node, scan);
+                let reply = inner.guard.call(&inner.stats, "SCAN", scanned).await?;
+                let (next, keys): (u64, Vec<String>) =
+                    redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
+                if !keys.is_empty() {
+                    // One UNLINK per key: on a cluster the keys live in different slots.
+                    let mut batch = redis::pipe();
+                    for key in &keys {
+                        batch.cmd("UNLINK").arg(key);
+                    }
+                    for lease in keys.iter().filter_map(|k| k.strip_suffix(":lease")) {
+                        batch
+                            .cmd(inner.conn.publish_command())
+                            .arg(format!("{lease}:wake"))
+                            .arg("cleared")
+                            .ignore();
+                    }
+                    let mut conn = inner.conn.clone();
+                    let unlinked = batch.query_async::<Vec<u64>>(&mut conn);
+                    let counts = inner.guard.call(&inner.stats, "UNLINK", unlinked).await?;
+                    removed += counts.iter().sum::<u64>();
                 }
-                let unlinked = batch.query_async::<(u64,)>(&mut conn);
-                removed += inner.guard.call(&inner.stats, "UNLINK", unlinked).await?.0;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     /// How many loads are in flight and how many channels are waited on, in this process.
@@ -288,27 +358,35 @@ impl CacheBuilder {
         self
     }
 
-    fn client(&self) -> redis::RedisResult<redis::Client> {
+    fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
         #[cfg(feature = "tls")]
         if let Some(root_cert) = &self.tls_root_cert {
             let certificates = redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(root_cert.clone()),
             };
-            return redis::Client::build_with_tls(self.url.as_str(), certificates);
+            return redis::Client::build_with_tls(url, certificates);
         }
-        redis::Client::open(self.url.as_str())
+        redis::Client::open(url)
     }
 
     /// Validates the configuration and creates the cache. It does not connect: an unreachable
     /// Redis does not stop an application from starting, its calls fall back to the loader
     /// until Redis answers. Must be called inside a Tokio runtime.
     pub async fn build(self) -> Result<Cache, Error> {
-        let redacted = redact_url(&self.url);
-        let client = self.client().map_err(|e| Error::InvalidUrl {
-            url: redacted.clone(),
-            reason: e.to_string().replace(&self.url, &redacted),
-        })?;
+        let redacted: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
+        let invalid = |url: &str, e: redis::RedisError| {
+            let shown = redact_url(url);
+            Error::InvalidUrl {
+                reason: e.to_string().replace(url, &shown),
+                url: shown,
+            }
+        };
+        if self.urls.is_empty() {
+            return Err(Error::InvalidConfig(
+                "a cluster needs at least one node url".into(),
+            ));
+        }
         if self.namespace.contains(['{', '}']) {
             return Err(Error::InvalidConfig(format!(
                 "namespace `{}` may not contain `{{` or `}}`",
@@ -322,6 +400,37 @@ impl CacheBuilder {
                 )));
             }
         }
+        let (conn, wakeups) = if self.cluster {
+            self.cluster_connections(&invalid)?
+        } else {
+            self.single_connections(&invalid)?
+        };
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                conn,
+                namespace: self.namespace,
+                lock_ttl: self.lock_ttl,
+                guard: Guard::new(
+                    self.op_timeout,
+                    self.breaker_threshold,
+                    self.breaker_cooldown,
+                ),
+                stats: Counters::default(),
+                flights: Flights::default(),
+                wakeups,
+                url: redacted.join(","),
+            }),
+        })
+    }
+
+    /// One Redis: an auto-reconnecting multiplexed connection for commands and a RESP3 one for
+    /// wake-ups.
+    fn single_connections(
+        &self,
+        invalid: &impl Fn(&str, redis::RedisError) -> Error,
+    ) -> Result<(Conn, Wakeups), Error> {
+        let url = &self.urls[0];
+        let client = self.client(url).map_err(|e| invalid(url, e))?;
         // No retries inside the connection manager: a command during an outage fails at once
         // (and the next one tries to connect again) instead of waiting out a retry series.
         let config = ConnectionManagerConfig::new()
@@ -337,22 +446,45 @@ impl CacheBuilder {
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
         let pubsub_client = redis::Client::open(resp3_info.set_redis_settings(resp3_redis))?;
-        let wakeups = Wakeups::new(pubsub_client, config)?;
-        Ok(Cache {
-            inner: Arc::new(Inner {
-                conn,
-                namespace: self.namespace,
-                lock_ttl: self.lock_ttl,
-                guard: Guard::new(
-                    self.op_timeout,
-                    self.breaker_threshold,
-                    self.breaker_cooldown,
-                ),
-                stats: Counters::default(),
-                flights: Flights::default(),
-                wakeups,
-                url: redacted,
-            }),
-        })
+        let wakeups = Wakeups::new(|push| {
+            let config = config.set_push_sender(push).set_automatic_resubscription();
+            ConnectionManager::new_lazy_with_config(pubsub_client, config).map(Conn::Single)
+        })?;
+        Ok((Conn::Single(conn), wakeups))
+    }
+
+    /// A cluster: redis-rs's cluster client for commands, and a RESP3 one for sharded
+    /// wake-ups, both connected on first use.
+    fn cluster_connections(
+        &self,
+        invalid: &impl Fn(&str, redis::RedisError) -> Error,
+    ) -> Result<(Conn, Wakeups), Error> {
+        #[cfg(feature = "tls")]
+        if self.tls_root_cert.is_some() {
+            return Err(Error::InvalidConfig(
+                "tls_root_cert is not supported for clusters; use rediss:// URLs with a CA the system trusts".into(),
+            ));
+        }
+        for url in &self.urls {
+            redis::Client::open(url.as_str()).map_err(|e| invalid(url, e))?;
+        }
+        let builder = || {
+            ClusterClientBuilder::new(self.urls.clone())
+                .connection_timeout(self.op_timeout.max(Duration::from_millis(500)))
+                .response_timeout(self.op_timeout)
+                .retries(1)
+                .min_retry_wait(10)
+                .max_retry_wait(100)
+        };
+        let first = &self.urls[0];
+        let client = builder().build().map_err(|e| invalid(first, e))?;
+        let wakeups = Wakeups::new(|push| {
+            builder()
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(push)
+                .build()
+                .map(|client| Conn::Cluster(LazyCluster::new(client)))
+        })?;
+        Ok((Conn::Cluster(LazyCluster::new(client)), wakeups))
     }
 }

@@ -378,7 +378,8 @@ impl LeaseGuard {
     async fn write_back(mut self, bytes: &[u8], ttl_ms: u64) -> Option<bool> {
         let inner = &self.cache.inner;
         let mut conn = inner.conn.clone();
-        let op = lease::write_back(&mut conn, &self.keys, &self.token, bytes, ttl_ms);
+        let publish = inner.conn.publish_command();
+        let op = lease::write_back(&mut conn, &self.keys, &self.token, bytes, ttl_ms, publish);
         let stored = inner.guard.call(&inner.stats, "write-back", op).await.ok();
         self.armed = stored.is_none();
         stored
@@ -388,7 +389,12 @@ impl LeaseGuard {
     async fn release(mut self) -> Option<bool> {
         let inner = &self.cache.inner;
         let mut conn = inner.conn.clone();
-        let op = lease::release(&mut conn, &self.keys, &self.token);
+        let op = lease::release(
+            &mut conn,
+            &self.keys,
+            &self.token,
+            inner.conn.publish_command(),
+        );
         let released = inner.guard.call(&inner.stats, "release", op).await.ok();
         self.armed = released.is_none();
         released
@@ -409,7 +415,7 @@ impl Drop for LeaseGuard {
         runtime.spawn(async move {
             let inner = &cache.inner;
             let mut conn = inner.conn.clone();
-            let op = lease::release(&mut conn, &keys, &token);
+            let op = lease::release(&mut conn, &keys, &token, inner.conn.publish_command());
             let _ = inner.guard.call(&inner.stats, "release", op).await;
         });
     }

@@ -59,14 +59,15 @@ return {3, redis.call('PTTL', KEYS[2])}
 });
 
 /// Writes the value only while the lease still holds our token, then frees the lease and wakes
-/// waiters. Returns 1 when stored, 0 when the lease was revoked or lost.
+/// waiters. Returns 1 when stored, 0 when the lease was revoked or lost. The last argument of
+/// this script and the next two is the publish command: `PUBLISH`, or `SPUBLISH` on a cluster.
 static WRITE_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[4], 'stored')
+redis.call(ARGV[5], ARGV[4], 'stored')
 return 1
 ",
     )
@@ -78,7 +79,7 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], 'released')
+redis.call(ARGV[3], ARGV[2], 'released')
 return 1
 ",
     )
@@ -102,7 +103,7 @@ static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
         r"
 local n = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[1], 'invalidated')
+redis.call(ARGV[2], ARGV[1], 'invalidated')
 return n
 ",
     )
@@ -150,6 +151,7 @@ pub(crate) async fn write_back(
     token: &str,
     payload: &[u8],
     ttl_ms: u64,
+    publish: &str,
 ) -> redis::RedisResult<bool> {
     WRITE_BACK
         .key(&keys.value)
@@ -158,6 +160,7 @@ pub(crate) async fn write_back(
         .arg(payload)
         .arg(ttl_ms)
         .arg(&keys.channel)
+        .arg(publish)
         .invoke_async(conn)
         .await
 }
@@ -166,11 +169,13 @@ pub(crate) async fn release(
     conn: &mut impl redis::aio::ConnectionLike,
     keys: &EntryKeys,
     token: &str,
+    publish: &str,
 ) -> redis::RedisResult<bool> {
     RELEASE
         .key(&keys.lease)
         .arg(token)
         .arg(&keys.channel)
+        .arg(publish)
         .invoke_async(conn)
         .await
 }
@@ -192,11 +197,13 @@ pub(crate) async fn renew(
 pub(crate) async fn invalidate(
     conn: &mut impl redis::aio::ConnectionLike,
     keys: &EntryKeys,
+    publish: &str,
 ) -> redis::RedisResult<bool> {
     INVALIDATE
         .key(&keys.value)
         .key(&keys.lease)
         .arg(&keys.channel)
+        .arg(publish)
         .invoke_async(conn)
         .await
 }

@@ -3,6 +3,7 @@
 mod cache;
 mod cacheable;
 mod codec;
+mod conn;
 mod error;
 mod fetch;
 mod flight;

@@ -14,10 +14,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::watch;
 
+use crate::conn::Conn;
 use crate::guard::Guard;
 use crate::stats::Counters;
 
@@ -36,7 +36,7 @@ fn lock(registry: &Registry) -> std::sync::MutexGuard<'_, HashMap<String, Channe
 
 /// The registry of waited-on channels and the connection that subscribes to them.
 pub(crate) struct Wakeups {
-    conn: ConnectionManager,
+    conn: Conn,
     registry: Registry,
     serial: Arc<tokio::sync::Mutex<()>>,
 }
@@ -49,13 +49,17 @@ impl std::fmt::Debug for Wakeups {
     }
 }
 
-/// The push handler: wakes the waiters of the channel a message came on; on a disconnect,
-/// wakes everyone.
-fn dispatcher(registry: Registry) -> impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static {
-    move |push: PushInfo| {
-        let map = lock(&registry);
+/// The push handler: wakes the waiters of the channel a message came on (plain or sharded); on
+/// a disconnect, wakes everyone.
+pub(crate) struct Dispatcher {
+    registry: Registry,
+}
+
+impl redis::aio::AsyncPushSender for Dispatcher {
+    fn send(&self, push: PushInfo) -> Result<(), redis::aio::SendError> {
+        let map = lock(&self.registry);
         match push.kind {
-            PushKind::Message => {
+            PushKind::Message | PushKind::SMessage => {
                 if let Some(Value::BulkString(name)) = push.data.first()
                     && let Ok(name) = std::str::from_utf8(name)
                     && let Some(channel) = map.get(name)
@@ -75,17 +79,17 @@ fn dispatcher(registry: Registry) -> impl Fn(PushInfo) -> Result<(), ()> + Send 
 }
 
 impl Wakeups {
-    /// Creates the subscriber lazily: nothing connects until the first wait.
+    /// Creates the subscriber with `connect`, which must not connect yet (nothing connects
+    /// until the first wait) and must deliver push messages to the dispatcher it is given.
     pub(crate) fn new(
-        client: redis::Client,
-        config: redis::aio::ConnectionManagerConfig,
+        connect: impl FnOnce(Dispatcher) -> redis::RedisResult<Conn>,
     ) -> redis::RedisResult<Wakeups> {
         let registry = Registry::default();
-        let config = config
-            .set_push_sender(dispatcher(registry.clone()))
-            .set_automatic_resubscription();
+        let conn = connect(Dispatcher {
+            registry: registry.clone(),
+        })?;
         Ok(Wakeups {
-            conn: ConnectionManager::new_lazy_with_config(client, config)?,
+            conn,
             registry,
             serial: Arc::default(),
         })
@@ -125,9 +129,8 @@ impl Wakeups {
             serial: self.serial.clone(),
             conn: self.conn.clone(),
         };
-        let mut conn = self.conn.clone();
         if guard
-            .call(stats, "SUBSCRIBE", conn.subscribe(channel))
+            .call(stats, "SUBSCRIBE", self.conn.subscribe(channel))
             .await
             .is_ok()
         {
@@ -169,7 +172,7 @@ pub(crate) struct Subscription {
     channel: String,
     registry: Registry,
     serial: Arc<tokio::sync::Mutex<()>>,
-    conn: ConnectionManager,
+    conn: Conn,
 }
 
 impl Subscription {
@@ -207,7 +210,7 @@ impl Drop for Subscription {
         let registry = self.registry.clone();
         let serial = self.serial.clone();
         let channel = std::mem::take(&mut self.channel);
-        let mut conn = self.conn.clone();
+        let conn = self.conn.clone();
         runtime.spawn(async move {
             let _serial = serial.lock().await;
             let was_subscribed = {

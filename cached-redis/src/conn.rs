@@ -1,0 +1,175 @@
+//! The connections behind a cache: one Redis (an auto-reconnecting multiplexed connection) or a
+//! Redis Cluster (redis-rs's cluster client, connected on first use so that an unreachable
+//! cluster does not stop an application from starting).
+
+use std::sync::Arc;
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use tokio::sync::OnceCell;
+
+/// A cluster connection made on first use; a failed attempt is retried by the next call.
+#[derive(Clone)]
+pub(crate) struct LazyCluster(Arc<(ClusterClient, OnceCell<ClusterConnection>)>);
+
+impl LazyCluster {
+    pub(crate) fn new(client: ClusterClient) -> LazyCluster {
+        LazyCluster(Arc::new((client, OnceCell::new())))
+    }
+
+    pub(crate) async fn get(&self) -> RedisResult<ClusterConnection> {
+        let (client, conn) = &*self.0;
+        conn.get_or_try_init(|| client.get_async_connection())
+            .await
+            .cloned()
+    }
+}
+
+/// Commands to one Redis or to a cluster.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(LazyCluster),
+}
+
+impl Conn {
+    /// The publish command scripts use to wake waiters: sharded on a cluster, so a message
+    /// reaches only the shard that owns the entry's slot.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        match self {
+            Conn::Single(_) => "PUBLISH",
+            Conn::Cluster(_) => "SPUBLISH",
+        }
+    }
+
+    pub(crate) async fn subscribe(&self, channel: &str) -> RedisResult<()> {
+        match self {
+            Conn::Single(conn) => conn.clone().subscribe(channel).await,
+            Conn::Cluster(lazy) => lazy.get().await?.ssubscribe(channel).await,
+        }
+    }
+
+    pub(crate) async fn unsubscribe(&self, channel: &str) -> RedisResult<()> {
+        match self {
+            Conn::Single(conn) => conn.clone().unsubscribe(channel).await,
+            Conn::Cluster(lazy) => lazy.get().await?.sunsubscribe(channel).await,
+        }
+    }
+
+    /// The addresses (`host`, `port`) of the primaries: the one node, or every cluster primary.
+    pub(crate) async fn primaries(&self) -> RedisResult<Vec<Option<(String, u16)>>> {
+        let Conn::Cluster(lazy) = self else {
+            return Ok(vec![None]);
+        };
+        let mut conn = lazy.get().await?;
+        let nodes = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("NODES").clone(),
+                redis::cluster_routing::RoutingInfo::SingleNode(
+                    redis::cluster_routing::SingleNodeRoutingInfo::Random,
+                ),
+            )
+            .await?;
+        let text: String = redis::from_redis_value(nodes)?;
+        Ok(parse_primaries(&text).into_iter().map(Some).collect())
+    }
+
+    /// Sends `cmd` to one node (`None`: wherever it routes by itself).
+    pub(crate) async fn on_node(
+        &self,
+        node: &Option<(String, u16)>,
+        cmd: Cmd,
+    ) -> RedisResult<Value> {
+        match (self, node) {
+            (Conn::Cluster(lazy), Some((host, port))) => {
+                lazy.get()
+                    .await?
+                    .route_command(
+                        cmd,
+                        redis::cluster_routing::RoutingInfo::SingleNode(
+                            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                                host: host.clone(),
+                                port: *port,
+                            },
+                        ),
+                    )
+                    .await
+            }
+            (conn, _) => cmd.query_async(&mut conn.clone()).await,
+        }
+    }
+}
+
+/// Primaries from `CLUSTER NODES`: lines `<id> <host:port@cport> <flags> ...`.
+fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+                return None;
+            }
+            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(lazy) => {
+                Box::pin(async move { lazy.get().await?.req_packed_command(cmd).await })
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(lazy) => Box::pin(async move {
+                lazy.get()
+                    .await?
+                    .req_packed_commands(pipeline, offset, count)
+                    .await
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(_) => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn primaries_come_from_cluster_nodes() {
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+d4 127.0.0.1:7002@17002 master,fail - 0 0 3 disconnected
+";
+        assert_eq!(
+            super::parse_primaries(nodes),
+            [
+                ("127.0.0.1".to_owned(), 7000),
+                ("127.0.0.1".to_owned(), 7001)
+            ]
+        );
+    }
+}
