@@ -6,17 +6,20 @@
 //! cargo run --release -p bench -- hit-latency miss --rounds 3 --secs 1
 //! ```
 //!
-//! Scenarios: hit-latency, hit-throughput, matrix, miss, stampede, down, allocations. It starts
-//! its own `redis-server` on a free port unless `REDIS_URL` is set, prints a markdown report and
-//! writes it to `bench/results/latest.md`, with the plot in `bench/results/throughput.svg`.
+//! Scenarios: hit-latency, hit-throughput, matrix, miss, stampede, down, allocations, cluster. It
+//! starts its own `redis-server` on a free port unless `REDIS_URL` is set (and its own cluster
+//! for the cluster scenario), prints a markdown report and writes it to
+//! `bench/results/latest.md` (a partial run: `bench/results/<scenarios>.md`), with the plot in
+//! `bench/results/throughput.svg`.
 
 mod alloc;
 mod report;
 mod scenarios;
 mod systems;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use cached_redis_tests::RedisServer;
 
 use scenarios::Config;
 use systems::System;
@@ -24,7 +27,7 @@ use systems::System;
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "hit-latency",
     "hit-throughput",
     "matrix",
@@ -32,6 +35,7 @@ const SCENARIOS: [&str; 7] = [
     "stampede",
     "down",
     "allocations",
+    "cluster",
 ];
 
 fn usage() -> ! {
@@ -40,47 +44,6 @@ fn usage() -> ! {
         SCENARIOS.join("|")
     );
     std::process::exit(2);
-}
-
-/// A redis-server of the benchmark's own, killed on exit.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> (Server, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("redis-server on PATH (apt-get install redis-server)");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    assert!(
-        lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.contains("Ready to accept connections")),
-        "redis-server did not start"
-    );
-    std::thread::spawn(move || lines.for_each(drop));
-    (Server(child), format!("redis://127.0.0.1:{port}"))
 }
 
 fn machine(url: &str) -> String {
@@ -172,13 +135,11 @@ fn main() {
     if chosen.is_empty() {
         chosen = SCENARIOS.iter().map(|s| (*s).to_owned()).collect();
     }
-    let (_server, url) = match std::env::var("REDIS_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let (server, url) = start_redis();
-            (Some(server), url)
-        }
-    };
+    let server = std::env::var("REDIS_URL").is_err().then(RedisServer::start);
+    let url = server.as_ref().map_or_else(
+        || std::env::var("REDIS_URL").unwrap_or_default(),
+        RedisServer::url,
+    );
     let cfg = Config {
         url: url.clone(),
         rounds,
@@ -207,6 +168,7 @@ fn main() {
                 "stampede" => scenarios::stampede(&cfg).await,
                 "down" => scenarios::down(&cfg).await,
                 "allocations" => scenarios::allocations(&cfg).await,
+                "cluster" => scenarios::cluster(&cfg).await,
                 _ => unreachable!("checked above"),
             };
             let md = table.markdown();
@@ -215,7 +177,13 @@ fn main() {
             report.push('\n');
         }
     });
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/results/latest.md");
-    std::fs::write(path, report).expect("write report");
-    eprintln!("written to bench/results/latest.md");
+    // A run of every scenario is the report; a partial run is written beside it.
+    let name = if chosen.len() == SCENARIOS.len() {
+        "latest".to_owned()
+    } else {
+        chosen.join("+")
+    };
+    let path = format!("{}/results/{name}.md", env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(&path, report).expect("write report");
+    eprintln!("written to bench/results/{name}.md");
 }

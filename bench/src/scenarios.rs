@@ -573,3 +573,85 @@ pub(crate) async fn allocations(cfg: &Config) -> Table {
     );
     table
 }
+
+/// Scenario 8: cached-redis hit throughput on one node against a three-primary cluster, both
+/// started on this machine, through `Cache::fetch` (what the attribute expands to).
+pub(crate) async fn cluster(cfg: &Config) -> Table {
+    let cluster =
+        tokio::task::spawn_blocking(|| cached_redis_tests::RedisCluster::start_with_replicas(0))
+            .await
+            .expect("cluster start");
+    let urls = cluster.urls();
+    let on_cluster =
+        cached_redis::Cache::cluster_builder(&urls.iter().map(String::as_str).collect::<Vec<_>>())
+            .namespace("bench-cluster")
+            .build()
+            .await
+            .expect("cluster cache");
+    let on_node = cached_redis::Cache::builder(&cfg.url)
+        .namespace("bench-node")
+        .build()
+        .await
+        .expect("node cache");
+    let policy = cached_redis::Policy::new("bench", Duration::from_secs(600)).expect("policy");
+    let read = move |cache: cached_redis::Cache, id: u64| async move {
+        let key = cached_redis::Key::builder().text("p:").part(&id).build();
+        cache
+            .fetch(&key, &policy, async move {
+                Ok::<_, String>(systems::payload(id, VALUE))
+            })
+            .await
+    };
+    for id in 0..16 {
+        read(on_cluster.clone(), id).await.expect("warm");
+        read(on_node.clone(), id).await.expect("warm");
+    }
+    let caches = [("one node", on_node), ("3-primary cluster", on_cluster)];
+    let mut rates = [Vec::new(), Vec::new()];
+    for round in 0..cfg.rounds {
+        for turn in 0..2 {
+            let which = (round + turn) % 2;
+            let cache = caches[which].1.clone();
+            let ops = Arc::new(AtomicU64::new(0));
+            let deadline = Instant::now() + Duration::from_secs_f64(cfg.secs);
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..64u64)
+                .map(|t| {
+                    let (cache, ops) = (cache.clone(), ops.clone());
+                    tokio::spawn(async move {
+                        let mut n = 0;
+                        while Instant::now() < deadline {
+                            read(cache.clone(), t % 16).await.expect("hit");
+                            n += 1;
+                        }
+                        ops.fetch_add(n, Ordering::Relaxed);
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("task");
+            }
+            rates[which].push(ops.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    let mut table = Table::new(
+        "8. cached-redis on one node against a 3-primary cluster: hit throughput, 64 tasks, ~1 KB",
+        &["target", "ops/s", "vs one node", "hits"],
+    );
+    let node = Spread::of(&rates[0]).median;
+    for (i, (name, cache)) in caches.iter().enumerate() {
+        let rate = Spread::of(&rates[i]);
+        table.rows.push(vec![
+            (*name).to_owned(),
+            rate.show(0),
+            ratio(rate.median, node),
+            cache.stats().hits.to_string(),
+        ]);
+    }
+    table.note = format!(
+        "{:.1} s per target per round; {} rounds. All servers and the client share this machine's cores, so the cluster cannot show the capacity it adds across machines; this measures the client-side cost of cluster routing.",
+        cfg.secs, cfg.rounds
+    );
+    drop(cluster);
+    table
+}

@@ -260,28 +260,44 @@ impl Cache {
                 let (next, keys): (u64, Vec<String>) =
                     redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
                 if !keys.is_empty() {
-                    // One UNLINK per key: on a cluster the keys live in different slots.
-                    let mut batch = redis::pipe();
-                    for key in &keys {
-                        batch.cmd("UNLINK").arg(key);
-                    }
-                    for lease in keys.iter().filter_map(|k| k.strip_suffix(":lease")) {
-                        batch
-                            .cmd(inner.conn.publish_command())
-                            .arg(format!("{lease}:wake"))
-                            .arg("cleared")
-                            .ignore();
-                    }
-                    let mut conn = inner.conn.clone();
-                    let unlinked = batch.query_async::<Vec<u64>>(&mut conn);
-                    let counts = inner.guard.call(&inner.stats, "UNLINK", unlinked).await?;
-                    removed += counts.iter().sum::<u64>();
+                    let unlinking = self.unlink_all(keys);
+                    removed += inner.guard.call(&inner.stats, "UNLINK", unlinking).await?;
                 }
                 if next == 0 {
                     break;
                 }
                 cursor = next;
             }
+        }
+        Ok(removed)
+    }
+
+    /// Unlinks `keys`, one command per key and all of them at once (on a cluster they live in
+    /// different slots, which no single command or pipeline may span), waking the waiters of
+    /// any lease among them.
+    async fn unlink_all(&self, keys: Vec<String>) -> redis::RedisResult<u64> {
+        let mut unlinks = tokio::task::JoinSet::new();
+        for key in keys {
+            let mut conn = self.inner.conn.clone();
+            unlinks.spawn(async move {
+                let removed: u64 = redis::cmd("UNLINK")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await?;
+                if let Some(entry) = key.strip_suffix(":lease") {
+                    let publish = conn.publish_command();
+                    let _: redis::RedisResult<u64> = redis::cmd(publish)
+                        .arg(format!("{entry}:wake"))
+                        .arg("cleared")
+                        .query_async(&mut conn)
+                        .await;
+                }
+                Ok::<u64, redis::RedisError>(removed)
+            });
+        }
+        let mut removed = 0;
+        while let Some(joined) = unlinks.join_next().await {
+            removed += joined.map_err(|e| redis::RedisError::from(std::io::Error::other(e)))??;
         }
         Ok(removed)
     }

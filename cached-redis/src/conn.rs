@@ -10,7 +10,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
-/// A cluster connection made on first use; a failed attempt is retried by the next call.
+/// A cluster connection made on first use; a failed attempt is retried by the next call. It
+/// follows slot moves and failovers by itself (a node answering `MOVED` makes it re-read the
+/// slot map).
 #[derive(Clone)]
 pub(crate) struct LazyCluster(Arc<(ClusterClient, OnceCell<ClusterConnection>)>);
 

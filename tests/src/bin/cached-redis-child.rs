@@ -2,7 +2,8 @@
 //! `ready`, waits for a line on stdin, then runs `tasks` concurrent reads of one cold key and
 //! prints one JSON line: how many loads this process ran and each caller's latency.
 //!
-//! Usage: `cached-redis-child <redis-url> <namespace> <id> <tasks> <loader-ms> <lock-ttl-ms>`
+//! Usage: `cached-redis-child <redis-url[,url...]> <namespace> <id> <tasks> <loader-ms> <lock-ttl-ms>`
+//! (several URLs: the nodes of a Redis Cluster)
 
 use std::io::BufRead;
 use std::sync::OnceLock;
@@ -33,7 +34,13 @@ async fn main() {
     let tasks: usize = tasks.parse().expect("tasks");
     let loader_ms: u64 = loader_ms.parse().expect("loader-ms");
     let lock_ttl = Duration::from_millis(lock_ttl_ms.parse().expect("lock-ttl-ms"));
-    let cache = Cache::builder(url)
+    // Several comma-separated URLs name the nodes of a cluster.
+    let builder = if url.contains(',') {
+        Cache::cluster_builder(&url.split(',').collect::<Vec<_>>())
+    } else {
+        Cache::builder(url)
+    };
+    let cache = builder
         .namespace(namespace)
         .lock_ttl(lock_ttl)
         .build()

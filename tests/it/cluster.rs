@@ -1,0 +1,271 @@
+//! The core behaviour suite against a real local Redis Cluster (3 primaries + 3 replicas):
+//! hits, errors not cached, a stampede across processes, invalidation racing a load, TTL and
+//! jitter, keys spread over every primary, whole-prefix invalidation on every primary, and a
+//! primary killed mid-run.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cached_redis::{Cache, Key, redis_cached};
+use cached_redis_tests::{RedisCluster, eventually};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{Notify, Semaphore};
+
+async fn cluster_cache(cluster: &RedisCluster, namespace: &str) -> Cache {
+    let urls = cluster.urls();
+    Cache::cluster_builder(&urls.iter().map(String::as_str).collect::<Vec<_>>())
+        .namespace(namespace)
+        .op_timeout(Duration::from_millis(300))
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[redis_cached(key = "row:<id>", ttl = "60s", jitter = "10%", cache = cache)]
+async fn row(cache: &Cache, id: u64, db: &Db) -> Result<u64, String> {
+    db.read(id).await
+}
+
+/// A versioned "database" whose next read can be held between reading and returning.
+struct Db {
+    version: AtomicU64,
+    reads: AtomicU64,
+    fail: AtomicBool,
+    hold_next: AtomicBool,
+    read_started: Notify,
+    release: Semaphore,
+}
+
+impl Default for Db {
+    fn default() -> Db {
+        Db {
+            version: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            fail: AtomicBool::new(false),
+            hold_next: AtomicBool::new(false),
+            read_started: Notify::new(),
+            release: Semaphore::new(0),
+        }
+    }
+}
+
+impl Db {
+    async fn read(&self, id: u64) -> Result<u64, String> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(format!("row {id} unavailable"));
+        }
+        let version = self.version.load(Ordering::SeqCst);
+        if self.hold_next.swap(false, Ordering::SeqCst) {
+            self.read_started.notify_one();
+            let _ = self.release.acquire().await.map_err(|e| e.to_string())?;
+        }
+        Ok(version * 1_000_000 + id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_guarantees_hold_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let cache = cluster_cache(&cluster, "cl").await;
+    let db = Arc::new(Db::default());
+
+    // Hits, and errors never cached.
+    assert_eq!(row(&cache, 1, &db).await, Ok(1));
+    assert_eq!(row(&cache, 1, &db).await, Ok(1));
+    assert_eq!(cache.stats().hits, 1);
+    db.fail.store(true, Ordering::SeqCst);
+    assert!(row(&cache, 2, &db).await.is_err());
+    db.fail.store(false, Ordering::SeqCst);
+    assert_eq!(row(&cache, 2, &db).await, Ok(2), "the error was not cached");
+    assert_eq!(cache.stats().redis_errors, 0, "{:?}", cache.stats());
+
+    // TTL and jitter, read back from the node that owns the key.
+    let mut conn = redis::cluster::ClusterClient::new(cluster.urls())
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    for id in 100..140 {
+        row(&cache, id, &db).await.unwrap();
+        let key = cache.redis_key(&Key::builder().text("row:").part(&id).build());
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((54_000 - 50..=60_000).contains(&pttl), "{key}: {pttl}");
+    }
+
+    // Invalidation racing a load: the stale write-back is refused, on the key's own shard.
+    db.version.store(1, Ordering::SeqCst);
+    db.hold_next.store(true, Ordering::SeqCst);
+    let started = db.read_started.notified();
+    let stale = {
+        let (cache, db) = (cache.clone(), db.clone());
+        tokio::spawn(async move { row(&cache, 7, &db).await })
+    };
+    started.await;
+    db.version.store(2, Ordering::SeqCst);
+    invalidate_row(&cache, 7).await.unwrap();
+    let other = cluster_cache(&cluster, "cl").await; // another process
+    assert_eq!(
+        row(&other, 7, &db).await,
+        Ok(2_000_007),
+        "no stale value after the invalidation"
+    );
+    db.release.add_permits(1);
+    assert_eq!(stale.await.unwrap(), Ok(1_000_007));
+    assert_eq!(cache.stats().stale_refused, 1);
+    assert_eq!(row(&cache, 7, &db).await, Ok(2_000_007));
+
+    // A stampede across OS processes: one load, waiters woken by sharded pub/sub.
+    let (processes, tasks, loader_ms) = (3, 20, 200);
+    let mut children = Vec::new();
+    for _ in 0..processes {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cached-redis-child"))
+            .args([
+                &cluster.urls().join(","),
+                "cl-procs",
+                "11",
+                &tasks.to_string(),
+                &loader_ms.to_string(),
+                "5000",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
+        children.push((child, lines));
+    }
+    for (child, _) in &mut children {
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"go\n")
+            .await
+            .unwrap();
+    }
+    let (mut loads, mut slowest) = (0, 0.0f64);
+    for (mut child, mut lines) in children {
+        let report: serde_json::Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(report["values_ok"], true);
+        loads += report["loads"].as_u64().unwrap();
+        for l in report["latencies_ms"].as_array().unwrap() {
+            slowest = slowest.max(l.as_f64().unwrap());
+        }
+        assert!(child.wait().await.unwrap().success());
+    }
+    assert_eq!(
+        loads, 1,
+        "one load across {processes} processes on a cluster"
+    );
+    assert!(
+        slowest < f64::from(loader_ms) + 100.0,
+        "waiters woken promptly: {slowest:.1} ms"
+    );
+
+    // 10,000 keys spread over all three primaries: the hash tag is per entry.
+    let spread = cluster_cache(&cluster, "spread").await;
+    let spread_db = Arc::new(Db::default());
+    let workers: Vec<_> = (0..32u64)
+        .map(|w| {
+            let (cache, db) = (spread.clone(), spread_db.clone());
+            tokio::spawn(async move {
+                for id in (w..10_000).step_by(32) {
+                    row(&cache, id, &db).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let primaries = cluster.primaries();
+    assert_eq!(primaries.len(), 3);
+    let sizes: Vec<u64> = primaries.iter().map(|p| cluster.dbsize(*p)).collect();
+    println!("cluster: keys per primary {sizes:?}");
+    assert!(
+        sizes.iter().all(|s| *s > 2_500),
+        "keys spread over every primary: {sizes:?}"
+    );
+
+    // Whole-prefix invalidation scans every primary in bounded batches.
+    assert_eq!(spread.invalidate_prefix("row:").await.unwrap(), 10_000);
+    let after: Vec<u64> = primaries.iter().map(|p| cluster.dbsize(*p)).collect();
+    assert!(
+        after.iter().sum::<u64>() < sizes.iter().sum::<u64>() - 9_999,
+        "{after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_costs_no_call_and_hits_resume_without_a_restart() {
+    let mut cluster = RedisCluster::start();
+    let cache = cluster_cache(&cluster, "failover").await;
+    let db = Arc::new(Db::default());
+    for id in 0..60 {
+        row(&cache, id, &db).await.unwrap();
+    }
+    // Readers keep calling through the failover; every call must return the right value.
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..4u64)
+        .map(|r| {
+            let (cache, db, stop, calls) = (cache.clone(), db.clone(), stop.clone(), calls.clone());
+            tokio::spawn(async move {
+                let mut id = r;
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(
+                        row(&cache, id % 60, &db).await,
+                        Ok(id % 60),
+                        "a call failed"
+                    );
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    id += 4;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let checker = cluster_cache(&cluster, "failover").await;
+    let victim = cluster.primaries()[0];
+    let killed_at = Instant::now();
+    cluster.kill(victim);
+    // Wait for the replica's promotion, then for hits on every key again.
+    tokio::task::block_in_place(|| cluster.wait_healthy(Duration::from_secs(20)));
+    let promoted = killed_at.elapsed();
+    // A cache of its own (the readers' calls would blur the counts), built before the kill.
+    let resumed = eventually(Duration::from_secs(10), || async {
+        let before = checker.stats();
+        for id in 0..60 {
+            assert_eq!(row(&checker, id, &db).await, Ok(id));
+        }
+        checker.stats().hits - before.hits == 60
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    println!(
+        "cluster failover: replica promoted {promoted:?} after the kill; hits on all keys again after {:?}; {} calls during it, none failed",
+        killed_at.elapsed(),
+        calls.load(Ordering::Relaxed)
+    );
+    assert!(
+        resumed,
+        "hits resume after the failover: {:?}",
+        cache.stats()
+    );
+}
