@@ -8,11 +8,37 @@ use std::time::{Duration, Instant};
 use crate::cacheable::{Cacheable, Split};
 use crate::flight::{self, Leader, Role, Shared};
 use crate::lease::{self, Acquire, EntryKeys};
-use crate::stats::bump;
+use crate::stats::{Event, bump};
 use crate::{Cache, CacheValue, Key, Policy, codec, random};
 
 /// How often a waiter checks the lease when it could not subscribe for wake-ups.
 const POLL_WITHOUT_WAKEUPS: Duration = Duration::from_millis(20);
+
+/// How a call was answered, recorded on its span.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Hit,
+    /// This caller ran the loader (and stored the value, or tried to).
+    Miss,
+    /// Another caller's load answered: a local join or a wait on another process's lease.
+    Waited,
+    /// Redis was unavailable; the loader answered.
+    Fallback,
+    /// This caller's load was revoked by an invalidation and not stored.
+    StaleRefused,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Waited => "waited",
+            Outcome::Fallback => "fallback",
+            Outcome::StaleRefused => "stale-refused",
+        }
+    }
+}
 
 /// What the first GET found.
 enum Read<T> {
@@ -57,15 +83,31 @@ impl Cache {
         F: Future<Output = R>,
     {
         let inner = &self.inner;
+        let started = Instant::now();
+        let span = tracing::debug_span!(
+            "cached",
+            function = policy.name(),
+            key = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            redis_us = tracing::field::Empty,
+        );
         let value_key = lease::value_key(&inner.namespace, key);
+        span.record("key", value_key.as_str());
         let read = self.read::<R::Value>(&value_key).await;
         if let Read::Hit(value) = read {
-            bump(&inner.stats.hits);
-            tracing::debug!(function = policy.name(), key = %value_key, "cache hit");
+            inner.stats.note(Event::Hit, policy.name());
+            span.record("outcome", Outcome::Hit.as_str());
+            span.record("redis_us", started.elapsed().as_micros() as u64);
             return R::from_value(value);
         }
         // The miss path is boxed so the future of a hit stays small.
-        Box::pin(self.miss(EntryKeys::for_value(value_key), read, policy, loader)).await
+        let miss = self.miss(EntryKeys::for_value(value_key), read, policy, loader);
+        let (result, outcome, load_time) =
+            Box::pin(tracing::Instrument::instrument(miss, span.clone())).await;
+        span.record("outcome", outcome.as_str());
+        let redis_time = started.elapsed().saturating_sub(load_time);
+        span.record("redis_us", redis_time.as_micros() as u64);
+        result
     }
 
     /// Everything after a first GET that found no usable value.
@@ -75,7 +117,7 @@ impl Cache {
         mut read: Read<R::Value>,
         policy: &Policy,
         loader: F,
-    ) -> R
+    ) -> (R, Outcome, Duration)
     where
         R: Cacheable,
         F: Future<Output = R>,
@@ -85,17 +127,16 @@ impl Cache {
             let redis_ok = !matches!(read, Read::Unavailable);
             let corrupt = match read {
                 Read::Hit(value) => {
-                    bump(&inner.stats.hits);
-                    tracing::debug!(function = policy.name(), key = %keys.value, "cache hit");
-                    return R::from_value(value);
+                    inner.stats.note(Event::Hit, policy.name());
+                    return (R::from_value(value), Outcome::Hit, Duration::ZERO);
                 }
                 Read::Miss { corrupt } => {
-                    bump(&inner.stats.misses);
-                    tracing::debug!(function = policy.name(), key = %keys.value, "cache miss");
+                    inner.stats.note(Event::Miss, policy.name());
+                    tracing::debug!("cache miss");
                     Some(corrupt)
                 }
                 Read::Unavailable => {
-                    bump(&inner.stats.fallbacks);
+                    inner.stats.note(Event::Fallback, policy.name());
                     None
                 }
             };
@@ -104,7 +145,7 @@ impl Cache {
                     return self.lead(leader, &keys, policy, loader, corrupt).await;
                 }
                 Role::Join(rx) => {
-                    bump(&inner.stats.coalesced);
+                    inner.stats.note(Event::Coalesced, policy.name());
                     match flight::wait(rx).await {
                         // A value loaded without a lease (Redis was unavailable) may predate an
                         // invalidation that this caller, having reached Redis, must see.
@@ -112,10 +153,14 @@ impl Cache {
                             verified: false, ..
                         }) if redis_ok => {}
                         Some(Shared::Value { bytes, .. }) => match codec::decode(&bytes) {
-                            Ok(value) => return R::from_value(value),
-                            Err(_) => return self.load_alone(policy, loader).await,
+                            Ok(value) => {
+                                return (R::from_value(value), Outcome::Waited, Duration::ZERO);
+                            }
+                            Err(_) => return self.load_alone(policy, loader, redis_ok).await,
                         },
-                        Some(Shared::LoadYourself) => return self.load_alone(policy, loader).await,
+                        Some(Shared::LoadYourself) => {
+                            return self.load_alone(policy, loader, redis_ok).await;
+                        }
                         // An invalidation revoked the load, or its leader went away: start over.
                         Some(Shared::Reread) | None => {}
                     }
@@ -162,15 +207,27 @@ impl Cache {
         &self,
         policy: &Policy,
         loader: F,
-    ) -> R {
-        bump(&self.inner.stats.loads);
-        match loader.await.split(policy) {
+        redis_ok: bool,
+    ) -> (R, Outcome, Duration) {
+        let stats = &self.inner.stats;
+        stats.note(Event::Load, policy.name());
+        let started = Instant::now();
+        let result = loader.await;
+        let took = started.elapsed();
+        stats.note_load_time(policy.name(), took);
+        let outcome = if redis_ok {
+            Outcome::Miss
+        } else {
+            Outcome::Fallback
+        };
+        let result = match result.split(policy) {
             Split::Store(value, _) | Split::Pass(value) => R::from_value(value),
             Split::Keep(result) => {
-                bump(&self.inner.stats.load_errors);
+                stats.note(Event::LoadError, policy.name());
                 result
             }
-        }
+        };
+        (result, outcome, took)
     }
 
     /// The local leader: get the value or the lease, load, store, and tell the joiners.
@@ -182,7 +239,7 @@ impl Cache {
         policy: &Policy,
         loader: F,
         corrupt: Option<Option<Vec<u8>>>,
-    ) -> R
+    ) -> (R, Outcome, Duration)
     where
         R: Cacheable,
         F: Future<Output = R>,
@@ -198,31 +255,38 @@ impl Cache {
                     bytes: Arc::from(bytes),
                     verified: true,
                 });
-                return R::from_value(value);
+                return (R::from_value(value), Outcome::Waited, Duration::ZERO);
             }
             Lease::Held(guard) => Some(guard),
             Lease::Unavailable => None,
         };
 
-        bump(&inner.stats.loads);
+        let function = policy.name();
+        inner.stats.note(Event::Load, function);
         let started = Instant::now();
         let result = match &lease {
             Some(lease) => lease.hold_while(loader).await,
             None => loader.await,
         };
         let load_time = started.elapsed();
+        inner.stats.note_load_time(function, load_time);
+        let outcome = if lease.is_some() {
+            Outcome::Miss
+        } else {
+            Outcome::Fallback
+        };
 
         let (value, ttl) = match result.split(policy) {
             Split::Store(value, ttl) => (value, Some(ttl)),
             Split::Pass(value) => (value, None),
             Split::Keep(result) => {
-                bump(&inner.stats.load_errors);
+                inner.stats.note(Event::LoadError, function);
                 leader.close();
                 if let Some(lease) = lease.take() {
                     lease.release().await;
                 }
                 leader.finish(Shared::LoadYourself);
-                return result;
+                return (result, outcome, load_time);
             }
         };
         let bytes = match codec::encode(&value, load_time) {
@@ -233,7 +297,7 @@ impl Cache {
                     lease.release().await;
                 }
                 leader.finish(Shared::LoadYourself);
-                return R::from_value(value);
+                return (R::from_value(value), outcome, load_time);
             }
         };
         // From here on, new callers start a load of their own: one that joined now could have
@@ -244,18 +308,22 @@ impl Cache {
             (Some(lease), None) => lease.release().await,
             (None, _) => None,
         };
-        match current {
+        let outcome = match current {
             Some(false) => {
-                bump(&inner.stats.stale_refused);
+                inner.stats.note(Event::StaleRefused, function);
                 tracing::debug!(key = %keys.value, "an invalidation revoked this load; not stored");
                 leader.finish(Shared::Reread);
+                Outcome::StaleRefused
             }
-            current => leader.finish(Shared::Value {
-                bytes: Arc::from(bytes),
-                verified: current == Some(true),
-            }),
-        }
-        R::from_value(value)
+            current => {
+                leader.finish(Shared::Value {
+                    bytes: Arc::from(bytes),
+                    verified: current == Some(true),
+                });
+                outcome
+            }
+        };
+        (R::from_value(value), outcome, load_time)
     }
 
     /// Takes the lease, or waits (woken by Redis) until its holder stores a value or lets go.
@@ -302,7 +370,7 @@ impl Cache {
                 Ok(Acquire::HeldFor { millis }) => {
                     if !waited {
                         waited = true;
-                        bump(&inner.stats.lock_waits);
+                        inner.stats.note(Event::LockWait, policy.name());
                         tracing::debug!(key = %keys.value, "another caller is loading; waiting");
                     }
                     match &mut subscription {

@@ -55,6 +55,48 @@ pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// What happened in a cached call, counted in [`Stats`] and, with the `metrics` feature, as a
+/// `cached_redis_<event>_total` counter labelled with the function.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Hit,
+    Miss,
+    Load,
+    LoadError,
+    Coalesced,
+    LockWait,
+    StaleRefused,
+    Fallback,
+}
+
+impl Counters {
+    /// Counts `event` for `function`.
+    pub(crate) fn note(&self, event: Event, function: &'static str) {
+        let (counter, _metric) = match event {
+            Event::Hit => (&self.hits, "cached_redis_hits_total"),
+            Event::Miss => (&self.misses, "cached_redis_misses_total"),
+            Event::Load => (&self.loads, "cached_redis_loads_total"),
+            Event::LoadError => (&self.load_errors, "cached_redis_load_errors_total"),
+            Event::Coalesced => (&self.coalesced, "cached_redis_waits_total"),
+            Event::LockWait => (&self.lock_waits, "cached_redis_waits_total"),
+            Event::StaleRefused => (&self.stale_refused, "cached_redis_stale_refused_total"),
+            Event::Fallback => (&self.fallbacks, "cached_redis_fallbacks_total"),
+        };
+        bump(counter);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(_metric, "function" => function).increment(1);
+        let _ = function;
+    }
+
+    /// Records how long a load took (`cached_redis_load_duration_seconds` with `metrics`).
+    pub(crate) fn note_load_time(&self, function: &'static str, took: std::time::Duration) {
+        #[cfg(feature = "metrics")]
+        metrics::histogram!("cached_redis_load_duration_seconds", "function" => function)
+            .record(took.as_secs_f64());
+        let _ = (function, took);
+    }
+}
+
 impl Counters {
     pub(crate) fn snapshot(&self) -> Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);

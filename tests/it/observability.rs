@@ -1,0 +1,111 @@
+//! Observability: one `tracing` span per cached call carrying the key, the outcome (hit, miss,
+//! waited, fallback, stale-refused) and the time not spent in the loader; and, with the
+//! `metrics` feature, counters and a load-time histogram labelled by function.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cached_redis::{Cache, redis_cached};
+use cached_redis_tests::{RedisServer, free_port};
+use tokio::sync::Notify;
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+static GATE: Notify = Notify::const_new();
+
+#[redis_cached(key = "obs:<id>", ttl = "60s", cache = cache)]
+async fn observed(cache: &Cache, id: u32, wait: bool) -> Result<u32, String> {
+    if wait {
+        GATE.notified().await;
+    }
+    if id == 13 {
+        return Err("unlucky".into());
+    }
+    Ok(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_carry_the_outcome_and_metrics_move() {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(move || Sink(sink.clone()))
+        .init();
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap();
+
+    let server = RedisServer::start();
+    let cache = server.cache("obs").await;
+    observed(&cache, 1, false).await.unwrap(); // miss
+    observed(&cache, 1, false).await.unwrap(); // hit
+    assert!(observed(&cache, 13, false).await.is_err()); // a load error
+    // A waiter: a second caller joins a load held at the gate.
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move { observed(&cache, 2, true).await })
+    };
+    let joiner = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            while cache.stats().loads < 3 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            observed(&cache, 2, false).await
+        })
+    };
+    while cache.stats().coalesced < 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    GATE.notify_one();
+    leader.await.unwrap().unwrap();
+    joiner.await.unwrap().unwrap();
+    // A fallback: Redis refuses connections.
+    let down = Cache::builder(&format!("redis://127.0.0.1:{}", free_port()))
+        .namespace("obs")
+        .build()
+        .await
+        .unwrap();
+    observed(&down, 3, false).await.unwrap();
+
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    for outcome in ["hit", "miss", "waited", "fallback"] {
+        let needle = format!("outcome=\"{outcome}\"");
+        assert!(
+            text.lines()
+                .any(|l| l.contains("cached{") && l.contains(&needle) && l.contains("redis_us=")),
+            "no span closed with {needle}:\n{text}"
+        );
+    }
+    assert!(text.contains("key=\"obs:{obs:1}\""), "{text}");
+
+    let rendered = prometheus.render();
+    for metric in [
+        "cached_redis_hits_total{function=\"observed\"} 1",
+        "cached_redis_misses_total{function=\"observed\"} 4",
+        "cached_redis_loads_total{function=\"observed\"} 4",
+        "cached_redis_load_errors_total{function=\"observed\"} 1",
+        "cached_redis_waits_total{function=\"observed\"} 1",
+        "cached_redis_fallbacks_total{function=\"observed\"} 1",
+        "cached_redis_load_duration_seconds_count{function=\"observed\"} 4",
+    ] {
+        assert!(
+            rendered.contains(metric),
+            "missing `{metric}` in:\n{rendered}"
+        );
+    }
+}
