@@ -204,6 +204,48 @@ impl Cache {
         Ok(removed)
     }
 
+    /// Asks Redis for `PING` (bounded by `op_timeout`, through the breaker) and returns how long
+    /// the answer took: a health check for dashboards and readiness probes.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) {
+    /// let reachable = cache.ping().await.is_ok();
+    /// # }
+    /// ```
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        let inner = &self.inner;
+        let started = std::time::Instant::now();
+        let mut conn = inner.conn.clone();
+        let ping = redis::cmd("PING");
+        inner
+            .guard
+            .call(&inner.stats, "PING", ping.query_async::<String>(&mut conn))
+            .await?;
+        Ok(started.elapsed())
+    }
+
+    /// How long `key`'s entry has left to live, or `None` if it is not cached.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// let key = cached_redis::Key::builder().text("user:").part(&42u64).text(":v1").build();
+    /// if let Some(left) = cache.ttl(&key).await? {
+    ///     println!("cached for another {left:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn ttl(&self, key: &Key) -> Result<Option<Duration>, Error> {
+        let inner = &self.inner;
+        let mut conn = inner.conn.clone();
+        let mut pttl = redis::cmd("PTTL");
+        pttl.arg(lease::value_key(&inner.namespace, key));
+        let millis = inner
+            .guard
+            .call(&inner.stats, "PTTL", pttl.query_async::<i64>(&mut conn))
+            .await?;
+        Ok(u64::try_from(millis).ok().map(Duration::from_millis))
+    }
+
     /// Removes every entry and lease of this cache's namespace, waking any waiters, and returns
     /// how many keys were removed. It walks the namespace with `SCAN` in batches of 500 (never
     /// `KEYS`, which would block Redis) and deletes each batch with `UNLINK`.

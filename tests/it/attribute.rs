@@ -155,3 +155,25 @@ async fn clear_removes_every_entry_of_the_namespace_and_nothing_else() {
     assert!(scan(&server, "clear*").await.is_empty());
     assert_eq!(scan(&server, "other:*").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_and_ttl_report_on_redis_and_an_entry() {
+    let server = RedisServer::start();
+    let cache = server.cache("ping").await;
+    assert!(cache.ping().await.unwrap() < std::time::Duration::from_secs(1));
+    let key = cached_redis::Key::raw("derived:5:");
+    assert_eq!(cache.ttl(&key).await.unwrap(), None, "nothing cached yet");
+    derived(&cache, 5, String::new()).await;
+    let left = cache.ttl(&key).await.unwrap().expect("cached");
+    assert!(
+        left > std::time::Duration::from_secs(59) && left <= std::time::Duration::from_secs(60)
+    );
+    let down = Cache::builder(&format!(
+        "redis://127.0.0.1:{}",
+        cached_redis_tests::free_port()
+    ))
+    .build()
+    .await
+    .unwrap();
+    assert!(down.ping().await.is_err());
+}

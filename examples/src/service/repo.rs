@@ -1,0 +1,191 @@
+//! The repository: product reads cached with `#[redis_cached]`, writes that invalidate them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cached_redis::{Cache, redis_cached};
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyPool, Row};
+
+/// A product row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    /// Primary key.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// Price in cents.
+    pub price_cents: i64,
+    /// Shown on the front page.
+    pub featured: bool,
+}
+
+/// What can go wrong reading or writing products.
+#[derive(Debug)]
+pub enum RepoError {
+    /// No product with that id.
+    NotFound,
+    /// The database failed.
+    Database(sqlx::Error),
+}
+
+impl std::fmt::Display for RepoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RepoError::NotFound => f.write_str("no such product"),
+            RepoError::Database(e) => write!(f, "database error: {e}"),
+        }
+    }
+}
+
+impl From<sqlx::Error> for RepoError {
+    fn from(e: sqlx::Error) -> Self {
+        RepoError::Database(e)
+    }
+}
+
+tokio::task_local! {
+    /// Time this request spent in the database, if it read it.
+    pub static DB_TIME: std::cell::Cell<Option<Duration>>;
+}
+
+/// Products in a database, read through the cache.
+#[derive(Debug, Clone)]
+pub struct ProductRepo {
+    pool: AnyPool,
+    cache: Cache,
+    db_reads: Arc<AtomicU64>,
+}
+
+impl ProductRepo {
+    /// A repository over `pool`, caching in `cache`.
+    pub fn new(pool: AnyPool, cache: Cache) -> ProductRepo {
+        ProductRepo {
+            pool,
+            cache,
+            db_reads: Arc::default(),
+        }
+    }
+
+    /// The cache the repository reads through.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Database reads so far (every cache miss is one).
+    pub fn db_reads(&self) -> u64 {
+        self.db_reads.load(Ordering::Relaxed)
+    }
+
+    /// Sets the database read counter back to zero.
+    pub fn reset_db_reads(&self) {
+        self.db_reads.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a database read and records its time for the current request.
+    fn note_db_read(&self, started: Instant) {
+        self.db_reads.fetch_add(1, Ordering::Relaxed);
+        let took = started.elapsed();
+        let _ = DB_TIME.try_with(|t| t.set(Some(t.get().unwrap_or_default() + took)));
+    }
+
+    /// One product, cached for a minute (less up to 10%, so entries do not expire together).
+    #[redis_cached(key = "product:<id>", ttl = "60s", jitter = "10%", cache = &self.cache)]
+    pub async fn get_product(&self, id: i64) -> Result<Product, RepoError> {
+        let started = Instant::now();
+        let row = sqlx::query("SELECT id, name, price_cents, featured FROM products WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        // A little latency, as a remote database would have.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.note_db_read(started);
+        row.map(|r| product(&r))
+            .transpose()?
+            .ok_or(RepoError::NotFound)
+    }
+
+    /// The featured products, cached for 30 seconds.
+    #[redis_cached(key = "featured", ttl = "30s", cache = &self.cache)]
+    pub async fn list_featured(&self) -> Result<Vec<Product>, RepoError> {
+        let started = Instant::now();
+        let rows = sqlx::query(
+            "SELECT id, name, price_cents, featured FROM products WHERE featured = $1 ORDER BY id",
+        )
+        .bind(1_i64)
+        .fetch_all(&self.pool)
+        .await?;
+        self.note_db_read(started);
+        Ok(rows.iter().map(product).collect::<Result<_, _>>()?)
+    }
+
+    /// Changes a price, then invalidates what cached it. Returns the product as stored and
+    /// whether an entry was removed (an invalidation that cannot reach Redis is logged: the
+    /// entry then lives at most until its TTL).
+    pub async fn set_price(&self, id: i64, price_cents: i64) -> Result<(Product, bool), RepoError> {
+        let updated = sqlx::query("UPDATE products SET price_cents = $1 WHERE id = $2")
+            .bind(price_cents)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(RepoError::NotFound);
+        }
+        let removed = match self.invalidate_get_product(id).await {
+            Ok(removed) => removed,
+            Err(e) => {
+                tracing::warn!(error = %e, id, "could not invalidate the cached product");
+                false
+            }
+        };
+        if let Err(e) = self.invalidate_list_featured().await {
+            tracing::warn!(error = %e, "could not invalidate the featured list");
+        }
+        let product = self.get_product(id).await?;
+        Ok((product, removed))
+    }
+}
+
+fn product(row: &sqlx::any::AnyRow) -> Result<Product, sqlx::Error> {
+    Ok(Product {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        price_cents: row.try_get("price_cents")?,
+        featured: row.try_get::<i64, _>("featured")? != 0,
+    })
+}
+
+/// Creates the table and seeds it when empty.
+pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS products (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price_cents BIGINT NOT NULL, featured INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM products")
+        .fetch_one(pool)
+        .await?
+        .try_get("n")?;
+    if count == 0 {
+        let seed = [
+            (1, "Espresso beans, 1 kg", 2490, true),
+            (2, "Pour-over kettle", 5900, true),
+            (3, "Ceramic dripper", 2200, false),
+            (4, "Burr grinder", 14900, true),
+            (5, "Paper filters, 100", 590, false),
+        ];
+        for (id, name, price, featured) in seed {
+            sqlx::query(
+                "INSERT INTO products (id, name, price_cents, featured) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id as i64)
+            .bind(name)
+            .bind(price as i64)
+            .bind(i64::from(featured))
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(())
+}

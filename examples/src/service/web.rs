@@ -1,0 +1,216 @@
+//! HTTP endpoints and the page.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use cached_redis::Key;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::repo::{DB_TIME, ProductRepo, RepoError};
+
+/// Shared by every request.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The repository (and, through it, the cache).
+    pub repo: ProductRepo,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// State over `repo`; `metrics` renders `/metrics` when a recorder is installed.
+    pub fn new(repo: ProductRepo, metrics: Option<PrometheusHandle>) -> AppState {
+        AppState { repo, metrics }
+    }
+}
+
+/// Every route of the service.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/products/{id}", get(read_product))
+        .route("/api/products/{id}/ttl", get(product_ttl))
+        .route("/api/products/{id}/price", post(update_price))
+        .route("/api/products/{id}/invalidate", post(invalidate_product))
+        .route("/api/products/{id}/stampede", post(stampede))
+        .route("/api/featured", get(featured))
+        .route("/stats", get(stats))
+        .route("/stats/reset", post(reset_stats))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
+
+fn error(e: &RepoError) -> Response {
+    let status = match e {
+        RepoError::NotFound => StatusCode::NOT_FOUND,
+        RepoError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, Json(json!({ "error": e.to_string() }))).into_response()
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+/// Reads a product through the cache, reporting whether the database was read and how long
+/// the database and the rest (Redis) took.
+async fn read_product(State(state): State<AppState>, Path(id): Path<i64>) -> Response {
+    let started = Instant::now();
+    let (result, db_time) = DB_TIME
+        .scope(Cell::new(None), async {
+            let result = state.repo.get_product(id).await;
+            (result, DB_TIME.with(Cell::get))
+        })
+        .await;
+    let total = started.elapsed();
+    match result {
+        Ok(product) => Json(json!({
+            "product": product,
+            "outcome": if db_time.is_some() { "miss" } else { "hit" },
+            "total_us": micros(total),
+            "db_us": db_time.map(micros),
+            "redis_us": micros(total.saturating_sub(db_time.unwrap_or_default())),
+        }))
+        .into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+fn product_key(id: i64) -> Key {
+    Key::builder().text("product:").part(&id).build()
+}
+
+async fn product_ttl(State(state): State<AppState>, Path(id): Path<i64>) -> Json<Value> {
+    let ttl = state.repo.cache().ttl(&product_key(id)).await;
+    Json(json!({
+        "ttl_ms": ttl.as_ref().ok().copied().flatten().map(|d| d.as_millis() as u64),
+        "redis_reachable": ttl.is_ok(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct PriceChange {
+    price_cents: i64,
+}
+
+async fn update_price(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Json(change): Json<PriceChange>,
+) -> Response {
+    match state.repo.set_price(id, change.price_cents).await {
+        Ok((product, invalidated)) => {
+            Json(json!({ "product": product, "invalidated": invalidated })).into_response()
+        }
+        Err(e) => error(&e),
+    }
+}
+
+async fn invalidate_product(State(state): State<AppState>, Path(id): Path<i64>) -> Response {
+    match state.repo.invalidate_get_product(id).await {
+        Ok(removed) => Json(json!({ "invalidated": removed })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct StampedeSize {
+    n: Option<usize>,
+}
+
+/// Invalidates a product, then reads it with `n` concurrent callers.
+async fn stampede(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Query(size): Query<StampedeSize>,
+) -> Response {
+    let n = size.n.unwrap_or(50).clamp(1, 1_000);
+    let _ = state.repo.invalidate_get_product(id).await;
+    let reads_before = state.repo.db_reads();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let repo = state.repo.clone();
+            tokio::spawn(async move { repo.get_product(id).await })
+        })
+        .collect();
+    let mut prices = Vec::with_capacity(n);
+    for task in tasks {
+        match task.await {
+            Ok(Ok(product)) => prices.push(product.price_cents),
+            Ok(Err(e)) => return error(&e),
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
+    }
+    Json(json!({
+        "callers": n,
+        "db_reads": state.repo.db_reads() - reads_before,
+        "all_agree": prices.windows(2).all(|w| w[0] == w[1]),
+        "took_us": micros(started.elapsed()),
+    }))
+    .into_response()
+}
+
+async fn featured(State(state): State<AppState>) -> Response {
+    match state.repo.list_featured().await {
+        Ok(products) => Json(json!({ "products": products })).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+async fn stats(State(state): State<AppState>) -> Json<Value> {
+    let cache = state.repo.cache();
+    let s = cache.stats();
+    let ping = cache.ping().await;
+    Json(json!({
+        "redis_reachable": ping.is_ok(),
+        "cache": if ping.is_ok() { "cached" } else { "uncached: redis unreachable" },
+        "db_reads": state.repo.db_reads(),
+        "hits": s.hits,
+        "misses": s.misses,
+        "loads": s.loads,
+        "load_errors": s.load_errors,
+        "coalesced": s.coalesced,
+        "lock_waits": s.lock_waits,
+        "stale_refused": s.stale_refused,
+        "decode_errors": s.decode_errors,
+        "redis_errors": s.redis_errors,
+        "fallbacks": s.fallbacks,
+    }))
+}
+
+async fn reset_stats(State(state): State<AppState>) -> StatusCode {
+    state.repo.cache().reset_stats();
+    state.repo.reset_db_reads();
+    StatusCode::NO_CONTENT
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no metrics recorder installed",
+        )
+            .into_response(),
+    }
+}
