@@ -3,14 +3,12 @@
 //! jitter, keys spread over every primary, whole-prefix invalidation on every primary, and a
 //! primary killed mid-run.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, redis_cached};
 use cached_redis_tests::{RedisCluster, eventually};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, Semaphore};
 
 async fn cluster_cache(cluster: &RedisCluster, namespace: &str) -> Cache {
@@ -125,52 +123,23 @@ async fn the_core_guarantees_hold_on_a_cluster() {
 
     // A stampede across OS processes: one load, waiters woken by sharded pub/sub.
     let (processes, tasks, loader_ms) = (3, 20, 200);
-    let mut children = Vec::new();
-    for _ in 0..processes {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cached-redis-child"))
-            .args([
-                &cluster.urls().join(","),
-                "cl-procs",
-                "11",
-                &tasks.to_string(),
-                &loader_ms.to_string(),
-                "5000",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
-        children.push((child, lines));
-    }
-    for (child, _) in &mut children {
-        child
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(b"go\n")
-            .await
-            .unwrap();
-    }
-    let (mut loads, mut slowest) = (0, 0.0f64);
-    for (mut child, mut lines) in children {
-        let report: serde_json::Value =
-            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
-        assert_eq!(report["values_ok"], true);
-        loads += report["loads"].as_u64().unwrap();
-        for l in report["latencies_ms"].as_array().unwrap() {
-            slowest = slowest.max(l.as_f64().unwrap());
-        }
-        assert!(child.wait().await.unwrap().success());
-    }
+    let child = env!("CARGO_BIN_EXE_cached-redis-child");
+    let urls = cluster.urls().join(",");
+    let stampede = cached_redis_tests::stampede_in_processes(
+        child,
+        &urls,
+        "cl-procs",
+        11,
+        (processes, tasks, loader_ms),
+    )
+    .await;
     assert_eq!(
-        loads, 1,
+        stampede.loads, 1,
         "one load across {processes} processes on a cluster"
     );
+    let slowest = stampede.latencies_ms.last().copied().unwrap();
     assert!(
-        slowest < f64::from(loader_ms) + 100.0,
+        slowest < loader_ms as f64 + 100.0,
         "waiters woken promptly: {slowest:.1} ms"
     );
 

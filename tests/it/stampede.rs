@@ -1,14 +1,12 @@
 //! Guarantee 1: N concurrent callers of one cold key run the loader once, in one process and
 //! across OS processes; waiters are woken promptly, and load themselves only after `lock_ttl`.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, redis_cached};
 use cached_redis_tests::RedisServer;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Barrier;
 
 static LOADS: AtomicU32 = AtomicU32::new(0);
@@ -136,57 +134,20 @@ async fn a_lease_that_is_never_released_is_taken_over_after_lock_ttl() {
 async fn concurrent_callers_in_four_processes_load_once() {
     let server = RedisServer::start();
     let (processes, tasks_each, loader_ms) = (4, 25, 200);
-    let mut children = Vec::new();
-    for _ in 0..processes {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cached-redis-child"))
-            .args([
-                &server.url(),
-                "procs",
-                "9",
-                &tasks_each.to_string(),
-                &loader_ms.to_string(),
-                "5000",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn child");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
-        children.push((child, lines));
-    }
-    for (child, _) in &mut children {
-        child
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(b"go\n")
-            .await
-            .unwrap();
-    }
-    let mut loads = 0;
-    let mut latencies = Vec::new();
-    for (mut child, mut lines) in children {
-        let line = lines.next_line().await.unwrap().expect("child result");
-        let report: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(report["values_ok"], true, "{report}");
-        loads += report["loads"].as_u64().unwrap();
-        latencies.extend(
-            report["latencies_ms"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap()),
-        );
-        assert!(child.wait().await.unwrap().success());
-    }
-    assert_eq!(loads, 1, "one load across {processes} processes");
-    latencies.sort_by(f64::total_cmp);
-    let slowest = latencies.last().copied().unwrap();
-    assert_eq!(latencies.len(), processes * tasks_each);
+    let child = env!("CARGO_BIN_EXE_cached-redis-child");
+    let stampede = cached_redis_tests::stampede_in_processes(
+        child,
+        &server.url(),
+        "procs",
+        9,
+        (processes, tasks_each, loader_ms),
+    )
+    .await;
+    assert_eq!(stampede.loads, 1, "one load across {processes} processes");
+    assert_eq!(stampede.latencies_ms.len(), processes * tasks_each);
+    let slowest = stampede.latencies_ms.last().copied().unwrap();
     assert!(
-        slowest < f64::from(loader_ms) + 100.0,
+        slowest < loader_ms as f64 + 100.0,
         "every caller got the value soon after the load: slowest {slowest:.1} ms"
     );
 }
