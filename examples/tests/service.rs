@@ -2,12 +2,11 @@
 //! loopback) PostgreSQL, the service without Redis, and the page driven in headless Chromium.
 
 use std::net::SocketAddr;
-use std::process::Command;
 
 use cached_redis_tests::{RedisServer, free_port};
 use examples::service::{Config, router, state};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// Starts the service on a free port; it runs until the test's runtime ends.
 async fn start(redis_url: String, database_url: String) -> SocketAddr {
@@ -29,23 +28,49 @@ fn sqlite_url(name: &str) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
-/// One HTTP/1.1 request; returns the status and the body.
+/// One HTTP/1.1 request; returns the status and the body (read by its `Content-Length`, since
+/// not every server closes the connection when asked to).
 async fn http(addr: SocketAddr, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = tokio::io::BufReader::new(stream);
     let body = json.unwrap_or("");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    stream
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let mut status_line = String::new();
+    stream.read_line(&mut status_line).await.unwrap();
+    let status = status_line[9..12].parse().unwrap();
+    let mut length = None;
+    loop {
+        let mut header = String::new();
+        stream.read_line(&mut header).await.unwrap();
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse::<usize>().ok();
+        }
+    }
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            stream.read_exact(&mut body).await.unwrap();
+        }
+        None => {
+            stream.read_to_end(&mut body).await.unwrap();
+        }
+    }
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn json(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Value {
@@ -215,52 +240,220 @@ async fn without_redis_the_service_runs_uncached_and_says_so() {
     );
 }
 
-/// The page in headless Chromium (Debian's `chromium`): with `?selftest=1` the page clicks its
-/// own buttons (invalidate, read, read, update, read, stampede) as a person would and writes what
-/// it showed into the DOM, which Chromium prints.
+/// A WebDriver session on chromedriver (Debian's `chromium-driver`) with headless Chromium:
+/// the W3C protocol is JSON over HTTP, so the test speaks it with its own small client.
+struct Browser {
+    driver: tokio::process::Child,
+    addr: SocketAddr,
+    session: String,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = free_port();
+        let mut driver = tokio::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("no chromedriver on PATH: install it (Debian: apt-get install chromium-driver; .ci/run does)");
+        let mut lines = tokio::io::BufReader::new(driver.stdout.take().unwrap()).lines();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("started successfully") {
+                break;
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1100,1000", "--hide-scrollbars",
+            ]},
+        }}});
+        let created = webdriver(addr, "POST", "/session", Some(capabilities)).await;
+        let session = created["sessionId"].as_str().expect("a session").to_owned();
+        Browser {
+            driver,
+            addr,
+            session,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        webdriver(
+            self.addr,
+            method,
+            &format!("/session/{}{path}", self.session),
+            body,
+        )
+        .await
+    }
+
+    async fn open(&self, url: &str) {
+        self.call("POST", "/url", Some(serde_json::json!({ "url": url })))
+            .await;
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let found = self
+            .call(
+                "POST",
+                "/element",
+                Some(serde_json::json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        found["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {css}: {found}"))
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.call(
+            "POST",
+            &format!("/element/{id}/click"),
+            Some(serde_json::json!({})),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.call(
+            "POST",
+            &format!("/element/{id}/clear"),
+            Some(serde_json::json!({})),
+        )
+        .await;
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(serde_json::json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let id = self.element(css).await;
+        self.call("GET", &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits (up to 5 s) until the element's text contains `expected`, as a person watching it.
+    async fn wait_for_text(&self, css: &str, expected: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = self.text(css).await;
+            if text.contains(expected) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{css} shows {text:?}, not {expected:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn close(mut self) {
+        self.call("DELETE", "", None).await;
+        let _ = self.driver.kill().await;
+    }
+}
+
+/// One WebDriver command; returns the response's `value`.
+async fn webdriver(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Value {
+    let body = body.map(|b| b.to_string());
+    let (status, text) = http(addr, method, path, body.as_deref()).await;
+    let reply: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    assert_eq!(status, 200, "webdriver {method} {path}: {text}");
+    reply["value"].clone()
+}
+
+/// The page in headless Chromium, driven through WebDriver: read (a miss, then a hit), change
+/// the price (the entry is invalidated and reloaded), fire a stampede (one database read), and
+/// check what the page shows at each step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_works_in_headless_chromium() {
-    let browser = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("no chromium on PATH: install it (Debian: apt-get install chromium; .ci/run does)");
     let redis = RedisServer::start();
     let addr = start(redis.url(), sqlite_url("browser")).await;
-    let profile =
-        std::env::temp_dir().join(format!("cached-redis-chromium-{}", std::process::id()));
-    let url = format!("http://{addr}/?selftest=1");
-    let output = tokio::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-        ])
-        .args([
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--virtual-time-budget=15000", "--dump-dom", &url])
-        .output()
-        .await
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&profile);
-    let dom = String::from_utf8_lossy(&output.stdout);
-    let shown = dom
-        .split("data-selftest=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next());
-    assert_eq!(
-        shown,
-        Some("read:miss read:hit update:true price:$43.21 stampede:1 redis:true"),
-        "the page showed something else:\n{dom}"
+    let browser = Browser::start().await;
+    browser.open(&format!("http://{addr}/")).await;
+    browser
+        .wait_for_text("#redis-status", "Redis reachable")
+        .await;
+
+    browser.click("#invalidate").await;
+    browser.click("#read").await;
+    let first = browser
+        .wait_for_text("#read-result", "Espresso beans")
+        .await;
+    assert!(first.starts_with("miss"), "the first read loads: {first}");
+    browser.click("#read").await;
+    browser.wait_for_text("#read-result", "hit").await;
+    let ttl = browser.wait_for_text("#ttl", " s").await;
+    assert!(
+        ttl.trim_end_matches(" s")
+            .parse::<f64>()
+            .is_ok_and(|s| s > 50.0 && s <= 60.0),
+        "{ttl}"
     );
+
+    browser.type_into("#new-price", "4321").await;
+    browser.click("#update").await;
+    browser
+        .wait_for_text("#update-result", "Stored $43.21; cached entry invalidated")
+        .await;
+    browser.click("#read").await;
+    browser.wait_for_text("#read-result", "$43.21").await;
+
+    browser.type_into("#stampede-n", "100").await;
+    browser.click("#stampede").await;
+    browser
+        .wait_for_text("#stampede-result", "100 concurrent reads → 1 database read")
+        .await;
+    browser.wait_for_text("#stats", "db_reads").await;
+
+    // `UPDATE_SCREENSHOT=1` refreshes the README's picture of the page at this point.
+    if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
+        let png = browser.call("GET", "/screenshot", None).await;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/service-page.png");
+        std::fs::write(path, base64_decode(png.as_str().unwrap())).unwrap();
+    }
+
+    browser.click("#reset").await;
+    browser.wait_for_text("#stats", "hits: 0").await;
+    browser.close().await;
+}
+
+/// Standard base64, as WebDriver returns screenshots.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .map(value)
+        .collect();
+    digits
+        .chunks(4)
+        .flat_map(|chunk| {
+            let n =
+                chunk.iter().fold(0u32, |n, d| n << 6 | u32::from(*d)) << (6 * (4 - chunk.len()));
+            let bytes = n.to_be_bytes();
+            bytes[1..chunk.len()].to_vec()
+        })
+        .collect()
 }
