@@ -16,9 +16,9 @@ use crate::model::{self, Model, Part};
 pub(crate) fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream {
     let item_fn: ItemFn = match syn::parse2(item.clone()) {
         Ok(item_fn) => item_fn,
-        Err(_) => {
+        Err(not_a_fn) => {
             let error = syn::Error::new(
-                Span::call_site(),
+                not_a_fn.span(),
                 "#[redis_cached] goes on an `async fn` (a free function or a method)",
             );
             return with_error(item, error);

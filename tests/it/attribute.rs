@@ -177,3 +177,44 @@ async fn ping_and_ttl_report_on_redis_and_an_entry() {
     .unwrap();
     assert!(down.ping().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_wakes_the_waiters_of_the_leases_it_removes() {
+    let server = RedisServer::start();
+    let cache = server.cache("clear-wake").await;
+    let key = cached_redis::Key::raw("held:1");
+    // Another process holds the lease for the full default lock_ttl of 5 s.
+    let lease = format!("{}:lease", cache.redis_key(&key));
+    let mut conn = server.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg(&lease)
+        .arg("other")
+        .arg("PX")
+        .arg(5000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let waiter = {
+        let (cache, key) = (cache.clone(), key.clone());
+        tokio::spawn(async move {
+            let policy =
+                cached_redis::Policy::new("held", std::time::Duration::from_secs(60)).unwrap();
+            let started = std::time::Instant::now();
+            let value: Result<u32, String> = cache.fetch(&key, &policy, async { Ok(1) }).await;
+            (value, started.elapsed())
+        })
+    };
+    assert!(
+        cached_redis_tests::eventually(std::time::Duration::from_secs(2), || async {
+            cache.stats().lock_waits == 1
+        })
+        .await
+    );
+    assert_eq!(cache.clear().await.unwrap(), 1, "the lease");
+    let (value, waited) = waiter.await.unwrap();
+    assert_eq!(value, Ok(1));
+    assert!(
+        waited < std::time::Duration::from_secs(1),
+        "woken by clear, not by the lease expiring: {waited:?}"
+    );
+}

@@ -81,6 +81,11 @@ async fn spans_carry_the_outcome_and_metrics_move() {
         .await
         .unwrap();
     observed(&down, 3, false).await.unwrap();
+    // More failures within 5 s: counted, but not warned about again.
+    for _ in 0..4 {
+        let _ = down.invalidate(&cached_redis::Key::raw("obs:3")).await;
+    }
+    assert_eq!(down.stats().redis_errors, 5);
 
     let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     for outcome in ["hit", "miss", "waited", "fallback"] {
@@ -92,6 +97,11 @@ async fn spans_carry_the_outcome_and_metrics_move() {
         );
     }
     assert!(text.contains("key=\"obs:{obs:1}\""), "{text}");
+    let warnings = text.lines().filter(|l| l.contains("redis trouble")).count();
+    assert_eq!(
+        warnings, 1,
+        "Redis trouble is warned about at most once every 5 s:\n{text}"
+    );
 
     let rendered = prometheus.render();
     for metric in [
