@@ -80,15 +80,15 @@ impl Guard {
         };
         match &result {
             Ok(_) => self.succeeded(probe),
-            Err(e) if is_outage(e) => {
-                bump(&stats.redis_errors);
-                self.warn(what, e);
-                self.failed(probe);
-            }
             Err(e) => {
                 bump(&stats.redis_errors);
                 self.warn(what, e);
-                self.succeeded(probe);
+                // Redis answering with an error is not an outage.
+                if is_outage(e) {
+                    self.failed(probe);
+                } else {
+                    self.succeeded(probe);
+                }
             }
         }
         result

@@ -121,14 +121,7 @@ impl Wakeups {
             entry.waiters += 1;
             entry.wake.subscribe()
         };
-        let mut sub = Subscription {
-            rx,
-            live: false,
-            channel: channel.to_owned(),
-            registry: self.registry.clone(),
-            serial: self.serial.clone(),
-            conn: self.conn.clone(),
-        };
+        let mut sub = self.subscription(channel, rx, false);
         if guard
             .call(stats, "SUBSCRIBE", self.conn.subscribe(channel))
             .await
@@ -147,16 +140,28 @@ impl Wakeups {
         let mut map = lock(&self.registry);
         let entry = map.get_mut(channel).filter(|e| e.subscribed)?;
         entry.waiters += 1;
-        let mut rx = entry.wake.subscribe();
+        let rx = entry.wake.subscribe();
+        drop(map);
+        Some(self.subscription(channel, rx, true))
+    }
+
+    /// A waiter's handle on `channel`, counted in the registry already; it sees only messages
+    /// that arrive from now on.
+    fn subscription(
+        &self,
+        channel: &str,
+        mut rx: watch::Receiver<u64>,
+        live: bool,
+    ) -> Subscription {
         rx.mark_unchanged();
-        Some(Subscription {
+        Subscription {
             rx,
-            live: true,
+            live,
             channel: channel.to_owned(),
             registry: self.registry.clone(),
             serial: self.serial.clone(),
             conn: self.conn.clone(),
-        })
+        }
     }
 
     /// Channels with at least one waiter (for tests of cleanup).
