@@ -251,8 +251,11 @@ struct Browser {
 impl Browser {
     async fn start() -> Browser {
         let port = free_port();
+        // Its own process group, so that dropping the browser (even after a failed assertion)
+        // also ends the Chromium processes chromedriver started.
         let mut driver = tokio::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -362,9 +365,18 @@ impl Browser {
         }
     }
 
-    async fn close(mut self) {
+    async fn close(self) {
         self.call("DELETE", "", None).await;
-        let _ = self.driver.kill().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
     }
 }
 
