@@ -2,7 +2,7 @@
 //! small key space whose source of truth is a separate Redis (`INCR truth:<k>` is a write), every
 //! write followed by `invalidate_*`, and it prints every event with wall-clock timestamps.
 //!
-//! Usage: `consistency-worker <cache-url> <truth-url> <seed> <tasks> <millis> <keys>`
+//! Usage: `consistency-worker <cache-url> <truth-url> <seed> <tasks> <millis> <keys> <op-timeout-ms>`
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -15,6 +15,13 @@ static CACHE: OnceLock<Cache> = OnceLock::new();
 static TRUTH: OnceLock<redis::aio::MultiplexedConnection> = OnceLock::new();
 static LOADS: Mutex<Vec<serde_json::Value>> = Mutex::new(Vec::new());
 static NONCE: AtomicU64 = AtomicU64::new(1);
+
+tokio::task_local! {
+    /// When the current task's `read_row` call began. The loader runs inside that call (in the
+    /// caller's own task), after the call took the key's lease, so this is a lower bound on
+    /// when the lease was taken, recorded by the process that took it.
+    static CALL_START: u64;
+}
 
 fn now_us() -> u64 {
     SystemTime::now()
@@ -37,6 +44,7 @@ impl Rng {
 
 #[redis_cached(key = "row:<k>", ttl = "30s", cache = CACHE.get().expect("cache"))]
 async fn read_row(k: u32) -> Result<u64, String> {
+    let called = CALL_START.with(|start| *start);
     let start = now_us();
     let mut truth = TRUTH.get().expect("truth").clone();
     let version: Option<u64> = redis::cmd("GET")
@@ -48,18 +56,19 @@ async fn read_row(k: u32) -> Result<u64, String> {
     let pause = NONCE.fetch_add(1, Ordering::Relaxed) % 4;
     tokio::time::sleep(Duration::from_millis(pause)).await;
     let version = version.unwrap_or(0);
-    LOADS
-        .lock()
-        .unwrap()
-        .push(json!({"k": k, "start": start, "end": now_us(), "version": version}));
+    LOADS.lock().unwrap().push(
+        json!({"k": k, "called": called, "start": start, "end": now_us(), "version": version}),
+    );
     Ok(version)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [cache_url, truth_url, seed, tasks, millis, keys] = args.as_slice() else {
-        panic!("usage: consistency-worker <cache-url> <truth-url> <seed> <tasks> <millis> <keys>");
+    let [cache_url, truth_url, seed, tasks, millis, keys, op_timeout] = args.as_slice() else {
+        panic!(
+            "usage: consistency-worker <cache-url> <truth-url> <seed> <tasks> <millis> <keys> <op-timeout-ms>"
+        );
     };
     let seed: u64 = seed.parse().unwrap();
     let tasks: u64 = tasks.parse().unwrap();
@@ -67,7 +76,7 @@ async fn main() {
     let run_for = Duration::from_millis(millis.parse().unwrap());
     let cache = Cache::builder(cache_url)
         .namespace("consistency")
-        .op_timeout(Duration::from_millis(100))
+        .op_timeout(Duration::from_millis(op_timeout.parse().unwrap()))
         .lock_ttl(Duration::from_secs(2))
         .breaker_threshold(3)
         .breaker_cooldown(Duration::from_millis(100))
@@ -103,7 +112,7 @@ async fn main() {
                         writes.push(json!({"k": k, "version": version, "inv_start": inv_start, "inv_end": now_us(), "ok": ok}));
                     } else {
                         let start = now_us();
-                        let version = read_row(k).await.unwrap();
+                        let version = CALL_START.scope(start, read_row(k)).await.unwrap();
                         reads.push(json!({"k": k, "start": start, "end": now_us(), "version": version}));
                     }
                     tokio::time::sleep(Duration::from_micros(rng.below(1500))).await;
@@ -123,6 +132,6 @@ async fn main() {
     let loads = std::mem::take(&mut *LOADS.lock().unwrap());
     println!(
         "{}",
-        json!({"reads": reads, "writes": writes, "loads": loads, "stats": format!("{stats:?}")})
+        json!({"reads": reads, "writes": writes, "loads": loads, "redis_errors": stats.redis_errors})
     );
 }
