@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cacheable::{Cacheable, Split};
-use crate::flight::{self, Leader, Role, Shared};
+use crate::flight::{self, Joined, Leader, Role, Shared};
 use crate::lease::{self, Acquire, EntryKeys};
 use crate::stats::{Event, bump};
 use crate::{Cache, CacheValue, Key, Policy, codec, random};
@@ -49,8 +49,9 @@ enum Read<T> {
 
 /// What the local leader found when it went for the lease.
 enum Lease<T> {
-    /// A value appeared (another process loaded it).
-    Value(Vec<u8>, T),
+    /// A value appeared (another process loaded it), read by a lease script sent when
+    /// `Joined` callers had joined the local load.
+    Value(Vec<u8>, T, Joined),
     /// We hold the lease with this token.
     Held(LeaseGuard),
     /// Redis could not be asked: load without the lease.
@@ -246,14 +247,18 @@ impl Cache {
     {
         let inner = &self.inner;
         let lease = match corrupt {
-            Some(corrupt) => self.lease_or_value::<R::Value>(keys, policy, corrupt).await,
+            Some(corrupt) => {
+                self.lease_or_value::<R::Value>(&leader, keys, policy, corrupt)
+                    .await
+            }
             None => Lease::Unavailable,
         };
         let mut lease = match lease {
-            Lease::Value(bytes, value) => {
+            Lease::Value(bytes, value, joined) => {
                 leader.finish(Shared::Value {
                     bytes: Arc::from(bytes),
                     verified: true,
+                    joined,
                 });
                 return (R::from_value(value), Outcome::Waited, Duration::ZERO);
             }
@@ -319,6 +324,7 @@ impl Cache {
                 leader.finish(Shared::Value {
                     bytes: Arc::from(bytes),
                     verified: current == Some(true),
+                    joined: Joined::EVERYONE,
                 });
                 outcome
             }
@@ -329,6 +335,7 @@ impl Cache {
     /// Takes the lease, or waits (woken by Redis) until its holder stores a value or lets go.
     async fn lease_or_value<T: CacheValue>(
         &self,
+        leader: &Leader<'_>,
         keys: &EntryKeys,
         policy: &Policy,
         mut corrupt: Option<Vec<u8>>,
@@ -354,13 +361,15 @@ impl Cache {
             let acquire =
                 lease::acquire(&mut conn, keys, &claim.token, lock_ms, corrupt.as_deref());
             claim.armed = true;
+            // A value in the reply is fresh for the callers that joined before it was asked for.
+            let joined = leader.joined();
             let reply = inner.guard.call(&inner.stats, "acquire", acquire).await;
             // After an error the outcome is unknown: stay armed so the claim is released.
             claim.armed = matches!(reply, Ok(Acquire::Leased) | Err(_));
             match reply {
                 Err(_) => return Lease::Unavailable,
                 Ok(Acquire::Value(bytes)) => match codec::decode(&bytes) {
-                    Ok(value) => return Lease::Value(bytes, value),
+                    Ok(value) => return Lease::Value(bytes, value, joined),
                     Err(e) => {
                         self.undecodable(&keys.value, &e);
                         corrupt = Some(bytes);

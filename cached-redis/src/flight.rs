@@ -1,6 +1,7 @@
 //! In-process single flight: one load per key per process; later callers join it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -11,14 +12,38 @@ pub(crate) enum Shared {
     /// The stored form of the value; each joiner decodes its own copy. `verified` is true when
     /// the value was read from Redis, or loaded under a lease that was still held when the load
     /// ended, so no invalidation can have come between the load and a joiner's arrival.
-    Value { bytes: Arc<[u8]>, verified: bool },
+    /// `joined` says which joiners may take it: a value read from Redis is newer than any
+    /// invalidation that returned before the read was sent, so only the callers that had
+    /// joined by then may have it; later joiners are told to read again.
+    Value {
+        bytes: Arc<[u8]>,
+        verified: bool,
+        joined: Joined,
+    },
     /// An invalidation raced the load: read again.
     Reread,
     /// The load failed; its error belongs to the leader's caller. Run the loader yourself.
     LoadYourself,
 }
 
-type Slot = Arc<watch::Sender<Option<Shared>>>;
+/// How many callers had joined a flight at some moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Joined(u64);
+
+impl Joined {
+    /// Every joiner, whenever it joined: for a value loaded under a lease that was still held
+    /// when it was stored.
+    pub(crate) const EVERYONE: Joined = Joined(u64::MAX);
+}
+
+/// One load in flight: where its result is sent, and how many callers joined it.
+#[derive(Debug)]
+struct Flight {
+    result: watch::Sender<Option<Shared>>,
+    joined: AtomicU64,
+}
+
+type Slot = Arc<Flight>;
 
 /// The loads in flight in this process, by value key.
 #[derive(Debug, Default)]
@@ -30,16 +55,30 @@ pub(crate) struct Flights {
 #[derive(Debug)]
 pub(crate) enum Role<'a> {
     Lead(Leader<'a>),
-    Join(watch::Receiver<Option<Shared>>),
+    Join(Joiner),
+}
+
+/// A caller waiting for another caller's load in this process.
+#[derive(Debug)]
+pub(crate) struct Joiner {
+    result: watch::Receiver<Option<Shared>>,
+    /// How many had joined before this one.
+    place: u64,
 }
 
 impl Flights {
     pub(crate) fn join_or_lead(&self, key: &str) -> Role<'_> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = map.get(key) {
-            return Role::Join(slot.subscribe());
+            return Role::Join(Joiner {
+                result: slot.result.subscribe(),
+                place: slot.joined.fetch_add(1, Ordering::SeqCst),
+            });
         }
-        let slot: Slot = Arc::new(watch::Sender::new(None));
+        let slot: Slot = Arc::new(Flight {
+            result: watch::Sender::new(None),
+            joined: AtomicU64::new(0),
+        });
         map.insert(key.to_owned(), slot.clone());
         Role::Lead(Leader {
             flights: self,
@@ -66,6 +105,12 @@ pub(crate) struct Leader<'a> {
 }
 
 impl Leader<'_> {
+    /// How many callers have joined so far. Taken just before a Redis read whose answer may be
+    /// shared, it names the joiners that answer is fresh enough for.
+    pub(crate) fn joined(&self) -> Joined {
+        Joined(self.slot.joined.load(Ordering::SeqCst))
+    }
+
     /// Stops new callers from joining; those already joined still get [`Leader::finish`]'s result.
     pub(crate) fn close(&mut self) {
         if !self.registered {
@@ -84,7 +129,7 @@ impl Leader<'_> {
     /// Hands the result to the joiners.
     pub(crate) fn finish(mut self, shared: Shared) {
         self.close();
-        self.slot.send_replace(Some(shared));
+        self.slot.result.send_replace(Some(shared));
     }
 }
 
@@ -94,12 +139,19 @@ impl Drop for Leader<'_> {
     }
 }
 
-/// Waits for the leader's result; `None` when the leader went away without one.
-pub(crate) async fn wait(mut rx: watch::Receiver<Option<Shared>>) -> Option<Shared> {
-    rx.wait_for(Option::is_some)
+/// Waits for the leader's result; `None` when the leader went away without one. A value this
+/// joiner arrived too late for becomes [`Shared::Reread`].
+pub(crate) async fn wait(mut joiner: Joiner) -> Option<Shared> {
+    let shared = joiner
+        .result
+        .wait_for(Option::is_some)
         .await
         .ok()
-        .and_then(|s| s.clone())
+        .and_then(|s| s.clone())?;
+    Some(match shared {
+        Shared::Value { joined, .. } if joiner.place >= joined.0 => Shared::Reread,
+        shared => shared,
+    })
 }
 
 #[cfg(test)]
@@ -120,6 +172,28 @@ mod tests {
         leader.finish(Shared::Reread);
         assert!(matches!(wait(rx).await, Some(Shared::Reread)));
         assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_value_read_after_a_caller_joined_is_not_handed_to_it() {
+        let flights = Flights::default();
+        let Role::Lead(leader) = flights.join_or_lead("k") else {
+            panic!("first caller leads")
+        };
+        let Role::Join(early) = flights.join_or_lead("k") else {
+            panic!("second caller joins")
+        };
+        let joined = leader.joined();
+        let Role::Join(late) = flights.join_or_lead("k") else {
+            panic!("third caller joins")
+        };
+        leader.finish(Shared::Value {
+            bytes: Arc::from(&b"v"[..]),
+            verified: true,
+            joined,
+        });
+        assert!(matches!(wait(early).await, Some(Shared::Value { .. })));
+        assert!(matches!(wait(late).await, Some(Shared::Reread)));
     }
 
     #[tokio::test]

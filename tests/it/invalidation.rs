@@ -172,3 +172,109 @@ async fn a_read_in_another_process_after_the_invalidation_sees_the_write() {
     assert_eq!(there.version(1).await, Ok(2));
     assert_eq!(db.reads.load(Ordering::SeqCst), 2);
 }
+
+/// A value whose decoding can be held open: the window between the lease script's reply and the
+/// leader sharing what it decoded, which a multi-megabyte value widens, held deterministically.
+#[derive(Debug, PartialEq, serde::Serialize)]
+struct SlowToDecode(u64);
+
+/// Armed by a test: the next decode of a [`SlowToDecode`] signals [`DECODE_HELD`] and blocks
+/// until the sender of this receiver sends (or is dropped).
+static HOLD_NEXT_DECODE: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>> =
+    std::sync::Mutex::new(None);
+static DECODE_HELD: Notify = Notify::const_new();
+
+impl<'de> serde::Deserialize<'de> for SlowToDecode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let version = <u64 as serde::Deserialize>::deserialize(d)?;
+        let held = HOLD_NEXT_DECODE.lock().unwrap().take();
+        if let Some(release) = held {
+            DECODE_HELD.notify_one();
+            let _ = release.recv();
+        }
+        Ok(SlowToDecode(version))
+    }
+}
+
+/// Item 2 of the hardening issue: the leader's lease script finds a value another process just
+/// stored; before the leader shares it, the entry is invalidated and a new read starts here.
+/// That read must not be handed the value from before the invalidation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_read_after_the_invalidation_is_not_handed_a_value_read_before_it() {
+    let server = RedisServer::start();
+    let here = server.cache("joined").await;
+    let there = server.cache("joined").await; // its own flights: like another process
+    let key = cached_redis::Key::raw("row:1");
+    let policy = cached_redis::Policy::new("row", Duration::from_secs(60)).unwrap();
+
+    // Another process holds the lease while it loads version 1.
+    let (store_v1, v1_loaded) = tokio::sync::oneshot::channel::<()>();
+    let there_load = {
+        let (there, key, policy) = (there.clone(), key.clone(), policy.clone());
+        tokio::spawn(async move {
+            let loader = async {
+                let _ = v1_loaded.await;
+                Ok::<_, String>(SlowToDecode(1))
+            };
+            there.fetch(&key, &policy, loader).await
+        })
+    };
+    let mut conn = server.conn().await;
+    let lease = format!("{}:lease", here.redis_key(&key));
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let (mut conn, lease) = (conn.clone(), lease.clone());
+            async move { get_raw(&mut conn, &lease).await.is_some() }
+        })
+        .await
+    );
+    // Here, a caller leads the local load and waits for that lease.
+    let early = {
+        let (here, key, policy) = (here.clone(), key.clone(), policy.clone());
+        tokio::spawn(async move {
+            let loader = async { Ok::<_, String>(SlowToDecode(0)) };
+            here.fetch(&key, &policy, loader).await
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            here.stats().lock_waits == 1
+        })
+        .await
+    );
+
+    // Version 1 is stored; the waiting leader's lease script reads it and decodes it, held.
+    let (release_decode, held) = std::sync::mpsc::channel();
+    *HOLD_NEXT_DECODE.lock().unwrap() = Some(held);
+    store_v1.send(()).unwrap();
+    assert_eq!(there_load.await.unwrap(), Ok(SlowToDecode(1)));
+    DECODE_HELD.notified().await;
+
+    // Version 2 is written and invalidated; a read that starts afterwards joins the local load.
+    assert!(there.invalidate(&key).await.unwrap());
+    let late = {
+        let (here, key, policy) = (here.clone(), key.clone(), policy.clone());
+        tokio::spawn(async move {
+            let loader = async { Ok::<_, String>(SlowToDecode(2)) };
+            here.fetch(&key, &policy, loader).await
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            here.stats().coalesced == 1
+        })
+        .await
+    );
+    release_decode.send(()).unwrap();
+
+    assert_eq!(
+        early.await.unwrap(),
+        Ok(SlowToDecode(1)),
+        "it started before the invalidation"
+    );
+    assert_eq!(
+        late.await.unwrap(),
+        Ok(SlowToDecode(2)),
+        "a read that starts after invalidate returned sees the write"
+    );
+}
