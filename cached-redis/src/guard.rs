@@ -1,29 +1,22 @@
-//! The fail-open guard around every Redis call: a timeout, a circuit breaker and rate-limited
-//! warnings.
+//! The fail-open guard around every Redis call: a timeout, the circuit breaker and
+//! rate-limited warnings.
 //!
-//! After `threshold` consecutive failures (timeouts, refused or dropped connections) the breaker
-//! opens: calls skip Redis for `cooldown`, then one probe is let through; its success closes the
-//! breaker, its failure opens it again. Errors Redis *answers* with (a wrong type, say) are not
-//! outages and do not count.
+//! Timeouts, refused or dropped connections count as outages for the [`Breaker`]. Errors Redis
+//! *answers* with (a wrong type, say) are not outages and do not count.
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::breaker::Breaker;
 use crate::stats::{Counters, bump};
 
 #[derive(Debug)]
 pub(crate) struct Guard {
     op_timeout: Duration,
-    threshold: u32,
-    cooldown: Duration,
-    epoch: Instant,
-    consecutive_failures: AtomicU32,
-    /// Milliseconds since `epoch` until which the breaker is open; 0 when closed.
-    open_until_ms: AtomicU64,
-    probing: AtomicBool,
+    breaker: Breaker,
     last_warning: Mutex<Option<Instant>>,
     suppressed_warnings: AtomicU64,
 }
@@ -35,12 +28,7 @@ impl Guard {
     pub(crate) fn new(op_timeout: Duration, threshold: u32, cooldown: Duration) -> Guard {
         Guard {
             op_timeout,
-            threshold: threshold.max(1),
-            cooldown,
-            epoch: Instant::now(),
-            consecutive_failures: AtomicU32::new(0),
-            open_until_ms: AtomicU64::new(0),
-            probing: AtomicBool::new(false),
+            breaker: Breaker::new(threshold, cooldown),
             last_warning: Mutex::new(None),
             suppressed_warnings: AtomicU64::new(0),
         }
@@ -50,15 +38,10 @@ impl Guard {
         self.op_timeout
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
     /// Whether the breaker is open right now (without claiming a probe).
     #[cfg(test)]
     pub(crate) fn is_open(&self) -> bool {
-        let until = self.open_until_ms.load(Ordering::Acquire);
-        until != 0 && (self.now_ms() < until || self.probing.load(Ordering::Acquire))
+        self.breaker.is_open()
     }
 
     /// Runs one Redis call under the timeout and the breaker.
@@ -68,10 +51,8 @@ impl Guard {
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
-        let probe = match self.admit() {
-            Admit::Closed => false,
-            Admit::Probe => true,
-            Admit::Rejected => return Err(Error::Unavailable),
+        let Some(pass) = self.breaker.admit() else {
+            return Err(Error::Unavailable);
         };
         let result = match tokio::time::timeout(self.op_timeout, op).await {
             Ok(Ok(v)) => Ok(v),
@@ -79,56 +60,19 @@ impl Guard {
             Err(_) => Err(Error::Timeout(self.op_timeout)),
         };
         match &result {
-            Ok(_) => self.succeeded(probe),
+            Ok(_) => pass.succeeded(),
             Err(e) => {
                 bump(&stats.redis_errors);
                 self.warn(what, e);
                 // Redis answering with an error is not an outage.
                 if is_outage(e) {
-                    self.failed(probe);
+                    pass.failed();
                 } else {
-                    self.succeeded(probe);
+                    pass.succeeded();
                 }
             }
         }
         result
-    }
-
-    fn admit(&self) -> Admit {
-        let until = self.open_until_ms.load(Ordering::Acquire);
-        if until == 0 {
-            return Admit::Closed;
-        }
-        if self.now_ms() < until {
-            return Admit::Rejected;
-        }
-        match self
-            .probing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => Admit::Probe,
-            Err(_) => Admit::Rejected,
-        }
-    }
-
-    fn succeeded(&self, probe: bool) {
-        self.consecutive_failures.store(0, Ordering::Release);
-        if probe || self.open_until_ms.load(Ordering::Acquire) != 0 {
-            self.open_until_ms.store(0, Ordering::Release);
-            self.probing.store(false, Ordering::Release);
-            if probe {
-                tracing::info!("redis answers again; cache resumes");
-            }
-        }
-    }
-
-    fn failed(&self, probe: bool) {
-        let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if probe || failures >= self.threshold {
-            let until = self.now_ms() + self.cooldown.as_millis() as u64;
-            self.open_until_ms.store(until.max(1), Ordering::Release);
-            self.probing.store(false, Ordering::Release);
-        }
     }
 
     /// Logs Redis trouble at warn, at most once per [`WARN_EVERY`], counting what it skipped.
@@ -156,12 +100,6 @@ impl Guard {
             "redis trouble; falling back to the loader"
         );
     }
-}
-
-enum Admit {
-    Closed,
-    Probe,
-    Rejected,
 }
 
 /// Whether an error means Redis is not reachable, as opposed to Redis answering with an error.

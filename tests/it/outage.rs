@@ -132,3 +132,64 @@ async fn redis_killed_and_restarted_mid_run() {
         back.elapsed()
     );
 }
+
+/// Polls `future` once and drops it; whether it was still pending.
+async fn poll_once<F: std::future::Future>(future: F) -> bool {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx).is_pending())).await
+}
+
+/// Item 1 of the hardening issue: the breaker's probe is an ordinary Redis call, and the caller
+/// making it may be cancelled at its await (a readiness check's deadline, a `select!`, a
+/// renewal dropped when its load ends). The breaker must still let the next call probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_probe_does_not_keep_the_breaker_open() {
+    let server = RedisServer::start();
+    let cooldown = Duration::from_millis(200);
+    let cache = Cache::builder(&server.url())
+        .namespace("probe")
+        .op_timeout(Duration::from_millis(100))
+        .breaker_threshold(1)
+        .breaker_cooldown(cooldown)
+        .build()
+        .await
+        .unwrap();
+    assert!(cache.ping().await.is_ok());
+    let mut admin = server.conn().await;
+    for cancel_at in ["ping", "fetch"] {
+        // Redis stops answering for a while: one timeout opens the breaker.
+        let pause = Duration::from_millis(250);
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(pause.as_millis() as u64)
+            .arg("ALL")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert!(cache.ping().await.is_err(), "the breaker opens");
+        // Once Redis answers again and the cooldown is over, the first call is the probe.
+        // Cancel it at its only await, the Redis call, after it was admitted and sent.
+        tokio::time::sleep(pause + cooldown).await;
+        let probe = async {
+            match cancel_at {
+                "ping" => drop(cache.ping().await),
+                _ => drop(profile(&cache, 7).await),
+            }
+        };
+        assert!(poll_once(probe).await, "the probe was cancelled mid-call");
+        let back = Instant::now();
+        let resumed = eventually(Duration::from_secs(3), || async {
+            cache.ping().await.is_ok()
+        })
+        .await;
+        assert!(
+            resumed,
+            "after a probe cancelled in {cancel_at}, the breaker never closed"
+        );
+        assert!(
+            back.elapsed() < cooldown * 3,
+            "caching resumed {:?} after the cancelled probe",
+            back.elapsed()
+        );
+    }
+}
