@@ -67,7 +67,7 @@ fn cached_fn(model: &Model) -> TokenStream {
     let ret = &model.ret;
     let policy = policy(model);
     let key = local("__cached_redis_key");
-    let render = render_key(model);
+    let render = render_key(model, None);
     let (cache_binding, cache) = cache_binding(model);
     let ret_span = ret.span();
     let mode = quote_spanned!(ret_span=>
@@ -103,7 +103,7 @@ fn invalidate_fn(model: &Model) -> TokenStream {
         quote!(#ident: #ty)
     });
     let key = local("__cached_redis_key");
-    let render = render_key(model);
+    let render = render_key(model, Some(&helper));
     let (cache_binding, cache) = cache_binding(model);
     let doc = format!(
         " Removes the entry `{name}` cached for these arguments and revokes any load of it in flight. \
@@ -154,8 +154,21 @@ fn policy(model: &Model) -> TokenStream {
 }
 
 /// The key builder chain. Each value is spanned at its parameter, so a type that cannot be
-/// rendered is reported there.
-fn render_key(model: &Model) -> TokenStream {
+/// rendered is reported there. `helper` names the generated helper the chain is rendered in,
+/// when it is not the cached function itself (a derived key names the cached function).
+fn render_key(model: &Model, helper: Option<&Ident>) -> TokenStream {
+    let path = model.derived.then(|| {
+        let here = quote!(&|| {});
+        match helper {
+            None => quote!(.text(::cached_redis::__private::function_path(#here))),
+            Some(helper) => {
+                let helper = helper.to_string();
+                let name = model.item.sig.ident.to_string();
+                let name = name.trim_start_matches("r#");
+                quote!(.text(&::cached_redis::__private::helper_function_path(#here, #helper, #name)))
+            }
+        }
+    });
     let parts = model.key.iter().map(|part| match part {
         Part::Text(text) => quote!(.text(#text)),
         Part::Value { root, fields } => {
@@ -180,7 +193,7 @@ fn render_key(model: &Model) -> TokenStream {
             quote_spanned!(span=> .part(&#root #(#fields)*))
         }
     });
-    quote!(::cached_redis::__private::key() #(#parts)* .build())
+    quote!(::cached_redis::__private::key() #path #(#parts)* .build())
 }
 
 /// Binds the cache and returns the `Option<&Cache>` expression to pass on.

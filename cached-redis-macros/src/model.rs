@@ -35,6 +35,9 @@ pub(crate) struct Model {
     /// The key's pieces and the span errors in it point at.
     pub(crate) key: Vec<Part>,
     pub(crate) key_span: Span,
+    /// Without a `key`, the rendered key starts with the function's path (module, impl type,
+    /// name and generic arguments, as the compiler names them), which `key` leaves out.
+    pub(crate) derived: bool,
     /// Parameters the key or the `cache` expression use, in signature order: the invalidation
     /// helper's parameters.
     pub(crate) helper_params: Vec<Param>,
@@ -93,7 +96,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Option<Mod
                 .zip(&in_cache_expr)
                 .filter(|(_, c)| !**c)
                 .map(|(p, _)| p);
-            (derived_template(&sig.ident, data), Span::call_site())
+            (derived_template(data), Span::call_site())
         }
     };
     let (key, mut used) = resolve(&segments, key_span, &params, has_receiver, errors);
@@ -111,6 +114,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Option<Mod
         has_receiver,
         key,
         key_span,
+        derived: args.key.is_none(),
         helper_params,
         ttl: args.ttl.map_or(Duration::from_secs(1), |t| t.value),
         jitter: args.jitter.map(|j| j.value),
@@ -170,10 +174,11 @@ fn named_params(item: &ItemFn, need_all: bool, errors: &mut Errors) -> Vec<Param
     params
 }
 
-/// `get_user(id, region)` becomes `get_user:<id>:<region>`. Parameters the `cache` expression
-/// uses are not data and are left out.
-fn derived_template<'a>(name: &Ident, params: impl Iterator<Item = &'a Param>) -> Vec<Segment> {
-    let mut segments = vec![Segment::Text(name.to_string())];
+/// `get_user(id, region)` becomes `<path>:<id>:<region>`; the expansion writes the path of the
+/// function in front (`app::users::get_user`), so same-named functions never share entries.
+/// Parameters the `cache` expression uses are not data and are left out.
+fn derived_template<'a>(params: impl Iterator<Item = &'a Param>) -> Vec<Segment> {
+    let mut segments = Vec::new();
     for param in params {
         segments.push(Segment::Text(":".to_owned()));
         segments.push(Segment::Placeholder {

@@ -128,6 +128,29 @@ pub fn key() -> crate::KeyBuilder {
     Key::builder()
 }
 
+/// The path of the function that the closure `here` is written in, as the compiler names it
+/// (`app::users::UserRepo::by_id`, `app::setting<u32>`): the start of a derived key, unique per
+/// function and per instance of a generic one.
+pub fn function_path<F>(here: &F) -> &'static str {
+    let _ = here;
+    let mut path = std::any::type_name::<F>();
+    while let Some(outer) = path.strip_suffix("::{{closure}}") {
+        path = outer;
+    }
+    path
+}
+
+/// [`function_path`] from inside a generated helper named `helper` (`invalidate_by_id`): the
+/// path of the cached function `function` (`by_id`) beside it.
+pub fn helper_function_path<F>(here: &F, helper: &str, function: &str) -> String {
+    let path = function_path(here);
+    let helper = format!("::{helper}");
+    match path.rfind(&helper) {
+        Some(at) => format!("{}::{function}{}", &path[..at], &path[at + helper.len()..]),
+        None => path.to_owned(),
+    }
+}
+
 fn warn_not_configured(function: &'static str) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {

@@ -48,13 +48,13 @@ async fn derived(cache: &Cache, id: u64, tag: String) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_omitted_key_is_the_function_name_and_every_argument() {
+async fn an_omitted_key_is_the_function_path_and_every_argument() {
     let server = RedisServer::start();
     let cache = server.cache("derived").await;
     assert_eq!(derived(&cache, 7, "abc".into()).await, 17);
     // A plain return type is cached too.
     let mut conn = server.conn().await;
-    let stored = get_raw(&mut conn, "derived:{derived:7:abc}")
+    let stored = get_raw(&mut conn, "derived:{attribute::derived:7:abc}")
         .await
         .expect("stored");
     assert!(
@@ -65,6 +65,76 @@ async fn an_omitted_key_is_the_function_name_and_every_argument() {
     assert_eq!(derived(&cache, 7, "abc".into()).await, 17);
     assert_eq!(cache.stats().hits, 1);
     assert!(invalidate_derived(&cache, 7, "abc".into()).await.unwrap());
+}
+
+/// Two modules with a function of the same name and signature.
+mod shop {
+    #[cached_redis::redis_cached(ttl = "60s", cache = cache)]
+    pub(crate) async fn count(cache: &cached_redis::Cache) -> u64 {
+        let _ = cache;
+        1
+    }
+}
+mod blog {
+    #[cached_redis::redis_cached(ttl = "60s", cache = cache)]
+    pub(crate) async fn count(cache: &cached_redis::Cache) -> u64 {
+        let _ = cache;
+        2
+    }
+}
+
+/// Two types with a method of the same name, one generic.
+struct Orders;
+struct Posts<T>(std::marker::PhantomData<T>);
+
+impl Orders {
+    #[redis_cached(ttl = "60s", cache = cache)]
+    async fn by_id(cache: &Cache, id: u64) -> String {
+        format!("order {id}")
+    }
+}
+
+impl<T> Posts<T> {
+    #[redis_cached(ttl = "60s", cache = cache)]
+    async fn by_id(cache: &Cache, id: u64) -> String {
+        format!("post {id} of {}", std::any::type_name::<T>())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_keys_of_same_named_functions_never_collide() {
+    let server = RedisServer::start();
+    let cache = server.cache("same").await;
+    for _ in 0..2 {
+        assert_eq!(shop::count(&cache).await, 1);
+        assert_eq!(blog::count(&cache).await, 2);
+        assert_eq!(Orders::by_id(&cache, 1).await, "order 1");
+        assert_eq!(Posts::<u8>::by_id(&cache, 1).await, "post 1 of u8");
+        assert_eq!(Posts::<u16>::by_id(&cache, 1).await, "post 1 of u16");
+    }
+    assert_eq!(cache.stats().hits, 5, "each function hits its own entry");
+    assert_eq!(
+        scan(&server, "same:*").await,
+        [
+            "same:{attribute::Orders::by_id:1}",
+            "same:{attribute::Posts<u16>::by_id:1}",
+            "same:{attribute::Posts<u8>::by_id:1}",
+            "same:{attribute::blog::count}",
+            "same:{attribute::shop::count}",
+        ],
+        "readable: the module path and the impl type"
+    );
+    assert!(shop::invalidate_count(&cache).await.unwrap());
+    assert!(Posts::<u8>::invalidate_by_id(&cache, 1).await.unwrap());
+    assert_eq!(
+        scan(&server, "same:*").await,
+        [
+            "same:{attribute::Orders::by_id:1}",
+            "same:{attribute::Posts<u16>::by_id:1}",
+            "same:{attribute::blog::count}",
+        ],
+        "each helper removes its own function's entry"
+    );
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,7 +231,7 @@ async fn ping_and_ttl_report_on_redis_and_an_entry() {
     let server = RedisServer::start();
     let cache = server.cache("ping").await;
     assert!(cache.ping().await.unwrap() < std::time::Duration::from_secs(1));
-    let key = cached_redis::Key::raw("derived:5:");
+    let key = cached_redis::Key::raw("attribute::derived:5:");
     assert_eq!(cache.ttl(&key).await.unwrap(), None, "nothing cached yet");
     derived(&cache, 5, String::new()).await;
     let left = cache.ttl(&key).await.unwrap().expect("cached");
