@@ -35,7 +35,10 @@ impl Key {
     /// Starts a key; append template text with [`KeyBuilder::text`] and values with
     /// [`KeyBuilder::part`].
     pub fn builder() -> KeyBuilder {
-        KeyBuilder(KeyWriter(String::with_capacity(48)))
+        KeyBuilder {
+            out: KeyWriter(String::with_capacity(48)),
+            after_part: false,
+        }
     }
 
     /// A key used verbatim, with no escaping (but hashed if longer than [`MAX_KEY_LEN`]). The
@@ -104,25 +107,45 @@ fn shorten(key: String) -> String {
 }
 
 /// Builds a [`Key`] from template text and escaped argument values.
+///
+/// Two parts in a row are separated by `:`, so their values never run together:
+///
+/// ```
+/// use cached_redis::Key;
+///
+/// let a = Key::builder().part("a").part("bc").build();
+/// let b = Key::builder().part("ab").part("c").build();
+/// assert_eq!(a.as_str(), "a:bc");
+/// assert_ne!(a, b);
+/// ```
 #[derive(Debug)]
-pub struct KeyBuilder(KeyWriter);
+pub struct KeyBuilder {
+    out: KeyWriter,
+    /// Whether the last thing written was a part.
+    after_part: bool,
+}
 
 impl KeyBuilder {
     /// Appends template text verbatim.
     pub fn text(mut self, text: &str) -> Self {
-        self.0.0.push_str(text);
+        self.out.0.push_str(text);
+        self.after_part = false;
         self
     }
 
-    /// Appends an argument value, escaped.
+    /// Appends an argument value, escaped; after another part, a `:` first.
     pub fn part<T: KeyPart + ?Sized>(mut self, value: &T) -> Self {
-        value.write_key_part(&mut self.0);
+        if self.after_part {
+            self.out.0.push(':');
+        }
+        value.write_key_part(&mut self.out);
+        self.after_part = true;
         self
     }
 
     /// Finishes the key, hashing it if it is longer than [`MAX_KEY_LEN`].
     pub fn build(self) -> Key {
-        Key(shorten(self.0.0))
+        Key(shorten(self.out.0))
     }
 }
 
@@ -274,7 +297,35 @@ mod tests {
         b.build()
     }
 
+    /// Values as consecutive parts, with no text between them.
+    fn render_adjacent(values: &[String]) -> Key {
+        values
+            .iter()
+            .fold(Key::builder(), |b, v| b.part(v.as_str()))
+            .build()
+    }
+
+    #[test]
+    fn adjacent_parts_never_run_together() {
+        let a = render_adjacent(&["a".into(), "bc".into()]);
+        let b = render_adjacent(&["ab".into(), "c".into()]);
+        assert_ne!(a, b);
+        assert_eq!(a.as_str(), "a:bc");
+        let none_some = Key::builder().part(&None::<u8>).part(&Some(1u8)).build();
+        let some_none = Key::builder().part(&Some(1u8)).part(&None::<u8>).build();
+        assert_ne!(none_some, some_none);
+    }
+
     proptest! {
+        #[test]
+        fn adjacent_parts_are_injective(
+            a in proptest::collection::vec(".{0,10}|[:\\{}]{0,4}", 1..4),
+            b in proptest::collection::vec(".{0,10}|[:\\{}]{0,4}", 1..4),
+        ) {
+            prop_assume!(a != b);
+            prop_assert_ne!(render_adjacent(&a), render_adjacent(&b));
+        }
+
         #[test]
         fn rendering_is_injective(
             a in proptest::collection::vec(".{0,40}|[:\\\\{}]{0,6}|.{300,400}", 1..4),
