@@ -14,6 +14,9 @@ use crate::{Cache, CacheValue, Key, Policy, codec, random};
 /// How often a waiter checks the lease when it could not subscribe for wake-ups.
 const POLL_WITHOUT_WAKEUPS: Duration = Duration::from_millis(20);
 
+/// The longest a waiter subscribed for wake-ups goes without checking the lease itself.
+const MAX_RECHECK: Duration = Duration::from_millis(500);
+
 /// How a call was answered, recorded on its span.
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
@@ -382,31 +385,40 @@ impl Cache {
                         inner.stats.note(Event::LockWait, policy.name());
                         tracing::debug!(key = %keys.value, "another caller is loading; waiting");
                     }
+                    let until_expiry = Duration::from_millis(millis + 1);
                     match &mut subscription {
                         // Subscribe first, then check again: nothing published after the check
-                        // can be missed.
+                        // can be missed. Subscribing takes at most the lease's remaining time.
                         None => {
-                            subscription = Some(
-                                inner
-                                    .wakeups
-                                    .subscribe(&keys.channel, &inner.guard, &inner.stats)
-                                    .await,
+                            let wakeups = &inner.wakeups;
+                            let sub = wakeups.subscribe(
+                                &keys.channel,
+                                until_expiry,
+                                &inner.guard,
+                                &inner.stats,
                             );
+                            subscription = Some(sub.await);
                         }
                         Some(sub) => {
-                            let until_expiry = Duration::from_millis(millis + 1);
-                            let limit = if sub.is_live() {
-                                until_expiry
+                            let every = if sub.is_live() {
+                                recheck_every(lock_ttl)
                             } else {
-                                until_expiry.min(POLL_WITHOUT_WAKEUPS)
+                                POLL_WITHOUT_WAKEUPS
                             };
-                            sub.wait(limit).await;
+                            sub.wait(until_expiry.min(every)).await;
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// How often a woken-by-message waiter checks the lease anyway: a lease can vanish without a
+/// message (`FLUSHALL`, an eviction, a restart with an empty dataset), and its waiters must
+/// notice well before the expiry they last saw.
+fn recheck_every(lock_ttl: Duration) -> Duration {
+    (lock_ttl / 4).clamp(POLL_WITHOUT_WAKEUPS, MAX_RECHECK)
 }
 
 /// A held lease. Dropped while armed (the loader panicked or the caller was cancelled), it

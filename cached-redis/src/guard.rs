@@ -54,23 +54,31 @@ impl Guard {
         let Some(pass) = self.breaker.admit() else {
             return Err(Error::Unavailable);
         };
+        let result = self.bounded(stats, what, op).await;
+        match &result {
+            // Redis answering with an error is not an outage.
+            Err(e) if is_outage(e) => pass.failed(),
+            _ => pass.succeeded(),
+        }
+        result
+    }
+
+    /// Runs one Redis call under the timeout, counting and warning about failures, outside the
+    /// breaker: for the subscriber connection, whose trouble must not stop the cache.
+    pub(crate) async fn bounded<T>(
+        &self,
+        stats: &Counters,
+        what: &'static str,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
         let result = match tokio::time::timeout(self.op_timeout, op).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Error::Redis(e)),
             Err(_) => Err(Error::Timeout(self.op_timeout)),
         };
-        match &result {
-            Ok(_) => pass.succeeded(),
-            Err(e) => {
-                bump(&stats.redis_errors);
-                self.warn(what, e);
-                // Redis answering with an error is not an outage.
-                if is_outage(e) {
-                    pass.failed();
-                } else {
-                    pass.succeeded();
-                }
-            }
+        if let Err(e) = &result {
+            bump(&stats.redis_errors);
+            self.warn(what, e);
         }
         result
     }

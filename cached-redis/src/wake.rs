@@ -3,8 +3,14 @@
 //! A caller that finds another process holding an entry's lease subscribes to the entry's
 //! channel *before* checking the value again, so a write-back that lands in between is either
 //! seen by that check or announced on the channel. Subscriptions are counted per channel and
-//! dropped when the last waiter leaves; subscribe and unsubscribe commands are serialized so an
-//! unsubscribe can never overtake a newer subscribe.
+//! dropped when the last waiter leaves.
+//!
+//! Nothing process-wide is held across a network await: each channel orders its own SUBSCRIBE
+//! and UNSUBSCRIBE (so an unsubscribe never overtakes a newer subscribe), and a waiter bounds
+//! its subscribe by its own deadline, so a slow or black-holed subscriber connection costs each
+//! waiter at most that deadline, never a queue of other waiters' timeouts. A SUBSCRIBE that may
+//! have been sent is always undone when the last waiter leaves, even if it was cancelled before
+//! its reply, so no channel stays subscribed on the server.
 //!
 //! The subscriber is a dedicated RESP3 connection that reconnects and resubscribes by itself.
 //! When it drops, every waiter is woken to check again; a waiter never sleeps past the lease's
@@ -24,8 +30,13 @@ use crate::stats::Counters;
 #[derive(Debug)]
 struct Channel {
     waiters: usize,
-    subscribed: bool,
+    /// A SUBSCRIBE may have reached Redis and no UNSUBSCRIBE was sent since.
+    on_server: bool,
+    /// A SUBSCRIBE was confirmed: messages arrive.
+    live: bool,
     wake: watch::Sender<u64>,
+    /// Orders this channel's SUBSCRIBE and UNSUBSCRIBE; no other channel waits on it.
+    commands: Arc<tokio::sync::Mutex<()>>,
 }
 
 type Registry = Arc<Mutex<HashMap<String, Channel>>>;
@@ -38,7 +49,6 @@ fn lock(registry: &Registry) -> std::sync::MutexGuard<'_, HashMap<String, Channe
 pub(crate) struct Wakeups {
     conn: Conn,
     registry: Registry,
-    serial: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Wakeups {
@@ -88,79 +98,79 @@ impl Wakeups {
         let conn = connect(Dispatcher {
             registry: registry.clone(),
         })?;
-        Ok(Wakeups {
-            conn,
-            registry,
-            serial: Arc::default(),
-        })
+        Ok(Wakeups { conn, registry })
     }
 
-    /// Subscribes to `channel` (or joins an existing subscription). The returned subscription
-    /// sees every message published after this returns; `live` is false when Redis could not
-    /// be subscribed to, and the caller should poll.
+    /// Subscribes to `channel` (or joins an existing subscription), taking at most `within`.
+    /// The returned subscription sees every message published after this returns; it is not
+    /// live when Redis could not be subscribed to in time, and the caller should poll.
     pub(crate) async fn subscribe(
         &self,
         channel: &str,
+        within: Duration,
         guard: &Guard,
         stats: &Counters,
     ) -> Subscription {
-        if let Some(sub) = self.join_subscribed(channel) {
+        let (mut sub, commands) = self.register(channel);
+        if sub.live {
             return sub;
         }
-        let _serial = self.serial.lock().await;
-        if let Some(sub) = self.join_subscribed(channel) {
-            return sub;
-        }
-        let rx = {
-            let mut map = lock(&self.registry);
-            let entry = map.entry(channel.to_owned()).or_insert_with(|| Channel {
-                waiters: 0,
-                subscribed: false,
-                wake: watch::Sender::new(0),
-            });
-            entry.waiters += 1;
-            entry.wake.subscribe()
-        };
-        let mut sub = self.subscription(channel, rx, false);
-        if guard
-            .call(stats, "SUBSCRIBE", self.conn.subscribe(channel))
-            .await
-            .is_ok()
-        {
-            if let Some(entry) = lock(&self.registry).get_mut(channel) {
-                entry.subscribed = true;
+        let subscribing = async {
+            let _order = commands.lock().await;
+            if !self.mark_sent(channel) {
+                return true; // another waiter subscribed while this one waited its turn
             }
-            sub.live = true;
-        }
+            let subscribed = guard
+                .bounded(stats, "SUBSCRIBE", self.conn.subscribe(channel))
+                .await
+                .is_ok();
+            if subscribed && let Some(entry) = lock(&self.registry).get_mut(channel) {
+                entry.live = true;
+            }
+            subscribed
+        };
+        sub.live = tokio::time::timeout(within, subscribing)
+            .await
+            .unwrap_or(false);
         sub.rx.mark_unchanged();
         sub
     }
 
-    fn join_subscribed(&self, channel: &str) -> Option<Subscription> {
+    /// Counts a waiter on `channel` and returns its handle (live if the channel already is)
+    /// and the channel's command order.
+    fn register(&self, channel: &str) -> (Subscription, Arc<tokio::sync::Mutex<()>>) {
         let mut map = lock(&self.registry);
-        let entry = map.get_mut(channel).filter(|e| e.subscribed)?;
+        let entry = map.entry(channel.to_owned()).or_insert_with(|| Channel {
+            waiters: 0,
+            on_server: false,
+            live: false,
+            wake: watch::Sender::new(0),
+            commands: Arc::default(),
+        });
         entry.waiters += 1;
-        let rx = entry.wake.subscribe();
-        drop(map);
-        Some(self.subscription(channel, rx, true))
-    }
-
-    /// A waiter's handle on `channel`, counted in the registry already; it sees only messages
-    /// that arrive from now on.
-    fn subscription(
-        &self,
-        channel: &str,
-        mut rx: watch::Receiver<u64>,
-        live: bool,
-    ) -> Subscription {
+        let mut rx = entry.wake.subscribe();
         rx.mark_unchanged();
-        Subscription {
+        let sub = Subscription {
             rx,
-            live,
+            live: entry.live,
             channel: channel.to_owned(),
             registry: self.registry.clone(),
-            serial: self.serial.clone(),
             conn: self.conn.clone(),
+        };
+        (sub, entry.commands.clone())
+    }
+
+    /// Records that a SUBSCRIBE is about to be sent, before it is: if the sender is cancelled
+    /// mid-call, the last waiter to leave still unsubscribes. `false` if already live.
+    fn mark_sent(&self, channel: &str) -> bool {
+        let mut map = lock(&self.registry);
+        match map.get_mut(channel) {
+            Some(entry) if entry.live => false,
+            Some(entry) => {
+                entry.on_server = true;
+                true
+            }
+            None => false,
         }
     }
 
@@ -176,9 +186,11 @@ pub(crate) struct Subscription {
     live: bool,
     channel: String,
     registry: Registry,
-    serial: Arc<tokio::sync::Mutex<()>>,
     conn: Conn,
 }
+
+/// The bound on the UNSUBSCRIBE sent when a channel's last waiter leaves.
+const UNSUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Subscription {
     /// Whether messages arrive; when not, waiters poll.
@@ -195,43 +207,44 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let last = {
+        let commands = {
             let mut map = lock(&self.registry);
-            match map.get_mut(&self.channel) {
-                Some(entry) => {
-                    entry.waiters -= 1;
-                    entry.waiters == 0
-                }
-                None => false,
+            let Some(entry) = map.get_mut(&self.channel) else {
+                return;
+            };
+            entry.waiters -= 1;
+            if entry.waiters > 0 {
+                return;
             }
+            entry.commands.clone()
         };
-        if !last {
-            return;
-        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             lock(&self.registry).remove(&self.channel);
             return;
         };
         let registry = self.registry.clone();
-        let serial = self.serial.clone();
         let channel = std::mem::take(&mut self.channel);
         let conn = self.conn.clone();
         runtime.spawn(async move {
-            let _serial = serial.lock().await;
-            let was_subscribed = {
+            let _order = commands.lock().await;
+            let sent = {
                 let mut map = lock(&registry);
-                match map.get(&channel) {
+                match map.get_mut(&channel) {
                     Some(entry) if entry.waiters == 0 => {
-                        map.remove(&channel).is_some_and(|e| e.subscribed)
+                        entry.live = false;
+                        std::mem::take(&mut entry.on_server)
                     }
-                    _ => return,
+                    _ => return, // a new waiter came: the subscription stays
                 }
             };
-            if was_subscribed {
+            if sent {
                 // Bounded like every Redis call. If it fails, the subscription stays, and its
                 // messages find no waiter in the registry.
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), conn.unsubscribe(&channel)).await;
+                let _ = tokio::time::timeout(UNSUBSCRIBE_TIMEOUT, conn.unsubscribe(&channel)).await;
+            }
+            let mut map = lock(&registry);
+            if map.get(&channel).is_some_and(|e| e.waiters == 0) {
+                map.remove(&channel);
             }
         });
     }

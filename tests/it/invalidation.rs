@@ -210,7 +210,7 @@ async fn a_read_after_the_invalidation_is_not_handed_a_value_read_before_it() {
     // Another process holds the lease while it loads version 1.
     let (store_v1, v1_loaded) = tokio::sync::oneshot::channel::<()>();
     let there_load = {
-        let (there, key, policy) = (there.clone(), key.clone(), policy.clone());
+        let (there, key, policy) = (there.clone(), key.clone(), policy);
         tokio::spawn(async move {
             let loader = async {
                 let _ = v1_loaded.await;
@@ -219,7 +219,7 @@ async fn a_read_after_the_invalidation_is_not_handed_a_value_read_before_it() {
             there.fetch(&key, &policy, loader).await
         })
     };
-    let mut conn = server.conn().await;
+    let conn = server.conn().await;
     let lease = format!("{}:lease", here.redis_key(&key));
     assert!(
         eventually(Duration::from_secs(5), || {
@@ -230,7 +230,7 @@ async fn a_read_after_the_invalidation_is_not_handed_a_value_read_before_it() {
     );
     // Here, a caller leads the local load and waits for that lease.
     let early = {
-        let (here, key, policy) = (here.clone(), key.clone(), policy.clone());
+        let (here, key, policy) = (here.clone(), key.clone(), policy);
         tokio::spawn(async move {
             let loader = async { Ok::<_, String>(SlowToDecode(0)) };
             here.fetch(&key, &policy, loader).await
@@ -253,7 +253,7 @@ async fn a_read_after_the_invalidation_is_not_handed_a_value_read_before_it() {
     // Version 2 is written and invalidated; a read that starts afterwards joins the local load.
     assert!(there.invalidate(&key).await.unwrap());
     let late = {
-        let (here, key, policy) = (here.clone(), key.clone(), policy.clone());
+        let (here, key, policy) = (here.clone(), key.clone(), policy);
         tokio::spawn(async move {
             let loader = async { Ok::<_, String>(SlowToDecode(2)) };
             here.fetch(&key, &policy, loader).await

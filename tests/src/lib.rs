@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use cached_redis::Cache;
 
+mod proxy;
+pub use proxy::Proxy;
+
 /// A `redis-server` owned by one test, killed when dropped.
 #[derive(Debug)]
 pub struct RedisServer {
@@ -15,6 +18,34 @@ pub struct RedisServer {
     child: Option<Child>,
     extra_args: Vec<String>,
     tls: bool,
+}
+
+/// Sets `key` to `value` with a TTL of `millis`, as another process's lease would be.
+pub async fn set_px(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    value: &str,
+    millis: u64,
+) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("PX")
+        .arg(millis)
+        .query_async(conn)
+        .await
+        .expect("SET PX");
+}
+
+/// How many clients are subscribed to `channel` (`PUBSUB NUMSUB`).
+pub async fn numsub(conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> u64 {
+    let reply: (String, u64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(conn)
+        .await
+        .expect("PUBSUB NUMSUB");
+    reply.1
 }
 
 /// A CA and a server certificate for `127.0.0.1`, made with `openssl` for one test.

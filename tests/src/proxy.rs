@@ -1,0 +1,100 @@
+//! A TCP proxy in front of a `redis-server` whose connections' replies can be held, to widen
+//! race windows deterministically (a SUBSCRIBE that reached Redis but whose reply has not
+//! reached the client, a subscriber connection that black-holes).
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Forwards loopback connections to a server; dropped, it closes them all.
+#[derive(Debug)]
+pub struct Proxy {
+    port: u16,
+    /// Per connection, in accept order: whether its replies are held.
+    held: Arc<Mutex<Vec<watch::Sender<bool>>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts forwarding a free loopback port to `upstream_port`.
+    pub async fn start(upstream_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let held: Arc<Mutex<Vec<watch::Sender<bool>>>> = Arc::default();
+        let accepting = tokio::spawn(accept(listener, upstream_port, held.clone()));
+        Proxy {
+            port,
+            held,
+            accepting,
+        }
+    }
+
+    /// `redis://127.0.0.1:<proxy port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+
+    /// Keeps what the server sends on connection `index` (in accept order) from the client
+    /// until [`Proxy::release_replies`]; requests still reach the server.
+    pub fn hold_replies(&self, index: usize) {
+        self.held.lock().unwrap()[index].send_replace(true);
+    }
+
+    /// Lets connection `index`'s replies through again, held ones first.
+    pub fn release_replies(&self, index: usize) {
+        self.held.lock().unwrap()[index].send_replace(false);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    upstream_port: u16,
+    held: Arc<Mutex<Vec<watch::Sender<bool>>>>,
+) {
+    let mut pumps = JoinSet::new();
+    while let Ok((client, _)) = listener.accept().await {
+        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
+            continue;
+        };
+        let (hold, holding) = watch::channel(false);
+        held.lock().unwrap().push(hold);
+        let (mut client_read, client_write) = client.into_split();
+        let (server_read, mut server_write) = server.into_split();
+        pumps.spawn(async move {
+            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        });
+        pumps.spawn(replies(server_read, client_write, holding));
+    }
+}
+
+/// Copies the server's bytes to the client, waiting while they are held.
+async fn replies(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut holding: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if holding.wait_for(|held| !held).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
