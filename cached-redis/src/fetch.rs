@@ -57,6 +57,8 @@ enum Lease<T> {
     Value(Vec<u8>, T, Joined),
     /// We hold the lease with this token.
     Held(LeaseGuard),
+    /// Redis answered, refusing writes (`OOM`, `READONLY`, ...): load without the lease.
+    WritesRefused,
     /// Redis could not be asked: load without the lease.
     Unavailable,
 }
@@ -148,14 +150,9 @@ impl Cache {
                 Role::Lead(leader) => {
                     return self.lead(leader, &keys, policy, loader, corrupt).await;
                 }
-                Role::Join(rx) => {
+                Role::Join(joiner) => {
                     inner.stats.note(Event::Coalesced, policy.name());
-                    match flight::wait(rx).await {
-                        // A value loaded without a lease (Redis was unavailable) may predate an
-                        // invalidation that this caller, having reached Redis, must see.
-                        Some(Shared::Value {
-                            verified: false, ..
-                        }) if redis_ok => {}
+                    match flight::wait(joiner, redis_ok).await {
                         Some(Shared::Value { bytes, .. }) => match codec::decode(&bytes) {
                             Ok(value) => {
                                 return (R::from_value(value), Outcome::Waited, Duration::ZERO);
@@ -165,7 +162,8 @@ impl Cache {
                         Some(Shared::LoadYourself) => {
                             return self.load_alone(policy, loader, redis_ok).await;
                         }
-                        // An invalidation revoked the load, or its leader went away: start over.
+                        // Too late for the value, an invalidation revoked the load, or its
+                        // leader went away: start over.
                         Some(Shared::Reread) | None => {}
                     }
                 }
@@ -260,17 +258,23 @@ impl Cache {
             Lease::Value(bytes, value, joined) => {
                 leader.finish(Shared::Value {
                     bytes: Arc::from(bytes),
-                    verified: true,
                     joined,
+                    unleased: false,
                 });
                 return (R::from_value(value), Outcome::Waited, Duration::ZERO);
             }
             Lease::Held(guard) => Some(guard),
+            Lease::WritesRefused => {
+                inner.stats.note(Event::WritesRefused, policy.name());
+                None
+            }
             Lease::Unavailable => None,
         };
 
         let function = policy.name();
         inner.stats.note(Event::Load, function);
+        // The load starts after everyone who joined so far: its value is fresh for them.
+        let joined = leader.joined();
         let started = Instant::now();
         let result = match &lease {
             Some(lease) => lease.hold_while(loader).await,
@@ -324,10 +328,11 @@ impl Cache {
                 Outcome::StaleRefused
             }
             current => {
+                let held = current == Some(true);
                 leader.finish(Shared::Value {
                     bytes: Arc::from(bytes),
-                    verified: current == Some(true),
-                    joined: Joined::EVERYONE,
+                    joined: if held { Joined::EVERYONE } else { joined },
+                    unleased: !held,
                 });
                 outcome
             }
@@ -370,6 +375,7 @@ impl Cache {
             // After an error the outcome is unknown: stay armed so the claim is released.
             claim.armed = matches!(reply, Ok(Acquire::Leased) | Err(_));
             match reply {
+                Err(e) if crate::guard::refuses_writes(&e) => return Lease::WritesRefused,
                 Err(_) => return Lease::Unavailable,
                 Ok(Acquire::Value(bytes)) => match codec::decode(&bytes) {
                     Ok(value) => return Lease::Value(bytes, value, joined),

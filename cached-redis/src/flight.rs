@@ -9,16 +9,17 @@ use tokio::sync::watch;
 /// What a load's leader hands to the callers that joined it.
 #[derive(Debug, Clone)]
 pub(crate) enum Shared {
-    /// The stored form of the value; each joiner decodes its own copy. `verified` is true when
-    /// the value was read from Redis, or loaded under a lease that was still held when the load
-    /// ended, so no invalidation can have come between the load and a joiner's arrival.
-    /// `joined` says which joiners may take it: a value read from Redis is newer than any
-    /// invalidation that returned before the read was sent, so only the callers that had
-    /// joined by then may have it; later joiners are told to read again.
+    /// The stored form of the value; each joiner decodes its own copy. `joined` says which
+    /// joiners it is fresh for: a value read from Redis, or loaded, after a caller joined is
+    /// newer than any invalidation that returned before that caller started. A value stored
+    /// under a lease that was still held is fresh for everyone ([`Joined::EVERYONE`]).
+    /// `unleased` marks a value loaded while Redis could not confirm a lease (unreachable, or
+    /// refusing writes, or the write-back's answer lost): a joiner that could not reach Redis
+    /// either takes it whenever it joined, so an outage costs one load per key per process.
     Value {
         bytes: Arc<[u8]>,
-        verified: bool,
         joined: Joined,
+        unleased: bool,
     },
     /// An invalidation raced the load: read again.
     Reread,
@@ -140,8 +141,9 @@ impl Drop for Leader<'_> {
 }
 
 /// Waits for the leader's result; `None` when the leader went away without one. A value this
-/// joiner arrived too late for becomes [`Shared::Reread`].
-pub(crate) async fn wait(mut joiner: Joiner) -> Option<Shared> {
+/// joiner may not take becomes [`Shared::Reread`]; `redis_ok` says whether the joiner's own
+/// read reached Redis.
+pub(crate) async fn wait(mut joiner: Joiner, redis_ok: bool) -> Option<Shared> {
     let shared = joiner
         .result
         .wait_for(Option::is_some)
@@ -149,7 +151,9 @@ pub(crate) async fn wait(mut joiner: Joiner) -> Option<Shared> {
         .ok()
         .and_then(|s| s.clone())?;
     Some(match shared {
-        Shared::Value { joined, .. } if joiner.place >= joined.0 => Shared::Reread,
+        Shared::Value {
+            joined, unleased, ..
+        } if joiner.place >= joined.0 && (redis_ok || !unleased) => Shared::Reread,
         shared => shared,
     })
 }
@@ -170,7 +174,7 @@ mod tests {
         leader.close();
         assert!(matches!(flights.join_or_lead("k"), Role::Lead(_)));
         leader.finish(Shared::Reread);
-        assert!(matches!(wait(rx).await, Some(Shared::Reread)));
+        assert!(matches!(wait(rx, true).await, Some(Shared::Reread)));
         assert_eq!(flights.len(), 0);
     }
 
@@ -189,11 +193,42 @@ mod tests {
         };
         leader.finish(Shared::Value {
             bytes: Arc::from(&b"v"[..]),
-            verified: true,
             joined,
+            unleased: false,
         });
-        assert!(matches!(wait(early).await, Some(Shared::Value { .. })));
-        assert!(matches!(wait(late).await, Some(Shared::Reread)));
+        assert!(matches!(
+            wait(early, true).await,
+            Some(Shared::Value { .. })
+        ));
+        assert!(matches!(wait(late, true).await, Some(Shared::Reread)));
+    }
+
+    #[tokio::test]
+    async fn during_an_outage_a_late_joiner_takes_an_unleased_value() {
+        let flights = Flights::default();
+        let Role::Lead(leader) = flights.join_or_lead("k") else {
+            panic!("first caller leads")
+        };
+        let joined = leader.joined();
+        let Role::Join(reached_redis) = flights.join_or_lead("k") else {
+            panic!("joins")
+        };
+        let Role::Join(could_not) = flights.join_or_lead("k") else {
+            panic!("joins")
+        };
+        leader.finish(Shared::Value {
+            bytes: Arc::from(&b"v"[..]),
+            joined,
+            unleased: true,
+        });
+        assert!(matches!(
+            wait(reached_redis, true).await,
+            Some(Shared::Reread)
+        ));
+        assert!(matches!(
+            wait(could_not, false).await,
+            Some(Shared::Value { .. })
+        ));
     }
 
     #[tokio::test]
@@ -204,7 +239,7 @@ mod tests {
             panic!("second caller joins")
         };
         drop(leader);
-        assert!(wait(rx).await.is_none());
+        assert!(wait(rx, true).await.is_none());
         assert_eq!(flights.len(), 0);
     }
 }

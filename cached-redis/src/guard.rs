@@ -110,6 +110,13 @@ impl Guard {
     }
 }
 
+/// Whether Redis answered that it refuses writes for now while it still serves reads: `OOM`
+/// (at `maxmemory` under `noeviction`), `READONLY` (a demoted primary), `NOREPLICAS`
+/// (`min-replicas-to-write` unmet), `MISCONF` (a failed snapshot stops writes).
+pub(crate) fn refuses_writes(e: &Error) -> bool {
+    matches!(e, Error::Redis(e) if matches!(e.code(), Some("OOM" | "READONLY" | "NOREPLICAS" | "MISCONF")))
+}
+
 /// Whether an error means Redis is not reachable, as opposed to Redis answering with an error.
 fn is_outage(e: &Error) -> bool {
     match e {

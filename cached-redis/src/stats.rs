@@ -34,6 +34,10 @@ pub struct Stats {
     /// Calls that ran the loader without the cache because Redis was unavailable or no cache
     /// was configured.
     pub fallbacks: u64,
+    /// Loads that ran without a lease because Redis answered reads but refused writes (`OOM`
+    /// at `maxmemory` under `noeviction`, `READONLY` from a demoted primary, `NOREPLICAS`,
+    /// `MISCONF`). Their values are not stored.
+    pub writes_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +52,7 @@ pub(crate) struct Counters {
     pub(crate) decode_errors: AtomicU64,
     pub(crate) redis_errors: AtomicU64,
     pub(crate) fallbacks: AtomicU64,
+    pub(crate) writes_refused: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -67,6 +72,7 @@ pub(crate) enum Event {
     LockWait,
     StaleRefused,
     Fallback,
+    WritesRefused,
 }
 
 impl Counters {
@@ -81,6 +87,7 @@ impl Counters {
             Event::LockWait => (&self.lock_waits, "cached_redis_waits_total"),
             Event::StaleRefused => (&self.stale_refused, "cached_redis_stale_refused_total"),
             Event::Fallback => (&self.fallbacks, "cached_redis_fallbacks_total"),
+            Event::WritesRefused => (&self.writes_refused, "cached_redis_writes_refused_total"),
         };
         bump(counter);
         #[cfg(feature = "metrics")]
@@ -111,6 +118,7 @@ impl Counters {
             decode_errors: get(&self.decode_errors),
             redis_errors: get(&self.redis_errors),
             fallbacks: get(&self.fallbacks),
+            writes_refused: get(&self.writes_refused),
         }
     }
 
@@ -126,6 +134,7 @@ impl Counters {
             &self.decode_errors,
             &self.redis_errors,
             &self.fallbacks,
+            &self.writes_refused,
         ] {
             c.store(0, Ordering::Relaxed);
         }

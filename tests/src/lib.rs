@@ -265,6 +265,10 @@ fn spawn(port: u16, extra_args: &[String], tls: bool) -> Option<Child> {
         .args(ports)
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .args(["--loglevel", "notice", "--logfile", ""])
+        // A replica writes the dataset it syncs to disk: keep that out of the work tree.
+        .arg("--dir")
+        .arg(std::env::temp_dir())
+        .args(["--dbfilename", &format!("cached-redis-test-{port}.rdb")])
         .args(extra_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

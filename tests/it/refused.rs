@@ -1,0 +1,168 @@
+//! A Redis that answers reads but refuses writes (`OOM` at `maxmemory` under `noeviction`,
+//! `READONLY` from a replica or a demoted primary, `NOREPLICAS` below `min-replicas-to-write`)
+//! is an outage of the write path only: hits go on, a cold key's concurrent callers share one
+//! load (two at most, when some arrive while it runs) instead of loading one after another, the condition shows in `stats()`, and a read
+//! after a successful invalidation still sees the write.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cached_redis::{Cache, Key, Policy};
+use cached_redis_tests::RedisServer;
+
+const LOADER: Duration = Duration::from_millis(200);
+
+/// A database row whose loads are counted and take [`LOADER`].
+#[derive(Default)]
+struct Db {
+    version: AtomicU64,
+    loads: AtomicU64,
+}
+
+async fn read(cache: &Cache, db: &Arc<Db>, key: &str) -> Result<u64, String> {
+    let policy = Policy::new("row", Duration::from_secs(60)).unwrap();
+    let db = db.clone();
+    let loader = async move {
+        db.loads.fetch_add(1, Ordering::SeqCst);
+        let version = db.version.load(Ordering::SeqCst);
+        tokio::time::sleep(LOADER).await;
+        Ok::<_, String>(version)
+    };
+    cache.fetch(&Key::raw(key), &policy, loader).await
+}
+
+async fn config_set(conn: &mut redis::aio::MultiplexedConnection, name: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+/// What the three refusals have in common, once `refuse` has turned one on for `cache`.
+async fn reads_go_on_and_a_stampede_loads_once(cache: &Cache, db: &Arc<Db>, what: &str) {
+    // 20 concurrent callers of a cold key, released together.
+    let start = Arc::new(tokio::sync::Barrier::new(21));
+    let callers: Vec<_> = (0..20)
+        .map(|_| {
+            let (cache, db, start) = (cache.clone(), db.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                read(&cache, &db, "cold").await
+            })
+        })
+        .collect();
+    start.wait().await;
+    let started = Instant::now();
+    for caller in callers {
+        assert_eq!(caller.await.unwrap(), Ok(1), "{what}: the loader answers");
+    }
+    let took = started.elapsed();
+    let loads = db.loads.load(Ordering::SeqCst);
+    println!("{what}: 20 callers of a cold key took {took:?}, {loads} load(s)");
+    // Callers that joined before the load started share it; one that arrived during it (its
+    // value could predate an invalidation it saw) leads the next. Released together, they
+    // need one or two loads; a busy machine may spread them over a third.
+    assert!(loads <= 3, "{what}: the callers share loads: {loads}");
+    assert!(
+        took < 5 * LOADER,
+        "{what}: a few loader times, not one per caller: {took:?}"
+    );
+    let stats = cache.stats();
+    assert!(stats.writes_refused >= 1, "{what}: counted: {stats:?}");
+    assert_eq!(
+        read(cache, db, "hot").await,
+        Ok(0),
+        "{what}: a value cached before still hits"
+    );
+    assert!(
+        cache.stats().hits > stats.hits,
+        "{what}: reads are served from Redis"
+    );
+    assert!(
+        cache.ping().await.is_ok(),
+        "{what}: the breaker stays closed"
+    );
+}
+
+async fn prepared(server_url: &str, db: &Arc<Db>) -> Cache {
+    let cache = Cache::builder(server_url)
+        .namespace("refused")
+        .op_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(read(&cache, db, "hot").await, Ok(0));
+    db.version.store(1, Ordering::SeqCst);
+    db.loads.store(0, Ordering::SeqCst);
+    cache
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_under_noeviction() {
+    let server = RedisServer::start();
+    let db = Arc::new(Db::default());
+    let cache = prepared(&server.url(), &db).await;
+    let mut admin = server.conn().await;
+    config_set(&mut admin, "maxmemory-policy", "noeviction").await;
+    config_set(&mut admin, "maxmemory", "1").await;
+    reads_go_on_and_a_stampede_loads_once(&cache, &db, "OOM").await;
+
+    // Deleting is allowed at maxmemory, so invalidation works, and a read after it sees the
+    // write even though nothing can be stored.
+    db.version.store(2, Ordering::SeqCst);
+    assert!(cache.invalidate(&Key::raw("hot")).await.unwrap());
+    assert_eq!(read(&cache, &db, "hot").await, Ok(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noreplicas_below_min_replicas_to_write() {
+    let server = RedisServer::start();
+    let db = Arc::new(Db::default());
+    let cache = prepared(&server.url(), &db).await;
+    let mut admin = server.conn().await;
+    config_set(&mut admin, "min-replicas-to-write", "1").await;
+    reads_go_on_and_a_stampede_loads_once(&cache, &db, "NOREPLICAS").await;
+    assert!(
+        cache.invalidate(&Key::raw("hot")).await.is_err(),
+        "the writer is told its invalidation did not happen"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_from_a_replica() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    let db = Arc::new(Db::default());
+    // The entry is cached through the primary, then the cache talks to its replica, which
+    // serves the replicated entry and refuses writes with READONLY.
+    let _ = prepared(&primary.url(), &db).await;
+    let mut admin = replica.conn().await;
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port())
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let synced = cached_redis_tests::eventually(Duration::from_secs(10), || async {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut admin.clone())
+            .await
+            .unwrap();
+        info.contains("master_link_status:up")
+    })
+    .await;
+    assert!(synced, "the replica caught up");
+    let cache = Cache::builder(&replica.url())
+        .namespace("refused")
+        .op_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    reads_go_on_and_a_stampede_loads_once(&cache, &db, "READONLY").await;
+    assert!(cache.invalidate(&Key::raw("hot")).await.is_err());
+}
