@@ -148,7 +148,7 @@ mod tests {
         std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into()
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn breaker_opens_after_threshold_and_probes_after_cooldown() {
         let guard = Guard::new(Duration::from_millis(50), 3, Duration::from_millis(40));
         let stats = Counters::default();
@@ -177,7 +177,7 @@ mod tests {
         assert_eq!(stats.snapshot().redis_errors, 3);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn timeouts_count_as_failures_and_server_errors_do_not() {
         let guard = Guard::new(Duration::from_millis(5), 2, Duration::from_secs(60));
         let stats = Counters::default();

@@ -238,13 +238,8 @@ async fn ping_and_ttl_report_on_redis_and_an_entry() {
     assert!(
         left > std::time::Duration::from_secs(59) && left <= std::time::Duration::from_secs(60)
     );
-    let down = Cache::builder(&format!(
-        "redis://127.0.0.1:{}",
-        cached_redis_tests::free_port()
-    ))
-    .build()
-    .await
-    .unwrap();
+    let refusing = cached_redis_tests::RefusingPort::new();
+    let down = Cache::builder(&refusing.url()).build().await.unwrap();
     assert!(down.ping().await.is_err());
 }
 

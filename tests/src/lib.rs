@@ -149,6 +149,38 @@ impl Drop for TlsFiles {
     }
 }
 
+/// A loopback port that refuses connections for as long as this lives: bound by a socket that
+/// never listens, so no other test can take it meanwhile.
+#[derive(Debug)]
+pub struct RefusingPort {
+    _socket: tokio::net::TcpSocket,
+    port: u16,
+}
+
+impl RefusingPort {
+    /// Binds a free loopback port without listening on it.
+    pub fn new() -> RefusingPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+        let port = socket.local_addr().expect("address").port();
+        RefusingPort {
+            _socket: socket,
+            port,
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>`: every connection to it is refused.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Default for RefusingPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -235,11 +267,13 @@ impl RedisServer {
             .expect("test redis reachable")
     }
 
-    /// A cache on this server with short timeouts suited to tests.
+    /// A cache on this server for tests of behaviour with Redis healthy: its `op_timeout` is
+    /// generous, so a busy machine's slow reply is never taken for an outage (which would turn
+    /// a hit into a fallback and break an exact count). Outage tests build their own.
     pub async fn cache(&self, namespace: &str) -> Cache {
         Cache::builder(&self.url())
             .namespace(namespace)
-            .op_timeout(Duration::from_millis(200))
+            .op_timeout(Duration::from_secs(5))
             .build()
             .await
             .expect("valid cache configuration")

@@ -22,6 +22,8 @@ pub struct Config {
     pub database_url: String,
     /// Where to listen.
     pub listen: SocketAddr,
+    /// How long one Redis call may take before the database answers instead.
+    pub op_timeout: Duration,
 }
 
 impl Config {
@@ -38,6 +40,7 @@ impl Config {
             database_url: std::env::var("DATABASE_URL")
                 .unwrap_or_else(|_| "sqlite://service-example.db?mode=rwc".into()),
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            op_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -49,7 +52,7 @@ pub async fn state(config: &Config) -> Result<AppState, Box<dyn std::error::Erro
     migrate(&pool).await?;
     let cache = Cache::builder(&config.redis_url)
         .namespace("service-example")
-        .op_timeout(Duration::from_millis(100))
+        .op_timeout(config.op_timeout)
         .build()
         .await?;
     Ok(AppState::new(

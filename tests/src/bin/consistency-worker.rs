@@ -111,9 +111,17 @@ async fn main() {
                         let ok = invalidate_read_row(k).await.is_ok();
                         writes.push(json!({"k": k, "version": version, "inv_start": inv_start, "inv_end": now_us(), "ok": ok}));
                     } else {
+                        let trouble = || {
+                            let stats = CACHE.get().unwrap().stats();
+                            stats.redis_errors + stats.fallbacks
+                        };
+                        let trouble_before = trouble();
                         let start = now_us();
                         let version = CALL_START.scope(start, read_row(k)).await.unwrap();
-                        reads.push(json!({"k": k, "start": start, "end": now_us(), "version": version}));
+                        // Whether any call of this process had Redis trouble meanwhile: then
+                        // this read may not have reached Redis.
+                        let troubled = trouble() != trouble_before;
+                        reads.push(json!({"k": k, "start": start, "end": now_us(), "version": version, "troubled": troubled}));
                     }
                     tokio::time::sleep(Duration::from_micros(rng.below(1500))).await;
                 }
