@@ -11,7 +11,7 @@ use crate::duration::{JitterSpec, parse_duration, parse_jitter};
 use crate::errors::Errors;
 use crate::template::{self, Segment};
 
-const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `none_ttl` and `cache`";
+const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl` and `cache`";
 
 /// A value with the span of the literal it came from.
 #[derive(Debug, Clone)]
@@ -27,6 +27,7 @@ pub(crate) struct Args {
     pub(crate) ttl: Option<Spanned<Duration>>,
     pub(crate) jitter: Option<Spanned<JitterSpec>>,
     pub(crate) lock_ttl: Option<Spanned<Duration>>,
+    pub(crate) max_load: Option<Spanned<Duration>>,
     pub(crate) none_ttl: Option<Spanned<Duration>>,
     pub(crate) cache: Option<Expr>,
     /// Arguments seen, to reject repeats.
@@ -79,6 +80,7 @@ impl Args {
             }
             "ttl" => self.ttl = duration(&meta, "ttl", errors)?,
             "lock_ttl" => self.lock_ttl = duration(&meta, "lock_ttl", errors)?,
+            "max_load" => self.max_load = duration(&meta, "max_load", errors)?,
             "none_ttl" => self.none_ttl = duration(&meta, "none_ttl", errors)?,
             "jitter" => {
                 let lit: LitStr = meta.value()?.parse()?;

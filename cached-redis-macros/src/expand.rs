@@ -150,7 +150,10 @@ fn policy(model: &Model) -> TokenStream {
     };
     let lock_ttl = optional(model.lock_ttl);
     let none_ttl = optional(model.none_ttl);
-    quote!(::cached_redis::__private::Policy::__validated(#name, #ttl, #jitter, #lock_ttl, #none_ttl))
+    let max_load = optional(model.max_load);
+    quote!(::cached_redis::__private::Policy::__validated(
+        #name, #ttl, #jitter, #lock_ttl, #none_ttl, #max_load
+    ))
 }
 
 /// The key builder chain. Each value is spanned at its parameter, so a type that cannot be

@@ -22,6 +22,8 @@ use proc_macro::TokenStream;
 ///   `"1h30m"`).
 /// - `jitter = "10%"` or `"5s"`: entries live a TTL drawn from `[ttl - jitter, ttl]`.
 /// - `lock_ttl = "5s"`: how long one loader may hold the entry's lease (default: the cache's).
+/// - `max_load = "30s"`: how long one load may keep the lease before callers elsewhere load for
+///   themselves (default: the cache's, three lease TTLs).
 /// - `none_ttl = "5s"`: for `Option` results, cache `None` this long (default: not cached).
 /// - `cache = EXPR`: an expression yielding `&cached_redis::Cache`, evaluated per call (it may
 ///   use `self`); default: the cache installed by `cached_redis::set_global`.

@@ -44,6 +44,7 @@ pub(crate) struct Model {
     pub(crate) ttl: Duration,
     pub(crate) jitter: Option<JitterSpec>,
     pub(crate) lock_ttl: Option<Duration>,
+    pub(crate) max_load: Option<Duration>,
     pub(crate) none_ttl: Option<Duration>,
     pub(crate) cache: Option<syn::Expr>,
 }
@@ -119,6 +120,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Option<Mod
         ttl: args.ttl.map_or(Duration::from_secs(1), |t| t.value),
         jitter: args.jitter.map(|j| j.value),
         lock_ttl: args.lock_ttl.map(|d| d.value),
+        max_load: args.max_load.map(|d| d.value),
         none_ttl: args.none_ttl.map(|d| d.value),
         cache: args.cache,
         item,

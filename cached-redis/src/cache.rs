@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub(crate) conn: Conn,
     pub(crate) namespace: String,
     pub(crate) lock_ttl: Duration,
+    /// The bound on one load; `None`: three lease TTLs.
+    pub(crate) max_load: Option<Duration>,
     pub(crate) guard: Guard,
     pub(crate) stats: Counters,
     pub(crate) flights: Flights,
@@ -88,6 +90,7 @@ pub struct CacheBuilder {
     namespace: String,
     op_timeout: Duration,
     lock_ttl: Duration,
+    max_load: Option<Duration>,
     breaker_threshold: u32,
     breaker_cooldown: Duration,
 }
@@ -103,6 +106,7 @@ impl fmt::Debug for CacheBuilder {
             .field("namespace", &self.namespace)
             .field("op_timeout", &self.op_timeout)
             .field("lock_ttl", &self.lock_ttl)
+            .field("max_load", &self.max_load)
             .field("breaker_threshold", &self.breaker_threshold)
             .field("breaker_cooldown", &self.breaker_cooldown)
             .finish()
@@ -121,6 +125,7 @@ impl Cache {
             namespace: "cache".to_owned(),
             op_timeout: Duration::from_millis(250),
             lock_ttl: Duration::from_secs(5),
+            max_load: None,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
         }
@@ -385,6 +390,27 @@ impl CacheBuilder {
         self
     }
 
+    /// How long one load may keep its lease (default: three times the lease TTL in effect, so
+    /// 15 s by default). A loader still running past it is not cancelled, and its own caller
+    /// still gets its result (not stored), but its lease is released and the callers that
+    /// joined it read again: callers here and in other processes load for themselves, so one
+    /// hung query does not stall a key everywhere. Attribute argument
+    /// `max_load` overrides it per function.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::builder("redis://127.0.0.1:6379")
+    ///     .max_load(std::time::Duration::from_secs(30))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn max_load(mut self, max_load: Duration) -> Self {
+        self.max_load = Some(max_load);
+        self
+    }
+
     /// Consecutive failed Redis calls that open the circuit breaker (default 5). While it is
     /// open, calls skip Redis and run the loader.
     pub fn breaker_threshold(mut self, failures: u32) -> Self {
@@ -451,7 +477,12 @@ impl CacheBuilder {
                 self.namespace
             )));
         }
-        for (name, value) in [("op_timeout", self.op_timeout), ("lock_ttl", self.lock_ttl)] {
+        let max_load = self.max_load.unwrap_or(Duration::from_millis(1));
+        for (name, value) in [
+            ("op_timeout", self.op_timeout),
+            ("lock_ttl", self.lock_ttl),
+            ("max_load", max_load),
+        ] {
             if value.as_millis() == 0 {
                 return Err(Error::InvalidConfig(format!(
                     "{name} must be at least 1ms, got {value:?}"
@@ -468,6 +499,7 @@ impl CacheBuilder {
                 conn,
                 namespace: self.namespace,
                 lock_ttl: self.lock_ttl,
+                max_load: self.max_load,
                 guard: Guard::new(
                     self.op_timeout,
                     self.breaker_threshold,

@@ -276,10 +276,9 @@ impl Cache {
         // The load starts after everyone who joined so far: its value is fresh for them.
         let joined = leader.joined();
         let started = Instant::now();
-        let result = match &lease {
-            Some(lease) => lease.hold_while(loader).await,
-            None => loader.await,
-        };
+        let result = self
+            .load_bounded(lease.as_ref(), &mut leader, keys, policy, loader)
+            .await;
         let load_time = started.elapsed();
         inner.stats.note_load_time(function, load_time);
         let outcome = if lease.is_some() {
@@ -338,6 +337,49 @@ impl Cache {
             }
         };
         (R::from_value(value), outcome, load_time)
+    }
+
+    /// Runs the loader, renewing the lease, for as long as it runs but at most `max_load`: past
+    /// that the lease is released and the joiners read again, so callers here and in other
+    /// processes load for themselves; this caller still waits for its own loader, whose
+    /// write-back will be refused.
+    async fn load_bounded<R: Cacheable>(
+        &self,
+        lease: Option<&LeaseGuard>,
+        leader: &mut Leader<'_>,
+        keys: &EntryKeys,
+        policy: &Policy,
+        loader: impl Future<Output = R>,
+    ) -> R {
+        let inner = &self.inner;
+        let lock_ttl = policy.lock_ttl().unwrap_or(inner.lock_ttl);
+        let max_load = policy
+            .max_load()
+            .or(inner.max_load)
+            .unwrap_or(lock_ttl.saturating_mul(3));
+        let load = async {
+            match lease {
+                Some(lease) => lease.hold_while(loader, max_load).await,
+                None => loader.await,
+            }
+        };
+        tokio::pin!(load);
+        tokio::select! {
+            biased;
+            result = &mut load => result,
+            () = tokio::time::sleep(max_load) => {
+                tracing::warn!(
+                    key = %keys.value,
+                    ?max_load,
+                    "a load is taking longer than max_load: its lease is no longer renewed and other callers load for themselves"
+                );
+                leader.abandon();
+                if let Some(lease) = lease {
+                    lease.let_go().await;
+                }
+                load.await
+            }
+        }
     }
 
     /// Takes the lease, or waits (woken by Redis) until its holder stores a value or lets go.
@@ -442,10 +484,12 @@ impl LeaseGuard {
     /// `lock_ttl` keeps it. If the lease is lost (revoked by an invalidation, or expired while
     /// Redis was unreachable), another load may start; that is logged, and this load's
     /// write-back will be refused.
-    async fn hold_while<R>(&self, loader: impl Future<Output = R>) -> R {
+    /// Renewals stop after `max_load`, and the lease then expires on its own.
+    async fn hold_while<R>(&self, loader: impl Future<Output = R>, max_load: Duration) -> R {
         let renewing = async {
             let every = Duration::from_millis((self.lock_ms / 3).max(1));
-            loop {
+            let until = tokio::time::Instant::now() + max_load;
+            while tokio::time::Instant::now() + every <= until {
                 tokio::time::sleep(every).await;
                 let inner = &self.cache.inner;
                 let mut conn = inner.conn.clone();
@@ -458,6 +502,7 @@ impl LeaseGuard {
                     return std::future::pending::<std::convert::Infallible>().await;
                 }
             }
+            std::future::pending::<std::convert::Infallible>().await
         };
         tokio::pin!(loader);
         tokio::select! {
@@ -465,6 +510,16 @@ impl LeaseGuard {
             result = &mut loader => result,
             never = renewing => match never {},
         }
+    }
+
+    /// Releases the lease while keeping the guard (the load goes on, its write-back will be
+    /// refused), waking waiters so they take over now.
+    async fn let_go(&self) {
+        let inner = &self.cache.inner;
+        let mut conn = inner.conn.clone();
+        let publish = inner.conn.publish_command();
+        let op = lease::release(&mut conn, &self.keys, &self.token, publish);
+        let _ = inner.guard.call(&inner.stats, "release", op).await;
     }
 
     /// Stores the value if the lease is still ours: `Some(true)` stored, `Some(false)` revoked,

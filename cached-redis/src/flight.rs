@@ -127,6 +127,14 @@ impl Leader<'_> {
         }
     }
 
+    /// Gives up on sharing this load: new callers start their own, and those that joined read
+    /// again. The leader's own caller still gets its result; a later [`Leader::finish`] reaches
+    /// nobody.
+    pub(crate) fn abandon(&mut self) {
+        self.close();
+        self.slot.result.send_replace(Some(Shared::Reread));
+    }
+
     /// Hands the result to the joiners.
     pub(crate) fn finish(mut self, shared: Shared) {
         self.close();

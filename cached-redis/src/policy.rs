@@ -40,6 +40,7 @@ pub struct Policy {
     jitter: Jitter,
     lock_ttl: Option<Duration>,
     none_ttl: Option<Duration>,
+    max_load: Option<Duration>,
 }
 
 const MILLION: u64 = 1_000_000;
@@ -58,6 +59,7 @@ impl Policy {
             jitter: Jitter::None,
             lock_ttl: None,
             none_ttl: None,
+            max_load: None,
         })
     }
 
@@ -90,6 +92,29 @@ impl Policy {
         Ok(self)
     }
 
+    /// Overrides the cache's bound on one load (see
+    /// [`CacheBuilder::max_load`](crate::CacheBuilder::max_load)): past it, the lease is no longer
+    /// renewed, and callers elsewhere load for themselves.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = cached_redis::Policy::new("report", Duration::from_secs(300))
+    ///     .and_then(|p| p.with_max_load(Duration::from_secs(120)))
+    ///     .unwrap();
+    /// assert_eq!(policy.max_load(), Some(Duration::from_secs(120)));
+    /// ```
+    pub fn with_max_load(mut self, max_load: Duration) -> Result<Policy, Error> {
+        if max_load.as_millis() == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "max_load of `{}` must be at least 1ms",
+                self.name
+            )));
+        }
+        self.max_load = Some(max_load);
+        Ok(self)
+    }
+
     /// Caches `None` results for `none_ttl` (only meaningful for `Option` results).
     pub fn with_none_ttl(mut self, none_ttl: Duration) -> Result<Policy, Error> {
         if none_ttl.as_millis() == 0 {
@@ -110,6 +135,7 @@ impl Policy {
         jitter: Jitter,
         lock_ttl: Option<Duration>,
         none_ttl: Option<Duration>,
+        max_load: Option<Duration>,
     ) -> Policy {
         Policy {
             name,
@@ -117,6 +143,7 @@ impl Policy {
             jitter,
             lock_ttl,
             none_ttl,
+            max_load,
         }
     }
 
@@ -138,6 +165,11 @@ impl Policy {
     /// The lease TTL override, if any.
     pub fn lock_ttl(&self) -> Option<Duration> {
         self.lock_ttl
+    }
+
+    /// The bound on one load, if overridden.
+    pub fn max_load(&self) -> Option<Duration> {
+        self.max_load
     }
 
     /// How long `None` is cached, if it is.

@@ -432,3 +432,77 @@ async fn wrong_typed_and_enormous_values_are_handled() {
         started.elapsed()
     );
 }
+
+/// Item 10 of the hardening issue: a loader that hangs keeps its key's lease at most
+/// `max_load`. Then callers here (joined to it) and in another process load for themselves;
+/// the hung caller is not cancelled and gets its own result, which is not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_loader_stalls_its_key_at_most_max_load() {
+    let server = RedisServer::start();
+    let max_load = Duration::from_millis(1500);
+    let build = || async {
+        Cache::builder(&server.url())
+            .namespace("hung")
+            .op_timeout(Duration::from_secs(2))
+            .lock_ttl(Duration::from_millis(400))
+            .max_load(max_load)
+            .build()
+            .await
+            .unwrap()
+    };
+    let (here, there) = (build().await, build().await);
+    let key = Key::raw("hung:1");
+    let policy = cached_redis::Policy::new("hung", Duration::from_secs(60)).unwrap();
+    let unstick = Arc::new(tokio::sync::Notify::new());
+    let hung = {
+        let (here, key, unstick) = (here.clone(), key.clone(), unstick.clone());
+        tokio::spawn(async move {
+            let loader = async move {
+                unstick.notified().await;
+                Ok::<_, String>("from the hung query".to_owned())
+            };
+            here.fetch(&key, &policy, loader).await
+        })
+    };
+    assert!(eventually(Duration::from_secs(5), || async { here.stats().loads == 1 }).await);
+    let started = Instant::now();
+    let read = |cache: &Cache| {
+        let (cache, key) = (cache.clone(), key.clone());
+        tokio::spawn(async move {
+            let got = cache
+                .fetch(&key, &policy, async { Ok::<_, String>("fresh".to_owned()) })
+                .await;
+            (got, started.elapsed())
+        })
+    };
+    let (joined, elsewhere) = (read(&here), read(&there));
+    for reader in [joined, elsewhere] {
+        let waited = tokio::time::timeout(max_load + Duration::from_secs(5), reader).await;
+        let (got, after) = waited
+            .expect("a caller waited on the hung load for good")
+            .unwrap();
+        assert_eq!(got.as_deref(), Ok("fresh"));
+        println!("hung loader: another caller answered after {after:?} (max_load {max_load:?})");
+        assert!(
+            after < max_load + Duration::from_secs(2),
+            "waiters load for themselves past max_load: {after:?}"
+        );
+    }
+    assert!(!hung.is_finished(), "the hung caller is not cancelled");
+    unstick.notify_one();
+    assert_eq!(
+        hung.await.unwrap().as_deref(),
+        Ok("from the hung query"),
+        "it gets its own result"
+    );
+    let again = there
+        .fetch(&key, &policy, async {
+            Ok::<_, String>("reloaded".to_owned())
+        })
+        .await;
+    assert_eq!(
+        again.as_deref(),
+        Ok("fresh"),
+        "the late result of the hung load was not stored"
+    );
+}

@@ -43,7 +43,7 @@ pub async fn get_user(id: u64) -> Result<User, DbError> {
     Ok(User { id })
 }
 
-#[redis_cached(key = "find:<name>", ttl = "1h30m", none_ttl = "5s", lock_ttl = "2s")]
+#[redis_cached(key = "find:<name>", ttl = "1h30m", none_ttl = "5s", lock_ttl = "2s", max_load = "10s")]
 pub(crate) async fn find(name: &str) -> Option<User> {
     (!name.is_empty()).then_some(User { id: 1 })
 }
