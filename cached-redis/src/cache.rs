@@ -261,8 +261,8 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn clear(&self) -> Result<u64, Error> {
-        self.remove_matching(&format!("{}:{{*", glob_escape(&self.inner.namespace)))
-            .await
+        let pattern = format!("{}:{{*", glob_escape(&self.inner.namespace));
+        self.remove_matching(&[pattern]).await
     }
 
     /// Removes every entry whose key starts with `prefix` (as rendered, e.g. `"user:"` for all
@@ -276,47 +276,71 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
-        let pattern = format!(
-            "{}:{{{}*",
-            glob_escape(&self.inner.namespace),
-            glob_escape(prefix)
-        );
-        self.remove_matching(&pattern).await
+        let namespace = glob_escape(&self.inner.namespace);
+        let mut patterns = vec![format!("{namespace}:{{{}*", glob_escape(prefix))];
+        // A key longer than MAX_KEY_LEN is stored as its readable part, `\#` and a hash: a
+        // prefix reaching past that part matches every such key that shares it (removing one
+        // that only shares the readable part costs a reload, never a stale read).
+        if let Some(readable) = crate::key::readable_part_of_long_prefix(prefix) {
+            patterns.push(format!("{namespace}:{{{}\\\\#*", glob_escape(readable)));
+        }
+        self.remove_matching(&patterns).await
     }
 
-    /// `SCAN MATCH pattern` on every primary in batches of 500, unlinking what it finds and
-    /// waking the waiters of removed leases.
-    async fn remove_matching(&self, pattern: &str) -> Result<u64, Error> {
+    /// Removes every key matching one of `patterns` and wakes the waiters of removed leases,
+    /// in two full passes. SCAN returns every key present for its whole iteration, but a load
+    /// whose write-back lands mid-scan can create its value behind the cursor and delete its
+    /// lease ahead of it. Such a lease was present for the whole first pass if the write-back
+    /// comes during the second (so the first pass revoked it and the write-back is refused),
+    /// and such a value is present for the whole second pass if the write-back came during the
+    /// first: after both, no value loaded before the call began is left.
+    async fn remove_matching(&self, patterns: &[String]) -> Result<u64, Error> {
         let inner = &self.inner;
         let primaries = inner
             .guard
             .call(&inner.stats, "CLUSTER NODES", inner.conn.primaries())
             .await?;
         let mut removed = 0u64;
-        for node in &primaries {
-            let mut cursor = 0u64;
-            loop {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(500);
-                let scanned = inner.conn.on_node(node, scan);
-                let reply = inner.guard.call(&inner.stats, "SCAN", scanned).await?;
-                let (next, keys): (u64, Vec<String>) =
-                    redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
-                if !keys.is_empty() {
-                    let unlinking = self.unlink_all(keys);
-                    removed += inner.guard.call(&inner.stats, "UNLINK", unlinking).await?;
+        for _pass in 0..2 {
+            for pattern in patterns {
+                for node in &primaries {
+                    removed += self.remove_on_node(node, pattern).await?;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
         }
         Ok(removed)
+    }
+
+    /// One pass of `SCAN MATCH pattern` over one primary in batches of 500, unlinking what it
+    /// finds.
+    async fn remove_on_node(
+        &self,
+        node: &Option<(String, u16)>,
+        pattern: &str,
+    ) -> Result<u64, Error> {
+        let inner = &self.inner;
+        let mut removed = 0u64;
+        let mut cursor = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(500);
+            let scanned = inner.conn.on_node(node, scan);
+            let reply = inner.guard.call(&inner.stats, "SCAN", scanned).await?;
+            let (next, keys): (u64, Vec<String>) =
+                redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
+            if !keys.is_empty() {
+                let unlinking = self.unlink_all(keys);
+                removed += inner.guard.call(&inner.stats, "UNLINK", unlinking).await?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
     }
 
     /// Unlinks `keys`, one command per key and all of them at once (on a cluster they live in

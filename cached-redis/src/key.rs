@@ -82,7 +82,22 @@ fn shorten(key: String) -> String {
     if key.len() <= MAX_KEY_LEN {
         return key;
     }
-    // Cut between whole characters and never inside an escape (`\` followed by one char).
+    let cut = readable_len(&key);
+    let digest = Sha256::digest(key.as_bytes());
+    let mut short = String::with_capacity(cut + 2 + 64);
+    short.push_str(&key[..cut]);
+    short.push_str("\\#");
+    for byte in digest {
+        let _ = write!(short, "{byte:02x}");
+    }
+    short
+}
+
+/// How much of an over-long key stays readable when it is shortened: whole characters and
+/// never half an escape (`\` followed by one char), at most [`KEPT_PREFIX`] bytes. It depends
+/// only on the key's first bytes, so every key that starts with a long enough prefix keeps the
+/// same readable part as the prefix itself.
+fn readable_len(key: &str) -> usize {
     let mut cut = 0;
     let mut chars = key.char_indices().peekable();
     while let Some((at, c)) = chars.next() {
@@ -96,14 +111,13 @@ fn shorten(key: String) -> String {
         }
         cut = end;
     }
-    let digest = Sha256::digest(key.as_bytes());
-    let mut short = String::with_capacity(cut + 2 + 64);
-    short.push_str(&key[..cut]);
-    short.push_str("\\#");
-    for byte in digest {
-        let _ = write!(short, "{byte:02x}");
-    }
-    short
+    cut
+}
+
+/// For a prefix that reaches past the readable part of shortened keys: that readable part,
+/// which every shortened key whose full text starts with the prefix also starts with.
+pub(crate) fn readable_part_of_long_prefix(prefix: &str) -> Option<&str> {
+    (prefix.len() + 2 > KEPT_PREFIX).then(|| &prefix[..readable_len(prefix)])
 }
 
 /// Builds a [`Key`] from template text and escaped argument values.
