@@ -293,7 +293,9 @@ impl Cache {
     /// lease ahead of it. Such a lease was present for the whole first pass if the write-back
     /// comes during the second (so the first pass revoked it and the write-back is refused),
     /// and such a value is present for the whole second pass if the write-back came during the
-    /// first: after both, no value loaded before the call began is left.
+    /// first: after both, no value loaded before the call began is left. The second pass
+    /// leaves leases alone: any it finds were taken after the first pass began, by loads that
+    /// read the data after the call did.
     async fn remove_matching(&self, patterns: &[String]) -> Result<u64, Error> {
         let inner = &self.inner;
         let primaries = inner
@@ -301,10 +303,10 @@ impl Cache {
             .call(&inner.stats, "CLUSTER NODES", inner.conn.primaries())
             .await?;
         let mut removed = 0u64;
-        for _pass in 0..2 {
+        for leases_too in [true, false] {
             for pattern in patterns {
                 for node in &primaries {
-                    removed += self.remove_on_node(node, pattern).await?;
+                    removed += self.remove_on_node(node, pattern, leases_too).await?;
                 }
             }
         }
@@ -312,11 +314,12 @@ impl Cache {
     }
 
     /// One pass of `SCAN MATCH pattern` over one primary in batches of 500, unlinking what it
-    /// finds.
+    /// finds (leases only if `leases_too`).
     async fn remove_on_node(
         &self,
         node: &Option<(String, u16)>,
         pattern: &str,
+        leases_too: bool,
     ) -> Result<u64, Error> {
         let inner = &self.inner;
         let mut removed = 0u64;
@@ -330,8 +333,11 @@ impl Cache {
                 .arg(500);
             let scanned = inner.conn.on_node(node, scan);
             let reply = inner.guard.call(&inner.stats, "SCAN", scanned).await?;
-            let (next, keys): (u64, Vec<String>) =
+            let (next, mut keys): (u64, Vec<String>) =
                 redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
+            if !leases_too {
+                keys.retain(|key| !key.ends_with(":lease"));
+            }
             if !keys.is_empty() {
                 let unlinking = self.unlink_all(keys);
                 removed += inner.guard.call(&inner.stats, "UNLINK", unlinking).await?;

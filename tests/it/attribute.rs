@@ -275,7 +275,9 @@ async fn clear_wakes_the_waiters_of_the_leases_it_removes() {
         })
         .await
     );
-    assert_eq!(cache.clear().await.unwrap(), 1, "the lease");
+    // The lease; and the woken waiter's own value, if it stored it before clear's second pass.
+    let removed = cache.clear().await.unwrap();
+    assert!((1..=2).contains(&removed), "the lease: {removed}");
     let (value, waited) = waiter.await.unwrap();
     assert_eq!(value, Ok(1));
     assert!(
