@@ -50,7 +50,18 @@ pub(crate) struct Inner {
     pub(crate) stats: Counters,
     pub(crate) flights: Flights,
     pub(crate) wakeups: Wakeups,
+    /// Set by [`CacheBuilder::invalidate_replicas`].
+    replicated: Option<Replicated>,
     url: String,
+}
+
+/// Invalidations that wait for replicas: their own connection, since `WAIT` blocks the
+/// connection it is sent on (hits must not queue behind it) and counts that connection's
+/// writes.
+struct Replicated {
+    conn: Conn,
+    replicas: u32,
+    within: Duration,
 }
 
 impl fmt::Debug for Cache {
@@ -91,6 +102,7 @@ pub struct CacheBuilder {
     op_timeout: Duration,
     lock_ttl: Duration,
     max_load: Option<Duration>,
+    replicas: Option<(u32, Duration)>,
     breaker_threshold: u32,
     breaker_cooldown: Duration,
 }
@@ -107,6 +119,7 @@ impl fmt::Debug for CacheBuilder {
             .field("op_timeout", &self.op_timeout)
             .field("lock_ttl", &self.lock_ttl)
             .field("max_load", &self.max_load)
+            .field("replicas", &self.replicas)
             .field("breaker_threshold", &self.breaker_threshold)
             .field("breaker_cooldown", &self.breaker_cooldown)
             .finish()
@@ -126,6 +139,7 @@ impl Cache {
             op_timeout: Duration::from_millis(250),
             lock_ttl: Duration::from_secs(5),
             max_load: None,
+            replicas: None,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
         }
@@ -194,18 +208,49 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate(&self, key: &Key) -> Result<bool, Error> {
-        let keys = EntryKeys::new(&self.inner.namespace, key);
-        let mut conn = self.inner.conn.clone();
-        let removed = self
-            .inner
-            .guard
-            .call(
-                &self.inner.stats,
-                "invalidate",
-                lease::invalidate(&mut conn, &keys, self.inner.conn.publish_command()),
-            )
-            .await?;
+        let inner = &self.inner;
+        let keys = EntryKeys::new(&inner.namespace, key);
+        let publish = inner.conn.publish_command();
+        let removed = match &inner.replicated {
+            None => {
+                let mut conn = inner.conn.clone();
+                let op = lease::invalidate(&mut conn, &keys, publish);
+                inner.guard.call(&inner.stats, "invalidate", op).await?
+            }
+            Some(replicated) => self.invalidate_replicated(replicated, &keys).await?,
+        };
         tracing::debug!(key = %keys.value, removed, "invalidated");
+        Ok(removed)
+    }
+
+    /// The invalidation script, then `WAIT` on the same connection for the replicas.
+    async fn invalidate_replicated(
+        &self,
+        replicated: &Replicated,
+        keys: &EntryKeys,
+    ) -> Result<bool, Error> {
+        let inner = &self.inner;
+        let mut conn = replicated.conn.clone();
+        let publish = inner.conn.publish_command();
+        let removed = {
+            let op = lease::invalidate(&mut conn, keys, publish);
+            inner.guard.call(&inner.stats, "invalidate", op).await?
+        };
+        // Bounded by `within` on the server; not through the breaker: a slow replica is not
+        // an outage of this Redis.
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicated.replicas)
+            .arg(replicated.within.as_millis() as u64);
+        let bound = replicated.within + inner.guard.op_timeout();
+        let acknowledged: u32 = tokio::time::timeout(bound, wait.query_async(&mut conn))
+            .await
+            .map_err(|_| Error::Timeout(bound))??;
+        if acknowledged < replicated.replicas {
+            return Err(Error::NotReplicated {
+                acknowledged,
+                wanted: replicated.replicas,
+            });
+        }
         Ok(removed)
     }
 
@@ -441,6 +486,29 @@ impl CacheBuilder {
         self
     }
 
+    /// Makes every invalidation wait until `replicas` replicas have it (`WAIT`, for at most
+    /// `within`) and return [`Error::NotReplicated`] when they do not confirm in time. Off by
+    /// default: without it, an invalidation acknowledged by a primary that fails before
+    /// replicating it is lost, and the promoted replica serves the old value until its TTL.
+    /// With it, the writer learns of that window and can retry. What remains: a failover that
+    /// promotes a replica other than the ones that confirmed (ask for all of them), and
+    /// Redis's own asynchronous replication between the confirmation and a later write.
+    /// Single-node deployments (with replicas) only; a cluster returns a configuration error.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::builder("redis://127.0.0.1:6379")
+    ///     .invalidate_replicas(1, std::time::Duration::from_millis(200))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn invalidate_replicas(mut self, replicas: u32, within: Duration) -> Self {
+        self.replicas = Some((replicas, within));
+        self
+    }
+
     /// Consecutive failed Redis calls that open the circuit breaker (default 5). While it is
     /// open, calls skip Redis and run the loader.
     pub fn breaker_threshold(mut self, failures: u32) -> Self {
@@ -524,6 +592,7 @@ impl CacheBuilder {
         } else {
             self.single_connections(&invalid)?
         };
+        let replicated = self.replicated(&invalid)?;
         Ok(Cache {
             inner: Arc::new(Inner {
                 conn,
@@ -538,9 +607,49 @@ impl CacheBuilder {
                 stats: Counters::default(),
                 flights: Flights::default(),
                 wakeups,
+                replicated,
                 url: redacted.join(","),
             }),
         })
+    }
+
+    /// No retries inside the connection manager: a command during an outage fails at once (and
+    /// the next one tries to connect again) instead of waiting out a retry series.
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.op_timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(None)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(500))
+            .set_number_of_retries(0)
+    }
+
+    /// The connection of replica-acknowledged invalidations, if asked for.
+    fn replicated(
+        &self,
+        invalid: &impl Fn(&str, redis::RedisError) -> Error,
+    ) -> Result<Option<Replicated>, Error> {
+        let Some((replicas, within)) = self.replicas else {
+            return Ok(None);
+        };
+        if self.cluster {
+            return Err(Error::InvalidConfig(
+                "invalidate_replicas is not supported on a cluster yet".into(),
+            ));
+        }
+        if replicas == 0 || within.as_millis() == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "invalidate_replicas needs at least one replica and 1ms, got {replicas} and {within:?}"
+            )));
+        }
+        let url = &self.urls[0];
+        let client = self.client(url).map_err(|e| invalid(url, e))?;
+        let conn = ConnectionManager::new_lazy_with_config(client, self.manager_config())?;
+        Ok(Some(Replicated {
+            conn: Conn::Single(conn),
+            replicas,
+            within,
+        }))
     }
 
     /// One Redis: an auto-reconnecting multiplexed connection for commands and a RESP3 one for
@@ -551,14 +660,7 @@ impl CacheBuilder {
     ) -> Result<(Conn, Wakeups), Error> {
         let url = &self.urls[0];
         let client = self.client(url).map_err(|e| invalid(url, e))?;
-        // No retries inside the connection manager: a command during an outage fails at once
-        // (and the next one tries to connect again) instead of waiting out a retry series.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.op_timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(None)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500))
-            .set_number_of_retries(0);
+        let config = self.manager_config();
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
         let resp3_info = client.get_connection_info().clone();
         let resp3_redis = resp3_info

@@ -39,6 +39,16 @@ pub enum Error {
     Timeout(Duration),
     /// Recent Redis calls failed, so the circuit breaker is open and Redis is not being called.
     Unavailable,
+    /// The primary removed the entry, but fewer replicas than
+    /// [`CacheBuilder::invalidate_replicas`](crate::CacheBuilder::invalidate_replicas) asks for
+    /// confirmed it in time: if the primary fails now, a promoted replica may still serve the
+    /// entry (until its TTL). Retry, or treat the entry as possibly stale.
+    NotReplicated {
+        /// Replicas that confirmed.
+        acknowledged: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
 }
 
 impl fmt::Display for Error {
@@ -54,6 +64,13 @@ impl fmt::Display for Error {
             Error::Unavailable => {
                 f.write_str("redis is unavailable (circuit breaker open after repeated failures)")
             }
+            Error::NotReplicated {
+                acknowledged,
+                wanted,
+            } => write!(
+                f,
+                "the invalidation reached the primary, but only {acknowledged} of {wanted} replicas confirmed it in time; a failover may bring the entry back"
+            ),
         }
     }
 }

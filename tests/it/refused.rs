@@ -140,23 +140,7 @@ async fn readonly_from_a_replica() {
     // The entry is cached through the primary, then the cache talks to its replica, which
     // serves the replicated entry and refuses writes with READONLY.
     let _ = prepared(&primary.url(), &db).await;
-    let mut admin = replica.conn().await;
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(primary.port())
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let synced = cached_redis_tests::eventually(Duration::from_secs(10), || async {
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query_async(&mut admin.clone())
-            .await
-            .unwrap();
-        info.contains("master_link_status:up")
-    })
-    .await;
-    assert!(synced, "the replica caught up");
+    replica.replicate(primary.port()).await;
     let cache = Cache::builder(&replica.url())
         .namespace("refused")
         .op_timeout(Duration::from_secs(2))

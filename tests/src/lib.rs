@@ -240,6 +240,51 @@ impl RedisServer {
         }
     }
 
+    /// Stops the process (SIGSTOP): its port still accepts connections, which never answer, and
+    /// as a replica it stops acknowledging its primary.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Continues a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// Makes this server a replica of the primary on loopback `port` (the primary's, or a
+    /// proxy's in front of it) and waits until it has synced.
+    pub async fn replicate(&self, port: u16) {
+        let mut conn = self.conn().await;
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(port)
+            .query_async(&mut conn)
+            .await
+            .expect("REPLICAOF");
+        let synced = eventually(Duration::from_secs(10), || {
+            let mut conn = conn.clone();
+            async move {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                info.contains("master_link_status:up")
+            }
+        })
+        .await;
+        assert!(synced, "the replica synced with its primary");
+    }
+
     /// Starts the server again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();

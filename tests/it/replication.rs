@@ -1,0 +1,127 @@
+//! Invalidations that survive a failover: with `invalidate_replicas`, an invalidation waits for
+//! replicas to confirm it (`WAIT`) and returns `Err` when they do not in time, so the writer
+//! learns that a failover could bring the entry back. Without it, a primary that acknowledged
+//! the delete and died before replicating it leaves the promoted replica serving the old value.
+
+use std::time::Duration;
+
+use cached_redis::{Cache, Error, Key, Policy};
+use cached_redis_tests::{Proxy, RedisServer, get_raw};
+
+async fn cache_on(primary: &RedisServer, replicas: Option<u32>) -> Cache {
+    let builder = Cache::builder(&primary.url())
+        .namespace("repl")
+        .op_timeout(Duration::from_secs(2));
+    let builder = match replicas {
+        Some(n) => builder.invalidate_replicas(n, Duration::from_millis(300)),
+        None => builder,
+    };
+    builder.build().await.unwrap()
+}
+
+async fn store(cache: &Cache, key: &Key, value: &str) {
+    let policy = Policy::new("row", Duration::from_secs(60)).unwrap();
+    let value = value.to_owned();
+    let stored: Result<String, String> = cache.fetch(key, &policy, async move { Ok(value) }).await;
+    assert!(stored.is_ok());
+}
+
+/// Holds the replication stream, runs `invalidate` on the primary, kills the primary (its
+/// unsent stream dies with the proxy) and promotes the replica: returns what `invalidate` said
+/// and whether the promoted replica still has the entry.
+async fn invalidate_then_fail_over(with_wait: bool) -> (Result<bool, Error>, bool) {
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::start();
+    let link = Proxy::start(primary.port()).await;
+    replica.replicate(link.port()).await;
+    let cache = cache_on(&primary, with_wait.then_some(1)).await;
+    let key = Key::raw("row:1");
+    store(&cache, &key, "before the write").await;
+    if with_wait {
+        assert!(
+            cache.invalidate(&key).await.unwrap(),
+            "confirmed by the replica"
+        );
+        store(&cache, &key, "before the write").await;
+    }
+    // Let the stored entry reach the replica, then cut it off and invalidate.
+    let mut on_replica = replica.conn().await;
+    let entry = cache.redis_key(&key);
+    assert!(
+        cached_redis_tests::eventually(Duration::from_secs(5), || async {
+            get_raw(&mut on_replica.clone(), &entry).await.is_some()
+        })
+        .await
+    );
+    link.hold_replies(0);
+    let said = cache.invalidate(&key).await;
+    primary.kill();
+    drop(link);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut on_replica)
+        .await
+        .unwrap();
+    let survived = get_raw(&mut on_replica, &entry).await.is_some();
+    (said, survived)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_waiting_a_lost_invalidation_looks_like_success() {
+    let (said, survived) = invalidate_then_fail_over(false).await;
+    assert!(matches!(said, Ok(true)), "{said:?}");
+    assert!(
+        survived,
+        "the promoted replica serves the entry the writer thinks is gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_replicas_tells_the_writer_of_the_window() {
+    let (said, survived) = invalidate_then_fail_over(true).await;
+    assert!(
+        matches!(
+            said,
+            Err(Error::NotReplicated {
+                acknowledged: 0,
+                wanted: 1
+            })
+        ),
+        "the writer is told: {said:?}"
+    );
+    assert!(survived, "as it was told, the entry may come back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_does_not_hold_up_hits() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    replica.replicate(primary.port()).await;
+    let cache = cache_on(&primary, Some(1)).await;
+    let (hot, cold) = (Key::raw("row:hot"), Key::raw("row:cold"));
+    store(&cache, &hot, "hot").await;
+    store(&cache, &cold, "cold").await;
+    replica.pause();
+    let invalidation = {
+        let (cache, cold) = (cache.clone(), cold.clone());
+        tokio::spawn(async move { cache.invalidate(&cold).await })
+    };
+    // While the invalidation waits for the stopped replica, hits are answered.
+    let started = std::time::Instant::now();
+    store(&cache, &hot, "hot").await;
+    let hit_took = started.elapsed();
+    assert_eq!(cache.stats().hits, 1);
+    assert!(
+        matches!(
+            invalidation.await.unwrap(),
+            Err(Error::NotReplicated { .. })
+        ),
+        "the replica never confirmed"
+    );
+    assert!(
+        hit_took < Duration::from_millis(300),
+        "the hit did not queue behind WAIT: {hit_took:?}"
+    );
+    replica.resume();
+}
