@@ -82,13 +82,7 @@ impl Policy {
 
     /// Overrides the cache's lease TTL (how long one loader may hold the key's lock).
     pub fn with_lock_ttl(mut self, lock_ttl: Duration) -> Result<Policy, Error> {
-        if lock_ttl.as_millis() == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "lock_ttl of `{}` must be at least 1ms",
-                self.name
-            )));
-        }
-        self.lock_ttl = Some(lock_ttl);
+        self.lock_ttl = Some(self.at_least_1ms("lock_ttl", lock_ttl)?);
         Ok(self)
     }
 
@@ -105,26 +99,25 @@ impl Policy {
     /// assert_eq!(policy.max_load(), Some(Duration::from_secs(120)));
     /// ```
     pub fn with_max_load(mut self, max_load: Duration) -> Result<Policy, Error> {
-        if max_load.as_millis() == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "max_load of `{}` must be at least 1ms",
-                self.name
-            )));
-        }
-        self.max_load = Some(max_load);
+        self.max_load = Some(self.at_least_1ms("max_load", max_load)?);
         Ok(self)
     }
 
     /// Caches `None` results for `none_ttl` (only meaningful for `Option` results).
     pub fn with_none_ttl(mut self, none_ttl: Duration) -> Result<Policy, Error> {
-        if none_ttl.as_millis() == 0 {
+        self.none_ttl = Some(self.at_least_1ms("none_ttl", none_ttl)?);
+        Ok(self)
+    }
+
+    /// `value` if it is at least a millisecond, else an error naming the option.
+    fn at_least_1ms(&self, option: &str, value: Duration) -> Result<Duration, Error> {
+        if value.as_millis() == 0 {
             return Err(Error::InvalidConfig(format!(
-                "none_ttl of `{}` must be at least 1ms",
+                "{option} of `{}` must be at least 1ms",
                 self.name
             )));
         }
-        self.none_ttl = Some(none_ttl);
-        Ok(self)
+        Ok(value)
     }
 
     /// Builds a policy the attribute has already validated at compile time.
