@@ -18,7 +18,7 @@ use crate::wake::Wakeups;
 use crate::{Error, Key};
 
 /// A handle to a Redis-backed cache: cheap to clone, shared by every cached function that uses
-/// it. Inside is one auto-reconnecting multiplexed connection for commands and one for waiter
+/// it. Inside are auto-reconnecting multiplexed connections for reads, for writes and for waiter
 /// wake-ups.
 ///
 /// ```no_run
@@ -41,7 +41,11 @@ pub struct Cache {
 }
 
 pub(crate) struct Inner {
-    pub(crate) conn: Conn,
+    /// Reads (GET, SCAN, PING) and writes (the lease scripts, invalidations) go over
+    /// connections of their own: Redis runs one connection's commands in order, so a write
+    /// held by a failover's `CLIENT PAUSE ... WRITE` would hold up every hit behind it.
+    pub(crate) reads: Conn,
+    pub(crate) writes: Conn,
     pub(crate) namespace: String,
     pub(crate) lock_ttl: Duration,
     /// The bound on one load; `None`: three lease TTLs.
@@ -210,12 +214,12 @@ impl Cache {
     pub async fn invalidate(&self, key: &Key) -> Result<bool, Error> {
         let inner = &self.inner;
         let keys = EntryKeys::new(&inner.namespace, key);
-        let publish = inner.conn.publish_command();
+        let publish = inner.writes.publish_command();
         let removed = match &inner.replicated {
             None => {
-                let mut conn = inner.conn.clone();
+                let mut conn = inner.writes.clone();
                 let op = lease::invalidate(&mut conn, &keys, publish);
-                inner.guard.call(&inner.stats, "invalidate", op).await?
+                inner.guard.write(&inner.stats, "invalidate", op).await?
             }
             Some(replicated) => self.invalidate_replicated(replicated, &keys).await?,
         };
@@ -231,10 +235,10 @@ impl Cache {
     ) -> Result<bool, Error> {
         let inner = &self.inner;
         let mut conn = replicated.conn.clone();
-        let publish = inner.conn.publish_command();
+        let publish = inner.writes.publish_command();
         let removed = {
             let op = lease::invalidate(&mut conn, keys, publish);
-            inner.guard.call(&inner.stats, "invalidate", op).await?
+            inner.guard.write(&inner.stats, "invalidate", op).await?
         };
         // Bounded by `within` on the server; not through the breaker: a slow replica is not
         // an outage of this Redis.
@@ -265,11 +269,11 @@ impl Cache {
     pub async fn ping(&self) -> Result<Duration, Error> {
         let inner = &self.inner;
         let started = std::time::Instant::now();
-        let mut conn = inner.conn.clone();
+        let mut conn = inner.reads.clone();
         let ping = redis::cmd("PING");
         inner
             .guard
-            .call(&inner.stats, "PING", ping.query_async::<String>(&mut conn))
+            .read(&inner.stats, "PING", ping.query_async::<String>(&mut conn))
             .await?;
         Ok(started.elapsed())
     }
@@ -286,12 +290,12 @@ impl Cache {
     /// ```
     pub async fn ttl(&self, key: &Key) -> Result<Option<Duration>, Error> {
         let inner = &self.inner;
-        let mut conn = inner.conn.clone();
+        let mut conn = inner.reads.clone();
         let mut pttl = redis::cmd("PTTL");
         pttl.arg(lease::value_key(&inner.namespace, key));
         let millis = inner
             .guard
-            .call(&inner.stats, "PTTL", pttl.query_async::<i64>(&mut conn))
+            .read(&inner.stats, "PTTL", pttl.query_async::<i64>(&mut conn))
             .await?;
         Ok(u64::try_from(millis).ok().map(Duration::from_millis))
     }
@@ -345,7 +349,7 @@ impl Cache {
         let inner = &self.inner;
         let primaries = inner
             .guard
-            .call(&inner.stats, "CLUSTER NODES", inner.conn.primaries())
+            .read(&inner.stats, "CLUSTER NODES", inner.reads.primaries())
             .await?;
         let mut removed = 0u64;
         for leases_too in [true, false] {
@@ -376,8 +380,8 @@ impl Cache {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(500);
-            let scanned = inner.conn.on_node(node, scan);
-            let reply = inner.guard.call(&inner.stats, "SCAN", scanned).await?;
+            let scanned = inner.reads.on_node(node, scan);
+            let reply = inner.guard.read(&inner.stats, "SCAN", scanned).await?;
             let (next, mut keys): (u64, Vec<String>) =
                 redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
             if !leases_too {
@@ -385,7 +389,7 @@ impl Cache {
             }
             if !keys.is_empty() {
                 let unlinking = self.unlink_all(keys);
-                removed += inner.guard.call(&inner.stats, "UNLINK", unlinking).await?;
+                removed += inner.guard.write(&inner.stats, "UNLINK", unlinking).await?;
             }
             if next == 0 {
                 return Ok(removed);
@@ -400,7 +404,7 @@ impl Cache {
     async fn unlink_all(&self, keys: Vec<String>) -> redis::RedisResult<u64> {
         let mut unlinks = tokio::task::JoinSet::new();
         for key in keys {
-            let mut conn = self.inner.conn.clone();
+            let mut conn = self.inner.writes.clone();
             unlinks.spawn(async move {
                 let removed: u64 = redis::cmd("UNLINK")
                     .arg(&key)
@@ -587,7 +591,7 @@ impl CacheBuilder {
                 )));
             }
         }
-        let (conn, wakeups) = if self.cluster {
+        let (reads, writes, wakeups) = if self.cluster {
             self.cluster_connections(&invalid)?
         } else {
             self.single_connections(&invalid)?
@@ -595,7 +599,8 @@ impl CacheBuilder {
         let replicated = self.replicated(&invalid)?;
         Ok(Cache {
             inner: Arc::new(Inner {
-                conn,
+                reads,
+                writes,
                 namespace: self.namespace,
                 lock_ttl: self.lock_ttl,
                 max_load: self.max_load,
@@ -652,12 +657,12 @@ impl CacheBuilder {
         }))
     }
 
-    /// One Redis: an auto-reconnecting multiplexed connection for commands and a RESP3 one for
-    /// wake-ups.
+    /// One Redis: auto-reconnecting multiplexed connections for reads and for writes, and a
+    /// RESP3 one for wake-ups.
     fn single_connections(
         &self,
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
-    ) -> Result<(Conn, Wakeups), Error> {
+    ) -> Result<(Conn, Conn, Wakeups), Error> {
         let url = &self.urls[0];
         let client = self.client(url).map_err(|e| invalid(url, e))?;
         let config = self.manager_config();
@@ -672,15 +677,16 @@ impl CacheBuilder {
             let config = config.set_push_sender(push).set_automatic_resubscription();
             ConnectionManager::new_lazy_with_config(pubsub_client, config).map(Conn::Single)
         })?;
-        Ok((Conn::Single(conn), wakeups))
+        let writes = ConnectionManager::new_lazy_with_config(client, self.manager_config())?;
+        Ok((Conn::Single(conn), Conn::Single(writes), wakeups))
     }
 
-    /// A cluster: redis-rs's cluster client for commands, and a RESP3 one for sharded
-    /// wake-ups, both connected on first use.
+    /// A cluster: redis-rs's cluster client for reads and for writes (each its own
+    /// connections), and a RESP3 one for sharded wake-ups, all connected on first use.
     fn cluster_connections(
         &self,
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
-    ) -> Result<(Conn, Wakeups), Error> {
+    ) -> Result<(Conn, Conn, Wakeups), Error> {
         #[cfg(feature = "tls")]
         if self.tls_root_cert.is_some() {
             return Err(Error::InvalidConfig(
@@ -707,6 +713,7 @@ impl CacheBuilder {
                 .build()
                 .map(|client| Conn::Cluster(LazyCluster::new(client)))
         })?;
-        Ok((Conn::Cluster(LazyCluster::new(client)), wakeups))
+        let writes = Conn::Cluster(LazyCluster::new(client.clone()));
+        Ok((Conn::Cluster(LazyCluster::new(client)), writes, wakeups))
     }
 }

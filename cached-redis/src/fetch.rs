@@ -175,11 +175,11 @@ impl Cache {
     /// The first, uncoalesced GET.
     async fn read<T: CacheValue>(&self, value_key: &str) -> Read<T> {
         let inner = &self.inner;
-        let mut conn = inner.conn.clone();
+        let mut conn = inner.reads.clone();
         let mut get = redis::cmd("GET");
         get.arg(value_key);
         let get = get.query_async::<Option<Vec<u8>>>(&mut conn);
-        match inner.guard.call(&inner.stats, "GET", get).await {
+        match inner.guard.read(&inner.stats, "GET", get).await {
             Ok(None) => Read::Miss { corrupt: None },
             Ok(Some(bytes)) => match codec::decode(&bytes) {
                 Ok(value) => Read::Hit(value),
@@ -407,13 +407,13 @@ impl Cache {
         let mut subscription = None;
         let mut waited = false;
         loop {
-            let mut conn = inner.conn.clone();
+            let mut conn = inner.writes.clone();
             let acquire =
                 lease::acquire(&mut conn, keys, &claim.token, lock_ms, corrupt.as_deref());
             claim.armed = true;
             // A value in the reply is fresh for the callers that joined before it was asked for.
             let joined = leader.joined();
-            let reply = inner.guard.call(&inner.stats, "acquire", acquire).await;
+            let reply = inner.guard.write(&inner.stats, "acquire", acquire).await;
             // After an error the outcome is unknown: stay armed so the claim is released.
             claim.armed = matches!(reply, Ok(Acquire::Leased) | Err(_));
             match reply {
@@ -492,9 +492,9 @@ impl LeaseGuard {
             while tokio::time::Instant::now() + every <= until {
                 tokio::time::sleep(every).await;
                 let inner = &self.cache.inner;
-                let mut conn = inner.conn.clone();
+                let mut conn = inner.writes.clone();
                 let op = lease::renew(&mut conn, &self.keys, &self.token, self.lock_ms);
-                if let Ok(false) = inner.guard.call(&inner.stats, "renew", op).await {
+                if let Ok(false) = inner.guard.write(&inner.stats, "renew", op).await {
                     tracing::warn!(
                         key = %self.keys.value,
                         "lease lost while loading (revoked by an invalidation, or expired): another load may run; this one will not be stored"
@@ -516,10 +516,10 @@ impl LeaseGuard {
     /// refused), waking waiters so they take over now.
     async fn let_go(&self) {
         let inner = &self.cache.inner;
-        let mut conn = inner.conn.clone();
-        let publish = inner.conn.publish_command();
+        let mut conn = inner.writes.clone();
+        let publish = inner.writes.publish_command();
         let op = lease::release(&mut conn, &self.keys, &self.token, publish);
-        let _ = inner.guard.call(&inner.stats, "release", op).await;
+        let _ = inner.guard.write(&inner.stats, "release", op).await;
     }
 
     /// Stores the value if the lease is still ours: `Some(true)` stored, `Some(false)` revoked,
@@ -527,10 +527,10 @@ impl LeaseGuard {
     /// mid-call (or a failed call) still releases the lease.
     async fn write_back(mut self, bytes: &[u8], ttl_ms: u64) -> Option<bool> {
         let inner = &self.cache.inner;
-        let mut conn = inner.conn.clone();
-        let publish = inner.conn.publish_command();
+        let mut conn = inner.writes.clone();
+        let publish = inner.writes.publish_command();
         let op = lease::write_back(&mut conn, &self.keys, &self.token, bytes, ttl_ms, publish);
-        let stored = inner.guard.call(&inner.stats, "write-back", op).await.ok();
+        let stored = inner.guard.write(&inner.stats, "write-back", op).await.ok();
         self.armed = stored.is_none();
         stored
     }
@@ -538,14 +538,14 @@ impl LeaseGuard {
     /// Lets the lease go: `Some(true)` it was still ours, `Some(false)` revoked, `None` unknown.
     async fn release(mut self) -> Option<bool> {
         let inner = &self.cache.inner;
-        let mut conn = inner.conn.clone();
+        let mut conn = inner.writes.clone();
         let op = lease::release(
             &mut conn,
             &self.keys,
             &self.token,
-            inner.conn.publish_command(),
+            inner.writes.publish_command(),
         );
-        let released = inner.guard.call(&inner.stats, "release", op).await.ok();
+        let released = inner.guard.write(&inner.stats, "release", op).await.ok();
         self.armed = released.is_none();
         released
     }
@@ -564,9 +564,9 @@ impl Drop for LeaseGuard {
         let token = std::mem::take(&mut self.token);
         runtime.spawn(async move {
             let inner = &cache.inner;
-            let mut conn = inner.conn.clone();
-            let op = lease::release(&mut conn, &keys, &token, inner.conn.publish_command());
-            let _ = inner.guard.call(&inner.stats, "release", op).await;
+            let mut conn = inner.writes.clone();
+            let op = lease::release(&mut conn, &keys, &token, inner.writes.publish_command());
+            let _ = inner.guard.write(&inner.stats, "release", op).await;
         });
     }
 }

@@ -1,8 +1,8 @@
-//! The fail-open guard around every Redis call: a timeout, the circuit breaker and
-//! rate-limited warnings.
+//! The fail-open guard around every Redis call: a timeout, two circuit breakers (one for reads,
+//! one for writes) and rate-limited warnings.
 //!
-//! Timeouts, refused or dropped connections count as outages for the [`Breaker`]. Errors Redis
-//! *answers* with (a wrong type, say) are not outages and do not count.
+//! Timeouts, refused or dropped connections count as outages for the call's [`Breaker`].
+//! Errors Redis *answers* with (a wrong type, say) are not outages and do not count.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -16,7 +16,8 @@ use crate::stats::{Counters, bump};
 #[derive(Debug)]
 pub(crate) struct Guard {
     op_timeout: Duration,
-    breaker: Breaker,
+    reads: Breaker,
+    writes: Breaker,
     last_warning: Mutex<Option<Instant>>,
     suppressed_warnings: AtomicU64,
 }
@@ -28,7 +29,8 @@ impl Guard {
     pub(crate) fn new(op_timeout: Duration, threshold: u32, cooldown: Duration) -> Guard {
         Guard {
             op_timeout,
-            breaker: Breaker::new(threshold, cooldown),
+            reads: Breaker::new(threshold, cooldown),
+            writes: Breaker::new(threshold, cooldown),
             last_warning: Mutex::new(None),
             suppressed_warnings: AtomicU64::new(0),
         }
@@ -38,20 +40,44 @@ impl Guard {
         self.op_timeout
     }
 
-    /// Whether the breaker is open right now (without claiming a probe).
+    /// Whether the read breaker is open right now (without claiming a probe).
     #[cfg(test)]
     pub(crate) fn is_open(&self) -> bool {
-        self.breaker.is_open()
+        self.reads.is_open()
     }
 
-    /// Runs one Redis call under the timeout and the breaker.
-    pub(crate) async fn call<T>(
+    /// Runs a Redis call that only reads (a GET, a SCAN, a PING) under the timeout and the
+    /// read breaker.
+    pub(crate) async fn read<T>(
         &self,
         stats: &Counters,
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
-        let Some(pass) = self.breaker.admit() else {
+        self.through(&self.reads, stats, what, op).await
+    }
+
+    /// Runs a Redis call that writes (a lease script, an invalidation) under the timeout and
+    /// the write breaker. Writes have a breaker of their own because Redis can stop them
+    /// alone: a failover's `CLIENT PAUSE ... WRITE` holds every write for seconds while reads
+    /// are served, and that must not stop hits.
+    pub(crate) async fn write<T>(
+        &self,
+        stats: &Counters,
+        what: &'static str,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
+        self.through(&self.writes, stats, what, op).await
+    }
+
+    async fn through<T>(
+        &self,
+        breaker: &Breaker,
+        stats: &Counters,
+        what: &'static str,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
+        let Some(pass) = breaker.admit() else {
             return Err(Error::Unavailable);
         };
         let result = self.bounded(stats, what, op).await;
@@ -153,13 +179,13 @@ mod tests {
         let guard = Guard::new(Duration::from_millis(50), 3, Duration::from_millis(40));
         let stats = Counters::default();
         for _ in 0..3 {
-            let r: Result<(), _> = guard.call(&stats, "t", async { Err(io_error()) }).await;
+            let r: Result<(), _> = guard.read(&stats, "t", async { Err(io_error()) }).await;
             assert!(matches!(r, Err(Error::Redis(_))));
         }
         assert!(guard.is_open());
         let mut ran = false;
         let r = guard
-            .call(&stats, "t", async {
+            .read(&stats, "t", async {
                 ran = true;
                 Ok(())
             })
@@ -170,7 +196,7 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
         guard
-            .call(&stats, "t", async { Ok(()) })
+            .read(&stats, "t", async { Ok(()) })
             .await
             .expect("the probe goes through");
         assert!(!guard.is_open(), "a successful probe closes the breaker");
@@ -188,13 +214,13 @@ mod tests {
             .into();
         for _ in 0..3 {
             let _ = guard
-                .call(&stats, "t", async { Err::<(), _>(answered.clone()) })
+                .read(&stats, "t", async { Err::<(), _>(answered.clone()) })
                 .await;
         }
         assert!(!guard.is_open());
         for _ in 0..2 {
             let r = guard
-                .call(
+                .read(
                     &stats,
                     "t",
                     std::future::pending::<redis::RedisResult<()>>(),

@@ -150,3 +150,89 @@ async fn readonly_from_a_replica() {
     reads_go_on_and_a_stampede_loads_once(&cache, &db, "READONLY").await;
     assert!(cache.invalidate(&Key::raw("hot")).await.is_err());
 }
+
+/// Item 7 of the cluster issue, on one Redis: a failover's `CLIENT PAUSE ... WRITE` holds
+/// every write (the lease scripts among them) while reads are served. The write path's
+/// timeouts must not stop hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_pause_is_not_an_outage_for_reads() {
+    let server = RedisServer::start();
+    let op_timeout = Duration::from_millis(200);
+    let cache = Cache::builder(&server.url())
+        .namespace("paused-writes")
+        .op_timeout(op_timeout)
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let db = Arc::new(Db::default());
+    let hot: Vec<String> = (0..50).map(|i| format!("hot:{i}")).collect();
+    for key in &hot {
+        let policy = Policy::new("row", Duration::from_secs(60)).unwrap();
+        let cached: Result<u64, String> = cache
+            .fetch(&Key::raw(key.as_str()), &policy, async { Ok(0) })
+            .await;
+        assert_eq!(cached, Ok(0));
+    }
+    let mut admin = server.conn().await;
+    let pause = Duration::from_millis(1500);
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause.as_millis() as u64)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let paused_at = Instant::now();
+    let readers: Vec<_> = (0..8u64)
+        .map(|r| {
+            let (cache, db, hot) = (cache.clone(), db.clone(), hot.clone());
+            tokio::spawn(async move {
+                let (mut hot_reads, mut slowest) = (0u64, Duration::ZERO);
+                let mut n = r;
+                while paused_at.elapsed() < pause - Duration::from_millis(300) {
+                    let key = if n % 4 == 0 {
+                        format!("cold:{r}:{n}")
+                    } else {
+                        hot[(n % 50) as usize].clone()
+                    };
+                    hot_reads += u64::from(n % 4 != 0);
+                    let started = Instant::now();
+                    let policy = Policy::new("row", Duration::from_secs(60)).unwrap();
+                    let db = db.clone();
+                    let loader = async move {
+                        db.loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        Ok::<u64, String>(0)
+                    };
+                    assert_eq!(cache.fetch(&Key::raw(key), &policy, loader).await, Ok(0));
+                    slowest = slowest.max(started.elapsed());
+                    n += 8;
+                }
+                (hot_reads, slowest)
+            })
+        })
+        .collect();
+    let (mut hot_reads, mut slowest) = (0, Duration::ZERO);
+    for reader in readers {
+        let (reads, slow) = reader.await.unwrap();
+        hot_reads += reads;
+        slowest = slowest.max(slow);
+    }
+    let stats = cache.stats();
+    println!(
+        "writes paused: {hot_reads} reads of cached keys, {} hits, slowest call {slowest:?}, {} loads of cold keys",
+        stats.hits,
+        db.loads.load(Ordering::SeqCst)
+    );
+    assert!(hot_reads > 50, "the readers ran: {hot_reads}");
+    assert_eq!(
+        stats.hits, hot_reads,
+        "every read of a cached key was a hit: {stats:?}"
+    );
+    assert!(
+        slowest < op_timeout + Duration::from_millis(500),
+        "bounded by op_timeout plus the loader: {slowest:?}"
+    );
+}

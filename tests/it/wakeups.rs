@@ -31,12 +31,13 @@ fn read(cache: &Cache, key: &Key, version: u64) -> tokio::task::JoinHandle<Resul
     })
 }
 
-/// Makes the cache's subscriber connection (the proxy's second) exist, by one full wait.
+/// Makes the cache's subscriber connection exist, by one full wait, and returns its index
+/// among the proxy's connections (the last one the wait opened: reads, writes, then it).
 async fn warm_subscriber(
     cache: &Cache,
     proxy: &Proxy,
     admin: &mut redis::aio::MultiplexedConnection,
-) {
+) -> usize {
     assert!(cache.ping().await.is_ok());
     let key = Key::raw("warm");
     let lease = format!("{}:lease", cache.redis_key(&key));
@@ -61,7 +62,8 @@ async fn warm_subscriber(
         .await
         .unwrap();
     assert_eq!(waiter.await.unwrap(), Ok(0));
-    assert_eq!(proxy.connections(), 2, "commands, then the subscriber");
+    assert_eq!(proxy.connections(), 3, "reads, writes, then the subscriber");
+    2
 }
 
 /// Item 7 of the hardening issue.
@@ -72,8 +74,8 @@ async fn waiters_never_queue_behind_a_black_holed_subscriber_connection() {
     let op_timeout = Duration::from_millis(800);
     let cache = cache_via(&proxy, op_timeout).await;
     let mut admin = server.conn().await;
-    warm_subscriber(&cache, &proxy, &mut admin).await;
-    proxy.hold_replies(1);
+    let subscriber = warm_subscriber(&cache, &proxy, &mut admin).await;
+    proxy.hold_replies(subscriber);
 
     // Ten keys whose leases another process holds for 1.5 s more and never renews.
     let lease_ms = 1_500;
@@ -198,9 +200,9 @@ async fn waiters_cancelled_mid_subscribe_leave_no_subscription_on_the_server() {
     let proxy = Proxy::start(server.port()).await;
     let cache = cache_via(&proxy, Duration::from_secs(5)).await;
     let mut admin = server.conn().await;
-    warm_subscriber(&cache, &proxy, &mut admin).await;
+    let subscriber = warm_subscriber(&cache, &proxy, &mut admin).await;
     // The subscriber's replies are held: each SUBSCRIBE reaches Redis, its reply does not.
-    proxy.hold_replies(1);
+    proxy.hold_replies(subscriber);
 
     let keys: Vec<Key> = (0..20)
         .map(|i| Key::raw(format!("cancelled:{i}")))
@@ -236,7 +238,7 @@ async fn waiters_cancelled_mid_subscribe_leave_no_subscription_on_the_server() {
     for waiter in waiters {
         assert!(waiter.await.unwrap_err().is_cancelled());
     }
-    proxy.release_replies(1);
+    proxy.release_replies(subscriber);
     let settled = eventually(Duration::from_secs(5), || async {
         let mut admin = admin.clone();
         for channel in &channels {
