@@ -10,22 +10,70 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
-/// A cluster connection made on first use; a failed attempt is retried by the next call. It
-/// follows slot moves and failovers by itself (a node answering `MOVED` makes it re-read the
-/// slot map).
+/// A cluster connection made on first use. The connecting runs in a task of its own, retried
+/// until it succeeds, and callers wait for it within their own deadline: making it inside a
+/// caller's bounded call would start it over at every call, and a discovery slower than one
+/// `op_timeout` (a hung node among the seeds costs its connection timeout) would never finish.
+/// Once made, it follows slot moves and failovers by itself (a node answering `MOVED` makes it
+/// re-read the slot map).
 #[derive(Clone)]
-pub(crate) struct LazyCluster(Arc<(ClusterClient, OnceCell<ClusterConnection>)>);
+pub(crate) struct LazyCluster(Arc<Connecting>);
+
+struct Connecting {
+    client: ClusterClient,
+    conn: OnceCell<ClusterConnection>,
+    started: std::sync::atomic::AtomicBool,
+    made: tokio::sync::Notify,
+}
+
+/// The pause between two failed attempts to connect to a cluster.
+const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl LazyCluster {
     pub(crate) fn new(client: ClusterClient) -> LazyCluster {
-        LazyCluster(Arc::new((client, OnceCell::new())))
+        LazyCluster(Arc::new(Connecting {
+            client,
+            conn: OnceCell::new(),
+            started: std::sync::atomic::AtomicBool::new(false),
+            made: tokio::sync::Notify::new(),
+        }))
     }
 
+    /// The connection, once made; waits for it (callers bound the wait).
     pub(crate) async fn get(&self) -> RedisResult<ClusterConnection> {
-        let (client, conn) = &*self.0;
-        conn.get_or_try_init(|| client.get_async_connection())
-            .await
-            .cloned()
+        let inner = &self.0;
+        loop {
+            let made = inner.made.notified();
+            if let Some(conn) = inner.conn.get() {
+                return Ok(conn.clone());
+            }
+            if !inner
+                .started
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                tokio::spawn(connect(Arc::downgrade(inner)));
+            }
+            made.await;
+        }
+    }
+}
+
+/// Connects until it succeeds, or until the cache is dropped.
+async fn connect(connecting: std::sync::Weak<Connecting>) {
+    loop {
+        let Some(inner) = connecting.upgrade() else {
+            return;
+        };
+        match inner.client.get_async_connection().await {
+            Ok(conn) => {
+                let _ = inner.conn.set(conn);
+                inner.made.notify_waiters();
+                return;
+            }
+            Err(error) => tracing::debug!(%error, "cluster not reachable yet; retrying"),
+        }
+        drop(inner);
+        tokio::time::sleep(RECONNECT_EVERY).await;
     }
 }
 

@@ -520,6 +520,40 @@ impl RedisCluster {
         }
     }
 
+    /// The running primary that holds `key`, if any does.
+    pub fn primary_holding(&self, key: &str) -> Option<u16> {
+        self.primaries()
+            .into_iter()
+            .find(|port| cli(*port, &["EXISTS", key]).trim() == "1")
+    }
+
+    /// The running replica of the primary on `port`.
+    pub fn replica_of(&self, port: u16) -> Option<u16> {
+        let id = cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some() && n.port() != port)
+            .map(RedisServer::port)
+            .find(|p| {
+                cli(*p, &["CLUSTER", "NODES"])
+                    .lines()
+                    .any(|l| l.contains("myself") && l.contains(&id))
+            })
+    }
+
+    /// The node on `port`, to pause, resume or kill.
+    pub fn node(&self, port: u16) -> &RedisServer {
+        self.nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .expect("a node of this cluster")
+    }
+
+    /// Runs `redis-cli -p <port> <args>` against a node and returns its output.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli(port, args)
+    }
+
     /// The number of keys on the node at `port`.
     pub fn dbsize(&self, port: u16) -> u64 {
         cli(port, &["DBSIZE"]).trim().parse().unwrap_or(0)
@@ -572,6 +606,8 @@ fn cli(port: u16, args: &[&str]) -> String {
 pub struct Stampede {
     /// Loader runs, summed over the processes.
     pub loads: u64,
+    /// Loader runs in each process.
+    pub loads_per_process: Vec<u64>,
     /// Every caller's latency from the common start, in milliseconds, sorted.
     pub latencies_ms: Vec<f64>,
 }
@@ -618,6 +654,7 @@ pub async fn stampede_in_processes(
     }
     let mut stampede = Stampede {
         loads: 0,
+        loads_per_process: Vec::new(),
         latencies_ms: Vec::new(),
     };
     for (mut process, mut lines) in children {
@@ -631,7 +668,9 @@ pub async fn stampede_in_processes(
             report["values_ok"], true,
             "a caller got a wrong value: {report}"
         );
-        stampede.loads += report["loads"].as_u64().expect("loads");
+        let loads = report["loads"].as_u64().expect("loads");
+        stampede.loads += loads;
+        stampede.loads_per_process.push(loads);
         let latencies = report["latencies_ms"].as_array().expect("latencies");
         stampede
             .latencies_ms

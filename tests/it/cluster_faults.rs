@@ -1,0 +1,215 @@
+//! What real cluster deployments do to a cache (the cluster issue): a primary SIGKILLed during a
+//! stampede, a graceful failover while a waiter waits, a service invalidating through a
+//! failover, and a hung node among the seeds. Each test starts its own three-primary,
+//! three-replica cluster (`cluster-node-timeout` 1000 ms) and waits on `CLUSTER INFO`
+//! conditions, never on fixed sleeps.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cached_redis::{Cache, Key, Policy};
+use cached_redis_tests::{RedisCluster, eventually, stampede_in_processes};
+
+fn cluster_cache(urls: &[String], namespace: &str) -> cached_redis::CacheBuilder {
+    Cache::cluster_builder(&urls.iter().map(String::as_str).collect::<Vec<_>>())
+        .namespace(namespace)
+        .op_timeout(Duration::from_millis(500))
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_millis(300))
+}
+
+fn policy() -> Policy {
+    Policy::new("row", Duration::from_secs(60)).unwrap()
+}
+
+async fn read(cache: &Cache, key: &Key, value: &str) -> Result<String, String> {
+    let value = value.to_owned();
+    cache.fetch(key, &policy(), async move { Ok(value) }).await
+}
+
+/// Item 2: 30 callers of one cold key in 3 processes, the key's primary SIGKILLed while the
+/// 400 ms load runs. At most one load per process, every caller answered within 3 s of the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_survives_its_primary_dying() {
+    let mut cluster = RedisCluster::start();
+    let urls = cluster.urls().join(",");
+    let child = env!("CARGO_BIN_EXE_cached-redis-child");
+    let stampede = tokio::spawn(async move {
+        stampede_in_processes(child, &urls, "cl-kill", 21, (3, 10, 400)).await
+    });
+    let lease = "cl-kill:{shared:21}:lease";
+    let mut holder = None;
+    let found = eventually(Duration::from_secs(10), || {
+        holder = cluster.primary_holding(lease);
+        std::future::ready(holder.is_some())
+    })
+    .await;
+    assert!(found, "a child took the lease");
+    let killed_at = Instant::now();
+    cluster.kill(holder.unwrap());
+    let stampede = stampede.await.unwrap();
+    let answered = killed_at.elapsed();
+    println!(
+        "cluster stampede, primary killed mid-load: loads per process {:?}, all answered {answered:?} after the kill",
+        stampede.loads_per_process
+    );
+    assert!(
+        stampede.loads_per_process.iter().all(|&n| n <= 1),
+        "at most one load per process: {:?}",
+        stampede.loads_per_process
+    );
+    assert!(answered < Duration::from_secs(3), "{answered:?}");
+}
+
+/// Item 1: a caller waiting on another process's load is woken within 1 s of the store when the
+/// entry's primary failed over (gracefully, `CLUSTER FAILOVER` on its replica) in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_is_woken_after_its_slot_failed_over() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let holder = cluster_cache(&urls, "cl-wake").build().await.unwrap();
+    let waiter = cluster_cache(&urls, "cl-wake").build().await.unwrap();
+    let key = Key::raw("wake:1");
+    let release = Arc::new(tokio::sync::Notify::new());
+    let load = {
+        let (holder, key, release) = (holder.clone(), key.clone(), release.clone());
+        tokio::spawn(async move {
+            let loader = async move {
+                release.notified().await;
+                Ok::<_, String>("stored".to_owned())
+            };
+            let value = holder.fetch(&key, &policy(), loader).await;
+            (value, Instant::now())
+        })
+    };
+    let lease = format!("{}:lease", holder.redis_key(&key));
+    let mut primary = None;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            primary = cluster.primary_holding(&lease);
+            std::future::ready(primary.is_some())
+        })
+        .await
+    );
+    let waiting = {
+        let (waiter, key) = (waiter.clone(), key.clone());
+        tokio::spawn(async move {
+            let value = read(&waiter, &key, "loaded by the waiter").await;
+            (value, Instant::now())
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            waiter.stats().lock_waits == 1
+        })
+        .await
+    );
+    let replica = cluster
+        .replica_of(primary.unwrap())
+        .expect("the primary has a replica");
+    assert!(
+        cluster
+            .cli(replica, &["CLUSTER", "FAILOVER"])
+            .contains("OK")
+    );
+    let promoted = eventually(Duration::from_secs(20), || {
+        std::future::ready(cluster.cli(replica, &["ROLE"]).starts_with("master"))
+    })
+    .await;
+    assert!(promoted, "the replica took over");
+    tokio::task::block_in_place(|| cluster.wait_healthy(Duration::from_secs(20)));
+    release.notify_one();
+    let (stored, stored_at) = load.await.unwrap();
+    let (woken, woken_at) = waiting.await.unwrap();
+    let delay = woken_at.saturating_duration_since(stored_at);
+    println!(
+        "cluster failover: the waiter answered {delay:?} after the store ({stored:?} / {woken:?})"
+    );
+    assert!(
+        delay < Duration::from_secs(1),
+        "woken {delay:?} after the store"
+    );
+}
+
+/// Item 4: a service that keeps invalidating a prefix through a failover (answering `Err`
+/// while the primary is down) has hits again within `breaker_cooldown` plus a call after the
+/// promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_recovers_from_a_failover() {
+    let mut cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let cache = cluster_cache(&urls, "cl-breaker").build().await.unwrap();
+    let keys: Vec<Key> = (0..20).map(|i| Key::raw(format!("row:{i}"))).collect();
+    for key in &keys {
+        assert!(read(&cache, key, "v").await.is_ok());
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let invalidating = {
+        let (cache, stop) = (cache.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut errors = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                errors += u32::from(cache.invalidate_prefix("nothing:").await.is_err());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            errors
+        })
+    };
+    let victim = cluster.primaries()[0];
+    cluster.kill(victim);
+    tokio::task::block_in_place(|| cluster.wait_healthy(Duration::from_secs(20)));
+    let promoted = Instant::now();
+    let hits = eventually(Duration::from_secs(10), || async {
+        let before = cache.stats().hits;
+        for key in &keys {
+            let _ = read(&cache, key, "v").await;
+        }
+        cache.stats().hits - before == keys.len() as u64
+    })
+    .await;
+    let resumed = promoted.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let errors = invalidating.await.unwrap();
+    println!(
+        "cluster failover while invalidating: {errors} invalidations failed; every read hits {resumed:?} after the promotion"
+    );
+    assert!(hits, "hits resume after the promotion: {:?}", cache.stats());
+    assert!(resumed < Duration::from_secs(3), "{resumed:?}");
+    assert!(cache.ping().await.is_ok());
+}
+
+/// Item 5: one replica hung (SIGSTOP: its port accepts connections that never answer) and
+/// named among the seed URLs must not keep a new cache from serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_among_the_seeds_does_not_keep_the_cache_from_starting() {
+    let cluster = RedisCluster::start();
+    let primary = cluster.primaries()[0];
+    let hung = cluster.replica_of(primary).expect("a replica");
+    cluster.node(hung).pause();
+    // The hung node first among the seeds.
+    let mut urls = vec![format!("redis://127.0.0.1:{hung}")];
+    urls.extend(
+        cluster
+            .urls()
+            .into_iter()
+            .filter(|u| !u.ends_with(&format!(":{hung}"))),
+    );
+    let op_timeout = Duration::from_millis(500);
+    let cache = cluster_cache(&urls, "cl-hung")
+        .op_timeout(op_timeout)
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let key = Key::raw("hung:1");
+    let serving = eventually(Duration::from_secs(10), || async {
+        let _ = read(&cache, &key, "v").await;
+        cache.stats().hits > 0
+    })
+    .await;
+    let took = started.elapsed();
+    cluster.node(hung).resume();
+    println!("cluster with a hung seed: first hit after {took:?} (op_timeout {op_timeout:?})");
+    assert!(serving, "the cache never served: {:?}", cache.stats());
+    assert!(took < 6 * op_timeout, "{took:?}");
+}
