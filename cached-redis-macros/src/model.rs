@@ -92,11 +92,11 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Option<Mod
     let (segments, key_span) = match &args.key {
         Some((segments, lit)) => (segments.clone(), lit.span()),
         None => {
-            let data = params
-                .iter()
-                .zip(&in_cache_expr)
-                .filter(|(_, c)| !**c)
-                .map(|(p, _)| p);
+            // Only the argument the cache is reached through (`cache`, `&state.cache`) is a
+            // handle; one that merely appears in the expression (`&shards[id % 4]`) selects
+            // data, and stays in the key.
+            let handle = args.cache.as_ref().and_then(root_ident);
+            let data = params.iter().filter(|p| handle.as_ref() != Some(&p.ident));
             (derived_template(data), Span::call_site())
         }
     };
@@ -249,6 +249,20 @@ fn resolve(
 
 /// Marks the parameters an expression mentions (the `cache` expression may use them, so the
 /// invalidation helper needs them too).
+/// The variable an expression such as `&state.caches[i].main` starts from (`state`).
+fn root_ident(expr: &syn::Expr) -> Option<Ident> {
+    match expr {
+        syn::Expr::Reference(e) => root_ident(&e.expr),
+        syn::Expr::Paren(e) => root_ident(&e.expr),
+        syn::Expr::Unary(e) if matches!(e.op, syn::UnOp::Deref(_)) => root_ident(&e.expr),
+        syn::Expr::Field(e) => root_ident(&e.base),
+        syn::Expr::Index(e) => root_ident(&e.expr),
+        syn::Expr::MethodCall(e) => root_ident(&e.receiver),
+        syn::Expr::Path(e) => e.path.get_ident().cloned(),
+        _ => None,
+    }
+}
+
 fn mark_mentioned(tokens: &proc_macro2::TokenStream, params: &[Param], used: &mut [bool]) {
     for token in tokens.clone() {
         match token {

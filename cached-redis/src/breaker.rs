@@ -82,7 +82,8 @@ impl Breaker {
     fn count_failure(&self, probe: bool) {
         let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
         if probe || failures >= self.threshold {
-            let until = self.now_ms() + self.cooldown.as_millis() as u64;
+            let cooldown = u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX);
+            let until = self.now_ms().saturating_add(cooldown);
             self.open_until_ms.store(until.max(1), Ordering::Release);
         }
     }

@@ -94,6 +94,13 @@ impl fmt::Debug for Cache {
 ///     .await
 ///     .unwrap_err();
 /// assert!(err.to_string().contains("namespace"));
+///
+/// let err = cached_redis::Cache::builder("redis://127.0.0.1")
+///     .lock_ttl(std::time::Duration::MAX)
+///     .build()
+///     .await
+///     .unwrap_err();
+/// assert!(err.to_string().contains("between 1ms and a day"));
 /// # }
 /// ```
 #[derive(Clone)]
@@ -245,7 +252,7 @@ impl Cache {
         let mut wait = redis::cmd("WAIT");
         wait.arg(replicated.replicas)
             .arg(replicated.within.as_millis() as u64);
-        let bound = replicated.within + inner.guard.op_timeout();
+        let bound = replicated.within.saturating_add(inner.guard.op_timeout());
         let acknowledged: u32 = tokio::time::timeout(bound, wait.query_async(&mut conn))
             .await
             .map_err(|_| Error::Timeout(bound))??;
@@ -584,10 +591,14 @@ impl CacheBuilder {
             ("op_timeout", self.op_timeout),
             ("lock_ttl", self.lock_ttl),
             ("max_load", max_load),
+            (
+                "breaker_cooldown",
+                self.breaker_cooldown.max(Duration::from_millis(1)),
+            ),
         ] {
-            if value.as_millis() == 0 {
+            if value.as_millis() == 0 || value > crate::policy::LONGEST {
                 return Err(Error::InvalidConfig(format!(
-                    "{name} must be at least 1ms, got {value:?}"
+                    "{name} must be between 1ms and a day, got {value:?}"
                 )));
             }
         }

@@ -72,6 +72,11 @@ impl Cache {
     /// Redis share one load through a lease. Redis trouble never reaches the caller: the loader
     /// runs instead.
     ///
+    /// `loader` must do its work when polled, as an `async` block or `async fn` call does: the
+    /// freshness rules count on the load starting after the lease is taken. A future that read
+    /// the database before (a spawned task's `JoinHandle`, a `ready(value)` computed earlier)
+    /// could store a value an invalidation already replaced.
+    ///
     /// ```no_run
     /// use std::time::Duration;
     /// use cached_redis::{Cache, Key, Policy};
@@ -281,7 +286,8 @@ impl Cache {
             .await;
         let load_time = started.elapsed();
         inner.stats.note_load_time(function, load_time);
-        let outcome = if lease.is_some() {
+        let leased = lease.is_some();
+        let outcome = if leased {
             Outcome::Miss
         } else {
             Outcome::Fallback
@@ -327,11 +333,13 @@ impl Cache {
                 Outcome::StaleRefused
             }
             current => {
+                // Only a load that started without a lease is an outage's value; one whose
+                // lease's fate is unknown may have been revoked.
                 let held = current == Some(true);
                 leader.finish(Shared::Value {
                     bytes: Arc::from(bytes),
                     joined: if held { Joined::EVERYONE } else { joined },
-                    unleased: !held,
+                    unleased: !leased,
                 });
                 outcome
             }
@@ -356,7 +364,8 @@ impl Cache {
         let max_load = policy
             .max_load()
             .or(inner.max_load)
-            .unwrap_or(lock_ttl.saturating_mul(3));
+            .unwrap_or(lock_ttl.saturating_mul(3))
+            .min(crate::policy::LONGEST);
         let load = async {
             match lease {
                 Some(lease) => lease.hold_while(loader, max_load).await,
@@ -391,10 +400,11 @@ impl Cache {
         mut corrupt: Option<Vec<u8>>,
     ) -> Lease<T> {
         let inner = &self.inner;
-        let lock_ttl = policy.lock_ttl().unwrap_or(inner.lock_ttl);
-        let lock_ms = u64::try_from(lock_ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let lock_ttl = policy
+            .lock_ttl()
+            .unwrap_or(inner.lock_ttl)
+            .min(crate::policy::LONGEST);
+        let lock_ms = u64::try_from(lock_ttl.as_millis()).unwrap_or(1).max(1);
         // Armed while an ACQUIRE is in flight: if this caller is dropped before the reply, the
         // script may still have taken the lease, and dropping the claim releases it.
         let mut claim = LeaseGuard {
@@ -488,7 +498,7 @@ impl LeaseGuard {
     async fn hold_while<R>(&self, loader: impl Future<Output = R>, max_load: Duration) -> R {
         let renewing = async {
             let every = Duration::from_millis((self.lock_ms / 3).max(1));
-            let until = tokio::time::Instant::now() + max_load;
+            let until = tokio::time::Instant::now() + max_load.min(crate::policy::LONGEST);
             while tokio::time::Instant::now() + every <= until {
                 tokio::time::sleep(every).await;
                 let inner = &self.cache.inner;

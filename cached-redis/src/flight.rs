@@ -13,9 +13,9 @@ pub(crate) enum Shared {
     /// joiners it is fresh for: a value read from Redis, or loaded, after a caller joined is
     /// newer than any invalidation that returned before that caller started. A value stored
     /// under a lease that was still held is fresh for everyone ([`Joined::EVERYONE`]).
-    /// `unleased` marks a value loaded while Redis could not confirm a lease (unreachable, or
-    /// refusing writes, or the write-back's answer lost): a joiner that could not reach Redis
-    /// either takes it whenever it joined, so an outage costs one load per key per process.
+    /// `unleased` marks a value whose load started without a lease (Redis unreachable, or
+    /// refusing writes): a joiner that could not reach Redis either takes it whenever it
+    /// joined, so an outage costs one load per key per process.
     Value {
         bytes: Arc<[u8]>,
         joined: Joined,

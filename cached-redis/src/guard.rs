@@ -139,8 +139,20 @@ impl Guard {
 /// Whether Redis answered that it refuses writes for now while it still serves reads: `OOM`
 /// (at `maxmemory` under `noeviction`), `READONLY` (a demoted primary), `NOREPLICAS`
 /// (`min-replicas-to-write` unmet), `MISCONF` (a failed snapshot stops writes).
+/// Redis 7 passes a script's error code through; older servers wrap it in the message
+/// (`ERR Error running script ... -OOM command not allowed ...`), so the text counts too.
 pub(crate) fn refuses_writes(e: &Error) -> bool {
-    matches!(e, Error::Redis(e) if matches!(e.code(), Some("OOM" | "READONLY" | "NOREPLICAS" | "MISCONF")))
+    const CODES: [&str; 4] = ["OOM", "READONLY", "NOREPLICAS", "MISCONF"];
+    let Error::Redis(e) = e else {
+        return false;
+    };
+    if e.code().is_some_and(|code| CODES.contains(&code)) {
+        return true;
+    }
+    let text = e.to_string();
+    CODES.iter().any(|code| {
+        text.contains(&format!("-{code} ")) || text.contains(&format!("{code} command not allowed"))
+    })
 }
 
 /// Whether an error means Redis is not reachable, as opposed to Redis answering with an error.

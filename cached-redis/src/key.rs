@@ -122,7 +122,8 @@ pub(crate) fn readable_part_of_long_prefix(prefix: &str) -> Option<&str> {
 
 /// Builds a [`Key`] from template text and escaped argument values.
 ///
-/// Two parts in a row are separated by `:`, so their values never run together:
+/// Two parts with no `:` between them are separated by `:` (parts escape `:`), so their
+/// values never run together, whatever other text stands between them:
 ///
 /// ```
 /// use cached_redis::Key;
@@ -135,7 +136,7 @@ pub(crate) fn readable_part_of_long_prefix(prefix: &str) -> Option<&str> {
 #[derive(Debug)]
 pub struct KeyBuilder {
     out: KeyWriter,
-    /// Whether the last thing written was a part.
+    /// Whether a part was written since the last `:` of template text.
     after_part: bool,
 }
 
@@ -143,11 +144,12 @@ impl KeyBuilder {
     /// Appends template text verbatim.
     pub fn text(mut self, text: &str) -> Self {
         self.out.0.push_str(text);
-        self.after_part = false;
+        self.after_part &= !text.contains(':');
         self
     }
 
-    /// Appends an argument value, escaped; after another part, a `:` first.
+    /// Appends an argument value, escaped; a `:` first if a part came since the last `:` of
+    /// template text.
     pub fn part<T: KeyPart + ?Sized>(mut self, value: &T) -> Self {
         if self.after_part {
             self.out.0.push(':');
@@ -325,6 +327,12 @@ mod tests {
         let b = render_adjacent(&["ab".into(), "c".into()]);
         assert_ne!(a, b);
         assert_eq!(a.as_str(), "a:bc");
+        let slash = |a: &str, b: &str| Key::builder().part(a).text("/").part(b).build();
+        assert_ne!(
+            slash("a/b", "c"),
+            slash("a", "b/c"),
+            "text without `:` separates nothing"
+        );
         let none_some = Key::builder().part(&None::<u8>).part(&Some(1u8)).build();
         let some_none = Key::builder().part(&Some(1u8)).part(&None::<u8>).build();
         assert_ne!(none_some, some_none);

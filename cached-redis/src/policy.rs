@@ -45,6 +45,9 @@ pub struct Policy {
 
 const MILLION: u64 = 1_000_000;
 
+/// The longest lease TTL, load bound or timeout accepted: a day.
+pub(crate) const LONGEST: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl Policy {
     /// A policy for the function (or cache region) `name`, caching values for `ttl`.
     pub fn new(name: &'static str, ttl: Duration) -> Result<Policy, Error> {
@@ -109,11 +112,18 @@ impl Policy {
         Ok(self)
     }
 
-    /// `value` if it is at least a millisecond, else an error naming the option.
+    /// `value` if it is at least a millisecond (and, but for `none_ttl`, at most a day), else
+    /// an error naming the option.
     fn at_least_1ms(&self, option: &str, value: Duration) -> Result<Duration, Error> {
         if value.as_millis() == 0 {
             return Err(Error::InvalidConfig(format!(
                 "{option} of `{}` must be at least 1ms",
+                self.name
+            )));
+        }
+        if option != "none_ttl" && value > LONGEST {
+            return Err(Error::InvalidConfig(format!(
+                "{option} of `{}` must be at most a day, got {value:?}",
                 self.name
             )));
         }
@@ -232,6 +242,9 @@ mod tests {
     #[test]
     fn invalid_policies_are_rejected() {
         let p = Policy::new("f", Duration::from_secs(1)).unwrap();
+        assert!(p.with_max_load(Duration::MAX).is_err(), "over a day");
+        assert!(p.with_lock_ttl(LONGEST + Duration::from_secs(1)).is_err());
+        assert!(p.with_none_ttl(LONGEST * 7).is_ok(), "none_ttl is a ttl");
         assert!(p.with_jitter(Jitter::Ratio(1_000_000)).is_err());
         assert!(
             p.with_jitter(Jitter::Fixed(Duration::from_secs(1)))

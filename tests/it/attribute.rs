@@ -137,6 +137,34 @@ async fn derived_keys_of_same_named_functions_never_collide() {
     );
 }
 
+/// The cache is picked by the id: the id still selects the data.
+#[redis_cached(ttl = "60s", cache = &shards[(id % 2) as usize])]
+async fn sharded(shards: &[Cache], id: u64) -> u64 {
+    id * 10
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_argument_that_only_picks_the_cache_stays_in_a_derived_key() {
+    let server = RedisServer::start();
+    let shards = [server.cache("shard0").await, server.cache("shard1").await];
+    for _ in 0..2 {
+        assert_eq!(sharded(&shards, 1).await, 10);
+        assert_eq!(
+            sharded(&shards, 3).await,
+            30,
+            "ids 1 and 3 share a shard, not an entry"
+        );
+    }
+    assert_eq!(
+        scan(&server, "shard1:*").await,
+        [
+            "shard1:{attribute::sharded:1}",
+            "shard1:{attribute::sharded:3}"
+        ]
+    );
+    assert!(invalidate_sharded(&shards, 3).await.unwrap());
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct User {
     id: u64,
