@@ -66,6 +66,9 @@ struct Replicated {
     conn: Conn,
     replicas: u32,
     within: Duration,
+    /// One replicated invalidation at a time: `WAIT` holds its connection on the server, and a
+    /// second one sent behind it would wait out the first's `within` inside its own deadline.
+    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for Cache {
@@ -241,21 +244,22 @@ impl Cache {
         keys: &EntryKeys,
     ) -> Result<bool, Error> {
         let inner = &self.inner;
-        let mut conn = replicated.conn.clone();
-        let publish = inner.writes.publish_command();
-        let removed = {
-            let op = lease::invalidate(&mut conn, keys, publish);
-            inner.guard.write(&inner.stats, "invalidate", op).await?
-        };
-        // Bounded by `within` on the server; not through the breaker: a slow replica is not
-        // an outage of this Redis.
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(replicated.replicas)
+        let _turn = replicated.one_at_a_time.lock().await;
+        // The script and WAIT in one pipeline: WAIT counts this connection's writes, so both
+        // must go over the same connection (a reconnect in between would confirm nothing).
+        let mut pipe = redis::pipe();
+        pipe.add_command(lease::invalidate_eval(keys, inner.writes.publish_command()))
+            .cmd("WAIT")
+            .arg(replicated.replicas)
             .arg(replicated.within.as_millis() as u64);
-        let bound = replicated.within.saturating_add(inner.guard.op_timeout());
-        let acknowledged: u32 = tokio::time::timeout(bound, wait.query_async(&mut conn))
-            .await
-            .map_err(|_| Error::Timeout(bound))??;
+        let mut conn = replicated.conn.clone();
+        let sent = pipe.query_async::<(bool, u32)>(&mut conn);
+        // Bounded by `within` on the server, plus op_timeout; it counts for the write breaker
+        // only if Redis itself did not answer in time.
+        let (removed, acknowledged) = inner
+            .guard
+            .write_within(&inner.stats, "invalidate", replicated.within, sent)
+            .await?;
         if acknowledged < replicated.replicas {
             return Err(Error::NotReplicated {
                 acknowledged,
@@ -665,6 +669,7 @@ impl CacheBuilder {
             conn: Conn::Single(conn),
             replicas,
             within,
+            one_at_a_time: tokio::sync::Mutex::new(()),
         }))
     }
 

@@ -54,7 +54,8 @@ impl Guard {
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
-        self.through(&self.reads, stats, what, op).await
+        self.through(&self.reads, self.op_timeout, stats, what, op)
+            .await
     }
 
     /// Runs a Redis call that writes (a lease script, an invalidation) under the timeout and
@@ -67,12 +68,26 @@ impl Guard {
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
-        self.through(&self.writes, stats, what, op).await
+        self.through(&self.writes, self.op_timeout, stats, what, op)
+            .await
+    }
+
+    /// [`Guard::write`] for a call that Redis holds for up to `extra` on purpose (`WAIT`).
+    pub(crate) async fn write_within<T>(
+        &self,
+        stats: &Counters,
+        what: &'static str,
+        extra: Duration,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
+        let bound = self.op_timeout.saturating_add(extra);
+        self.through(&self.writes, bound, stats, what, op).await
     }
 
     async fn through<T>(
         &self,
         breaker: &Breaker,
+        bound: Duration,
         stats: &Counters,
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
@@ -80,7 +95,7 @@ impl Guard {
         let Some(pass) = breaker.admit() else {
             return Err(Error::Unavailable);
         };
-        let result = self.bounded(stats, what, op).await;
+        let result = self.timed(bound, stats, what, op).await;
         match &result {
             // Redis answering with an error is not an outage.
             Err(e) if is_outage(e) => pass.failed(),
@@ -97,10 +112,20 @@ impl Guard {
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
-        let result = match tokio::time::timeout(self.op_timeout, op).await {
+        self.timed(self.op_timeout, stats, what, op).await
+    }
+
+    async fn timed<T>(
+        &self,
+        bound: Duration,
+        stats: &Counters,
+        what: &'static str,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
+        let result = match tokio::time::timeout(bound, op).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Error::Redis(e)),
-            Err(_) => Err(Error::Timeout(self.op_timeout)),
+            Err(_) => Err(Error::Timeout(bound)),
         };
         if let Err(e) = &result {
             bump(&stats.redis_errors);

@@ -98,16 +98,14 @@ return 1
 
 /// Deletes the value and revokes any lease, then wakes waiters. Returns 1 if a value was
 /// deleted.
-static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE_SOURCE));
+
+const INVALIDATE_SOURCE: &str = r"
 local n = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2])
 redis.call(ARGV[2], ARGV[1], 'invalidated')
 return n
-",
-    )
-});
+";
 
 /// What [`acquire`] found.
 #[derive(Debug)]
@@ -206,6 +204,19 @@ pub(crate) async fn invalidate(
         .arg(publish)
         .invoke_async(conn)
         .await
+}
+
+/// The invalidation as a plain `EVAL` (the script's text, so it needs no `SCRIPT LOAD`),
+/// for a pipeline that must send it and what follows on one connection, in order.
+pub(crate) fn invalidate_eval(keys: &EntryKeys, publish: &str) -> redis::Cmd {
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(INVALIDATE_SOURCE)
+        .arg(2)
+        .arg(&keys.value)
+        .arg(&keys.lease)
+        .arg(&keys.channel)
+        .arg(publish);
+    eval
 }
 
 #[cfg(test)]

@@ -125,3 +125,42 @@ async fn waiting_does_not_hold_up_hits() {
     );
     replica.resume();
 }
+
+/// Concurrent invalidations while a replica lags: each waits its turn (WAIT holds the
+/// connection on the server), none is cut short by `op_timeout`, and the breaker stays closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_waiting_invalidations_do_not_open_the_breaker() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    replica.replicate(primary.port()).await;
+    let cache = Cache::builder(&primary.url())
+        .namespace("repl")
+        .op_timeout(Duration::from_millis(250))
+        .breaker_threshold(2)
+        .invalidate_replicas(1, Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    replica.pause();
+    let invalidations: Vec<_> = (0..5)
+        .map(|i| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.invalidate(&Key::raw(format!("row:{i}"))).await })
+        })
+        .collect();
+    for invalidation in invalidations {
+        let said = invalidation.await.unwrap();
+        assert!(
+            matches!(said, Err(Error::NotReplicated { .. })),
+            "told the replica did not confirm, not a timeout: {said:?}"
+        );
+    }
+    replica.resume();
+    assert!(cache.ping().await.is_ok());
+    let key = Key::raw("row:after");
+    store(&cache, &key, "v").await;
+    assert!(
+        cache.invalidate(&key).await.unwrap(),
+        "the write breaker is closed"
+    );
+}
