@@ -123,7 +123,14 @@ impl Conn {
             )
             .await?;
         let text: String = redis::from_redis_value(nodes)?;
-        Ok(parse_primaries(&text).into_iter().map(Some).collect())
+        let primaries = parse_primaries(&text).map_err(|uncovered| {
+            redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "a bulk removal cannot reach every slot",
+                uncovered,
+            ))
+        })?;
+        Ok(primaries.into_iter().map(Some).collect())
     }
 
     /// Sends `cmd` to one node (`None`: wherever it routes by itself).
@@ -153,20 +160,53 @@ impl Conn {
 }
 
 /// Primaries from `CLUSTER NODES`: lines `<id> <host:port@cport> <flags> ...`.
-fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
-    nodes
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let address = fields.nth(1)?;
-            let flags = fields.next()?;
-            if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
-                return None;
-            }
-            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
-            Some((host.to_owned(), port.parse().ok()?))
-        })
-        .collect()
+/// Only primaries that serve slots and are not known to have failed (`fail`, `noaddr`) count;
+/// one merely suspected (`fail?`) is kept, to be scanned or to fail the call. Unless those
+/// primaries cover every slot, an entry may live where no scan can reach: an `Err`.
+fn parse_primaries(nodes: &str) -> Result<Vec<(String, u16)>, String> {
+    let mut primaries = Vec::new();
+    let mut covered = 0usize;
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, address, flags, ..] = fields.as_slice() else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.iter().any(|f| matches!(*f, "fail" | "noaddr")) {
+            continue;
+        }
+        let slots: usize = fields.iter().skip(8).map(|range| slot_count(range)).sum();
+        let Some((host, port)) = address.split('@').next().and_then(|a| a.rsplit_once(':')) else {
+            continue;
+        };
+        let Ok(port) = port.parse() else { continue };
+        if slots > 0 {
+            covered += slots;
+            primaries.push((host.to_owned(), port));
+        }
+    }
+    if covered < 16384 {
+        return Err(format!(
+            "{} of 16384 slots have no reachable primary (failed over, not yet promoted)",
+            16384 - covered
+        ));
+    }
+    Ok(primaries)
+}
+
+/// How many slots a `CLUSTER NODES` slot field names: `5461`, `0-5460`; a migration in
+/// brackets counts none (the slot is counted at its owner).
+fn slot_count(range: &str) -> usize {
+    if range.starts_with('[') {
+        return 0;
+    }
+    match range.split_once('-') {
+        Some((from, to)) => match (from.parse::<usize>(), to.parse::<usize>()) {
+            (Ok(from), Ok(to)) if to >= from => to - from + 1,
+            _ => 0,
+        },
+        None => usize::from(range.parse::<usize>().is_ok()),
+    }
 }
 
 impl ConnectionLike for Conn {
@@ -210,16 +250,24 @@ mod tests {
     fn primaries_come_from_cluster_nodes() {
         let nodes = "\
 a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
-b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922
+b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10921 10922 [10923->-d4]
 c3 127.0.0.1:7003@17003 slave a1 0 0 1 connected
-d4 127.0.0.1:7002@17002 master,fail - 0 0 3 disconnected
+d4 127.0.0.1:7002@17002 master,fail? - 0 0 3 connected 10923-16383
+e5 127.0.0.1:7004@17004 master,fail - 0 0 3 disconnected
 ";
         assert_eq!(
             super::parse_primaries(nodes),
-            [
+            Ok(vec![
                 ("127.0.0.1".to_owned(), 7000),
-                ("127.0.0.1".to_owned(), 7001)
-            ]
+                ("127.0.0.1".to_owned(), 7001),
+                ("127.0.0.1".to_owned(), 7002)
+            ]),
+            "a suspected primary is scanned (or fails the call)"
+        );
+        let down = nodes.replace("master,fail? ", "master,fail ");
+        assert!(
+            super::parse_primaries(&down).is_err(),
+            "slots whose primary failed are not silently skipped"
         );
     }
 }

@@ -213,3 +213,55 @@ async fn a_hung_node_among_the_seeds_does_not_keep_the_cache_from_starting() {
     assert!(serving, "the cache never served: {:?}", cache.stats());
     assert!(took < 6 * op_timeout, "{took:?}");
 }
+
+/// Item 3: with a primary SIGKILLed and its replica not yet promoted, `invalidate_prefix`
+/// answers `Err` (it cannot reach every slot), never an `Ok` that skipped the dead primary's
+/// entries; once the replica is promoted it succeeds and leaves nothing from before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_prefix_never_reports_a_removal_it_did_not_do() {
+    let mut cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let cache = cluster_cache(&urls, "cl-prefix").build().await.unwrap();
+    let keys: Vec<Key> = (0..300).map(|i| Key::raw(format!("row:{i}"))).collect();
+    for key in &keys {
+        assert_eq!(read(&cache, key, "before").await.as_deref(), Ok("before"));
+    }
+    let victim = cluster.primaries()[0];
+    // Its replica has the entries before the kill.
+    let replica = cluster.replica_of(victim).expect("a replica");
+    let synced = eventually(Duration::from_secs(10), || {
+        std::future::ready(cluster.dbsize(replica) == cluster.dbsize(victim))
+    })
+    .await;
+    assert!(synced, "the replica caught up");
+    cluster.kill(victim);
+    let (mut errors, deadline) = (0, Instant::now() + Duration::from_secs(30));
+    let removed = loop {
+        match cache.invalidate_prefix("row:").await {
+            Ok(removed) => break removed,
+            Err(_) => errors += 1,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "invalidate_prefix never succeeded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::task::block_in_place(|| cluster.wait_healthy(Duration::from_secs(20)));
+    let reader = cluster_cache(&cluster.urls(), "cl-prefix")
+        .build()
+        .await
+        .unwrap();
+    let mut stale = 0;
+    for key in &keys {
+        stale += usize::from(read(&reader, key, "after").await.as_deref() == Ok("before"));
+    }
+    println!(
+        "cluster prefix invalidation through a failover: {errors} Err, then Ok({removed}); {stale} of 300 stale after"
+    );
+    assert!(errors > 0, "the dead primary's slots made it fail first");
+    assert_eq!(
+        stale, 0,
+        "an Ok removed every entry, the dead primary's included"
+    );
+}
