@@ -265,3 +265,71 @@ async fn invalidate_prefix_never_reports_a_removal_it_did_not_do() {
         "an Ok removed every entry, the dead primary's included"
     );
 }
+
+/// Item 7: a failover's write pause (`CLIENT PAUSE ... WRITE`) on one primary is not an outage
+/// for reads: reads of cached keys on every primary keep hitting, and a cold key's call is
+/// bounded by `op_timeout` plus its loader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_pause_on_a_primary_keeps_hits_going() {
+    let cluster = RedisCluster::start();
+    let op_timeout = Duration::from_millis(500);
+    let cache = cluster_cache(&cluster.urls(), "cl-pause")
+        .build()
+        .await
+        .unwrap();
+    let hot: Vec<Key> = (0..50).map(|i| Key::raw(format!("hot:{i}"))).collect();
+    for key in &hot {
+        assert!(read(&cache, key, "v").await.is_ok());
+    }
+    for primary in cluster.primaries() {
+        assert!(
+            cluster
+                .cli(primary, &["CLIENT", "PAUSE", "1500", "WRITE"])
+                .contains("OK")
+        );
+    }
+    let paused_at = Instant::now();
+    let readers: Vec<_> = (0..4u64)
+        .map(|r| {
+            let (cache, hot) = (cache.clone(), hot.clone());
+            tokio::spawn(async move {
+                let (mut hot_reads, mut slowest, mut n) = (0u64, Duration::ZERO, r);
+                while paused_at.elapsed() < Duration::from_millis(1100) {
+                    let cold = n % 4 == 0;
+                    let key = if cold {
+                        Key::raw(format!("cold:{n}"))
+                    } else {
+                        hot[(n % 50) as usize].clone()
+                    };
+                    hot_reads += u64::from(!cold);
+                    let started = Instant::now();
+                    assert!(read(&cache, &key, "v").await.is_ok());
+                    slowest = slowest.max(started.elapsed());
+                    n += 4;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                (hot_reads, slowest)
+            })
+        })
+        .collect();
+    let (mut hot_reads, mut slowest) = (0, Duration::ZERO);
+    for reader in readers {
+        let (reads, slow) = reader.await.unwrap();
+        hot_reads += reads;
+        slowest = slowest.max(slow);
+    }
+    let hits = cache.stats().hits;
+    println!(
+        "cluster write pause: {hits} hits of {hot_reads} reads of cached keys; slowest call {slowest:?}"
+    );
+    assert_eq!(
+        hits,
+        hot_reads,
+        "every read of a cached key hit: {:?}",
+        cache.stats()
+    );
+    assert!(
+        slowest < op_timeout + Duration::from_millis(500),
+        "{slowest:?}"
+    );
+}
