@@ -333,3 +333,109 @@ async fn a_write_pause_on_a_primary_keeps_hits_going() {
         "{slowest:?}"
     );
 }
+
+/// Moves `slot` from the primary on `from` to the one on `to`, keys included (`MIGRATE`).
+fn migrate_slot(cluster: &RedisCluster, slot: &str, from: u16, to: u16) {
+    let id = |port| cluster.cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+    let (from_id, to_id) = (id(from), id(to));
+    assert!(
+        cluster
+            .cli(to, &["CLUSTER", "SETSLOT", slot, "IMPORTING", &from_id])
+            .contains("OK")
+    );
+    assert!(
+        cluster
+            .cli(from, &["CLUSTER", "SETSLOT", slot, "MIGRATING", &to_id])
+            .contains("OK")
+    );
+    let keys = cluster.cli(from, &["CLUSTER", "GETKEYSINSLOT", slot, "100"]);
+    let keys: Vec<&str> = keys.split_whitespace().collect();
+    if !keys.is_empty() {
+        let to_port = to.to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+        args.extend(keys);
+        assert!(cluster.cli(from, &args).contains("OK"), "MIGRATE");
+    }
+    for port in cluster.primaries() {
+        cluster.cli(port, &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
+    }
+}
+
+/// Item 1, a slot move: the entry's slot (its value, lease and channel) migrates to another
+/// primary while another process waits on the lease; the holder's store, answered with
+/// `MOVED`, lands on the new owner, and the waiter is woken within 1 s of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_is_woken_after_its_slot_moved() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let holder = cluster_cache(&urls, "cl-move").build().await.unwrap();
+    let waiter = cluster_cache(&urls, "cl-move").build().await.unwrap();
+    let key = Key::raw("move:1");
+    let release = Arc::new(tokio::sync::Notify::new());
+    let load = {
+        let (holder, key, release) = (holder.clone(), key.clone(), release.clone());
+        tokio::spawn(async move {
+            let loader = async move {
+                release.notified().await;
+                Ok::<_, String>("stored".to_owned())
+            };
+            let value = holder.fetch(&key, &policy(), loader).await;
+            (value, Instant::now())
+        })
+    };
+    let lease = format!("{}:lease", holder.redis_key(&key));
+    let mut from = None;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            from = cluster.primary_holding(&lease);
+            std::future::ready(from.is_some())
+        })
+        .await
+    );
+    let from = from.unwrap();
+    let waiting = {
+        let (waiter, key) = (waiter.clone(), key.clone());
+        tokio::spawn(async move {
+            let value = read(&waiter, &key, "loaded by the waiter").await;
+            (value, Instant::now())
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            waiter.stats().lock_waits == 1
+        })
+        .await
+    );
+    let slot = cluster
+        .cli(from, &["CLUSTER", "KEYSLOT", &lease])
+        .trim()
+        .to_owned();
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .find(|p| *p != from)
+        .unwrap();
+    migrate_slot(&cluster, &slot, from, to);
+    assert_eq!(
+        cluster.primary_holding(&lease),
+        Some(to),
+        "the lease moved with its slot"
+    );
+    release.notify_one();
+    let (stored, stored_at) = load.await.unwrap();
+    let (woken, woken_at) = waiting.await.unwrap();
+    let delay = woken_at.saturating_duration_since(stored_at);
+    println!(
+        "cluster slot move: the waiter answered {delay:?} after the store ({stored:?} / {woken:?})"
+    );
+    assert_eq!(stored.as_deref(), Ok("stored"));
+    assert_eq!(
+        woken.as_deref(),
+        Ok("stored"),
+        "the waiter got the holder's value"
+    );
+    assert!(
+        delay < Duration::from_secs(1),
+        "woken {delay:?} after the store"
+    );
+}
