@@ -110,6 +110,8 @@ impl fmt::Debug for Cache {
 pub struct CacheBuilder {
     urls: Vec<String>,
     cluster: bool,
+    #[cfg(feature = "sentinel")]
+    sentinel_master: Option<String>,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
     namespace: String,
@@ -147,6 +149,8 @@ impl Cache {
         CacheBuilder {
             urls: vec![url.to_owned()],
             cluster: false,
+            #[cfg(feature = "sentinel")]
+            sentinel_master: None,
             #[cfg(feature = "tls")]
             tls_root_cert: None,
             namespace: "cache".to_owned(),
@@ -178,6 +182,32 @@ impl Cache {
         CacheBuilder {
             urls: urls.iter().map(|u| (*u).to_owned()).collect(),
             cluster: true,
+            ..Cache::builder("")
+        }
+    }
+
+    /// Starts configuring a cache on a primary/replica deployment that Redis Sentinel manages,
+    /// given one or more sentinels and the master name they monitor. The same options apply.
+    /// Reads, writes and wake-ups go to the node the sentinels name as the primary, and ask
+    /// them again when it fails or turns replica (`READONLY`), so the cache follows a failover
+    /// without a restart. Needs the `sentinel` feature.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::sentinel_builder(
+    ///     &["redis://10.0.0.5:26379", "redis://10.0.0.6:26379"],
+    ///     "mymaster",
+    /// )
+    /// .namespace("myapp")
+    /// .build()
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sentinel")]
+    pub fn sentinel_builder(sentinels: &[&str], master: &str) -> CacheBuilder {
+        CacheBuilder {
+            urls: sentinels.iter().map(|u| (*u).to_owned()).collect(),
+            sentinel_master: Some(master.to_owned()),
             ..Cache::builder("")
         }
     }
@@ -606,11 +636,7 @@ impl CacheBuilder {
                 )));
             }
         }
-        let (reads, writes, wakeups) = if self.cluster {
-            self.cluster_connections(&invalid)?
-        } else {
-            self.single_connections(&invalid)?
-        };
+        let (reads, writes, wakeups) = self.connections(&invalid)?;
         let replicated = self.replicated(&invalid)?;
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -644,6 +670,26 @@ impl CacheBuilder {
             .set_number_of_retries(0)
     }
 
+    /// Connections for reads, for writes and for wake-ups, for the deployment configured.
+    fn connections(
+        &self,
+        invalid: &impl Fn(&str, redis::RedisError) -> Error,
+    ) -> Result<(Conn, Conn, Wakeups), Error> {
+        #[cfg(feature = "sentinel")]
+        if let Some(master) = &self.sentinel_master {
+            for url in &self.urls {
+                redis::Client::open(url.as_str()).map_err(|e| invalid(url, e))?;
+            }
+            let config = self.manager_config();
+            return Ok(crate::sentinel::connections(&self.urls, master, &config)?);
+        }
+        if self.cluster {
+            self.cluster_connections(invalid)
+        } else {
+            self.single_connections(invalid)
+        }
+    }
+
     /// The connection of replica-acknowledged invalidations, if asked for.
     fn replicated(
         &self,
@@ -662,17 +708,35 @@ impl CacheBuilder {
                 "invalidate_replicas needs at least one replica and 1ms, got {replicas} and {within:?}"
             )));
         }
+        #[cfg(feature = "sentinel")]
+        if let Some(master) = &self.sentinel_master {
+            let config = self.manager_config();
+            let follow = crate::sentinel::FollowPrimary::new(&self.urls, master, config, false)?;
+            return Ok(Some(Replicated::new(
+                Conn::Sentinel(follow),
+                replicas,
+                within,
+            )));
+        }
         let url = &self.urls[0];
         let client = self.client(url).map_err(|e| invalid(url, e))?;
         let conn = ConnectionManager::new_lazy_with_config(client, self.manager_config())?;
-        Ok(Some(Replicated {
-            conn: Conn::Single(conn),
+        Ok(Some(Replicated::new(Conn::Single(conn), replicas, within)))
+    }
+}
+
+impl Replicated {
+    fn new(conn: Conn, replicas: u32, within: Duration) -> Replicated {
+        Replicated {
+            conn,
             replicas,
             within,
             one_at_a_time: tokio::sync::Mutex::new(()),
-        }))
+        }
     }
+}
 
+impl CacheBuilder {
     /// One Redis: auto-reconnecting multiplexed connections for reads and for writes, and a
     /// RESP3 one for wake-ups.
     fn single_connections(

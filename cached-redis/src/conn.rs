@@ -82,6 +82,8 @@ async fn connect(connecting: std::sync::Weak<Connecting>) {
 pub(crate) enum Conn {
     Single(ConnectionManager),
     Cluster(LazyCluster),
+    #[cfg(feature = "sentinel")]
+    Sentinel(crate::sentinel::FollowPrimary),
 }
 
 impl Conn {
@@ -89,8 +91,8 @@ impl Conn {
     /// reaches only the shard that owns the entry's slot.
     pub(crate) fn publish_command(&self) -> &'static str {
         match self {
-            Conn::Single(_) => "PUBLISH",
             Conn::Cluster(_) => "SPUBLISH",
+            _ => "PUBLISH",
         }
     }
 
@@ -98,6 +100,8 @@ impl Conn {
         match self {
             Conn::Single(conn) => conn.clone().subscribe(channel).await,
             Conn::Cluster(lazy) => lazy.get().await?.ssubscribe(channel).await,
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(follow) => follow.subscribe(channel).await,
         }
     }
 
@@ -105,6 +109,8 @@ impl Conn {
         match self {
             Conn::Single(conn) => conn.clone().unsubscribe(channel).await,
             Conn::Cluster(lazy) => lazy.get().await?.sunsubscribe(channel).await,
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(follow) => follow.unsubscribe(channel).await,
         }
     }
 
@@ -216,6 +222,8 @@ impl ConnectionLike for Conn {
             Conn::Cluster(lazy) => {
                 Box::pin(async move { lazy.get().await?.req_packed_command(cmd).await })
             }
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(follow) => follow.req_packed_command(cmd),
         }
     }
 
@@ -233,13 +241,15 @@ impl ConnectionLike for Conn {
                     .req_packed_commands(pipeline, offset, count)
                     .await
             }),
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(follow) => follow.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(conn) => conn.get_db(),
-            Conn::Cluster(_) => 0,
+            _ => 0,
         }
     }
 }

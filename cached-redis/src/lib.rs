@@ -14,6 +14,8 @@ mod key;
 mod lease;
 mod policy;
 mod random;
+#[cfg(feature = "sentinel")]
+mod sentinel;
 mod stats;
 mod wake;
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use cached_redis::Cache;
 
 mod proxy;
+mod sentinel;
 pub use proxy::Proxy;
+pub use sentinel::{MASTER, RedisSentinel};
 
 /// A `redis-server` owned by one test, killed when dropped.
 #[derive(Debug)]
