@@ -54,9 +54,11 @@ impl FollowPrimary {
                 redis::RedisConnectionInfo::default().set_protocol(redis::ProtocolVersion::RESP3);
             SentinelNodeConnectionInfo::default().set_redis_connection_info(redis)
         });
+        // A `String` either way: with redis-rs's TLS the parameter is `impl AsRef<str>`.
+        let service: String = master.into();
         let client = SentinelClient::build(
             urls.to_vec(),
-            master.to_owned(),
+            service,
             node,
             SentinelServerType::Master,
         )?;
