@@ -22,14 +22,15 @@ async fn stored_ttls_lie_within_ttl_minus_jitter_and_ttl_and_spread() {
     let server = RedisServer::start();
     let cache = server.cache("ttl").await;
     let mut conn = server.conn().await;
-    // Each PTTL is read a little after the store: add back the time since the call began.
+    // Each PTTL is read a little after the store: add back the time since the call began (and
+    // a millisecond, for both sides rounding down).
     let mut ttls = Vec::new();
     for id in 0..200 {
         let called = std::time::Instant::now();
         assert_eq!(jittered(&cache, id).await, Ok(id));
         let key = Key::builder().text("jittered:").part(&id).build();
         let left = pttl(&mut conn, &cache.redis_key(&key)).await;
-        ttls.push((left, left + called.elapsed().as_millis() as i64));
+        ttls.push((left, left + called.elapsed().as_millis() as i64 + 1));
     }
     let lo = ttls.iter().map(|(_, at_store)| *at_store).min().unwrap();
     let hi = ttls.iter().map(|(left, _)| *left).max().unwrap();
@@ -48,7 +49,7 @@ async fn stored_ttls_lie_within_ttl_minus_jitter_and_ttl_and_spread() {
         assert_eq!(fixed_jitter(&cache, id).await, Ok(id));
         let key = Key::builder().text("fixed:").part(&id).build();
         let left = pttl(&mut conn, &cache.redis_key(&key)).await;
-        fixed.push((left, left + called.elapsed().as_millis() as i64));
+        fixed.push((left, left + called.elapsed().as_millis() as i64 + 1));
     }
     let lo = fixed.iter().map(|(_, at_store)| *at_store).min().unwrap();
     let hi = fixed.iter().map(|(left, _)| *left).max().unwrap();
