@@ -282,8 +282,12 @@ impl Cache {
             .cmd("WAIT")
             .arg(replicated.replicas)
             .arg(replicated.within.as_millis() as u64);
-        let mut conn = replicated.conn.clone();
-        let sent = pipe.query_async::<(bool, u32)>(&mut conn);
+        let conn = &replicated.conn;
+        let sent = async {
+            let replies = conn.pipeline_at(&keys.value, pipe).await?;
+            let replies = redis::Value::Array(replies);
+            redis::from_redis_value::<(bool, u32)>(replies).map_err(redis::RedisError::from)
+        };
         // Bounded by `within` on the server, plus op_timeout; it counts for the write breaker
         // only if Redis itself did not answer in time.
         let (removed, acknowledged) = inner
@@ -538,7 +542,7 @@ impl CacheBuilder {
     /// With it, the writer learns of that window and can retry. What remains: a failover that
     /// promotes a replica other than the ones that confirmed (ask for all of them), and
     /// Redis's own asynchronous replication between the confirmation and a later write.
-    /// Single-node deployments (with replicas) only; a cluster returns a configuration error.
+    /// On a cluster it waits on the entry's own primary; behind Sentinel, on the current one.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -698,11 +702,6 @@ impl CacheBuilder {
         let Some((replicas, within)) = self.replicas else {
             return Ok(None);
         };
-        if self.cluster {
-            return Err(Error::InvalidConfig(
-                "invalidate_replicas is not supported on a cluster yet".into(),
-            ));
-        }
         if replicas == 0 || within.as_millis() == 0 {
             return Err(Error::InvalidConfig(format!(
                 "invalidate_replicas needs at least one replica and 1ms, got {replicas} and {within:?}"
@@ -717,6 +716,10 @@ impl CacheBuilder {
                 replicas,
                 within,
             )));
+        }
+        if self.cluster {
+            let (conn, _, _) = self.cluster_connections(invalid)?;
+            return Ok(Some(Replicated::new(conn, replicas, within)));
         }
         let url = &self.urls[0];
         let client = self.client(url).map_err(|e| invalid(url, e))?;

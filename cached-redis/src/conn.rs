@@ -139,6 +139,25 @@ impl Conn {
         Ok(primaries.into_iter().map(Some).collect())
     }
 
+    /// Sends `pipe` as one unit over one connection to the node that owns `key` (on a
+    /// cluster, its slot's primary): for commands such as `WAIT` that must follow the write
+    /// they are about on the same connection.
+    pub(crate) async fn pipeline_at(&self, key: &str, pipe: Pipeline) -> RedisResult<Vec<Value>> {
+        use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+        let count = pipe.len();
+        match self {
+            Conn::Cluster(lazy) => {
+                let owner =
+                    SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+                lazy.get()
+                    .await?
+                    .route_pipeline(pipe, 0, count, owner)
+                    .await
+            }
+            conn => conn.clone().req_packed_commands(&pipe, 0, count).await,
+        }
+    }
+
     /// Sends `cmd` to one node (`None`: wherever it routes by itself).
     pub(crate) async fn on_node(
         &self,

@@ -56,12 +56,8 @@ impl FollowPrimary {
         });
         // A `String` either way: with redis-rs's TLS the parameter is `impl AsRef<str>`.
         let service: String = master.into();
-        let client = SentinelClient::build(
-            urls.to_vec(),
-            service,
-            node,
-            SentinelServerType::Master,
-        )?;
+        let client =
+            SentinelClient::build(urls.to_vec(), service, node, SentinelServerType::Master)?;
         Ok(FollowPrimary(Arc::new(Following {
             sentinels: tokio::sync::Mutex::new(client),
             config,

@@ -439,3 +439,38 @@ async fn a_waiter_is_woken_after_its_slot_moved() {
         "woken {delay:?} after the store"
     );
 }
+
+/// Item 6: replica-acknowledged invalidation on a cluster waits on the entry's own primary:
+/// confirmed while its replica answers, `Err(NotReplicated)` while that replica is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_wait_for_the_entrys_own_replica() {
+    let cluster = RedisCluster::start();
+    let cache = cluster_cache(&cluster.urls(), "cl-wait")
+        .invalidate_replicas(1, Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let key = Key::raw("wait:1");
+    assert!(read(&cache, &key, "v").await.is_ok());
+    assert!(
+        cache.invalidate(&key).await.unwrap(),
+        "confirmed by the replica"
+    );
+    assert!(read(&cache, &key, "v").await.is_ok());
+    let entry = cache.redis_key(&key);
+    let primary = cluster.primary_holding(&entry).expect("stored");
+    let replica = cluster.replica_of(primary).expect("a replica");
+    cluster.node(replica).pause();
+    let said = cache.invalidate(&key).await;
+    cluster.node(replica).resume();
+    assert!(
+        matches!(
+            said,
+            Err(cached_redis::Error::NotReplicated {
+                acknowledged: 0,
+                wanted: 1
+            })
+        ),
+        "the writer is told its invalidation may not survive a failover: {said:?}"
+    );
+}
