@@ -96,22 +96,29 @@ impl Conn {
         }
     }
 
-    pub(crate) async fn subscribe(&self, channel: &str) -> RedisResult<()> {
-        match self {
-            Conn::Single(conn) => conn.clone().subscribe(channel).await,
-            Conn::Cluster(lazy) => lazy.get().await?.ssubscribe(channel).await,
-            #[cfg(feature = "sentinel")]
-            Conn::Sentinel(follow) => follow.subscribe(channel).await,
-        }
+    /// Boxed, like every command future of redis-rs's own connections: connecting (behind
+    /// Sentinel, asking the sentinels first) nests deep, and a waiter's future must stay
+    /// shallow enough for the compiler to lay out inside a user's function.
+    pub(crate) fn subscribe<'a>(&'a self, channel: &'a str) -> RedisFuture<'a, ()> {
+        Box::pin(async move {
+            match self {
+                Conn::Single(conn) => conn.clone().subscribe(channel).await,
+                Conn::Cluster(lazy) => lazy.get().await?.ssubscribe(channel).await,
+                #[cfg(feature = "sentinel")]
+                Conn::Sentinel(follow) => follow.subscribe(channel).await,
+            }
+        })
     }
 
-    pub(crate) async fn unsubscribe(&self, channel: &str) -> RedisResult<()> {
-        match self {
-            Conn::Single(conn) => conn.clone().unsubscribe(channel).await,
-            Conn::Cluster(lazy) => lazy.get().await?.sunsubscribe(channel).await,
-            #[cfg(feature = "sentinel")]
-            Conn::Sentinel(follow) => follow.unsubscribe(channel).await,
-        }
+    pub(crate) fn unsubscribe<'a>(&'a self, channel: &'a str) -> RedisFuture<'a, ()> {
+        Box::pin(async move {
+            match self {
+                Conn::Single(conn) => conn.clone().unsubscribe(channel).await,
+                Conn::Cluster(lazy) => lazy.get().await?.sunsubscribe(channel).await,
+                #[cfg(feature = "sentinel")]
+                Conn::Sentinel(follow) => follow.unsubscribe(channel).await,
+            }
+        })
     }
 
     /// The addresses (`host`, `port`) of the primaries: the one node, or every cluster primary.
