@@ -68,6 +68,7 @@ impl Db {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_core_guarantees_hold_on_a_cluster() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let cluster = RedisCluster::start();
     let cache = cluster_cache(&cluster, "cl").await;
     let db = Arc::new(Db::default());
@@ -180,6 +181,7 @@ async fn the_core_guarantees_hold_on_a_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_costs_no_call_and_hits_resume_without_a_restart() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let mut cluster = RedisCluster::start();
     let cache = cluster_cache(&cluster, "failover").await;
     let db = Arc::new(Db::default());

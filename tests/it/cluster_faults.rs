@@ -31,6 +31,7 @@ async fn read(cache: &Cache, key: &Key, value: &str) -> Result<String, String> {
 /// 400 ms load runs. At most one load per process, every caller answered within 3 s of the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stampede_survives_its_primary_dying() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let mut cluster = RedisCluster::start();
     let urls = cluster.urls().join(",");
     let child = env!("CARGO_BIN_EXE_cached-redis-child");
@@ -75,6 +76,7 @@ async fn a_waiter_is_woken_after_its_primary_was_killed() {
 }
 
 async fn waiter_across_a_failover(kill: bool) {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let mut cluster = RedisCluster::start();
     let urls = cluster.urls();
     let holder = cluster_cache(&urls, "cl-wake").build().await.unwrap();
@@ -168,6 +170,7 @@ async fn waiter_across_a_failover(kill: bool) {
 /// promotion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_recovers_from_a_failover() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let mut cluster = RedisCluster::start();
     let urls = cluster.urls();
     let cache = cluster_cache(&urls, "cl-breaker").build().await.unwrap();
@@ -214,6 +217,7 @@ async fn the_breaker_recovers_from_a_failover() {
 /// named among the seed URLs must not keep a new cache from serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_node_among_the_seeds_does_not_keep_the_cache_from_starting() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let cluster = RedisCluster::start();
     let primary = cluster.primaries()[0];
     let hung = cluster.replica_of(primary).expect("a replica");
@@ -251,6 +255,7 @@ async fn a_hung_node_among_the_seeds_does_not_keep_the_cache_from_starting() {
 /// entries; once the replica is promoted it succeeds and leaves nothing from before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidate_prefix_never_reports_a_removal_it_did_not_do() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let mut cluster = RedisCluster::start();
     let urls = cluster.urls();
     let cache = cluster_cache(&urls, "cl-prefix").build().await.unwrap();
@@ -303,6 +308,7 @@ async fn invalidate_prefix_never_reports_a_removal_it_did_not_do() {
 /// bounded by `op_timeout` plus its loader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_pause_on_a_primary_keeps_hits_going() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let cluster = RedisCluster::start();
     let op_timeout = Duration::from_millis(500);
     let cache = cluster_cache(&cluster.urls(), "cl-pause")
@@ -398,6 +404,7 @@ fn migrate_slot(cluster: &RedisCluster, slot: &str, from: u16, to: u16) {
 /// `MOVED`, lands on the new owner, and the waiter is woken within 1 s of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_is_woken_after_its_slot_moved() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let cluster = RedisCluster::start();
     let urls = cluster.urls();
     let holder = cluster_cache(&urls, "cl-move").build().await.unwrap();
@@ -476,6 +483,7 @@ async fn a_waiter_is_woken_after_its_slot_moved() {
 /// confirmed while its replica answers, `Err(NotReplicated)` while that replica is stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidations_wait_for_the_entrys_own_replica() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let cluster = RedisCluster::start();
     let cache = cluster_cache(&cluster.urls(), "cl-wait")
         .invalidate_replicas(1, Duration::from_millis(300))

@@ -438,6 +438,14 @@ where
     }
 }
 
+/// Held for the length of a test that starts a cluster: one cluster at a time in a test
+/// binary. Six nodes gossip with a one-second node timeout; several clusters at once on two
+/// cores starve that gossip into failovers no test asked for, and slow the ones it did.
+pub async fn one_cluster_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ALONE.lock().await
+}
+
 /// A local Redis Cluster of `redis-server --cluster-enabled yes` processes: three primaries,
 /// each with `replicas` replicas, joined with `redis-cli --cluster create`. Killed when dropped.
 #[derive(Debug)]
