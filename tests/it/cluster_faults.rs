@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, Policy};
-use cached_redis_tests::{RedisCluster, eventually, stampede_in_processes};
+use cached_redis_tests::{HeldLoad, RedisCluster, eventually, stampede_in_processes, timed_read};
 
 fn cluster_cache(urls: &[String], namespace: &str) -> cached_redis::CacheBuilder {
     Cache::cluster_builder(&urls.iter().map(String::as_str).collect::<Vec<_>>())
@@ -82,18 +82,7 @@ async fn waiter_across_a_failover(kill: bool) {
     let holder = cluster_cache(&urls, "cl-wake").build().await.unwrap();
     let waiter = cluster_cache(&urls, "cl-wake").build().await.unwrap();
     let key = Key::raw("wake:1");
-    let release = Arc::new(tokio::sync::Notify::new());
-    let load = {
-        let (holder, key, release) = (holder.clone(), key.clone(), release.clone());
-        tokio::spawn(async move {
-            let loader = async move {
-                release.notified().await;
-                Ok::<_, String>("stored".to_owned())
-            };
-            let value = holder.fetch(&key, &policy(), loader).await;
-            (value, Instant::now())
-        })
-    };
+    let load = HeldLoad::start(&holder, &key, "stored");
     let lease = format!("{}:lease", holder.redis_key(&key));
     let mut primary = None;
     assert!(
@@ -103,13 +92,7 @@ async fn waiter_across_a_failover(kill: bool) {
         })
         .await
     );
-    let waiting = {
-        let (waiter, key) = (waiter.clone(), key.clone());
-        tokio::spawn(async move {
-            let value = read(&waiter, &key, "loaded by the waiter").await;
-            (value, Instant::now())
-        })
-    };
+    let waiting = timed_read(&waiter, &key, "loaded by the waiter");
     assert!(
         eventually(Duration::from_secs(10), || async {
             waiter.stats().lock_waits == 1
@@ -141,8 +124,7 @@ async fn waiter_across_a_failover(kill: bool) {
     .await;
     assert!(promoted, "the replica took over");
     tokio::task::block_in_place(|| cluster.wait_healthy(Duration::from_secs(20)));
-    release.notify_one();
-    let (stored, stored_at) = load.await.unwrap();
+    let (stored, stored_at) = load.finish().await;
     let (woken, woken_at) = waiting.await.unwrap();
     let delay = woken_at.saturating_duration_since(stored_at);
     println!(
@@ -410,18 +392,7 @@ async fn a_waiter_is_woken_after_its_slot_moved() {
     let holder = cluster_cache(&urls, "cl-move").build().await.unwrap();
     let waiter = cluster_cache(&urls, "cl-move").build().await.unwrap();
     let key = Key::raw("move:1");
-    let release = Arc::new(tokio::sync::Notify::new());
-    let load = {
-        let (holder, key, release) = (holder.clone(), key.clone(), release.clone());
-        tokio::spawn(async move {
-            let loader = async move {
-                release.notified().await;
-                Ok::<_, String>("stored".to_owned())
-            };
-            let value = holder.fetch(&key, &policy(), loader).await;
-            (value, Instant::now())
-        })
-    };
+    let load = HeldLoad::start(&holder, &key, "stored");
     let lease = format!("{}:lease", holder.redis_key(&key));
     let mut from = None;
     assert!(
@@ -432,13 +403,7 @@ async fn a_waiter_is_woken_after_its_slot_moved() {
         .await
     );
     let from = from.unwrap();
-    let waiting = {
-        let (waiter, key) = (waiter.clone(), key.clone());
-        tokio::spawn(async move {
-            let value = read(&waiter, &key, "loaded by the waiter").await;
-            (value, Instant::now())
-        })
-    };
+    let waiting = timed_read(&waiter, &key, "loaded by the waiter");
     assert!(
         eventually(Duration::from_secs(10), || async {
             waiter.stats().lock_waits == 1
@@ -460,8 +425,7 @@ async fn a_waiter_is_woken_after_its_slot_moved() {
         Some(to),
         "the lease moved with its slot"
     );
-    release.notify_one();
-    let (stored, stored_at) = load.await.unwrap();
+    let (stored, stored_at) = load.finish().await;
     let (woken, woken_at) = waiting.await.unwrap();
     let delay = woken_at.saturating_duration_since(stored_at);
     println!(

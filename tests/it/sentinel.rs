@@ -4,11 +4,12 @@
 //! SIGKILLed, every call is still answered, and after the promotion the same cache serves hits
 //! again, invalidates on the new primary, and wakes its waiters, without a restart.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, Policy};
-use cached_redis_tests::{MASTER, RedisSentinel, RedisServer, eventually, get_raw};
+use cached_redis_tests::{
+    HeldLoad, MASTER, RedisSentinel, RedisServer, eventually, get_raw, timed_read,
+};
 
 async fn sentinel_cache(sentinel: &RedisSentinel) -> cached_redis::CacheBuilder {
     Cache::sentinel_builder(&[sentinel.url().as_str()], MASTER)
@@ -121,35 +122,16 @@ async fn a_sentinel_failover_is_followed_without_a_restart() {
 
     // A waiter here is woken by a store there, on the new primary, within a second.
     let waited = Key::raw("row:waited");
-    let release = Arc::new(tokio::sync::Notify::new());
-    let holder = {
-        let (there, waited, release) = (there.clone(), waited.clone(), release.clone());
-        tokio::spawn(async move {
-            let policy = Policy::new("row", Duration::from_secs(60)).unwrap();
-            let loader = async move {
-                release.notified().await;
-                Ok::<_, String>("stored there".to_owned())
-            };
-            let value = there.fetch(&waited, &policy, loader).await;
-            (value, Instant::now())
-        })
-    };
+    let holder = HeldLoad::start(&there, &waited, "stored there");
     assert!(eventually(Duration::from_secs(5), || async { there.stats().loads > 0 }).await);
-    let waiter = {
-        let (here, waited) = (here.clone(), waited.clone());
-        tokio::spawn(async move {
-            let value = read(&here, &waited, "loaded here").await;
-            (value, Instant::now())
-        })
-    };
+    let waiter = timed_read(&here, &waited, "loaded here");
     assert!(
         eventually(Duration::from_secs(5), || async {
             here.stats().lock_waits > 0
         })
         .await
     );
-    release.notify_one();
-    let (stored, stored_at) = holder.await.unwrap();
+    let (stored, stored_at) = holder.finish().await;
     let (woken, woken_at) = waiter.await.unwrap();
     let delay = woken_at.saturating_duration_since(stored_at);
     println!("sentinel failover: a waiter answered {delay:?} after the store on the new primary");

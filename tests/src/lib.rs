@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use cached_redis::Cache;
 
+mod held;
 mod proxy;
 mod sentinel;
+pub use held::{Answered, HeldLoad, timed_read};
 pub use proxy::Proxy;
 pub use sentinel::{MASTER, RedisSentinel};
 
