@@ -240,7 +240,13 @@ async fn invalidate_prefix_never_reports_a_removal_it_did_not_do() {
     let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let mut cluster = RedisCluster::start();
     let urls = cluster.urls();
-    let cache = cluster_cache(&urls, "cl-prefix").build().await.unwrap();
+    // Each call scans and unlinks on every primary; on a loaded machine one step can take
+    // longer than the other tests' 500 ms while the cluster settles.
+    let cache = cluster_cache(&urls, "cl-prefix")
+        .op_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
     let keys: Vec<Key> = (0..300).map(|i| Key::raw(format!("row:{i}"))).collect();
     for key in &keys {
         assert_eq!(read(&cache, key, "before").await.as_deref(), Ok("before"));
@@ -256,13 +262,15 @@ async fn invalidate_prefix_never_reports_a_removal_it_did_not_do() {
     cluster.kill(victim);
     let (mut errors, deadline) = (0, Instant::now() + Duration::from_secs(60));
     let removed = loop {
-        match cache.invalidate_prefix("row:").await {
+        let error = match cache.invalidate_prefix("row:").await {
             Ok(removed) => break removed,
-            Err(_) => errors += 1,
-        }
+            Err(error) => error,
+        };
+        errors += 1;
         assert!(
             Instant::now() < deadline,
-            "invalidate_prefix never succeeded"
+            "invalidate_prefix never succeeded: {error} ({:?})",
+            cluster.cli(cluster.primaries()[0], &["CLUSTER", "NODES"])
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
