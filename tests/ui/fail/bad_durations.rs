@@ -20,4 +20,9 @@ async fn bad_lock_ttl(id: u64) -> Result<u64, String> {
     Ok(id)
 }
 
+#[redis_cached(key = "e:<id>", ttl = "60s", max_load = "soon")]
+async fn bad_max_load(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
 fn main() {}
