@@ -7,6 +7,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 
+use crate::bulk::glob_escape;
 use crate::conn::{Conn, LazyCluster};
 
 use crate::error::redact_url;
@@ -356,7 +357,7 @@ impl Cache {
     /// ```
     pub async fn clear(&self) -> Result<u64, Error> {
         let pattern = format!("{}:{{*", glob_escape(&self.inner.namespace));
-        self.remove_matching(&[pattern]).await
+        crate::bulk::remove_matching(&self.inner, &[pattern]).await
     }
 
     /// Removes every entry whose key starts with `prefix` (as rendered, e.g. `"user:"` for all
@@ -378,99 +379,7 @@ impl Cache {
         if let Some(readable) = crate::key::readable_part_of_long_prefix(prefix) {
             patterns.push(format!("{namespace}:{{{}\\\\#*", glob_escape(readable)));
         }
-        self.remove_matching(&patterns).await
-    }
-
-    /// Removes every key matching one of `patterns` and wakes the waiters of removed leases,
-    /// in two full passes. SCAN returns every key present for its whole iteration, but a load
-    /// whose write-back lands mid-scan can create its value behind the cursor and delete its
-    /// lease ahead of it. Such a lease was present for the whole first pass if the write-back
-    /// comes during the second (so the first pass revoked it and the write-back is refused),
-    /// and such a value is present for the whole second pass if the write-back came during the
-    /// first: after both, no value loaded before the call began is left. The second pass
-    /// leaves leases alone: any it finds were taken after the first pass began, by loads that
-    /// read the data after the call did.
-    async fn remove_matching(&self, patterns: &[String]) -> Result<u64, Error> {
-        let inner = &self.inner;
-        let primaries = inner
-            .guard
-            .read(&inner.stats, "CLUSTER NODES", inner.reads.primaries())
-            .await?;
-        let mut removed = 0u64;
-        for leases_too in [true, false] {
-            for pattern in patterns {
-                for node in &primaries {
-                    removed += self.remove_on_node(node, pattern, leases_too).await?;
-                }
-            }
-        }
-        Ok(removed)
-    }
-
-    /// One pass of `SCAN MATCH pattern` over one primary in batches of 500, unlinking what it
-    /// finds (leases only if `leases_too`).
-    async fn remove_on_node(
-        &self,
-        node: &Option<(String, u16)>,
-        pattern: &str,
-        leases_too: bool,
-    ) -> Result<u64, Error> {
-        let inner = &self.inner;
-        let mut removed = 0u64;
-        let mut cursor = 0u64;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(500);
-            let scanned = inner.reads.on_node(node, scan);
-            let reply = inner.guard.read(&inner.stats, "SCAN", scanned).await?;
-            let (next, mut keys): (u64, Vec<String>) =
-                redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
-            if !leases_too {
-                keys.retain(|key| !key.ends_with(":lease"));
-            }
-            if !keys.is_empty() {
-                let unlinking = self.unlink_all(keys);
-                removed += inner.guard.write(&inner.stats, "UNLINK", unlinking).await?;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
-        }
-    }
-
-    /// Unlinks `keys`, one command per key and all of them at once (on a cluster they live in
-    /// different slots, which no single command or pipeline may span), waking the waiters of
-    /// any lease among them.
-    async fn unlink_all(&self, keys: Vec<String>) -> redis::RedisResult<u64> {
-        let mut unlinks = tokio::task::JoinSet::new();
-        for key in keys {
-            let mut conn = self.inner.writes.clone();
-            unlinks.spawn(async move {
-                let removed: u64 = redis::cmd("UNLINK")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await?;
-                if let Some(entry) = key.strip_suffix(":lease") {
-                    let publish = conn.publish_command();
-                    let _: redis::RedisResult<u64> = redis::cmd(publish)
-                        .arg(format!("{entry}:wake"))
-                        .arg("cleared")
-                        .query_async(&mut conn)
-                        .await;
-                }
-                Ok::<u64, redis::RedisError>(removed)
-            });
-        }
-        let mut removed = 0;
-        while let Some(joined) = unlinks.join_next().await {
-            removed += joined.map_err(|e| redis::RedisError::from(std::io::Error::other(e)))??;
-        }
-        Ok(removed)
+        crate::bulk::remove_matching(&self.inner, &patterns).await
     }
 
     /// How many loads are in flight and how many channels are waited on, in this process.
@@ -478,18 +387,6 @@ impl Cache {
     pub fn __in_flight(&self) -> (usize, usize) {
         (self.inner.flights.len(), self.inner.wakeups.channels())
     }
-}
-
-/// Escapes the characters `SCAN MATCH` treats as a glob.
-fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
 }
 
 impl CacheBuilder {
@@ -789,14 +686,20 @@ impl CacheBuilder {
         };
         let first = &self.urls[0];
         let client = builder().build().map_err(|e| invalid(first, e))?;
+        let seed = redis::IntoConnectionInfo::into_connection_info(first.as_str())
+            .map_err(|e| invalid(first, e))?;
         let wakeups = Wakeups::new(|push| {
             builder()
                 .use_protocol(redis::ProtocolVersion::RESP3)
                 .push_sender(push)
                 .build()
-                .map(|client| Conn::Cluster(LazyCluster::new(client)))
+                .map(|client| Conn::Cluster(LazyCluster::new(client, seed.clone())))
         })?;
-        let writes = Conn::Cluster(LazyCluster::new(client.clone()));
-        Ok((Conn::Cluster(LazyCluster::new(client)), writes, wakeups))
+        let writes = Conn::Cluster(LazyCluster::new(client.clone(), seed.clone()));
+        Ok((
+            Conn::Cluster(LazyCluster::new(client, seed)),
+            writes,
+            wakeups,
+        ))
     }
 }

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
+use redis::aio::MultiplexedConnection;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
 /// A cluster connection made on first use. The connecting runs in a task of its own, retried
@@ -21,6 +22,8 @@ pub(crate) struct LazyCluster(Arc<Connecting>);
 
 struct Connecting {
     client: ClusterClient,
+    /// The first seed's settings (credentials, TLS), for plain connections to one node.
+    seed: ConnectionInfo,
     conn: OnceCell<ClusterConnection>,
     started: std::sync::atomic::AtomicBool,
     made: tokio::sync::Notify,
@@ -30,9 +33,10 @@ struct Connecting {
 const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl LazyCluster {
-    pub(crate) fn new(client: ClusterClient) -> LazyCluster {
+    pub(crate) fn new(client: ClusterClient, seed: ConnectionInfo) -> LazyCluster {
         LazyCluster(Arc::new(Connecting {
             client,
+            seed,
             conn: OnceCell::new(),
             started: std::sync::atomic::AtomicBool::new(false),
             made: tokio::sync::Notify::new(),
@@ -55,6 +59,30 @@ impl LazyCluster {
             }
             made.await;
         }
+    }
+
+    /// A plain connection to the node at `host:port`, with the seeds' credentials and TLS
+    /// settings. Bulk removals scan each primary over one of these: routing through the
+    /// cluster connection by address fails until its slot map has caught up with a failover,
+    /// which on a loaded machine took it over a minute.
+    async fn direct(&self, host: &str, port: u16) -> RedisResult<NodeConn> {
+        let seed = &self.0.seed;
+        let addr = match seed.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        let client = redis::Client::open(seed.clone().set_addr(addr))?;
+        let conn = client.get_multiplexed_async_connection().await?;
+        Ok(NodeConn::Direct(conn))
     }
 }
 
@@ -165,28 +193,58 @@ impl Conn {
         }
     }
 
-    /// Sends `cmd` to one node (`None`: wherever it routes by itself).
-    pub(crate) async fn on_node(
-        &self,
+    /// The connections a bulk removal scans and unlinks over on `node` (`None`: the one node
+    /// behind `reads` and `writes`); on a cluster, one plain connection to that node for both.
+    pub(crate) async fn bulk_at(
+        reads: &Conn,
+        writes: &Conn,
         node: &Option<(String, u16)>,
-        cmd: Cmd,
-    ) -> RedisResult<Value> {
-        match (self, node) {
+    ) -> RedisResult<(NodeConn, NodeConn)> {
+        match (reads, node) {
             (Conn::Cluster(lazy), Some((host, port))) => {
-                lazy.get()
-                    .await?
-                    .route_command(
-                        cmd,
-                        redis::cluster_routing::RoutingInfo::SingleNode(
-                            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
-                                host: host.clone(),
-                                port: *port,
-                            },
-                        ),
-                    )
-                    .await
+                let conn = lazy.direct(host, *port).await?;
+                Ok((conn.clone(), conn))
             }
-            (conn, _) => cmd.query_async(&mut conn.clone()).await,
+            _ => Ok((
+                NodeConn::Routed(reads.clone()),
+                NodeConn::Routed(writes.clone()),
+            )),
+        }
+    }
+}
+
+/// A connection to one node of a bulk removal: a plain one to a cluster node, or the cache's
+/// own connection.
+#[derive(Clone)]
+pub(crate) enum NodeConn {
+    Direct(MultiplexedConnection),
+    Routed(Conn),
+}
+
+impl ConnectionLike for NodeConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            NodeConn::Direct(conn) => conn.req_packed_command(cmd),
+            NodeConn::Routed(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            NodeConn::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
+            NodeConn::Routed(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            NodeConn::Direct(conn) => conn.get_db(),
+            NodeConn::Routed(conn) => conn.get_db(),
         }
     }
 }

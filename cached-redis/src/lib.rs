@@ -1,6 +1,7 @@
 #![doc = include_str!("../../README.md")]
 
 mod breaker;
+mod bulk;
 mod cache;
 mod cacheable;
 mod codec;
