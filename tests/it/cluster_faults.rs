@@ -454,29 +454,37 @@ async fn a_waiter_is_woken_after_its_slot_moved() {
     );
 }
 
-/// Item 6: replica-acknowledged invalidation on a cluster waits on the entry's own primary:
-/// confirmed while its replica answers, `Err(NotReplicated)` while that replica is stopped.
+/// Item 6: replica-acknowledged invalidation on a cluster waits on the entry's own primary.
+/// An invalidation confirmed by the replica survives that replica's promotion; one made while
+/// the replica was stopped answers `Err(NotReplicated)`, and promoting that replica (the
+/// primary SIGKILLed before it could catch up) brings the entry back, as the error warned:
+/// the test shows that its setup loses the delete, so the confirmed case means something.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidations_wait_for_the_entrys_own_replica() {
     let _alone = cached_redis_tests::one_cluster_at_a_time().await;
-    let cluster = RedisCluster::start();
+    let mut cluster = RedisCluster::start();
     let cache = cluster_cache(&cluster.urls(), "cl-wait")
         .invalidate_replicas(1, Duration::from_millis(300))
         .build()
         .await
         .unwrap();
-    let key = Key::raw("wait:1");
-    assert!(read(&cache, &key, "v").await.is_ok());
+    let lost = Key::raw("wait:lost");
+    assert!(read(&cache, &lost, "before").await.is_ok());
+    let primary = cluster
+        .primary_holding(&cache.redis_key(&lost))
+        .expect("stored");
+    let kept = cached_on(&cluster, &cache, primary, "before").await;
     assert!(
-        cache.invalidate(&key).await.unwrap(),
+        cache.invalidate(&kept).await.unwrap(),
         "confirmed by the replica"
     );
-    assert!(read(&cache, &key, "v").await.is_ok());
-    let entry = cache.redis_key(&key);
-    let primary = cluster.primary_holding(&entry).expect("stored");
     let replica = cluster.replica_of(primary).expect("a replica");
+    // Stopped, and with its replication link cut so that the delete is not left waiting in
+    // the replica's socket buffer for it to read when it resumes.
     cluster.node(replica).pause();
-    let said = cache.invalidate(&key).await;
+    cluster.cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]);
+    let said = cache.invalidate(&lost).await;
+    cluster.kill(primary);
     cluster.node(replica).resume();
     assert!(
         matches!(
@@ -488,4 +496,28 @@ async fn invalidations_wait_for_the_entrys_own_replica() {
         ),
         "the writer is told its invalidation may not survive a failover: {said:?}"
     );
+    tokio::task::block_in_place(|| cluster.wait_healthy(Duration::from_secs(30)));
+    let on_promoted = |key: &Key| cluster.cli(replica, &["EXISTS", &cache.redis_key(key)]);
+    assert_eq!(
+        on_promoted(&kept).trim(),
+        "0",
+        "a confirmed invalidation survived the promotion"
+    );
+    assert_eq!(
+        on_promoted(&lost).trim(),
+        "1",
+        "the replica that missed the delete was promoted with the entry, as the Err said"
+    );
+}
+
+/// A key of this cache, cached with `value`, whose entry lives on `primary`.
+async fn cached_on(cluster: &RedisCluster, cache: &Cache, primary: u16, value: &str) -> Key {
+    for i in 0.. {
+        let key = Key::raw(format!("wait:{i}"));
+        assert_eq!(read(cache, &key, value).await.as_deref(), Ok(value));
+        if cluster.primary_holding(&cache.redis_key(&key)) == Some(primary) {
+            return key;
+        }
+    }
+    unreachable!("some key hashes to every primary")
 }
