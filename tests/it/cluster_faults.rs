@@ -365,38 +365,118 @@ async fn a_write_pause_on_a_primary_keeps_hits_going() {
     );
 }
 
-/// Moves `slot` from the primary on `from` to the one on `to`, keys included (`MIGRATE`).
-fn migrate_slot(cluster: &RedisCluster, slot: &str, from: u16, to: u16) {
-    let id = |port| cluster.cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
-    let (from_id, to_id) = (id(from), id(to));
-    assert!(
-        cluster
-            .cli(to, &["CLUSTER", "SETSLOT", slot, "IMPORTING", &from_id])
-            .contains("OK")
-    );
-    assert!(
-        cluster
-            .cli(from, &["CLUSTER", "SETSLOT", slot, "MIGRATING", &to_id])
-            .contains("OK")
-    );
-    let keys = cluster.cli(from, &["CLUSTER", "GETKEYSINSLOT", slot, "100"]);
-    let keys: Vec<&str> = keys.split_whitespace().collect();
-    if !keys.is_empty() {
-        let to_port = to.to_string();
-        let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
-        args.extend(keys);
-        assert!(cluster.cli(from, &args).contains("OK"), "MIGRATE");
+/// A slot moving from the primary on `from` to the one on `to`, in the steps
+/// `redis-cli --cluster reshard` takes: both sides told, the keys moved (`MIGRATE`), the new
+/// owner announced.
+struct SlotMove<'a> {
+    cluster: &'a RedisCluster,
+    slot: String,
+    from: u16,
+    to: u16,
+}
+
+impl SlotMove<'_> {
+    fn id(&self, port: u16) -> String {
+        self.cluster
+            .cli(port, &["CLUSTER", "MYID"])
+            .trim()
+            .to_owned()
     }
-    for port in cluster.primaries() {
-        cluster.cli(port, &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
+
+    /// `IMPORTING` on the new owner, `MIGRATING` on the old: a command for a key the old owner
+    /// no longer has is answered `ASK`.
+    fn begin(&self) {
+        let (cluster, slot) = (self.cluster, self.slot.as_str());
+        let (from_id, to_id) = (self.id(self.from), self.id(self.to));
+        let importing = cluster.cli(
+            self.to,
+            &["CLUSTER", "SETSLOT", slot, "IMPORTING", &from_id],
+        );
+        assert!(importing.contains("OK"), "{importing}");
+        let migrating = cluster.cli(
+            self.from,
+            &["CLUSTER", "SETSLOT", slot, "MIGRATING", &to_id],
+        );
+        assert!(migrating.contains("OK"), "{migrating}");
+    }
+
+    fn move_keys(&self) {
+        let keys = self
+            .cluster
+            .cli(self.from, &["CLUSTER", "GETKEYSINSLOT", &self.slot, "100"]);
+        let keys: Vec<&str> = keys.split_whitespace().collect();
+        if !keys.is_empty() {
+            let to_port = self.to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            assert!(self.cluster.cli(self.from, &args).contains("OK"), "MIGRATE");
+        }
+    }
+
+    /// How many keys of the slot the primary on `port` holds.
+    fn keys_at(&self, port: u16) -> u64 {
+        let count = self
+            .cluster
+            .cli(port, &["CLUSTER", "COUNTKEYSINSLOT", &self.slot]);
+        count.trim().parse().expect("a count")
+    }
+
+    /// How many commands the two primaries have answered `TRYAGAIN`.
+    fn refusals(&self) -> u64 {
+        [self.from, self.to]
+            .into_iter()
+            .map(|port| {
+                let stats = self.cluster.cli(port, &["INFO", "errorstats"]);
+                stats
+                    .lines()
+                    .find_map(|line| line.strip_prefix("errorstat_TRYAGAIN:count="))
+                    .map_or(0, |count| count.trim().parse().expect("a count"))
+            })
+            .sum()
+    }
+
+    /// Every primary told the slot's new owner: commands for it are answered `MOVED`.
+    fn finish(&self) {
+        let to_id = self.id(self.to);
+        for port in self.cluster.primaries() {
+            self.cluster
+                .cli(port, &["CLUSTER", "SETSLOT", &self.slot, "NODE", &to_id]);
+        }
     }
 }
 
-/// Item 1, a slot move: the entry's slot (its value, lease and channel) migrates to another
-/// primary while another process waits on the lease; the holder's store, answered with
-/// `MOVED`, lands on the new owner, and the waiter is woken within 1 s of it.
+/// When a holder's store lands, relative to its slot's move.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum StoreLands {
+    /// Both sides in migration, the keys not moved yet: a script over the lease (present)
+    /// and the value (absent) is answered `TRYAGAIN` until the move ends.
+    BeforeTheKeys,
+    /// The keys moved, the slot not yet reassigned: the store is answered `ASK`, and the
+    /// new owner answers `TRYAGAIN` until the move ends.
+    AfterTheKeys,
+    /// The move finished: the store is answered `MOVED`.
+    AfterTheMove,
+}
+
+/// Item 1, a slot move: the entry's slot (its value, lease and channel) moves to another
+/// primary while another process waits on the lease; the holder's store lands at each step of
+/// the move, and the waiter is woken within 1 s of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_is_woken_after_its_slot_moved() {
+    waiter_across_a_slot_move(StoreLands::AfterTheMove).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_is_woken_by_a_store_answered_ask() {
+    waiter_across_a_slot_move(StoreLands::AfterTheKeys).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_is_woken_by_a_store_while_its_keys_wait_to_move() {
+    waiter_across_a_slot_move(StoreLands::BeforeTheKeys).await;
+}
+
+async fn waiter_across_a_slot_move(lands: StoreLands) {
     let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let cluster = RedisCluster::start();
     let urls = cluster.urls();
@@ -430,17 +510,44 @@ async fn a_waiter_is_woken_after_its_slot_moved() {
         .into_iter()
         .find(|p| *p != from)
         .unwrap();
-    migrate_slot(&cluster, &slot, from, to);
-    assert_eq!(
-        cluster.primary_holding(&lease),
-        Some(to),
-        "the lease moved with its slot"
-    );
-    let (stored, stored_at) = load.finish().await;
+    let moving = SlotMove {
+        cluster: &cluster,
+        slot,
+        from,
+        to,
+    };
+    moving.begin();
+    if lands != StoreLands::BeforeTheKeys {
+        moving.move_keys();
+        assert_eq!(
+            (moving.keys_at(from), moving.keys_at(to)),
+            (0, 1),
+            "the lease moved with its slot"
+        );
+    }
+    if lands == StoreLands::AfterTheMove {
+        moving.finish();
+    }
+    let refused_before = moving.refusals();
+    let storing = tokio::spawn(load.finish());
+    if lands != StoreLands::AfterTheMove {
+        // The store reaches Redis mid-move and is answered TRYAGAIN; the move then ends.
+        let refused = eventually(Duration::from_secs(10), || {
+            std::future::ready(moving.refusals() > refused_before)
+        })
+        .await;
+        assert!(refused, "the store reached the migrating slot");
+        if lands == StoreLands::BeforeTheKeys {
+            moving.move_keys();
+        }
+        moving.finish();
+    }
+    let (stored, stored_at) = storing.await.unwrap();
     let (woken, woken_at) = waiting.await.unwrap();
     let delay = woken_at.saturating_duration_since(stored_at);
     println!(
-        "cluster slot move: the waiter answered {delay:?} after the store ({stored:?} / {woken:?})"
+        "cluster slot move, store {lands:?}: the waiter answered {delay:?} after the store ({stored:?} / {woken:?}); {:?}",
+        holder.stats()
     );
     assert_eq!(stored.as_deref(), Ok("stored"));
     assert_eq!(
@@ -451,6 +558,12 @@ async fn a_waiter_is_woken_after_its_slot_moved() {
     assert!(
         delay < Duration::from_secs(1),
         "woken {delay:?} after the store"
+    );
+    let reader = cluster_cache(&urls, "cl-move").build().await.unwrap();
+    assert_eq!(
+        read(&reader, &key, "reloaded").await.as_deref(),
+        Ok("stored"),
+        "the stored value is on the slot's new owner"
     );
 }
 
