@@ -4,6 +4,7 @@
 //! (`ns:{key}` and `ns:{key}:lease`), so the scripts also run on Redis Cluster.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use redis::{Script, Value};
 
@@ -107,6 +108,36 @@ redis.call(ARGV[2], ARGV[1], 'invalidated')
 return n
 ";
 
+/// Runs a script over an entry's value and lease, again while a cluster answers that its slot
+/// is moving: a script over keys of a migrating slot, some moved or absent, is refused
+/// (`TRYAGAIN`) until the move ends, which a reshard does in moments, and redis-rs hands back
+/// an `ASK` or `MOVED` it had no retry left to follow. The caller's deadline (`op_timeout`)
+/// bounds the retries.
+async fn invoke<T: redis::FromRedisValue>(
+    call: &redis::ScriptInvocation<'_>,
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<T> {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match call.invoke_async(conn).await {
+            Err(error) if SLOT_MOVING.contains(&error.kind()) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            answered => return answered,
+        }
+    }
+}
+
+const SLOT_MOVING: [redis::ErrorKind; 3] = {
+    use redis::{ErrorKind::Server, ServerErrorKind};
+    [
+        Server(ServerErrorKind::TryAgain),
+        Server(ServerErrorKind::Ask),
+        Server(ServerErrorKind::Moved),
+    ]
+};
+
 /// What [`acquire`] found.
 #[derive(Debug)]
 pub(crate) enum Acquire {
@@ -127,7 +158,7 @@ pub(crate) async fn acquire(
     if let Some(bytes) = corrupt {
         call.arg(bytes);
     }
-    let reply: Vec<Value> = call.invoke_async(conn).await?;
+    let reply: Vec<Value> = invoke(&call, conn).await?;
     match reply.as_slice() {
         [Value::Int(1), Value::BulkString(bytes)] => Ok(Acquire::Value(bytes.clone())),
         [Value::Int(2)] => Ok(Acquire::Leased),
@@ -151,16 +182,14 @@ pub(crate) async fn write_back(
     ttl_ms: u64,
     publish: &str,
 ) -> redis::RedisResult<bool> {
-    WRITE_BACK
-        .key(&keys.value)
-        .key(&keys.lease)
+    let mut call = WRITE_BACK.key(&keys.value);
+    call.key(&keys.lease)
         .arg(token)
         .arg(payload)
         .arg(ttl_ms)
         .arg(&keys.channel)
-        .arg(publish)
-        .invoke_async(conn)
-        .await
+        .arg(publish);
+    invoke(&call, conn).await
 }
 
 pub(crate) async fn release(
@@ -197,13 +226,9 @@ pub(crate) async fn invalidate(
     keys: &EntryKeys,
     publish: &str,
 ) -> redis::RedisResult<bool> {
-    INVALIDATE
-        .key(&keys.value)
-        .key(&keys.lease)
-        .arg(&keys.channel)
-        .arg(publish)
-        .invoke_async(conn)
-        .await
+    let mut call = INVALIDATE.key(&keys.value);
+    call.key(&keys.lease).arg(&keys.channel).arg(publish);
+    invoke(&call, conn).await
 }
 
 /// The invalidation as a plain `EVAL` (the script's text, so it needs no `SCRIPT LOAD`),
