@@ -112,7 +112,9 @@ pub struct CacheBuilder {
     urls: Vec<String>,
     cluster: bool,
     #[cfg(feature = "sentinel")]
-    sentinel_master: Option<String>,
+    sentinel: Option<crate::sentinel::Service>,
+    #[cfg(feature = "sentinel")]
+    node_auth: Option<crate::sentinel::NodeAuth>,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
     namespace: String,
@@ -151,7 +153,9 @@ impl Cache {
             urls: vec![url.to_owned()],
             cluster: false,
             #[cfg(feature = "sentinel")]
-            sentinel_master: None,
+            sentinel: None,
+            #[cfg(feature = "sentinel")]
+            node_auth: None,
             #[cfg(feature = "tls")]
             tls_root_cert: None,
             namespace: "cache".to_owned(),
@@ -208,7 +212,7 @@ impl Cache {
     pub fn sentinel_builder(sentinels: &[&str], master: &str) -> CacheBuilder {
         CacheBuilder {
             urls: sentinels.iter().map(|u| (*u).to_owned()).collect(),
-            sentinel_master: Some(master.to_owned()),
+            sentinel: Some(crate::sentinel::Service::new(master)),
             ..Cache::builder("")
         }
     }
@@ -498,6 +502,25 @@ impl CacheBuilder {
         redis::Client::open(url)
     }
 
+    /// Behind Sentinel, the credentials of the data nodes (the primary and its replicas);
+    /// credentials in the sentinel URLs are the sentinels' own. `username` is `None` for
+    /// `requirepass`-style auth. Only for [`Cache::sentinel_builder`]: one Redis or a cluster
+    /// takes its credentials in its URLs, and [`CacheBuilder::build`] refuses them here.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::sentinel_builder(&["redis://10.0.0.5:26379"], "mymaster")
+    ///     .node_auth(Some("app"), "s3cret")
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sentinel")]
+    pub fn node_auth(mut self, username: Option<&str>, password: &str) -> Self {
+        self.node_auth = Some(crate::sentinel::NodeAuth::new(username, password));
+        self
+    }
+
     /// Validates the configuration and creates the cache. It does not connect: an unreachable
     /// Redis does not stop an application from starting, its calls fall back to the loader
     /// until Redis answers. Must be called inside a Tokio runtime.
@@ -571,18 +594,32 @@ impl CacheBuilder {
             .set_number_of_retries(0)
     }
 
+    /// The Sentinel service this cache follows, with the data nodes' credentials; refuses
+    /// those credentials on a cache not behind Sentinel.
+    #[cfg(feature = "sentinel")]
+    fn sentinel_service(&self) -> Result<Option<crate::sentinel::Service>, Error> {
+        match (&self.sentinel, &self.node_auth) {
+            (None, Some(_)) => Err(Error::InvalidConfig(
+                "node_auth is for a cache behind Sentinel; give one Redis or a cluster its \
+                 credentials in the URL (redis://user:password@host:port)"
+                    .into(),
+            )),
+            (service, auth) => Ok(service.clone().map(|s| s.with_auth(auth.clone()))),
+        }
+    }
+
     /// Connections for reads, for writes and for wake-ups, for the deployment configured.
     fn connections(
         &self,
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
     ) -> Result<(Conn, Conn, Wakeups), Error> {
         #[cfg(feature = "sentinel")]
-        if let Some(master) = &self.sentinel_master {
+        if let Some(service) = self.sentinel_service()? {
             for url in &self.urls {
                 redis::Client::open(url.as_str()).map_err(|e| invalid(url, e))?;
             }
             let config = self.manager_config();
-            return Ok(crate::sentinel::connections(&self.urls, master, &config)?);
+            return Ok(crate::sentinel::connections(&self.urls, &service, &config)?);
         }
         if self.cluster {
             self.cluster_connections(invalid)
@@ -605,9 +642,9 @@ impl CacheBuilder {
             )));
         }
         #[cfg(feature = "sentinel")]
-        if let Some(master) = &self.sentinel_master {
+        if let Some(service) = self.sentinel_service()? {
             let config = self.manager_config();
-            let follow = crate::sentinel::FollowPrimary::new(&self.urls, master, config, false)?;
+            let follow = crate::sentinel::FollowPrimary::new(&self.urls, &service, config, false)?;
             return Ok(Some(Replicated::new(
                 Conn::Sentinel(follow),
                 replicas,

@@ -11,20 +11,56 @@ use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use crate::conn::Conn;
 use crate::wake::Wakeups;
 
+/// The master name the sentinels monitor, and how to log in to its data nodes.
+#[derive(Clone)]
+pub(crate) struct Service {
+    master: String,
+    auth: Option<NodeAuth>,
+}
+
+impl Service {
+    pub(crate) fn new(master: &str) -> Service {
+        Service {
+            master: master.to_owned(),
+            auth: None,
+        }
+    }
+
+    pub(crate) fn with_auth(self, auth: Option<NodeAuth>) -> Service {
+        Service { auth, ..self }
+    }
+}
+
+/// The data nodes' credentials (`AUTH [username] password`).
+#[derive(Clone)]
+pub(crate) struct NodeAuth {
+    username: Option<String>,
+    password: String,
+}
+
+impl NodeAuth {
+    pub(crate) fn new(username: Option<&str>, password: &str) -> NodeAuth {
+        NodeAuth {
+            username: username.map(str::to_owned),
+            password: password.to_owned(),
+        }
+    }
+}
+
 /// Connections for reads, for writes and for wake-ups, each following the primary.
 pub(crate) fn connections(
     urls: &[String],
-    master: &str,
+    service: &Service,
     config: &ConnectionManagerConfig,
 ) -> RedisResult<(Conn, Conn, Wakeups)> {
-    let reads = FollowPrimary::new(urls, master, config.clone(), false)?;
-    let writes = FollowPrimary::new(urls, master, config.clone(), false)?;
+    let reads = FollowPrimary::new(urls, service, config.clone(), false)?;
+    let writes = FollowPrimary::new(urls, service, config.clone(), false)?;
     let wakeups = Wakeups::new(|push| {
         let config = config
             .clone()
             .set_push_sender(push)
             .set_automatic_resubscription();
-        FollowPrimary::new(urls, master, config, true).map(Conn::Sentinel)
+        FollowPrimary::new(urls, service, config, true).map(Conn::Sentinel)
     })?;
     Ok((Conn::Sentinel(reads), Conn::Sentinel(writes), wakeups))
 }
@@ -41,21 +77,27 @@ struct Following {
 }
 
 impl FollowPrimary {
-    /// Follows `master` as the sentinels at `urls` name it (over RESP3 if `resp3`, for push
-    /// messages); connects on first use.
+    /// Follows the service's master as the sentinels at `urls` name it (over RESP3 if
+    /// `resp3`, for push messages); connects on first use.
     pub(crate) fn new(
         urls: &[String],
-        master: &str,
+        service: &Service,
         config: ConnectionManagerConfig,
         resp3: bool,
     ) -> RedisResult<FollowPrimary> {
-        let node = resp3.then(|| {
-            let redis =
-                redis::RedisConnectionInfo::default().set_protocol(redis::ProtocolVersion::RESP3);
-            SentinelNodeConnectionInfo::default().set_redis_connection_info(redis)
-        });
+        let mut redis = redis::RedisConnectionInfo::default();
+        if resp3 {
+            redis = redis.set_protocol(redis::ProtocolVersion::RESP3);
+        }
+        if let Some(auth) = &service.auth {
+            redis = redis.set_password(&auth.password);
+            if let Some(username) = &auth.username {
+                redis = redis.set_username(username);
+            }
+        }
+        let node = Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(redis));
         // A `String` either way: with redis-rs's TLS the parameter is `impl AsRef<str>`.
-        let service: String = master.into();
+        let service: String = service.master.clone();
         let client =
             SentinelClient::build(urls.to_vec(), service, node, SentinelServerType::Master)?;
         Ok(FollowPrimary(Arc::new(Following {

@@ -140,3 +140,46 @@ async fn a_sentinel_failover_is_followed_without_a_restart() {
     assert!(delay < Duration::from_secs(1), "{delay:?}");
     assert!(resumed < Duration::from_secs(5), "{resumed:?}");
 }
+
+/// The data nodes' credentials are the cache's own (`node_auth`), not the sentinels': with them
+/// the cache caches on a primary that requires a password; without them every call is
+/// answered by its loader and `ping` says why. A cache not behind Sentinel refuses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_behind_sentinel_logs_in_to_its_data_nodes() {
+    let primary = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let sentinel = RedisSentinel::start_with_auth(primary.port(), Some("s3cret")).await;
+    let cache = sentinel_cache(&sentinel)
+        .await
+        .node_auth(None, "s3cret")
+        .build()
+        .await
+        .unwrap();
+    let key = Key::raw("auth:1");
+    assert_eq!(read(&cache, &key, "stored").await.as_deref(), Ok("stored"));
+    assert_eq!(
+        read(&cache, &key, "loaded again").await.as_deref(),
+        Ok("stored"),
+        "a hit: {:?}",
+        cache.stats()
+    );
+    let without = sentinel_cache(&sentinel).await.build().await.unwrap();
+    assert_eq!(
+        read(&without, &key, "loaded").await.as_deref(),
+        Ok("loaded"),
+        "answered by the loader"
+    );
+    let refused = without.ping().await.expect_err("not logged in");
+    assert!(
+        refused.to_string().contains("NOAUTH"),
+        "ping says why: {refused}"
+    );
+    let misplaced = Cache::builder(&primary.url())
+        .node_auth(None, "s3cret")
+        .build()
+        .await
+        .expect_err("not behind Sentinel");
+    assert!(
+        misplaced.to_string().contains("credentials in the URL"),
+        "{misplaced}"
+    );
+}

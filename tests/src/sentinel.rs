@@ -22,7 +22,15 @@ impl RedisSentinel {
     /// Starts a sentinel monitoring the primary on `primary_port` (quorum 1), and waits until
     /// it knows the primary.
     pub async fn start(primary_port: u16) -> RedisSentinel {
+        Self::start_with_auth(primary_port, None).await
+    }
+
+    /// The same, for data nodes that require `password` (`sentinel auth-pass`).
+    pub async fn start_with_auth(primary_port: u16, password: Option<&str>) -> RedisSentinel {
         let port = free_port();
+        let auth = password.map_or(String::new(), |p| {
+            format!("sentinel auth-pass {MASTER} {p}\n")
+        });
         let config = std::env::temp_dir().join(format!(
             "cached-redis-sentinel-{}-{port}.conf",
             std::process::id()
@@ -32,7 +40,7 @@ impl RedisSentinel {
             format!(
                 "port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER} 127.0.0.1 {primary_port} 1\n\
                  sentinel down-after-milliseconds {MASTER} 1000\n\
-                 sentinel failover-timeout {MASTER} 3000\nsentinel parallel-syncs {MASTER} 1\n"
+                 sentinel failover-timeout {MASTER} 3000\nsentinel parallel-syncs {MASTER} 1\n{auth}"
             ),
         )
         .expect("sentinel config");
