@@ -48,6 +48,7 @@
 struct ReadmeDoctests;
 
 mod breaker;
+mod builder;
 mod bulk;
 mod cache;
 mod cacheable;
@@ -62,6 +63,7 @@ mod key;
 mod lease;
 mod policy;
 mod random;
+mod replicated;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod stats;
@@ -70,7 +72,8 @@ mod wake;
 #[doc(hidden)]
 pub mod __private;
 
-pub use cache::{Cache, CacheBuilder};
+pub use builder::CacheBuilder;
+pub use cache::Cache;
 pub use cacheable::{CacheValue, Cacheable, Plain, Split};
 pub use error::Error;
 pub use global::{global, set_global};

@@ -1,0 +1,489 @@
+//! Configuring a cache: the builder's options, their validation, and the connections each
+//! deployment (one Redis, a cluster, Sentinel) needs.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+
+use crate::Error;
+use crate::cache::{Cache, Inner};
+use crate::conn::{Conn, LazyCluster};
+use crate::error::redact_url;
+use crate::flight::Flights;
+use crate::guard::Guard;
+use crate::replicated::Replicated;
+use crate::stats::Counters;
+use crate::wake::Wakeups;
+
+/// Configures a [`Cache`]; created by [`Cache::builder`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Building never needs Redis to be up: the connection is made on first use.
+/// let cache = cached_redis::Cache::builder("redis://127.0.0.1:1").build().await;
+/// assert!(cache.is_ok());
+///
+/// let err = cached_redis::Cache::builder("redis://127.0.0.1")
+///     .namespace("bad{ns}")
+///     .build()
+///     .await
+///     .unwrap_err();
+/// assert!(err.to_string().contains("namespace"));
+///
+/// let err = cached_redis::Cache::builder("redis://127.0.0.1")
+///     .lock_ttl(std::time::Duration::MAX)
+///     .build()
+///     .await
+///     .unwrap_err();
+/// assert!(err.to_string().contains("between 1ms and a day"));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CacheBuilder {
+    urls: Vec<String>,
+    cluster: bool,
+    #[cfg(feature = "sentinel")]
+    sentinel: Option<crate::sentinel::Service>,
+    #[cfg(feature = "sentinel")]
+    node_auth: Option<crate::sentinel::NodeAuth>,
+    #[cfg(feature = "tls")]
+    tls_root_cert: Option<Vec<u8>>,
+    namespace: String,
+    op_timeout: Duration,
+    lock_ttl: Duration,
+    max_load: Option<Duration>,
+    replicas: Option<(u32, Duration)>,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
+            .field("namespace", &self.namespace)
+            .field("op_timeout", &self.op_timeout)
+            .field("lock_ttl", &self.lock_ttl)
+            .field("max_load", &self.max_load)
+            .field("replicas", &self.replicas)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_cooldown", &self.breaker_cooldown)
+            .finish()
+    }
+}
+
+impl Cache {
+    /// Starts configuring a cache for the Redis at `url` (`redis://[user:password@]host[:port][/db]`,
+    /// or `rediss://` for TLS).
+    pub fn builder(url: &str) -> CacheBuilder {
+        CacheBuilder {
+            urls: vec![url.to_owned()],
+            cluster: false,
+            #[cfg(feature = "sentinel")]
+            sentinel: None,
+            #[cfg(feature = "sentinel")]
+            node_auth: None,
+            #[cfg(feature = "tls")]
+            tls_root_cert: None,
+            namespace: "cache".to_owned(),
+            op_timeout: Duration::from_millis(250),
+            lock_ttl: Duration::from_secs(5),
+            max_load: None,
+            replicas: None,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(1),
+        }
+    }
+
+    /// Starts configuring a cache on a Redis Cluster, given one or more of its nodes (the rest
+    /// are discovered). The same options apply; the cluster is connected on first use, through
+    /// redis-rs's async cluster client, which follows slot moves and failovers.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::cluster_builder(&[
+    ///     "redis://10.0.0.1:7000",
+    ///     "redis://10.0.0.2:7000",
+    /// ])
+    /// .namespace("myapp")
+    /// .build()
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_builder(urls: &[&str]) -> CacheBuilder {
+        CacheBuilder {
+            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            cluster: true,
+            ..Cache::builder("")
+        }
+    }
+
+    /// Starts configuring a cache on a primary/replica deployment that Redis Sentinel manages,
+    /// given one or more sentinels and the master name they monitor. The same options apply.
+    /// Reads, writes and wake-ups go to the node the sentinels name as the primary, and ask
+    /// them again when it fails or turns replica (`READONLY`), so the cache follows a failover
+    /// without a restart. Needs the `sentinel` feature.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::sentinel_builder(
+    ///     &["redis://10.0.0.5:26379", "redis://10.0.0.6:26379"],
+    ///     "mymaster",
+    /// )
+    /// .namespace("myapp")
+    /// .build()
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sentinel")]
+    pub fn sentinel_builder(sentinels: &[&str], master: &str) -> CacheBuilder {
+        CacheBuilder {
+            urls: sentinels.iter().map(|u| (*u).to_owned()).collect(),
+            sentinel: Some(crate::sentinel::Service::new(master)),
+            ..Cache::builder("")
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// Prefix of every key this cache writes (default `"cache"`): values live at
+    /// `<namespace>:{<key>}`. It may not contain `{` or `}`.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        namespace.clone_into(&mut self.namespace);
+        self
+    }
+
+    /// Bound on every Redis call (default 250 ms). A call that takes longer falls back to the
+    /// loader.
+    pub fn op_timeout(mut self, op_timeout: Duration) -> Self {
+        self.op_timeout = op_timeout;
+        self
+    }
+
+    /// How long one loader may hold an entry's lease before others take over (default 5 s).
+    /// Attribute argument `lock_ttl` overrides it per function.
+    pub fn lock_ttl(mut self, lock_ttl: Duration) -> Self {
+        self.lock_ttl = lock_ttl;
+        self
+    }
+
+    /// How long one load may keep its lease (default: three times the lease TTL in effect, so
+    /// 15 s by default). A loader still running past it is not cancelled, and its own caller
+    /// still gets its result (not stored), but its lease is released and the callers that
+    /// joined it read again: callers here and in other processes load for themselves, so one
+    /// hung query does not stall a key everywhere. Attribute argument
+    /// `max_load` overrides it per function.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::builder("redis://127.0.0.1:6379")
+    ///     .max_load(std::time::Duration::from_secs(30))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn max_load(mut self, max_load: Duration) -> Self {
+        self.max_load = Some(max_load);
+        self
+    }
+
+    /// Makes every invalidation wait until `replicas` replicas have it (`WAIT`, for at most
+    /// `within`) and return [`Error::NotReplicated`] when they do not confirm in time. Off by
+    /// default: without it, an invalidation acknowledged by a primary that fails before
+    /// replicating it is lost, and the promoted replica serves the old value until its TTL.
+    /// With it, the writer learns of that window and can retry. What remains: a failover that
+    /// promotes a replica other than the ones that confirmed (ask for all of them), and
+    /// Redis's own asynchronous replication between the confirmation and a later write.
+    /// On a cluster it waits on the entry's own primary; behind Sentinel, on the current one.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::builder("redis://127.0.0.1:6379")
+    ///     .invalidate_replicas(1, std::time::Duration::from_millis(200))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn invalidate_replicas(mut self, replicas: u32, within: Duration) -> Self {
+        self.replicas = Some((replicas, within));
+        self
+    }
+
+    /// Consecutive failed Redis calls that open the circuit breaker (default 5). While it is
+    /// open, calls skip Redis and run the loader.
+    pub fn breaker_threshold(mut self, failures: u32) -> Self {
+        self.breaker_threshold = failures;
+        self
+    }
+
+    /// How long the breaker stays open before one probe call is let through (default 1 s).
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Trusts this CA certificate (PEM) for `rediss://` connections instead of the system's
+    /// roots. Needs the `tls` feature.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read("/etc/redis/ca.crt")?;
+    /// let cache = cached_redis::Cache::builder("rediss://cache.internal:6380")
+    ///     .tls_root_cert(ca)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
+        self
+    }
+
+    fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        #[cfg(feature = "tls")]
+        if let Some(root_cert) = &self.tls_root_cert {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert.clone()),
+            };
+            return redis::Client::build_with_tls(url, certificates);
+        }
+        redis::Client::open(url)
+    }
+
+    /// Behind Sentinel, the credentials of the data nodes (the primary and its replicas);
+    /// credentials in the sentinel URLs are the sentinels' own. `username` is `None` for
+    /// `requirepass`-style auth. Only for [`Cache::sentinel_builder`]: one Redis or a cluster
+    /// takes its credentials in its URLs, and [`CacheBuilder::build`] refuses them here.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::sentinel_builder(&["redis://10.0.0.5:26379"], "mymaster")
+    ///     .node_auth(Some("app"), "s3cret")
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sentinel")]
+    pub fn node_auth(mut self, username: Option<&str>, password: &str) -> Self {
+        self.node_auth = Some(crate::sentinel::NodeAuth::new(username, password));
+        self
+    }
+
+    /// Validates the configuration and creates the cache. It does not connect: an unreachable
+    /// Redis does not stop an application from starting, its calls fall back to the loader
+    /// until Redis answers. Must be called inside a Tokio runtime.
+    pub async fn build(self) -> Result<Cache, Error> {
+        let redacted: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
+        let invalid = |url: &str, e: redis::RedisError| {
+            let shown = redact_url(url);
+            Error::InvalidUrl {
+                reason: e.to_string().replace(url, &shown),
+                url: shown,
+            }
+        };
+        if self.urls.is_empty() {
+            return Err(Error::InvalidConfig(
+                "a cluster needs at least one node url".into(),
+            ));
+        }
+        if self.namespace.contains(['{', '}']) {
+            return Err(Error::InvalidConfig(format!(
+                "namespace `{}` may not contain `{{` or `}}`",
+                self.namespace
+            )));
+        }
+        let max_load = self.max_load.unwrap_or(Duration::from_millis(1));
+        for (name, value) in [
+            ("op_timeout", self.op_timeout),
+            ("lock_ttl", self.lock_ttl),
+            ("max_load", max_load),
+            (
+                "breaker_cooldown",
+                self.breaker_cooldown.max(Duration::from_millis(1)),
+            ),
+        ] {
+            if value.as_millis() == 0 || value > crate::policy::LONGEST {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} must be between 1ms and a day, got {value:?}"
+                )));
+            }
+        }
+        let (reads, writes, wakeups) = self.connections(&invalid)?;
+        let replicated = self.replicated(&invalid)?;
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                reads,
+                writes,
+                namespace: self.namespace,
+                lock_ttl: self.lock_ttl,
+                max_load: self.max_load,
+                guard: Guard::new(
+                    self.op_timeout,
+                    self.breaker_threshold,
+                    self.breaker_cooldown,
+                ),
+                stats: Counters::default(),
+                flights: Flights::default(),
+                wakeups,
+                replicated,
+                url: redacted.join(","),
+            }),
+        })
+    }
+
+    /// No retries inside the connection manager: a command during an outage fails at once (and
+    /// the next one tries to connect again) instead of waiting out a retry series.
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.op_timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(None)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(500))
+            .set_number_of_retries(0)
+    }
+
+    /// The Sentinel service this cache follows, with the data nodes' credentials; refuses
+    /// those credentials on a cache not behind Sentinel.
+    #[cfg(feature = "sentinel")]
+    fn sentinel_service(&self) -> Result<Option<crate::sentinel::Service>, Error> {
+        match (&self.sentinel, &self.node_auth) {
+            (None, Some(_)) => Err(Error::InvalidConfig(
+                "node_auth is for a cache behind Sentinel; give one Redis or a cluster its \
+                 credentials in the URL (redis://user:password@host:port)"
+                    .into(),
+            )),
+            (service, auth) => Ok(service.clone().map(|s| s.with_auth(auth.clone()))),
+        }
+    }
+
+    /// Connections for reads, for writes and for wake-ups, for the deployment configured.
+    fn connections(
+        &self,
+        invalid: &impl Fn(&str, redis::RedisError) -> Error,
+    ) -> Result<(Conn, Conn, Wakeups), Error> {
+        #[cfg(feature = "sentinel")]
+        if let Some(service) = self.sentinel_service()? {
+            for url in &self.urls {
+                redis::Client::open(url.as_str()).map_err(|e| invalid(url, e))?;
+            }
+            let config = self.manager_config();
+            return Ok(crate::sentinel::connections(&self.urls, &service, &config)?);
+        }
+        if self.cluster {
+            self.cluster_connections(invalid)
+        } else {
+            self.single_connections(invalid)
+        }
+    }
+
+    /// The connection of replica-acknowledged invalidations, if asked for.
+    fn replicated(
+        &self,
+        invalid: &impl Fn(&str, redis::RedisError) -> Error,
+    ) -> Result<Option<Replicated>, Error> {
+        let Some((replicas, within)) = self.replicas else {
+            return Ok(None);
+        };
+        if replicas == 0 || within.as_millis() == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "invalidate_replicas needs at least one replica and 1ms, got {replicas} and {within:?}"
+            )));
+        }
+        #[cfg(feature = "sentinel")]
+        if let Some(service) = self.sentinel_service()? {
+            let config = self.manager_config();
+            let follow = crate::sentinel::FollowPrimary::new(&self.urls, &service, config, false)?;
+            return Ok(Some(Replicated::new(
+                Conn::Sentinel(follow),
+                replicas,
+                within,
+            )));
+        }
+        if self.cluster {
+            let (conn, _, _) = self.cluster_connections(invalid)?;
+            return Ok(Some(Replicated::new(conn, replicas, within)));
+        }
+        let url = &self.urls[0];
+        let client = self.client(url).map_err(|e| invalid(url, e))?;
+        let conn = ConnectionManager::new_lazy_with_config(client, self.manager_config())?;
+        Ok(Some(Replicated::new(Conn::Single(conn), replicas, within)))
+    }
+
+    /// One Redis: auto-reconnecting multiplexed connections for reads and for writes, and a
+    /// RESP3 one for wake-ups.
+    fn single_connections(
+        &self,
+        invalid: &impl Fn(&str, redis::RedisError) -> Error,
+    ) -> Result<(Conn, Conn, Wakeups), Error> {
+        let url = &self.urls[0];
+        let client = self.client(url).map_err(|e| invalid(url, e))?;
+        let config = self.manager_config();
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        let resp3_info = client.get_connection_info().clone();
+        let resp3_redis = resp3_info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let pubsub_client = redis::Client::open(resp3_info.set_redis_settings(resp3_redis))?;
+        let wakeups = Wakeups::new(|push| {
+            let config = config.set_push_sender(push).set_automatic_resubscription();
+            ConnectionManager::new_lazy_with_config(pubsub_client, config).map(Conn::Single)
+        })?;
+        let writes = ConnectionManager::new_lazy_with_config(client, self.manager_config())?;
+        Ok((Conn::Single(conn), Conn::Single(writes), wakeups))
+    }
+
+    /// A cluster: redis-rs's cluster client for reads and for writes (each its own
+    /// connections), and a RESP3 one for sharded wake-ups, all connected on first use.
+    fn cluster_connections(
+        &self,
+        invalid: &impl Fn(&str, redis::RedisError) -> Error,
+    ) -> Result<(Conn, Conn, Wakeups), Error> {
+        #[cfg(feature = "tls")]
+        if self.tls_root_cert.is_some() {
+            return Err(Error::InvalidConfig(
+                "tls_root_cert is not supported for clusters; use rediss:// URLs with a CA the system trusts".into(),
+            ));
+        }
+        for url in &self.urls {
+            redis::Client::open(url.as_str()).map_err(|e| invalid(url, e))?;
+        }
+        let builder = || {
+            ClusterClientBuilder::new(self.urls.clone())
+                .connection_timeout(self.op_timeout.max(Duration::from_millis(500)))
+                .response_timeout(self.op_timeout)
+                .retries(1)
+                .min_retry_wait(10)
+                .max_retry_wait(100)
+        };
+        let first = &self.urls[0];
+        let client = builder().build().map_err(|e| invalid(first, e))?;
+        let seed = redis::IntoConnectionInfo::into_connection_info(first.as_str())
+            .map_err(|e| invalid(first, e))?;
+        let wakeups = Wakeups::new(|push| {
+            builder()
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(push)
+                .build()
+                .map(|client| Conn::Cluster(LazyCluster::new(client, seed.clone())))
+        })?;
+        let writes = Conn::Cluster(LazyCluster::new(client.clone(), seed.clone()));
+        Ok((
+            Conn::Cluster(LazyCluster::new(client, seed)),
+            writes,
+            wakeups,
+        ))
+    }
+}
