@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::cacheable::{Cacheable, Split};
 use crate::flight::{self, Joined, Leader, Role, Shared};
-use crate::lease::{self, Acquire, EntryKeys};
+use crate::lease::{self, Acquire, EntryKeys, LeaseGuard};
 use crate::stats::{Event, bump};
-use crate::{Cache, CacheValue, Key, Policy, codec, random};
+use crate::wake::Subscription;
+use crate::{Cache, CacheValue, Key, Policy, codec};
 
 /// How often a waiter checks the lease when it could not subscribe for wake-ups.
 const POLL_WITHOUT_WAKEUPS: Duration = Duration::from_millis(20);
@@ -32,6 +33,16 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// A load this caller ran: under the lease, or without it (Redis unavailable or refusing
+    /// writes).
+    fn of_load(leased: bool) -> Outcome {
+        if leased {
+            Outcome::Miss
+        } else {
+            Outcome::Fallback
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
@@ -46,7 +57,15 @@ impl Outcome {
 /// What the first GET found.
 enum Read<T> {
     Hit(T),
-    Miss { corrupt: Option<Vec<u8>> },
+    Missed(Missed),
+}
+
+/// Why a GET found no usable value.
+enum Missed {
+    /// Redis answered with nothing usable: no value, or `corrupt` bytes that do not decode
+    /// (the lease script replaces them only if they are still there).
+    Absent { corrupt: Option<Vec<u8>> },
+    /// Redis could not be asked.
     Unavailable,
 }
 
@@ -135,25 +154,25 @@ impl Cache {
     {
         let inner = &self.inner;
         loop {
-            let redis_ok = !matches!(read, Read::Unavailable);
-            let corrupt = match read {
+            let missed = match read {
                 Read::Hit(value) => {
                     inner.stats.note(Event::Hit, policy.name());
                     return (R::from_value(value), Outcome::Hit, Duration::ZERO);
                 }
-                Read::Miss { corrupt } => {
+                Read::Missed(missed @ Missed::Absent { .. }) => {
                     inner.stats.note(Event::Miss, policy.name());
                     tracing::debug!("cache miss");
-                    Some(corrupt)
+                    missed
                 }
-                Read::Unavailable => {
+                Read::Missed(Missed::Unavailable) => {
                     inner.stats.note(Event::Fallback, policy.name());
-                    None
+                    Missed::Unavailable
                 }
             };
+            let redis_ok = !matches!(missed, Missed::Unavailable);
             match inner.flights.join_or_lead(&keys.value) {
                 Role::Lead(leader) => {
-                    return self.lead(leader, &keys, policy, loader, corrupt).await;
+                    return self.lead(leader, &keys, policy, loader, missed).await;
                 }
                 Role::Join(joiner) => {
                     inner.stats.note(Event::Coalesced, policy.name());
@@ -185,22 +204,22 @@ impl Cache {
         get.arg(value_key);
         let get = get.query_async::<Option<Vec<u8>>>(&mut conn);
         match inner.guard.read(&inner.stats, "GET", get).await {
-            Ok(None) => Read::Miss { corrupt: None },
+            Ok(None) => Read::Missed(Missed::Absent { corrupt: None }),
             Ok(Some(bytes)) => match codec::decode(&bytes) {
                 Ok(value) => Read::Hit(value),
                 Err(e) => {
                     self.undecodable(value_key, &e);
-                    Read::Miss {
+                    Read::Missed(Missed::Absent {
                         corrupt: Some(bytes),
-                    }
+                    })
                 }
             },
             Err(crate::Error::Redis(e)) if e.code() == Some("WRONGTYPE") => {
                 bump(&inner.stats.decode_errors);
                 tracing::warn!(key = %value_key, "cache key holds a non-string value; replacing it");
-                Read::Miss { corrupt: None }
+                Read::Missed(Missed::Absent { corrupt: None })
             }
-            Err(_) => Read::Unavailable,
+            Err(_) => Read::Missed(Missed::Unavailable),
         }
     }
 
@@ -222,11 +241,7 @@ impl Cache {
         let result = loader.await;
         let took = started.elapsed();
         stats.note_load_time(policy.name(), took);
-        let outcome = if redis_ok {
-            Outcome::Miss
-        } else {
-            Outcome::Fallback
-        };
+        let outcome = Outcome::of_load(redis_ok);
         let result = match result.split(policy) {
             Split::Store(value, _) | Split::Pass(value) => R::from_value(value),
             Split::Keep(result) => {
@@ -238,71 +253,47 @@ impl Cache {
     }
 
     /// The local leader: get the value or the lease, load, store, and tell the joiners.
-    /// `corrupt` is `None` when Redis is unavailable, else the undecodable bytes found, if any.
     async fn lead<R, F>(
         &self,
         mut leader: Leader<'_>,
         keys: &EntryKeys,
         policy: &Policy,
         loader: F,
-        corrupt: Option<Option<Vec<u8>>>,
+        missed: Missed,
     ) -> (R, Outcome, Duration)
     where
         R: Cacheable,
         F: Future<Output = R>,
     {
-        let inner = &self.inner;
-        let lease = match corrupt {
-            Some(corrupt) => {
-                self.lease_or_value::<R::Value>(&leader, keys, policy, corrupt)
-                    .await
-            }
-            None => Lease::Unavailable,
-        };
-        let mut lease = match lease {
+        let mut lease = match self
+            .lease_for::<R::Value>(&leader, keys, policy, missed)
+            .await
+        {
             Lease::Value(bytes, value, joined) => {
-                leader.finish(Shared::Value {
-                    bytes: Arc::from(bytes),
-                    joined,
-                    unleased: false,
-                });
+                leader.finish(Shared::found(bytes, joined));
                 return (R::from_value(value), Outcome::Waited, Duration::ZERO);
             }
             Lease::Held(guard) => Some(guard),
             Lease::WritesRefused => {
-                inner.stats.note(Event::WritesRefused, policy.name());
+                self.inner.stats.note(Event::WritesRefused, policy.name());
                 None
             }
             Lease::Unavailable => None,
         };
-
-        let function = policy.name();
-        inner.stats.note(Event::Load, function);
+        let leased = lease.is_some();
+        let outcome = Outcome::of_load(leased);
         // The load starts after everyone who joined so far: its value is fresh for them.
         let joined = leader.joined();
-        let started = Instant::now();
-        let result = self
-            .load_bounded(lease.as_ref(), &mut leader, keys, policy, loader)
+        let (result, load_time) = self
+            .timed_load(lease.as_ref(), &mut leader, keys, policy, loader)
             .await;
-        let load_time = started.elapsed();
-        inner.stats.note_load_time(function, load_time);
-        let leased = lease.is_some();
-        let outcome = if leased {
-            Outcome::Miss
-        } else {
-            Outcome::Fallback
-        };
-
         let (value, ttl) = match result.split(policy) {
             Split::Store(value, ttl) => (value, Some(ttl)),
             Split::Pass(value) => (value, None),
             Split::Keep(result) => {
-                inner.stats.note(Event::LoadError, function);
+                self.inner.stats.note(Event::LoadError, policy.name());
                 leader.close();
-                if let Some(lease) = lease.take() {
-                    lease.release().await;
-                }
-                leader.finish(Shared::LoadYourself);
+                give_up(leader, lease.take()).await;
                 return (result, outcome, load_time);
             }
         };
@@ -310,41 +301,96 @@ impl Cache {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::warn!(key = %keys.value, %error, "value does not encode; not cached");
-                if let Some(lease) = lease.take() {
-                    lease.release().await;
-                }
-                leader.finish(Shared::LoadYourself);
+                give_up(leader, lease.take()).await;
                 return (R::from_value(value), outcome, load_time);
             }
         };
+        let stored = Stored {
+            bytes,
+            ttl,
+            joined,
+            leased,
+        };
+        let outcome = self
+            .store_and_share(leader, lease, keys, policy, stored)
+            .await
+            .unwrap_or(outcome);
+        (R::from_value(value), outcome, load_time)
+    }
+
+    /// The lease, unless Redis is unavailable (then the load runs without one).
+    async fn lease_for<T: CacheValue>(
+        &self,
+        leader: &Leader<'_>,
+        keys: &EntryKeys,
+        policy: &Policy,
+        missed: Missed,
+    ) -> Lease<T> {
+        match missed {
+            Missed::Absent { corrupt } => self.lease_or_value(leader, keys, policy, corrupt).await,
+            Missed::Unavailable => Lease::Unavailable,
+        }
+    }
+
+    /// The load, bounded by `max_load`, with its time noted.
+    async fn timed_load<R: Cacheable>(
+        &self,
+        lease: Option<&LeaseGuard>,
+        leader: &mut Leader<'_>,
+        keys: &EntryKeys,
+        policy: &Policy,
+        loader: impl Future<Output = R>,
+    ) -> (R, Duration) {
+        let stats = &self.inner.stats;
+        stats.note(Event::Load, policy.name());
+        let started = Instant::now();
+        let result = self.load_bounded(lease, leader, keys, policy, loader).await;
+        let load_time = started.elapsed();
+        stats.note_load_time(policy.name(), load_time);
+        (result, load_time)
+    }
+
+    /// Writes the loaded value back under the lease (or only lets the lease go, for a value
+    /// not to be cached) and hands it to the joiners. `Some(StaleRefused)` when an
+    /// invalidation revoked the lease; otherwise `None`, the load's own outcome stands.
+    async fn store_and_share(
+        &self,
+        mut leader: Leader<'_>,
+        lease: Option<LeaseGuard>,
+        keys: &EntryKeys,
+        policy: &Policy,
+        stored: Stored,
+    ) -> Option<Outcome> {
         // From here on, new callers start a load of their own: one that joined now could have
         // started after an invalidation that our write-back will not see.
         leader.close();
-        let current = match (lease.take(), ttl) {
-            (Some(lease), Some(ttl)) => lease.write_back(&bytes, policy.draw_ttl_ms(ttl)).await,
+        let current = match (lease, stored.ttl) {
+            (Some(lease), Some(ttl)) => {
+                let ttl_ms = policy.draw_ttl_ms(ttl);
+                lease.write_back(&stored.bytes, ttl_ms).await
+            }
             (Some(lease), None) => lease.release().await,
             (None, _) => None,
         };
-        let outcome = match current {
-            Some(false) => {
-                inner.stats.note(Event::StaleRefused, function);
-                tracing::debug!(key = %keys.value, "an invalidation revoked this load; not stored");
-                leader.finish(Shared::Reread);
-                Outcome::StaleRefused
-            }
-            current => {
-                // Only a load that started without a lease is an outage's value; one whose
-                // lease's fate is unknown may have been revoked.
-                let held = current == Some(true);
-                leader.finish(Shared::Value {
-                    bytes: Arc::from(bytes),
-                    joined: if held { Joined::EVERYONE } else { joined },
-                    unleased: !leased,
-                });
-                outcome
-            }
-        };
-        (R::from_value(value), outcome, load_time)
+        if current == Some(false) {
+            self.inner.stats.note(Event::StaleRefused, policy.name());
+            tracing::debug!(key = %keys.value, "an invalidation revoked this load; not stored");
+            leader.finish(Shared::Reread);
+            return Some(Outcome::StaleRefused);
+        }
+        // Only a load that started without a lease is an outage's value; one whose lease's
+        // fate is unknown may have been revoked.
+        let held = current == Some(true);
+        leader.finish(Shared::Value {
+            bytes: Arc::from(stored.bytes),
+            joined: if held {
+                Joined::EVERYONE
+            } else {
+                stored.joined
+            },
+            unleased: !stored.leased,
+        });
+        None
     }
 
     /// Runs the loader, renewing the lease, for as long as it runs but at most `max_load`: past
@@ -405,27 +451,12 @@ impl Cache {
             .unwrap_or(inner.lock_ttl)
             .min(crate::policy::LONGEST);
         let lock_ms = u64::try_from(lock_ttl.as_millis()).unwrap_or(1).max(1);
-        // Armed while an ACQUIRE is in flight: if this caller is dropped before the reply, the
-        // script may still have taken the lease, and dropping the claim releases it.
-        let mut claim = LeaseGuard {
-            cache: self.clone(),
-            keys: keys.clone(),
-            token: random::token(),
-            lock_ms,
-            armed: false,
-        };
+        let mut claim = LeaseGuard::claim(self, keys, lock_ms);
         let mut subscription = None;
         let mut waited = false;
         loop {
-            let mut conn = inner.writes.clone();
-            let acquire =
-                lease::acquire(&mut conn, keys, &claim.token, lock_ms, corrupt.as_deref());
-            claim.armed = true;
             // A value in the reply is fresh for the callers that joined before it was asked for.
-            let joined = leader.joined();
-            let reply = inner.guard.write(&inner.stats, "acquire", acquire).await;
-            // After an error the outcome is unknown: stay armed so the claim is released.
-            claim.armed = matches!(reply, Ok(Acquire::Leased) | Err(_));
+            let (reply, joined) = claim.acquire(corrupt.as_deref(), || leader.joined()).await;
             match reply {
                 Err(e) if crate::guard::refuses_writes(&e) => return Lease::WritesRefused,
                 Err(_) => return Lease::Unavailable,
@@ -444,32 +475,61 @@ impl Cache {
                         tracing::debug!(key = %keys.value, "another caller is loading; waiting");
                     }
                     let until_expiry = Duration::from_millis(millis + 1);
-                    match &mut subscription {
-                        // Subscribe first, then check again: nothing published after the check
-                        // can be missed. Subscribing takes at most the lease's remaining time.
-                        None => {
-                            let wakeups = &inner.wakeups;
-                            let sub = wakeups.subscribe(
-                                &keys.channel,
-                                until_expiry,
-                                &inner.guard,
-                                &inner.stats,
-                            );
-                            subscription = Some(sub.await);
-                        }
-                        Some(sub) => {
-                            let every = if sub.is_live() {
-                                recheck_every(lock_ttl)
-                            } else {
-                                POLL_WITHOUT_WAKEUPS
-                            };
-                            sub.wait(until_expiry.min(every)).await;
-                        }
-                    }
+                    self.wait_for_holder(&mut subscription, keys, until_expiry, lock_ttl)
+                        .await;
                 }
             }
         }
     }
+
+    /// One wait for the lease's holder: the first subscribes to the entry's wake-ups (then
+    /// the caller checks again, so nothing published after the check can be missed;
+    /// subscribing takes at most the lease's remaining time), later ones wait for a message,
+    /// the lease's expiry or the next re-check, whichever comes first.
+    async fn wait_for_holder(
+        &self,
+        subscription: &mut Option<Subscription>,
+        keys: &EntryKeys,
+        until_expiry: Duration,
+        lock_ttl: Duration,
+    ) {
+        let inner = &self.inner;
+        match subscription {
+            None => {
+                let wakeups = &inner.wakeups;
+                let sub =
+                    wakeups.subscribe(&keys.channel, until_expiry, &inner.guard, &inner.stats);
+                *subscription = Some(sub.await);
+            }
+            Some(sub) => {
+                let every = if sub.is_live() {
+                    recheck_every(lock_ttl)
+                } else {
+                    POLL_WITHOUT_WAKEUPS
+                };
+                sub.wait(until_expiry.min(every)).await;
+            }
+        }
+    }
+}
+
+/// What a leader's load gives its joiners and writes back.
+struct Stored {
+    bytes: Vec<u8>,
+    /// `None`: a value not to be cached (`None` without `none_ttl`).
+    ttl: Option<Duration>,
+    /// The callers that joined before the load started.
+    joined: Joined,
+    /// Whether the load ran under the lease.
+    leased: bool,
+}
+
+/// A load that stores nothing: the lease goes back, and the joiners load for themselves.
+async fn give_up(leader: Leader<'_>, lease: Option<LeaseGuard>) {
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    leader.finish(Shared::LoadYourself);
 }
 
 /// How often a woken-by-message waiter checks the lease anyway: a lease can vanish without a
@@ -477,106 +537,4 @@ impl Cache {
 /// notice well before the expiry they last saw.
 fn recheck_every(lock_ttl: Duration) -> Duration {
     (lock_ttl / 4).clamp(POLL_WITHOUT_WAKEUPS, MAX_RECHECK)
-}
-
-/// A held lease. Dropped while armed (the loader panicked or the caller was cancelled), it
-/// releases the lease in the background so waiters take over at once.
-struct LeaseGuard {
-    cache: Cache,
-    keys: EntryKeys,
-    token: String,
-    lock_ms: u64,
-    armed: bool,
-}
-
-impl LeaseGuard {
-    /// Runs the loader while renewing the lease every third of its TTL, so a loader slower than
-    /// `lock_ttl` keeps it. If the lease is lost (revoked by an invalidation, or expired while
-    /// Redis was unreachable), another load may start; that is logged, and this load's
-    /// write-back will be refused.
-    /// Renewals stop after `max_load`, and the lease then expires on its own.
-    async fn hold_while<R>(&self, loader: impl Future<Output = R>, max_load: Duration) -> R {
-        let renewing = async {
-            let every = Duration::from_millis((self.lock_ms / 3).max(1));
-            let until = tokio::time::Instant::now() + max_load.min(crate::policy::LONGEST);
-            while tokio::time::Instant::now() + every <= until {
-                tokio::time::sleep(every).await;
-                let inner = &self.cache.inner;
-                let mut conn = inner.writes.clone();
-                let op = lease::renew(&mut conn, &self.keys, &self.token, self.lock_ms);
-                if let Ok(false) = inner.guard.write(&inner.stats, "renew", op).await {
-                    tracing::warn!(
-                        key = %self.keys.value,
-                        "lease lost while loading (revoked by an invalidation, or expired): another load may run; this one will not be stored"
-                    );
-                    return std::future::pending::<std::convert::Infallible>().await;
-                }
-            }
-            std::future::pending::<std::convert::Infallible>().await
-        };
-        tokio::pin!(loader);
-        tokio::select! {
-            biased;
-            result = &mut loader => result,
-            never = renewing => match never {},
-        }
-    }
-
-    /// Releases the lease while keeping the guard (the load goes on, its write-back will be
-    /// refused), waking waiters so they take over now.
-    async fn let_go(&self) {
-        let inner = &self.cache.inner;
-        let mut conn = inner.writes.clone();
-        let publish = inner.writes.publish_command();
-        let op = lease::release(&mut conn, &self.keys, &self.token, publish);
-        let _ = inner.guard.write(&inner.stats, "release", op).await;
-    }
-
-    /// Stores the value if the lease is still ours: `Some(true)` stored, `Some(false)` revoked,
-    /// `None` Redis did not answer. The guard stays armed until the reply, so a caller dropped
-    /// mid-call (or a failed call) still releases the lease.
-    async fn write_back(mut self, bytes: &[u8], ttl_ms: u64) -> Option<bool> {
-        let inner = &self.cache.inner;
-        let mut conn = inner.writes.clone();
-        let publish = inner.writes.publish_command();
-        let op = lease::write_back(&mut conn, &self.keys, &self.token, bytes, ttl_ms, publish);
-        let stored = inner.guard.write(&inner.stats, "write-back", op).await.ok();
-        self.armed = stored.is_none();
-        stored
-    }
-
-    /// Lets the lease go: `Some(true)` it was still ours, `Some(false)` revoked, `None` unknown.
-    async fn release(mut self) -> Option<bool> {
-        let inner = &self.cache.inner;
-        let mut conn = inner.writes.clone();
-        let op = lease::release(
-            &mut conn,
-            &self.keys,
-            &self.token,
-            inner.writes.publish_command(),
-        );
-        let released = inner.guard.write(&inner.stats, "release", op).await.ok();
-        self.armed = released.is_none();
-        released
-    }
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let cache = self.cache.clone();
-        let keys = self.keys.clone();
-        let token = std::mem::take(&mut self.token);
-        runtime.spawn(async move {
-            let inner = &cache.inner;
-            let mut conn = inner.writes.clone();
-            let op = lease::release(&mut conn, &keys, &token, inner.writes.publish_command());
-            let _ = inner.guard.write(&inner.stats, "release", op).await;
-        });
-    }
 }

@@ -27,6 +27,18 @@ pub(crate) enum Shared {
     LoadYourself,
 }
 
+impl Shared {
+    /// A value read from Redis (another process stored it) by a request sent when `joined`
+    /// callers had joined.
+    pub(crate) fn found(bytes: Vec<u8>, joined: Joined) -> Shared {
+        Shared::Value {
+            bytes: Arc::from(bytes),
+            joined,
+            unleased: false,
+        }
+    }
+}
+
 /// How many callers had joined a flight at some moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Joined(u64);

@@ -1,4 +1,4 @@
-//! Redis keys of an entry and the Lua scripts that give the lease its guarantees.
+//! The Lua scripts that give the lease its guarantees.
 //!
 //! Every script touches only the entry's value key and lease key, which share a hash tag
 //! (`ns:{key}` and `ns:{key}:lease`), so the scripts also run on Redis Cluster.
@@ -8,41 +8,7 @@ use std::time::Duration;
 
 use redis::{Script, Value};
 
-use crate::Key;
-
-/// The Redis names of one entry.
-#[derive(Debug, Clone)]
-pub(crate) struct EntryKeys {
-    pub(crate) value: String,
-    pub(crate) lease: String,
-    pub(crate) channel: String,
-}
-
-/// The Redis key of an entry's value: `<namespace>:{<key>}`. The only name a hit needs.
-pub(crate) fn value_key(namespace: &str, key: &Key) -> String {
-    let key = key.as_str();
-    let mut value = String::with_capacity(namespace.len() + key.len() + 3);
-    value.push_str(namespace);
-    value.push_str(":{");
-    value.push_str(key);
-    value.push('}');
-    value
-}
-
-impl EntryKeys {
-    /// All names of the entry whose value key is `value`.
-    pub(crate) fn for_value(value: String) -> EntryKeys {
-        EntryKeys {
-            lease: format!("{value}:lease"),
-            channel: format!("{value}:wake"),
-            value,
-        }
-    }
-
-    pub(crate) fn new(namespace: &str, key: &Key) -> EntryKeys {
-        EntryKeys::for_value(value_key(namespace, key))
-    }
-}
+use super::EntryKeys;
 
 /// Returns the value if present (and not the known-corrupt bytes in ARGV[3]); otherwise takes
 /// the lease (`SET NX PX`) or reports how long the current holder still has it. A key of the
@@ -61,7 +27,8 @@ return {3, redis.call('PTTL', KEYS[2])}
 
 /// Writes the value only while the lease still holds our token, then frees the lease and wakes
 /// waiters. Returns 1 when stored, 0 when the lease was revoked or lost. The last argument of
-/// this script and the next two is the publish command: `PUBLISH`, or `SPUBLISH` on a cluster.
+/// every script that wakes waiters (this one, `RELEASE` and `INVALIDATE`) is the publish
+/// command: `PUBLISH`, or `SPUBLISH` on a cluster.
 static WRITE_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -242,17 +209,4 @@ pub(crate) fn invalidate_eval(keys: &EntryKeys, publish: &str) -> redis::Cmd {
         .arg(&keys.channel)
         .arg(publish);
     eval
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn value_and_lease_share_a_hash_tag() {
-        let keys = EntryKeys::new("app", &Key::raw("user:42:v1"));
-        assert_eq!(keys.value, "app:{user:42:v1}");
-        assert_eq!(keys.lease, "app:{user:42:v1}:lease");
-        assert_eq!(keys.channel, "app:{user:42:v1}:wake");
-    }
 }

@@ -1,0 +1,145 @@
+//! The guard of a lease: taken by a lease script, renewed while its holder loads, and given
+//! back by the write-back, by a release, or, when its holder is dropped, in the background.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::EntryKeys;
+use super::scripts::{self, Acquire};
+use crate::{Cache, Error, random};
+
+/// A claim on an entry's lease, under a token of its own. Armed while the lease may be held
+/// (a lease script in flight, or its reply granting the lease): dropped armed (the loader
+/// panicked or the caller was cancelled), it releases the lease in the background so waiters
+/// take over at once.
+pub(crate) struct LeaseGuard {
+    cache: Cache,
+    keys: EntryKeys,
+    token: String,
+    lock_ms: u64,
+    armed: bool,
+}
+
+impl LeaseGuard {
+    /// A claim not sent yet, for a lease of `lock_ms`.
+    pub(crate) fn claim(cache: &Cache, keys: &EntryKeys, lock_ms: u64) -> LeaseGuard {
+        LeaseGuard {
+            cache: cache.clone(),
+            keys: keys.clone(),
+            token: random::token(),
+            lock_ms,
+            armed: false,
+        }
+    }
+
+    /// Sends the lease script once (`corrupt`: bytes found undecodable, replaced only if still
+    /// there) and returns its reply with what `before_send` returned, called just before the
+    /// script is sent. The claim is armed while the script is in flight (a caller dropped
+    /// before the reply may hold the lease) and stays armed after a granted lease or an error
+    /// (whose outcome is unknown).
+    pub(crate) async fn acquire<J>(
+        &mut self,
+        corrupt: Option<&[u8]>,
+        before_send: impl FnOnce() -> J,
+    ) -> (Result<Acquire, Error>, J) {
+        let inner = &self.cache.inner;
+        let mut conn = inner.writes.clone();
+        let acquire = scripts::acquire(&mut conn, &self.keys, &self.token, self.lock_ms, corrupt);
+        self.armed = true;
+        let sent = before_send();
+        let reply = inner.guard.write(&inner.stats, "acquire", acquire).await;
+        self.armed = matches!(reply, Ok(Acquire::Leased) | Err(_));
+        (reply, sent)
+    }
+
+    /// Runs the loader while renewing the lease every third of its TTL, so a loader slower than
+    /// `lock_ttl` keeps it. If the lease is lost (revoked by an invalidation, or expired while
+    /// Redis was unreachable), another load may start; that is logged, and this load's
+    /// write-back will be refused.
+    /// Renewals stop after `max_load`, and the lease then expires on its own.
+    pub(crate) async fn hold_while<R>(
+        &self,
+        loader: impl Future<Output = R>,
+        max_load: Duration,
+    ) -> R {
+        let renewing = async {
+            let every = Duration::from_millis((self.lock_ms / 3).max(1));
+            let until = tokio::time::Instant::now() + max_load.min(crate::policy::LONGEST);
+            while tokio::time::Instant::now() + every <= until {
+                tokio::time::sleep(every).await;
+                if self.renew().await == Some(false) {
+                    tracing::warn!(
+                        key = %self.keys.value,
+                        "lease lost while loading (revoked by an invalidation, or expired): another load may run; this one will not be stored"
+                    );
+                    break;
+                }
+            }
+            std::future::pending::<std::convert::Infallible>().await
+        };
+        tokio::pin!(loader);
+        tokio::select! {
+            biased;
+            result = &mut loader => result,
+            never = renewing => match never {},
+        }
+    }
+
+    /// Extends the lease: `Some(false)` when it is no longer ours.
+    async fn renew(&self) -> Option<bool> {
+        let inner = &self.cache.inner;
+        let mut conn = inner.writes.clone();
+        let op = scripts::renew(&mut conn, &self.keys, &self.token, self.lock_ms);
+        inner.guard.write(&inner.stats, "renew", op).await.ok()
+    }
+
+    /// Releases the lease while keeping the guard (the load goes on, its write-back will be
+    /// refused), waking waiters so they take over now.
+    pub(crate) async fn let_go(&self) {
+        release(&self.cache, &self.keys, &self.token).await;
+    }
+
+    /// Stores the value if the lease is still ours: `Some(true)` stored, `Some(false)` revoked,
+    /// `None` Redis did not answer. The guard stays armed until the reply, so a caller dropped
+    /// mid-call (or a failed call) still releases the lease.
+    pub(crate) async fn write_back(mut self, bytes: &[u8], ttl_ms: u64) -> Option<bool> {
+        let inner = &self.cache.inner;
+        let mut conn = inner.writes.clone();
+        let publish = inner.writes.publish_command();
+        let op = scripts::write_back(&mut conn, &self.keys, &self.token, bytes, ttl_ms, publish);
+        let stored = inner.guard.write(&inner.stats, "write-back", op).await.ok();
+        self.armed = stored.is_none();
+        stored
+    }
+
+    /// Lets the lease go: `Some(true)` it was still ours, `Some(false)` revoked, `None` unknown.
+    pub(crate) async fn release(mut self) -> Option<bool> {
+        let released = release(&self.cache, &self.keys, &self.token).await;
+        self.armed = released.is_none();
+        released
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cache = self.cache.clone();
+        let keys = self.keys.clone();
+        let token = std::mem::take(&mut self.token);
+        runtime.spawn(async move { release(&cache, &keys, &token).await });
+    }
+}
+
+/// Deletes the lease if `token` still holds it and wakes its waiters: `Some(true)` it did,
+/// `Some(false)` the lease was not ours, `None` Redis did not answer.
+async fn release(cache: &Cache, keys: &EntryKeys, token: &str) -> Option<bool> {
+    let inner = &cache.inner;
+    let mut conn = inner.writes.clone();
+    let op = scripts::release(&mut conn, keys, token, inner.writes.publish_command());
+    inner.guard.write(&inner.stats, "release", op).await.ok()
+}

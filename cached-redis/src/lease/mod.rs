@@ -1,0 +1,57 @@
+//! The lease on an entry: its Redis names, the scripts over it, and the guard its holder
+//! keeps while loading.
+
+mod guard;
+mod scripts;
+
+pub(crate) use guard::LeaseGuard;
+pub(crate) use scripts::{Acquire, invalidate, invalidate_eval};
+
+use crate::Key;
+
+/// The Redis names of one entry.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryKeys {
+    pub(crate) value: String,
+    pub(crate) lease: String,
+    pub(crate) channel: String,
+}
+
+/// The Redis key of an entry's value: `<namespace>:{<key>}`. The only name a hit needs.
+pub(crate) fn value_key(namespace: &str, key: &Key) -> String {
+    let key = key.as_str();
+    let mut value = String::with_capacity(namespace.len() + key.len() + 3);
+    value.push_str(namespace);
+    value.push_str(":{");
+    value.push_str(key);
+    value.push('}');
+    value
+}
+
+impl EntryKeys {
+    /// All names of the entry whose value key is `value`.
+    pub(crate) fn for_value(value: String) -> EntryKeys {
+        EntryKeys {
+            lease: format!("{value}:lease"),
+            channel: format!("{value}:wake"),
+            value,
+        }
+    }
+
+    pub(crate) fn new(namespace: &str, key: &Key) -> EntryKeys {
+        EntryKeys::for_value(value_key(namespace, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_and_lease_share_a_hash_tag() {
+        let keys = EntryKeys::new("app", &Key::raw("user:42:v1"));
+        assert_eq!(keys.value, "app:{user:42:v1}");
+        assert_eq!(keys.lease, "app:{user:42:v1}:lease");
+        assert_eq!(keys.channel, "app:{user:42:v1}:wake");
+    }
+}
