@@ -9,13 +9,16 @@ use syn::{Ident, ItemFn};
 use crate::args;
 use crate::duration::JitterSpec;
 use crate::errors::Errors;
-use crate::model::{self, Model, Part};
+use crate::model::{self, Model, Param, Part};
 
-/// The attribute's entry: on any error, the original item plus every error, so a bad attribute
-/// does not also produce a cascade of errors about the function.
+/// The attribute's entry. On an error in the attribute, the original item, every error, and
+/// the generated helpers with stub bodies, so that their callers add no errors of their own.
 pub(crate) fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream {
-    let item_fn: ItemFn = match syn::parse2(item.clone()) {
-        Ok(item_fn) => item_fn,
+    let LazyFn {
+        item: item_fn,
+        body,
+    } = match syn::parse2(item.clone()) {
+        Ok(lazy) => lazy,
         Err(not_a_fn) => {
             let error = syn::Error::new(
                 not_a_fn.span(),
@@ -34,9 +37,40 @@ pub(crate) fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream 
     };
     let model = model::build(item_fn, args, &mut errors);
     match (errors.finish(()), model) {
-        (Ok(()), Some(model)) => expand(&model),
-        (Err(error), _) => with_error(item, error),
+        (Ok(()), Some(model)) => expand(&model, &body),
+        (Err(error), Some(model)) => {
+            let stubs = helpers(&model, &Bodies::Stub);
+            let with_error = with_error(item, error);
+            quote!(#with_error #stubs)
+        }
+        (Err(error), None) => with_error(item, error),
         (Ok(()), None) => item,
+    }
+}
+
+/// An `fn` whose body is kept as tokens, not parsed: a syntax error in the body is then
+/// reported by the compiler where it is, not as "not a function" at the attribute.
+struct LazyFn {
+    /// The function with an empty block.
+    item: ItemFn,
+    /// The body's braces and what they hold.
+    body: TokenStream,
+}
+
+impl syn::parse::Parse for LazyFn {
+    fn parse(input: syn::parse::ParseStream<'_>) -> syn::Result<Self> {
+        let attrs = input.call(syn::Attribute::parse_outer)?;
+        let vis: syn::Visibility = input.parse()?;
+        let sig: syn::Signature = input.parse()?;
+        let body: proc_macro2::Group = input.parse()?;
+        if body.delimiter() != proc_macro2::Delimiter::Brace {
+            return Err(syn::Error::new(body.span(), "expected the function's body"));
+        }
+        let item = syn::parse2(quote!(#(#attrs)* #vis #sig {}))?;
+        Ok(LazyFn {
+            item,
+            body: quote!(#body),
+        })
     }
 }
 
@@ -45,10 +79,23 @@ fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
     quote!(#item #error)
 }
 
-fn expand(model: &Model) -> TokenStream {
-    let cached = cached_fn(model);
-    let invalidate = invalidate_fn(model);
-    quote!(#cached #invalidate)
+fn expand(model: &Model, body: &TokenStream) -> TokenStream {
+    let cached = cached_fn(model, body);
+    let helpers = helpers(model, &Bodies::Real);
+    quote!(#cached #helpers)
+}
+
+/// What the generated helpers do: their work, or nothing (after an error in the attribute).
+enum Bodies {
+    Real,
+    Stub,
+}
+
+/// `invalidate_<fn>` and `<fn>_key`.
+fn helpers(model: &Model, bodies: &Bodies) -> TokenStream {
+    let invalidate = invalidate_fn(model, bodies);
+    let key = key_fn(model, bodies);
+    quote!(#invalidate #key)
 }
 
 /// A name the user's body cannot see.
@@ -56,13 +103,9 @@ fn local(name: &str) -> Ident {
     Ident::new(name, Span::mixed_site())
 }
 
-fn cached_fn(model: &Model) -> TokenStream {
+fn cached_fn(model: &Model, block: &TokenStream) -> TokenStream {
     let ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
-        ..
+        attrs, vis, sig, ..
     } = &model.item;
     let ret = &model.ret;
     let policy = policy(model);
@@ -88,41 +131,97 @@ fn cached_fn(model: &Model) -> TokenStream {
     }
 }
 
-fn invalidate_fn(model: &Model) -> TokenStream {
-    let ItemFn {
-        attrs, vis, sig, ..
-    } = &model.item;
-    let name = &sig.ident;
-    let helper = format_ident!("invalidate_{}", name.to_string().trim_start_matches("r#"));
-    let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
-    let generics = &sig.generics;
-    let where_clause = &sig.generics.where_clause;
-    let receiver = model.has_receiver.then(|| quote!(&self,));
-    let params = model.helper_params.iter().map(|p| {
-        let (ident, ty) = (&p.ident, &p.ty);
-        quote!(#ident: #ty)
-    });
-    let key = local("__cached_redis_key");
-    let render = render_key(model, Some(&helper));
-    let (cache_binding, cache) = cache_binding(model);
+fn invalidate_fn(model: &Model, bodies: &Bodies) -> TokenStream {
+    let name = &model.item.sig.ident;
+    let helper = format_ident!("invalidate_{}", unraw(name));
     let doc = format!(
         " Removes the entry `{name}` cached for these arguments and revokes any load of it in flight. \
          Call it after every write to the data behind it. Returns whether an entry was removed; \
          an `Err` means Redis could not be reached, and the entry may live until its TTL."
     );
+    let body = match bodies {
+        Bodies::Stub => stub(),
+        Bodies::Real => {
+            let key = local("__cached_redis_key");
+            let render = render_key(model, Some(&helper));
+            let (cache_binding, cache) = cache_binding(model);
+            quote! {
+                let #key = #render;
+                #cache_binding
+                ::cached_redis::__private::invalidate(#cache, #key).await
+            }
+        }
+    };
+    let ret = quote!(::core::result::Result<bool, ::cached_redis::Error>);
+    helper_fn(model, &helper, &doc, None, ret, body)
+}
+
+/// `<fn>_key(<the key's arguments>)`: the key the function caches under for them, so code
+/// that needs it (a `ttl` check, a page listing entries) never spells the template again.
+fn key_fn(model: &Model, bodies: &Bodies) -> TokenStream {
+    let name = &model.item.sig.ident;
+    let helper = format_ident!("{}_key", unraw(name));
+    let doc = format!(
+        " The key `{name}` caches its result under for these arguments (to pass to \
+         `Cache::ttl` or `Cache::redis_key`, say)."
+    );
+    let body = match bodies {
+        Bodies::Stub => stub(),
+        Bodies::Real => render_key(model, Some(&helper)),
+    };
+    let params = &model.key_params;
+    helper_fn(
+        model,
+        &helper,
+        &doc,
+        Some(params),
+        quote!(::cached_redis::Key),
+        body,
+    )
+}
+
+/// A generated helper beside the cached function: its `cfg`s, generics and visibility, `&self`
+/// first for a method, then the arguments the key and the cache expression use (an `async fn`),
+/// or `key_params`, the key's only (a plain `fn`).
+fn helper_fn(
+    model: &Model,
+    helper: &Ident,
+    doc: &str,
+    key_params: Option<&[Param]>,
+    ret: TokenStream,
+    body: TokenStream,
+) -> TokenStream {
+    let ItemFn {
+        attrs, vis, sig, ..
+    } = &model.item;
+    let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
+    let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
+    let receiver = model.has_receiver.then(|| quote!(&self,));
+    let asyncness = key_params.is_none().then(|| quote!(async));
+    let params = key_params.unwrap_or(&model.helper_params).iter().map(|p| {
+        let (ident, ty) = (&p.ident, &p.ty);
+        quote!(#ident: #ty)
+    });
     quote! {
         #(#cfgs)*
         #[doc = #doc]
         #[allow(dead_code)]
-        #vis async fn #helper #generics (#receiver #(#params),*)
-            -> ::core::result::Result<bool, ::cached_redis::Error>
-            #where_clause
-        {
-            let #key = #render;
-            #cache_binding
-            ::cached_redis::__private::invalidate(#cache, #key).await
+        #vis #asyncness fn #helper #generics (#receiver #(#params),*) -> #ret #where_clause {
+            #body
         }
     }
+}
+
+/// The body of a helper generated beside an attribute with an error: it is never run, as
+/// the crate does not compile.
+fn stub() -> TokenStream {
+    quote!(#![allow(unused_variables)] ::core::unimplemented!())
+}
+
+/// A function's name without `r#`, to build a helper's name from.
+fn unraw(name: &Ident) -> String {
+    name.to_string().trim_start_matches("r#").to_owned()
 }
 
 /// `Policy::__validated(...)`, from values checked at compile time.
@@ -166,8 +265,7 @@ fn render_key(model: &Model, helper: Option<&Ident>) -> TokenStream {
             None => quote!(.text(::cached_redis::__private::function_path(#here))),
             Some(helper) => {
                 let helper = helper.to_string();
-                let name = model.item.sig.ident.to_string();
-                let name = name.trim_start_matches("r#");
+                let name = unraw(&model.item.sig.ident);
                 quote!(.text(&::cached_redis::__private::helper_function_path(#here, #helper, #name)))
             }
         }

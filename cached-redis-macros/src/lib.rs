@@ -12,12 +12,13 @@ use proc_macro::TokenStream;
 
 /// Caches an `async fn` in Redis (cache-aside), with one load per cold key across every
 /// process sharing the Redis, errors never cached, and fall-back to the function when Redis is
-/// down. Also generates `invalidate_<fn>(<the key's arguments>)` beside it.
+/// down. Also generates `invalidate_<fn>(<the key's arguments>)` and `<fn>_key(<the key's
+/// arguments>) -> cached_redis::Key` beside it.
 ///
 /// Arguments:
 /// - `key = "user:<id>:v1"`: the entry's key; `<name>` is an argument, `<user.id>` a field of
 ///   one, `<self.field>` a field of the receiver. Placeholders are separated by `:`. Omitted:
-///   `<fn name>:<arg1>:<arg2>...`.
+///   `<fn path>:<arg1>:<arg2>...`, the path as the compiler names the function.
 /// - `ttl = "60s"` (required): how long entries live (`ms`, `s`, `m`, `h`, `d`, combinable as
 ///   `"1h30m"`).
 /// - `jitter = "10%"` or `"5s"`: entries live a TTL drawn from `[ttl - jitter, ttl]`.

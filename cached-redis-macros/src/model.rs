@@ -13,6 +13,7 @@ use crate::errors::Errors;
 use crate::template::{Segment, show};
 
 /// A named parameter of the function.
+#[derive(Clone)]
 pub(crate) struct Param {
     pub(crate) ident: Ident,
     pub(crate) ty: Type,
@@ -41,6 +42,8 @@ pub(crate) struct Model {
     /// Parameters the key or the `cache` expression use, in signature order: the invalidation
     /// helper's parameters.
     pub(crate) helper_params: Vec<Param>,
+    /// The arguments the key uses, in order: `<fn>_key`'s parameters.
+    pub(crate) key_params: Vec<Param>,
     pub(crate) ttl: Duration,
     pub(crate) jitter: Option<JitterSpec>,
     pub(crate) lock_ttl: Option<Duration>,
@@ -100,15 +103,13 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Option<Mod
             (derived_template(data), Span::call_site())
         }
     };
-    let (key, mut used) = resolve(&segments, key_span, &params, has_receiver, errors);
-    for (used, in_cache_expr) in used.iter_mut().zip(in_cache_expr) {
-        *used |= in_cache_expr;
-    }
-    let helper_params = params
-        .into_iter()
-        .zip(used)
-        .filter_map(|(p, used)| used.then_some(p))
-        .collect();
+    let (key, in_key) = resolve(&segments, key_span, &params, has_receiver, errors);
+    let pick = |wanted: &dyn Fn(usize) -> bool| -> Vec<Param> {
+        let picked = params.iter().enumerate().filter(|(i, _)| wanted(*i));
+        picked.map(|(_, p)| p.clone()).collect()
+    };
+    let key_params = pick(&|i| in_key[i]);
+    let helper_params = pick(&|i| in_key[i] || in_cache_expr[i]);
 
     Some(Model {
         ret,
@@ -117,6 +118,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Option<Mod
         key_span,
         derived: args.key.is_none(),
         helper_params,
+        key_params,
         ttl: args.ttl.map_or(Duration::from_secs(1), |t| t.value),
         jitter: args.jitter.map(|j| j.value),
         lock_ttl: args.lock_ttl.map(|d| d.value),

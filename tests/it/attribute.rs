@@ -313,3 +313,52 @@ async fn clear_wakes_the_waiters_of_the_leases_it_removes() {
         "woken by clear, not by the lease expiring: {waited:?}"
     );
 }
+
+/// `<fn>_key` names the entry the function caches under for the same arguments: for a
+/// template, a derived key (with its function path, here and in a generic impl), and a method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_helper_names_the_entry_the_function_caches_under() {
+    let server = RedisServer::start();
+    let cache = server.cache("keys").await;
+    let stored = |key: cached_redis::Key| {
+        let (cache, conn) = (cache.clone(), server.conn());
+        async move {
+            get_raw(&mut conn.await, &cache.redis_key(&key))
+                .await
+                .is_some()
+        }
+    };
+    pair(&cache, "x:y", "z").await.unwrap();
+    assert_eq!(pair_key("x:y", "z").as_str(), r"pair:x\:y:z");
+    assert!(stored(pair_key("x:y", "z")).await);
+    derived(&cache, 7, "abc".into()).await;
+    assert_eq!(
+        derived_key(7, "abc".into()).as_str(),
+        "attribute::derived:7:abc"
+    );
+    assert!(stored(derived_key(7, "abc".into())).await);
+    Posts::<u16>::by_id(&cache, 1).await;
+    assert!(stored(Posts::<u16>::by_id_key(1)).await);
+    assert!(
+        !stored(Posts::<u8>::by_id_key(1)).await,
+        "its own type's entry"
+    );
+    let dir = Directory {
+        cache: cache.clone(),
+        tenant: "acme".into(),
+        loads: AtomicU32::new(0),
+    };
+    let ada = User {
+        id: 1,
+        name: "Ada".into(),
+    };
+    dir.display_name(&ada).await;
+    assert_eq!(dir.display_name_key(&ada).as_str(), "name:acme:1");
+    assert!(
+        cache
+            .ttl(&dir.display_name_key(&ada))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

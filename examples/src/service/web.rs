@@ -9,7 +9,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use cached_redis::Key;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -87,12 +86,13 @@ async fn read_product(State(state): State<AppState>, Path(id): Path<i64>) -> Res
     }
 }
 
-fn product_key(id: i64) -> Key {
-    Key::builder().text("product:").part(&id).build()
-}
-
 async fn product_ttl(State(state): State<AppState>, Path(id): Path<i64>) -> Json<Value> {
-    let ttl = state.repo.cache().ttl(&product_key(id)).await;
+    // The key `get_product` caches under, from the helper the attribute generates.
+    let ttl = state
+        .repo
+        .cache()
+        .ttl(&state.repo.get_product_key(id))
+        .await;
     Json(json!({
         "ttl_ms": ttl.as_ref().ok().copied().flatten().map(|d| d.as_millis() as u64),
         "redis_reachable": ttl.is_ok(),
