@@ -224,7 +224,7 @@ fn unraw(name: &Ident) -> String {
     name.to_string().trim_start_matches("r#").to_owned()
 }
 
-/// `Policy::__validated(...)`, from values checked at compile time.
+/// `__private::policy(...)`, from values checked at compile time.
 fn policy(model: &Model) -> TokenStream {
     let name = model.item.sig.ident.to_string();
     let millis = |d: std::time::Duration| {
@@ -250,7 +250,7 @@ fn policy(model: &Model) -> TokenStream {
     let lock_ttl = optional(model.lock_ttl);
     let none_ttl = optional(model.none_ttl);
     let max_load = optional(model.max_load);
-    quote!(::cached_redis::__private::Policy::__validated(
+    quote!(::cached_redis::__private::policy(
         #name, #ttl, #jitter, #lock_ttl, #none_ttl, #max_load
     ))
 }

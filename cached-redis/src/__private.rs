@@ -151,6 +151,24 @@ pub fn helper_function_path<F>(here: &F, helper: &str, function: &str) -> String
     }
 }
 
+/// The policy of a cached function, from values the attribute checked at compile time.
+pub const fn policy(
+    name: &'static str,
+    ttl: Duration,
+    jitter: Jitter,
+    lock_ttl: Option<Duration>,
+    none_ttl: Option<Duration>,
+    max_load: Option<Duration>,
+) -> Policy {
+    Policy::from_checked(name, ttl, jitter, lock_ttl, none_ttl, max_load)
+}
+
+/// How many loads are in flight and how many channels are waited on, in this process: for
+/// tests that check a cache leaves nothing behind.
+pub fn in_flight(cache: &crate::Cache) -> (usize, usize) {
+    (cache.inner.flights.len(), cache.inner.wakeups.channels())
+}
+
 fn warn_not_configured(function: &'static str) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {

@@ -200,10 +200,4 @@ impl Cache {
         }
         crate::bulk::remove_matching(&self.inner, &patterns).await
     }
-
-    /// How many loads are in flight and how many channels are waited on, in this process.
-    #[doc(hidden)]
-    pub fn __in_flight(&self) -> (usize, usize) {
-        (self.inner.flights.len(), self.inner.wakeups.channels())
-    }
 }

@@ -229,7 +229,10 @@ pub trait KeyPart {
     /// Writes this value's key text.
     fn write_key_part(&self, out: &mut KeyWriter);
 
-    /// `true` only for `Option`, so that `Some(None)` and `None` render differently.
+    /// `true` only for `Option`, so that `Some(None)` and `None` render differently. Hidden,
+    /// and with a default no implementation needs to change: it stays on the trait because
+    /// `Option<T>`'s rendering must know whether `T` is an `Option` too, which only the trait
+    /// itself can tell without specialization.
     #[doc(hidden)]
     const IS_OPTION: bool = false;
 }

@@ -130,9 +130,9 @@ impl Policy {
         Ok(value)
     }
 
-    /// Builds a policy the attribute has already validated at compile time.
-    #[doc(hidden)]
-    pub const fn __validated(
+    /// Builds a policy the attribute has already validated at compile time
+    /// (`__private::policy`).
+    pub(crate) const fn from_checked(
         name: &'static str,
         ttl: Duration,
         jitter: Jitter,

@@ -94,7 +94,7 @@ async fn memory_maps_subscriptions_and_tasks_stay_flat() {
     let runtime = tokio::runtime::Handle::current();
     assert!(
         eventually(Duration::from_secs(2), || async {
-            caches[0].__in_flight() == (0, 0)
+            cached_redis::__private::in_flight(&caches[0]) == (0, 0)
         })
         .await
     );
@@ -164,7 +164,7 @@ async fn memory_maps_subscriptions_and_tasks_stay_flat() {
         samples.push((
             started.elapsed(),
             rss_kib(),
-            caches[0].__in_flight(),
+            cached_redis::__private::in_flight(&caches[0]),
             runtime.metrics().num_alive_tasks(),
         ));
     }
@@ -175,11 +175,11 @@ async fn memory_maps_subscriptions_and_tasks_stay_flat() {
     for cache in &caches {
         assert!(
             eventually(Duration::from_secs(2), || async {
-                cache.__in_flight() == (0, 0)
+                cached_redis::__private::in_flight(cache) == (0, 0)
             })
             .await,
             "in-process state left: {:?}",
-            cache.__in_flight()
+            cached_redis::__private::in_flight(cache)
         );
     }
     assert!(

@@ -246,7 +246,7 @@ async fn waiters_cancelled_mid_subscribe_leave_no_subscription_on_the_server() {
                 return false;
             }
         }
-        cache.__in_flight() == (0, 0)
+        cached_redis::__private::in_flight(&cache) == (0, 0)
     })
     .await;
     let left = {
@@ -259,6 +259,6 @@ async fn waiters_cancelled_mid_subscribe_leave_no_subscription_on_the_server() {
     assert!(
         settled,
         "{left} of 20 channels still subscribed on the server, or waiters left in the registry: {:?}",
-        cache.__in_flight()
+        cached_redis::__private::in_flight(&cache)
     );
 }
