@@ -56,7 +56,7 @@ async fn lease_released(server: &RedisServer, cache: &Cache, id: u32) -> bool {
 
 async fn no_state_left(cache: &Cache) -> bool {
     eventually(Duration::from_secs(3), || async {
-        cached_redis::__private::in_flight(&cache) == (0, 0)
+        cached_redis::__private::in_flight(cache) == (0, 0)
     })
     .await
 }

@@ -348,11 +348,11 @@ async fn a_storm_of_cancelled_callers_leaves_nothing_behind() {
     for cache in &caches {
         assert!(
             eventually(Duration::from_secs(2), || async {
-                cached_redis::__private::in_flight(&cache) == (0, 0)
+                cached_redis::__private::in_flight(cache) == (0, 0)
             })
             .await,
             "in-process state left: {:?}",
-            cached_redis::__private::in_flight(&cache)
+            cached_redis::__private::in_flight(cache)
         );
     }
     let conn = server.conn().await;
