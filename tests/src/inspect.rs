@@ -1,0 +1,72 @@
+//! Reading and writing what the cache stored, behind its back: raw values, TTLs, leases,
+//! subscriptions and key scans.
+
+/// Sets `key` to `value` with a TTL of `millis`, as another process's lease would be.
+pub async fn set_px(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    value: &str,
+    millis: u64,
+) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("PX")
+        .arg(millis)
+        .query_async(conn)
+        .await
+        .expect("SET PX");
+}
+
+/// How many clients are subscribed to `channel` (`PUBSUB NUMSUB`).
+pub async fn numsub(conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> u64 {
+    let reply: (String, u64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(conn)
+        .await
+        .expect("PUBSUB NUMSUB");
+    reply.1
+}
+
+/// The PTTL of a key in milliseconds (-2 when absent).
+pub async fn pttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("PTTL")
+}
+
+/// The raw bytes stored at a key.
+pub async fn get_raw(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<Vec<u8>> {
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("GET")
+}
+
+/// Every key matching `pattern`, sorted, by `SCAN` in batches (never `KEYS`).
+pub async fn scan_keys(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(conn)
+            .await
+            .expect("SCAN");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys
+}
