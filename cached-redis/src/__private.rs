@@ -160,7 +160,14 @@ pub const fn policy(
     none_ttl: Option<Duration>,
     max_load: Option<Duration>,
 ) -> Policy {
-    Policy::from_checked(name, ttl, jitter, lock_ttl, none_ttl, max_load)
+    Policy {
+        name,
+        ttl,
+        jitter,
+        lock_ttl,
+        none_ttl,
+        max_load,
+    }
 }
 
 /// How many loads are in flight and how many channels are waited on, in this process: for

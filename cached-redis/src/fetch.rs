@@ -332,24 +332,6 @@ impl Cache {
         }
     }
 
-    /// The load, bounded by `max_load`, with its time noted.
-    async fn timed_load<R: Cacheable>(
-        &self,
-        lease: Option<&LeaseGuard>,
-        leader: &mut Leader<'_>,
-        keys: &EntryKeys,
-        policy: &Policy,
-        loader: impl Future<Output = R>,
-    ) -> (R, Duration) {
-        let stats = &self.inner.stats;
-        stats.note(Event::Load, policy.name());
-        let started = Instant::now();
-        let result = self.load_bounded(lease, leader, keys, policy, loader).await;
-        let load_time = started.elapsed();
-        stats.note_load_time(policy.name(), load_time);
-        (result, load_time)
-    }
-
     /// Writes the loaded value back under the lease (or only lets the lease go, for a value
     /// not to be cached) and hands it to the joiners. `Some(StaleRefused)` when an
     /// invalidation revoked the lease; otherwise `None`, the load's own outcome stands.
@@ -396,16 +378,18 @@ impl Cache {
     /// Runs the loader, renewing the lease, for as long as it runs but at most `max_load`: past
     /// that the lease is released and the joiners read again, so callers here and in other
     /// processes load for themselves; this caller still waits for its own loader, whose
-    /// write-back will be refused.
-    async fn load_bounded<R: Cacheable>(
+    /// write-back will be refused. Returns the result and how long the load took.
+    async fn timed_load<R: Cacheable>(
         &self,
         lease: Option<&LeaseGuard>,
         leader: &mut Leader<'_>,
         keys: &EntryKeys,
         policy: &Policy,
         loader: impl Future<Output = R>,
-    ) -> R {
+    ) -> (R, Duration) {
         let inner = &self.inner;
+        inner.stats.note(Event::Load, policy.name());
+        let started = Instant::now();
         let lock_ttl = policy.lock_ttl().unwrap_or(inner.lock_ttl);
         let max_load = policy
             .max_load()
@@ -419,7 +403,7 @@ impl Cache {
             }
         };
         tokio::pin!(load);
-        tokio::select! {
+        let result = tokio::select! {
             biased;
             result = &mut load => result,
             () = tokio::time::sleep(max_load) => {
@@ -434,7 +418,10 @@ impl Cache {
                 }
                 load.await
             }
-        }
+        };
+        let load_time = started.elapsed();
+        inner.stats.note_load_time(policy.name(), load_time);
+        (result, load_time)
     }
 
     /// Takes the lease, or waits (woken by Redis) until its holder stores a value or lets go.

@@ -35,12 +35,12 @@ pub enum Jitter {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    name: &'static str,
-    ttl: Duration,
-    jitter: Jitter,
-    lock_ttl: Option<Duration>,
-    none_ttl: Option<Duration>,
-    max_load: Option<Duration>,
+    pub(crate) name: &'static str,
+    pub(crate) ttl: Duration,
+    pub(crate) jitter: Jitter,
+    pub(crate) lock_ttl: Option<Duration>,
+    pub(crate) none_ttl: Option<Duration>,
+    pub(crate) max_load: Option<Duration>,
 }
 
 const MILLION: u64 = 1_000_000;
@@ -128,26 +128,6 @@ impl Policy {
             )));
         }
         Ok(value)
-    }
-
-    /// Builds a policy the attribute has already validated at compile time
-    /// (`__private::policy`).
-    pub(crate) const fn from_checked(
-        name: &'static str,
-        ttl: Duration,
-        jitter: Jitter,
-        lock_ttl: Option<Duration>,
-        none_ttl: Option<Duration>,
-        max_load: Option<Duration>,
-    ) -> Policy {
-        Policy {
-            name,
-            ttl,
-            jitter,
-            lock_ttl,
-            none_ttl,
-            max_load,
-        }
     }
 
     /// The function or region name, used in logs and statistics.
