@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::cacheable::{Cacheable, Split};
 use crate::flight::{self, Joined, Leader, Role, Shared};
 use crate::lease::{self, Acquire, EntryKeys, LeaseGuard};
-use crate::stats::{Event, bump};
+use crate::stats::{Event, Outcome};
 use crate::wake::Subscription;
 use crate::{Cache, CacheValue, Key, Policy, codec};
 
@@ -17,42 +17,6 @@ const POLL_WITHOUT_WAKEUPS: Duration = Duration::from_millis(20);
 
 /// The longest a waiter subscribed for wake-ups goes without checking the lease itself.
 const MAX_RECHECK: Duration = Duration::from_millis(500);
-
-/// How a call was answered, recorded on its span.
-#[derive(Debug, Clone, Copy)]
-enum Outcome {
-    Hit,
-    /// This caller ran the loader (and stored the value, or tried to).
-    Miss,
-    /// Another caller's load answered: a local join or a wait on another process's lease.
-    Waited,
-    /// Redis was unavailable; the loader answered.
-    Fallback,
-    /// This caller's load was revoked by an invalidation and not stored.
-    StaleRefused,
-}
-
-impl Outcome {
-    /// A load this caller ran: under the lease, or without it (Redis unavailable or refusing
-    /// writes).
-    fn of_load(leased: bool) -> Outcome {
-        if leased {
-            Outcome::Miss
-        } else {
-            Outcome::Fallback
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::Miss => "miss",
-            Outcome::Waited => "waited",
-            Outcome::Fallback => "fallback",
-            Outcome::StaleRefused => "stale-refused",
-        }
-    }
-}
 
 /// What the first GET found.
 enum Read<T> {
@@ -123,9 +87,10 @@ impl Cache {
         );
         let value_key = lease::value_key(&inner.namespace, key);
         span.record("key", value_key.as_str());
-        let read = self.read::<R::Value>(&value_key).await;
+        let read = self.read::<R::Value>(&value_key, policy.name()).await;
         if let Read::Hit(value) = read {
             inner.stats.note(Event::Hit, policy.name());
+            inner.stats.note_call(Outcome::Hit, policy.name());
             span.record("outcome", Outcome::Hit.as_str());
             span.record("redis_us", started.elapsed().as_micros() as u64);
             return R::from_value(value);
@@ -134,6 +99,7 @@ impl Cache {
         let miss = self.miss(EntryKeys::for_value(value_key), read, policy, loader);
         let (result, outcome, load_time) =
             Box::pin(tracing::Instrument::instrument(miss, span.clone())).await;
+        inner.stats.note_call(outcome, policy.name());
         span.record("outcome", outcome.as_str());
         let redis_time = started.elapsed().saturating_sub(load_time);
         span.record("redis_us", redis_time.as_micros() as u64);
@@ -192,12 +158,12 @@ impl Cache {
                     }
                 }
             }
-            read = self.read::<R::Value>(&keys.value).await;
+            read = self.read::<R::Value>(&keys.value, policy.name()).await;
         }
     }
 
     /// The first, uncoalesced GET.
-    async fn read<T: CacheValue>(&self, value_key: &str) -> Read<T> {
+    async fn read<T: CacheValue>(&self, value_key: &str, function: &'static str) -> Read<T> {
         let inner = &self.inner;
         let mut conn = inner.reads.clone();
         let mut get = redis::cmd("GET");
@@ -208,14 +174,14 @@ impl Cache {
             Ok(Some(bytes)) => match codec::decode(&bytes) {
                 Ok(value) => Read::Hit(value),
                 Err(e) => {
-                    self.undecodable(value_key, &e);
+                    self.undecodable(value_key, function, &e);
                     Read::Missed(Missed::Absent {
                         corrupt: Some(bytes),
                     })
                 }
             },
             Err(crate::Error::Redis(e)) if e.code() == Some("WRONGTYPE") => {
-                bump(&inner.stats.decode_errors);
+                inner.stats.note(Event::DecodeError, function);
                 tracing::warn!(key = %value_key, "cache key holds a non-string value; replacing it");
                 Read::Missed(Missed::Absent { corrupt: None })
             }
@@ -223,8 +189,8 @@ impl Cache {
         }
     }
 
-    fn undecodable(&self, value_key: &str, error: &serde_json::Error) {
-        bump(&self.inner.stats.decode_errors);
+    fn undecodable(&self, value_key: &str, function: &'static str, error: &serde_json::Error) {
+        self.inner.stats.note(Event::DecodeError, function);
         tracing::warn!(key = %value_key, %error, "cached value does not decode; reloading it");
     }
 
@@ -265,7 +231,7 @@ impl Cache {
         R: Cacheable,
         F: Future<Output = R>,
     {
-        let mut lease = match self
+        let lease = match self
             .lease_for::<R::Value>(&leader, keys, policy, missed)
             .await
         {
@@ -273,15 +239,15 @@ impl Cache {
                 leader.finish(Shared::found(bytes, joined));
                 return (R::from_value(value), Outcome::Waited, Duration::ZERO);
             }
-            Lease::Held(guard) => Some(guard),
+            Lease::Held(guard) => (Some(guard), Outcome::Miss),
             Lease::WritesRefused => {
                 self.inner.stats.note(Event::WritesRefused, policy.name());
-                None
+                (None, Outcome::WritesRefused)
             }
-            Lease::Unavailable => None,
+            Lease::Unavailable => (None, Outcome::Fallback),
         };
+        let (mut lease, outcome) = lease;
         let leased = lease.is_some();
-        let outcome = Outcome::of_load(leased);
         // The load starts after everyone who joined so far: its value is fresh for them.
         let joined = leader.joined();
         let (result, load_time) = self
@@ -327,7 +293,15 @@ impl Cache {
         missed: Missed,
     ) -> Lease<T> {
         match missed {
-            Missed::Absent { corrupt } => self.lease_or_value(leader, keys, policy, corrupt).await,
+            Missed::Absent { corrupt } => {
+                let lease = self.lease_or_value(leader, keys, policy, corrupt).await;
+                if matches!(lease, Lease::Unavailable) {
+                    // The GET was answered, the lease script was not: the load falls back.
+                    self.inner.stats.note(Event::Fallback, policy.name());
+                }
+                lease
+            }
+            // Counted when the GET failed.
             Missed::Unavailable => Lease::Unavailable,
         }
     }
@@ -450,7 +424,7 @@ impl Cache {
                 Ok(Acquire::Value(bytes)) => match codec::decode(&bytes) {
                     Ok(value) => return Lease::Value(bytes, value, joined),
                     Err(e) => {
-                        self.undecodable(&keys.value, &e);
+                        self.undecodable(&keys.value, policy.name(), &e);
                         corrupt = Some(bytes);
                     }
                 },

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 use crate::breaker::Breaker;
-use crate::stats::{Counters, bump};
+use crate::stats::Counters;
 
 #[derive(Debug)]
 pub(crate) struct Guard {
@@ -128,7 +128,7 @@ impl Guard {
             Err(_) => Err(Error::Timeout(bound)),
         };
         if let Err(e) = &result {
-            bump(&stats.redis_errors);
+            stats.note_redis_error(what);
             self.warn(what, e);
         }
         result

@@ -56,12 +56,13 @@ pub(crate) struct Counters {
 }
 
 /// Adds one to a counter.
-pub(crate) fn bump(counter: &AtomicU64) {
+fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What happened in a cached call, counted in [`Stats`] and, with the `metrics` feature, as a
-/// `cached_redis_<event>_total` counter labelled with the function.
+/// `cached_redis_<event>_total` counter labelled with the function. A call can see several
+/// (a miss, then a load); its [`Outcome`] is the one answer it got.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Event {
     Hit,
@@ -73,6 +74,48 @@ pub(crate) enum Event {
     StaleRefused,
     Fallback,
     WritesRefused,
+    DecodeError,
+}
+
+/// How a call was answered: recorded on its span (`outcome`) and, with the `metrics` feature,
+/// counted as `cached_redis_calls_total` labelled with the function and the outcome. The
+/// events of the same call agree with it: a `Fallback` call counted a fallback, a
+/// `WritesRefused` one a refused write, a `StaleRefused` one a refused write-back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Hit,
+    /// This caller ran the loader under the lease (and stored the value, or tried to).
+    Miss,
+    /// Another caller's load answered: a local join or a wait on another process's lease.
+    Waited,
+    /// Redis was unavailable; the loader answered.
+    Fallback,
+    /// Redis answered reads but refused writes; the loader answered, nothing was stored.
+    WritesRefused,
+    /// This caller's load was revoked by an invalidation and not stored.
+    StaleRefused,
+}
+
+impl Outcome {
+    /// A load this caller ran, under the lease or (Redis unavailable) without it.
+    pub(crate) fn of_load(leased: bool) -> Outcome {
+        if leased {
+            Outcome::Miss
+        } else {
+            Outcome::Fallback
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Waited => "waited",
+            Outcome::Fallback => "fallback",
+            Outcome::WritesRefused => "writes-refused",
+            Outcome::StaleRefused => "stale-refused",
+        }
+    }
 }
 
 impl Counters {
@@ -88,11 +131,33 @@ impl Counters {
             Event::StaleRefused => (&self.stale_refused, "cached_redis_stale_refused_total"),
             Event::Fallback => (&self.fallbacks, "cached_redis_fallbacks_total"),
             Event::WritesRefused => (&self.writes_refused, "cached_redis_writes_refused_total"),
+            Event::DecodeError => (&self.decode_errors, "cached_redis_decode_errors_total"),
         };
         bump(counter);
         #[cfg(feature = "metrics")]
         metrics::counter!(_metric, "function" => function).increment(1);
         let _ = function;
+    }
+
+    /// Counts a call's outcome (`cached_redis_calls_total` with `metrics`).
+    pub(crate) fn note_call(&self, outcome: Outcome, function: &'static str) {
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "cached_redis_calls_total",
+            "function" => function,
+            "outcome" => outcome.as_str()
+        )
+        .increment(1);
+        let _ = (outcome, function);
+    }
+
+    /// Counts a failed or timed-out Redis call (`cached_redis_redis_errors_total`, labelled
+    /// with the operation, with `metrics`).
+    pub(crate) fn note_redis_error(&self, operation: &'static str) {
+        bump(&self.redis_errors);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cached_redis_redis_errors_total", "operation" => operation).increment(1);
+        let _ = operation;
     }
 
     /// Records how long a load took (`cached_redis_load_duration_seconds` with `metrics`).

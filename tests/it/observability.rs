@@ -1,13 +1,15 @@
 //! Observability: one `tracing` span per cached call carrying the key, the outcome (hit, miss,
-//! waited, fallback, stale-refused) and the time not spent in the loader; and, with the
-//! `metrics` feature, counters and a load-time histogram labelled by function.
+//! waited, fallback, writes-refused, stale-refused) and the time not spent in the loader; and,
+//! with the `metrics` feature, counters (calls by outcome, events, Redis errors by operation)
+//! and a load-time histogram labelled by function. A call's outcome and its counted events
+//! agree.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cached_redis::{Cache, redis_cached};
-use cached_redis_tests::{RedisServer, RefusingPort};
+use cached_redis_tests::{RedisServer, RefusingPort, eventually};
 use tokio::sync::Notify;
 
 struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -59,18 +61,18 @@ async fn spans_carry_the_outcome_and_metrics_move() {
         let cache = cache.clone();
         tokio::spawn(async move { observed(&cache, 2, true).await })
     };
+    let leading = eventually(Duration::from_secs(10), || async {
+        cache.stats().loads == 3
+    });
+    assert!(leading.await, "the leader's load started");
     let joiner = {
         let cache = cache.clone();
-        tokio::spawn(async move {
-            while cache.stats().loads < 3 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            observed(&cache, 2, false).await
-        })
+        tokio::spawn(async move { observed(&cache, 2, false).await })
     };
-    while cache.stats().coalesced < 1 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let joined = eventually(Duration::from_secs(10), || async {
+        cache.stats().coalesced == 1
+    });
+    assert!(joined.await, "the second caller joined the load");
     GATE.notify_one();
     leader.await.unwrap().unwrap();
     joiner.await.unwrap().unwrap();
@@ -87,9 +89,37 @@ async fn spans_carry_the_outcome_and_metrics_move() {
         let _ = down.invalidate(&cached_redis::Key::raw("obs:3")).await;
     }
     assert_eq!(down.stats().redis_errors, 5);
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let warnings = text.lines().filter(|l| l.contains("redis trouble")).count();
+    assert_eq!(
+        warnings, 1,
+        "Redis trouble is warned about at most once every 5 s:\n{text}"
+    );
+    // Redis answers the GET but not the lease script: the call falls back, and is counted so.
+    let no_scripts = RedisServer::start_with(&["--rename-command", "EVALSHA", "\"\""]);
+    let scriptless = no_scripts.cache("obs").await;
+    observed(&scriptless, 4, false).await.unwrap();
+    let seen = scriptless.stats();
+    assert_eq!(
+        (seen.misses, seen.fallbacks, seen.loads),
+        (1, 1, 1),
+        "{seen:?}"
+    );
+    // Redis answers reads but refuses writes.
+    let full = RedisServer::start_with(&["--maxmemory", "1", "--maxmemory-policy", "noeviction"]);
+    observed(&full.cache("obs").await, 5, false).await.unwrap();
+    // A stored value that does not decode.
+    let mut conn = server.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg("obs:{obs:6}")
+        .arg("not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    observed(&cache, 6, false).await.unwrap();
 
     let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-    for outcome in ["hit", "miss", "waited", "fallback"] {
+    for outcome in ["hit", "miss", "waited", "fallback", "writes-refused"] {
         let needle = format!("outcome=\"{outcome}\"");
         assert!(
             text.lines()
@@ -98,21 +128,25 @@ async fn spans_carry_the_outcome_and_metrics_move() {
         );
     }
     assert!(text.contains("key=\"obs:{obs:1}\""), "{text}");
-    let warnings = text.lines().filter(|l| l.contains("redis trouble")).count();
-    assert_eq!(
-        warnings, 1,
-        "Redis trouble is warned about at most once every 5 s:\n{text}"
-    );
 
     let rendered = prometheus.render();
     for metric in [
         "cached_redis_hits_total{function=\"observed\"} 1",
-        "cached_redis_misses_total{function=\"observed\"} 4",
-        "cached_redis_loads_total{function=\"observed\"} 4",
+        "cached_redis_misses_total{function=\"observed\"} 7",
+        "cached_redis_loads_total{function=\"observed\"} 7",
         "cached_redis_load_errors_total{function=\"observed\"} 1",
         "cached_redis_waits_total{function=\"observed\"} 1",
-        "cached_redis_fallbacks_total{function=\"observed\"} 1",
-        "cached_redis_load_duration_seconds_count{function=\"observed\"} 4",
+        "cached_redis_fallbacks_total{function=\"observed\"} 2",
+        "cached_redis_writes_refused_total{function=\"observed\"} 1",
+        "cached_redis_decode_errors_total{function=\"observed\"} 1",
+        "cached_redis_load_duration_seconds_count{function=\"observed\"} 7",
+        "cached_redis_calls_total{function=\"observed\",outcome=\"hit\"} 1",
+        "cached_redis_calls_total{function=\"observed\",outcome=\"miss\"} 4",
+        "cached_redis_calls_total{function=\"observed\",outcome=\"waited\"} 1",
+        "cached_redis_calls_total{function=\"observed\",outcome=\"fallback\"} 2",
+        "cached_redis_calls_total{function=\"observed\",outcome=\"writes-refused\"} 1",
+        "cached_redis_redis_errors_total{operation=\"GET\"} 1",
+        "cached_redis_redis_errors_total{operation=\"invalidate\"} 4",
     ] {
         assert!(
             rendered.contains(metric),
