@@ -36,15 +36,13 @@ pub(crate) fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream 
         }
     };
     let model = model::build(item_fn, args, &mut errors);
-    match (errors.finish(()), model) {
-        (Ok(()), Some(model)) => expand(&model, &body),
-        (Err(error), Some(model)) => {
+    match errors.finish(()) {
+        Ok(()) => expand(&model, &body),
+        Err(error) => {
             let stubs = helpers(&model, &Bodies::Stub);
             let with_error = with_error(item, error);
             quote!(#with_error #stubs)
         }
-        (Err(error), None) => with_error(item, error),
-        (Ok(()), None) => item,
     }
 }
 
@@ -114,7 +112,7 @@ fn cached_fn(model: &Model, block: &TokenStream) -> TokenStream {
     let (cache_binding, cache) = cache_binding(model);
     let ret_span = ret.span();
     let mode = quote_spanned!(ret_span=>
-        ::cached_redis::__private::Returns::<#ret>::new().mode());
+        ::cached_redis::__private::Returns::<#ret>::PROBE.mode());
     let fetch = quote_spanned!(ret_span=> ::cached_redis::__private::fetch);
     let call = quote_spanned! {ret_span=>
         #fetch(#mode, #cache, #key, &__CACHED_REDIS_POLICY, async move #block).await

@@ -53,7 +53,7 @@ pub(crate) struct Model {
 }
 
 /// Checks the function against its arguments; records every problem found.
-pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Option<Model> {
+pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
     let sig = &item.sig;
     if sig.asyncness.is_none() {
         errors.at(
@@ -61,7 +61,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Option<Mod
             "#[redis_cached] works on `async fn` only: caching reads Redis, which is asynchronous; write `async fn`",
         );
     }
-    let ret = return_type(sig, errors)?;
+    let ret = return_type(sig, errors);
 
     let has_receiver = sig.receiver().is_some();
     let params = named_params(&item, args.key.is_none() && !args.key_invalid, errors);
@@ -111,7 +111,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Option<Mod
     let key_params = pick(&|i| in_key[i]);
     let helper_params = pick(&|i| in_key[i] || in_cache_expr[i]);
 
-    Some(Model {
+    Model {
         ret,
         has_receiver,
         key,
@@ -126,29 +126,29 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Option<Mod
         none_ttl: args.none_ttl.map(|d| d.value),
         cache: args.cache,
         item,
-    })
+    }
 }
 
 /// The return type. How it is cached is decided by its type in the expansion, not here, so
 /// type aliases of `Result` and `Option` work.
-fn return_type(sig: &syn::Signature, errors: &mut Errors) -> Option<Type> {
+fn return_type(sig: &syn::Signature, errors: &mut Errors) -> Type {
     match &sig.output {
         ReturnType::Default => {
             errors.at(
                 sig.ident.span(),
                 "a cached function must return the value to cache, e.g. `-> Result<User, DbError>`",
             );
-            None
         }
         ReturnType::Type(_, ty) if matches!(**ty, Type::ImplTrait(_)) => {
             errors.at(
                 ty.span(),
                 "the cached type must be named: `impl Trait` cannot be deserialized from Redis",
             );
-            None
         }
-        ReturnType::Type(_, ty) => Some((**ty).clone()),
+        ReturnType::Type(_, ty) => return (**ty).clone(),
     }
+    // Only the helpers' stubs are generated after an error, and they do not name it.
+    syn::parse_quote!(())
 }
 
 /// Whether the return type is written `Option<...>` (checked for `none_ttl`).

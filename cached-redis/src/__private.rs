@@ -12,7 +12,7 @@ pub use core::time::Duration;
 use crate::{Cache, CacheValue, Cacheable, Error};
 
 /// Chooses how a return type `R` is cached, by type rather than by name, so aliases such as
-/// `type DbResult<T> = Result<T, DbError>` are recognised: `Returns::<R>::new().mode()` is
+/// `type DbResult<T> = Result<T, DbError>` are recognised: `Returns::<R>::PROBE.mode()` is
 /// [`Direct`] for `Result` and `Option` (inherent methods win over trait methods) and
 /// [`Wrapped`] for anything else (through [`PlainReturn`]).
 #[derive(Debug)]
@@ -20,15 +20,7 @@ pub struct Returns<R>(PhantomData<fn() -> R>);
 
 impl<R> Returns<R> {
     /// The probe for `R`.
-    pub const fn new() -> Self {
-        Returns(PhantomData)
-    }
-}
-
-impl<R> Default for Returns<R> {
-    fn default() -> Self {
-        Self::new()
-    }
+    pub const PROBE: Self = Returns(PhantomData);
 }
 
 impl<T, E> Returns<Result<T, E>> {

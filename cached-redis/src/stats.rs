@@ -31,8 +31,8 @@ pub struct Stats {
     pub decode_errors: u64,
     /// Redis calls that failed or timed out.
     pub redis_errors: u64,
-    /// Calls that ran the loader without the cache because Redis was unavailable or no cache
-    /// was configured.
+    /// Calls that ran the loader without the cache because Redis was unavailable (the GET
+    /// failed, or it was answered and the lease script was not).
     pub fallbacks: u64,
     /// Loads that ran without a lease because Redis answered reads but refused writes (`OOM`
     /// at `maxmemory` under `noeviction`, `READONLY` from a demoted primary, `NOREPLICAS`,
