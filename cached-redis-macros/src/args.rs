@@ -107,7 +107,12 @@ impl Args {
     }
 }
 
-/// Reads a non-zero duration literal.
+/// The options the runtime bounds to a day (a lease or a load longer than that is a mistake);
+/// a `ttl` or `none_ttl` may be longer.
+const BOUNDED_TO_A_DAY: [&str; 2] = ["lock_ttl", "max_load"];
+const A_DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Reads a non-zero duration literal (at most a day where the runtime says so).
 fn duration(
     meta: &ParseNestedMeta<'_>,
     name: &str,
@@ -119,6 +124,15 @@ fn duration(
             errors.at(
                 lit.span(),
                 format!("`{name}` must be at least 1ms; an entry that never lives caches nothing"),
+            );
+            Ok(None)
+        }
+        Ok(d) if BOUNDED_TO_A_DAY.contains(&name) && d > A_DAY => {
+            errors.at(
+                lit.span(),
+                format!(
+                    "`{name}` must be at most a day (\"1d\"), as `Policy::with_{name}` requires"
+                ),
             );
             Ok(None)
         }

@@ -25,4 +25,9 @@ async fn bad_max_load(id: u64) -> Result<u64, String> {
     Ok(id)
 }
 
+#[redis_cached(key = "f:<id>", ttl = "60s", lock_ttl = "2d")]
+async fn lease_over_a_day(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
 fn main() {}
