@@ -13,6 +13,7 @@
 //! `bench/results/throughput.svg`.
 
 mod alloc;
+mod per_system;
 mod report;
 mod scenarios;
 mod systems;
@@ -21,28 +22,15 @@ use std::process::Command;
 
 use cached_redis_tests::RedisServer;
 
-use scenarios::Config;
+use scenarios::{Config, Scenario};
 use systems::System;
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
 
-const SCENARIOS: [&str; 8] = [
-    "hit-latency",
-    "hit-throughput",
-    "matrix",
-    "miss",
-    "stampede",
-    "down",
-    "allocations",
-    "cluster",
-];
-
 fn usage() -> ! {
-    eprintln!(
-        "usage: bench [{}] [--rounds N] [--secs S]",
-        SCENARIOS.join("|")
-    );
+    let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+    eprintln!("usage: bench [{}] [--rounds N] [--secs S]", names.join("|"));
     std::process::exit(2);
 }
 
@@ -128,12 +116,11 @@ fn main() {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or_else(|| usage())
             }
-            s if SCENARIOS.contains(&s) => chosen.push(s.to_owned()),
-            _ => usage(),
+            name => chosen.push(Scenario::parse(name).unwrap_or_else(|| usage())),
         }
     }
     if chosen.is_empty() {
-        chosen = SCENARIOS.iter().map(|s| (*s).to_owned()).collect();
+        chosen = Scenario::ALL.to_vec();
     }
     let server = std::env::var("REDIS_URL").is_err().then(RedisServer::start);
     let url = server.as_ref().map_or_else(
@@ -155,22 +142,7 @@ fn main() {
     runtime.block_on(async {
         systems::connect(&url).await;
         for scenario in &chosen {
-            let table = match scenario.as_str() {
-                "hit-latency" => scenarios::hit_latency(&cfg).await,
-                "hit-throughput" => scenarios::hit_throughput(&cfg).await,
-                "matrix" => {
-                    let (table, plot) = scenarios::matrix(&cfg).await;
-                    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/results/throughput.svg");
-                    std::fs::write(path, plot).expect("write plot");
-                    table
-                }
-                "miss" => scenarios::miss(&cfg).await,
-                "stampede" => scenarios::stampede(&cfg).await,
-                "down" => scenarios::down(&cfg).await,
-                "allocations" => scenarios::allocations(&cfg).await,
-                "cluster" => scenarios::cluster(&cfg).await,
-                _ => unreachable!("checked above"),
-            };
+            let table = scenario.run(&cfg).await;
             let md = table.markdown();
             println!("{md}");
             report.push_str(&md);
@@ -178,10 +150,11 @@ fn main() {
         }
     });
     // A run of every scenario is the report; a partial run is written beside it.
-    let name = if chosen.len() == SCENARIOS.len() {
+    let name = if chosen.len() == Scenario::ALL.len() {
         "latest".to_owned()
     } else {
-        chosen.join("+")
+        let names: Vec<&str> = chosen.iter().map(|s| s.name()).collect();
+        names.join("+")
     };
     let path = format!("{}/results/{name}.md", env!("CARGO_MANIFEST_DIR"));
     std::fs::write(&path, report).expect("write report");

@@ -18,7 +18,9 @@ pub use inspect::{get_raw, numsub, pttl, scan_keys, set_px};
 pub use proxy::Proxy;
 pub use sentinel::{MASTER, RedisSentinel};
 pub use server::{RedisServer, RefusingPort, free_port};
-pub use stampede::{Stampede, stampede_in_processes};
+pub use stampede::{
+    ChildReport, Stampede, release_together, run_when_released, stampede_in_processes,
+};
 pub use tls::TlsFiles;
 
 /// Waits (bounded) until `check` holds, re-checking every few milliseconds. For conditions

@@ -1,11 +1,10 @@
-//! A separate OS process that shares a Redis with a test. It builds its own cache, prints
-//! `ready`, waits for a line on stdin, then runs `tasks` concurrent reads of one cold key and
-//! prints one JSON line: how many loads this process ran and each caller's latency.
+//! A separate OS process that shares a Redis with a test. It builds its own cache and, through
+//! the stampede protocol (`cached_redis_tests::run_when_released`), runs `tasks` concurrent
+//! reads of one cold key and reports how many loads this process ran and each caller's latency.
 //!
 //! Usage: `cached-redis-child <redis-url[,url...]> <namespace> <id> <tasks> <loader-ms> <lock-ttl-ms>`
 //! (several URLs: the nodes of a Redis Cluster)
 
-use std::io::BufRead;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -53,32 +52,10 @@ async fn main() {
     }
     CACHE.set(cache).expect("set once");
 
-    println!("ready");
-    let mut go = String::new();
-    std::io::stdin().lock().read_line(&mut go).expect("stdin");
-
-    let started = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| {
-            tokio::spawn(async move {
-                let value = slow_value(id, loader_ms).await;
-                (value, started.elapsed())
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut values_ok = true;
-    for handle in handles {
-        let (value, latency) = handle.await.expect("task");
-        values_ok &= value.as_deref() == Ok(format!("value-{id}").as_str());
-        latencies.push(latency.as_secs_f64() * 1000.0);
-    }
-    println!(
-        "{}",
-        serde_json::json!({
-            "loads": LOADS.load(Ordering::SeqCst),
-            "values_ok": values_ok,
-            "latencies_ms": latencies,
-        })
-    );
+    let expected = format!("value-{id}");
+    let call = || {
+        let expected = expected.clone();
+        async move { slow_value(id, loader_ms).await.as_deref() == Ok(expected.as_str()) }
+    };
+    cached_redis_tests::run_when_released(tasks, || LOADS.load(Ordering::SeqCst), call).await;
 }

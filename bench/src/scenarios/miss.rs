@@ -1,0 +1,116 @@
+//! Scenario 4: the miss path, cold keys with an instant loader: latency, loads and Redis round
+//! trips per miss.
+
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::per_system::{PerSystem, Samples};
+use crate::report::{Spread, Table, quantile};
+use crate::systems::{self, LOADS, System};
+
+use super::{Config, VALUE, micros, rotated};
+
+/// Counts the client commands (not those a script runs) that reach Redis while `work` runs,
+/// by reading `MONITOR` up to a marker.
+async fn client_commands<F: std::future::Future<Output = ()>>(
+    cfg: &Config,
+    marker: &str,
+    work: F,
+) -> u64 {
+    let port = cfg.url.rsplit(':').next().expect("port");
+    let mut monitor = tokio::process::Command::new("redis-cli")
+        .args(["-p", port, "monitor"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-cli monitor (install redis-tools)");
+    let mut lines = BufReader::new(monitor.stdout.take().expect("stdout")).lines();
+    assert_eq!(
+        lines.next_line().await.expect("monitor").as_deref(),
+        Some("OK")
+    );
+    work.await;
+    let mut admin = redis::Client::open(cfg.url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    let _: String = redis::cmd("ECHO")
+        .arg(marker)
+        .query_async(&mut admin)
+        .await
+        .expect("ECHO");
+    let mut count = 0;
+    while let Some(line) = lines.next_line().await.expect("monitor line") {
+        if line.contains(marker) {
+            break;
+        }
+        if !line.contains(" lua]") {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Scenario 4: cold keys with an instant loader: latency and Redis round trips per miss.
+pub(super) async fn miss(cfg: &Config) -> Table {
+    let n = 1_000;
+    let mut p50 = Samples::default();
+    let mut p99 = Samples::default();
+    let mut loads = Samples::default();
+    for round in 0..cfg.rounds {
+        for s in rotated(System::LOADING, round) {
+            let base = 1_000_000 * (round as u64 + 1) + 100_000 * s as u64;
+            let loads_before = LOADS.load(Ordering::Relaxed);
+            let mut lat = Vec::with_capacity(n);
+            for i in 0..n as u64 {
+                let started = Instant::now();
+                systems::get(s, base + i, VALUE, 0).await.expect("miss");
+                lat.push(micros(started.elapsed()));
+            }
+            lat.sort_by(f64::total_cmp);
+            p50[s].push(quantile(&lat, 0.5));
+            p99[s].push(quantile(&lat, 0.99));
+            loads[s].push((LOADS.load(Ordering::Relaxed) - loads_before) as f64 / n as f64);
+        }
+    }
+    let mut trips = PerSystem::<f64>::default();
+    for s in System::LOADING {
+        let m = 100;
+        let base = 900_000_000 + 1_000 * s as u64;
+        let commands = client_commands(cfg, &format!("marker-{}", s.name()), async {
+            for i in 0..m {
+                systems::get(s, base + i, VALUE, 0).await.expect("miss");
+            }
+        })
+        .await;
+        trips[s] = commands as f64 / m as f64;
+    }
+    let mut table = Table::new(
+        "4. Miss path: cold keys, instant loader",
+        &[
+            "system",
+            "p50 µs",
+            "p99 µs",
+            "loads per miss",
+            "Redis round trips per miss",
+        ],
+    );
+    for s in System::LOADING {
+        table.rows.push(vec![
+            s.name().into(),
+            Spread::of(&p50[s]).show(1),
+            Spread::of(&p99[s]).show(1),
+            Spread::of(&loads[s]).show(2),
+            format!("{:.2}", trips[s]),
+        ]);
+    }
+    table.note = format!(
+        "{n} misses per system per round; {} rounds. Round trips are the client commands Redis received (MONITOR, excluding those a script runs) over 100 more misses.",
+        cfg.rounds
+    );
+    table
+}

@@ -1,0 +1,145 @@
+//! The scenarios, one file each. Every one runs all systems round by round, rotating their
+//! order, so they share the machine's noise; figures are medians over rounds with the range
+//! beside them.
+
+mod allocations;
+mod cluster;
+mod down;
+mod latency;
+mod miss;
+mod stampede;
+mod throughput;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::report::Table;
+use crate::systems::System;
+
+pub(crate) use down::down_child;
+pub(crate) use stampede::stampede_child;
+
+/// Run settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) url: String,
+    pub(crate) rounds: usize,
+    /// Seconds per throughput measurement.
+    pub(crate) secs: f64,
+    pub(crate) exe: std::path::PathBuf,
+}
+
+/// The scenarios, in report order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scenario {
+    HitLatency,
+    HitThroughput,
+    Matrix,
+    Miss,
+    Stampede,
+    Down,
+    Allocations,
+    Cluster,
+}
+
+impl Scenario {
+    pub(crate) const ALL: [Scenario; 8] = [
+        Scenario::HitLatency,
+        Scenario::HitThroughput,
+        Scenario::Matrix,
+        Scenario::Miss,
+        Scenario::Stampede,
+        Scenario::Down,
+        Scenario::Allocations,
+        Scenario::Cluster,
+    ];
+
+    /// The name it is chosen by on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Scenario::HitLatency => "hit-latency",
+            Scenario::HitThroughput => "hit-throughput",
+            Scenario::Matrix => "matrix",
+            Scenario::Miss => "miss",
+            Scenario::Stampede => "stampede",
+            Scenario::Down => "down",
+            Scenario::Allocations => "allocations",
+            Scenario::Cluster => "cluster",
+        }
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Runs it and returns its table (the matrix also writes its plot).
+    pub(crate) async fn run(self, cfg: &Config) -> Table {
+        match self {
+            Scenario::HitLatency => latency::hit_latency(cfg).await,
+            Scenario::HitThroughput => throughput::hit_throughput(cfg).await,
+            Scenario::Matrix => {
+                let (table, plot) = throughput::matrix(cfg).await;
+                let path = concat!(env!("CARGO_MANIFEST_DIR"), "/results/throughput.svg");
+                std::fs::write(path, plot).expect("write plot");
+                table
+            }
+            Scenario::Miss => miss::miss(cfg).await,
+            Scenario::Stampede => stampede::stampede(cfg).await,
+            Scenario::Down => down::down(cfg).await,
+            Scenario::Allocations => allocations::allocations(cfg).await,
+            Scenario::Cluster => cluster::cluster(cfg).await,
+        }
+    }
+}
+
+/// The size of the values most scenarios read, in bytes.
+const VALUE: usize = 1_000;
+
+fn rotated<const N: usize>(systems: [System; N], round: usize) -> Vec<System> {
+    let mut order = systems.to_vec();
+    order.rotate_left(round % N);
+    // `BENCH_ONLY=<system>` runs one system alone, for profiling; reports then compare nothing.
+    if let Some(only) = std::env::var("BENCH_ONLY")
+        .ok()
+        .as_deref()
+        .and_then(System::parse)
+    {
+        order.retain(|s| *s == only);
+    }
+    order
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// `tasks` tasks calling `read(id)` over 16 ids for `secs`: operations per second.
+async fn ops_per_second<F, Fut>(tasks: usize, secs: f64, read: F) -> f64
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let ops = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (ops, read) = (ops.clone(), read.clone());
+            tokio::spawn(async move {
+                let id = (t % 16) as u64;
+                let mut n = 0;
+                while Instant::now() < deadline {
+                    read(id).await;
+                    n += 1;
+                }
+                ops.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("task");
+    }
+    ops.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
