@@ -66,14 +66,24 @@ impl Db {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_core_guarantees_hold_on_a_cluster() {
-    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
+/// A fresh cluster, alone in this binary, a cache on it and a database.
+async fn on_a_cluster(
+    namespace: &str,
+) -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    RedisCluster,
+    Cache,
+    Arc<Db>,
+) {
+    let alone = cached_redis_tests::one_cluster_at_a_time().await;
     let cluster = RedisCluster::start();
-    let cache = cluster_cache(&cluster, "cl").await;
-    let db = Arc::new(Db::default());
+    let cache = cluster_cache(&cluster, namespace).await;
+    (alone, cluster, cache, Arc::new(Db::default()))
+}
 
-    // Hits, and errors never cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_and_errors_never_cached_on_a_cluster() {
+    let (_alone, _cluster, cache, db) = on_a_cluster("cl").await;
     assert_eq!(row(&cache, 1, &db).await, Ok(1));
     assert_eq!(row(&cache, 1, &db).await, Ok(1));
     assert_eq!(cache.stats().hits, 1);
@@ -82,8 +92,12 @@ async fn the_core_guarantees_hold_on_a_cluster() {
     db.fail.store(false, Ordering::SeqCst);
     assert_eq!(row(&cache, 2, &db).await, Ok(2), "the error was not cached");
     assert_eq!(cache.stats().redis_errors, 0, "{:?}", cache.stats());
+}
 
-    // TTL and jitter, read back from the node that owns the key.
+/// TTL and jitter, read back from the node that owns each key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttls_and_jitter_hold_on_a_cluster() {
+    let (_alone, cluster, cache, db) = on_a_cluster("cl").await;
     let mut conn = redis::cluster::ClusterClient::new(cluster.urls())
         .unwrap()
         .get_async_connection()
@@ -99,8 +113,13 @@ async fn the_core_guarantees_hold_on_a_cluster() {
             .unwrap();
         assert!((54_000 - 50..=60_000).contains(&pttl), "{key}: {pttl}");
     }
+}
 
-    // Invalidation racing a load: the stale write-back is refused, on the key's own shard.
+/// An invalidation racing a load: the stale write-back is refused, on the key's own shard,
+/// and another process reads the fresh value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_racing_a_load_wins_on_a_cluster() {
+    let (_alone, cluster, cache, db) = on_a_cluster("cl").await;
     db.version.store(1, Ordering::SeqCst);
     db.hold_next.store(true, Ordering::SeqCst);
     let started = db.read_started.notified();
@@ -121,8 +140,12 @@ async fn the_core_guarantees_hold_on_a_cluster() {
     assert_eq!(stale.await.unwrap(), Ok(1_000_007));
     assert_eq!(cache.stats().stale_refused, 1);
     assert_eq!(row(&cache, 7, &db).await, Ok(2_000_007));
+}
 
-    // A stampede across OS processes: one load, waiters woken by sharded pub/sub.
+/// A stampede across OS processes: one load, waiters woken by sharded pub/sub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_load_for_a_stampede_across_processes_on_a_cluster() {
+    let (_alone, cluster, _cache, _db) = on_a_cluster("cl").await;
     let (processes, tasks, loader_ms) = (3, 20, 200);
     let child = env!("CARGO_BIN_EXE_cached-redis-child");
     let urls = cluster.urls().join(",");
@@ -144,10 +167,13 @@ async fn the_core_guarantees_hold_on_a_cluster() {
         slowest < loader_ms as f64 + 2_000.0,
         "waiters woken promptly: {slowest:.1} ms"
     );
+}
 
-    // 10,000 keys spread over all three primaries: the hash tag is per entry.
-    let spread = cluster_cache(&cluster, "spread").await;
-    let spread_db = Arc::new(Db::default());
+/// 10,000 keys spread over all three primaries (the hash tag is per entry), and a prefix
+/// invalidation scans every primary in bounded batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_spread_over_every_primary_and_a_prefix_reaches_them_all() {
+    let (_alone, cluster, spread, spread_db) = on_a_cluster("spread").await;
     let workers: Vec<_> = (0..32u64)
         .map(|w| {
             let (cache, db) = (spread.clone(), spread_db.clone());
@@ -169,8 +195,6 @@ async fn the_core_guarantees_hold_on_a_cluster() {
         sizes.iter().all(|s| *s > 2_500),
         "keys spread over every primary: {sizes:?}"
     );
-
-    // Whole-prefix invalidation scans every primary in bounded batches.
     assert_eq!(spread.invalidate_prefix("row:").await.unwrap(), 10_000);
     let after: Vec<u64> = primaries.iter().map(|p| cluster.dbsize(*p)).collect();
     assert!(
@@ -209,7 +233,10 @@ async fn a_failover_costs_no_call_and_hits_resume_without_a_restart() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let running = eventually(Duration::from_secs(10), || async {
+        calls.load(Ordering::Relaxed) >= 20
+    });
+    assert!(running.await, "the readers call before the kill");
     let checker = cluster_cache(&cluster, "failover").await;
     let victim = cluster.primaries()[0];
     let killed_at = Instant::now();
