@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, redis_cached};
-use cached_redis_tests::{RedisServer, eventually, get_raw};
+use cached_redis_tests::{RedisServer, assert_no_state_left, eventually, get_raw};
 use tokio::sync::Notify;
 
 #[derive(Clone, Copy, Debug)]
@@ -54,13 +54,6 @@ async fn lease_released(server: &RedisServer, cache: &Cache, id: u32) -> bool {
     .await
 }
 
-async fn no_state_left(cache: &Cache) -> bool {
-    eventually(Duration::from_secs(3), || async {
-        cached_redis::__private::in_flight(cache) == (0, 0)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_leader_releases_its_lease_and_waiters_elsewhere_take_over() {
     let server = RedisServer::start();
@@ -91,7 +84,8 @@ async fn a_cancelled_leader_releases_its_lease_and_waiters_elsewhere_take_over()
         waited < Duration::from_millis(2500),
         "took over long before the 5 s lock_ttl: {waited:?}"
     );
-    assert!(no_state_left(&here).await && no_state_left(&there).await);
+    assert_no_state_left(&here).await;
+    assert_no_state_left(&there).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +112,7 @@ async fn local_callers_that_joined_a_cancelled_leader_take_over() {
     leader.abort();
     assert_eq!(joiner.await.unwrap().as_deref(), Ok("job-2"));
     assert!(started_at.elapsed() < Duration::from_millis(2500));
-    assert!(no_state_left(&cache).await);
+    assert_no_state_left(&cache).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +141,7 @@ async fn a_panicking_loader_releases_its_lease_and_its_joiners() {
     );
     assert_eq!(PANICS.load(Ordering::SeqCst), 1);
     assert_eq!(joiner.await.unwrap().as_deref(), Ok("job-3"));
-    assert!(no_state_left(&cache).await);
+    assert_no_state_left(&cache).await;
     let mut conn = server.conn().await;
     let value = get_raw(&mut conn, &cache.redis_key(&Key::raw("job:3"))).await;
     assert!(
@@ -170,5 +164,5 @@ async fn a_timed_out_caller_leaves_no_lease_behind() {
         lease_released(&server, &cache, 4).await,
         "released at once, not after lock_ttl"
     );
-    assert!(no_state_left(&cache).await);
+    assert_no_state_left(&cache).await;
 }

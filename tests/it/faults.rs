@@ -319,13 +319,8 @@ async fn a_storm_of_cancelled_callers_leaves_nothing_behind() {
     let caches = [storm_cache().await, storm_cache().await];
     let loads = Arc::new(AtomicU32::new(0));
     // Seeded, so a failure reproduces.
-    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move |bound: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % bound
-    };
+    let mut rng = cached_redis_tests::Rng::seeded(0x9e37_79b9_7f4a_7c15);
+    let mut next = move |bound: u64| rng.below(bound);
     let mut tasks = Vec::new();
     for round in 0..400u64 {
         let cache = caches[(round % 2) as usize].clone();
@@ -346,14 +341,7 @@ async fn a_storm_of_cancelled_callers_leaves_nothing_behind() {
         task.await.unwrap();
     }
     for cache in &caches {
-        assert!(
-            eventually(Duration::from_secs(2), || async {
-                cached_redis::__private::in_flight(cache) == (0, 0)
-            })
-            .await,
-            "in-process state left: {:?}",
-            cached_redis::__private::in_flight(cache)
-        );
+        cached_redis_tests::assert_no_state_left(cache).await;
     }
     let conn = server.conn().await;
     assert!(

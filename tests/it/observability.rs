@@ -4,25 +4,11 @@
 //! and a load-time histogram labelled by function. A call's outcome and its counted events
 //! agree.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cached_redis::{Cache, redis_cached};
 use cached_redis_tests::{RedisServer, RefusingPort, eventually};
 use tokio::sync::Notify;
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 static GATE: Notify = Notify::const_new();
 
@@ -39,14 +25,7 @@ async fn observed(cache: &Cache, id: u32, wait: bool) -> Result<u32, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_carry_the_outcome_and_metrics_move() {
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let sink = logs.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .with_writer(move || Sink(sink.clone()))
-        .init();
+    let logs = cached_redis_tests::capture_logs(tracing::Level::DEBUG);
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .unwrap();
@@ -89,7 +68,7 @@ async fn spans_carry_the_outcome_and_metrics_move() {
         let _ = down.invalidate(&cached_redis::Key::raw("obs:3")).await;
     }
     assert_eq!(down.stats().redis_errors, 5);
-    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let warnings = text.lines().filter(|l| l.contains("redis trouble")).count();
     assert_eq!(
         warnings, 1,
@@ -118,7 +97,7 @@ async fn spans_carry_the_outcome_and_metrics_move() {
         .unwrap();
     observed(&cache, 6, false).await.unwrap();
 
-    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     for outcome in ["hit", "miss", "waited", "fallback", "writes-refused"] {
         let needle = format!("outcome=\"{outcome}\"");
         assert!(

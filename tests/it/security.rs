@@ -1,42 +1,13 @@
 //! Security: passwords never appear in `Debug`, `Display`, logs or errors; Redis ACL users
 //! (`redis://user:pass@host`) and TLS (`rediss://` with a CA made at test time) work.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cached_redis::{Cache, redis_cached};
 use cached_redis_tests::{RedisServer, TlsFiles};
 
 const PASSWORD: &str = "s3cret-Pa55word";
-
-/// Everything any test in this binary logs, at every level.
-fn logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || LogWriter(sink.clone()))
-            .init();
-        logs
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn acl_server() -> RedisServer {
     let user = format!(">{PASSWORD}");
@@ -55,7 +26,7 @@ async fn lookup(cache: &Cache, id: u32) -> Result<u32, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_user_authenticates_and_its_password_never_leaks() {
-    let logs = logs();
+    let logs = cached_redis_tests::capture_logs(tracing::Level::TRACE);
     let server = acl_server();
     let url = format!("redis://app:{PASSWORD}@127.0.0.1:{}", server.port());
     let cache = Cache::builder(&url).namespace("acl").build().await.unwrap();
@@ -88,7 +59,7 @@ async fn an_acl_user_authenticates_and_its_password_never_leaks() {
         format!("{parse_error:?}"),
         format!("{invalidate_error}"),
         format!("{invalidate_error:?}"),
-        String::from_utf8(logs.lock().unwrap().clone()).unwrap(),
+        logs.text(),
     ];
     for text in &shown {
         assert!(!text.contains(PASSWORD), "password leaked: {text}");

@@ -109,13 +109,8 @@ async fn memory_maps_subscriptions_and_tasks_stay_flat() {
                 calls.clone(),
             );
             tokio::spawn(async move {
-                let mut rng = 0x2545_f491_4f6c_dd1d_u64 ^ (w + 1);
-                let mut next = move |n: u64| {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    rng % n
-                };
+                let mut rng = cached_redis_tests::Rng::seeded(0x2545_f491_4f6c_dd1d ^ (w + 1));
+                let mut next = move |n: u64| rng.below(n);
                 while !stop.load(Ordering::Relaxed) {
                     let id = next(400) as u32;
                     match next(20) {
@@ -173,14 +168,7 @@ async fn memory_maps_subscriptions_and_tasks_stay_flat() {
         worker.await.unwrap();
     }
     for cache in &caches {
-        assert!(
-            eventually(Duration::from_secs(2), || async {
-                cached_redis::__private::in_flight(cache) == (0, 0)
-            })
-            .await,
-            "in-process state left: {:?}",
-            cached_redis::__private::in_flight(cache)
-        );
+        cached_redis_tests::assert_no_state_left(cache).await;
     }
     assert!(
         eventually(Duration::from_secs(5), || async {

@@ -1,6 +1,10 @@
 //! Reading and writing what the cache stored, behind its back: raw values, TTLs, leases,
 //! subscriptions and key scans.
 
+use std::time::Duration;
+
+use cached_redis::Cache;
+
 /// Sets `key` to `value` with a TTL of `millis`, as another process's lease would be.
 pub async fn set_px(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -69,4 +73,18 @@ pub async fn scan_keys(conn: &mut redis::aio::MultiplexedConnection, pattern: &s
     }
     keys.sort();
     keys
+}
+
+/// Waits (up to 3 s) until the cache has no load in flight and no channel waited on in this
+/// process, and fails the test with what is left otherwise.
+pub async fn assert_no_state_left(cache: &Cache) {
+    let settled = crate::eventually(Duration::from_secs(3), || async {
+        cached_redis::__private::in_flight(cache) == (0, 0)
+    })
+    .await;
+    assert!(
+        settled,
+        "in-process state left (loads in flight, channels waited on): {:?}",
+        cached_redis::__private::in_flight(cache)
+    );
 }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 mod cluster;
 mod held;
 mod inspect;
+mod logs;
 mod proxy;
+mod rng;
 mod sentinel;
 mod server;
 mod stampede;
@@ -14,8 +16,10 @@ mod tls;
 
 pub use cluster::{RedisCluster, one_cluster_at_a_time};
 pub use held::{Answered, HeldLoad, timed_read};
-pub use inspect::{get_raw, numsub, pttl, scan_keys, set_px};
+pub use inspect::{assert_no_state_left, get_raw, numsub, pttl, scan_keys, set_px};
+pub use logs::{LogCapture, capture_logs};
 pub use proxy::Proxy;
+pub use rng::Rng;
 pub use sentinel::{MASTER, RedisSentinel};
 pub use server::{RedisServer, RefusingPort, free_port};
 pub use stampede::{

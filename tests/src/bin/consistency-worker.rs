@@ -30,18 +30,6 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
-/// A seeded xorshift, one per task.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[redis_cached(key = "row:<k>", ttl = "30s", cache = CACHE.get().expect("cache"))]
 async fn read_row(k: u32) -> Result<u64, String> {
     let called = CALL_START.with(|start| *start);
@@ -95,7 +83,9 @@ async fn main() {
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             tokio::spawn(async move {
-                let mut rng = Rng((seed.wrapping_mul(1_000_003) ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
+                let mut rng = cached_redis_tests::Rng::seeded(
+                    seed.wrapping_mul(1_000_003) ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
                 let mut reads = Vec::new();
                 let mut writes = Vec::new();
                 let mut truth = TRUTH.get().unwrap().clone();
