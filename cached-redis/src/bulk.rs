@@ -3,7 +3,7 @@
 
 use crate::Error;
 use crate::cache::Inner;
-use crate::conn::{Conn, NodeConn};
+use crate::conn::Conn;
 
 /// How many keys one `SCAN` step asks for, and so at most how many one `UNLINK` batch removes.
 const BATCH: u64 = 500;
@@ -47,8 +47,8 @@ pub(crate) async fn remove_matching(inner: &Inner, patterns: &[String]) -> Resul
 /// (leases only if `leases_too`).
 async fn remove_on_node(
     inner: &Inner,
-    scan: &NodeConn,
-    unlink: &NodeConn,
+    scan: &Conn,
+    unlink: &Conn,
     pattern: &str,
     leases_too: bool,
 ) -> Result<u64, Error> {
@@ -81,7 +81,7 @@ async fn remove_on_node(
 /// Unlinks `keys` in one pipeline over the connection that found them (on a cluster, the
 /// node that owns their slots: a slot that moved since answers `MOVED`, and the call fails
 /// rather than skip it), waking the waiters of any lease among them.
-async fn unlink_all(conn: &NodeConn, publish: &str, keys: &[String]) -> redis::RedisResult<u64> {
+async fn unlink_all(conn: &Conn, publish: &str, keys: &[String]) -> redis::RedisResult<u64> {
     let mut pipe = redis::pipe();
     for key in keys {
         pipe.cmd("UNLINK").arg(key);

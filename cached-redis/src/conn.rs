@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -65,7 +64,7 @@ impl LazyCluster {
     /// settings. Bulk removals scan each primary over one of these: routing through the
     /// cluster connection by address fails until its slot map has caught up with a failover,
     /// which on a loaded machine took it over a minute.
-    async fn direct(&self, host: &str, port: u16) -> RedisResult<NodeConn> {
+    async fn direct(&self, host: &str, port: u16) -> RedisResult<Conn> {
         let seed = &self.0.seed;
         let addr = match seed.addr() {
             ConnectionAddr::TcpTls {
@@ -81,8 +80,10 @@ impl LazyCluster {
             _ => ConnectionAddr::Tcp(host.to_owned(), port),
         };
         let client = redis::Client::open(seed.clone().set_addr(addr))?;
-        let conn = client.get_multiplexed_async_connection().await?;
-        Ok(NodeConn::Direct(conn))
+        // No retries: a node that fails mid-removal fails the call, which the caller retries.
+        let config = redis::aio::ConnectionManagerConfig::new().set_number_of_retries(0);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Conn::Single(conn))
     }
 }
 
@@ -199,52 +200,13 @@ impl Conn {
         reads: &Conn,
         writes: &Conn,
         node: &Option<(String, u16)>,
-    ) -> RedisResult<(NodeConn, NodeConn)> {
+    ) -> RedisResult<(Conn, Conn)> {
         match (reads, node) {
             (Conn::Cluster(lazy), Some((host, port))) => {
                 let conn = lazy.direct(host, *port).await?;
                 Ok((conn.clone(), conn))
             }
-            _ => Ok((
-                NodeConn::Routed(reads.clone()),
-                NodeConn::Routed(writes.clone()),
-            )),
-        }
-    }
-}
-
-/// A connection to one node of a bulk removal: a plain one to a cluster node, or the cache's
-/// own connection.
-#[derive(Clone)]
-pub(crate) enum NodeConn {
-    Direct(MultiplexedConnection),
-    Routed(Conn),
-}
-
-impl ConnectionLike for NodeConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            NodeConn::Direct(conn) => conn.req_packed_command(cmd),
-            NodeConn::Routed(conn) => conn.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            NodeConn::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
-            NodeConn::Routed(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            NodeConn::Direct(conn) => conn.get_db(),
-            NodeConn::Routed(conn) => conn.get_db(),
+            _ => Ok((reads.clone(), writes.clone())),
         }
     }
 }
