@@ -14,6 +14,7 @@
 
 mod alloc;
 mod per_system;
+mod plot;
 mod report;
 mod scenarios;
 mod systems;

@@ -1,4 +1,5 @@
-//! Per-function caching policy: TTL, jitter, lease TTL and how long `None` is cached.
+//! Per-function caching policy: TTL, jitter, lease TTL, the bound on one load and how long
+//! `None` is cached.
 
 use std::time::Duration;
 

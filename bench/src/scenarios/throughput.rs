@@ -2,7 +2,8 @@
 //! against concurrency and value size (a table and a plot).
 
 use crate::per_system::Samples;
-use crate::report::{Series, Spread, Table, ratio, svg};
+use crate::plot::{Series, svg};
+use crate::report::{Spread, Table, ratio};
 use crate::systems::{self, System};
 
 use super::{Config, VALUE, ops_per_second, rotated};
