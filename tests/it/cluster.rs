@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, redis_cached};
-use cached_redis_tests::{RedisCluster, eventually};
-use tokio::sync::{Notify, Semaphore};
+use cached_redis_tests::{HeldDb, RedisCluster, eventually};
 
 async fn cluster_cache(cluster: &RedisCluster, namespace: &str) -> Cache {
     let urls = cluster.urls();
@@ -24,46 +23,8 @@ async fn cluster_cache(cluster: &RedisCluster, namespace: &str) -> Cache {
 }
 
 #[redis_cached(key = "row:<id>", ttl = "60s", jitter = "10%", cache = cache)]
-async fn row(cache: &Cache, id: u64, db: &Db) -> Result<u64, String> {
-    db.read(id).await
-}
-
-/// A versioned "database" whose next read can be held between reading and returning.
-struct Db {
-    version: AtomicU64,
-    reads: AtomicU64,
-    fail: AtomicBool,
-    hold_next: AtomicBool,
-    read_started: Notify,
-    release: Semaphore,
-}
-
-impl Default for Db {
-    fn default() -> Db {
-        Db {
-            version: AtomicU64::new(0),
-            reads: AtomicU64::new(0),
-            fail: AtomicBool::new(false),
-            hold_next: AtomicBool::new(false),
-            read_started: Notify::new(),
-            release: Semaphore::new(0),
-        }
-    }
-}
-
-impl Db {
-    async fn read(&self, id: u64) -> Result<u64, String> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(format!("row {id} unavailable"));
-        }
-        let version = self.version.load(Ordering::SeqCst);
-        if self.hold_next.swap(false, Ordering::SeqCst) {
-            self.read_started.notify_one();
-            let _ = self.release.acquire().await.map_err(|e| e.to_string())?;
-        }
-        Ok(version * 1_000_000 + id)
-    }
+async fn row(cache: &Cache, id: u64, db: &HeldDb) -> Result<u64, String> {
+    Ok(db.read().await? * 1_000_000 + id)
 }
 
 /// A fresh cluster, alone in this binary, a cache on it and a database.
@@ -73,12 +34,12 @@ async fn on_a_cluster(
     tokio::sync::MutexGuard<'static, ()>,
     RedisCluster,
     Cache,
-    Arc<Db>,
+    Arc<HeldDb>,
 ) {
     let alone = cached_redis_tests::one_cluster_at_a_time().await;
     let cluster = RedisCluster::start();
     let cache = cluster_cache(&cluster, namespace).await;
-    (alone, cluster, cache, Arc::new(Db::default()))
+    (alone, cluster, cache, Arc::new(HeldDb::new(0)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,9 +48,9 @@ async fn hits_and_errors_never_cached_on_a_cluster() {
     assert_eq!(row(&cache, 1, &db).await, Ok(1));
     assert_eq!(row(&cache, 1, &db).await, Ok(1));
     assert_eq!(cache.stats().hits, 1);
-    db.fail.store(true, Ordering::SeqCst);
+    db.fail(true);
     assert!(row(&cache, 2, &db).await.is_err());
-    db.fail.store(false, Ordering::SeqCst);
+    db.fail(false);
     assert_eq!(row(&cache, 2, &db).await, Ok(2), "the error was not cached");
     assert_eq!(cache.stats().redis_errors, 0, "{:?}", cache.stats());
 }
@@ -120,15 +81,14 @@ async fn ttls_and_jitter_hold_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_racing_a_load_wins_on_a_cluster() {
     let (_alone, cluster, cache, db) = on_a_cluster("cl").await;
-    db.version.store(1, Ordering::SeqCst);
-    db.hold_next.store(true, Ordering::SeqCst);
-    let started = db.read_started.notified();
+    db.set_version(1);
+    let started = db.hold_next_read();
     let stale = {
         let (cache, db) = (cache.clone(), db.clone());
         tokio::spawn(async move { row(&cache, 7, &db).await })
     };
     started.await;
-    db.version.store(2, Ordering::SeqCst);
+    db.set_version(2);
     invalidate_row(&cache, 7).await.unwrap();
     let other = cluster_cache(&cluster, "cl").await; // another process
     assert_eq!(
@@ -136,7 +96,7 @@ async fn an_invalidation_racing_a_load_wins_on_a_cluster() {
         Ok(2_000_007),
         "no stale value after the invalidation"
     );
-    db.release.add_permits(1);
+    db.release();
     assert_eq!(stale.await.unwrap(), Ok(1_000_007));
     assert_eq!(cache.stats().stale_refused, 1);
     assert_eq!(row(&cache, 7, &db).await, Ok(2_000_007));
@@ -208,7 +168,7 @@ async fn a_failover_costs_no_call_and_hits_resume_without_a_restart() {
     let _alone = cached_redis_tests::one_cluster_at_a_time().await;
     let mut cluster = RedisCluster::start();
     let cache = cluster_cache(&cluster, "failover").await;
-    let db = Arc::new(Db::default());
+    let db = Arc::new(HeldDb::new(0));
     for id in 0..60 {
         row(&cache, id, &db).await.unwrap();
     }

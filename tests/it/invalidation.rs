@@ -4,37 +4,21 @@
 //! in this process or another. (Plain GET / load / SET fails both.)
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cached_redis::{Cache, redis_cached};
-use cached_redis_tests::{RedisServer, eventually, get_raw};
-use tokio::sync::{Notify, Semaphore};
+use cached_redis_tests::{HeldDb, RedisServer, eventually, get_raw};
+use tokio::sync::Notify;
 
 /// A database row whose next read can be held between reading and returning.
-struct Db {
-    version: AtomicU64,
-    reads: AtomicU64,
-    hold_next_read: AtomicBool,
-    read_started: Notify,
-    release: Semaphore,
-}
-
-impl Db {
-    fn new() -> Arc<Db> {
-        Arc::new(Db {
-            version: AtomicU64::new(1),
-            reads: AtomicU64::new(0),
-            hold_next_read: AtomicBool::new(false),
-            read_started: Notify::new(),
-            release: Semaphore::new(0),
-        })
-    }
+/// The row behind the cache, at version 1.
+fn db() -> Arc<HeldDb> {
+    Arc::new(HeldDb::new(1))
 }
 
 struct Repo {
     cache: Cache,
-    db: Arc<Db>,
+    db: Arc<HeldDb>,
 }
 
 impl Repo {
@@ -42,23 +26,17 @@ impl Repo {
     #[redis_cached(key = "row:<id>", ttl = "60s", cache = &self.cache)]
     async fn version(&self, id: u32) -> Result<u64, String> {
         let _ = id;
-        let version = self.db.version.load(Ordering::SeqCst);
-        self.db.reads.fetch_add(1, Ordering::SeqCst);
-        if self.db.hold_next_read.swap(false, Ordering::SeqCst) {
-            self.db.read_started.notify_one();
-            let _permit = self.db.release.acquire().await.map_err(|e| e.to_string())?;
-        }
-        Ok(version)
+        self.db.read().await
     }
 
     /// A write path: update the row, then invalidate.
     async fn write(&self, id: u32, version: u64) -> Result<bool, cached_redis::Error> {
-        self.db.version.store(version, Ordering::SeqCst);
+        self.db.set_version(version);
         self.invalidate_version(id).await
     }
 }
 
-async fn repo(server: &RedisServer, db: &Arc<Db>) -> Repo {
+async fn repo(server: &RedisServer, db: &Arc<HeldDb>) -> Repo {
     Repo {
         cache: server.cache("inval").await,
         db: db.clone(),
@@ -67,8 +45,7 @@ async fn repo(server: &RedisServer, db: &Arc<Db>) -> Repo {
 
 /// Starts a read whose database read happens now and whose return is held until `release`.
 async fn start_held_read(repo: &Arc<Repo>) -> tokio::task::JoinHandle<Result<u64, String>> {
-    repo.db.hold_next_read.store(true, Ordering::SeqCst);
-    let read_started = repo.db.read_started.notified();
+    let read_started = repo.db.hold_next_read();
     let task = {
         let repo = repo.clone();
         tokio::spawn(async move { repo.version(1).await })
@@ -80,7 +57,7 @@ async fn start_held_read(repo: &Arc<Repo>) -> tokio::task::JoinHandle<Result<u64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidate_removes_the_entry_and_reports_it() {
     let server = RedisServer::start();
-    let db = Db::new();
+    let db = db();
     let repo = repo(&server, &db).await;
     assert_eq!(repo.version(1).await, Ok(1));
     assert!(repo.write(1, 2).await.unwrap(), "an entry was removed");
@@ -89,18 +66,18 @@ async fn invalidate_removes_the_entry_and_reports_it() {
         "nothing left to remove"
     );
     assert_eq!(repo.version(1).await, Ok(2));
-    assert_eq!(db.reads.load(Ordering::SeqCst), 2);
+    assert_eq!(db.reads(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_that_raced_an_invalidation_does_not_store_its_stale_value() {
     let server = RedisServer::start();
-    let db = Db::new();
+    let db = db();
     let repo = Arc::new(repo(&server, &db).await);
 
     let stale_read = start_held_read(&repo).await; // read version 1 from the database
     repo.write(1, 2).await.unwrap(); // version 2 written and invalidated
-    db.release.add_permits(1);
+    db.release();
     assert_eq!(
         stale_read.await.unwrap(),
         Ok(1),
@@ -121,7 +98,7 @@ async fn a_load_that_raced_an_invalidation_does_not_store_its_stale_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_joined_a_revoked_load_reads_again() {
     let server = RedisServer::start();
-    let db = Db::new();
+    let db = db();
     let repo = Arc::new(repo(&server, &db).await);
 
     let stale_read = start_held_read(&repo).await;
@@ -137,20 +114,20 @@ async fn a_caller_that_joined_a_revoked_load_reads_again() {
         })
         .await
     );
-    db.release.add_permits(1);
+    db.release();
     assert_eq!(stale_read.await.unwrap(), Ok(1));
     assert_eq!(
         late_read.await.unwrap(),
         Ok(2),
         "a read after the invalidation sees the write"
     );
-    assert_eq!(db.reads.load(Ordering::SeqCst), 2);
+    assert_eq!(db.reads(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_in_another_process_after_the_invalidation_sees_the_write() {
     let server = RedisServer::start();
-    let db = Db::new();
+    let db = db();
     let here = Arc::new(repo(&server, &db).await);
     let there = repo(&server, &db).await; // its own cache: like another process
 
@@ -161,7 +138,7 @@ async fn a_read_in_another_process_after_the_invalidation_sees_the_write() {
         Ok(2),
         "no waiting on a revoked lease, no stale value"
     );
-    db.release.add_permits(1);
+    db.release();
     assert_eq!(stale_read.await.unwrap(), Ok(1));
     assert_eq!(here.cache.stats().stale_refused, 1);
     assert_eq!(
@@ -170,7 +147,7 @@ async fn a_read_in_another_process_after_the_invalidation_sees_the_write() {
         "the stored value is the fresh one"
     );
     assert_eq!(there.version(1).await, Ok(2));
-    assert_eq!(db.reads.load(Ordering::SeqCst), 2);
+    assert_eq!(db.reads(), 2);
 }
 
 /// A value whose decoding can be held open: the window between the lease script's reply and the

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 mod cluster;
+mod db;
 mod held;
 mod inspect;
 mod logs;
@@ -15,6 +16,7 @@ mod stampede;
 mod tls;
 
 pub use cluster::{RedisCluster, one_cluster_at_a_time};
+pub use db::HeldDb;
 pub use held::{Answered, HeldLoad, timed_read};
 pub use inspect::{assert_no_state_left, get_raw, numsub, pttl, scan_keys, set_px};
 pub use logs::{LogCapture, capture_logs};
