@@ -308,14 +308,7 @@ async fn a_storm_of_cancelled_callers_leaves_nothing_behind() {
     let server = RedisServer::start();
     // This tests cancellation, not outages: a generous op_timeout keeps a busy machine's slow
     // replies from opening the breaker (which would leave leases to expire on their own).
-    let storm_cache = || async {
-        Cache::builder(&server.url())
-            .namespace("storm")
-            .op_timeout(Duration::from_secs(5))
-            .build()
-            .await
-            .unwrap()
-    };
+    let storm_cache = || async { server.cache_builder("storm").build().await.unwrap() };
     let caches = [storm_cache().await, storm_cache().await];
     let loads = Arc::new(AtomicU32::new(0));
     // Seeded, so a failure reproduces.

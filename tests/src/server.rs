@@ -187,16 +187,20 @@ impl RedisServer {
             .expect("test redis reachable")
     }
 
-    /// A cache on this server for tests of behaviour with Redis healthy: its `op_timeout` is
-    /// generous, so a busy machine's slow reply is never taken for an outage (which would turn
-    /// a hit into a fallback and break an exact count). Outage tests build their own.
+    /// A cache on this server in `namespace`, with a generous `op_timeout` (5 s) so that a
+    /// loaded machine does not turn a test's Redis calls into fallbacks.
     pub async fn cache(&self, namespace: &str) -> Cache {
-        Cache::builder(&self.url())
-            .namespace(namespace)
-            .op_timeout(Duration::from_secs(5))
+        self.cache_builder(namespace)
             .build()
             .await
             .expect("valid cache configuration")
+    }
+
+    /// The builder behind [`RedisServer::cache`], for a test that sets more options.
+    pub fn cache_builder(&self, namespace: &str) -> cached_redis::CacheBuilder {
+        Cache::builder(&self.url())
+            .namespace(namespace)
+            .op_timeout(Duration::from_secs(5))
     }
 }
 
