@@ -13,6 +13,8 @@ use super::EntryKeys;
 /// Returns the value if present (and not the known-corrupt bytes in ARGV[3]); otherwise takes
 /// the lease (`SET NX PX`) or reports how long the current holder still has it. A key of the
 /// wrong type (someone `LPUSH`ed to it) counts as no value; the write-back's `SET` replaces it.
+/// A lease that already holds our token is ours: the script ran before and its reply was lost
+/// (a client retry sends it again).
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -20,6 +22,7 @@ local v = redis.pcall('GET', KEYS[1])
 if type(v) == 'table' then v = false end
 if v and v ~= ARGV[3] then return {1, v} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+if redis.pcall('GET', KEYS[2]) == ARGV[1] then return {2} end
 return {3, redis.call('PTTL', KEYS[2])}
 ",
     )
@@ -209,4 +212,75 @@ pub(crate) fn invalidate_eval(keys: &EntryKeys, publish: &str) -> redis::Cmd {
         .arg(&keys.channel)
         .arg(publish);
     eval
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Key;
+
+    /// A `redis-server` of this test's own on a free loopback port, killed when dropped.
+    struct Server(std::process::Child, u16);
+
+    impl Server {
+        fn start() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server on PATH");
+            Server(child, port)
+        }
+
+        async fn conn(&self) -> redis::aio::MultiplexedConnection {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.1)).unwrap();
+            for _ in 0..200 {
+                if let Ok(conn) = client.get_multiplexed_async_connection().await {
+                    return conn;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("redis-server did not start");
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A lease script sent again (redis-rs retries a command whose reply was lost, and
+    /// `invoke` retries a redirect) finds the lease its first run took: the caller holds it,
+    /// it does not wait on itself until the lease expires.
+    #[tokio::test]
+    async fn a_repeated_acquire_finds_its_own_lease() {
+        let server = Server::start();
+        let mut conn = server.conn().await;
+        let keys = EntryKeys::new("t", &Key::raw("k"));
+        let first = acquire(&mut conn, &keys, "token-1", 5_000, None)
+            .await
+            .unwrap();
+        assert!(matches!(first, Acquire::Leased), "{first:?}");
+        let again = acquire(&mut conn, &keys, "token-1", 5_000, None)
+            .await
+            .unwrap();
+        assert!(matches!(again, Acquire::Leased), "{again:?}");
+        let other = acquire(&mut conn, &keys, "token-2", 5_000, None)
+            .await
+            .unwrap();
+        assert!(matches!(other, Acquire::HeldFor { .. }), "{other:?}");
+    }
 }
