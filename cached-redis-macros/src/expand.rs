@@ -60,7 +60,18 @@ impl syn::parse::Parse for LazyFn {
         let attrs = input.call(syn::Attribute::parse_outer)?;
         let vis: syn::Visibility = input.parse()?;
         let sig: syn::Signature = input.parse()?;
-        let body: proc_macro2::Group = input.parse()?;
+        let mut body: proc_macro2::TokenTree = input.parse()?;
+        // A body passed through `macro_rules!` (`$body:block`) arrives wrapped in an invisible
+        // group: look through it.
+        while let proc_macro2::TokenTree::Group(group) = &body
+            && group.delimiter() == proc_macro2::Delimiter::None
+            && let Some(inner) = single_tree(group.stream())
+        {
+            body = inner;
+        }
+        let proc_macro2::TokenTree::Group(body) = body else {
+            return Err(syn::Error::new(body.span(), "expected the function's body"));
+        };
         if body.delimiter() != proc_macro2::Delimiter::Brace {
             return Err(syn::Error::new(body.span(), "expected the function's body"));
         }
@@ -70,6 +81,13 @@ impl syn::parse::Parse for LazyFn {
             body: quote!(#body),
         })
     }
+}
+
+/// The one token tree `stream` holds, if it holds exactly one.
+fn single_tree(stream: TokenStream) -> Option<proc_macro2::TokenTree> {
+    let mut trees = stream.into_iter();
+    let first = trees.next()?;
+    trees.next().is_none().then_some(first)
 }
 
 fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {

@@ -87,6 +87,23 @@ impl Repo {
     }
 }
 
+/// A body with an inner attribute.
+#[redis_cached(key = "inner:<id>", ttl = "60s")]
+async fn inner_attribute(id: u64) -> Result<u64, DbError> {
+    #![allow(clippy::identity_op)]
+    Ok(id * 1)
+}
+
+/// A cached function written by a `macro_rules!` macro, its body a `$body:block` fragment.
+macro_rules! cached_getter {
+    ($name:ident, $id:ident, $body:block) => {
+        #[redis_cached(key = "macro:<id>", ttl = "60s")]
+        async fn $name($id: u64) -> Result<u64, DbError> $body
+    };
+}
+
+cached_getter!(from_a_macro, id, { Ok(id) });
+
 async fn writes() -> Result<(), cached_redis::Error> {
     invalidate_get_user(1).await?;
     invalidate_find("ada").await?;
@@ -99,6 +116,7 @@ async fn writes() -> Result<(), cached_redis::Error> {
 fn main() {
     let _ = (get_user(1), find("x"), plain(1, None, TenantId(1)), aliased(1));
     let _ = tuple_fields((1, String::new()));
+    let _ = (inner_attribute(1), from_a_macro(1), from_a_macro_key(1));
     let _ = writes();
     let _ = |repo: &'static Repo| (repo.product(1), repo.count(), repo.write(1));
 }
