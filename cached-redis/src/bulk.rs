@@ -1,9 +1,12 @@
 //! Bulk removal (`Cache::clear`, `Cache::invalidate_prefix`): `SCAN MATCH` over every primary
-//! and `UNLINK` of what it finds, in two full passes.
+//! and `UNLINK` of what it finds, in two full passes; on a cluster, only while no slot moves.
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 
 use crate::Error;
 use crate::cache::Inner;
-use crate::conn::Conn;
+use crate::conn::{Conn, LazyCluster};
+use crate::topology::{self, Slots};
 
 /// How many keys one `SCAN` step asks for, and so at most how many one `UNLINK` batch removes.
 const BATCH: u64 = 500;
@@ -14,44 +17,92 @@ const BATCH: u64 = 500;
 /// lease ahead of it. Such a lease was present for the whole first pass if the write-back
 /// comes during the second (so the first pass revoked it and the write-back is refused),
 /// and such a value is present for the whole second pass if the write-back came during the
-/// first: after both, no value loaded before the call began is left. The second pass
-/// leaves leases alone: any it finds were taken after the first pass began, by loads that
-/// read the data after the call did.
+/// first: after both, no value loaded before the call began is left. Both passes revoke the
+/// leases they find: one taken during the call only loses its write-back, and one the first
+/// pass missed (its server restarted mid-cursor) does not outlive the second.
 pub(crate) async fn remove_matching(inner: &Inner, patterns: &[String]) -> Result<u64, Error> {
-    let primaries = inner
-        .guard
-        .read(&inner.stats, "CLUSTER NODES", inner.reads.primaries())
-        .await?;
-    let mut nodes = Vec::with_capacity(primaries.len());
-    for node in &primaries {
-        let connecting = Conn::bulk_at(&inner.reads, &inner.writes, node);
-        nodes.push(
-            inner
-                .guard
-                .read(&inner.stats, "CONNECT", connecting)
-                .await?,
-        );
+    if let Conn::Cluster(lazy) = &inner.reads {
+        return remove_on_cluster(inner, lazy, patterns).await;
     }
+    let one = [(inner.reads.clone(), inner.writes.clone())];
+    two_passes(inner, &one, patterns).await
+}
+
+/// The two passes over every master, each over a plain connection of its own, between two
+/// readings of the slots each master serves: they must cover every slot once, with none
+/// migrating, and be the same after the passes as before, or the call fails (`Err`) rather
+/// than claim a removal a moving slot may have dodged.
+async fn remove_on_cluster(
+    inner: &Inner,
+    lazy: &LazyCluster,
+    patterns: &[String],
+) -> Result<u64, Error> {
+    let guard = &inner.guard;
+    let masters = guard
+        .read(&inner.stats, "CLUSTER NODES", lazy.masters())
+        .await?;
+    let mut nodes = Vec::with_capacity(masters.len());
+    for master in &masters {
+        // Outside the breaker: a master this call cannot reach says nothing about the hits.
+        let connecting = lazy.direct(master);
+        nodes.push(guard.bounded(&inner.stats, "CONNECT", connecting).await?);
+    }
+    let before = served_slots(inner, &nodes).await?;
+    let pairs: Vec<_> = nodes.iter().map(|n| (n.clone(), n.clone())).collect();
+    let removed = two_passes(inner, &pairs, patterns).await?;
+    if served_slots(inner, &nodes).await? != before {
+        return Err(moved("the slots moved during the removal"));
+    }
+    Ok(removed)
+}
+
+/// The slots each master serves by its own account, checked to cover every slot once.
+async fn served_slots(inner: &Inner, nodes: &[MultiplexedConnection]) -> Result<Vec<Slots>, Error> {
+    let mut claims = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let (mut conn, mut nodes) = (node.clone(), redis::cmd("CLUSTER"));
+        nodes.arg("NODES");
+        let asking = nodes.query_async::<String>(&mut conn);
+        let text = inner
+            .guard
+            .read(&inner.stats, "CLUSTER NODES", asking)
+            .await?;
+        claims.push(topology::own_slots(&text).map_err(moved)?);
+    }
+    topology::check_cover(&claims).map_err(moved)?;
+    Ok(claims)
+}
+
+fn moved(why: impl Into<String>) -> Error {
+    let why = why.into();
+    Error::Redis(redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "a bulk removal cannot be sure to reach every slot; retry",
+        why,
+    )))
+}
+
+/// Both passes over every `(scan, unlink)` pair of connections.
+async fn two_passes<C>(inner: &Inner, nodes: &[(C, C)], patterns: &[String]) -> Result<u64, Error>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
     let mut removed = 0u64;
-    for leases_too in [true, false] {
+    for _pass in 0..2 {
         for pattern in patterns {
-            for (scan, unlink) in &nodes {
-                removed += remove_on_node(inner, scan, unlink, pattern, leases_too).await?;
+            for (scan, unlink) in nodes {
+                removed += remove_on_node(inner, scan, unlink, pattern).await?;
             }
         }
     }
     Ok(removed)
 }
 
-/// One pass of `SCAN MATCH pattern` over one node in batches, unlinking what it finds
-/// (leases only if `leases_too`).
-async fn remove_on_node(
-    inner: &Inner,
-    scan: &Conn,
-    unlink: &Conn,
-    pattern: &str,
-    leases_too: bool,
-) -> Result<u64, Error> {
+/// One pass of `SCAN MATCH pattern` over one node in batches, unlinking what it finds.
+async fn remove_on_node<C>(inner: &Inner, scan: &C, unlink: &C, pattern: &str) -> Result<u64, Error>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
     let mut removed = 0u64;
     let mut cursor = 0u64;
     loop {
@@ -63,10 +114,7 @@ async fn remove_on_node(
             .arg(BATCH);
         let mut conn = scan.clone();
         let scanned = step.query_async::<(u64, Vec<String>)>(&mut conn);
-        let (next, mut keys) = inner.guard.read(&inner.stats, "SCAN", scanned).await?;
-        if !leases_too {
-            keys.retain(|key| !key.ends_with(":lease"));
-        }
+        let (next, keys) = inner.guard.read(&inner.stats, "SCAN", scanned).await?;
         if !keys.is_empty() {
             let unlinking = unlink_all(unlink, inner.writes.publish_command(), &keys);
             removed += inner.guard.write(&inner.stats, "UNLINK", unlinking).await?;
@@ -81,7 +129,10 @@ async fn remove_on_node(
 /// Unlinks `keys` in one pipeline over the connection that found them (on a cluster, the
 /// node that owns their slots: a slot that moved since answers `MOVED`, and the call fails
 /// rather than skip it), waking the waiters of any lease among them.
-async fn unlink_all(conn: &Conn, publish: &str, keys: &[String]) -> redis::RedisResult<u64> {
+async fn unlink_all<C>(conn: &C, publish: &str, keys: &[String]) -> redis::RedisResult<u64>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
     let mut pipe = redis::pipe();
     for key in keys {
         pipe.cmd("UNLINK").arg(key);

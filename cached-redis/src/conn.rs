@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
+use redis::aio::MultiplexedConnection;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
+
+use crate::topology::{self, Master};
 
 /// A cluster connection made on first use. The connecting runs in a task of its own, retried
 /// until it succeeds, and callers wait for it within their own deadline: making it inside a
@@ -60,30 +63,49 @@ impl LazyCluster {
         }
     }
 
-    /// A plain connection to the node at `host:port`, with the seeds' credentials and TLS
-    /// settings. Bulk removals scan each primary over one of these: routing through the
-    /// cluster connection by address fails until its slot map has caught up with a failover,
-    /// which on a loaded machine took it over a minute.
-    async fn direct(&self, host: &str, port: u16) -> RedisResult<Conn> {
+    /// The masters to scan, from a random node's `CLUSTER NODES` (see
+    /// [`topology::masters`]).
+    pub(crate) async fn masters(&self) -> RedisResult<Vec<Master>> {
+        let mut conn = self.get().await?;
+        let random = redis::cluster_routing::RoutingInfo::SingleNode(
+            redis::cluster_routing::SingleNodeRoutingInfo::Random,
+        );
+        let nodes = conn
+            .route_command(redis::cmd("CLUSTER").arg("NODES").clone(), random)
+            .await?;
+        let text: String = redis::from_redis_value(nodes)?;
+        topology::masters(&text).map_err(|uncovered| {
+            redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "a bulk removal cannot reach every slot",
+                uncovered,
+            ))
+        })
+    }
+
+    /// A plain connection to one master, with the seeds' credentials and TLS settings. Bulk
+    /// removals scan each master over one of these: routing through the cluster connection by
+    /// address fails until its slot map has caught up with a failover (over a minute on a
+    /// loaded machine), and a connection that reconnected by itself mid-scan could continue a
+    /// cursor on a server that does not know it.
+    pub(crate) async fn direct(&self, master: &Master) -> RedisResult<MultiplexedConnection> {
         let seed = &self.0.seed;
+        let (host, port) = (master.host.clone(), master.port);
         let addr = match seed.addr() {
             ConnectionAddr::TcpTls {
                 insecure,
                 tls_params,
                 ..
             } => ConnectionAddr::TcpTls {
-                host: host.to_owned(),
+                host,
                 port,
                 insecure: *insecure,
                 tls_params: tls_params.clone(),
             },
-            _ => ConnectionAddr::Tcp(host.to_owned(), port),
+            _ => ConnectionAddr::Tcp(host, port),
         };
         let client = redis::Client::open(seed.clone().set_addr(addr))?;
-        // No retries: a node that fails mid-removal fails the call, which the caller retries.
-        let config = redis::aio::ConnectionManagerConfig::new().set_number_of_retries(0);
-        let conn = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Conn::Single(conn))
+        client.get_multiplexed_async_connection().await
     }
 }
 
@@ -150,31 +172,6 @@ impl Conn {
         })
     }
 
-    /// The addresses (`host`, `port`) of the primaries: the one node, or every cluster primary.
-    pub(crate) async fn primaries(&self) -> RedisResult<Vec<Option<(String, u16)>>> {
-        let Conn::Cluster(lazy) = self else {
-            return Ok(vec![None]);
-        };
-        let mut conn = lazy.get().await?;
-        let nodes = conn
-            .route_command(
-                redis::cmd("CLUSTER").arg("NODES").clone(),
-                redis::cluster_routing::RoutingInfo::SingleNode(
-                    redis::cluster_routing::SingleNodeRoutingInfo::Random,
-                ),
-            )
-            .await?;
-        let text: String = redis::from_redis_value(nodes)?;
-        let primaries = parse_primaries(&text).map_err(|uncovered| {
-            redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "a bulk removal cannot reach every slot",
-                uncovered,
-            ))
-        })?;
-        Ok(primaries.into_iter().map(Some).collect())
-    }
-
     /// Sends `pipe` as one unit over one connection to the node that owns `key` (on a
     /// cluster, its slot's primary): for commands such as `WAIT` that must follow the write
     /// they are about on the same connection.
@@ -192,72 +189,6 @@ impl Conn {
             }
             conn => conn.clone().req_packed_commands(&pipe, 0, count).await,
         }
-    }
-
-    /// The connections a bulk removal scans and unlinks over on `node` (`None`: the one node
-    /// behind `reads` and `writes`); on a cluster, one plain connection to that node for both.
-    pub(crate) async fn bulk_at(
-        reads: &Conn,
-        writes: &Conn,
-        node: &Option<(String, u16)>,
-    ) -> RedisResult<(Conn, Conn)> {
-        match (reads, node) {
-            (Conn::Cluster(lazy), Some((host, port))) => {
-                let conn = lazy.direct(host, *port).await?;
-                Ok((conn.clone(), conn))
-            }
-            _ => Ok((reads.clone(), writes.clone())),
-        }
-    }
-}
-
-/// Primaries from `CLUSTER NODES`: lines `<id> <host:port@cport> <flags> ...`.
-/// Only primaries that serve slots and are not known to have failed (`fail`, `noaddr`) count;
-/// one merely suspected (`fail?`) is kept, to be scanned or to fail the call. Unless those
-/// primaries cover every slot, an entry may live where no scan can reach: an `Err`.
-fn parse_primaries(nodes: &str) -> Result<Vec<(String, u16)>, String> {
-    let mut primaries = Vec::new();
-    let mut covered = 0usize;
-    for line in nodes.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [_, address, flags, ..] = fields.as_slice() else {
-            continue;
-        };
-        let flags: Vec<&str> = flags.split(',').collect();
-        if !flags.contains(&"master") || flags.iter().any(|f| matches!(*f, "fail" | "noaddr")) {
-            continue;
-        }
-        let slots: usize = fields.iter().skip(8).map(|range| slot_count(range)).sum();
-        let Some((host, port)) = address.split('@').next().and_then(|a| a.rsplit_once(':')) else {
-            continue;
-        };
-        let Ok(port) = port.parse() else { continue };
-        if slots > 0 {
-            covered += slots;
-            primaries.push((host.to_owned(), port));
-        }
-    }
-    if covered < 16384 {
-        return Err(format!(
-            "{} of 16384 slots have no reachable primary (failed over, not yet promoted)",
-            16384 - covered
-        ));
-    }
-    Ok(primaries)
-}
-
-/// How many slots a `CLUSTER NODES` slot field names: `5461`, `0-5460`; a migration in
-/// brackets counts none (the slot is counted at its owner).
-fn slot_count(range: &str) -> usize {
-    if range.starts_with('[') {
-        return 0;
-    }
-    match range.split_once('-') {
-        Some((from, to)) => match (from.parse::<usize>(), to.parse::<usize>()) {
-            (Ok(from), Ok(to)) if to >= from => to - from + 1,
-            _ => 0,
-        },
-        None => usize::from(range.parse::<usize>().is_ok()),
     }
 }
 
@@ -297,33 +228,5 @@ impl ConnectionLike for Conn {
             Conn::Single(conn) => conn.get_db(),
             _ => 0,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn primaries_come_from_cluster_nodes() {
-        let nodes = "\
-a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
-b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10921 10922 [10923->-d4]
-c3 127.0.0.1:7003@17003 slave a1 0 0 1 connected
-d4 127.0.0.1:7002@17002 master,fail? - 0 0 3 connected 10923-16383
-e5 127.0.0.1:7004@17004 master,fail - 0 0 3 disconnected
-";
-        assert_eq!(
-            super::parse_primaries(nodes),
-            Ok(vec![
-                ("127.0.0.1".to_owned(), 7000),
-                ("127.0.0.1".to_owned(), 7001),
-                ("127.0.0.1".to_owned(), 7002)
-            ]),
-            "a suspected primary is scanned (or fails the call)"
-        );
-        let down = nodes.replace("master,fail? ", "master,fail ");
-        assert!(
-            super::parse_primaries(&down).is_err(),
-            "slots whose primary failed are not silently skipped"
-        );
     }
 }

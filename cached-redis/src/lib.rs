@@ -67,6 +67,7 @@ mod replicated;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod stats;
+mod topology;
 mod wake;
 
 #[doc(hidden)]

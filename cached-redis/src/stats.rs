@@ -84,7 +84,8 @@ pub(crate) enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Hit,
-    /// This caller ran the loader under the lease (and stored the value, or tried to).
+    /// This caller ran the loader with Redis answering: under the lease (and stored the
+    /// value, or tried to), or on its own after the load it joined failed.
     Miss,
     /// Another caller's load answered: a local join or a wait on another process's lease.
     Waited,
@@ -97,7 +98,7 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    /// A load this caller ran, under the lease or (Redis unavailable) without it.
+    /// A load this caller ran, with Redis answering or (unavailable) not.
     pub(crate) fn of_load(leased: bool) -> Outcome {
         if leased {
             Outcome::Miss

@@ -305,6 +305,60 @@ async fn invalidate_prefix_never_reports_a_removal_it_did_not_do() {
     );
 }
 
+/// Item 3, a reshard onto a new node: while an entry's slot is moving to a primary that serves
+/// no slot yet, with the entry already there, `invalidate_prefix` answers `Err`, never an `Ok`
+/// that skipped that node; once the move ends it succeeds and leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_prefix_is_refused_while_a_slot_moves_to_a_new_node() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
+    let mut cluster = RedisCluster::start_with_replicas(0);
+    let cache = cluster_cache(&cluster.urls(), "cl-reshard")
+        .op_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let key = Key::raw("row:moving");
+    assert_eq!(read(&cache, &key, "before").await.as_deref(), Ok("before"));
+    let entry = cache.redis_key(&key);
+    let from = cluster.primary_holding(&entry).expect("stored");
+    let to = tokio::task::block_in_place(|| cluster.add_empty_primary());
+    let slot = cluster
+        .cli(from, &["CLUSTER", "KEYSLOT", &entry])
+        .trim()
+        .to_owned();
+    let moving = SlotMove {
+        cluster: &cluster,
+        slot,
+        from,
+        to,
+    };
+    moving.begin();
+    moving.move_keys();
+    assert_eq!((moving.keys_at(from), moving.keys_at(to)), (0, 1));
+    let during = cache.invalidate_prefix("row:").await;
+    println!("invalidate_prefix while the slot moves to a new node: {during:?}");
+    assert!(
+        during.is_err(),
+        "an Ok would have skipped the new node, which holds the entry: {during:?}"
+    );
+    moving.finish();
+    // The cluster connection learns the move from the next MOVED; the removal then succeeds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let removed = loop {
+        match cache.invalidate_prefix("row:").await {
+            Ok(removed) => break removed,
+            Err(error) => assert!(Instant::now() < deadline, "never succeeded: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(removed, 1, "the entry, on the new node");
+    assert_eq!(
+        moving.keys_at(to),
+        0,
+        "and removed the entry on the new node"
+    );
+}
+
 /// Item 7: a failover's write pause (`CLIENT PAUSE ... WRITE`) on one primary is not an outage
 /// for reads: reads of cached keys on every primary keep hitting, and a cold key's call is
 /// bounded by `op_timeout` plus its loader.
@@ -418,7 +472,8 @@ impl SlotMove<'_> {
             let to_port = self.to.to_string();
             let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
             args.extend(keys);
-            assert!(self.cluster.cli(self.from, &args).contains("OK"), "MIGRATE");
+            let migrated = self.cluster.cli(self.from, &args);
+            assert!(migrated.contains("OK"), "MIGRATE: {migrated}");
         }
     }
 

@@ -37,21 +37,7 @@ impl RedisCluster {
         std::fs::create_dir_all(&dir).expect("cluster dir");
         let dir_arg = dir.to_string_lossy().into_owned();
         let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
-            .map(|i| {
-                let config = format!("nodes-{i}.conf");
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &config,
-                    "--cluster-node-timeout",
-                    "1000",
-                    "--cluster-replica-validity-factor",
-                    "0",
-                    "--dir",
-                    &dir_arg,
-                ])
-            })
+            .map(|i| cluster_node(&dir_arg, i))
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
@@ -70,6 +56,27 @@ impl RedisCluster {
         let cluster = RedisCluster { nodes, dir };
         cluster.wait_healthy(Duration::from_secs(20));
         cluster
+    }
+
+    /// Adds a primary that serves no slot yet (`CLUSTER MEET`), as a reshard onto a new node
+    /// begins, and waits until every running node knows it and it knows every slot's owner.
+    /// Returns its port.
+    pub fn add_empty_primary(&mut self) -> u16 {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let node = cluster_node(&dir, self.nodes.len());
+        let port = node.port();
+        let first = self.primaries()[0].to_string();
+        assert!(cli(port, &["CLUSTER", "MEET", "127.0.0.1", &first]).contains("OK"));
+        self.nodes.push(node);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let needle = format!(":{port}@");
+        let known = |p: &u16| cli(*p, &["CLUSTER", "NODES"]).contains(&needle);
+        let settled = || cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok");
+        while !(self.primaries().iter().all(known) && settled()) {
+            assert!(Instant::now() < deadline, "the new node joined the cluster");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        port
     }
 
     /// `redis://127.0.0.1:<port>` of every node still running.
@@ -177,4 +184,21 @@ fn cli(port: u16, args: &[&str]) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
+}
+
+/// One `redis-server --cluster-enabled yes` node, its config file the `i`th in `dir`.
+fn cluster_node(dir: &str, i: usize) -> RedisServer {
+    let config = format!("nodes-{i}.conf");
+    RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        &config,
+        "--cluster-node-timeout",
+        "1000",
+        "--cluster-replica-validity-factor",
+        "0",
+        "--dir",
+        dir,
+    ])
 }
