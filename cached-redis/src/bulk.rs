@@ -6,6 +6,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use crate::Error;
 use crate::cache::Inner;
 use crate::conn::{Conn, LazyCluster};
+use crate::replicated::Replicated;
 use crate::topology::{self, Slots};
 
 /// How many keys one `SCAN` step asks for, and so at most how many one `UNLINK` batch removes.
@@ -24,7 +25,12 @@ pub(crate) async fn remove_matching(inner: &Inner, patterns: &[String]) -> Resul
     if let Conn::Cluster(lazy) = &inner.reads {
         return remove_on_cluster(inner, lazy, patterns).await;
     }
-    let one = [(inner.reads.clone(), inner.writes.clone())];
+    // Confirmed removals go over the replicated connection: WAIT counts its own writes.
+    let unlink = inner
+        .replicated
+        .as_ref()
+        .map_or(&inner.writes, Replicated::conn);
+    let one = [(inner.reads.clone(), unlink.clone())];
     two_passes(inner, &one, patterns).await
 }
 
@@ -116,8 +122,7 @@ where
         let scanned = step.query_async::<(u64, Vec<String>)>(&mut conn);
         let (next, keys) = inner.guard.read(&inner.stats, "SCAN", scanned).await?;
         if !keys.is_empty() {
-            let unlinking = unlink_all(unlink, inner.writes.publish_command(), &keys);
-            removed += inner.guard.write(&inner.stats, "UNLINK", unlinking).await?;
+            removed += unlink_all(inner, unlink, &keys).await?;
         }
         if next == 0 {
             return Ok(removed);
@@ -128,8 +133,9 @@ where
 
 /// Unlinks `keys` in one pipeline over the connection that found them (on a cluster, the
 /// node that owns their slots: a slot that moved since answers `MOVED`, and the call fails
-/// rather than skip it), waking the waiters of any lease among them.
-async fn unlink_all<C>(conn: &C, publish: &str, keys: &[String]) -> redis::RedisResult<u64>
+/// rather than skip it), waking the waiters of any lease among them; with
+/// `invalidate_replicas`, only once the replicas confirmed the batch.
+async fn unlink_all<C>(inner: &Inner, conn: &C, keys: &[String]) -> Result<u64, Error>
 where
     C: ConnectionLike + Clone + Send + Sync,
 {
@@ -137,13 +143,26 @@ where
     for key in keys {
         pipe.cmd("UNLINK").arg(key);
         if let Some(entry) = key.strip_suffix(":lease") {
-            pipe.cmd(publish)
+            pipe.cmd(inner.writes.publish_command())
                 .arg(format!("{entry}:wake"))
                 .arg("cleared")
                 .ignore();
         }
     }
-    let counts: Vec<u64> = pipe.query_async(&mut conn.clone()).await?;
+    let counts = match &inner.replicated {
+        Some(replicated) => {
+            let replies = replicated
+                .send_confirmed(inner, "UNLINK", conn, pipe)
+                .await?;
+            redis::from_redis_value::<Vec<u64>>(redis::Value::Array(replies))
+                .map_err(|e| Error::Redis(e.into()))?
+        }
+        None => {
+            let mut conn = conn.clone();
+            let unlinking = pipe.query_async::<Vec<u64>>(&mut conn);
+            inner.guard.write(&inner.stats, "UNLINK", unlinking).await?
+        }
+    };
     Ok(counts.iter().sum())
 }
 

@@ -1,7 +1,10 @@
-//! Invalidations that wait for replicas (`CacheBuilder::invalidate_replicas`): the
-//! invalidation script and `WAIT` in one pipeline, on a connection of their own.
+//! Invalidations that wait for replicas (`CacheBuilder::invalidate_replicas`): the writes and
+//! `WAIT` in one pipeline, on a connection of their own.
 
 use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::{Pipeline, Value};
 
 use crate::Error;
 use crate::cache::Inner;
@@ -30,18 +33,20 @@ impl Replicated {
         }
     }
 
+    /// The connection replica-confirmed writes go over.
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
     /// The invalidation script, then `WAIT` on the same connection for the replicas.
     pub(crate) async fn invalidate(&self, inner: &Inner, keys: &EntryKeys) -> Result<bool, Error> {
-        let replicated = self;
-        let _turn = replicated.one_at_a_time.lock().await;
+        let _turn = self.one_at_a_time.lock().await;
         // The script and WAIT in one pipeline: WAIT counts this connection's writes, so both
         // must go over the same connection (a reconnect in between would confirm nothing).
         let mut pipe = redis::pipe();
-        pipe.add_command(lease::invalidate_eval(keys, inner.writes.publish_command()))
-            .cmd("WAIT")
-            .arg(replicated.replicas)
-            .arg(replicated.within.as_millis() as u64);
-        let conn = &replicated.conn;
+        pipe.add_command(lease::invalidate_eval(keys, inner.writes.publish_command()));
+        self.append_wait(&mut pipe);
+        let conn = &self.conn;
         let sent = async {
             let replies = conn.pipeline_at(&keys.value, pipe).await?;
             let replies = redis::Value::Array(replies);
@@ -51,14 +56,54 @@ impl Replicated {
         // only if Redis itself did not answer in time.
         let (removed, acknowledged) = inner
             .guard
-            .write_within(&inner.stats, "invalidate", replicated.within, sent)
+            .write_within(&inner.stats, "invalidate", self.within, sent)
             .await?;
-        if acknowledged < replicated.replicas {
+        self.check(acknowledged)?;
+        Ok(removed)
+    }
+
+    /// Sends the writes in `pipe`, then `WAIT`, as one unit over `conn` (one at a time), and
+    /// returns the writes' replies once the replicas confirmed them.
+    pub(crate) async fn send_confirmed<C>(
+        &self,
+        inner: &Inner,
+        what: &'static str,
+        conn: &C,
+        mut pipe: Pipeline,
+    ) -> Result<Vec<Value>, Error>
+    where
+        C: ConnectionLike + Clone + Send + Sync,
+    {
+        let _turn = self.one_at_a_time.lock().await;
+        self.append_wait(&mut pipe);
+        let mut conn = conn.clone();
+        let sent = pipe.query_async::<Vec<Value>>(&mut conn);
+        let mut replies = inner
+            .guard
+            .write_within(&inner.stats, what, self.within, sent)
+            .await?;
+        let acknowledged = replies.pop().map(redis::from_redis_value::<u32>);
+        let acknowledged = acknowledged
+            .transpose()
+            .map_err(|e| Error::Redis(redis::RedisError::from(e)))?
+            .unwrap_or(0);
+        self.check(acknowledged)?;
+        Ok(replies)
+    }
+
+    fn append_wait(&self, pipe: &mut Pipeline) {
+        let within_ms = u64::try_from(self.within.as_millis()).unwrap_or(u64::MAX);
+        pipe.cmd("WAIT").arg(self.replicas).arg(within_ms);
+    }
+
+    /// `Err(NotReplicated)` unless `acknowledged` replicas confirmed.
+    fn check(&self, acknowledged: u32) -> Result<(), Error> {
+        if acknowledged < self.replicas {
             return Err(Error::NotReplicated {
                 acknowledged,
-                wanted: replicated.replicas,
+                wanted: self.replicas,
             });
         }
-        Ok(removed)
+        Ok(())
     }
 }

@@ -164,3 +164,45 @@ async fn concurrent_waiting_invalidations_do_not_open_the_breaker() {
         "the write breaker is closed"
     );
 }
+
+/// Bulk removals wait for the replicas too: `invalidate_prefix` is confirmed while the replica
+/// follows, and `Err(NotReplicated)` while it is stopped, the entries then still on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_invalidation_waits_for_the_replicas() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    replica.replicate(primary.port()).await;
+    let cache = cache_on(&primary, Some(1)).await;
+    let keys: Vec<Key> = (0..3).map(|i| Key::raw(format!("bulk:{i}"))).collect();
+    for key in &keys {
+        store(&cache, key, "v").await;
+    }
+    assert_eq!(cache.invalidate_prefix("bulk:").await.unwrap(), 3);
+    for key in &keys {
+        store(&cache, key, "v").await;
+    }
+    let mut on_replica = replica.conn().await;
+    let last = cache.redis_key(&keys[2]);
+    let copied = cached_redis_tests::eventually(Duration::from_secs(5), || async {
+        get_raw(&mut on_replica.clone(), &last).await.is_some()
+    });
+    assert!(copied.await, "the entries reached the replica");
+    replica.pause();
+    let started = std::time::Instant::now();
+    let said = cache.invalidate_prefix("bulk:").await;
+    println!(
+        "bulk removal with the replica stopped: {said:?} after {:?}",
+        started.elapsed()
+    );
+    replica.resume();
+    assert!(
+        matches!(
+            said,
+            Err(Error::NotReplicated {
+                acknowledged: 0,
+                wanted: 1
+            })
+        ),
+        "the writer is told the removal may not survive a failover: {said:?}"
+    );
+}
