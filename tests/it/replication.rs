@@ -181,7 +181,7 @@ async fn a_prefix_invalidation_waits_for_the_replicas() {
     for key in &keys {
         store(&cache, key, "v").await;
     }
-    let mut on_replica = replica.conn().await;
+    let on_replica = replica.conn().await;
     let last = cache.redis_key(&keys[2]);
     let copied = cached_redis_tests::eventually(Duration::from_secs(5), || async {
         get_raw(&mut on_replica.clone(), &last).await.is_some()
