@@ -82,7 +82,9 @@ impl fmt::Debug for CacheBuilder {
 
 impl Cache {
     /// Starts configuring a cache for the Redis at `url` (`redis://[user:password@]host[:port][/db]`,
-    /// or `rediss://` for TLS).
+    /// or `rediss://` for TLS). An empty `url` builds a disabled cache (see
+    /// [`Cache::disabled`]), so `Cache::builder(&std::env::var("REDIS_URL")?)` turns caching off
+    /// with `REDIS_URL=""`.
     pub fn builder(url: &str) -> CacheBuilder {
         CacheBuilder {
             urls: vec![url.to_owned()],
@@ -124,6 +126,26 @@ impl Cache {
             cluster: true,
             ..Cache::builder("")
         }
+    }
+
+    /// A cache that never asks Redis, for development and for tests that need none: every
+    /// call runs its loader (counted in [`Cache::stats`] as a miss and a load), invalidations
+    /// answer `Ok(false)` (bulk ones `Ok(0)`), [`Cache::ttl`] `Ok(None)` and [`Cache::ping`]
+    /// `Err(Error::Disabled)`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::disabled();
+    /// let key = cached_redis::Key::raw("user:1");
+    /// assert!(!cache.invalidate(&key).await?);
+    /// assert!(cache.is_disabled());
+    /// # Ok(()) }
+    /// ```
+    pub fn disabled() -> Cache {
+        Cache::builder("")
+            .assemble()
+            .expect("the default options are valid")
     }
 
     /// Starts configuring a cache on a primary/replica deployment that Redis Sentinel manages,
@@ -285,6 +307,11 @@ impl CacheBuilder {
     /// Redis does not stop an application from starting, its calls fall back to the loader
     /// until Redis answers. Must be called inside a Tokio runtime.
     pub async fn build(self) -> Result<Cache, Error> {
+        self.assemble()
+    }
+
+    /// What [`CacheBuilder::build`] does: nothing in it waits.
+    fn assemble(self) -> Result<Cache, Error> {
         let redacted: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
         let invalid = |url: &str, e: redis::RedisError| {
             let shown = redact_url(url);
@@ -320,12 +347,29 @@ impl CacheBuilder {
                 )));
             }
         }
-        let (reads, writes, wakeups) = self.connections(&invalid)?;
-        let replicated = self.replicated(&invalid)?;
+        let disabled = self.is_disabled();
+        if disabled {
+            tracing::info!("cache disabled (empty Redis URL): every call runs its loader");
+        }
+        let (reads, writes, wakeups) = if disabled {
+            (
+                Conn::Disabled,
+                Conn::Disabled,
+                Wakeups::new(|_| Ok(Conn::Disabled))?,
+            )
+        } else {
+            self.connections(&invalid)?
+        };
+        let replicated = if disabled {
+            None
+        } else {
+            self.replicated(&invalid)?
+        };
         Ok(Cache {
             inner: Arc::new(Inner {
                 reads,
                 writes,
+                disabled,
                 namespace: self.namespace,
                 lock_ttl: self.lock_ttl,
                 max_load: self.max_load,
@@ -338,9 +382,25 @@ impl CacheBuilder {
                 flights: Flights::default(),
                 wakeups,
                 replicated,
-                url: redacted.join(","),
+                url: if disabled {
+                    "disabled".to_owned()
+                } else {
+                    redacted.join(",")
+                },
             }),
         })
+    }
+
+    /// One Redis whose URL is empty (blank): a disabled cache.
+    fn is_disabled(&self) -> bool {
+        let sentinel = {
+            #[cfg(feature = "sentinel")]
+            let behind = self.sentinel.is_some();
+            #[cfg(not(feature = "sentinel"))]
+            let behind = false;
+            behind
+        };
+        !self.cluster && !sentinel && self.urls.iter().all(|url| url.trim().is_empty())
     }
 
     /// No retries inside the connection manager: a command during an outage fails at once (and

@@ -22,6 +22,9 @@ const BATCH: u64 = 500;
 /// leases they find: one taken during the call only loses its write-back, and one the first
 /// pass missed (its server restarted mid-cursor) does not outlive the second.
 pub(crate) async fn remove_matching(inner: &Inner, patterns: &[String]) -> Result<u64, Error> {
+    if inner.disabled {
+        return Ok(0);
+    }
     if let Conn::Cluster(lazy) = &inner.reads {
         return remove_on_cluster(inner, lazy, patterns).await;
     }

@@ -43,6 +43,9 @@ pub(crate) struct Inner {
     /// held by a failover's `CLIENT PAUSE ... WRITE` would hold up every hit behind it.
     pub(crate) reads: Conn,
     pub(crate) writes: Conn,
+    /// Set by [`Cache::disabled`] or an empty URL: every call runs its loader, Redis is never
+    /// asked.
+    pub(crate) disabled: bool,
     pub(crate) namespace: String,
     pub(crate) lock_ttl: Duration,
     /// The bound on one load; `None`: three lease TTLs.
@@ -83,6 +86,16 @@ impl Cache {
         &self.inner.namespace
     }
 
+    /// Whether this cache is disabled ([`Cache::disabled`], or an empty URL): it never asks
+    /// Redis, and every call runs its loader.
+    ///
+    /// ```
+    /// assert!(cached_redis::Cache::disabled().is_disabled());
+    /// ```
+    pub fn is_disabled(&self) -> bool {
+        self.inner.disabled
+    }
+
     /// The Redis key under which `key`'s value is stored: `<namespace>:{<key>}`.
     ///
     /// ```no_run
@@ -109,6 +122,9 @@ impl Cache {
     /// ```
     pub async fn invalidate(&self, key: &Key) -> Result<bool, Error> {
         let inner = &self.inner;
+        if inner.disabled {
+            return Ok(false);
+        }
         let keys = EntryKeys::new(&inner.namespace, key);
         let publish = inner.writes.publish_command();
         let removed = match &inner.replicated {
@@ -133,6 +149,9 @@ impl Cache {
     /// ```
     pub async fn ping(&self) -> Result<Duration, Error> {
         let inner = &self.inner;
+        if inner.disabled {
+            return Err(Error::Disabled);
+        }
         let started = std::time::Instant::now();
         let mut conn = inner.reads.clone();
         let ping = redis::cmd("PING");
@@ -155,6 +174,9 @@ impl Cache {
     /// ```
     pub async fn ttl(&self, key: &Key) -> Result<Option<Duration>, Error> {
         let inner = &self.inner;
+        if inner.disabled {
+            return Ok(None);
+        }
         let mut conn = inner.reads.clone();
         let mut pttl = redis::cmd("PTTL");
         pttl.arg(lease::value_key(&inner.namespace, key));

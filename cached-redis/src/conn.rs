@@ -131,6 +131,9 @@ async fn connect(connecting: std::sync::Weak<Connecting>) {
 /// Commands to one Redis or to a cluster.
 #[derive(Clone)]
 pub(crate) enum Conn {
+    /// A disabled cache's: it is never asked (the cache answers before it would be), and
+    /// refuses if it is.
+    Disabled,
     Single(ConnectionManager),
     Cluster(LazyCluster),
     #[cfg(feature = "sentinel")]
@@ -153,6 +156,7 @@ impl Conn {
     pub(crate) fn subscribe<'a>(&'a self, channel: &'a str) -> RedisFuture<'a, ()> {
         Box::pin(async move {
             match self {
+                Conn::Disabled => Err(disabled()),
                 Conn::Single(conn) => conn.clone().subscribe(channel).await,
                 Conn::Cluster(lazy) => lazy.get().await?.ssubscribe(channel).await,
                 #[cfg(feature = "sentinel")]
@@ -164,6 +168,7 @@ impl Conn {
     pub(crate) fn unsubscribe<'a>(&'a self, channel: &'a str) -> RedisFuture<'a, ()> {
         Box::pin(async move {
             match self {
+                Conn::Disabled => Err(disabled()),
                 Conn::Single(conn) => conn.clone().unsubscribe(channel).await,
                 Conn::Cluster(lazy) => lazy.get().await?.sunsubscribe(channel).await,
                 #[cfg(feature = "sentinel")]
@@ -195,6 +200,7 @@ impl Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
+            Conn::Disabled => Box::pin(async { Err(disabled()) }),
             Conn::Single(conn) => conn.req_packed_command(cmd),
             Conn::Cluster(lazy) => {
                 Box::pin(async move { lazy.get().await?.req_packed_command(cmd).await })
@@ -211,6 +217,7 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
+            Conn::Disabled => Box::pin(async { Err(disabled()) }),
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(lazy) => Box::pin(async move {
                 lazy.get()
@@ -229,4 +236,8 @@ impl ConnectionLike for Conn {
             _ => 0,
         }
     }
+}
+
+fn disabled() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Client, "the cache is disabled"))
 }

@@ -33,6 +33,9 @@ pub enum Error {
     /// No cache is installed: neither `cache = ...` on the attribute nor
     /// [`set_global`](crate::set_global).
     NotConfigured,
+    /// The cache is disabled ([`Cache::disabled`](crate::Cache::disabled), or built from an
+    /// empty URL): there is no Redis to ask.
+    Disabled,
     /// Redis answered with an error, or the connection failed.
     Redis(redis::RedisError),
     /// Redis did not answer within `op_timeout`.
@@ -56,6 +59,7 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidUrl { url, reason } => write!(f, "invalid redis url `{url}`: {reason}"),
             Error::InvalidConfig(what) => write!(f, "invalid cache configuration: {what}"),
+            Error::Disabled => f.write_str("the cache is disabled: there is no Redis to ask"),
             Error::NotConfigured => f.write_str(
                 "no cache configured: call cached_redis::set_global(cache) at start-up or pass `cache = ...` to the attribute",
             ),

@@ -87,6 +87,14 @@ impl Cache {
         );
         let value_key = lease::value_key(&inner.namespace, key);
         span.record("key", value_key.as_str());
+        if inner.disabled {
+            inner.stats.note(Event::Miss, policy.name());
+            let load = self.load_alone(policy, loader, true);
+            let (result, _, _) = tracing::Instrument::instrument(load, span.clone()).await;
+            inner.stats.note_call(Outcome::Disabled, policy.name());
+            span.record("outcome", Outcome::Disabled.as_str());
+            return result;
+        }
         let read = self.read::<R::Value>(&value_key, policy.name()).await;
         if let Read::Hit(value) = read {
             inner.stats.note(Event::Hit, policy.name());

@@ -77,7 +77,7 @@ pub use builder::CacheBuilder;
 pub use cache::Cache;
 pub use cacheable::{CacheValue, Cacheable, Plain, Split};
 pub use error::Error;
-pub use global::{global, set_global};
+pub use global::{global, set_global, take_global, with_cache};
 pub use key::{Key, KeyBuilder, KeyPart, KeyWriter, MAX_KEY_LEN};
 pub use policy::{Jitter, Policy};
 pub use stats::Stats;

@@ -95,6 +95,8 @@ pub(crate) enum Outcome {
     WritesRefused,
     /// This caller's load was revoked by an invalidation and not stored.
     StaleRefused,
+    /// The cache is disabled; the loader answered.
+    Disabled,
 }
 
 impl Outcome {
@@ -115,6 +117,7 @@ impl Outcome {
             Outcome::Fallback => "fallback",
             Outcome::WritesRefused => "writes-refused",
             Outcome::StaleRefused => "stale-refused",
+            Outcome::Disabled => "disabled",
         }
     }
 }

@@ -208,6 +208,25 @@ async fn every_endpoint_over_postgres_where_it_runs() {
         .await;
 }
 
+/// `REDIS_URL=""` disables the cache: every read goes to the database, and the page says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_redis_url_disables_the_cache_and_the_page_says_so() {
+    let addr = start(String::new(), sqlite_url("disabled")).await;
+    for _ in 0..2 {
+        let read = json(addr, "GET", "/api/products/3", None).await;
+        assert_eq!(
+            read["outcome"], "miss",
+            "every read goes to the database: {read}"
+        );
+    }
+    let stats = json(addr, "GET", "/stats", None).await;
+    assert_eq!(stats["cache"], "disabled");
+    assert_eq!(stats["cache_disabled"], true);
+    assert_eq!(stats["db_reads"], 2);
+    let (_, page) = http(addr, "GET", "/", None).await;
+    assert!(page.contains("Cache disabled (REDIS_URL is empty)"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_the_service_runs_uncached_and_says_so() {
     let refusing = RefusingPort::new();

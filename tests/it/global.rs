@@ -1,6 +1,6 @@
 //! The default cache: before `set_global`, calls run the loader and invalidation reports
-//! `NotConfigured`; after it, calls go through the installed cache. One test, because the
-//! global is process-wide.
+//! `NotConfigured`; after it, calls go through the installed cache (one test, because the
+//! global is process-wide); and `with_cache` gives one future a default of its own.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -34,4 +34,30 @@ async fn without_a_cache_the_loader_runs_and_with_one_the_cache_is_used() {
     assert_eq!(LOADS.load(Ordering::SeqCst), 3, "cached once installed");
     assert_eq!(cache.stats().hits, 1);
     assert!(invalidate_greeting("ada").await.unwrap());
+}
+
+#[redis_cached(key = "scoped:<n>", ttl = "60s")]
+async fn scoped(n: u32) -> u32 {
+    n
+}
+
+/// Two tests side by side, each with its own cache for the functions without `cache = ...`:
+/// `with_cache` overrides the default for one future, so neither sees the other's entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_cache_gives_each_future_its_own_default() {
+    let server = RedisServer::start();
+    let (a, b) = (server.cache("scope-a").await, server.cache("scope-b").await);
+    let run = |cache: cached_redis::Cache| async move {
+        let first = cached_redis::with_cache(cache.clone(), scoped(1)).await;
+        let again = cached_redis::with_cache(cache.clone(), scoped(1)).await;
+        (first, again, cache.stats().hits)
+    };
+    let (in_a, in_b) = tokio::join!(tokio::spawn(run(a.clone())), tokio::spawn(run(b.clone())));
+    assert_eq!(in_a.unwrap(), (1, 1, 1), "a's own entry, hit in a");
+    assert_eq!(in_b.unwrap(), (1, 1, 1), "b's own entry, hit in b");
+    let mut conn = server.conn().await;
+    assert_eq!(
+        cached_redis_tests::scan_keys(&mut conn, "scope-*").await,
+        ["scope-a:{scoped:1}", "scope-b:{scoped:1}"]
+    );
 }

@@ -16,7 +16,8 @@ pub use web::{AppState, router};
 /// Where the service finds its parts.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `redis://...`; an unreachable Redis leaves the service running, uncached.
+    /// `redis://...`; an unreachable Redis leaves the service running, uncached; an empty one
+    /// disables the cache.
     pub redis_url: String,
     /// `sqlite://...` (created if missing) or `postgres://...`.
     pub database_url: String,
@@ -79,6 +80,9 @@ pub async fn run_from_env() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env();
     let state = state(&config).await?;
     match state.repo.cache().ping().await {
+        Err(cached_redis::Error::Disabled) => {
+            tracing::info!("cache disabled (REDIS_URL is empty): every read goes to the database")
+        }
         Ok(rtt) => {
             tracing::info!(redis = %config.redis_url, ?rtt, "redis reachable: reads are cached")
         }

@@ -177,9 +177,15 @@ async fn stats(State(state): State<AppState>) -> Json<Value> {
     let cache = state.repo.cache();
     let s = cache.stats();
     let ping = cache.ping().await;
+    let mode = match (cache.is_disabled(), ping.is_ok()) {
+        (true, _) => "disabled",
+        (false, true) => "cached",
+        (false, false) => "uncached: redis unreachable",
+    };
     Json(json!({
         "redis_reachable": ping.is_ok(),
-        "cache": if ping.is_ok() { "cached" } else { "uncached: redis unreachable" },
+        "cache_disabled": cache.is_disabled(),
+        "cache": mode,
         "db_reads": state.repo.db_reads(),
         "hits": s.hits,
         "misses": s.misses,
