@@ -80,7 +80,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
     {
         errors.at(
             none_ttl.span,
-            "`none_ttl` applies to functions returning `Option<T>` only; remove it, or return `Option<T>`",
+            "`none_ttl` applies to functions returning `Option<T>` or `Result<Option<T>, E>` only; remove it, or return one of those",
         );
     }
 
@@ -151,10 +151,29 @@ fn return_type(sig: &syn::Signature, errors: &mut Errors) -> Type {
     syn::parse_quote!(())
 }
 
-/// Whether the return type is written `Option<...>` (checked for `none_ttl`).
+/// Whether the return type is written `Option<...>` or `Result<Option<...>, ...>` (checked
+/// for `none_ttl`).
 fn names_option(ty: &Type) -> bool {
-    matches!(ty, Type::Path(path) if path.qself.is_none()
-        && path.path.segments.last().is_some_and(|last| last.ident == "Option"))
+    match last_segment(ty) {
+        Some(last) if last.ident == "Option" => true,
+        Some(last) if last.ident == "Result" => match &last.arguments {
+            syn::PathArguments::AngleBracketed(args) => matches!(
+                args.args.first(),
+                Some(syn::GenericArgument::Type(ok))
+                    if last_segment(ok).is_some_and(|ok| ok.ident == "Option")
+            ),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The last segment of a plain type path (`Option<T>` of `std::option::Option<T>`).
+fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
+    match ty {
+        Type::Path(path) if path.qself.is_none() => path.path.segments.last(),
+        _ => None,
+    }
 }
 
 /// The function's named parameters. When the key is derived from all of them, a parameter

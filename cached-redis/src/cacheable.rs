@@ -30,8 +30,9 @@ pub enum Split<V, R> {
     Keep(R),
 }
 
-/// A function result that the cache knows how to store: `Result<T, E>` (only `Ok` is cached),
-/// `Option<T>` (`None` only with a `none_ttl`) and [`Plain<T>`] for any other `T`.
+/// A function result that the cache knows how to store: `Result<T, E>` (only `Ok` is cached;
+/// `Ok(None)` of a `Result<Option<T>, E>` only with a `none_ttl`), `Option<T>` (`None` only
+/// with a `none_ttl`) and [`Plain<T>`] for any other `T`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -41,6 +42,7 @@ pub enum Split<V, R> {
 /// assert!(matches!(Ok::<u32, String>(1).split(&policy), Split::Store(1, _)));
 /// assert!(matches!(Err::<u32, String>("db down".into()).split(&policy), Split::Keep(Err(_))));
 /// assert!(matches!(None::<u32>.split(&policy), Split::Pass(None)));
+/// assert!(matches!(Ok::<Option<u32>, String>(None).split(&policy), Split::Pass(None)));
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a result cached-redis can cache",
@@ -57,11 +59,17 @@ pub trait Cacheable: Sized {
     fn from_value(value: Self::Value) -> Self;
 }
 
+/// `Ok(None)` of a `Result<Option<T>, E>` (what sqlx's `fetch_optional` returns) is treated
+/// like a `None`: cached only with a `none_ttl`, for that long.
 impl<T: CacheValue, E> Cacheable for Result<T, E> {
     type Value = T;
 
     fn split(self, policy: &Policy) -> Split<T, Self> {
         match self {
+            Ok(v) if crate::none_probe::is_none(&v) => match policy.none_ttl() {
+                Some(none_ttl) => Split::Store(v, none_ttl),
+                None => Split::Pass(v),
+            },
             Ok(v) => Split::Store(v, policy.ttl()),
             Err(e) => Split::Keep(Err(e)),
         }

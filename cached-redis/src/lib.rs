@@ -61,6 +61,7 @@ mod global;
 mod guard;
 mod key;
 mod lease;
+mod none_probe;
 mod policy;
 mod random;
 mod replicated;

@@ -169,3 +169,55 @@ async fn none_is_cached_only_with_none_ttl() {
     let stored = String::from_utf8(get_raw(&mut conn, &key).await.unwrap()).unwrap();
     assert!(stored.starts_with(r#"{"v":null"#), "{stored}");
 }
+
+static OPTIONAL_ROWS: AtomicU32 = AtomicU32::new(0);
+
+/// What sqlx's `fetch_optional` returns: `Ok(None)` is a miss like `None`, not a value.
+#[redis_cached(key = "row:<id>", ttl = "60s", cache = cache)]
+async fn fetch_optional(cache: &Cache, id: u32) -> Result<Option<u32>, String> {
+    OPTIONAL_ROWS.fetch_add(1, Ordering::SeqCst);
+    Ok((id == 1).then_some(100))
+}
+
+static OPTIONAL_NEGATIVE: AtomicU32 = AtomicU32::new(0);
+
+#[redis_cached(key = "neg-row:<id>", ttl = "60s", none_ttl = "2s", cache = cache)]
+async fn fetch_optional_cached_none(cache: &Cache, id: u32) -> Result<Option<u32>, String> {
+    OPTIONAL_NEGATIVE.fetch_add(1, Ordering::SeqCst);
+    Ok((id == 1).then_some(100))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_none_is_cached_only_with_none_ttl() {
+    let server = RedisServer::start();
+    let cache = server.cache("ok-none").await;
+    let mut conn = server.conn().await;
+    assert_eq!(fetch_optional(&cache, 2).await, Ok(None));
+    assert_eq!(fetch_optional(&cache, 2).await, Ok(None));
+    assert_eq!(
+        OPTIONAL_ROWS.load(Ordering::SeqCst),
+        2,
+        "Ok(None) is not cached without none_ttl"
+    );
+    assert_eq!(fetch_optional(&cache, 1).await, Ok(Some(100)));
+    assert_eq!(fetch_optional(&cache, 1).await, Ok(Some(100)));
+    assert_eq!(
+        OPTIONAL_ROWS.load(Ordering::SeqCst),
+        3,
+        "Ok(Some) is cached"
+    );
+
+    assert_eq!(fetch_optional_cached_none(&cache, 2).await, Ok(None));
+    assert_eq!(fetch_optional_cached_none(&cache, 2).await, Ok(None));
+    assert_eq!(
+        OPTIONAL_NEGATIVE.load(Ordering::SeqCst),
+        1,
+        "cached with none_ttl"
+    );
+    let key = cache.redis_key(&cached_redis::Key::raw("neg-row:2"));
+    let ttl = pttl(&mut conn, &key).await;
+    assert!(
+        (1..=2000).contains(&ttl),
+        "Ok(None) lives at most none_ttl: {ttl} ms"
+    );
+}
