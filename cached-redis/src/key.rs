@@ -202,8 +202,9 @@ impl fmt::Write for KeyWriter {
 /// A value that can appear in a cache key.
 ///
 /// Implemented for integers, `bool`, `char`, strings and references, `Box`, `Rc`, `Arc` and
-/// `Option` of those. Implement it for your own id types; two distinct values must write
-/// distinct text (the writer escapes it).
+/// `Option` of those; with the `uuid`, `chrono` and `time` features, for `uuid::Uuid` and
+/// those crates' dates and times. Implement it for your own id types; two distinct values must
+/// write distinct text (the writer escapes it).
 ///
 /// ```
 /// use cached_redis::{Key, KeyPart, KeyWriter};
@@ -223,7 +224,7 @@ impl fmt::Write for KeyWriter {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used in a cache key",
     label = "this argument is part of the key",
-    note = "implement `cached_redis::KeyPart` for `{Self}`, or leave the argument out of the `key` template"
+    note = "for `uuid`, `chrono` or `time` types, enable cached-redis's feature of that name; for a type of your own, implement `cached_redis::KeyPart`; for another crate's type, wrap it in a newtype of yours and implement `KeyPart` for that; or leave the argument out of the `key` template"
 )]
 pub trait KeyPart {
     /// Writes this value's key text.
@@ -250,6 +251,26 @@ macro_rules! display_key_part {
 
 display_key_part!(
     u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, bool, char
+);
+
+// Foreign id and date types, whose `Display` is injective (one text per value), behind the
+// features of their crates: the orphan rule keeps users from implementing `KeyPart` for them.
+#[cfg(feature = "uuid")]
+display_key_part!(uuid::Uuid);
+#[cfg(feature = "chrono")]
+display_key_part!(
+    chrono::NaiveDate,
+    chrono::NaiveDateTime,
+    chrono::NaiveTime,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::FixedOffset>,
+);
+#[cfg(feature = "time")]
+display_key_part!(
+    time::Date,
+    time::PrimitiveDateTime,
+    time::Time,
+    time::OffsetDateTime,
 );
 
 impl KeyPart for str {

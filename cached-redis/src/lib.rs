@@ -37,7 +37,8 @@
 //! - [`Key`] and [`KeyPart`] render keys (escaped and injective); [`Policy`] holds a function's
 //!   TTL, jitter and lease settings; [`Stats`] counts what happened; [`Error`] is what a cache
 //!   operation can fail with (a cached function returns your own error type untouched).
-//! - Features: `tls` (`rediss://`), `metrics` (the `metrics` facade), `sentinel`.
+//! - Features: `tls` (`rediss://`), `metrics` (the `metrics` facade), `sentinel`, and `uuid`,
+//!   `chrono`, `time` (those crates' ids and dates as key parts).
 //!
 //! The README in the repository states every guarantee with the test that checks it, what each
 //! failure (Redis down, refusing writes, a cluster failover) costs, and the benchmarks.

@@ -362,3 +362,31 @@ async fn the_key_helper_names_the_entry_the_function_caches_under() {
             .is_some()
     );
 }
+
+/// Foreign id and date types are key parts behind cached-redis's `uuid`, `chrono` and `time`
+/// features, rendered by their `Display` and escaped like any other part.
+#[redis_cached(key = "booking:<id>:<day>:<at>", ttl = "60s", cache = cache)]
+async fn booking(
+    cache: &Cache,
+    id: uuid::Uuid,
+    day: chrono::NaiveDate,
+    at: time::Time,
+) -> Result<String, String> {
+    Ok(format!("{id} {day} {at}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uuids_and_dates_are_key_parts() {
+    let server = RedisServer::start();
+    let cache = server.cache("foreign").await;
+    let id = uuid::Uuid::from_u128(0x67e5_5044_10b1_426f_9247_bb68_0e5f_e0c8);
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    let at = time::Time::from_hms(9, 30, 0).unwrap();
+    let first = booking(&cache, id, day, at).await.unwrap();
+    assert_eq!(booking(&cache, id, day, at).await.unwrap(), first);
+    assert_eq!(cache.stats().hits, 1);
+    assert_eq!(
+        booking_key(id, day, at).as_str(),
+        r"booking:67e55044-10b1-426f-9247-bb680e5fe0c8:2026-12-01:9\:30\:00.0"
+    );
+}
