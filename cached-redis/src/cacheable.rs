@@ -28,6 +28,22 @@ pub enum Split<V, R> {
     Pass(V),
     /// Do not cache; return this result to its own caller only (an `Err`, which is not `Clone`).
     Keep(R),
+    /// Not an error, but neither cached nor shared: return it to its own caller only; callers
+    /// that shared the load run their own (a `Some(None)`, which JSON cannot carry).
+    Alone(R),
+}
+
+impl<V, R> Split<V, R> {
+    /// The value to share and how long to store it (`None`: not at all), or the result to
+    /// return to its own caller only, with whether it is a failure (a load error).
+    pub(crate) fn shared(self) -> Result<(V, Option<Duration>), (R, bool)> {
+        match self {
+            Split::Store(value, ttl) => Ok((value, Some(ttl))),
+            Split::Pass(value) => Ok((value, None)),
+            Split::Keep(result) => Err((result, true)),
+            Split::Alone(result) => Err((result, false)),
+        }
+    }
 }
 
 /// A function result that the cache knows how to store: `Result<T, E>` (only `Ok` is cached;
@@ -66,11 +82,7 @@ impl<T: CacheValue, E> Cacheable for Result<T, E> {
 
     fn split(self, policy: &Policy) -> Split<T, Self> {
         match self {
-            Ok(v) if crate::none_probe::is_none(&v) => match policy.none_ttl() {
-                Some(none_ttl) => Split::Store(v, none_ttl),
-                None => Split::Pass(v),
-            },
-            Ok(v) => Split::Store(v, policy.ttl()),
+            Ok(v) => split_value(v, policy, Ok),
             Err(e) => Split::Keep(Err(e)),
         }
     }
@@ -84,15 +96,29 @@ impl<T: CacheValue> Cacheable for Option<T> {
     type Value = Option<T>;
 
     fn split(self, policy: &Policy) -> Split<Option<T>, Self> {
-        match (self, policy.none_ttl()) {
-            (Some(v), _) => Split::Store(Some(v), policy.ttl()),
-            (None, Some(none_ttl)) => Split::Store(None, none_ttl),
-            (None, None) => Split::Pass(None),
-        }
+        split_value(self, policy, |v| v)
     }
 
     fn from_value(value: Option<T>) -> Self {
         value
+    }
+}
+
+/// How a value is cached: a `None` (an `Option`'s, or a `Result`'s `Ok(None)`) only with a
+/// `none_ttl`, for that long; a `Some(None)` neither cached nor shared (JSON stores it as the
+/// same `null`, and it would read back as `None`): `alone` makes it its caller's result;
+/// anything else for the TTL.
+fn split_value<V: CacheValue, R>(
+    value: V,
+    policy: &Policy,
+    alone: impl FnOnce(V) -> R,
+) -> Split<V, R> {
+    use crate::none_probe::{Shape, shape};
+    match (shape(&value), policy.none_ttl()) {
+        (Shape::None, Some(none_ttl)) => Split::Store(value, none_ttl),
+        (Shape::None, None) => Split::Pass(value),
+        (Shape::SomeOfNone, _) => Split::Alone(alone(value)),
+        (Shape::Value, _) => Split::Store(value, policy.ttl()),
     }
 }
 

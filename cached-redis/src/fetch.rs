@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cacheable::{Cacheable, Split};
+use crate::cacheable::Cacheable;
 use crate::flight::{self, Joined, Leader, Role, Shared};
 use crate::lease::{self, Acquire, EntryKeys, LeaseGuard};
 use crate::stats::{Event, Outcome};
@@ -216,10 +216,12 @@ impl Cache {
         let took = started.elapsed();
         stats.note_load_time(policy.name(), took);
         let outcome = Outcome::of_load(redis_ok);
-        let result = match result.split(policy) {
-            Split::Store(value, _) | Split::Pass(value) => R::from_value(value),
-            Split::Keep(result) => {
-                stats.note(Event::LoadError, policy.name());
+        let result = match result.split(policy).shared() {
+            Ok((value, _)) => R::from_value(value),
+            Err((result, failed)) => {
+                if failed {
+                    stats.note(Event::LoadError, policy.name());
+                }
                 result
             }
         };
@@ -261,11 +263,12 @@ impl Cache {
         let (result, load_time) = self
             .timed_load(lease.as_ref(), &mut leader, keys, policy, loader)
             .await;
-        let (value, ttl) = match result.split(policy) {
-            Split::Store(value, ttl) => (value, Some(ttl)),
-            Split::Pass(value) => (value, None),
-            Split::Keep(result) => {
-                self.inner.stats.note(Event::LoadError, policy.name());
+        let (value, ttl) = match result.split(policy).shared() {
+            Ok(shared) => shared,
+            Err((result, failed)) => {
+                if failed {
+                    self.inner.stats.note(Event::LoadError, policy.name());
+                }
                 leader.close();
                 give_up(leader, lease.take()).await;
                 return (result, outcome, load_time);

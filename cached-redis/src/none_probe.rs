@@ -1,15 +1,31 @@
-//! Whether a value serializes as `None`: how `Result<Option<T>, E>`'s `Ok(None)` is told from
-//! a value without specialization. A serializer that accepts only `serialize_none` and stops at
-//! anything else, so the check allocates nothing and reads no more than the first call.
+//! Whether a value serializes as `None`, or as a `Some` of a `None`: how `Result<Option<T>, E>`'s
+//! `Ok(None)` is told from a value without specialization, and how a nested `Some(None)`, which
+//! JSON stores as the same `null` and reads back as `None`, is kept from being stored. A
+//! serializer that accepts only those two shapes and stops at anything else, at its first call
+//! (it formats nothing, even for `collect_str`).
 
 use std::fmt;
 
 use serde::Serialize;
 use serde::ser::{self, Impossible};
 
-/// `true` when `value` is an `Option::None` (directly, not inside a struct or a newtype).
-pub(crate) fn is_none<T: Serialize + ?Sized>(value: &T) -> bool {
-    value.serialize(Probe).is_ok()
+/// What a value serializes as, for the two shapes JSON cannot tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `None` (directly, not inside a struct or a newtype).
+    None,
+    /// `Some(None)`, at any depth of `Some`: stored, it would read back as `None`.
+    SomeOfNone,
+    /// Anything else.
+    Value,
+}
+
+/// The shape of `value`.
+pub(crate) fn shape<T: Serialize + ?Sized>(value: &T) -> Shape {
+    match value.serialize(Probe) {
+        Ok(shape) => shape,
+        Err(NotNone) => Shape::Value,
+    }
 }
 
 struct Probe;
@@ -33,25 +49,36 @@ impl ser::Error for NotNone {
 
 macro_rules! not_none {
     ($($method:ident($($ty:ty),*)),* $(,)?) => {$(
-        fn $method(self, $(_: $ty),*) -> Result<(), NotNone> {
+        fn $method(self, $(_: $ty),*) -> Result<Shape, NotNone> {
             Err(NotNone)
         }
     )*};
 }
 
 impl ser::Serializer for Probe {
-    type Ok = ();
+    type Ok = Shape;
     type Error = NotNone;
-    type SerializeSeq = Impossible<(), NotNone>;
-    type SerializeTuple = Impossible<(), NotNone>;
-    type SerializeTupleStruct = Impossible<(), NotNone>;
-    type SerializeTupleVariant = Impossible<(), NotNone>;
-    type SerializeMap = Impossible<(), NotNone>;
-    type SerializeStruct = Impossible<(), NotNone>;
-    type SerializeStructVariant = Impossible<(), NotNone>;
+    type SerializeSeq = Impossible<Shape, NotNone>;
+    type SerializeTuple = Impossible<Shape, NotNone>;
+    type SerializeTupleStruct = Impossible<Shape, NotNone>;
+    type SerializeTupleVariant = Impossible<Shape, NotNone>;
+    type SerializeMap = Impossible<Shape, NotNone>;
+    type SerializeStruct = Impossible<Shape, NotNone>;
+    type SerializeStructVariant = Impossible<Shape, NotNone>;
 
-    fn serialize_none(self) -> Result<(), NotNone> {
-        Ok(())
+    fn serialize_none(self) -> Result<Shape, NotNone> {
+        Ok(Shape::None)
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, inner: &T) -> Result<Shape, NotNone> {
+        match shape(inner) {
+            Shape::None | Shape::SomeOfNone => Ok(Shape::SomeOfNone),
+            Shape::Value => Err(NotNone),
+        }
+    }
+
+    fn collect_str<T: fmt::Display + ?Sized>(self, _: &T) -> Result<Shape, NotNone> {
+        Err(NotNone)
     }
 
     not_none!(
@@ -76,15 +103,11 @@ impl ser::Serializer for Probe {
         serialize_unit_variant(&'static str, u32, &'static str),
     );
 
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), NotNone> {
-        Err(NotNone)
-    }
-
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
         _: &T,
-    ) -> Result<(), NotNone> {
+    ) -> Result<Shape, NotNone> {
         Err(NotNone)
     }
 
@@ -94,7 +117,7 @@ impl ser::Serializer for Probe {
         _: u32,
         _: &'static str,
         _: &T,
-    ) -> Result<(), NotNone> {
+    ) -> Result<Shape, NotNone> {
         Err(NotNone)
     }
 
@@ -145,16 +168,27 @@ impl ser::Serializer for Probe {
 
 #[cfg(test)]
 mod tests {
-    use super::is_none;
+    use super::{Shape, shape};
 
     #[test]
-    fn only_a_none_is_none() {
-        assert!(is_none(&None::<u32>));
-        assert!(!is_none(&Some(1u32)));
-        assert!(!is_none(&Some(None::<u32>)), "Some(None) holds a value");
-        assert!(!is_none(&()));
-        assert!(!is_none(&0u8));
-        assert!(!is_none("text"));
-        assert!(!is_none(&vec![None::<u8>]));
+    fn only_none_and_some_of_none_are_told_apart() {
+        assert_eq!(shape(&None::<u32>), Shape::None);
+        assert_eq!(shape(&Some(None::<u32>)), Shape::SomeOfNone);
+        assert_eq!(shape(&Some(Some(None::<u32>))), Shape::SomeOfNone);
+        for value in [
+            shape(&Some(1u32)),
+            shape(&Some(Some(1u32))),
+            shape(&()),
+            shape(&0u8),
+        ] {
+            assert_eq!(value, Shape::Value);
+        }
+        assert_eq!(shape("text"), Shape::Value);
+        assert_eq!(shape(&vec![None::<u8>]), Shape::Value);
+        assert_eq!(
+            shape(&serde_json::Value::Null),
+            Shape::Value,
+            "a unit, not a None"
+        );
     }
 }

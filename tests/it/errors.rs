@@ -221,3 +221,29 @@ async fn ok_none_is_cached_only_with_none_ttl() {
         "Ok(None) lives at most none_ttl: {ttl} ms"
     );
 }
+
+static NULL_COLUMNS: AtomicU32 = AtomicU32::new(0);
+
+/// A row whose column is NULL, as `query_scalar::<_, Option<T>>(..).fetch_optional()` returns
+/// it: `Ok(Some(None))`, which JSON would store as the same `null` as `Ok(None)`.
+#[redis_cached(key = "nullable:<id>", ttl = "60s", cache = cache)]
+async fn nullable_column(cache: &Cache, id: u32) -> Result<Option<Option<u32>>, String> {
+    NULL_COLUMNS.fetch_add(1, Ordering::SeqCst);
+    Ok(Some((id == 1).then_some(7)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_with_a_null_column_is_never_read_back_as_no_row() {
+    let server = RedisServer::start();
+    let cache = server.cache("nullable").await;
+    assert_eq!(nullable_column(&cache, 2).await, Ok(Some(None)));
+    assert_eq!(
+        nullable_column(&cache, 2).await,
+        Ok(Some(None)),
+        "not read back as Ok(None)"
+    );
+    assert_eq!(NULL_COLUMNS.load(Ordering::SeqCst), 2, "not stored");
+    assert_eq!(nullable_column(&cache, 1).await, Ok(Some(Some(7))));
+    assert_eq!(nullable_column(&cache, 1).await, Ok(Some(Some(7))));
+    assert_eq!(NULL_COLUMNS.load(Ordering::SeqCst), 3, "a value is cached");
+}
