@@ -132,6 +132,9 @@ fn cached_fn(model: &Model, block: &TokenStream) -> TokenStream {
     let mode = quote_spanned!(ret_span=>
         ::cached_redis::__private::Returns::<#ret>::PROBE.mode());
     let fetch = quote_spanned!(ret_span=> ::cached_redis::__private::fetch);
+    let none_ttl_applies = model
+        .none_ttl_span
+        .map(|span| quote_spanned!(span=> ::cached_redis::__private::none_ttl_applies::<#ret>();));
     let call = quote_spanned! {ret_span=>
         #fetch(#mode, #cache, #key, &__CACHED_REDIS_POLICY, async move #block).await
     };
@@ -140,6 +143,7 @@ fn cached_fn(model: &Model, block: &TokenStream) -> TokenStream {
         #vis #sig {
             use ::cached_redis::__private::PlainReturn as _;
             static __CACHED_REDIS_POLICY: ::cached_redis::__private::Policy = #policy;
+            #none_ttl_applies
             let #key = #render;
             #cache_binding
             #call

@@ -49,6 +49,9 @@ pub(crate) struct Model {
     pub(crate) lock_ttl: Option<Duration>,
     pub(crate) max_load: Option<Duration>,
     pub(crate) none_ttl: Option<Duration>,
+    /// Where `none_ttl` was written: the expansion checks there, by type, that the function
+    /// returns an `Option` or a `Result` of one (aliases included).
+    pub(crate) none_ttl_span: Option<Span>,
     pub(crate) cache: Option<syn::Expr>,
 }
 
@@ -74,14 +77,6 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
     }
     if let (Some(ttl), Some(jitter)) = (&args.ttl, &args.jitter) {
         check_jitter(ttl, jitter, errors);
-    }
-    if let Some(none_ttl) = &args.none_ttl
-        && !names_option(&ret)
-    {
-        errors.at(
-            none_ttl.span,
-            "`none_ttl` applies to functions returning `Option<T>` or `Result<Option<T>, E>` only; remove it, or return one of those",
-        );
     }
 
     let mut in_cache_expr = vec![false; params.len()];
@@ -123,6 +118,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
         jitter: args.jitter.map(|j| j.value),
         lock_ttl: args.lock_ttl.map(|d| d.value),
         max_load: args.max_load.map(|d| d.value),
+        none_ttl_span: args.none_ttl.as_ref().map(|d| d.span),
         none_ttl: args.none_ttl.map(|d| d.value),
         cache: args.cache,
         item,
@@ -149,31 +145,6 @@ fn return_type(sig: &syn::Signature, errors: &mut Errors) -> Type {
     }
     // Only the helpers' stubs are generated after an error, and they do not name it.
     syn::parse_quote!(())
-}
-
-/// Whether the return type is written `Option<...>` or `Result<Option<...>, ...>` (checked
-/// for `none_ttl`).
-fn names_option(ty: &Type) -> bool {
-    match last_segment(ty) {
-        Some(last) if last.ident == "Option" => true,
-        Some(last) if last.ident == "Result" => match &last.arguments {
-            syn::PathArguments::AngleBracketed(args) => matches!(
-                args.args.first(),
-                Some(syn::GenericArgument::Type(ok))
-                    if last_segment(ok).is_some_and(|ok| ok.ident == "Option")
-            ),
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// The last segment of a plain type path (`Option<T>` of `std::option::Option<T>`).
-fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
-    match ty {
-        Type::Path(path) if path.qself.is_none() => path.path.segments.last(),
-        _ => None,
-    }
 }
 
 /// The function's named parameters. When the key is derived from all of them, a parameter

@@ -142,6 +142,22 @@ pub fn helper_function_path<F>(here: &F, helper: &str, function: &str) -> String
     }
 }
 
+/// A return type `none_ttl` applies to: `Option<T>`, or `Result<Option<T>, E>` (through any
+/// alias).
+#[diagnostic::on_unimplemented(
+    message = "`none_ttl` applies to functions returning `Option<T>` or `Result<Option<T>, E>`, not `{Self}`",
+    label = "the function's return type",
+    note = "remove `none_ttl`, or return `Option<T>` or `Result<Option<T>, E>`"
+)]
+pub trait NoneTtlApplies {}
+
+impl<T> NoneTtlApplies for Option<T> {}
+
+impl<T, E> NoneTtlApplies for Result<Option<T>, E> {}
+
+/// Checks, at compile time, that `none_ttl` applies to `R`.
+pub const fn none_ttl_applies<R: NoneTtlApplies>() {}
+
 /// The policy of a cached function, from values the attribute checked at compile time.
 pub const fn policy(
     name: &'static str,

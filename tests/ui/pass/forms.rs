@@ -87,6 +87,12 @@ impl Repo {
     }
 }
 
+/// `none_ttl` through an alias of `Result<Option<T>, E>`.
+#[redis_cached(key = "maybe:<id>", ttl = "60s", none_ttl = "5s")]
+async fn maybe_user(id: u64) -> DbResult<Option<User>> {
+    Ok((id == 1).then_some(User { id }))
+}
+
 /// A body with an inner attribute.
 #[redis_cached(key = "inner:<id>", ttl = "60s")]
 async fn inner_attribute(id: u64) -> Result<u64, DbError> {
@@ -116,7 +122,7 @@ async fn writes() -> Result<(), cached_redis::Error> {
 fn main() {
     let _ = (get_user(1), find("x"), plain(1, None, TenantId(1)), aliased(1));
     let _ = tuple_fields((1, String::new()));
-    let _ = (inner_attribute(1), from_a_macro(1), from_a_macro_key(1));
+    let _ = (inner_attribute(1), from_a_macro(1), from_a_macro_key(1), maybe_user(1));
     let _ = writes();
     let _ = |repo: &'static Repo| (repo.product(1), repo.count(), repo.write(1));
 }
