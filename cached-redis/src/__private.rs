@@ -5,6 +5,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use crate::global::global;
 pub use crate::{Jitter, Key, Plain, Policy};
 pub use core::time::Duration;
 
@@ -181,12 +182,6 @@ pub const fn policy(
 /// tests that check a cache leaves nothing behind.
 pub fn in_flight(cache: &crate::Cache) -> (usize, usize) {
     (cache.inner.flights.len(), cache.inner.wakeups.channels())
-}
-
-/// The cache of a function without `cache = ...`: [`with_cache`](crate::with_cache)'s for
-/// the current future, else the global one.
-pub fn global() -> Option<crate::Cache> {
-    crate::global::current()
 }
 
 fn warn_not_configured(function: &'static str) {

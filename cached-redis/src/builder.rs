@@ -347,9 +347,14 @@ impl CacheBuilder {
                 )));
             }
         }
+        // Checked whether or not the cache is disabled: an option that is wrong in development
+        // must not wait for production's URL to fail.
+        self.check_replicas()?;
+        #[cfg(feature = "sentinel")]
+        self.sentinel_service()?;
         let disabled = self.is_disabled();
         if disabled {
-            tracing::info!("cache disabled (empty Redis URL): every call runs its loader");
+            tracing::warn!("cache disabled (empty Redis URL): every call runs its loader");
         }
         let (reads, writes, wakeups) = if disabled {
             (
@@ -389,6 +394,18 @@ impl CacheBuilder {
                 },
             }),
         })
+    }
+
+    /// `invalidate_replicas` asks for at least one replica and a millisecond.
+    fn check_replicas(&self) -> Result<(), Error> {
+        match self.replicas {
+            Some((replicas, within)) if replicas == 0 || within.as_millis() == 0 => {
+                Err(Error::InvalidConfig(format!(
+                    "invalidate_replicas needs at least one replica and 1ms, got {replicas} and {within:?}"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// One Redis whose URL is empty (blank): a disabled cache.
@@ -453,14 +470,10 @@ impl CacheBuilder {
         &self,
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
     ) -> Result<Option<Replicated>, Error> {
+        self.check_replicas()?;
         let Some((replicas, within)) = self.replicas else {
             return Ok(None);
         };
-        if replicas == 0 || within.as_millis() == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "invalidate_replicas needs at least one replica and 1ms, got {replicas} and {within:?}"
-            )));
-        }
         #[cfg(feature = "sentinel")]
         if let Some(service) = self.sentinel_service()? {
             let config = self.manager_config();

@@ -30,8 +30,14 @@ pub fn set_global(cache: Cache) {
     *GLOBAL.write().unwrap_or_else(|p| p.into_inner()) = Some(cache);
 }
 
-/// The cache installed by [`set_global`], if any.
+/// The default cache of functions without `cache = ...`, if any: the one [`with_cache`] set
+/// for the current future, else the one installed by [`set_global`].
 pub fn global() -> Option<Cache> {
+    SCOPED.try_with(Cache::clone).ok().or_else(installed)
+}
+
+/// The cache installed by [`set_global`].
+fn installed() -> Option<Cache> {
     GLOBAL.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
@@ -66,10 +72,4 @@ pub fn take_global() -> Option<Cache> {
 /// ```
 pub async fn with_cache<F: Future>(cache: Cache, future: F) -> F::Output {
     SCOPED.scope(cache, future).await
-}
-
-/// The cache a function without `cache = ...` uses: the one [`with_cache`] set for the
-/// current future, else the global one.
-pub(crate) fn current() -> Option<Cache> {
-    SCOPED.try_with(Cache::clone).ok().or_else(global)
 }

@@ -202,9 +202,12 @@ impl fmt::Write for KeyWriter {
 /// A value that can appear in a cache key.
 ///
 /// Implemented for integers, `bool`, `char`, strings and references, `Box`, `Rc`, `Arc` and
-/// `Option` of those; with the `uuid`, `chrono` and `time` features, for `uuid::Uuid` and
-/// those crates' dates and times. Implement it for your own id types; two distinct values must
-/// write distinct text (the writer escapes it).
+/// `Option` of those; with the `uuid`, `chrono` and `time` features, for `uuid::Uuid`,
+/// chrono's `NaiveDate`, `NaiveDateTime`, `NaiveTime`, `DateTime<Utc>` and
+/// `DateTime<FixedOffset>`, and time's `Date`, `PrimitiveDateTime`, `Time` and
+/// `OffsetDateTime` (instants with an offset in UTC, so equal instants share a key).
+/// Implement it for your own id types; two distinct values must write distinct text (the
+/// writer escapes it).
 ///
 /// ```
 /// use cached_redis::{Key, KeyPart, KeyWriter};
@@ -224,7 +227,7 @@ impl fmt::Write for KeyWriter {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used in a cache key",
     label = "this argument is part of the key",
-    note = "for `uuid`, `chrono` or `time` types, enable cached-redis's feature of that name; for a type of your own, implement `cached_redis::KeyPart`; for another crate's type, wrap it in a newtype of yours and implement `KeyPart` for that; or leave the argument out of the `key` template"
+    note = "for `uuid::Uuid` and `chrono`'s or `time`'s dates and times (listed in `KeyPart`'s docs), enable cached-redis's feature of that name; for a type of your own, implement `cached_redis::KeyPart`; for another crate's type, wrap it in a newtype of yours and implement `KeyPart` for that; or leave the argument out of the `key` template"
 )]
 pub trait KeyPart {
     /// Writes this value's key text.
@@ -263,15 +266,28 @@ display_key_part!(
     chrono::NaiveDateTime,
     chrono::NaiveTime,
     chrono::DateTime<chrono::Utc>,
-    chrono::DateTime<chrono::FixedOffset>,
 );
 #[cfg(feature = "time")]
-display_key_part!(
-    time::Date,
-    time::PrimitiveDateTime,
-    time::Time,
-    time::OffsetDateTime,
-);
+display_key_part!(time::Date, time::PrimitiveDateTime, time::Time);
+
+/// An instant with an offset is rendered in UTC: `12:00 +02:00` and `10:00 UTC` are one instant
+/// (equal values), so they must be one key.
+#[cfg(feature = "chrono")]
+impl KeyPart for chrono::DateTime<chrono::FixedOffset> {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        self.to_utc().write_key_part(out);
+    }
+}
+
+/// An instant with an offset is rendered in UTC (see the `chrono` impl).
+#[cfg(feature = "time")]
+impl KeyPart for time::OffsetDateTime {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        let utc = self.to_offset(time::UtcOffset::UTC);
+        time::PrimitiveDateTime::new(utc.date(), utc.time()).write_key_part(out);
+        out.write_str("Z");
+    }
+}
 
 impl KeyPart for str {
     fn write_key_part(&self, out: &mut KeyWriter) {

@@ -390,3 +390,41 @@ async fn uuids_and_dates_are_key_parts() {
         r"booking:67e55044-10b1-426f-9247-bb680e5fe0c8:2026-12-01:9\:30\:00.0"
     );
 }
+
+#[redis_cached(key = "at:<chrono_at>:<time_at>", ttl = "60s", cache = cache)]
+async fn at(
+    cache: &Cache,
+    chrono_at: chrono::DateTime<chrono::FixedOffset>,
+    time_at: time::OffsetDateTime,
+) -> u32 {
+    let _ = (chrono_at, time_at);
+    1
+}
+
+/// Instants with an offset are keyed in UTC: the same instant written in two offsets (equal
+/// values) is one key, so an invalidation that names it in either removes the entry.
+#[test]
+fn equal_instants_in_other_offsets_are_one_key() {
+    use chrono::TimeZone as _;
+    let naive = chrono::NaiveDate::from_ymd_opt(2026, 12, 1)
+        .unwrap()
+        .and_hms_opt(10, 0, 0)
+        .unwrap();
+    let utc = chrono::FixedOffset::east_opt(0)
+        .unwrap()
+        .from_utc_datetime(&naive);
+    let plus_two = chrono::FixedOffset::east_opt(7200)
+        .unwrap()
+        .from_utc_datetime(&naive);
+    assert_eq!(utc, plus_two, "chrono: one instant");
+    let date = time::Date::from_calendar_date(2026, time::Month::December, 1).unwrap();
+    let ten = time::PrimitiveDateTime::new(date, time::Time::from_hms(10, 0, 0).unwrap());
+    let time_utc = ten.assume_utc();
+    let time_plus_two = time_utc.to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
+    assert_eq!(time_utc, time_plus_two, "time: one instant");
+    assert_eq!(at_key(utc, time_utc), at_key(plus_two, time_plus_two));
+    assert_eq!(
+        at_key(utc, time_utc).as_str(),
+        r"at:2026-12-01 10\:00\:00 UTC:2026-12-01 10\:00\:00.0Z"
+    );
+}

@@ -51,4 +51,12 @@ async fn an_empty_url_builds_a_disabled_cache() {
     assert!(!cache.invalidate(&Key::raw("x")).await.unwrap());
     let real = Cache::builder("redis://127.0.0.1:1").build().await.unwrap();
     assert!(!real.is_disabled(), "any other URL is a Redis to use");
+    let wrong = Cache::builder("")
+        .invalidate_replicas(0, std::time::Duration::from_millis(100))
+        .build()
+        .await;
+    assert!(
+        matches!(wrong, Err(Error::InvalidConfig(_))),
+        "options are checked in development too, not only once a URL is set"
+    );
 }

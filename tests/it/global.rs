@@ -48,6 +48,11 @@ async fn with_cache_gives_each_future_its_own_default() {
     let server = RedisServer::start();
     let (a, b) = (server.cache("scope-a").await, server.cache("scope-b").await);
     let run = |cache: cached_redis::Cache| async move {
+        let seen = cached_redis::with_cache(cache.clone(), async { cached_redis::global() }).await;
+        assert_eq!(
+            seen.map(|c| c.namespace().to_owned()).as_deref(),
+            Some(cache.namespace())
+        );
         let first = cached_redis::with_cache(cache.clone(), scoped(1)).await;
         let again = cached_redis::with_cache(cache.clone(), scoped(1)).await;
         (first, again, cache.stats().hits)

@@ -182,8 +182,8 @@ impl RedisServer {
     /// 30 s (redis-rs's default is 500 ms): a test that writes 50 MB behind the cache's back
     /// on a loaded machine must not time out itself.
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        let patient = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(30)));
+        let patient =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
         redis::Client::open(self.url())
             .expect("valid url")
             .get_multiplexed_async_connection_with_config(&patient)
