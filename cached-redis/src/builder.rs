@@ -410,14 +410,11 @@ impl CacheBuilder {
 
     /// One Redis whose URL is empty (blank): a disabled cache.
     fn is_disabled(&self) -> bool {
-        let sentinel = {
-            #[cfg(feature = "sentinel")]
-            let behind = self.sentinel.is_some();
-            #[cfg(not(feature = "sentinel"))]
-            let behind = false;
-            behind
-        };
-        !self.cluster && !sentinel && self.urls.iter().all(|url| url.trim().is_empty())
+        #[cfg(feature = "sentinel")]
+        if self.sentinel.is_some() {
+            return false;
+        }
+        !self.cluster && self.urls.iter().all(|url| url.trim().is_empty())
     }
 
     /// No retries inside the connection manager: a command during an outage fails at once (and
@@ -465,12 +462,12 @@ impl CacheBuilder {
         }
     }
 
-    /// The connection of replica-acknowledged invalidations, if asked for.
+    /// The connection of replica-acknowledged invalidations, if asked for (its options
+    /// checked by `assemble` first).
     fn replicated(
         &self,
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
     ) -> Result<Option<Replicated>, Error> {
-        self.check_replicas()?;
         let Some((replicas, within)) = self.replicas else {
             return Ok(None);
         };

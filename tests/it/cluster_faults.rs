@@ -322,16 +322,7 @@ async fn invalidate_prefix_is_refused_while_a_slot_moves_to_a_new_node() {
     let entry = cache.redis_key(&key);
     let from = cluster.primary_holding(&entry).expect("stored");
     let to = tokio::task::block_in_place(|| cluster.add_empty_primary());
-    let slot = cluster
-        .cli(from, &["CLUSTER", "KEYSLOT", &entry])
-        .trim()
-        .to_owned();
-    let moving = SlotMove {
-        cluster: &cluster,
-        slot,
-        from,
-        to,
-    };
+    let moving = SlotMove::of(&cluster, &entry, from, to);
     moving.begin();
     moving.move_keys();
     assert_eq!((moving.keys_at(from), moving.keys_at(to)), (0, 1));
@@ -438,7 +429,18 @@ struct SlotMove<'a> {
     to: u16,
 }
 
-impl SlotMove<'_> {
+impl<'a> SlotMove<'a> {
+    /// The move of `key`'s slot from the primary on `from` to the one on `to`.
+    fn of(cluster: &'a RedisCluster, key: &str, from: u16, to: u16) -> SlotMove<'a> {
+        let slot = cluster.cli(from, &["CLUSTER", "KEYSLOT", key]);
+        SlotMove {
+            cluster,
+            slot: slot.trim().to_owned(),
+            from,
+            to,
+        }
+    }
+
     fn id(&self, port: u16) -> String {
         self.cluster
             .cli(port, &["CLUSTER", "MYID"])
@@ -565,21 +567,12 @@ async fn waiter_across_a_slot_move(lands: StoreLands) {
         })
         .await
     );
-    let slot = cluster
-        .cli(from, &["CLUSTER", "KEYSLOT", &lease])
-        .trim()
-        .to_owned();
     let to = cluster
         .primaries()
         .into_iter()
         .find(|p| *p != from)
         .unwrap();
-    let moving = SlotMove {
-        cluster: &cluster,
-        slot,
-        from,
-        to,
-    };
+    let moving = SlotMove::of(&cluster, &lease, from, to);
     moving.begin();
     if lands != StoreLands::BeforeTheKeys {
         moving.move_keys();
