@@ -9,7 +9,7 @@ use syn::{Ident, ItemFn};
 use crate::args;
 use crate::duration::JitterSpec;
 use crate::errors::Errors;
-use crate::model::{self, Model, Param, Part};
+use crate::model::{self, Model, Part};
 
 /// The attribute's entry. On an error in the attribute, the original item, every error, and
 /// the generated helpers with stub bodies, so that their callers add no errors of their own.
@@ -107,11 +107,12 @@ enum Bodies {
     Stub,
 }
 
-/// `invalidate_<fn>` and `<fn>_key`.
+/// `invalidate_<fn>`, `update_<fn>` and `<fn>_key`.
 fn helpers(model: &Model, bodies: &Bodies) -> TokenStream {
     let invalidate = invalidate_fn(model, bodies);
+    let update = update_fn(model, bodies);
     let key = key_fn(model, bodies);
-    quote!(#invalidate #key)
+    quote!(#invalidate #update #key)
 }
 
 /// A name the user's body cannot see.
@@ -173,7 +174,48 @@ fn invalidate_fn(model: &Model, bodies: &Bodies) -> TokenStream {
         }
     };
     let ret = quote!(::core::result::Result<bool, ::cached_redis::Error>);
-    helper_fn(model, &helper, &doc, None, ret, body)
+    helper_fn(model, &helper, &doc, Shape::Async(None), ret, body)
+}
+
+/// `update_<fn>(<arguments>, change)`: changes the cached value in place. The closure's
+/// argument is a type parameter that the return type's one `UpdateTarget` impl fixes at the
+/// call (the `Ok` value of a `Result`, through any alias), so a return type without one is an
+/// error where `update_*` is called, not where the function is defined.
+fn update_fn(model: &Model, bodies: &Bodies) -> TokenStream {
+    let name = &model.item.sig.ident;
+    let helper = format_ident!("update_{}", unraw(name));
+    let doc = format!(
+        " Changes the value `{name}` cached for these arguments in place (its `Ok` or `Some` \
+         value): `change` runs on it, again if another process's update came in between, and \
+         the result is written back only if the entry still holds what was read, keeping its \
+         TTL. It never creates an entry. Returns `Ok(true)` if the cached value changed; \
+         `Ok(false)` if nothing was cached or a newer load replaced the entry (nothing that \
+         misses the change is left either way); an `Err` means Redis could not be reached, \
+         and the entry may miss the change until its TTL."
+    );
+    let change = local("change");
+    let value = Ident::new("__CachedRedisValue", Span::call_site());
+    let ret = &model.ret;
+    let body = match bodies {
+        Bodies::Stub => stub(),
+        Bodies::Real => {
+            let key = local("__cached_redis_key");
+            let render = render_key(model, Some(&helper));
+            let (cache_binding, cache) = cache_binding(model);
+            quote! {
+                let #key = #render;
+                #cache_binding
+                ::cached_redis::__private::update::<#ret, #value>(#cache, #key, #change).await
+            }
+        }
+    };
+    let extra = Extra {
+        param: value.clone(),
+        bound: quote!(#ret: ::cached_redis::__private::UpdateTarget<#value>),
+        arg: quote!(#change: impl ::core::ops::FnMut(&mut #value)),
+    };
+    let ret = quote!(::core::result::Result<bool, ::cached_redis::Error>);
+    helper_fn(model, &helper, &doc, Shape::Async(Some(&extra)), ret, body)
 }
 
 /// `<fn>_key(<the key's arguments>)`: the key the function caches under for them, so code
@@ -189,25 +231,38 @@ fn key_fn(model: &Model, bodies: &Bodies) -> TokenStream {
         Bodies::Stub => stub(),
         Bodies::Real => render_key(model, Some(&helper)),
     };
-    let params = &model.key_params;
     helper_fn(
         model,
         &helper,
         &doc,
-        Some(params),
+        Shape::Plain,
         quote!(::cached_redis::Key),
         body,
     )
 }
 
+/// How a generated helper is declared.
+enum Shape<'a> {
+    /// An `async fn` over the arguments the key and the cache expression use, and `Extra`'s.
+    Async(Option<&'a Extra>),
+    /// A plain `fn` over the key's arguments only.
+    Plain,
+}
+
+/// A type parameter, its bound and an argument of its own, for one helper.
+struct Extra {
+    param: Ident,
+    bound: TokenStream,
+    arg: TokenStream,
+}
+
 /// A generated helper beside the cached function: its `cfg`s, generics and visibility, `&self`
-/// first for a method, then the arguments the key and the cache expression use (an `async fn`),
-/// or `key_params`, the key's only (a plain `fn`).
+/// first for a method, then its arguments (see [`Shape`]).
 fn helper_fn(
     model: &Model,
     helper: &Ident,
     doc: &str,
-    key_params: Option<&[Param]>,
+    shape: Shape<'_>,
     ret: TokenStream,
     body: TokenStream,
 ) -> TokenStream {
@@ -215,19 +270,32 @@ fn helper_fn(
         attrs, vis, sig, ..
     } = &model.item;
     let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
-    let generics = &sig.generics;
-    let where_clause = &sig.generics.where_clause;
+    let mut generics = sig.generics.clone();
+    let (asyncness, params, extra) = match shape {
+        Shape::Async(extra) => (Some(quote!(async)), &model.helper_params, extra),
+        Shape::Plain => (None, &model.key_params, None),
+    };
+    if let Some(extra) = extra {
+        let param = &extra.param;
+        let bound = &extra.bound;
+        generics.params.push(syn::parse_quote!(#param));
+        generics
+            .make_where_clause()
+            .predicates
+            .push(syn::parse_quote!(#bound));
+    }
+    let where_clause = &generics.where_clause;
     let receiver = model.has_receiver.then(|| quote!(&self,));
-    let asyncness = key_params.is_none().then(|| quote!(async));
-    let params = key_params.unwrap_or(&model.helper_params).iter().map(|p| {
+    let params = params.iter().map(|p| {
         let (ident, ty) = (&p.ident, &p.ty);
         quote!(#ident: #ty)
     });
+    let extra_arg = extra.map(|extra| &extra.arg);
     quote! {
         #(#cfgs)*
         #[doc = #doc]
         #[allow(dead_code)]
-        #vis #asyncness fn #helper #generics (#receiver #(#params),*) -> #ret #where_clause {
+        #vis #asyncness fn #helper #generics (#receiver #(#params,)* #extra_arg) -> #ret #where_clause {
             #body
         }
     }

@@ -115,6 +115,49 @@ pub async fn invalidate(cache: Option<&Cache>, key: Key) -> Result<bool, Error> 
     }
 }
 
+/// What a generated `update_*` hands its closure: `T`, the `Ok` value of a `Result<T, E>`
+/// function or the `Some` value of an `Option<T>` one (a cached `None` has nothing to change).
+/// `T` is a parameter rather than an associated type so that the helper's bound,
+/// `Ret: UpdateTarget<T>`, names a type parameter: a bound on the return type alone would be
+/// refused where the function is defined when the return type is plain.
+#[diagnostic::on_unimplemented(
+    message = "`update_*` changes the cached value of a function returning `Result<T, E>` or `Option<T>`, not `{Self}`",
+    note = "for another return type, call `Cache::update(&key, |value| ...)` with the key the generated `<fn>_key` helper renders"
+)]
+pub trait UpdateTarget<T> {
+    /// What is stored in Redis.
+    type Stored: CacheValue;
+    /// The part of a stored value the closure changes, if there is one.
+    fn target(stored: &mut Self::Stored) -> Option<&mut T>;
+}
+
+impl<T: CacheValue, E> UpdateTarget<T> for Result<T, E> {
+    type Stored = T;
+    fn target(stored: &mut T) -> Option<&mut T> {
+        Some(stored)
+    }
+}
+
+impl<T: CacheValue> UpdateTarget<T> for Option<T> {
+    type Stored = Option<T>;
+    fn target(stored: &mut Option<T>) -> Option<&mut T> {
+        stored.as_mut()
+    }
+}
+
+/// A generated `update_*` call.
+pub async fn update<R: UpdateTarget<T>, T>(
+    cache: Option<&Cache>,
+    key: Key,
+    mut change: impl FnMut(&mut T),
+) -> Result<bool, Error> {
+    let Some(cache) = cache else {
+        return Err(Error::NotConfigured);
+    };
+    let apply = |stored: &mut R::Stored| R::target(stored).map(&mut change).is_some();
+    cache.update_with(&key, apply).await
+}
+
 /// A key renderer for a template.
 pub fn key() -> crate::KeyBuilder {
     Key::builder()
@@ -178,10 +221,11 @@ pub const fn policy(
     }
 }
 
-/// How many loads are in flight and how many channels are waited on, in this process: for
-/// tests that check a cache leaves nothing behind.
+/// How many loads and updates are in flight and how many channels are waited on, in this
+/// process: for tests that check a cache leaves nothing behind.
 pub fn in_flight(cache: &crate::Cache) -> (usize, usize) {
-    (cache.inner.flights.len(), cache.inner.wakeups.channels())
+    let running = cache.inner.flights.len() + cache.inner.updates.len();
+    (running, cache.inner.wakeups.channels())
 }
 
 fn warn_not_configured(function: &'static str) {

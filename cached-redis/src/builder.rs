@@ -16,6 +16,7 @@ use crate::flight::Flights;
 use crate::guard::Guard;
 use crate::replicated::Replicated;
 use crate::stats::Counters;
+use crate::update::UpdateQueue;
 use crate::wake::Wakeups;
 
 /// Configures a [`Cache`]; created by [`Cache::builder`].
@@ -385,6 +386,7 @@ impl CacheBuilder {
                 ),
                 stats: Counters::default(),
                 flights: Flights::default(),
+                updates: UpdateQueue::default(),
                 wakeups,
                 replicated,
                 url: if disabled {

@@ -11,6 +11,7 @@ use crate::guard::Guard;
 use crate::lease::{self, EntryKeys};
 use crate::replicated::Replicated;
 use crate::stats::{Counters, Stats};
+use crate::update::UpdateQueue;
 use crate::wake::Wakeups;
 use crate::{Error, Key};
 
@@ -53,6 +54,7 @@ pub(crate) struct Inner {
     pub(crate) guard: Guard,
     pub(crate) stats: Counters,
     pub(crate) flights: Flights,
+    pub(crate) updates: UpdateQueue,
     pub(crate) wakeups: Wakeups,
     /// Set by [`CacheBuilder::invalidate_replicas`](crate::CacheBuilder::invalidate_replicas).
     pub(crate) replicated: Option<Replicated>,

@@ -70,6 +70,7 @@ mod replicated;
 mod sentinel;
 mod stats;
 mod topology;
+mod update;
 mod wake;
 
 #[doc(hidden)]

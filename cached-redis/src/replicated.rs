@@ -1,5 +1,5 @@
-//! Invalidations that wait for replicas (`CacheBuilder::invalidate_replicas`): the writes and
-//! `WAIT` in one pipeline, on a connection of their own.
+//! Invalidations and updates that wait for replicas (`CacheBuilder::invalidate_replicas`): the
+//! writes and `WAIT` in one pipeline, on a connection of their own.
 
 use std::time::Duration;
 
@@ -40,26 +40,51 @@ impl Replicated {
 
     /// The invalidation script, then `WAIT` on the same connection for the replicas.
     pub(crate) async fn invalidate(&self, inner: &Inner, keys: &EntryKeys) -> Result<bool, Error> {
+        let eval = lease::invalidate_eval(keys, inner.writes.publish_command());
+        self.script(inner, "invalidate", keys, eval).await
+    }
+
+    /// An update's compare-and-set, then `WAIT`: whether it replaced the value.
+    pub(crate) async fn compare_and_set(
+        &self,
+        inner: &Inner,
+        keys: &EntryKeys,
+        read: &[u8],
+        replacement: &[u8],
+    ) -> Result<bool, Error> {
+        let eval = lease::compare_and_set_eval(keys, read, replacement);
+        self.script(inner, "update", keys, eval).await
+    }
+
+    /// A script over one entry (`EVAL`), then `WAIT`, and the script's reply once the replicas
+    /// confirmed it.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        inner: &Inner,
+        what: &'static str,
+        keys: &EntryKeys,
+        eval: redis::Cmd,
+    ) -> Result<T, Error> {
         let _turn = self.one_at_a_time.lock().await;
         // The script and WAIT in one pipeline: WAIT counts this connection's writes, so both
         // must go over the same connection (a reconnect in between would confirm nothing).
         let mut pipe = redis::pipe();
-        pipe.add_command(lease::invalidate_eval(keys, inner.writes.publish_command()));
+        pipe.add_command(eval);
         self.append_wait(&mut pipe);
         let conn = &self.conn;
         let sent = async {
             let replies = conn.pipeline_at(&keys.value, pipe).await?;
             let replies = redis::Value::Array(replies);
-            redis::from_redis_value::<(bool, u32)>(replies).map_err(redis::RedisError::from)
+            redis::from_redis_value::<(T, u32)>(replies).map_err(redis::RedisError::from)
         };
         // Bounded by `within` on the server, plus op_timeout; it counts for the write breaker
         // only if Redis itself did not answer in time.
-        let (removed, acknowledged) = inner
+        let (reply, acknowledged) = inner
             .guard
-            .write_within(&inner.stats, "invalidate", self.within, sent)
+            .write_within(&inner.stats, what, self.within, sent)
             .await?;
         self.check(acknowledged)?;
-        Ok(removed)
+        Ok(reply)
     }
 
     /// Sends the writes in `pipe`, then `WAIT`, as one unit over `conn` (one at a time), and

@@ -1,6 +1,6 @@
 //! A disabled cache (`Cache::disabled()`, or `Cache::builder("")`), for development and for
 //! tests without Redis: every call runs its loader and is counted, errors come back untouched,
-//! invalidations answer `Ok(false)` or `Ok(0)`, and Redis is never asked.
+//! invalidations and updates answer `Ok(false)` or `Ok(0)`, and Redis is never asked.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -37,6 +37,7 @@ async fn a_disabled_cache_runs_every_loader_and_never_asks_redis() {
         "{stats:?}"
     );
     assert!(!invalidate_user(&cache, 7).await.unwrap());
+    assert!(!update_user(&cache, 7, |id| *id += 1).await.unwrap());
     assert_eq!(cache.invalidate_prefix("user:").await.unwrap(), 0);
     assert_eq!(cache.clear().await.unwrap(), 0);
     assert_eq!(cache.ttl(&user_key(7)).await.unwrap(), None);

@@ -206,3 +206,37 @@ async fn a_prefix_invalidation_waits_for_the_replicas() {
         "the writer is told the removal may not survive a failover: {said:?}"
     );
 }
+
+/// An update waits for the replicas as an invalidation does: confirmed while the replica
+/// follows (the replica has the changed value), `Err(NotReplicated)` while it is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_waits_for_the_replicas() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    replica.replicate(primary.port()).await;
+    let cache = cache_on(&primary, Some(1)).await;
+    let key = Key::raw("stock:1");
+    store(&cache, &key, "10").await;
+    let append = |s: &mut String| s.push('!');
+    assert!(cache.update(&key, append).await.unwrap());
+    let on_replica = replica.conn().await;
+    let redis_key = cache.redis_key(&key);
+    let stored = get_raw(&mut on_replica.clone(), &redis_key).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&stored).contains(r#""v":"10!""#),
+        "the replica had the update when it was confirmed"
+    );
+    replica.pause();
+    let said = cache.update(&key, append).await;
+    replica.resume();
+    assert!(
+        matches!(
+            said,
+            Err(Error::NotReplicated {
+                acknowledged: 0,
+                wanted: 1
+            })
+        ),
+        "{said:?}"
+    );
+}

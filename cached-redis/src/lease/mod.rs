@@ -5,7 +5,9 @@ mod guard;
 mod scripts;
 
 pub(crate) use guard::LeaseGuard;
-pub(crate) use scripts::{Acquire, invalidate, invalidate_eval};
+pub(crate) use scripts::{
+    Acquire, compare_and_set, compare_and_set_eval, invalidate, invalidate_eval,
+};
 
 use crate::Key;
 

@@ -78,6 +78,22 @@ redis.call(ARGV[2], ARGV[1], 'invalidated')
 return n
 ";
 
+/// Replaces the value with ARGV[2] only if it still holds the bytes ARGV[1] an update read,
+/// keeping its remaining TTL (`PTTL`, then `SET PX`: `KEEPTTL` needs Redis 6). Never creates an
+/// entry. Returns 1 when replaced.
+static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| Script::new(COMPARE_AND_SET_SOURCE));
+
+const COMPARE_AND_SET_SOURCE: &str = r"
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
+";
+
 /// Runs a script over an entry's value and lease, again while a cluster answers that its slot
 /// is moving: a script over keys of a migrating slot, some moved or absent, is refused
 /// (`TRYAGAIN`) until the move ends, which a reshard does in moments, and redis-rs hands back
@@ -199,6 +215,32 @@ pub(crate) async fn invalidate(
     let mut call = INVALIDATE.key(&keys.value);
     call.key(&keys.lease).arg(&keys.channel).arg(publish);
     invoke(&call, conn).await
+}
+
+pub(crate) async fn compare_and_set(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &EntryKeys,
+    read: &[u8],
+    replacement: &[u8],
+) -> redis::RedisResult<bool> {
+    let mut call = COMPARE_AND_SET.key(&keys.value);
+    call.arg(read).arg(replacement);
+    invoke(&call, conn).await
+}
+
+/// [`compare_and_set`] as a plain `EVAL`, for a pipeline that `WAIT`s after it.
+pub(crate) fn compare_and_set_eval(
+    keys: &EntryKeys,
+    read: &[u8],
+    replacement: &[u8],
+) -> redis::Cmd {
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(COMPARE_AND_SET_SOURCE)
+        .arg(1)
+        .arg(&keys.value)
+        .arg(read)
+        .arg(replacement);
+    eval
 }
 
 /// The invalidation as a plain `EVAL` (the script's text, so it needs no `SCRIPT LOAD`),

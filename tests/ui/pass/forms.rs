@@ -116,7 +116,16 @@ async fn writes() -> Result<(), cached_redis::Error> {
     invalidate_plain(1, None, TenantId(3)).await?;
     invalidate_aliased(2).await?;
     invalidate_tuple_fields((1, "x".into())).await?;
+    // `update_*` infers its closure's argument: the `Ok` value, through an alias too, and the
+    // `Some` inside a `Result<Option<T>, E>`'s `Ok` is the `Option` itself.
+    update_get_user(1, |user| user.id += 1).await?;
+    update_aliased(2, |n| *n += 1).await?;
+    update_maybe_user(3, |user| *user = None).await?;
     Ok(())
+}
+
+async fn method_writes(repo: &Repo) -> Result<bool, cached_redis::Error> {
+    repo.update_product(1, |name| name.push('!')).await
 }
 
 fn main() {
@@ -124,5 +133,6 @@ fn main() {
     let _ = tuple_fields((1, String::new()));
     let _ = (inner_attribute(1), from_a_macro(1), from_a_macro_key(1), maybe_user(1));
     let _ = writes();
+    let _ = |repo: &'static Repo| method_writes(repo);
     let _ = |repo: &'static Repo| (repo.product(1), repo.count(), repo.write(1));
 }

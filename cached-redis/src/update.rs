@@ -1,0 +1,214 @@
+//! Updates of a cached value in place (`update_<fn>`, [`Cache::update`]): read the entry,
+//! change it, write it back only if it is still what was read. An update never creates an
+//! entry, keeps the entry's TTL, and never writes over an invalidation or a newer load.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OwnedMutexGuard;
+
+use crate::codec::{self, Origin};
+use crate::lease::{self, EntryKeys};
+use crate::stats::Event;
+use crate::{Cache, CacheValue, Error, Key};
+
+/// Compare-and-set attempts before an update gives up on a contended entry (and removes it).
+const ATTEMPTS: u32 = 8;
+
+/// Updates of one entry in this process take turns, so they never conflict with each other:
+/// only other processes' updates make a compare-and-set fail.
+#[derive(Default)]
+pub(crate) struct UpdateQueue {
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// An update's turn on its entry; the queue forgets the entry when no one else waits for it.
+struct Turn<'a> {
+    queue: &'a UpdateQueue,
+    key: String,
+    held: Option<OwnedMutexGuard<()>>,
+}
+
+impl UpdateQueue {
+    async fn turn(&self, key: &str) -> Turn<'_> {
+        let mutex = {
+            let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(turns.entry(key.to_owned()).or_default())
+        };
+        let mut turn = Turn {
+            queue: self,
+            key: key.to_owned(),
+            held: None,
+        };
+        // Cancelled while waiting, `turn` is dropped all the same and cleans up.
+        turn.held = Some(mutex.lock_owned().await);
+        turn
+    }
+
+    /// Entries with updates running or waiting, in this process.
+    pub(crate) fn len(&self) -> usize {
+        self.turns.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.held.take());
+        let mut turns = self.queue.turns.lock().unwrap_or_else(|p| p.into_inner());
+        if turns
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            turns.remove(&self.key);
+        }
+    }
+}
+
+/// What one read-change-write round found.
+enum Round {
+    Updated,
+    /// Another process's update came in between: read again.
+    Conflict,
+    /// The change cannot be applied to what is cached, and the entry must go.
+    Remove,
+    /// A load replaced the entry after the update first read it: it is newer than the change.
+    Replaced,
+}
+
+impl Cache {
+    /// Changes `key`'s cached value in place: reads it, applies `change`, and writes it back
+    /// only if the entry still holds what was read (a compare-and-set in a script, tried again
+    /// with `change` applied afresh when another process's update came in between). Returns
+    /// `Ok(true)` if the cached value was changed.
+    ///
+    /// It never creates an entry, and keeps the entry's remaining TTL. `Ok(false)` means no
+    /// cached value was changed, and none that misses the change is left: nothing was cached
+    /// (any load in flight is revoked, as [`Cache::invalidate`] does), a load replaced the
+    /// entry after the update read it (that value is newer), or the entry was removed because
+    /// the change could not be applied (it does not decode, or stays contended). An `Err`
+    /// means Redis could not be told: the entry may miss the change until its TTL. `V` is the
+    /// stored type: `T` for a `Result<T, E>` function, `Option<T>` for an `Option<T>` one.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// let key = cached_redis::Key::builder().text("stock:").part(&42u64).build();
+    /// let changed = cache.update(&key, |stock: &mut u32| *stock -= 1).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn update<V: CacheValue>(
+        &self,
+        key: &Key,
+        mut change: impl FnMut(&mut V),
+    ) -> Result<bool, Error> {
+        self.update_with(key, |value: &mut V| {
+            change(value);
+            true
+        })
+        .await
+    }
+
+    /// [`Cache::update`] with a `change` that returns whether it applies to the value (a
+    /// cached `None` has nothing to change: it is removed).
+    pub(crate) async fn update_with<V: CacheValue>(
+        &self,
+        key: &Key,
+        mut change: impl FnMut(&mut V) -> bool,
+    ) -> Result<bool, Error> {
+        if self.inner.disabled {
+            return Ok(false);
+        }
+        let keys = EntryKeys::new(&self.inner.namespace, key);
+        let _turn = self.inner.updates.turn(&keys.value).await;
+        let mut origin = None;
+        for attempt in 0..ATTEMPTS {
+            match self.round(&keys, &mut origin, &mut change).await? {
+                Round::Updated => return Ok(true),
+                Round::Replaced => return Ok(false),
+                Round::Remove => return self.invalidate(key).await.map(|_| false),
+                Round::Conflict => back_off(attempt).await,
+            }
+        }
+        tracing::warn!(key = %keys.value, "update still contended after {ATTEMPTS} tries; entry removed");
+        self.invalidate(key).await.map(|_| false)
+    }
+
+    /// Reads the entry, applies `change` and writes it back if nothing came in between.
+    /// `origin` is the load the first round found the entry from.
+    async fn round<V: CacheValue>(
+        &self,
+        keys: &EntryKeys,
+        origin: &mut Option<Origin>,
+        change: &mut impl FnMut(&mut V) -> bool,
+    ) -> Result<Round, Error> {
+        let Some(read) = self.read_for_update(keys).await? else {
+            // Nothing cached; a load in flight may have read the data before the change.
+            return Ok(Round::Remove);
+        };
+        let (mut value, found) = match codec::decode_with_origin::<V>(&read) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                tracing::warn!(key = %keys.value, %error, "cached value does not decode; removing it instead of updating it");
+                self.inner.stats.note(Event::DecodeError, "update");
+                return Ok(Round::Remove);
+            }
+        };
+        if *origin.get_or_insert(found) != found {
+            return Ok(Round::Replaced);
+        }
+        if !change(&mut value) {
+            return Ok(Round::Remove);
+        }
+        let replacement = match codec::encode_from(&value, found) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(key = %keys.value, %error, "updated value does not encode; removing the entry");
+                return Ok(Round::Remove);
+            }
+        };
+        let replaced = self.compare_and_set(keys, &read, &replacement).await?;
+        Ok(if replaced {
+            Round::Updated
+        } else {
+            Round::Conflict
+        })
+    }
+
+    /// The entry's bytes, from the primary (over the write connection, as the update's write
+    /// follows).
+    async fn read_for_update(&self, keys: &EntryKeys) -> Result<Option<Vec<u8>>, Error> {
+        let inner = &self.inner;
+        let mut conn = inner.writes.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(&keys.value);
+        let read = get.query_async::<Option<Vec<u8>>>(&mut conn);
+        inner.guard.write(&inner.stats, "update", read).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        keys: &EntryKeys,
+        read: &[u8],
+        replacement: &[u8],
+    ) -> Result<bool, Error> {
+        let inner = &self.inner;
+        match &inner.replicated {
+            None => {
+                let mut conn = inner.writes.clone();
+                let op = lease::compare_and_set(&mut conn, keys, read, replacement);
+                inner.guard.write(&inner.stats, "update", op).await
+            }
+            Some(replicated) => {
+                replicated
+                    .compare_and_set(inner, keys, read, replacement)
+                    .await
+            }
+        }
+    }
+}
+
+/// A short random pause before the next round, longer after each conflict.
+async fn back_off(attempt: u32) {
+    let bound = 1_000u64 << attempt.min(6);
+    tokio::time::sleep(Duration::from_micros(crate::random::below(bound))).await;
+}
