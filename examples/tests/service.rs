@@ -116,6 +116,31 @@ async fn check_every_endpoint(addr: SocketAddr) {
         "a write is visible at once: {after}"
     );
 
+    let sold = json(
+        addr,
+        "POST",
+        "/api/products/1/stock",
+        Some(r#"{"delta":-1}"#),
+    )
+    .await;
+    assert_eq!(sold["updated_in_cache"], true, "{sold}");
+    let stock = after["product"]["stock"].as_i64().unwrap();
+    assert_eq!(sold["product"]["stock"], stock - 1);
+    let read = json(addr, "GET", "/api/products/1", None).await;
+    assert_eq!(
+        read["outcome"], "hit",
+        "updated in place, not invalidated: {read}"
+    );
+    assert_eq!(read["product"]["stock"], stock - 1, "{read}");
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/api/products/1/stock",
+        Some(r#"{"delta":-1000}"#),
+    )
+    .await;
+    assert_eq!(status, 409, "stock never goes below zero: {body}");
+
     let removed = json(addr, "POST", "/api/products/1/invalidate", None).await;
     assert_eq!(removed["invalidated"], true);
     let gone = json(addr, "GET", "/api/products/1/ttl", None).await;
@@ -256,6 +281,18 @@ async fn without_redis_the_service_runs_uncached_and_says_so() {
         updated["product"]["price_cents"], 100,
         "writes still work: {updated}"
     );
+    let sold = json(
+        addr,
+        "POST",
+        "/api/products/3/stock",
+        Some(r#"{"delta":-1}"#),
+    )
+    .await;
+    assert_eq!(
+        sold["product"]["stock"], 19,
+        "the sale is committed: {sold}"
+    );
+    assert_eq!(sold["updated_in_cache"], false, "{sold}");
 }
 
 /// A WebDriver session on chromedriver (Debian's `chromium-driver`) with headless Chromium:
@@ -408,7 +445,8 @@ async fn webdriver(addr: SocketAddr, method: &str, path: &str, body: Option<Valu
 }
 
 /// The page in headless Chromium, driven through WebDriver: read (a miss, then a hit), change
-/// the price (the entry is invalidated and reloaded), fire a stampede (one database read), and
+/// the price (the entry is invalidated and reloaded, and the read panel shows it), sell one
+/// (the entry is updated in place: still a hit), fire a stampede (one database read), and
 /// check what the page shows at each step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_works_in_headless_chromium() {
@@ -441,8 +479,17 @@ async fn the_page_works_in_headless_chromium() {
     browser
         .wait_for_text("#update-result", "Stored $43.21; cached entry invalidated")
         .await;
-    browser.click("#read").await;
     browser.wait_for_text("#read-result", "$43.21").await;
+
+    browser.click("#sell").await;
+    browser
+        .wait_for_text(
+            "#sell-result",
+            "Stock now 19; cached entry updated in place",
+        )
+        .await;
+    let read = browser.wait_for_text("#read-result", "19 in stock").await;
+    assert!(read.starts_with("hit"), "the sale kept the entry: {read}");
 
     browser.type_into("#stampede-n", "100").await;
     browser.click("#stampede").await;

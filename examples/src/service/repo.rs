@@ -1,4 +1,5 @@
-//! The repository: product reads cached with `#[redis_cached]`, writes that invalidate them.
+//! The repository: product reads cached with `#[redis_cached]`, writes that invalidate them or
+//! update them in place.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,8 @@ pub struct Product {
     pub price_cents: i64,
     /// Shown on the front page.
     pub featured: bool,
+    /// Units in stock.
+    pub stock: i64,
 }
 
 /// What can go wrong reading or writing products.
@@ -26,6 +29,8 @@ pub struct Product {
 pub enum RepoError {
     /// No product with that id.
     NotFound,
+    /// The stock cannot go below zero.
+    OutOfStock,
     /// The database failed.
     Database(sqlx::Error),
 }
@@ -34,6 +39,7 @@ impl std::fmt::Display for RepoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RepoError::NotFound => f.write_str("no such product"),
+            RepoError::OutOfStock => f.write_str("out of stock"),
             RepoError::Database(e) => write!(f, "database error: {e}"),
         }
     }
@@ -94,10 +100,12 @@ impl ProductRepo {
     #[redis_cached(key = "product:<id>", ttl = "60s", jitter = "10%", cache = &self.cache)]
     pub async fn get_product(&self, id: i64) -> Result<Product, RepoError> {
         let started = Instant::now();
-        let row = sqlx::query("SELECT id, name, price_cents, featured FROM products WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, name, price_cents, featured, stock FROM products WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         // A little latency, as a remote database would have.
         tokio::time::sleep(Duration::from_millis(20)).await;
         self.note_db_read(started);
@@ -111,7 +119,7 @@ impl ProductRepo {
     pub async fn list_featured(&self) -> Result<Vec<Product>, RepoError> {
         let started = Instant::now();
         let rows = sqlx::query(
-            "SELECT id, name, price_cents, featured FROM products WHERE featured = $1 ORDER BY id",
+            "SELECT id, name, price_cents, featured, stock FROM products WHERE featured = $1 ORDER BY id",
         )
         .bind(1_i64)
         .fetch_all(&self.pool)
@@ -145,6 +153,41 @@ impl ProductRepo {
         let product = self.get_product(id).await?;
         Ok((product, removed))
     }
+
+    /// Changes the stock by `delta`, then writes the committed stock into the cached product in
+    /// place (`update_get_product`) instead of invalidating it: the next read is still a hit.
+    /// Returns the product and whether the cached entry was changed (`false`: it was not
+    /// cached, or a newer load replaced it; an update that cannot reach Redis is logged).
+    pub async fn change_stock(&self, id: i64, delta: i64) -> Result<(Product, bool), RepoError> {
+        let stock: Option<i64> = sqlx::query_scalar(
+            "UPDATE products SET stock = stock + $1 WHERE id = $2 AND stock + $1 >= 0 RETURNING stock",
+        )
+        .bind(delta)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(stock) = stock else {
+            // Nothing written: no such product, or not enough stock.
+            return Err(match self.get_product(id).await {
+                Ok(_) => RepoError::OutOfStock,
+                Err(e) => e,
+            });
+        };
+        // The value the write committed, not `+= delta`: a load that ran after the write
+        // already has it, and setting it again is harmless where adding it again is not.
+        let updated = match self.update_get_product(id, |p| p.stock = stock).await {
+            Ok(updated) => updated,
+            Err(e) => {
+                tracing::warn!(error = %e, id, "could not update the cached product");
+                false
+            }
+        };
+        if let Err(e) = self.invalidate_list_featured().await {
+            tracing::warn!(error = %e, "could not invalidate the featured list");
+        }
+        let product = self.get_product(id).await?;
+        Ok((product, updated))
+    }
 }
 
 fn product(row: &sqlx::any::AnyRow) -> Result<Product, sqlx::Error> {
@@ -153,16 +196,27 @@ fn product(row: &sqlx::any::AnyRow) -> Result<Product, sqlx::Error> {
         name: row.try_get("name")?,
         price_cents: row.try_get("price_cents")?,
         featured: row.try_get::<i64, _>("featured")? != 0,
+        stock: row.try_get("stock")?,
     })
 }
 
 /// Creates the table and seeds it when empty.
 pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "CREATE TABLE IF NOT EXISTS products (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price_cents BIGINT NOT NULL, featured INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS products (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price_cents BIGINT NOT NULL, featured INTEGER NOT NULL, stock BIGINT NOT NULL DEFAULT 20)",
     )
     .execute(pool)
     .await?;
+    // A database created before products had a stock gets the column.
+    if sqlx::query("SELECT stock FROM products LIMIT 1")
+        .fetch_optional(pool)
+        .await
+        .is_err()
+    {
+        sqlx::query("ALTER TABLE products ADD COLUMN stock BIGINT NOT NULL DEFAULT 20")
+            .execute(pool)
+            .await?;
+    }
     let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM products")
         .fetch_one(pool)
         .await?

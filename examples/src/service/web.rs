@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/products/{id}", get(read_product))
         .route("/api/products/{id}/ttl", get(product_ttl))
         .route("/api/products/{id}/price", post(update_price))
+        .route("/api/products/{id}/stock", post(change_stock))
         .route("/api/products/{id}/invalidate", post(invalidate_product))
         .route("/api/products/{id}/stampede", post(stampede))
         .route("/api/featured", get(featured))
@@ -53,6 +54,7 @@ async fn page() -> Html<&'static str> {
 fn error(e: &RepoError) -> Response {
     let status = match e {
         RepoError::NotFound => StatusCode::NOT_FOUND,
+        RepoError::OutOfStock => StatusCode::CONFLICT,
         RepoError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, Json(json!({ "error": e.to_string() }))).into_response()
@@ -112,6 +114,24 @@ async fn update_price(
     match state.repo.set_price(id, change.price_cents).await {
         Ok((product, invalidated)) => {
             Json(json!({ "product": product, "invalidated": invalidated })).into_response()
+        }
+        Err(e) => error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct StockChange {
+    delta: i64,
+}
+
+async fn change_stock(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Json(change): Json<StockChange>,
+) -> Response {
+    match state.repo.change_stock(id, change.delta).await {
+        Ok((product, updated)) => {
+            Json(json!({ "product": product, "updated_in_cache": updated })).into_response()
         }
         Err(e) => error(&e),
     }
