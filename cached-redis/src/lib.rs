@@ -60,6 +60,8 @@ mod fetch;
 mod flight;
 mod global;
 mod guard;
+#[cfg(feature = "http")]
+pub mod http;
 mod key;
 mod lease;
 mod none_probe;

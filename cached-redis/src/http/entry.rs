@@ -1,0 +1,188 @@
+//! What is stored for a URL: a response (status, headers, body, when it was stored) or, for a
+//! response that varies on request headers, the names of those headers, under which each
+//! variant is then stored apart.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::http::header::{HeaderName, HeaderValue};
+use ::http::{Response, StatusCode, response};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::Policy;
+use crate::cacheable::{Cacheable, Split};
+
+/// The value stored under a URL's key.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum HttpEntry {
+    /// The response to replay.
+    #[serde(rename = "response")]
+    Response(StoredResponse),
+    /// The response varies on these request headers: each variant has a key of its own.
+    #[serde(rename = "vary")]
+    Vary(Vec<String>),
+}
+
+/// A response as stored: readable JSON, the body as text when it is UTF-8.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredResponse {
+    status: u16,
+    headers: Vec<(String, Blob)>,
+    body: Blob,
+    /// Unix milliseconds, for `Age`.
+    stored_at: u64,
+}
+
+/// Bytes as JSON: text when they are UTF-8, base64 otherwise.
+#[derive(Debug, Serialize, Deserialize)]
+enum Blob {
+    #[serde(rename = "text")]
+    Text(String),
+    #[serde(rename = "base64")]
+    Base64(String),
+}
+
+impl Blob {
+    fn of(bytes: &[u8]) -> Blob {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Blob::Text(text.to_owned()),
+            Err(_) => Blob::Base64(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        }
+    }
+
+    fn bytes(self) -> Option<Bytes> {
+        match self {
+            Blob::Text(text) => Some(Bytes::from(text)),
+            Blob::Base64(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .ok()
+                .map(Bytes::from),
+        }
+    }
+}
+
+/// Headers that describe one connection, not the response: never stored.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl StoredResponse {
+    /// The response a handler produced, body read.
+    pub(crate) fn capture(parts: &response::Parts, body: &Bytes) -> StoredResponse {
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))
+            .map(|(name, value)| (name.as_str().to_owned(), Blob::of(value.as_bytes())))
+            .collect();
+        StoredResponse {
+            status: parts.status.as_u16(),
+            headers,
+            body: Blob::of(body),
+            stored_at: unix_ms(),
+        }
+    }
+
+    /// The stored response, with `Age` (whole seconds since it was stored); `None` if what
+    /// Redis holds is not a valid response any more.
+    pub(crate) fn replay(self) -> Option<(response::Parts, Bytes)> {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::from_u16(self.status).ok()?;
+        let headers = response.headers_mut();
+        for (name, value) in self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            let value = HeaderValue::from_maybe_shared(value.bytes()?).ok()?;
+            headers.append(name, value);
+        }
+        let age = Duration::from_millis(unix_ms().saturating_sub(self.stored_at));
+        headers.insert(::http::header::AGE, HeaderValue::from(age.as_secs()));
+        let body = self.body.bytes()?;
+        Some((response.into_parts().0, body))
+    }
+}
+
+/// A handler run, as the engine sees it.
+#[derive(Debug)]
+pub(crate) enum Loaded {
+    /// Store this for this long, and share it.
+    Store(HttpEntry, Duration),
+    /// Share it with requests that waited for the same run, without storing it.
+    Share(HttpEntry),
+    /// Nothing to store or share: the response is its own caller's.
+    Alone,
+    /// The handler failed (its service's error): its caller gets the error.
+    Failed,
+    /// What Redis, or a run that this request waited for, had.
+    Cached(HttpEntry),
+}
+
+impl Cacheable for Loaded {
+    type Value = HttpEntry;
+
+    fn split(self, _: &Policy) -> Split<HttpEntry, Loaded> {
+        match self {
+            Loaded::Store(entry, ttl) => Split::Store(entry, ttl),
+            Loaded::Share(entry) | Loaded::Cached(entry) => Split::Pass(entry),
+            Loaded::Alone => Split::Alone(Loaded::Alone),
+            Loaded::Failed => Split::Keep(Loaded::Failed),
+        }
+    }
+
+    fn from_value(entry: HttpEntry) -> Loaded {
+        Loaded::Cached(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_round_trips_with_its_age() {
+        let response = Response::builder()
+            .status(201)
+            .header("content-type", "application/json")
+            .header("x-multi", "a")
+            .header("x-multi", "b")
+            .header("transfer-encoding", "chunked")
+            .body(())
+            .unwrap();
+        let (parts, ()) = response.into_parts();
+        let stored = StoredResponse::capture(&parts, &Bytes::from_static(b"[1]"));
+        let json = serde_json::to_string(&HttpEntry::Response(stored)).unwrap();
+        assert!(json.contains(r#""body":{"text":"[1]"}"#), "{json}");
+        let HttpEntry::Response(stored) = serde_json::from_str(&json).unwrap() else {
+            panic!("{json}")
+        };
+        let (parts, body) = stored.replay().unwrap();
+        assert_eq!(parts.status, 201);
+        assert_eq!(parts.headers.get_all("x-multi").iter().count(), 2);
+        assert!(parts.headers.get("transfer-encoding").is_none());
+        assert_eq!(parts.headers["age"], "0");
+        assert_eq!(body, "[1]");
+    }
+
+    #[test]
+    fn binary_bodies_are_base64() {
+        let (parts, ()) = Response::new(()).into_parts();
+        let stored = StoredResponse::capture(&parts, &Bytes::from_static(&[0xff, 0, 1]));
+        let json = serde_json::to_string(&stored).unwrap();
+        assert!(json.contains(r#""base64":"/wAB""#), "{json}");
+        let stored: StoredResponse = serde_json::from_str(&json).unwrap();
+        assert_eq!(stored.replay().unwrap().1.as_ref(), [0xff, 0, 1]);
+    }
+}

@@ -1,0 +1,251 @@
+//! Whole-response caching for tower and axum services (feature `http`): [`CacheLayer`].
+//!
+//! The layer answers a `GET` or `HEAD` from Redis when it can, and otherwise runs the handler
+//! through the same engine as `#[redis_cached]`: one handler execution per cold URL across every
+//! process (a lease, waiters woken on the store), the handler answering when Redis is down, the
+//! breaker, the counters and the spans. Only what cannot leak between users is stored.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use cached_redis::http::CacheLayer;
+//!
+//! # async fn demo(cache: cached_redis::Cache) {
+//! async fn list_products() -> &'static str {
+//!     "[]"
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/products", get(list_products))
+//!     .layer(CacheLayer::new(cache.clone(), Duration::from_secs(30)));
+//! # }
+//! ```
+
+mod body;
+mod entry;
+mod key;
+mod rules;
+mod service;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::StatusCode;
+use ::http::request::Parts;
+
+pub use body::CacheBody;
+pub use service::CacheService;
+
+use crate::{Cache, Error, Policy};
+
+/// The default bound on a response body the layer buffers to store: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// A [`tower_layer::Layer`] that caches whole responses in Redis: `GET` and `HEAD`, keyed by
+/// method, path and query (parameters in canonical order) and the request headers a response's
+/// `Vary` names, as `<namespace>:{http:GET:/products?page=2}`.
+///
+/// Stored: responses with a status in [`CacheLayer::statuses`] (200 by default), a body within
+/// [`CacheLayer::max_body`], no `Set-Cookie`, no `Cache-Control: private`, `no-store` or
+/// `no-cache`, and no `Vary: *`, for the layer's TTL or the response's `max-age` (or
+/// `s-maxage`) when shorter. Requests with `Authorization` or `Cookie` go straight to the
+/// handler unless [`CacheLayer::key_by_user`] says whose they are. Answers carry `X-Cache: HIT`
+/// (with `Age`) or `X-Cache: MISS`; requests the layer does not cache carry neither.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use cached_redis::http::CacheLayer;
+///
+/// # fn demo(cache: cached_redis::Cache) {
+/// let layer = CacheLayer::new(cache, Duration::from_secs(30))
+///     .name("products")
+///     .max_body(256 * 1024)
+///     .statuses(&[http::StatusCode::OK, http::StatusCode::NOT_FOUND]);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CacheLayer {
+    pub(crate) cache: Cache,
+    pub(crate) config: Arc<Config>,
+}
+
+/// What decides what is stored, shared by every service the layer wraps.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) policy: Policy,
+    pub(crate) statuses: Vec<StatusCode>,
+    pub(crate) max_body: usize,
+    pub(crate) user: Option<UserKey>,
+}
+
+/// Says whose a request with credentials is (`None`: do not cache it).
+pub(crate) type UserKey = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
+impl fmt::Debug for CacheLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheLayer")
+            .field("cache", &self.cache)
+            .field("name", &self.config.policy.name())
+            .field("ttl", &self.config.policy.ttl())
+            .field("statuses", &self.config.statuses)
+            .field("max_body", &self.config.max_body)
+            .field("keyed_by_user", &self.config.user.is_some())
+            .finish()
+    }
+}
+
+impl CacheLayer {
+    /// A layer storing responses in `cache` for `ttl`.
+    ///
+    /// # Panics
+    ///
+    /// If `ttl` is zero or longer than a day; [`CacheLayer::try_new`] returns the error instead.
+    ///
+    /// ```no_run
+    /// # fn demo(cache: cached_redis::Cache) {
+    /// let layer = cached_redis::http::CacheLayer::new(cache, std::time::Duration::from_secs(30));
+    /// # }
+    /// ```
+    pub fn new(cache: Cache, ttl: Duration) -> CacheLayer {
+        match CacheLayer::try_new(cache, ttl) {
+            Ok(layer) => layer,
+            Err(e) => panic!("CacheLayer::new: {e}"),
+        }
+    }
+
+    /// [`CacheLayer::new`], with an out-of-range `ttl` an [`Error::InvalidConfig`].
+    ///
+    /// ```
+    /// # fn demo(cache: cached_redis::Cache) {
+    /// use std::time::Duration;
+    /// assert!(cached_redis::http::CacheLayer::try_new(cache, Duration::ZERO).is_err());
+    /// # }
+    /// # demo(cached_redis::Cache::disabled());
+    /// ```
+    pub fn try_new(cache: Cache, ttl: Duration) -> Result<CacheLayer, Error> {
+        let config = Config {
+            policy: Policy::new("http", ttl)?,
+            statuses: vec![StatusCode::OK],
+            max_body: DEFAULT_MAX_BODY,
+            user: None,
+        };
+        Ok(CacheLayer {
+            cache,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The name its calls are counted and traced under (`function` in metrics and spans):
+    /// `"http"` unless set.
+    ///
+    /// ```
+    /// # let cache = cached_redis::Cache::disabled();
+    /// let layer = cached_redis::http::CacheLayer::new(cache, std::time::Duration::from_secs(5))
+    ///     .name("products");
+    /// ```
+    pub fn name(mut self, name: &'static str) -> CacheLayer {
+        let config = Arc::make_mut(&mut self.config);
+        config.policy.name = name;
+        self
+    }
+
+    /// The statuses whose responses are stored (`[200]` unless set). Others are still shared
+    /// with requests that waited for the same handler run, unless personal.
+    ///
+    /// ```
+    /// # let cache = cached_redis::Cache::disabled();
+    /// let layer = cached_redis::http::CacheLayer::new(cache, std::time::Duration::from_secs(5))
+    ///     .statuses(&[http::StatusCode::OK, http::StatusCode::MOVED_PERMANENTLY]);
+    /// ```
+    pub fn statuses(mut self, statuses: &[StatusCode]) -> CacheLayer {
+        Arc::make_mut(&mut self.config).statuses = statuses.to_vec();
+        self
+    }
+
+    /// The largest body the layer buffers to store (1 MiB unless set); a longer body streams
+    /// through to its caller as the handler writes it, and is not stored.
+    ///
+    /// ```
+    /// # let cache = cached_redis::Cache::disabled();
+    /// let layer = cached_redis::http::CacheLayer::new(cache, std::time::Duration::from_secs(5))
+    ///     .max_body(64 * 1024);
+    /// ```
+    pub fn max_body(mut self, bytes: usize) -> CacheLayer {
+        Arc::make_mut(&mut self.config).max_body = bytes;
+        self
+    }
+
+    /// Caches requests that carry `Authorization` or `Cookie` too, each user's apart: `user`
+    /// says whose a request is (a user id from a verified session, say), and its answer joins
+    /// the key (`...|user=<it>`). `None` sends the request to the handler uncached. Responses
+    /// with `Set-Cookie` or `Cache-Control: private` are never stored either way.
+    ///
+    /// ```
+    /// # let cache = cached_redis::Cache::disabled();
+    /// let layer = cached_redis::http::CacheLayer::new(cache, std::time::Duration::from_secs(5))
+    ///     .key_by_user(|request| {
+    ///         let user = request.headers.get("x-user-id")?; // set by your auth middleware
+    ///         user.to_str().ok().map(str::to_owned)
+    ///     });
+    /// ```
+    pub fn key_by_user(
+        mut self,
+        user: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> CacheLayer {
+        Arc::make_mut(&mut self.config).user = Some(Arc::new(user));
+        self
+    }
+
+    /// Removes the stored response to `method` `path_and_query` (`"/products?page=2"`, query
+    /// parameters in any order), with every variant of it (`Vary`, users), and revokes any
+    /// handler run in flight for it. `GET` removes the `HEAD` entries too. Returns whether
+    /// anything was removed. Variants are found with a scan of the namespace, as
+    /// [`Cache::invalidate_prefix`] does.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// cached_redis::http::CacheLayer::invalidate(&cache, "GET", "/products?page=2").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate(
+        cache: &Cache,
+        method: &str,
+        path_and_query: &str,
+    ) -> Result<bool, Error> {
+        let mut removed = false;
+        for method in key::methods_invalidated_by(method) {
+            let base = key::base_of(method, path_and_query)?;
+            removed |= cache.invalidate(&crate::Key::raw(base.clone())).await?;
+            removed |= cache.invalidate_prefix(&key::variants_of(&base)).await? > 0;
+        }
+        Ok(removed)
+    }
+
+    /// Removes every stored `GET` and `HEAD` response whose path starts with `path_prefix`
+    /// (`"/products"` also matches `/products/7` and `/products-archive`), and returns how many
+    /// keys were removed.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// let removed = cached_redis::http::CacheLayer::invalidate_prefix(&cache, "/products").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_prefix(cache: &Cache, path_prefix: &str) -> Result<u64, Error> {
+        let mut removed = 0;
+        for method in ["GET", "HEAD"] {
+            removed += cache
+                .invalidate_prefix(&key::path_prefix(method, path_prefix))
+                .await?;
+        }
+        Ok(removed)
+    }
+}
+
+impl<S> tower_layer::Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+
+    fn layer(&self, inner: S) -> CacheService<S> {
+        CacheService::new(inner, self.clone())
+    }
+}

@@ -1,0 +1,248 @@
+//! The service a [`CacheLayer`] wraps around a handler: look the request up, run the handler
+//! through the cache's engine on a miss, answer with `X-Cache`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use ::http::header::HeaderValue;
+use ::http::{HeaderMap, HeaderName, Request, Response};
+use bytes::Bytes;
+use http_body::Body;
+use tower_service::Service;
+
+use super::body::{self, Buffered, CacheBody};
+use super::entry::{HttpEntry, Loaded, StoredResponse};
+use super::rules::{self, Vary, Verdict};
+use super::{CacheLayer, Config, key};
+use crate::Key;
+
+/// The [`CacheLayer`]'s service around `S`.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use cached_redis::http::{CacheLayer, CacheService};
+/// use tower_layer::Layer as _;
+///
+/// # fn demo<S>(cache: cached_redis::Cache, handler: S) {
+/// let service: CacheService<S> = CacheLayer::new(cache, Duration::from_secs(30)).layer(handler);
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct CacheService<S> {
+    inner: S,
+    layer: CacheLayer,
+}
+
+impl<S> CacheService<S> {
+    pub(crate) fn new(inner: S, layer: CacheLayer) -> CacheService<S> {
+        CacheService { inner, layer }
+    }
+}
+
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+type Answer<B, E> = Result<Response<CacheBody<B>>, E>;
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for CacheService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Send + 'static,
+{
+    type Response = Response<CacheBody<ResB>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Answer<ResB, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        // The service made ready takes the request; its clone waits for the next one.
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        Box::pin(respond(self.layer.clone(), inner, request))
+    }
+}
+
+/// One request through the layer.
+async fn respond<S, ReqB, ResB>(
+    layer: CacheLayer,
+    inner: S,
+    request: Request<ReqB>,
+) -> Answer<ResB, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body<Data = Bytes>,
+{
+    let (parts, body) = request.into_parts();
+    let base = rules::request_key(&parts, &layer.config);
+    let request = Request::from_parts(parts, body);
+    let Some(base) = base else {
+        return Run::new(inner, request).pass_through().await;
+    };
+    let mut run = Run::new(inner, request);
+    let entry = run.fetch(&layer, &base, None).await;
+    if let Some(own) = run.own.take() {
+        return own;
+    }
+    let names = match entry {
+        Some(HttpEntry::Response(stored)) => return run.hit(stored).await,
+        Some(HttpEntry::Vary(names)) => names,
+        None => return run.pass_through().await,
+    };
+    // The URL varies on request headers: this variant has a key of its own.
+    let Some(names) = header_names(&names) else {
+        return run.pass_through().await;
+    };
+    let varied = key::varied(&base, &names, run.request_headers());
+    let entry = run.fetch(&layer, &varied, Some(names)).await;
+    if let Some(own) = run.own.take() {
+        return own;
+    }
+    match entry {
+        Some(HttpEntry::Response(stored)) => run.hit(stored).await,
+        _ => run.pass_through().await,
+    }
+}
+
+/// The handler and its request, until it runs, and what it answered.
+struct Run<S, ReqB, ResB: Body, E> {
+    handler: Option<(S, Request<ReqB>)>,
+    own: Option<Answer<ResB, E>>,
+}
+
+impl<S, ReqB, ResB> Run<S, ReqB, ResB, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body<Data = Bytes>,
+{
+    fn new(inner: S, request: Request<ReqB>) -> Self {
+        Run {
+            handler: Some((inner, request)),
+            own: None,
+        }
+    }
+
+    fn request_headers(&self) -> &HeaderMap {
+        let (_, request) = self.handler.as_ref().expect("the handler has not run");
+        request.headers()
+    }
+
+    /// The entry at `key`, through the engine: the handler runs (at most once per run) if the
+    /// engine asks for a load, and its answer goes to `own`.
+    async fn fetch(
+        &mut self,
+        layer: &CacheLayer,
+        key: &str,
+        vary: Option<Vec<HeaderName>>,
+    ) -> Option<HttpEntry> {
+        let config = &layer.config;
+        let load = self.load(config, vary);
+        match layer
+            .cache
+            .fetch(&Key::raw(key), &config.policy, load)
+            .await
+        {
+            Loaded::Cached(entry) | Loaded::Share(entry) | Loaded::Store(entry, _) => Some(entry),
+            Loaded::Alone | Loaded::Failed => None,
+        }
+    }
+
+    /// Runs the handler and reads its body; `vary`: the headers the key was varied on.
+    async fn load(&mut self, config: &Config, vary: Option<Vec<HeaderName>>) -> Loaded {
+        let Some((mut inner, request)) = self.handler.take() else {
+            return Loaded::Alone;
+        };
+        let (parts, body) = match inner.call(request).await {
+            Ok(response) => response.into_parts(),
+            Err(error) => {
+                self.own = Some(Err(error));
+                return Loaded::Failed;
+            }
+        };
+        let bytes = match body::buffer(body, config.max_body).await {
+            Buffered::Whole(bytes) => bytes,
+            Buffered::Passed(body) => {
+                self.own = Some(Ok(missed(Response::from_parts(parts, body))));
+                return Loaded::Alone;
+            }
+        };
+        let loaded = classify(&parts, &bytes, config, vary);
+        self.own = Some(Ok(missed(Response::from_parts(
+            parts,
+            CacheBody::full(bytes),
+        ))));
+        loaded
+    }
+
+    /// A stored response, replayed; the handler if it no longer decodes as one.
+    async fn hit(self, stored: StoredResponse) -> Answer<ResB, S::Error> {
+        match stored.replay() {
+            Some((mut parts, bytes)) => {
+                parts
+                    .headers
+                    .insert(X_CACHE, HeaderValue::from_static("HIT"));
+                Ok(Response::from_parts(parts, CacheBody::full(bytes)))
+            }
+            None => self.pass_through().await,
+        }
+    }
+
+    /// The handler's answer, untouched.
+    async fn pass_through(mut self) -> Answer<ResB, S::Error> {
+        let (mut inner, request) = self.handler.take().expect("the handler has not run");
+        Ok(inner.call(request).await?.map(CacheBody::streaming))
+    }
+}
+
+/// What becomes of a response read whole, in a run for a key varied on `vary` (`None`: the
+/// URL's own key).
+fn classify(
+    parts: &::http::response::Parts,
+    bytes: &Bytes,
+    config: &Config,
+    vary: Option<Vec<HeaderName>>,
+) -> Loaded {
+    let verdict = rules::verdict(parts, config);
+    let Vary::Names(names) = rules::vary(&parts.headers) else {
+        return Loaded::Alone;
+    };
+    match (verdict, vary) {
+        (Verdict::Alone, _) => Loaded::Alone,
+        // A response that varies, at the URL's own key: the key records the names, and each
+        // variant is stored apart from the next request on (this one is its caller's).
+        (Verdict::Store(ttl), None) if !names.is_empty() => {
+            let names = names.iter().map(|n| n.as_str().to_owned()).collect();
+            Loaded::Store(HttpEntry::Vary(names), ttl)
+        }
+        (Verdict::Share, None) if !names.is_empty() => Loaded::Alone,
+        // It varies on other headers than the key was made for (a deploy changed them).
+        (_, Some(expected)) if expected != names => Loaded::Alone,
+        (Verdict::Store(ttl), _) => Loaded::Store(
+            HttpEntry::Response(StoredResponse::capture(parts, bytes)),
+            ttl,
+        ),
+        (Verdict::Share, _) => {
+            Loaded::Share(HttpEntry::Response(StoredResponse::capture(parts, bytes)))
+        }
+    }
+}
+
+fn missed<B: Body>(mut response: Response<CacheBody<B>>) -> Response<CacheBody<B>> {
+    let headers = response.headers_mut();
+    headers.insert(X_CACHE, HeaderValue::from_static("MISS"));
+    response
+}
+
+/// The names a stored `Vary` entry holds, if they are all header names.
+fn header_names(names: &[String]) -> Option<Vec<HeaderName>> {
+    names
+        .iter()
+        .map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect()
+}
