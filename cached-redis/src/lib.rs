@@ -37,8 +37,11 @@
 //! - [`Key`] and [`KeyPart`] render keys (escaped and injective); [`Policy`] holds a function's
 //!   TTL, jitter and lease settings; [`Stats`] counts what happened; [`Error`] is what a cache
 //!   operation can fail with (a cached function returns your own error type untouched).
-//! - Features: `tls` (`rediss://`), `metrics` (the `metrics` facade), `sentinel`, and `uuid`,
-//!   `chrono`, `time` (those crates' ids and dates as key parts).
+//! - Features: `tls` (`rediss://`), `metrics` (the `metrics` facade), `sentinel`, `uuid`,
+//!   `chrono`, `time` (those crates' ids and dates as key parts), and `http` (`http::CacheLayer`,
+//!   whole-response caching for tower and axum services).
+//! - Beside `invalidate_<fn>`, the attribute generates `update_<fn>` (changes the cached value
+//!   in place, by compare-and-set; [`Cache::update`] without the attribute) and `<fn>_key`.
 //!
 //! The README in the repository states every guarantee with the test that checks it, what each
 //! failure (Redis down, refusing writes, a cluster failover) costs, and the benchmarks.

@@ -33,6 +33,31 @@ fn sqlite_url(name: &str) -> String {
 /// One HTTP/1.1 request; returns the status and the body (read by its `Content-Length`, since
 /// not every server closes the connection when asked to).
 async fn http(addr: SocketAddr, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
+    let (status, _, body) = exchange(addr, method, path, json).await;
+    (status, body)
+}
+
+/// A `GET` of `path`: status, body and the value of the header `name`.
+async fn http_with_header(
+    addr: SocketAddr,
+    path: &str,
+    name: &str,
+) -> (u16, String, Option<String>) {
+    let (status, headers, body) = exchange(addr, "GET", path, None).await;
+    let value = headers
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v);
+    (status, body, value)
+}
+
+/// One HTTP/1.1 exchange: status, headers and body.
+async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut stream = tokio::io::BufReader::new(stream);
     let body = json.unwrap_or("");
@@ -48,7 +73,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, json: Option<&str>) ->
     let mut status_line = String::new();
     stream.read_line(&mut status_line).await.unwrap();
     let status = status_line[9..12].parse().unwrap();
-    let mut length = None;
+    let mut headers = Vec::new();
     loop {
         let mut header = String::new();
         stream.read_line(&mut header).await.unwrap();
@@ -56,12 +81,14 @@ async fn http(addr: SocketAddr, method: &str, path: &str, json: Option<&str>) ->
         if header.is_empty() {
             break;
         }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse::<usize>().ok();
+        if let Some((name, value)) = header.split_once(':') {
+            headers.push((name.to_owned(), value.trim().to_owned()));
         }
     }
+    let length = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.parse::<usize>().ok());
     let mut body = Vec::new();
     match length {
         Some(n) => {
@@ -72,7 +99,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, json: Option<&str>) ->
             stream.read_to_end(&mut body).await.unwrap();
         }
     }
-    (status, String::from_utf8_lossy(&body).into_owned())
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn json(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Value {
@@ -140,6 +167,36 @@ async fn check_every_endpoint(addr: SocketAddr) {
     )
     .await;
     assert_eq!(status, 409, "stock never goes below zero: {body}");
+
+    // The catalog route is cached whole by the HTTP layer, and writes invalidate it.
+    let x_cache = |response: &(u16, String, Option<String>)| response.2.clone();
+    let first = http_with_header(addr, "/api/catalog", "x-cache").await;
+    assert_eq!(
+        (first.0, x_cache(&first).as_deref()),
+        (200, Some("MISS")),
+        "{first:?}"
+    );
+    let second = http_with_header(addr, "/api/catalog", "x-cache").await;
+    assert_eq!(x_cache(&second).as_deref(), Some("HIT"));
+    assert_eq!(second.1, first.1);
+    json(
+        addr,
+        "POST",
+        "/api/products/2/price",
+        Some(r#"{"price_cents":777}"#),
+    )
+    .await;
+    let after_write = http_with_header(addr, "/api/catalog", "x-cache").await;
+    assert_eq!(
+        x_cache(&after_write).as_deref(),
+        Some("MISS"),
+        "a write invalidates it"
+    );
+    assert!(
+        after_write.1.contains(r#""price_cents":777"#),
+        "{}",
+        after_write.1
+    );
 
     let removed = json(addr, "POST", "/api/products/1/invalidate", None).await;
     assert_eq!(removed["invalidated"], true);
@@ -446,7 +503,8 @@ async fn webdriver(addr: SocketAddr, method: &str, path: &str, body: Option<Valu
 
 /// The page in headless Chromium, driven through WebDriver: read (a miss, then a hit), change
 /// the price (the entry is invalidated and reloaded, and the read panel shows it), sell one
-/// (the entry is updated in place: still a hit), fire a stampede (one database read), and
+/// (the entry is updated in place: still a hit), load the catalog twice through the HTTP layer
+/// (`X-Cache: MISS`, then `HIT`), fire a stampede (one database read), and
 /// check what the page shows at each step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_works_in_headless_chromium() {
@@ -490,6 +548,16 @@ async fn the_page_works_in_headless_chromium() {
         .await;
     let read = browser.wait_for_text("#read-result", "19 in stock").await;
     assert!(read.starts_with("hit"), "the sale kept the entry: {read}");
+
+    browser.click("#catalog").await;
+    browser
+        .wait_for_text("#catalog-result", "X-Cache: MISS")
+        .await;
+    browser.click("#catalog").await;
+    let hit = browser
+        .wait_for_text("#catalog-result", "X-Cache: HIT")
+        .await;
+    assert!(hit.contains("5 products"), "{hit}");
 
     browser.type_into("#stampede-n", "100").await;
     browser.click("#stampede").await;

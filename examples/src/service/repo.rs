@@ -128,6 +128,18 @@ impl ProductRepo {
         Ok(rows.iter().map(product).collect::<Result<_, _>>()?)
     }
 
+    /// Every product, straight from the database (the HTTP layer caches the route that lists
+    /// them, not this function).
+    pub async fn list_all(&self) -> Result<Vec<Product>, RepoError> {
+        let started = Instant::now();
+        let rows =
+            sqlx::query("SELECT id, name, price_cents, featured, stock FROM products ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        self.note_db_read(started);
+        Ok(rows.iter().map(product).collect::<Result<_, _>>()?)
+    }
+
     /// Changes a price, then invalidates what cached it. Returns the product as stored and
     /// whether an entry was removed (an invalidation that cannot reach Redis is logged: the
     /// entry then lives at most until its TTL).

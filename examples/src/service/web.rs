@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use cached_redis::http::CacheLayer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -30,10 +31,17 @@ impl AppState {
     }
 }
 
+/// The route whose whole responses the HTTP layer caches.
+const CATALOG: &str = "/api/catalog";
+
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
+    // One JSON route cached whole by the HTTP layer, beside the attribute-cached reads.
+    let catalog_layer =
+        CacheLayer::new(state.repo.cache().clone(), Duration::from_secs(30)).name("catalog");
     Router::new()
         .route("/", get(page))
+        .route(CATALOG, get(catalog).layer(catalog_layer))
         .route("/api/products/{id}", get(read_product))
         .route("/api/products/{id}/ttl", get(product_ttl))
         .route("/api/products/{id}/price", post(update_price))
@@ -111,7 +119,9 @@ async fn update_price(
     Path(id): Path<i64>,
     Json(change): Json<PriceChange>,
 ) -> Response {
-    match state.repo.set_price(id, change.price_cents).await {
+    let changed = state.repo.set_price(id, change.price_cents).await;
+    forget_catalog(&state).await;
+    match changed {
         Ok((product, invalidated)) => {
             Json(json!({ "product": product, "invalidated": invalidated })).into_response()
         }
@@ -129,11 +139,29 @@ async fn change_stock(
     Path(id): Path<i64>,
     Json(change): Json<StockChange>,
 ) -> Response {
-    match state.repo.change_stock(id, change.delta).await {
+    let changed = state.repo.change_stock(id, change.delta).await;
+    forget_catalog(&state).await;
+    match changed {
         Ok((product, updated)) => {
             Json(json!({ "product": product, "updated_in_cache": updated })).into_response()
         }
         Err(e) => error(&e),
+    }
+}
+
+/// Every product, as JSON: the response the HTTP layer stores.
+async fn catalog(State(state): State<AppState>) -> Response {
+    match state.repo.list_all().await {
+        Ok(products) => Json(json!({ "products": products })).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+/// After a write: the catalog's stored response is stale (logged if Redis cannot be told: it
+/// then lives until its TTL).
+async fn forget_catalog(state: &AppState) {
+    if let Err(e) = CacheLayer::invalidate(state.repo.cache(), "GET", CATALOG).await {
+        tracing::warn!(error = %e, "could not invalidate the catalog's response");
     }
 }
 
