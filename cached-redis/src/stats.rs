@@ -61,7 +61,8 @@ fn bump(counter: &AtomicU64) {
 }
 
 /// What happened in a cached call, counted in [`Stats`] and, with the `metrics` feature, as a
-/// `cached_redis_<event>_total` counter labelled with the function. A call can see several
+/// `cached_redis_<event>_total` counter labelled with the function, named as the [`Stats`]
+/// field it counts in (`coalesced` is `cached_redis_coalesced_total`). A call can see several
 /// (a miss, then a load); its [`Outcome`] is the one answer it got.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Event {
@@ -130,8 +131,8 @@ impl Counters {
             Event::Miss => (&self.misses, "cached_redis_misses_total"),
             Event::Load => (&self.loads, "cached_redis_loads_total"),
             Event::LoadError => (&self.load_errors, "cached_redis_load_errors_total"),
-            Event::Coalesced => (&self.coalesced, "cached_redis_waits_total"),
-            Event::LockWait => (&self.lock_waits, "cached_redis_waits_total"),
+            Event::Coalesced => (&self.coalesced, "cached_redis_coalesced_total"),
+            Event::LockWait => (&self.lock_waits, "cached_redis_lock_waits_total"),
             Event::StaleRefused => (&self.stale_refused, "cached_redis_stale_refused_total"),
             Event::Fallback => (&self.fallbacks, "cached_redis_fallbacks_total"),
             Event::WritesRefused => (&self.writes_refused, "cached_redis_writes_refused_total"),

@@ -243,7 +243,7 @@ async fn check_every_endpoint(addr: SocketAddr) {
     for counter in [
         "cached_redis_hits_total{function=\"get_product\"}",
         "cached_redis_loads_total{function=\"get_product\"}",
-        "cached_redis_waits_total{function=\"get_product\"}",
+        "cached_redis_coalesced_total{function=\"get_product\"}",
     ] {
         let line = metrics
             .lines()
@@ -350,6 +350,13 @@ async fn without_redis_the_service_runs_uncached_and_says_so() {
         "the sale is committed: {sold}"
     );
     assert_eq!(sold["updated_in_cache"], false, "{sold}");
+    assert!(sold["cache_error"].is_string(), "{sold}");
+    assert_eq!(updated["invalidated"], false);
+    let said = updated["cache_error"].as_str().unwrap_or_default();
+    assert!(
+        !said.is_empty(),
+        "the page is told the entry may be stale, not that it was not cached: {updated}"
+    );
 }
 
 /// A WebDriver session on chromedriver (Debian's `chromium-driver`) with headless Chromium:

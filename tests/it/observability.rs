@@ -114,7 +114,7 @@ async fn spans_carry_the_outcome_and_metrics_move() {
         "cached_redis_misses_total{function=\"observed\"} 7",
         "cached_redis_loads_total{function=\"observed\"} 7",
         "cached_redis_load_errors_total{function=\"observed\"} 1",
-        "cached_redis_waits_total{function=\"observed\"} 1",
+        "cached_redis_coalesced_total{function=\"observed\"} 1",
         "cached_redis_fallbacks_total{function=\"observed\"} 2",
         "cached_redis_writes_refused_total{function=\"observed\"} 1",
         "cached_redis_decode_errors_total{function=\"observed\"} 1",

@@ -10,7 +10,7 @@ use std::time::Duration;
 use cached_redis::Cache;
 use sqlx::AnyPool;
 
-pub use repo::{Product, ProductRepo, RepoError, migrate};
+pub use repo::{CacheWrite, Product, ProductRepo, RepoError, migrate};
 pub use web::{AppState, router};
 
 /// Where the service finds its parts.

@@ -51,6 +51,10 @@ impl From<sqlx::Error> for RepoError {
     }
 }
 
+/// What a write's invalidation or update of the cache said: `Ok(true)` if it removed or
+/// changed an entry, `Err` if Redis could not be told.
+pub type CacheWrite = Result<bool, cached_redis::Error>;
+
 tokio::task_local! {
     /// Time this request spent in the database, if it read it.
     pub static DB_TIME: std::cell::Cell<Option<Duration>>;
@@ -140,10 +144,15 @@ impl ProductRepo {
         Ok(rows.iter().map(product).collect::<Result<_, _>>()?)
     }
 
-    /// Changes a price, then invalidates what cached it. Returns the product as stored and
-    /// whether an entry was removed (an invalidation that cannot reach Redis is logged: the
-    /// entry then lives at most until its TTL).
-    pub async fn set_price(&self, id: i64, price_cents: i64) -> Result<(Product, bool), RepoError> {
+    /// Changes a price, then invalidates what cached it. Returns the product as stored and what
+    /// the invalidation said: whether an entry was removed, or the error (logged too) when
+    /// Redis could not be told, the entry then living at most until its TTL. The write itself
+    /// succeeded either way.
+    pub async fn set_price(
+        &self,
+        id: i64,
+        price_cents: i64,
+    ) -> Result<(Product, CacheWrite), RepoError> {
         let updated = sqlx::query("UPDATE products SET price_cents = $1 WHERE id = $2")
             .bind(price_cents)
             .bind(id)
@@ -152,13 +161,10 @@ impl ProductRepo {
         if updated.rows_affected() == 0 {
             return Err(RepoError::NotFound);
         }
-        let removed = match self.invalidate_get_product(id).await {
-            Ok(removed) => removed,
-            Err(e) => {
-                tracing::warn!(error = %e, id, "could not invalidate the cached product");
-                false
-            }
-        };
+        let removed = self.invalidate_get_product(id).await;
+        if let Err(e) = &removed {
+            tracing::warn!(error = %e, id, "could not invalidate the cached product");
+        }
         if let Err(e) = self.invalidate_list_featured().await {
             tracing::warn!(error = %e, "could not invalidate the featured list");
         }
@@ -169,8 +175,13 @@ impl ProductRepo {
     /// Changes the stock by `delta`, then writes the committed stock into the cached product in
     /// place (`update_get_product`) instead of invalidating it: the next read is still a hit.
     /// Returns the product and whether the cached entry was changed (`false`: it was not
-    /// cached, or a newer load replaced it; an update that cannot reach Redis is logged).
-    pub async fn change_stock(&self, id: i64, delta: i64) -> Result<(Product, bool), RepoError> {
+    /// cached, or a newer load replaced it), or the error (logged too) when Redis could not be
+    /// told.
+    pub async fn change_stock(
+        &self,
+        id: i64,
+        delta: i64,
+    ) -> Result<(Product, CacheWrite), RepoError> {
         let stock: Option<i64> = sqlx::query_scalar(
             "UPDATE products SET stock = stock + $1 WHERE id = $2 AND stock + $1 >= 0 RETURNING stock",
         )
@@ -187,13 +198,10 @@ impl ProductRepo {
         };
         // The value the write committed, not `+= delta`: a load that ran after the write
         // already has it, and setting it again is harmless where adding it again is not.
-        let updated = match self.update_get_product(id, |p| p.stock = stock).await {
-            Ok(updated) => updated,
-            Err(e) => {
-                tracing::warn!(error = %e, id, "could not update the cached product");
-                false
-            }
-        };
+        let updated = self.update_get_product(id, |p| p.stock = stock).await;
+        if let Err(e) = &updated {
+            tracing::warn!(error = %e, id, "could not update the cached product");
+        }
         if let Err(e) = self.invalidate_list_featured().await {
             tracing::warn!(error = %e, "could not invalidate the featured list");
         }

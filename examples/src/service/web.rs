@@ -122,9 +122,12 @@ async fn update_price(
     let changed = state.repo.set_price(id, change.price_cents).await;
     forget_catalog(&state).await;
     match changed {
-        Ok((product, invalidated)) => {
-            Json(json!({ "product": product, "invalidated": invalidated })).into_response()
-        }
+        Ok((product, invalidated)) => Json(json!({
+            "product": product,
+            "invalidated": invalidated.as_ref().is_ok_and(|removed| *removed),
+            "cache_error": invalidated.err().map(|e| e.to_string()),
+        }))
+        .into_response(),
         Err(e) => error(&e),
     }
 }
@@ -142,9 +145,12 @@ async fn change_stock(
     let changed = state.repo.change_stock(id, change.delta).await;
     forget_catalog(&state).await;
     match changed {
-        Ok((product, updated)) => {
-            Json(json!({ "product": product, "updated_in_cache": updated })).into_response()
-        }
+        Ok((product, updated)) => Json(json!({
+            "product": product,
+            "updated_in_cache": updated.as_ref().is_ok_and(|changed| *changed),
+            "cache_error": updated.err().map(|e| e.to_string()),
+        }))
+        .into_response(),
         Err(e) => error(&e),
     }
 }
