@@ -11,7 +11,8 @@ use crate::duration::{JitterSpec, parse_duration, parse_jitter};
 use crate::errors::Errors;
 use crate::template::{self, Segment};
 
-const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl` and `cache`";
+const KNOWN: &str =
+    "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `cache`, `cache_if` and `helpers`";
 
 /// A value with the span of the literal it came from.
 #[derive(Debug, Clone)]
@@ -30,6 +31,11 @@ pub(crate) struct Args {
     pub(crate) max_load: Option<Spanned<Duration>>,
     pub(crate) none_ttl: Option<Spanned<Duration>>,
     pub(crate) cache: Option<Expr>,
+    /// A predicate on the value: store it only when it holds.
+    pub(crate) cache_if: Option<Expr>,
+    /// `helpers = false`: generate no helpers (a method of a trait impl, where they would not
+    /// be members of the trait).
+    pub(crate) helpers: Option<Spanned<bool>>,
     /// Arguments seen, to reject repeats.
     seen: Vec<String>,
     /// Whether `key` was given but invalid (so no key is derived in its place).
@@ -83,7 +89,9 @@ impl Args {
             "max_load" => self.max_load = duration(&meta, "max_load", errors)?,
             "none_ttl" => self.none_ttl = duration(&meta, "none_ttl", errors)?,
             "jitter" => {
-                let lit: LitStr = meta.value()?.parse()?;
+                let Some(lit) = string_literal(&meta, "jitter", "10%", errors)? else {
+                    return Ok(());
+                };
                 match parse_jitter(&lit.value()) {
                     Ok(value) => {
                         self.jitter = Some(Spanned {
@@ -95,6 +103,14 @@ impl Args {
                 }
             }
             "cache" => self.cache = Some(meta.value()?.parse()?),
+            "cache_if" => self.cache_if = Some(meta.value()?.parse()?),
+            "helpers" => {
+                let lit: syn::LitBool = meta.value()?.parse()?;
+                self.helpers = Some(Spanned {
+                    value: lit.value,
+                    span: lit.span,
+                });
+            }
             _ => {
                 let _: Expr = meta.value()?.parse()?;
                 errors.at(
@@ -118,7 +134,9 @@ fn duration(
     name: &str,
     errors: &mut Errors,
 ) -> syn::Result<Option<Spanned<Duration>>> {
-    let lit: LitStr = meta.value()?.parse()?;
+    let Some(lit) = string_literal(meta, name, "60s", errors)? else {
+        return Ok(None);
+    };
     match parse_duration(&lit.value()) {
         Ok(d) if d.as_millis() == 0 => {
             errors.at(
@@ -145,4 +163,47 @@ fn duration(
             Ok(None)
         }
     }
+}
+
+/// The string literal an argument takes; anything else is recorded as an error that shows
+/// what to write (`ttl = 60` gets `write ttl = "60s"`).
+fn string_literal(
+    meta: &ParseNestedMeta<'_>,
+    name: &str,
+    example: &str,
+    errors: &mut Errors,
+) -> syn::Result<Option<LitStr>> {
+    let value: Expr = meta.value()?.parse()?;
+    let written = quote::ToTokens::to_token_stream(&value).to_string();
+    let suggestion = match &value {
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(lit),
+            ..
+        }) => return Ok(Some(lit.clone())),
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(int),
+            ..
+        }) if name != "jitter" => format!("{}s", int.base10_digits()),
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(int),
+            ..
+        }) => format!("{}%", int.base10_digits()),
+        Expr::Lit(_) => example.to_owned(),
+        _ => {
+            errors.at(
+                syn::spanned::Spanned::span(&value),
+                format!(
+                    "`{name}` takes a string literal such as `{name} = \"{example}\"`, not `{written}`; a value computed at run time goes through `Cache::fetch` with a `Policy`"
+                ),
+            );
+            return Ok(None);
+        }
+    };
+    errors.at(
+        syn::spanned::Spanned::span(&value),
+        format!(
+            "`{name}` takes a string with a unit, not `{written}`: write `{name} = \"{suggestion}\"`"
+        ),
+    );
+    Ok(None)
 }

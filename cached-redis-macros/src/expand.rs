@@ -109,6 +109,9 @@ enum Bodies {
 
 /// `invalidate_<fn>`, `update_<fn>` and `<fn>_key`.
 fn helpers(model: &Model, bodies: &Bodies) -> TokenStream {
+    if !model.helpers {
+        return TokenStream::new();
+    }
     let invalidate = invalidate_fn(model, bodies);
     let update = update_fn(model, bodies);
     let key = key_fn(model, bodies);
@@ -128,7 +131,7 @@ fn cached_fn(model: &Model, block: &TokenStream) -> TokenStream {
     let policy = policy(model);
     let key = local("__cached_redis_key");
     let render = render_key(model, None);
-    let (cache_binding, cache) = cache_binding(model);
+    let (cache_binding, cache) = cache_binding(model, model.mut_receiver);
     let ret_span = ret.span();
     let mode = quote_spanned!(ret_span=>
         ::cached_redis::__private::Returns::<#ret>::PROBE.mode());
@@ -136,8 +139,17 @@ fn cached_fn(model: &Model, block: &TokenStream) -> TokenStream {
     let none_ttl_applies = model
         .none_ttl_span
         .map(|span| quote_spanned!(span=> ::cached_redis::__private::none_ttl_applies::<#ret>();));
-    let call = quote_spanned! {ret_span=>
-        #fetch(#mode, #cache, #key, &__CACHED_REDIS_POLICY, async move #block).await
+    let call = match &model.cache_if {
+        None => quote_spanned! {ret_span=>
+            #fetch(#mode, #cache, #key, &__CACHED_REDIS_POLICY, async move #block).await
+        },
+        // The predicate is spanned where it is written: a wrong argument type is reported there.
+        Some(predicate) => {
+            let fetch_if = quote_spanned!(predicate.span()=> ::cached_redis::__private::fetch_if);
+            quote_spanned! {ret_span=>
+                #fetch_if(#mode, #cache, #key, &__CACHED_REDIS_POLICY, #predicate, async move #block).await
+            }
+        }
     };
     quote! {
         #(#attrs)*
@@ -165,7 +177,7 @@ fn invalidate_fn(model: &Model, bodies: &Bodies) -> TokenStream {
         Bodies::Real => {
             let key = local("__cached_redis_key");
             let render = render_key(model, Some(&helper));
-            let (cache_binding, cache) = cache_binding(model);
+            let (cache_binding, cache) = cache_binding(model, false);
             quote! {
                 let #key = #render;
                 #cache_binding
@@ -201,7 +213,7 @@ fn update_fn(model: &Model, bodies: &Bodies) -> TokenStream {
         Bodies::Real => {
             let key = local("__cached_redis_key");
             let render = render_key(model, Some(&helper));
-            let (cache_binding, cache) = cache_binding(model);
+            let (cache_binding, cache) = cache_binding(model, false);
             quote! {
                 let #key = #render;
                 #cache_binding
@@ -385,9 +397,18 @@ fn render_key(model: &Model, helper: Option<&Ident>) -> TokenStream {
     quote!(::cached_redis::__private::key() #path #(#parts)* .build())
 }
 
-/// Binds the cache and returns the `Option<&Cache>` expression to pass on.
-fn cache_binding(model: &Model) -> (TokenStream, TokenStream) {
+/// Binds the cache and returns the `Option<&Cache>` expression to pass on. `owned`: a clone
+/// of the handle (a `&mut self` method, whose body takes `self` while the cache is in use),
+/// otherwise the borrow the expression gives.
+fn cache_binding(model: &Model, owned: bool) -> (TokenStream, TokenStream) {
     match &model.cache {
+        Some(expr) if owned => {
+            let cache = local("__cached_redis_cache");
+            let binding = quote_spanned!(expr.span()=>
+                let #cache: ::cached_redis::Cache = ::core::clone::Clone::clone(#expr);
+            );
+            (binding, quote!(::core::option::Option::Some(&#cache)))
+        }
         Some(expr) => {
             let cache = local("__cached_redis_cache");
             let binding = quote_spanned!(expr.span()=>

@@ -53,6 +53,13 @@ pub(crate) struct Model {
     /// returns an `Option` or a `Result` of one (aliases included).
     pub(crate) none_ttl_span: Option<Span>,
     pub(crate) cache: Option<syn::Expr>,
+    /// Store a value only when this predicate on it holds.
+    pub(crate) cache_if: Option<syn::Expr>,
+    /// Whether to generate `invalidate_*`, `update_*` and `*_key` (not in a trait impl).
+    pub(crate) helpers: bool,
+    /// A method taking `&mut self` (or `self`): the cache expression's borrow of `self`
+    /// cannot last while the body holds `self`, so the handle is cloned.
+    pub(crate) mut_receiver: bool,
 }
 
 /// Checks the function against its arguments; records every problem found.
@@ -121,6 +128,11 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
         none_ttl_span: args.none_ttl.as_ref().map(|d| d.span),
         none_ttl: args.none_ttl.map(|d| d.value),
         cache: args.cache,
+        cache_if: args.cache_if,
+        helpers: args.helpers.is_none_or(|h| h.value),
+        mut_receiver: sig
+            .receiver()
+            .is_some_and(|r| !matches!(r.kind, syn::ReceiverKind::Reference(_, _, None))),
         item,
     }
 }

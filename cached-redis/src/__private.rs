@@ -107,6 +107,35 @@ pub async fn fetch<M: Mode<R>, R, F: Future<Output = R>>(
     }
 }
 
+/// A cached call of a function with `cache_if`: a value for which `keep` is false is returned
+/// (and shared with callers that joined its load) but not stored.
+pub async fn fetch_if<M: Mode<R>, R, K, F>(
+    _mode: M,
+    cache: Option<&Cache>,
+    key: Key,
+    policy: &'static Policy,
+    keep: K,
+    loader: F,
+) -> R
+where
+    K: Fn(&<M::Stored as Cacheable>::Value) -> bool,
+    F: Future<Output = R>,
+{
+    match cache {
+        Some(cache) => {
+            let load = async {
+                let stored = M::wrap(loader.await);
+                crate::cacheable::Conditional::new(stored, keep)
+            };
+            M::unwrap(cache.fetch(&key, policy, load).await.into_inner())
+        }
+        None => {
+            warn_not_configured(policy.name());
+            loader.await
+        }
+    }
+}
+
 /// A generated `invalidate_*` call.
 pub async fn invalidate(cache: Option<&Cache>, key: Key) -> Result<bool, Error> {
     match cache {

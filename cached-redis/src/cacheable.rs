@@ -146,3 +146,49 @@ impl<T: CacheValue> Cacheable for Plain<T> {
         Plain(value)
     }
 }
+
+/// A result whose value is stored only if `keep` holds for it (`cache_if`); otherwise it is
+/// returned, and shared with callers that joined its load, like an uncached `None`.
+pub(crate) struct Conditional<C, K> {
+    inner: C,
+    /// `None` for a result rebuilt from a stored value, which is never split again.
+    keep: Option<K>,
+}
+
+impl<C, K> Conditional<C, K> {
+    pub(crate) fn new(inner: C, keep: K) -> Self {
+        Conditional {
+            inner,
+            keep: Some(keep),
+        }
+    }
+
+    pub(crate) fn into_inner(self) -> C {
+        self.inner
+    }
+}
+
+impl<C: Cacheable, K: Fn(&C::Value) -> bool> Cacheable for Conditional<C, K> {
+    type Value = C::Value;
+
+    fn split(self, policy: &Policy) -> Split<C::Value, Self> {
+        let keep = self.keep;
+        let rewrap = |inner| Conditional { inner, keep: None };
+        match self.inner.split(policy) {
+            Split::Store(value, ttl) => match &keep {
+                Some(keep) if !keep(&value) => Split::Pass(value),
+                _ => Split::Store(value, ttl),
+            },
+            Split::Pass(value) => Split::Pass(value),
+            Split::Keep(result) => Split::Keep(rewrap(result)),
+            Split::Alone(result) => Split::Alone(rewrap(result)),
+        }
+    }
+
+    fn from_value(value: C::Value) -> Self {
+        Conditional {
+            inner: C::from_value(value),
+            keep: None,
+        }
+    }
+}

@@ -428,3 +428,59 @@ fn equal_instants_in_other_offsets_are_one_key() {
         r"at:2026-12-01 10\:00\:00 UTC:2026-12-01 10\:00\:00.0Z"
     );
 }
+
+static LIST_LOADS: AtomicU32 = AtomicU32::new(0);
+
+/// Pages past the end are empty: not worth storing.
+#[redis_cached(key = "page:<page>", ttl = "60s", cache = cache, cache_if = |rows: &Vec<u32>| !rows.is_empty())]
+async fn page(cache: &Cache, page: u32) -> Result<Vec<u32>, String> {
+    LIST_LOADS.fetch_add(1, Ordering::SeqCst);
+    Ok(if page < 2 {
+        vec![page * 10, page * 10 + 1]
+    } else {
+        Vec::new()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_if_skips_storing_values_it_rejects() {
+    let server = RedisServer::start();
+    let cache = server.cache("cache-if").await;
+    for _ in 0..2 {
+        assert_eq!(page(&cache, 1).await.unwrap(), [10, 11]);
+        assert_eq!(page(&cache, 5).await.unwrap(), Vec::<u32>::new());
+    }
+    assert_eq!(
+        LIST_LOADS.load(Ordering::SeqCst),
+        3,
+        "the empty page loads every time"
+    );
+    assert_eq!(scan(&server, "cache-if:*").await, ["cache-if:{page:1}"]);
+}
+
+/// A repository whose cached method takes `&mut self`.
+struct Tally {
+    cache: Cache,
+    loads: u32,
+}
+
+impl Tally {
+    #[redis_cached(key = "tally:<id>", ttl = "60s", cache = &self.cache)]
+    async fn get(&mut self, id: u32) -> Result<u32, String> {
+        self.loads += 1;
+        Ok(id * 100)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mut_self_method_is_cached() {
+    let server = RedisServer::start();
+    let mut tally = Tally {
+        cache: server.cache("mut-self").await,
+        loads: 0,
+    };
+    assert_eq!(tally.get(3).await, Ok(300));
+    assert_eq!(tally.get(3).await, Ok(300));
+    assert_eq!(tally.loads, 1, "the second call is a hit");
+    assert!(tally.invalidate_get(3).await.unwrap());
+}

@@ -124,6 +124,48 @@ async fn writes() -> Result<(), cached_redis::Error> {
     Ok(())
 }
 
+/// A method of a trait impl: `helpers = false`, since generated helpers would not be members
+/// of the trait (E0407); the write path uses `Cache::invalidate` with the key.
+trait Lookup {
+    async fn lookup(&self, id: u64) -> Result<String, DbError>;
+}
+
+impl Lookup for Repo {
+    #[redis_cached(key = "lookup:<id>", ttl = "60s", cache = &self.cache, helpers = false)]
+    async fn lookup(&self, id: u64) -> Result<String, DbError> {
+        Ok(format!("{}-{id}", self.region))
+    }
+}
+
+/// A `&mut self` method that reads its cache from `self` and changes `self` in its body.
+struct Counter {
+    cache: Cache,
+    loads: u64,
+}
+
+impl Counter {
+    #[redis_cached(key = "counted:<id>", ttl = "60s", cache = &self.cache)]
+    async fn counted(&mut self, id: u64) -> Result<u64, DbError> {
+        self.loads += 1;
+        Ok(id + self.loads)
+    }
+}
+
+/// `cache_if`: a closure on the cached value (the `Ok` value of a `Result`), or a path.
+#[redis_cached(key = "list:<page>", ttl = "60s", cache_if = |users: &Vec<u64>| !users.is_empty())]
+async fn list(page: u32) -> Result<Vec<u64>, DbError> {
+    Ok(vec![u64::from(page)])
+}
+
+fn worth_keeping(value: &Option<User>) -> bool {
+    value.as_ref().is_some_and(|u| u.id > 0)
+}
+
+#[redis_cached(key = "kept:<id>", ttl = "60s", cache_if = worth_keeping)]
+async fn kept(id: u64) -> Option<User> {
+    Some(User { id })
+}
+
 async fn method_writes(repo: &Repo) -> Result<bool, cached_redis::Error> {
     repo.update_product(1, |name| name.push('!')).await
 }
@@ -133,6 +175,9 @@ fn main() {
     let _ = tuple_fields((1, String::new()));
     let _ = (inner_attribute(1), from_a_macro(1), from_a_macro_key(1), maybe_user(1));
     let _ = writes();
+    let _ = (list(1), kept(1));
+    let _ = |repo: &'static Repo| repo.lookup(1);
+    let _ = |counter: &'static mut Counter| counter.counted(1);
     let _ = |repo: &'static Repo| method_writes(repo);
     let _ = |repo: &'static Repo| (repo.product(1), repo.count(), repo.write(1));
 }
