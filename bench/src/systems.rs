@@ -191,7 +191,7 @@ pub(crate) async fn cached_get(id: u64, size: usize, delay_ms: u64) -> Result<Pa
 }
 
 /// cached-redis: our attribute.
-#[redis_cached(key = "p:<size>:<id>", ttl = "10m", cache = &clients().cache)]
+#[redis_cached(key = "p:<size>:<id>", ttl = "10m", cache = &clients().cache, skip = "delay_ms")]
 pub(crate) async fn cached_redis_get(
     id: u64,
     size: usize,

@@ -11,8 +11,7 @@ use crate::duration::{JitterSpec, parse_duration, parse_jitter};
 use crate::errors::Errors;
 use crate::template::{self, Segment};
 
-const KNOWN: &str =
-    "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `cache`, `cache_if` and `helpers`";
+const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `cache`, `cache_if`, `skip` and `helpers`";
 
 /// A value with the span of the literal it came from.
 #[derive(Debug, Clone)]
@@ -36,6 +35,8 @@ pub(crate) struct Args {
     /// `helpers = false`: generate no helpers (a method of a trait impl, where they would not
     /// be members of the trait).
     pub(crate) helpers: Option<Spanned<bool>>,
+    /// Arguments that do not change the result, left out of the key on purpose.
+    pub(crate) skip: Vec<Spanned<String>>,
     /// Arguments seen, to reject repeats.
     seen: Vec<String>,
     /// Whether `key` was given but invalid (so no key is derived in its place).
@@ -104,6 +105,19 @@ impl Args {
             }
             "cache" => self.cache = Some(meta.value()?.parse()?),
             "cache_if" => self.cache_if = Some(meta.value()?.parse()?),
+            "skip" => {
+                let lit: LitStr = meta.value()?.parse()?;
+                let names = lit.value();
+                self.skip = names
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| Spanned {
+                        value: n.trim_start_matches("r#").to_owned(),
+                        span: lit.span(),
+                    })
+                    .collect();
+            }
             "helpers" => {
                 let lit: syn::LitBool = meta.value()?.parse()?;
                 self.helpers = Some(Spanned {

@@ -372,29 +372,49 @@ fn render_key(model: &Model, helper: Option<&Ident>) -> TokenStream {
     });
     let parts = model.key.iter().map(|part| match part {
         Part::Text(text) => quote!(.text(#text)),
-        Part::Value { root, fields } => {
+        Part::Value {
+            root,
+            fields,
+            display,
+        } => {
             let span = root.as_ref().map_or(model.key_span, Ident::span);
             let root = match root {
                 Some(ident) => quote!(#ident),
                 None => quote_spanned!(span=> self),
             };
-            let fields = fields.iter().map(|f| match f.parse::<u32>() {
-                Ok(index) => {
-                    let index = syn::Index {
-                        index,
-                        span: model.key_span,
-                    };
-                    quote!(.#index)
-                }
-                Err(_) => {
-                    let field = Ident::new(f, model.key_span);
-                    quote!(.#field)
-                }
-            });
-            quote_spanned!(span=> .part(&#root #(#fields)*))
+            let fields = fields.iter().map(|f| field_access(f, model.key_span));
+            let method = if *display {
+                quote_spanned!(span=> display)
+            } else {
+                quote_spanned!(span=> part)
+            };
+            quote_spanned!(span=> .#method(&#root #(#fields)*))
         }
+        Part::TypeName(ty) => quote!(.part(::core::any::type_name::<#ty>())),
     });
     quote!(::cached_redis::__private::key() #path #(#parts)* .build())
+}
+
+/// `.field`, `.0`, `.r#type` or `.method()` in a placeholder's path.
+fn field_access(field: &str, span: Span) -> TokenStream {
+    if let Ok(index) = field.parse::<u32>() {
+        let index = syn::Index { index, span };
+        return quote!(.#index);
+    }
+    let ident = |name: &str| match name.strip_prefix("r#") {
+        Some(raw) => Ident::new_raw(raw, span),
+        None => Ident::new(name, span),
+    };
+    match field.strip_suffix("()") {
+        Some(method) => {
+            let method = ident(method);
+            quote!(.#method())
+        }
+        None => {
+            let field = ident(field);
+            quote!(.#field)
+        }
+    }
 }
 
 /// Binds the cache and returns the `Option<&Cache>` expression to pass on. `owned`: a clone

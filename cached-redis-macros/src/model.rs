@@ -22,11 +22,16 @@ pub(crate) struct Param {
 /// A key placeholder resolved against the signature.
 pub(crate) enum Part {
     Text(String),
-    /// A parameter (or `self` when `root` is `None`) and a field path into it.
+    /// A parameter (or `self` when `root` is `None`) and a path of fields and method calls
+    /// (`to_lowercase()`) into it, rendered as a `KeyPart` or, with `display`, through
+    /// `Display`.
     Value {
         root: Option<Ident>,
         fields: Vec<String>,
+        display: bool,
     },
+    /// A type parameter, rendered as its type's name.
+    TypeName(Ident),
 }
 
 pub(crate) struct Model {
@@ -105,7 +110,20 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
             (derived_template(data), Span::call_site())
         }
     };
-    let (key, in_key) = resolve(&segments, key_span, &params, has_receiver, errors);
+    let scope = Scope {
+        params: &params,
+        has_receiver,
+        type_params: sig
+            .generics
+            .type_params()
+            .map(|t| t.ident.clone())
+            .collect(),
+    };
+    let (key, in_key) = resolve(&segments, key_span, &scope, errors);
+    if args.key.is_some() {
+        check_type_params_named(&key, &ret, &scope, key_span, errors);
+        check_unkeyed(&scope, &in_key, &in_cache_expr, &args, errors);
+    }
     let pick = |wanted: &dyn Fn(usize) -> bool| -> Vec<Param> {
         let picked = params.iter().enumerate().filter(|(i, _)| wanted(*i));
         picked.map(|(_, p)| p.clone()).collect()
@@ -188,67 +206,215 @@ fn derived_template<'a>(params: impl Iterator<Item = &'a Param>) -> Vec<Segment>
     for param in params {
         segments.push(Segment::Text(":".to_owned()));
         segments.push(Segment::Placeholder {
-            root: param.ident.to_string(),
+            root: bare(&param.ident),
             fields: Vec::new(),
+            display: false,
         });
     }
     segments
 }
 
+/// What a placeholder can name.
+struct Scope<'a> {
+    params: &'a [Param],
+    has_receiver: bool,
+    type_params: Vec<Ident>,
+}
+
+/// An identifier's name without `r#` (`r#type` is placed as `<type>`).
+fn bare(ident: &Ident) -> String {
+    ident.to_string().trim_start_matches("r#").to_owned()
+}
+
 fn resolve(
     segments: &[Segment],
     span: Span,
-    params: &[Param],
-    has_receiver: bool,
+    scope: &Scope<'_>,
     errors: &mut Errors,
 ) -> (Vec<Part>, Vec<bool>) {
     let mut parts = Vec::new();
-    let mut used = vec![false; params.len()];
+    let mut used = vec![false; scope.params.len()];
     for segment in segments {
-        match segment {
-            Segment::Text(text) => parts.push(Part::Text(text.clone())),
-            Segment::Placeholder { root, fields } if root == "self" => {
-                if !has_receiver {
-                    errors.at(
-                        span,
-                        format!(
-                            "{} uses `self`, but this function has no `self` parameter",
-                            show(segment)
-                        ),
-                    );
-                }
-                parts.push(Part::Value {
-                    root: None,
-                    fields: fields.clone(),
-                });
+        let Segment::Placeholder {
+            root,
+            fields,
+            display,
+        } = segment
+        else {
+            if let Segment::Text(text) = segment {
+                parts.push(Part::Text(text.clone()));
             }
-            Segment::Placeholder { root, fields } => {
-                match params.iter().position(|p| p.ident == root) {
-                    Some(i) => {
-                        used[i] = true;
-                        parts.push(Part::Value {
-                            root: Some(params[i].ident.clone()),
-                            fields: fields.clone(),
-                        });
-                    }
-                    None => {
-                        let names: Vec<String> =
-                            params.iter().map(|p| format!("`{}`", p.ident)).collect();
-                        let known = if names.is_empty() {
-                            "this function has no named arguments".to_owned()
-                        } else {
-                            format!("the arguments are {}", names.join(", "))
-                        };
-                        errors.at(
-                            span,
-                            format!("{} in the key template names no argument of this function; {known}", show(segment)),
-                        );
-                    }
-                }
+            continue;
+        };
+        let value = |root| Part::Value {
+            root,
+            fields: fields.clone(),
+            display: *display,
+        };
+        if root == "self" {
+            if !scope.has_receiver {
+                let shown = show(segment);
+                let message =
+                    format!("{shown} uses `self`, but this function has no `self` parameter");
+                errors.at(span, message);
             }
+            parts.push(value(None));
+        } else if let Some(i) = scope.params.iter().position(|p| bare(&p.ident) == *root) {
+            used[i] = true;
+            parts.push(value(Some(scope.params[i].ident.clone())));
+        } else if let Some(t) = scope.type_params.iter().find(|t| *t == root) {
+            parts.push(Part::TypeName(t.clone()));
+        } else {
+            errors.at(span, unknown_placeholder(segment, scope));
         }
     }
     (parts, used)
+}
+
+fn unknown_placeholder(segment: &Segment, scope: &Scope<'_>) -> String {
+    let names: Vec<String> = scope
+        .params
+        .iter()
+        .map(|p| format!("`{}`", p.ident))
+        .collect();
+    let known = if names.is_empty() {
+        "this function has no named arguments".to_owned()
+    } else {
+        format!("the arguments are {}", names.join(", "))
+    };
+    format!(
+        "{} in the key template names no argument of this function; {known}",
+        show(segment)
+    )
+}
+
+/// A generic function whose return type holds a type parameter stores a different type per
+/// instance: an explicit template must tell them apart (`<T>`), or the instances would evict
+/// each other's entries on every call.
+fn check_type_params_named(
+    key: &[Part],
+    ret: &Type,
+    scope: &Scope<'_>,
+    span: Span,
+    errors: &mut Errors,
+) {
+    let ret_tokens = quote::ToTokens::to_token_stream(ret);
+    let in_ret: Vec<&Ident> = scope
+        .type_params
+        .iter()
+        .filter(|t| mentions(&ret_tokens, t))
+        .collect();
+    let named = |t: &Ident| key.iter().any(|p| matches!(p, Part::TypeName(n) if n == t));
+    if let Some(t) = in_ret.iter().find(|t| !named(t)) {
+        errors.at(
+            span,
+            format!(
+                "the return type depends on the type parameter `{t}`, so each instance stores a different type: name it in the key (`<{t}>` renders its type's name), or `setting::<u32>` and `setting::<String>` would share one entry"
+            ),
+        );
+    }
+}
+
+fn mentions(tokens: &proc_macro2::TokenStream, ident: &Ident) -> bool {
+    tokens.clone().into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => i == *ident,
+        proc_macro2::TokenTree::Group(g) => mentions(&g.stream(), ident),
+        _ => false,
+    })
+}
+
+/// An argument of a type that identifies data (an integer, a string, an id...) that the
+/// template leaves out would let every value of it share one entry: an error, unless `skip`
+/// names it. Handles (`&PgPool`, `&Cache`, a struct of one's own) stay out without ceremony.
+fn check_unkeyed(
+    scope: &Scope<'_>,
+    in_key: &[bool],
+    in_cache_expr: &[bool],
+    args: &Args,
+    errors: &mut Errors,
+) {
+    for (i, param) in scope.params.iter().enumerate() {
+        let skipped = args.skip.iter().any(|s| s.value == bare(&param.ident));
+        if in_key[i] || in_cache_expr[i] || skipped || !identifies_data(&param.ty) {
+            continue;
+        }
+        let name = bare(&param.ident);
+        errors.at(
+            param.ident.span(),
+            format!(
+                "the argument `{name}` is not in the key template, so every `{name}` would share one entry: add `<{name}>` to `key`, or write `skip = \"{name}\"` if it does not change the result"
+            ),
+        );
+    }
+    for skip in &args.skip {
+        if !scope.params.iter().any(|p| bare(&p.ident) == skip.value) {
+            errors.at(
+                skip.span,
+                format!(
+                    "`skip` names `{}`, which is no argument of this function",
+                    skip.value
+                ),
+            );
+        }
+    }
+}
+
+/// Whether a type, by its name, is one that selects data: the types `KeyPart` covers (through
+/// references, `Option`, `Vec`, slices and smart pointers).
+fn identifies_data(ty: &Type) -> bool {
+    const DATA: [&str; 27] = [
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "u128",
+        "usize",
+        "i8",
+        "i16",
+        "i32",
+        "i64",
+        "i128",
+        "isize",
+        "bool",
+        "char",
+        "str",
+        "String",
+        "Uuid",
+        "NaiveDate",
+        "NaiveDateTime",
+        "NaiveTime",
+        "DateTime",
+        "Date",
+        "PrimitiveDateTime",
+        "Time",
+        "OffsetDateTime",
+        "Cow",
+        "Ulid",
+    ];
+    const WRAPPERS: [&str; 5] = ["Option", "Vec", "Box", "Rc", "Arc"];
+    match ty {
+        Type::Reference(r) => identifies_data(&r.elem),
+        Type::Slice(s) => identifies_data(&s.elem),
+        Type::Paren(p) => identifies_data(&p.elem),
+        Type::Path(p) => {
+            let Some(last) = p.path.segments.last() else {
+                return false;
+            };
+            let name = last.ident.to_string();
+            if DATA.contains(&name.as_str()) {
+                return true;
+            }
+            let syn::PathArguments::AngleBracketed(inner) = &last.arguments else {
+                return false;
+            };
+            WRAPPERS.contains(&name.as_str())
+                && inner
+                    .args
+                    .iter()
+                    .any(|a| matches!(a, syn::GenericArgument::Type(t) if identifies_data(t)))
+        }
+        _ => false,
+    }
 }
 
 /// Marks the parameters an expression mentions (the `cache` expression may use them, so the

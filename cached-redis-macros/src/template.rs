@@ -1,13 +1,17 @@
-//! The `key` template: text with `<arg>` or `<arg.field.field>` placeholders.
+//! The `key` template: text with `<arg>`, `<arg.field.field>` or `<arg.method()>` placeholders,
+//! any of them with `:display` to render through `Display`.
 
 /// One piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Segment {
     Text(String),
-    /// `<root.path.to.field>`: `root` names a parameter (or `self`).
+    /// `<root.path.to.field>`: `root` names a parameter (or `self`, or a type parameter),
+    /// without `r#`; a field ending in `()` is a method call with no arguments.
     Placeholder {
         root: String,
         fields: Vec<String>,
+        /// `:display`: rendered through `Display` instead of `KeyPart`.
+        display: bool,
     },
 }
 
@@ -63,26 +67,38 @@ fn push_text(segments: &mut Vec<Segment>, text: &str, template: &str) -> Result<
 }
 
 fn placeholder(inner: &str, template: &str) -> Result<Segment, String> {
-    let mut parts = inner.split('.').map(str::trim);
+    let (path, display) = match inner.rsplit_once(':') {
+        Some((path, "display")) => (path, true),
+        Some((_, format)) => {
+            return Err(format!(
+                "`<{inner}>` in key template `{template}`: `:{format}` is not a format; `<{}:display>` renders a value through `Display`",
+                inner.split(':').next().unwrap_or_default()
+            ));
+        }
+        None => (inner, false),
+    };
+    let mut parts = path.split('.').map(str::trim);
     let root = parts.next().unwrap_or_default();
+    let root = root.strip_prefix("r#").unwrap_or(root);
     let fields: Vec<&str> = parts.collect();
     let valid = |s: &str| {
+        let s = s.strip_prefix("r#").unwrap_or(s);
         let mut chars = s.chars();
         chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
             && chars.all(|c| c == '_' || c.is_alphanumeric())
     };
-    if !valid(root)
-        || !fields
-            .iter()
-            .all(|f| valid(f) || f.parse::<usize>().is_ok())
-    {
+    let valid_field = |f: &&str| {
+        valid(f) || f.parse::<usize>().is_ok() || f.strip_suffix("()").is_some_and(valid)
+    };
+    if !valid(root) || !fields.iter().all(valid_field) {
         return Err(format!(
-            "`<{inner}>` in key template `{template}` is not an argument name or a field path like `<user.id>`"
+            "`<{inner}>` in key template `{template}` is not an argument name, a field path like `<user.id>` or a method call like `<email.to_lowercase()>`"
         ));
     }
     Ok(Segment::Placeholder {
         root: root.to_owned(),
         fields: fields.into_iter().map(str::to_owned).collect(),
+        display,
     })
 }
 
@@ -114,11 +130,18 @@ fn check_separated(segments: &[Segment]) -> Result<(), String> {
 pub(crate) fn show(segment: &Segment) -> String {
     match segment {
         Segment::Text(text) => text.clone(),
-        Segment::Placeholder { root, fields } => {
+        Segment::Placeholder {
+            root,
+            fields,
+            display,
+        } => {
             let mut s = format!("<{root}");
             for f in fields {
                 s.push('.');
                 s.push_str(f);
+            }
+            if *display {
+                s.push_str(":display");
             }
             s.push('>');
             s
@@ -137,6 +160,7 @@ mod tests {
         Segment::Placeholder {
             root: root.to_owned(),
             fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+            display: false,
         }
     }
 
@@ -151,6 +175,15 @@ mod tests {
             [ph("user", &["id"]), text(":"), ph("self", &["tenant"])]
         );
         assert_eq!(parse("<pair.0>").unwrap(), [ph("pair", &["0"])]);
+        assert_eq!(parse("<r#type>").unwrap(), [ph("type", &[])]);
+        assert_eq!(
+            parse("<email.to_lowercase()>").unwrap(),
+            [ph("email", &["to_lowercase()"])]
+        );
+        let Segment::Placeholder { display, .. } = &parse("<day:display>").unwrap()[0] else {
+            panic!()
+        };
+        assert!(display);
         assert_eq!(parse("static").unwrap(), [text("static")]);
     }
 
@@ -164,6 +197,8 @@ mod tests {
             ("user:<>", "not an argument name"),
             ("user:<1x>", "not an argument name"),
             ("user:<a.>", "not an argument name"),
+            ("user:<a.b(1)>", "not an argument name"),
+            ("user:<a:debug>", "`:debug` is not a format"),
             ("<a><b>", "separated by `:`"),
             ("<a>-<b>", "separated by `:`"),
             ("user:{<id>}", "`{` is not allowed"),

@@ -159,6 +159,26 @@ impl KeyBuilder {
         self
     }
 
+    /// Appends a value through its `Display`, escaped like any part: the `<day:display>` form
+    /// of a template, for a type with no `KeyPart`. Its `Display` must write distinct text for
+    /// distinct values, or they share an entry.
+    ///
+    /// ```
+    /// use cached_redis::Key;
+    ///
+    /// let key = Key::builder().text("ip:").display(&std::net::Ipv4Addr::LOCALHOST).build();
+    /// assert_eq!(key.as_str(), "ip:127.0.0.1");
+    /// ```
+    pub fn display<T: fmt::Display + ?Sized>(mut self, value: &T) -> Self {
+        if self.after_part {
+            self.out.0.push(':');
+        }
+        use fmt::Write as _;
+        let _ = write!(self.out, "{value}");
+        self.after_part = true;
+        self
+    }
+
     /// Finishes the key, hashing it if it is longer than [`MAX_KEY_LEN`].
     pub fn build(self) -> Key {
         Key(shorten(self.out.0))
@@ -227,7 +247,7 @@ impl fmt::Write for KeyWriter {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used in a cache key",
     label = "this argument is part of the key",
-    note = "for `uuid::Uuid` and `chrono`'s or `time`'s dates and times (listed in `KeyPart`'s docs), enable cached-redis's feature of that name; for a type of your own, implement `cached_redis::KeyPart`; for another crate's type, wrap it in a newtype of yours and implement `KeyPart` for that; or leave the argument out of the `key` template"
+    note = "for `uuid::Uuid` and `chrono`'s or `time`'s dates and times (listed in `KeyPart`'s docs), enable cached-redis's feature of that name; for a type with an injective `Display`, write `<arg:display>` in the template; for a type of your own, implement `cached_redis::KeyPart`; to key by a computed value, write a method call (`<email.to_lowercase()>`); or leave the argument out of the `key` template with `skip = \"arg\"`"
 )]
 pub trait KeyPart {
     /// Writes this value's key text.
@@ -333,6 +353,48 @@ impl<T: KeyPart> KeyPart for Option<T> {
         }
     }
     const IS_OPTION: bool = true;
+}
+
+/// A list is its elements' key text joined by `,`, each element's text escaped again (`\` and
+/// `,` preceded by `\`, so nested lists and elements holding `,` stay apart), and `\e` when
+/// empty: `ids:1,2,3`.
+impl<T: KeyPart> KeyPart for [T] {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        if self.is_empty() {
+            out.write_marker('e');
+            return;
+        }
+        for (i, element) in self.iter().enumerate() {
+            if i > 0 {
+                out.0.push(',');
+            }
+            let mut text = KeyWriter(String::new());
+            element.write_key_part(&mut text);
+            for c in text.0.chars() {
+                if matches!(c, '\\' | ',') {
+                    out.0.push('\\');
+                }
+                out.0.push(c);
+            }
+        }
+    }
+    // A one-element list of options writes what its element does: an `Option` of the list
+    // marks its `Some` as it does for a nested `Option`.
+    const IS_OPTION: bool = T::IS_OPTION;
+}
+
+impl<T: KeyPart> KeyPart for Vec<T> {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        self.as_slice().write_key_part(out);
+    }
+    const IS_OPTION: bool = T::IS_OPTION;
+}
+
+impl<T: KeyPart, const N: usize> KeyPart for [T; N] {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        self.as_slice().write_key_part(out);
+    }
+    const IS_OPTION: bool = T::IS_OPTION;
 }
 
 #[cfg(test)]
@@ -462,5 +524,24 @@ mod tests {
         let n = |v: Option<Option<u8>>| Key::builder().part(&v).build();
         assert_ne!(n(None), n(Some(None)));
         assert_ne!(n(Some(Some(1))), n(Some(None)));
+    }
+
+    #[test]
+    fn lists_are_injective_nested_and_with_separators_inside() {
+        let render = |v: &dyn Fn(&mut KeyWriter)| {
+            let mut out = KeyWriter(String::new());
+            v(&mut out);
+            out.0
+        };
+        let strings = |v: &[&str]| render(&|o| v.to_vec().write_key_part(o));
+        assert_eq!(strings(&["a", "b"]), "a,b");
+        assert_ne!(strings(&["a,b"]), strings(&["a", "b"]));
+        assert_ne!(strings(&[]), strings(&[""]));
+        let nested = |v: Vec<Vec<u8>>| render(&|o| v.write_key_part(o));
+        assert_ne!(nested(vec![]), nested(vec![vec![]]));
+        assert_ne!(nested(vec![vec![1, 2]]), nested(vec![vec![1], vec![2]]));
+        let options = |v: Option<Vec<Option<u8>>>| render(&|o| v.write_key_part(o));
+        assert_ne!(options(None), options(Some(vec![None])));
+        assert_ne!(options(Some(vec![])), options(Some(vec![None])));
     }
 }

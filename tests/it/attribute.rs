@@ -484,3 +484,66 @@ async fn a_mut_self_method_is_cached() {
     assert_eq!(tally.loads, 1, "the second call is a hit");
     assert!(tally.invalidate_get(3).await.unwrap());
 }
+
+static FORMS_LOADS: AtomicU32 = AtomicU32::new(0);
+
+/// Computed parts, lists, `:display`, a raw-named argument and a type parameter.
+#[redis_cached(
+    key = "forms:<email.to_lowercase()>:<ids>:<addr:display>:<type>:<T>",
+    ttl = "60s",
+    cache = cache
+)]
+async fn forms<T: Default + Serialize + serde::de::DeserializeOwned>(
+    cache: &Cache,
+    email: &str,
+    ids: &[u32],
+    addr: std::net::Ipv4Addr,
+    r#type: &str,
+) -> Result<T, String> {
+    FORMS_LOADS.fetch_add(1, Ordering::SeqCst);
+    let _ = (email, ids, addr, r#type);
+    Ok(T::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn computed_parts_lists_display_raw_names_and_type_parameters_render_readably() {
+    let server = RedisServer::start();
+    let cache = server.cache("forms").await;
+    let localhost = std::net::Ipv4Addr::LOCALHOST;
+    forms::<u32>(&cache, "Ada@Example.com", &[1, 2], localhost, "a:b")
+        .await
+        .unwrap();
+    forms::<u32>(&cache, "ada@example.com", &[1, 2], localhost, "a:b")
+        .await
+        .unwrap();
+    assert_eq!(
+        FORMS_LOADS.load(Ordering::SeqCst),
+        1,
+        "one email, whatever its case"
+    );
+    forms::<String>(&cache, "ada@example.com", &[1, 2], localhost, "a:b")
+        .await
+        .unwrap();
+    forms::<u32>(&cache, "ada@example.com", &[12], localhost, "a:b")
+        .await
+        .unwrap();
+    forms::<u32>(&cache, "ada@example.com", &[], localhost, "a:b")
+        .await
+        .unwrap();
+    assert_eq!(
+        FORMS_LOADS.load(Ordering::SeqCst),
+        4,
+        "other types and lists load"
+    );
+    let mut keys = scan(&server, "forms:*").await;
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            r"forms:{forms:ada@example.com:1,2:127.0.0.1:a\:b:alloc\:\:string\:\:String}",
+            r"forms:{forms:ada@example.com:1,2:127.0.0.1:a\:b:u32}",
+            r"forms:{forms:ada@example.com:12:127.0.0.1:a\:b:u32}",
+            r"forms:{forms:ada@example.com:\e:127.0.0.1:a\:b:u32}",
+        ]
+    );
+}

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 static GATE: Notify = Notify::const_new();
 
-#[redis_cached(key = "obs:<id>", ttl = "60s", cache = cache)]
+#[redis_cached(key = "obs:<id>", ttl = "60s", cache = cache, skip = "wait")]
 async fn observed(cache: &Cache, id: u32, wait: bool) -> Result<u32, String> {
     if wait {
         GATE.notified().await;

@@ -14,7 +14,7 @@ use cached_redis::{Cache, redis_cached};
 static CACHE: OnceLock<Cache> = OnceLock::new();
 static LOADS: AtomicU64 = AtomicU64::new(0);
 
-#[redis_cached(key = "shared:<id>", ttl = "60s", cache = CACHE.get().expect("cache is set"))]
+#[redis_cached(key = "shared:<id>", ttl = "60s", cache = CACHE.get().expect("cache is set"), skip = "loader_ms")]
 async fn slow_value(id: u64, loader_ms: u64) -> Result<String, String> {
     LOADS.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(loader_ms)).await;
