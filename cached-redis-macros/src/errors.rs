@@ -18,6 +18,11 @@ impl Errors {
         self.push(syn::Error::new(span, message));
     }
 
+    /// Whether nothing was recorded yet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// `Ok(value)` when nothing was recorded, else every recorded error.
     pub(crate) fn finish<T>(self, value: T) -> syn::Result<T> {
         match self.0 {

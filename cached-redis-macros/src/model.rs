@@ -122,7 +122,11 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
     let (key, in_key) = resolve(&segments, key_span, &scope, errors);
     if args.key.is_some() {
         check_type_params_named(&key, &ret, &scope, key_span, errors);
-        check_unkeyed(&scope, &in_key, &in_cache_expr, &args, errors);
+        // Only once the rest is right: with a misspelt placeholder, the argument it meant
+        // would be reported as left out too.
+        if errors.is_empty() {
+            check_unkeyed(&scope, &in_key, &in_cache_expr, &args, errors);
+        }
     }
     let pick = |wanted: &dyn Fn(usize) -> bool| -> Vec<Param> {
         let picked = params.iter().enumerate().filter(|(i, _)| wanted(*i));
