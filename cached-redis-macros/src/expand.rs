@@ -130,7 +130,7 @@ fn cached_fn(model: &Model, block: &TokenStream) -> TokenStream {
     let ret = &model.ret;
     let policy = policy(model);
     let key = local("__cached_redis_key");
-    let render = render_key(model, None);
+    let render = render_key(model, None, false);
     let (cache_binding, cache) = cache_binding(model, model.mut_receiver);
     let ret_span = ret.span();
     let mode = quote_spanned!(ret_span=>
@@ -176,7 +176,7 @@ fn invalidate_fn(model: &Model, bodies: &Bodies) -> TokenStream {
         Bodies::Stub => stub(),
         Bodies::Real => {
             let key = local("__cached_redis_key");
-            let render = render_key(model, Some(&helper));
+            let render = render_key(model, Some(&helper), false);
             let (cache_binding, cache) = cache_binding(model, false);
             quote! {
                 let #key = #render;
@@ -212,7 +212,7 @@ fn update_fn(model: &Model, bodies: &Bodies) -> TokenStream {
         Bodies::Stub => stub(),
         Bodies::Real => {
             let key = local("__cached_redis_key");
-            let render = render_key(model, Some(&helper));
+            let render = render_key(model, Some(&helper), true);
             let (cache_binding, cache) = cache_binding(model, false);
             quote! {
                 let #key = #render;
@@ -241,7 +241,7 @@ fn key_fn(model: &Model, bodies: &Bodies) -> TokenStream {
     );
     let body = match bodies {
         Bodies::Stub => stub(),
-        Bodies::Real => render_key(model, Some(&helper)),
+        Bodies::Real => render_key(model, Some(&helper), false),
     };
     helper_fn(
         model,
@@ -251,6 +251,16 @@ fn key_fn(model: &Model, bodies: &Bodies) -> TokenStream {
         quote!(::cached_redis::Key),
         body,
     )
+}
+
+/// How many generic arguments the cached function's path shows: its type and const
+/// parameters (lifetimes are erased).
+fn own_generic_count(model: &Model) -> usize {
+    let params = &model.item.sig.generics.params;
+    params
+        .iter()
+        .filter(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
+        .count()
 }
 
 /// How a generated helper is declared.
@@ -357,12 +367,21 @@ fn policy(model: &Model) -> TokenStream {
 
 /// The key builder chain. Each value is spanned at its parameter, so a type that cannot be
 /// rendered is reported there. `helper` names the generated helper the chain is rendered in,
-/// when it is not the cached function itself (a derived key names the cached function).
-fn render_key(model: &Model, helper: Option<&Ident>) -> TokenStream {
+/// when it is not the cached function itself (a derived key names the cached function);
+/// `within_update`: that helper is `update_*`, with generic parameters of its own.
+fn render_key(model: &Model, helper: Option<&Ident>, within_update: bool) -> TokenStream {
     let path = model.derived.then(|| {
         let here = quote!(&|| {});
         match helper {
             None => quote!(.text(::cached_redis::__private::function_path(#here))),
+            // `update_*` has two type parameters of its own (the value and the closure),
+            // which its path shows after the function's own.
+            Some(helper) if within_update => {
+                let helper = helper.to_string();
+                let name = unraw(&model.item.sig.ident);
+                let own = own_generic_count(model);
+                quote!(.text(&::cached_redis::__private::update_function_path(#here, #helper, #name, #own)))
+            }
             Some(helper) => {
                 let helper = helper.to_string();
                 let name = unraw(&model.item.sig.ident);

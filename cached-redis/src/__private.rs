@@ -215,6 +215,56 @@ pub fn helper_function_path<F>(here: &F, helper: &str, function: &str) -> String
     }
 }
 
+/// [`helper_function_path`] from inside `update_*`, whose path shows two generic arguments
+/// of its own: the value's type, right after the function's `own` arguments, and the closure's
+/// type, last (an `impl Trait` argument's type follows the explicit ones). Both are dropped.
+pub fn update_function_path<F>(here: &F, helper: &str, function: &str, own: usize) -> String {
+    let path = function_path(here);
+    let marker = format!("::{helper}");
+    let Some(at) = path.rfind(&marker) else {
+        return path.to_owned();
+    };
+    let head = &path[..at];
+    let rest = &path[at + marker.len()..];
+    let Some((mut args, after)) = rest.strip_prefix('<').and_then(generic_arguments) else {
+        return format!("{head}::{function}{rest}");
+    };
+    args.pop();
+    if own < args.len() {
+        args.remove(own);
+    }
+    if args.is_empty() {
+        format!("{head}::{function}{after}")
+    } else {
+        format!("{head}::{function}<{}>{after}", args.join(", "))
+    }
+}
+
+/// The top-level arguments of a generic list (after its `<`) and what follows its `>`.
+fn generic_arguments(list: &str) -> Option<(Vec<&str>, &str)> {
+    let (mut depth, mut start, mut previous) = (0usize, 0, ' ');
+    let mut args = Vec::new();
+    for (i, c) in list.char_indices() {
+        match c {
+            '<' | '(' | '[' => depth += 1,
+            // `->` of a function type is no bracket.
+            '>' if previous == '-' => {}
+            '>' | ')' | ']' if depth > 0 => depth -= 1,
+            '>' => {
+                args.push(list[start..i].trim());
+                return Some((args, &list[i + 1..]));
+            }
+            ',' if depth == 0 => {
+                args.push(list[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        previous = c;
+    }
+    None
+}
+
 /// A return type `none_ttl` applies to: `Option<T>`, or `Result<Option<T>, E>` (through any
 /// alias).
 #[diagnostic::on_unimplemented(
@@ -264,5 +314,22 @@ fn warn_not_configured(function: &'static str) {
             function,
             "no cache configured (call cached_redis::set_global at start-up or pass `cache = ...`): running uncached"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::generic_arguments;
+
+    #[test]
+    fn generic_lists_split_at_their_top_level() {
+        let (args, after) =
+            generic_arguments("u8, fn(u8) -> u8, Vec<(u8, [u8; 2])>, x::{{closure}}>::y").unwrap();
+        assert_eq!(
+            args,
+            ["u8", "fn(u8) -> u8", "Vec<(u8, [u8; 2])>", "x::{{closure}}"]
+        );
+        assert_eq!(after, "::y");
+        assert!(generic_arguments("u8, v").is_none());
     }
 }

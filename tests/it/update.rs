@@ -317,3 +317,65 @@ async fn with_redis_down_an_update_says_so() {
     assert!(result.is_err(), "{result:?}");
     assert_no_state_left(&cache).await;
 }
+
+/// A derived key (no `key = ...`), free and as a method: `update_*` must find the entry the
+/// function stored, though the helper has type parameters of its own.
+#[redis_cached(ttl = "60s", cache = cache)]
+async fn derived_product(cache: &Cache, id: u32) -> Result<Product, String> {
+    Ok(Product { id, stock: 1 })
+}
+
+struct Shop {
+    cache: Cache,
+}
+
+impl Shop {
+    #[redis_cached(ttl = "60s", cache = &self.cache)]
+    async fn item(&self, id: u32) -> Result<Product, String> {
+        Ok(Product { id, stock: 1 })
+    }
+}
+
+/// A generic one: its path holds its type argument (`generic_product<u32>`).
+#[redis_cached(ttl = "60s", cache = cache)]
+async fn generic_product<I: cached_redis::KeyPart + Into<u64> + Copy>(
+    cache: &Cache,
+    id: I,
+) -> Result<Product, String> {
+    Ok(Product {
+        id: id.into() as u32,
+        stock: 1,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_finds_entries_under_derived_keys() {
+    let server = RedisServer::start();
+    let cache = server.cache("update-derived").await;
+    derived_product(&cache, 1).await.unwrap();
+    assert!(
+        update_derived_product(&cache, 1, |p| p.stock = 5)
+            .await
+            .unwrap()
+    );
+    assert_eq!(derived_product(&cache, 1).await.unwrap().stock, 5);
+    let shop = Shop {
+        cache: cache.clone(),
+    };
+    shop.item(2).await.unwrap();
+    assert!(shop.update_item(2, |p| p.stock = 7).await.unwrap());
+    assert_eq!(shop.item(2).await.unwrap().stock, 7);
+    generic_product(&cache, 3u32).await.unwrap();
+    assert!(
+        update_generic_product(&cache, 3u32, |p| p.stock = 9)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !update_generic_product(&cache, 3u16, |p| p.stock = 9)
+            .await
+            .unwrap(),
+        "another instance"
+    );
+    assert_eq!(generic_product(&cache, 3u32).await.unwrap().stock, 9);
+}
