@@ -31,7 +31,10 @@ struct Turn<'a> {
 }
 
 impl UpdateQueue {
-    async fn turn(&self, key: &str) -> Turn<'_> {
+    /// This update's turn on `key`, waiting at most `bound` for it: past that the update goes
+    /// ahead without it (the compare-and-set keeps it correct; the queue only spares rounds),
+    /// so a slow Redis cannot make the k-th queued update wait k times its deadline.
+    async fn turn(&self, key: &str, bound: Duration) -> Turn<'_> {
         let mutex = {
             let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(turns.entry(key.to_owned()).or_default())
@@ -42,7 +45,7 @@ impl UpdateQueue {
             held: None,
         };
         // Cancelled while waiting, `turn` is dropped all the same and cleans up.
-        turn.held = Some(mutex.lock_owned().await);
+        turn.held = tokio::time::timeout(bound, mutex.lock_owned()).await.ok();
         turn
     }
 
@@ -90,10 +93,20 @@ impl Cache {
     /// means Redis could not be told: the entry may miss the change until its TTL. `V` is the
     /// stored type: `T` for a `Result<T, E>` function, `Option<T>` for an `Option<T>` one.
     ///
+    /// Set what your write committed rather than apply a delta (a load after the write
+    /// already has it), and where writers race, keep the newer by a version (see the README).
+    ///
     /// ```no_run
     /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
     /// let key = cached_redis::Key::builder().text("stock:").part(&42u64).build();
-    /// let changed = cache.update(&key, |stock: &mut u32| *stock -= 1).await?;
+    /// let (committed, version) = (19_i64, 7_u64); // UPDATE ... RETURNING stock, version
+    /// let changed = cache
+    ///     .update(&key, |(stock, v): &mut (i64, u64)| {
+    ///         if *v < version {
+    ///             (*stock, *v) = (committed, version);
+    ///         }
+    ///     })
+    ///     .await?;
     /// # Ok(()) }
     /// ```
     pub async fn update<V: CacheValue>(
@@ -119,10 +132,17 @@ impl Cache {
             return Ok(false);
         }
         let keys = EntryKeys::new(&self.inner.namespace, key);
-        let _turn = self.inner.updates.turn(&keys.value).await;
+        let bound = self.inner.guard.op_timeout();
+        let _turn = self.inner.updates.turn(&keys.value, bound).await;
         let mut origin = None;
         for attempt in 0..ATTEMPTS {
-            match self.round(&keys, &mut origin, &mut change).await? {
+            let round = match self.round(&keys, &mut origin, &mut change).await {
+                // Refused writes (OOM under `noeviction`, say) still allow a `DEL`: remove
+                // the entry rather than leave it missing the change.
+                Err(error) if crate::guard::refuses_writes(&error) => Round::Remove,
+                round => round?,
+            };
+            match round {
                 Round::Updated => return Ok(true),
                 Round::Replaced => return Ok(false),
                 Round::Remove => return self.invalidate(key).await.map(|_| false),
@@ -156,7 +176,10 @@ impl Cache {
         if *origin.get_or_insert(found) != found {
             return Ok(Round::Replaced);
         }
-        if !change(&mut value) {
+        // A cached `None` (an `Option`'s, a `Result<Option<T>, E>`'s `Ok(None)`) has nothing
+        // to change and may be stale after the write; a change that leaves `None` would store
+        // one for the entry's full TTL, whatever the function's `none_ttl`.
+        if !is_value(&value) || !change(&mut value) || !is_value(&value) {
             return Ok(Round::Remove);
         }
         let replacement = match codec::encode_from(&value, found) {
@@ -207,8 +230,35 @@ impl Cache {
     }
 }
 
+/// Whether a value is one an update may keep: not a `None` or `Some(None)`.
+fn is_value<V: CacheValue>(value: &V) -> bool {
+    matches!(
+        crate::none_probe::shape(value),
+        crate::none_probe::Shape::Value
+    )
+}
+
 /// A short random pause before the next round, longer after each conflict.
 async fn back_off(attempt: u32) {
     let bound = 1_000u64 << attempt.min(6);
     tokio::time::sleep(Duration::from_micros(crate::random::below(bound))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An update waits for its turn at most its bound, then goes ahead without it.
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_is_waited_for_at_most_its_bound() {
+        let queue = UpdateQueue::default();
+        let first = queue.turn("k", Duration::from_secs(1)).await;
+        assert!(first.held.is_some());
+        let started = tokio::time::Instant::now();
+        let second = queue.turn("k", Duration::from_millis(100)).await;
+        assert!(second.held.is_none(), "went ahead without the turn");
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        drop((first, second));
+        assert_eq!(queue.len(), 0, "the queue forgets the entry");
+    }
 }

@@ -379,3 +379,64 @@ async fn an_update_finds_entries_under_derived_keys() {
     );
     assert_eq!(generic_product(&cache, 3u32).await.unwrap().stock, 9);
 }
+
+#[redis_cached(key = "found:<id>", ttl = "60s", none_ttl = "60s", cache = cache)]
+async fn find(cache: &Cache, id: u32) -> Result<Option<Product>, String> {
+    Ok((id != 0).then_some(Product { id, stock: 1 }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_ok_none_is_removed_and_a_change_to_none_is_not_stored() {
+    let server = RedisServer::start();
+    let cache = server.cache("update-found").await;
+    let mut conn = server.conn().await;
+    assert_eq!(find(&cache, 0).await, Ok(None));
+    let none_key = cache.redis_key(&find_key(0));
+    assert!(
+        get_raw(&mut conn, &none_key).await.is_some(),
+        "Ok(None) is cached"
+    );
+    let changed = update_find(&cache, 0, |_| panic!("a None has nothing to change")).await;
+    assert_eq!(changed.unwrap(), false);
+    assert_eq!(
+        get_raw(&mut conn, &none_key).await,
+        None,
+        "removed: it may be stale"
+    );
+
+    find(&cache, 1).await.unwrap();
+    assert!(!update_find(&cache, 1, |p| *p = None).await.unwrap());
+    let key = cache.redis_key(&find_key(1));
+    assert_eq!(
+        get_raw(&mut conn, &key).await,
+        None,
+        "a change to None removes the entry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_writes_refused_an_update_removes_the_entry() {
+    let server = RedisServer::start();
+    let cache = server.cache("update-oom").await;
+    let db = Db::default();
+    product(&cache, &db, 11).await.unwrap();
+    let mut conn = server.conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let changed = update_product(&cache, 11, |p| p.stock += 1).await;
+    assert_eq!(
+        changed.unwrap(),
+        false,
+        "the SET is refused, the DEL is not"
+    );
+    assert_eq!(
+        cached_stock(&server, &cache, 11).await,
+        None,
+        "no entry misses the change"
+    );
+}

@@ -80,11 +80,15 @@ return n
 
 /// Replaces the value with ARGV[2] only if it still holds the bytes ARGV[1] an update read,
 /// keeping its remaining TTL (`PTTL`, then `SET PX`: `KEEPTTL` needs Redis 6). Never creates an
-/// entry. Returns 1 when replaced.
+/// entry. Returns 1 when replaced, and when the value already is ARGV[2]: a run sent again
+/// after its reply was lost must not look like a conflict, or the change would be applied
+/// twice.
 static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| Script::new(COMPARE_AND_SET_SOURCE));
 
 const COMPARE_AND_SET_SOURCE: &str = r"
-if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local v = redis.pcall('GET', KEYS[1])
+if v == ARGV[2] then return 1 end
+if v ~= ARGV[1] then return 0 end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
@@ -324,5 +328,41 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(other, Acquire::HeldFor { .. }), "{other:?}");
+    }
+
+    /// A compare-and-set sent again after its reply was lost finds its own result, and says
+    /// it succeeded: a conflict would run the change a second time.
+    #[tokio::test]
+    async fn a_repeated_compare_and_set_succeeds_once_applied() {
+        let server = Server::start();
+        let mut conn = server.conn().await;
+        let keys = EntryKeys::new("t", &Key::raw("k"));
+        let absent = compare_and_set(&mut conn, &keys, b"old", b"new")
+            .await
+            .unwrap();
+        assert!(!absent, "never creates an entry");
+        let _: () = redis::cmd("SET")
+            .arg(&keys.value)
+            .arg("old")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            compare_and_set(&mut conn, &keys, b"old", b"new")
+                .await
+                .unwrap()
+        );
+        assert!(
+            compare_and_set(&mut conn, &keys, b"old", b"new")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !compare_and_set(&mut conn, &keys, b"old", b"newer")
+                .await
+                .unwrap()
+        );
     }
 }

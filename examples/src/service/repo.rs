@@ -22,6 +22,8 @@ pub struct Product {
     pub featured: bool,
     /// Units in stock.
     pub stock: i64,
+    /// Bumped by every write: an update of the cached product keeps the newer of two.
+    pub version: i64,
 }
 
 /// What can go wrong reading or writing products.
@@ -105,7 +107,7 @@ impl ProductRepo {
     pub async fn get_product(&self, id: i64) -> Result<Product, RepoError> {
         let started = Instant::now();
         let row = sqlx::query(
-            "SELECT id, name, price_cents, featured, stock FROM products WHERE id = $1",
+            "SELECT id, name, price_cents, featured, stock, version FROM products WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -123,7 +125,7 @@ impl ProductRepo {
     pub async fn list_featured(&self) -> Result<Vec<Product>, RepoError> {
         let started = Instant::now();
         let rows = sqlx::query(
-            "SELECT id, name, price_cents, featured, stock FROM products WHERE featured = $1 ORDER BY id",
+            "SELECT id, name, price_cents, featured, stock, version FROM products WHERE featured = $1 ORDER BY id",
         )
         .bind(1_i64)
         .fetch_all(&self.pool)
@@ -136,10 +138,11 @@ impl ProductRepo {
     /// them, not this function).
     pub async fn list_all(&self) -> Result<Vec<Product>, RepoError> {
         let started = Instant::now();
-        let rows =
-            sqlx::query("SELECT id, name, price_cents, featured, stock FROM products ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, price_cents, featured, stock, version FROM products ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         self.note_db_read(started);
         Ok(rows.iter().map(product).collect::<Result<_, _>>()?)
     }
@@ -153,11 +156,13 @@ impl ProductRepo {
         id: i64,
         price_cents: i64,
     ) -> Result<(Product, CacheWrite), RepoError> {
-        let updated = sqlx::query("UPDATE products SET price_cents = $1 WHERE id = $2")
-            .bind(price_cents)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let updated = sqlx::query(
+            "UPDATE products SET price_cents = $1, version = version + 1 WHERE id = $2",
+        )
+        .bind(price_cents)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         if updated.rows_affected() == 0 {
             return Err(RepoError::NotFound);
         }
@@ -182,23 +187,30 @@ impl ProductRepo {
         id: i64,
         delta: i64,
     ) -> Result<(Product, CacheWrite), RepoError> {
-        let stock: Option<i64> = sqlx::query_scalar(
-            "UPDATE products SET stock = stock + $1 WHERE id = $2 AND stock + $1 >= 0 RETURNING stock",
+        let committed = sqlx::query(
+            "UPDATE products SET stock = stock + $1, version = version + 1 WHERE id = $2 AND stock + $1 >= 0 RETURNING stock, version",
         )
         .bind(delta)
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(stock) = stock else {
+        let Some(row) = committed else {
             // Nothing written: no such product, or not enough stock.
             return Err(match self.get_product(id).await {
                 Ok(_) => RepoError::OutOfStock,
                 Err(e) => e,
             });
         };
-        // The value the write committed, not `+= delta`: a load that ran after the write
-        // already has it, and setting it again is harmless where adding it again is not.
-        let updated = self.update_get_product(id, |p| p.stock = stock).await;
+        let (stock, version): (i64, i64) = (row.try_get("stock")?, row.try_get("version")?);
+        // The values the write committed, not `+= delta`: a load that ran after the write
+        // already has them, and setting them again is harmless where adding again is not. The
+        // version keeps the newer of two sales whose updates land out of order.
+        let change = |p: &mut Product| {
+            if p.version < version {
+                (p.stock, p.version) = (stock, version);
+            }
+        };
+        let updated = self.update_get_product(id, change).await;
         if let Err(e) = &updated {
             tracing::warn!(error = %e, id, "could not update the cached product");
         }
@@ -217,25 +229,26 @@ fn product(row: &sqlx::any::AnyRow) -> Result<Product, sqlx::Error> {
         price_cents: row.try_get("price_cents")?,
         featured: row.try_get::<i64, _>("featured")? != 0,
         stock: row.try_get("stock")?,
+        version: row.try_get("version")?,
     })
 }
 
 /// Creates the table and seeds it when empty.
 pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "CREATE TABLE IF NOT EXISTS products (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price_cents BIGINT NOT NULL, featured INTEGER NOT NULL, stock BIGINT NOT NULL DEFAULT 20)",
+        "CREATE TABLE IF NOT EXISTS products (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price_cents BIGINT NOT NULL, featured INTEGER NOT NULL, stock BIGINT NOT NULL DEFAULT 20, version BIGINT NOT NULL DEFAULT 1)",
     )
     .execute(pool)
     .await?;
-    // A database created before products had a stock gets the column.
-    if sqlx::query("SELECT stock FROM products LIMIT 1")
-        .fetch_optional(pool)
-        .await
-        .is_err()
-    {
-        sqlx::query("ALTER TABLE products ADD COLUMN stock BIGINT NOT NULL DEFAULT 20")
-            .execute(pool)
-            .await?;
+    // A database created before products had these columns gets them.
+    for (column, default) in [("stock", 20), ("version", 1)] {
+        let probe = format!("SELECT {column} FROM products LIMIT 1");
+        if sqlx::query(&probe).fetch_optional(pool).await.is_err() {
+            let add = format!(
+                "ALTER TABLE products ADD COLUMN {column} BIGINT NOT NULL DEFAULT {default}"
+            );
+            sqlx::query(&add).execute(pool).await?;
+        }
     }
     let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM products")
         .fetch_one(pool)
