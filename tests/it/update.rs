@@ -397,7 +397,7 @@ async fn a_cached_ok_none_is_removed_and_a_change_to_none_is_not_stored() {
         "Ok(None) is cached"
     );
     let changed = update_find(&cache, 0, |_| panic!("a None has nothing to change")).await;
-    assert_eq!(changed.unwrap(), false);
+    assert!(!changed.unwrap());
     assert_eq!(
         get_raw(&mut conn, &none_key).await,
         None,
@@ -429,11 +429,7 @@ async fn with_writes_refused_an_update_removes_the_entry() {
         .await
         .unwrap();
     let changed = update_product(&cache, 11, |p| p.stock += 1).await;
-    assert_eq!(
-        changed.unwrap(),
-        false,
-        "the SET is refused, the DEL is not"
-    );
+    assert!(!changed.unwrap(), "the SET is refused, the DEL is not");
     assert_eq!(
         cached_stock(&server, &cache, 11).await,
         None,
