@@ -54,6 +54,7 @@ fn app_with(layer: CacheLayer, handlers: &Shared) -> Router {
         .route("/big", get(big))
         .route("/short", get(short_lived))
         .route("/me", get(me))
+        .route("/stream", get(streaming))
         .layer(layer)
         .with_state(handlers.clone())
 }
@@ -426,4 +427,111 @@ async fn with_redis_down_the_handler_answers() {
         assert_eq!(body, format!(r#"{{"run":{run},"query":""}}"#));
     }
     assert!(cache.stats().fallbacks >= 1, "{:?}", cache.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_has_its_own_entries() {
+    let server = RedisServer::start();
+    let cache = server.cache("http-hosts").await;
+    let handlers = Shared::default();
+    let app = app(&cache, &handlers);
+    let at = |host: &str| with_header("/products", "host", host);
+    let (_, _, _, a) = call(&app, at("a.example.com")).await;
+    let (_, x_cache, _, b) = call(&app, at("b.example.com")).await;
+    assert_eq!(
+        x_cache.as_deref(),
+        Some("MISS"),
+        "another tenant's response is not served"
+    );
+    assert_ne!(a, b);
+    assert_eq!(
+        call(&app, at("a.example.com")).await.1.as_deref(),
+        Some("HIT")
+    );
+    assert!(
+        CacheLayer::invalidate(&cache, "GET", "/products")
+            .await
+            .unwrap()
+    );
+    let mut conn = server.conn().await;
+    assert_eq!(
+        scan_keys(&mut conn, "http-hosts:*").await,
+        Vec::<String>::new(),
+        "every host's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_and_range_requests_go_to_the_handler() {
+    let server = RedisServer::start();
+    let cache = server.cache("http-conditional").await;
+    let handlers = Shared::default();
+    let app = app(&cache, &handlers);
+    for (name, value) in [
+        ("if-none-match", "\"v1\""),
+        ("if-modified-since", "Wed, 21 Oct 2026 07:28:00 GMT"),
+        ("range", "bytes=0-3"),
+    ] {
+        let (_, x_cache, _, _) = call(&app, with_header("/products", name, value)).await;
+        assert_eq!(
+            x_cache, None,
+            "a request with `{name}` is the handler's to answer"
+        );
+    }
+    assert_eq!(cache.stats().misses, 0, "{:?}", cache.stats());
+}
+
+/// A streamed body the layer does not store: its first chunk now, the second once the gate
+/// opens.
+async fn streaming(State(h): State<Shared>) -> impl IntoResponse {
+    ran(&h);
+    let chunks = futures_util::stream::unfold(0, move |n| {
+        let h = h.clone();
+        async move {
+            match n {
+                0 => Some((Ok::<_, std::io::Error>("first "), 1)),
+                1 => {
+                    let _permit = h.gate.acquire().await.unwrap();
+                    Some((Ok("second"), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    ([(header::SET_COOKIE, "s=1")], Body::from_stream(chunks))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_never_stored_streams_as_it_is_written() {
+    let server = RedisServer::start();
+    let cache = server.cache("http-stream").await;
+    let handlers = Shared::default();
+    let app = app(&cache, &handlers);
+    let response = app
+        .clone()
+        .oneshot(Request::get("/stream").body(Body::empty()).unwrap());
+    let response = tokio::time::timeout(Duration::from_secs(10), response).await;
+    let mut body = response
+        .expect("the head, before the body ends")
+        .unwrap()
+        .into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame()).await;
+    let first = first
+        .expect("the first chunk, before the body ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "first ");
+    handlers.gate.add_permits(1);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "second");
+
+    // Known not to be stored, the next request skips the cache's lease and counts no miss.
+    let misses = cache.stats().misses;
+    handlers.gate.add_permits(1);
+    let (_, x_cache, _, body) = get_path(&app, "/stream").await;
+    assert_eq!(
+        (x_cache.as_deref(), body.as_str()),
+        (Some("MISS"), "first second")
+    );
+    assert_eq!(cache.stats().misses, misses, "{:?}", cache.stats());
 }

@@ -1,5 +1,5 @@
 //! The keys of stored responses: `http:<METHOD>:<path>?<query in canonical order>`, then
-//! `|user=<user>` for a request keyed by user, then `|vary:<name>=<value>;...` for a response
+//! `|host=<host>` when the request names one, `|user=<user>` for a request keyed by user, then `|vary:<name>=<value>;...` for a response
 //! that varies on request headers. `%`, `|`, `{`, `}`, `\` and anything unprintable in the URL
 //! are percent-encoded (and `;`, `=` in values), so a `|` only ever starts a suffix: a URL's
 //! variants share the prefix `<base>|`, which no other URL's key starts with.
@@ -48,6 +48,13 @@ pub(crate) fn methods_invalidated_by(method: &str) -> Vec<&str> {
     } else {
         vec![method]
     }
+}
+
+/// `base` for requests to `host` (case-insensitive, as hosts are).
+pub(crate) fn for_host(mut base: String, host: &str) -> String {
+    base.push_str("|host=");
+    encode_value_into(&mut base, &host.to_ascii_lowercase());
+    base
 }
 
 /// `base` for the user `user`.

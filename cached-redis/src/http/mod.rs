@@ -26,6 +26,7 @@ mod entry;
 mod key;
 mod rules;
 mod service;
+mod uncacheable;
 
 use std::fmt;
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 pub struct CacheLayer {
     pub(crate) cache: Cache,
     pub(crate) config: Arc<Config>,
+    /// Shared by every clone of the layer and every service it wraps.
+    pub(crate) uncacheable: Arc<uncacheable::Uncacheable>,
 }
 
 /// What decides what is stored, shared by every service the layer wraps.
@@ -133,6 +136,7 @@ impl CacheLayer {
         Ok(CacheLayer {
             cache,
             config: Arc::new(config),
+            uncacheable: Arc::default(),
         })
     }
 

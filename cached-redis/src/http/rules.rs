@@ -3,18 +3,43 @@
 
 use std::time::Duration;
 
-use ::http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
+use ::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, IF_MATCH, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE, VARY,
+};
 use ::http::{HeaderMap, HeaderName, Method, request, response};
 
 use super::{Config, key};
 
+/// Request headers that ask for part of a resource or a conditional answer (a `206`, a `304`):
+/// such answers are their own request's, never another's.
+const PARTIAL_OR_CONDITIONAL: [::http::HeaderName; 6] = [
+    RANGE,
+    IF_RANGE,
+    IF_NONE_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_MATCH,
+    IF_UNMODIFIED_SINCE,
+];
+
 /// The key a request is looked up under, or `None` when it must go to the handler uncached:
-/// not a `GET` or `HEAD`, or carrying credentials the layer cannot attribute to a user.
+/// not a `GET` or `HEAD`, partial or conditional, or carrying credentials the layer cannot
+/// attribute to a user. The host (`Host`, or the URI's authority) is part of it.
 pub(crate) fn request_key(parts: &request::Parts, config: &Config) -> Option<String> {
     if parts.method != Method::GET && parts.method != Method::HEAD {
         return None;
     }
-    let base = key::base(&parts.method, &parts.uri);
+    if PARTIAL_OR_CONDITIONAL
+        .iter()
+        .any(|h| parts.headers.contains_key(h))
+    {
+        return None;
+    }
+    let mut base = key::base(&parts.method, &parts.uri);
+    let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok());
+    if let Some(host) = host.or_else(|| parts.uri.authority().map(|a| a.as_str())) {
+        base = key::for_host(base, host);
+    }
     let personal = parts.headers.contains_key(AUTHORIZATION) || parts.headers.contains_key(COOKIE);
     match (&config.user, personal) {
         (_, false) => Some(base),
@@ -32,6 +57,17 @@ pub(crate) enum Verdict {
     Share,
     /// Its own caller's only: personal, or not buffered.
     Alone,
+}
+
+/// Whether a response's head alone says it is its caller's only, before its body is read:
+/// then it streams through as the handler writes it (an event stream among them).
+pub(crate) fn streams_through(parts: &response::Parts, config: &Config) -> bool {
+    let event_stream = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    event_stream || verdict(parts, config) == Verdict::Alone
 }
 
 /// The verdict on a response under `config` (its body already known to fit).
@@ -184,6 +220,12 @@ mod tests {
             ask("GET", &[], &plain).as_deref(),
             Some("http:GET:/p?a=1&b=2")
         );
+        assert_eq!(
+            ask("GET", &[("host", "A.example.com")], &plain).as_deref(),
+            Some("http:GET:/p?a=1&b=2|host=a.example.com")
+        );
+        assert_eq!(ask("GET", &[("range", "bytes=0-1")], &plain), None);
+        assert_eq!(ask("GET", &[("if-none-match", "\"x\"")], &plain), None);
         assert_eq!(
             ask("HEAD", &[], &plain).as_deref(),
             Some("http:HEAD:/p?a=1&b=2")

@@ -86,6 +86,9 @@ where
         return Run::new(inner, request).pass_through().await;
     };
     let mut run = Run::new(inner, request);
+    if layer.uncacheable.holds(&base) {
+        return run.pass_through().await.map(missed);
+    }
     let entry = run.fetch(&layer, &base, None).await;
     if let Some(own) = run.own.take() {
         return own;
@@ -100,6 +103,9 @@ where
         return run.pass_through().await;
     };
     let varied = key::varied(&base, &names, run.request_headers());
+    if layer.uncacheable.holds(&varied) {
+        return run.pass_through().await.map(missed);
+    }
     let entry = run.fetch(&layer, &varied, Some(names)).await;
     if let Some(own) = run.own.take() {
         return own;
@@ -114,6 +120,8 @@ where
 struct Run<S, ReqB, ResB: Body, E> {
     handler: Option<(S, Request<ReqB>)>,
     own: Option<Answer<ResB, E>>,
+    /// The handler's response was not stored (its caller's only, or shared and dropped).
+    unstored: bool,
 }
 
 impl<S, ReqB, ResB> Run<S, ReqB, ResB, S::Error>
@@ -125,6 +133,7 @@ where
         Run {
             handler: Some((inner, request)),
             own: None,
+            unstored: false,
         }
     }
 
@@ -143,11 +152,14 @@ where
     ) -> Option<HttpEntry> {
         let config = &layer.config;
         let load = self.load(config, vary);
-        match layer
+        let loaded = layer
             .cache
             .fetch(&Key::raw(key), &config.policy, load)
-            .await
-        {
+            .await;
+        if self.unstored {
+            layer.uncacheable.remember(key, config.policy.ttl());
+        }
+        match loaded {
             Loaded::Cached(entry) | Loaded::Share(entry) | Loaded::Store(entry, _) => Some(entry),
             Loaded::Alone | Loaded::Failed => None,
         }
@@ -165,14 +177,23 @@ where
                 return Loaded::Failed;
             }
         };
+        // What its head already says is not stored is not read first: it streams.
+        if rules::streams_through(&parts, config) {
+            self.unstored = true;
+            let body = CacheBody::streaming(body);
+            self.own = Some(Ok(missed(Response::from_parts(parts, body))));
+            return Loaded::Alone;
+        }
         let bytes = match body::buffer(body, config.max_body).await {
             Buffered::Whole(bytes) => bytes,
             Buffered::Passed(body) => {
+                self.unstored = true;
                 self.own = Some(Ok(missed(Response::from_parts(parts, body))));
                 return Loaded::Alone;
             }
         };
         let loaded = classify(&parts, &bytes, config, vary);
+        self.unstored = matches!(loaded, Loaded::Alone | Loaded::Share(_));
         self.own = Some(Ok(missed(Response::from_parts(
             parts,
             CacheBody::full(bytes),
