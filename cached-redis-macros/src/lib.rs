@@ -10,26 +10,86 @@ mod template;
 
 use proc_macro::TokenStream;
 
-/// Caches an `async fn` in Redis (cache-aside), with one load per cold key across every
-/// process sharing the Redis, errors never cached, and fall-back to the function when Redis is
-/// down. Also generates `invalidate_<fn>(<the key's arguments>)` and `<fn>_key(<the key's
-/// arguments>) -> cached_redis::Key` beside it.
+/// Caches an `async fn` in Redis (cache-aside): a call reads the entry first, runs the function
+/// on a miss and stores its result with a TTL. One load per cold key across every process that
+/// shares the Redis (a lease; waiters are woken when the value is stored), errors never cached,
+/// and the function still answering when Redis is down.
 ///
-/// Arguments:
-/// - `key = "user:<id>:v1"`: the entry's key; `<name>` is an argument, `<user.id>` a field of
-///   one, `<self.field>` a field of the receiver. Placeholders are separated by `:`. Omitted:
-///   `<fn path>:<arg1>:<arg2>...`, the path as the compiler names the function.
+/// ```no_run
+/// use cached_redis::{Cache, redis_cached};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct User {
+///     id: u64,
+///     name: String,
+/// }
+///
+/// #[derive(Debug)]
+/// struct DbError;
+///
+/// #[redis_cached(key = "user:<id>:v1", ttl = "60s", jitter = "10%")]
+/// async fn get_user(id: u64) -> Result<User, DbError> {
+///     Ok(User { id, name: "Ada".into() }) // your query
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), cached_redis::Error> {
+/// cached_redis::set_global(Cache::builder("redis://127.0.0.1:6379").build().await?);
+/// let user = get_user(42).await; // a miss: loads, stores `cache:{user:42:v1}` for 54-60 s
+/// // After a write to user 42:
+/// if let Err(e) = invalidate_get_user(42).await {
+///     eprintln!("user 42 may be stale until its TTL: {e}");
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// # Arguments
+///
+/// - `key = "user:<id>:v1"`: the entry's key. `<name>` is an argument (`<type>` for `r#type`),
+///   `<user.id>` or `<pair.0>` a field of one, `<self.field>` a field of the receiver,
+///   `<email.to_lowercase()>` a method call without arguments, `<day:display>` a value through
+///   its `Display`, `<T>` a type parameter's name. Two placeholders need a `:` between them;
+///   values are escaped, so distinct arguments never share a key. Every argument of a type that
+///   selects data must appear or be named in `skip`. Omitted: `<fn path>:<arg1>:<arg2>...`, the
+///   path as the compiler names the function (module, impl type, generic arguments).
 /// - `ttl = "60s"` (required): how long entries live (`ms`, `s`, `m`, `h`, `d`, combinable as
 ///   `"1h30m"`).
 /// - `jitter = "10%"` or `"5s"`: entries live a TTL drawn from `[ttl - jitter, ttl]`.
 /// - `lock_ttl = "5s"`: how long one loader may hold the entry's lease (default: the cache's).
 /// - `max_load = "30s"`: how long one load may keep the lease before callers elsewhere load for
 ///   themselves (default: the cache's, three lease TTLs).
-/// - `none_ttl = "5s"`: for `Option` results, cache `None` this long (default: not cached).
+/// - `none_ttl = "5s"`: for `Option<T>` and `Result<Option<T>, E>` results, cache `None` this
+///   long (default: not cached).
 /// - `cache = EXPR`: an expression yielding `&cached_redis::Cache`, evaluated per call (it may
 ///   use `self`); default: the cache installed by `cached_redis::set_global`.
+/// - `cache_if = EXPR`: a predicate on the value (`&T` of a `Result<T, E>`): a value it rejects
+///   is returned but not stored.
+/// - `skip = "a, b"`: arguments that do not change the result, left out of the key.
+/// - `helpers = false`: generate no helpers (a method of a trait impl).
 ///
-/// See the `cached-redis` crate documentation for the guarantees and an example.
+/// # Return types
+///
+/// `Result<T, E>` (only `Ok` is cached; your `E` comes back untouched), `Option<T>` (`None` only
+/// with `none_ttl`), `Result<Option<T>, E>` (`Ok(None)` like `None`) and any other `T`, through
+/// aliases too. `T` must implement serde's `Serialize` and `Deserialize`; it is stored as JSON.
+///
+/// # Generated beside the function
+///
+/// Same visibility; methods of the same `impl` (taking `&self`) for a method:
+///
+/// ```text
+/// async fn invalidate_<fn>(<the arguments the key and `cache` use>) -> Result<bool, cached_redis::Error>
+/// async fn update_<fn>(<the same>, change: impl FnMut(&mut T)) -> Result<bool, cached_redis::Error>
+/// fn <fn>_key(<the arguments the key uses>) -> cached_redis::Key
+/// ```
+///
+/// `invalidate_<fn>` removes the entry and revokes a load in flight (`Err`: Redis could not be
+/// told; the entry may live until its TTL). `update_<fn>` changes the cached `Ok`/`Some` value in
+/// place by compare-and-set, never creating an entry. `<fn>_key` is the key, for
+/// `Cache::ttl` and the like.
+///
+/// Bad input is a compile error at the offending literal that says what to write instead. The
+/// `cached-redis` crate's README states every guarantee with the test that checks it.
 #[proc_macro_attribute]
 pub fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::redis_cached(args.into(), item.into()).into()

@@ -10,15 +10,25 @@ use std::time::Duration;
 /// configuration and by invalidation, where the caller must learn that an entry may still be
 /// cached.
 ///
+/// It is `Clone` (so an application error enum deriving `Clone` can wrap it), `Send` and
+/// `Sync`.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let err = cached_redis::Cache::builder("not a url").build().await.unwrap_err();
 /// assert!(matches!(err, cached_redis::Error::InvalidUrl { .. }));
 /// assert!(err.to_string().starts_with("invalid redis url"));
+///
+/// #[derive(Debug, Clone)]
+/// enum AppError {
+///     Cache(cached_redis::Error),
+/// }
+/// let wrapped = AppError::Cache(err.clone());
+/// # let _ = wrapped;
 /// # }
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// The connection string could not be parsed. The URL is shown with its password redacted.
