@@ -40,8 +40,9 @@ pub(crate) fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream 
         Ok(()) => expand(&model, &body),
         Err(error) => {
             let stubs = helpers(&model, &Bodies::Stub);
+            let refresh = refresh_stub(&model);
             let with_error = with_error(item, error);
-            quote!(#with_error #stubs)
+            quote!(#with_error #stubs #refresh)
         }
     }
 }
@@ -96,9 +97,13 @@ fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
 }
 
 fn expand(model: &Model, body: &TokenStream) -> TokenStream {
-    let cached = cached_fn(model, body);
+    let cached = cached_fn(model, body, None);
     let helpers = helpers(model, &Bodies::Real);
-    quote!(#cached #helpers)
+    let refresh = model.helpers.then(|| {
+        let helper = format_ident!("refresh_{}", unraw(&model.item.sig.ident));
+        cached_fn(model, body, Some(&helper))
+    });
+    quote!(#cached #helpers #refresh)
 }
 
 /// What the generated helpers do: their work, or nothing (after an error in the attribute).
@@ -123,14 +128,17 @@ fn local(name: &str) -> Ident {
     Ident::new(name, Span::mixed_site())
 }
 
-fn cached_fn(model: &Model, block: &TokenStream) -> TokenStream {
+/// The cached function itself, or (`refresh`) its `refresh_<fn>` twin, which removes the entry
+/// first and so always loads (a second copy of the body: the twin cannot call the function by
+/// name without knowing whether it is an associated function).
+fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> TokenStream {
     let ItemFn {
         attrs, vis, sig, ..
     } = &model.item;
     let ret = &model.ret;
     let policy = policy(model);
     let key = local("__cached_redis_key");
-    let render = render_key(model, None, false);
+    let render = render_key(model, refresh, false);
     let (cache_binding, cache) = cache_binding(model, model.mut_receiver);
     let ret_span = ret.span();
     let mode = quote_spanned!(ret_span=>
@@ -151,14 +159,33 @@ fn cached_fn(model: &Model, block: &TokenStream) -> TokenStream {
             }
         }
     };
+    let (attrs, sig, revoke) = match refresh {
+        None => (quote!(#(#attrs)*), sig.clone(), None),
+        Some(helper) => {
+            let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
+            let name = &sig.ident;
+            let doc = format!(
+                " Runs `{name}` now and stores its result: removes the entry cached for these \
+                 arguments (revoking a load in flight), then loads it as a miss does, under the \
+                 lease. For prewarming, and after a write whose new value should be cached \
+                 before the next read."
+            );
+            let mut sig = sig.clone();
+            sig.ident = helper.clone();
+            let attrs = quote!(#(#cfgs)* #[doc = #doc] #[allow(dead_code)]);
+            let revoke = quote!(::cached_redis::__private::revoke(#cache, &#key).await;);
+            (attrs, sig, Some(revoke))
+        }
+    };
     quote! {
-        #(#attrs)*
+        #attrs
         #vis #sig {
             use ::cached_redis::__private::PlainReturn as _;
             static __CACHED_REDIS_POLICY: ::cached_redis::__private::Policy = #policy;
             #none_ttl_applies
             let #key = #render;
             #cache_binding
+            #revoke
             #call
         }
     }
@@ -321,6 +348,21 @@ fn helper_fn(
             #body
         }
     }
+}
+
+/// `refresh_<fn>` with a stub body, beside an attribute with an error.
+fn refresh_stub(model: &Model) -> TokenStream {
+    if !model.helpers {
+        return TokenStream::new();
+    }
+    let mut sig = model.item.sig.clone();
+    sig.ident = format_ident!("refresh_{}", unraw(&sig.ident));
+    // The checked return type: `()` where the written one was the error (`impl Trait`).
+    let ret = &model.ret;
+    sig.output = syn::parse_quote!(-> #ret);
+    let vis = &model.item.vis;
+    let body = stub();
+    quote!(#[allow(dead_code)] #vis #sig { #body })
 }
 
 /// The body of a helper generated beside an attribute with an error: it is never run, as

@@ -136,6 +136,17 @@ where
     }
 }
 
+/// The first step of a generated `refresh_*`: the entry goes, and any load in flight with it.
+/// If Redis cannot be told, the call that follows finds Redis in trouble too, and its loader
+/// answers.
+pub async fn revoke(cache: Option<&Cache>, key: &Key) {
+    if let Some(cache) = cache
+        && let Err(error) = cache.invalidate(key).await
+    {
+        tracing::debug!(key = %key, %error, "refresh could not remove the entry first");
+    }
+}
+
 /// A generated `invalidate_*` call.
 pub async fn invalidate(cache: Option<&Cache>, key: Key) -> Result<bool, Error> {
     match cache {

@@ -436,3 +436,55 @@ async fn with_writes_refused_an_update_removes_the_entry() {
         "no entry misses the change"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_loads_now_and_stores_what_it_loaded() {
+    let server = RedisServer::start();
+    let cache = server.cache("refresh").await;
+    let db = Arc::new(Db::default());
+    db.stock.store(10, Ordering::SeqCst);
+    product(&cache, &db, 12).await.unwrap();
+    db.stock.store(9, Ordering::SeqCst);
+    assert_eq!(
+        refresh_product(&cache, &db, 12).await.unwrap().stock,
+        9,
+        "loaded, not read"
+    );
+    let reads = db.reads.load(Ordering::SeqCst);
+    assert_eq!(product(&cache, &db, 12).await.unwrap().stock, 9);
+    assert_eq!(
+        db.reads.load(Ordering::SeqCst),
+        reads,
+        "and stored: the next read is a hit"
+    );
+
+    // A load in flight that read the row before the refresh does not store after it.
+    let (read, hold) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    invalidate_product(&cache, 12).await.unwrap();
+    let loading = tokio::spawn({
+        let (cache, db, read, hold) = (cache.clone(), db.clone(), read.clone(), hold.clone());
+        async move { held_product(&cache, &db, 12, &read, &hold).await }
+    });
+    read.notified().await;
+    db.stock.store(8, Ordering::SeqCst);
+    let refreshing = tokio::spawn({
+        let (cache, db) = (cache.clone(), db.clone());
+        async move { refresh_product(&cache, &db, 12).await }
+    });
+    // The refresh has revoked the held load's lease: let that load finish now.
+    let lease = format!("{}:lease", cache.redis_key(&product_key(12)));
+    let conn = server.conn().await;
+    let revoked = cached_redis_tests::eventually(Duration::from_secs(10), || async {
+        get_raw(&mut conn.clone(), &lease).await.is_none()
+    });
+    assert!(revoked.await);
+    hold.notify_one();
+    let own = loading.await.unwrap().unwrap();
+    assert_eq!(own.stock, 9, "its caller gets its own read");
+    assert_eq!(refreshing.await.unwrap().unwrap().stock, 8);
+    let cached = cached_stock(&server, &cache, 12).await;
+    assert_eq!(cached, Some(8), "the refresh's value stays");
+}
