@@ -25,6 +25,8 @@ pub(crate) struct Args {
     /// The template and its literal.
     pub(crate) key: Option<(Vec<Segment>, LitStr)>,
     pub(crate) ttl: Option<Spanned<Duration>>,
+    /// `ttl = EXPR`: a `Duration` computed once, at the first call (a constant, configuration).
+    pub(crate) ttl_expr: Option<Expr>,
     pub(crate) jitter: Option<Spanned<JitterSpec>>,
     pub(crate) lock_ttl: Option<Spanned<Duration>>,
     pub(crate) max_load: Option<Spanned<Duration>>,
@@ -85,7 +87,13 @@ impl Args {
                     }
                 }
             }
-            "ttl" => self.ttl = duration(&meta, "ttl", errors)?,
+            "ttl" => {
+                let value: Expr = meta.value()?.parse()?;
+                match &value {
+                    Expr::Lit(_) => self.ttl = duration_of(&value, "ttl", errors),
+                    _ => self.ttl_expr = Some(value),
+                }
+            }
             "lock_ttl" => self.lock_ttl = duration(&meta, "lock_ttl", errors)?,
             "max_load" => self.max_load = duration(&meta, "max_load", errors)?,
             "none_ttl" => self.none_ttl = duration(&meta, "none_ttl", errors)?,
@@ -148,16 +156,21 @@ fn duration(
     name: &str,
     errors: &mut Errors,
 ) -> syn::Result<Option<Spanned<Duration>>> {
-    let Some(lit) = string_literal(meta, name, "60s", errors)? else {
-        return Ok(None);
-    };
+    let value: Expr = meta.value()?.parse()?;
+    Ok(duration_of(&value, name, errors))
+}
+
+/// A non-zero duration literal (at most a day where the runtime says so), or `None` with the
+/// problem recorded.
+fn duration_of(value: &Expr, name: &str, errors: &mut Errors) -> Option<Spanned<Duration>> {
+    let lit = literal_of(value, name, "60s", errors)?;
     match parse_duration(&lit.value()) {
         Ok(d) if d.as_millis() == 0 => {
             errors.at(
                 lit.span(),
                 format!("`{name}` must be at least 1ms; an entry that never lives caches nothing"),
             );
-            Ok(None)
+            None
         }
         Ok(d) if BOUNDED_TO_A_DAY.contains(&name) && d > A_DAY => {
             errors.at(
@@ -166,15 +179,15 @@ fn duration(
                     "`{name}` must be at most a day (\"1d\"), as `Policy::with_{name}` requires"
                 ),
             );
-            Ok(None)
+            None
         }
-        Ok(value) => Ok(Some(Spanned {
+        Ok(value) => Some(Spanned {
             value,
             span: lit.span(),
-        })),
+        }),
         Err(message) => {
             errors.at(lit.span(), format!("invalid `{name}`: {message}"));
-            Ok(None)
+            None
         }
     }
 }
@@ -188,12 +201,16 @@ fn string_literal(
     errors: &mut Errors,
 ) -> syn::Result<Option<LitStr>> {
     let value: Expr = meta.value()?.parse()?;
-    let written = quote::ToTokens::to_token_stream(&value).to_string();
-    let suggestion = match &value {
+    Ok(literal_of(&value, name, example, errors))
+}
+
+fn literal_of(value: &Expr, name: &str, example: &str, errors: &mut Errors) -> Option<LitStr> {
+    let written = quote::ToTokens::to_token_stream(value).to_string();
+    let suggestion = match value {
         Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Str(lit),
             ..
-        }) => return Ok(Some(lit.clone())),
+        }) => return Some(lit.clone()),
         Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Int(int),
             ..
@@ -205,19 +222,19 @@ fn string_literal(
         Expr::Lit(_) => example.to_owned(),
         _ => {
             errors.at(
-                syn::spanned::Spanned::span(&value),
+                syn::spanned::Spanned::span(value),
                 format!(
-                    "`{name}` takes a string literal such as `{name} = \"{example}\"`, not `{written}`; a value computed at run time goes through `Cache::fetch` with a `Policy`"
+                    "`{name}` takes a string literal such as `{name} = \"{example}\"`, not `{written}`; only `ttl` may be an expression (a `Duration`, computed once)"
                 ),
             );
-            return Ok(None);
+            return None;
         }
     };
     errors.at(
-        syn::spanned::Spanned::span(&value),
+        syn::spanned::Spanned::span(value),
         format!(
             "`{name}` takes a string with a unit, not `{written}`: write `{name} = \"{suggestion}\"`"
         ),
     );
-    Ok(None)
+    None
 }

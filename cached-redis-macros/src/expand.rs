@@ -147,15 +147,16 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
     let none_ttl_applies = model
         .none_ttl_span
         .map(|span| quote_spanned!(span=> ::cached_redis::__private::none_ttl_applies::<#ret>();));
+    let (policy_static, loader, policy_ref) = policy_setup(model, &policy, block);
     let call = match &model.cache_if {
         None => quote_spanned! {ret_span=>
-            #fetch(#mode, #cache, #key, &__CACHED_REDIS_POLICY, async move #block).await
+            #fetch(#mode, #cache, #key, #policy_ref, #loader).await
         },
         // The predicate is spanned where it is written: a wrong argument type is reported there.
         Some(predicate) => {
             let fetch_if = quote_spanned!(predicate.span()=> ::cached_redis::__private::fetch_if);
             quote_spanned! {ret_span=>
-                #fetch_if(#mode, #cache, #key, &__CACHED_REDIS_POLICY, #predicate, async move #block).await
+                #fetch_if(#mode, #cache, #key, #policy_ref, #predicate, #loader).await
             }
         }
     };
@@ -181,11 +182,11 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
         #attrs
         #vis #sig {
             use ::cached_redis::__private::PlainReturn as _;
-            static __CACHED_REDIS_POLICY: ::cached_redis::__private::Policy = #policy;
             #none_ttl_applies
             let #key = #render;
             #cache_binding
             #revoke
+            #policy_static
             #call
         }
     }
@@ -374,6 +375,44 @@ fn stub() -> TokenStream {
 /// A function's name without `r#`, to build a helper's name from.
 fn unraw(name: &Ident) -> String {
     name.to_string().trim_start_matches("r#").to_owned()
+}
+
+/// The policy's static, the loader and the policy to pass. With `ttl = EXPR` the policy is
+/// built at the first call (the expression evaluated once, checked at run time); if it is
+/// invalid, the error is logged and the loader answers, uncached.
+fn policy_setup(
+    model: &Model,
+    policy: &TokenStream,
+    block: &TokenStream,
+) -> (TokenStream, TokenStream, TokenStream) {
+    let Some(expr) = &model.ttl_expr else {
+        let setup =
+            quote!(static __CACHED_REDIS_POLICY: ::cached_redis::__private::Policy = #policy;);
+        return (
+            setup,
+            quote!(async move #block),
+            quote!(&__CACHED_REDIS_POLICY),
+        );
+    };
+    let (loader, checked) = (
+        local("__cached_redis_loader"),
+        local("__cached_redis_policy"),
+    );
+    let ttl = quote_spanned!(expr.span()=> {
+        let ttl: ::core::time::Duration = #expr;
+        ttl
+    });
+    let setup = quote! {
+        static __CACHED_REDIS_POLICY: ::std::sync::LazyLock<
+            ::core::result::Result<::cached_redis::__private::Policy, ::cached_redis::Error>,
+        > = ::std::sync::LazyLock::new(|| ::cached_redis::__private::policy_at_run_time(#policy, #ttl));
+        let #loader = async move #block;
+        let #checked = match ::cached_redis::__private::checked_policy(&__CACHED_REDIS_POLICY) {
+            ::core::option::Option::Some(policy) => policy,
+            ::core::option::Option::None => return #loader.await,
+        };
+    };
+    (setup, quote!(#loader), quote!(#checked))
 }
 
 /// `__private::policy(...)`, from values checked at compile time.

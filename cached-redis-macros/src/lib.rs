@@ -53,7 +53,7 @@ use proc_macro::TokenStream;
 ///   selects data must appear or be named in `skip`. Omitted: `<fn path>:<arg1>:<arg2>...`, the
 ///   path as the compiler names the function (module, impl type, generic arguments).
 /// - `ttl = "60s"` (required): how long entries live (`ms`, `s`, `m`, `h`, `d`, combinable as
-///   `"1h30m"`).
+///   `"1h30m"`), or an expression of type `Duration` computed once, at the first call.
 /// - `jitter = "10%"` or `"5s"`: entries live a TTL drawn from `[ttl - jitter, ttl]`.
 /// - `lock_ttl = "5s"`: how long one loader may hold the entry's lease (default: the cache's).
 /// - `max_load = "30s"`: how long one load may keep the lease before callers elsewhere load for

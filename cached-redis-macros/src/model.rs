@@ -50,6 +50,8 @@ pub(crate) struct Model {
     /// The arguments the key uses, in order: `<fn>_key`'s parameters.
     pub(crate) key_params: Vec<Param>,
     pub(crate) ttl: Duration,
+    /// `ttl = EXPR`: computed once, at the first call, in place of `ttl`.
+    pub(crate) ttl_expr: Option<syn::Expr>,
     pub(crate) jitter: Option<JitterSpec>,
     pub(crate) lock_ttl: Option<Duration>,
     pub(crate) max_load: Option<Duration>,
@@ -144,6 +146,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
         helper_params,
         key_params,
         ttl: args.ttl.map_or(Duration::from_secs(1), |t| t.value),
+        ttl_expr: args.ttl_expr.clone(),
         jitter: args.jitter.map(|j| j.value),
         lock_ttl: args.lock_ttl.map(|d| d.value),
         max_load: args.max_load.map(|d| d.value),

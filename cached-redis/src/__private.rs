@@ -311,6 +311,34 @@ pub const fn policy(
     }
 }
 
+/// The policy of a function with `ttl = EXPR`: `policy` with the TTL computed at its first call,
+/// checked as [`Policy::new`] and [`Policy::with_jitter`] check theirs.
+pub fn policy_at_run_time(policy: Policy, ttl: Duration) -> Result<Policy, Error> {
+    let checked = Policy::new(policy.name, ttl)?.with_jitter(policy.jitter)?;
+    Ok(Policy {
+        ttl: checked.ttl,
+        ..policy
+    })
+}
+
+/// The policy built at the first call, or `None` with its error logged (once): the loader then
+/// answers every call, uncached.
+pub fn checked_policy(policy: &'static Result<Policy, Error>) -> Option<&'static Policy> {
+    match policy {
+        Ok(policy) => Some(policy),
+        Err(error) => {
+            static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+            let text = error.to_string();
+            let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+            if !logged.contains(&text) {
+                tracing::error!(%error, "a cached function's `ttl` is invalid: running it uncached");
+                logged.push(text);
+            }
+            None
+        }
+    }
+}
+
 /// How many loads and updates are in flight and how many channels are waited on, in this
 /// process: for tests that check a cache leaves nothing behind.
 pub fn in_flight(cache: &crate::Cache) -> (usize, usize) {

@@ -547,3 +547,59 @@ async fn computed_parts_lists_display_raw_names_and_type_parameters_render_reada
         ]
     );
 }
+
+static CONFIGURED_LOADS: AtomicU32 = AtomicU32::new(0);
+
+/// A TTL from configuration, read once.
+fn configured_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(
+        std::env::var("NO_SUCH_TTL_VAR").map_or(90, |v| v.parse().unwrap()),
+    )
+}
+
+#[redis_cached(key = "configured:<id>", ttl = configured_ttl(), jitter = "10%", cache = cache)]
+async fn configured(cache: &Cache, id: u32) -> Result<u32, String> {
+    CONFIGURED_LOADS.fetch_add(1, Ordering::SeqCst);
+    Ok(id)
+}
+
+const NO_TTL: std::time::Duration = std::time::Duration::ZERO;
+static UNCACHED_LOADS: AtomicU32 = AtomicU32::new(0);
+
+#[redis_cached(key = "misconfigured:<id>", ttl = NO_TTL, cache = cache)]
+async fn misconfigured(cache: &Cache, id: u32) -> Result<u32, String> {
+    UNCACHED_LOADS.fetch_add(1, Ordering::SeqCst);
+    Ok(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_expression_is_computed_once_and_checked_at_the_first_call() {
+    let server = RedisServer::start();
+    let cache = server.cache("ttl-expr").await;
+    let logs = cached_redis_tests::capture_logs(tracing::Level::WARN);
+    assert_eq!(configured(&cache, 1).await, Ok(1));
+    assert_eq!(configured(&cache, 1).await, Ok(1));
+    assert_eq!(CONFIGURED_LOADS.load(Ordering::SeqCst), 1);
+    let mut conn = server.conn().await;
+    let left = cached_redis_tests::pttl(&mut conn, "ttl-expr:{configured:1}").await;
+    assert!(
+        (81_000..=90_000).contains(&left),
+        "90 s less up to 10%: {left} ms"
+    );
+
+    for _ in 0..3 {
+        assert_eq!(
+            misconfigured(&cache, 2).await,
+            Ok(2),
+            "the loader still answers"
+        );
+    }
+    assert_eq!(UNCACHED_LOADS.load(Ordering::SeqCst), 3, "uncached");
+    let text = logs.text();
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("`ttl` is invalid"))
+        .count();
+    assert_eq!(errors, 1, "said once, with what is wrong:\n{text}");
+    assert!(text.contains("misconfigured"), "{text}");
+}
