@@ -139,7 +139,7 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
     let policy = policy(model);
     let key = local("__cached_redis_key");
     let render = render_key(model, refresh, false);
-    let (cache_binding, cache) = cache_binding(model, model.mut_receiver);
+    let (cache_binding, cache) = cache_binding(model, model.clone_cache);
     let ret_span = ret.span();
     let mode = quote_spanned!(ret_span=>
         ::cached_redis::__private::Returns::<#ret>::PROBE.mode());
@@ -156,7 +156,7 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
         Some(predicate) => {
             let fetch_if = quote_spanned!(predicate.span()=> ::cached_redis::__private::fetch_if);
             quote_spanned! {ret_span=>
-                #fetch_if(#mode, #cache, #key, #policy_ref, #predicate, #loader).await
+                #fetch_if(#mode, #cache, #key, #policy_ref, #loader, #predicate).await
             }
         }
     };

@@ -48,7 +48,8 @@ use proc_macro::TokenStream;
 /// - `key = "user:<id>:v1"`: the entry's key. `<name>` is an argument (`<type>` for `r#type`),
 ///   `<user.id>` or `<pair.0>` a field of one, `<self.field>` a field of the receiver,
 ///   `<email.to_lowercase()>` a method call without arguments, `<day:display>` a value through
-///   its `Display`, `<T>` a type parameter's name. Two placeholders need a `:` between them;
+///   its `Display`, `<T>` a type parameter (rendered as `std::any::type_name` spells the type).
+///   Two placeholders need a `:` between them;
 ///   values are escaped, so distinct arguments never share a key. Every argument of a type that
 ///   selects data must appear or be named in `skip`. Omitted: `<fn path>:<arg1>:<arg2>...`, the
 ///   path as the compiler names the function (module, impl type, generic arguments).

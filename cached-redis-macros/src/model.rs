@@ -64,9 +64,10 @@ pub(crate) struct Model {
     pub(crate) cache_if: Option<syn::Expr>,
     /// Whether to generate `invalidate_*`, `update_*` and `*_key` (not in a trait impl).
     pub(crate) helpers: bool,
-    /// A method taking `&mut self` (or `self`): the cache expression's borrow of `self`
-    /// cannot last while the body holds `self`, so the handle is cloned.
-    pub(crate) mut_receiver: bool,
+    /// The cache expression starts from something the body takes by value or mutably
+    /// (`&mut self`, `self`, a parameter `state: AppState`): its borrow cannot last while the
+    /// body holds it, so the handle is cloned.
+    pub(crate) clone_cache: bool,
 }
 
 /// Checks the function against its arguments; records every problem found.
@@ -108,7 +109,10 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
             // handle; one that merely appears in the expression (`&shards[id % 4]`) selects
             // data, and stays in the key.
             let handle = args.cache.as_ref().and_then(root_ident);
-            let data = params.iter().filter(|p| handle.as_ref() != Some(&p.ident));
+            let skipped = |p: &Param| args.skip.iter().any(|s| s.value == bare(&p.ident));
+            let data = params
+                .iter()
+                .filter(|p| handle.as_ref() != Some(&p.ident) && !skipped(p));
             (derived_template(data), Span::call_site())
         }
     };
@@ -122,18 +126,32 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
             .collect(),
     };
     let (key, in_key) = resolve(&segments, key_span, &scope, errors);
+    check_skip_names(&scope, &args, errors);
     if args.key.is_some() {
         check_type_params_named(&key, &ret, &scope, key_span, errors);
         // Only once the rest is right: with a misspelt placeholder, the argument it meant
         // would be reported as left out too.
         if errors.is_empty() {
-            check_unkeyed(&scope, &in_key, &in_cache_expr, &args, errors);
+            let mut exempt = vec![false; params.len()];
+            // The argument the cache is reached through is a handle (`&shards[id % 4]`
+            // reaches it through `shards`; `id` still selects data), and what `cache_if`
+            // captures does not select the entry.
+            let handle = args.cache.as_ref().and_then(root_ident);
+            for (i, p) in params.iter().enumerate() {
+                exempt[i] = handle.as_ref() == Some(&p.ident);
+            }
+            if let Some(predicate) = &args.cache_if {
+                let tokens = quote::ToTokens::to_token_stream(predicate);
+                mark_mentioned(&tokens, &params, &mut exempt);
+            }
+            check_unkeyed(&scope, &in_key, &exempt, &args, errors);
         }
     }
     let pick = |wanted: &dyn Fn(usize) -> bool| -> Vec<Param> {
         let picked = params.iter().enumerate().filter(|(i, _)| wanted(*i));
         picked.map(|(_, p)| p.clone()).collect()
     };
+    let clone_cache = clone_cache(sig, &params, args.cache.as_ref());
     let key_params = pick(&|i| in_key[i]);
     let helper_params = pick(&|i| in_key[i] || in_cache_expr[i]);
 
@@ -155,11 +173,24 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
         cache: args.cache,
         cache_if: args.cache_if,
         helpers: args.helpers.is_none_or(|h| h.value),
-        mut_receiver: sig
-            .receiver()
-            .is_some_and(|r| !matches!(r.kind, syn::ReceiverKind::Reference(_, _, None))),
+        clone_cache,
         item,
     }
+}
+
+/// Whether the cache handle must be cloned (see [`Model::clone_cache`]).
+fn clone_cache(sig: &syn::Signature, params: &[Param], cache: Option<&syn::Expr>) -> bool {
+    let Some(root) = cache.and_then(root_ident) else {
+        return false;
+    };
+    if root == "self" {
+        return sig
+            .receiver()
+            .is_some_and(|r| !matches!(r.kind, syn::ReceiverKind::Reference(_, _, None)));
+    }
+    params
+        .iter()
+        .any(|p| p.ident == root && !matches!(p.ty, Type::Reference(_)))
 }
 
 /// The return type. How it is cached is decided by its type in the expansion, not here, so
@@ -269,13 +300,31 @@ fn resolve(
         } else if let Some(i) = scope.params.iter().position(|p| bare(&p.ident) == *root) {
             used[i] = true;
             parts.push(value(Some(scope.params[i].ident.clone())));
-        } else if let Some(t) = scope.type_params.iter().find(|t| *t == root) {
-            parts.push(Part::TypeName(t.clone()));
+        } else if let Some(t) = type_param(root, scope) {
+            if !fields.is_empty() || *display {
+                let message = format!(
+                    "{} names the type parameter `{root}`: write `<{root}>` alone",
+                    show(segment)
+                );
+                errors.at(span, message);
+            }
+            parts.push(Part::TypeName(t));
         } else {
             errors.at(span, unknown_placeholder(segment, scope));
         }
     }
     (parts, used)
+}
+
+/// The type parameter a placeholder names: one of the function's, or, capitalised as type
+/// parameters are, one the macro cannot see (the `impl`'s: `impl<T> Repo<T>`), left for the
+/// compiler to resolve.
+fn type_param(root: &str, scope: &Scope<'_>) -> Option<Ident> {
+    if let Some(t) = scope.type_params.iter().find(|t| *t == root) {
+        return Some(t.clone());
+    }
+    let capitalised = root.chars().next().is_some_and(|c| c.is_ascii_uppercase());
+    capitalised.then(|| Ident::new(root, Span::call_site()))
 }
 
 fn unknown_placeholder(segment: &Segment, scope: &Scope<'_>) -> String {
@@ -336,13 +385,13 @@ fn mentions(tokens: &proc_macro2::TokenStream, ident: &Ident) -> bool {
 fn check_unkeyed(
     scope: &Scope<'_>,
     in_key: &[bool],
-    in_cache_expr: &[bool],
+    exempt: &[bool],
     args: &Args,
     errors: &mut Errors,
 ) {
     for (i, param) in scope.params.iter().enumerate() {
         let skipped = args.skip.iter().any(|s| s.value == bare(&param.ident));
-        if in_key[i] || in_cache_expr[i] || skipped || !identifies_data(&param.ty) {
+        if in_key[i] || exempt[i] || skipped || !identifies_data(&param.ty) {
             continue;
         }
         let name = bare(&param.ident);
@@ -353,15 +402,17 @@ fn check_unkeyed(
             ),
         );
     }
+}
+
+/// Every name in `skip` must be an argument.
+fn check_skip_names(scope: &Scope<'_>, args: &Args, errors: &mut Errors) {
     for skip in &args.skip {
         if !scope.params.iter().any(|p| bare(&p.ident) == skip.value) {
-            errors.at(
-                skip.span,
-                format!(
-                    "`skip` names `{}`, which is no argument of this function",
-                    skip.value
-                ),
+            let message = format!(
+                "`skip` names `{}`, which is no argument of this function",
+                skip.value
             );
+            errors.at(skip.span, message);
         }
     }
 }
@@ -369,7 +420,7 @@ fn check_unkeyed(
 /// Whether a type, by its name, is one that selects data: the types `KeyPart` covers (through
 /// references, `Option`, `Vec`, slices and smart pointers).
 fn identifies_data(ty: &Type) -> bool {
-    const DATA: [&str; 27] = [
+    const DATA: [&str; 26] = [
         "u8",
         "u16",
         "u32",
@@ -395,14 +446,16 @@ fn identifies_data(ty: &Type) -> bool {
         "PrimitiveDateTime",
         "Time",
         "OffsetDateTime",
-        "Cow",
         "Ulid",
     ];
-    const WRAPPERS: [&str; 5] = ["Option", "Vec", "Box", "Rc", "Arc"];
+    const WRAPPERS: [&str; 6] = ["Option", "Vec", "Box", "Rc", "Arc", "Cow"];
     match ty {
         Type::Reference(r) => identifies_data(&r.elem),
         Type::Slice(s) => identifies_data(&s.elem),
+        Type::Array(a) => identifies_data(&a.elem),
         Type::Paren(p) => identifies_data(&p.elem),
+        Type::Group(g) => identifies_data(&g.elem),
+        Type::Tuple(t) => t.elems.iter().any(identifies_data),
         Type::Path(p) => {
             let Some(last) = p.path.segments.last() else {
                 return false;

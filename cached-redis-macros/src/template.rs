@@ -82,14 +82,20 @@ fn placeholder(inner: &str, template: &str) -> Result<Segment, String> {
     let root = root.strip_prefix("r#").unwrap_or(root);
     let fields: Vec<&str> = parts.collect();
     let valid = |s: &str| {
+        // Raw identifiers cannot be these.
+        if let Some(raw) = s.strip_prefix("r#")
+            && matches!(raw, "self" | "Self" | "super" | "crate" | "_")
+        {
+            return false;
+        }
         let s = s.strip_prefix("r#").unwrap_or(s);
         let mut chars = s.chars();
         chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
             && chars.all(|c| c == '_' || c.is_alphanumeric())
+            && s != "_"
     };
-    let valid_field = |f: &&str| {
-        valid(f) || f.parse::<usize>().is_ok() || f.strip_suffix("()").is_some_and(valid)
-    };
+    let valid_field =
+        |f: &&str| valid(f) || f.parse::<u32>().is_ok() || f.strip_suffix("()").is_some_and(valid);
     if !valid(root) || !fields.iter().all(valid_field) {
         return Err(format!(
             "`<{inner}>` in key template `{template}` is not an argument name, a field path like `<user.id>` or a method call like `<email.to_lowercase()>`"
@@ -198,6 +204,9 @@ mod tests {
             ("user:<1x>", "not an argument name"),
             ("user:<a.>", "not an argument name"),
             ("user:<a.b(1)>", "not an argument name"),
+            ("user:<a.r#self>", "not an argument name"),
+            ("user:<a.99999999999>", "not an argument name"),
+            ("user:<a._>", "not an argument name"),
             ("user:<a:debug>", "`:debug` is not a format"),
             ("<a><b>", "separated by `:`"),
             ("<a>-<b>", "separated by `:`"),

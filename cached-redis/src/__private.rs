@@ -108,14 +108,16 @@ pub async fn fetch<M: Mode<R>, R, F: Future<Output = R>>(
 }
 
 /// A cached call of a function with `cache_if`: a value for which `keep` is false is returned
-/// (and shared with callers that joined its load) but not stored.
-pub async fn fetch_if<M: Mode<R>, R, K, F>(
+/// (and shared with callers that joined its load) but not stored. `keep` comes after the
+/// loader, so that a closure without a type annotation is checked once the value's type is
+/// known.
+pub async fn fetch_if<M: Mode<R>, R, F, K>(
     _mode: M,
     cache: Option<&Cache>,
     key: Key,
     policy: &'static Policy,
-    keep: K,
     loader: F,
+    keep: K,
 ) -> R
 where
     K: Fn(&<M::Stored as Cacheable>::Value) -> bool,
@@ -219,9 +221,9 @@ pub fn function_path<F>(here: &F) -> &'static str {
 /// path of the cached function `function` (`by_id`) beside it.
 pub fn helper_function_path<F>(here: &F, helper: &str, function: &str) -> String {
     let path = function_path(here);
-    let helper = format!("::{helper}");
-    match path.rfind(&helper) {
-        Some(at) => format!("{}::{function}{}", &path[..at], &path[at + helper.len()..]),
+    let marker = format!("::{helper}");
+    match segment_at_top_level(path, &marker) {
+        Some(at) => format!("{}::{function}{}", &path[..at], &path[at + marker.len()..]),
         None => path.to_owned(),
     }
 }
@@ -232,7 +234,7 @@ pub fn helper_function_path<F>(here: &F, helper: &str, function: &str) -> String
 pub fn update_function_path<F>(here: &F, helper: &str, function: &str, own: usize) -> String {
     let path = function_path(here);
     let marker = format!("::{helper}");
-    let Some(at) = path.rfind(&marker) else {
+    let Some(at) = segment_at_top_level(path, &marker) else {
         return path.to_owned();
     };
     let head = &path[..at];
@@ -249,6 +251,29 @@ pub fn update_function_path<F>(here: &F, helper: &str, function: &str, own: usiz
     } else {
         format!("{head}::{function}<{}>{after}", args.join(", "))
     }
+}
+
+/// Where the path segment `marker` (`::name`) is, outside any generic list (a closure's type
+/// among a helper's generic arguments can name a function that starts the same), and not the
+/// start of a longer name.
+fn segment_at_top_level(path: &str, marker: &str) -> Option<usize> {
+    let (mut depth, mut previous, mut found) = (0usize, ' ', None);
+    for (i, c) in path.char_indices() {
+        match c {
+            '<' | '(' | '[' => depth += 1,
+            '>' if previous == '-' => {}
+            '>' | ')' | ']' => depth = depth.saturating_sub(1),
+            ':' if depth == 0 && path[i..].starts_with(marker) => {
+                let next = path[i + marker.len()..].chars().next();
+                if next.is_none_or(|n| !(n.is_alphanumeric() || n == '_')) {
+                    found = Some(i);
+                }
+            }
+            _ => {}
+        }
+        previous = c;
+    }
+    found
 }
 
 /// The top-level arguments of a generic list (after its `<`) and what follows its `>`.
@@ -359,6 +384,21 @@ fn warn_not_configured(function: &'static str) {
 #[cfg(test)]
 mod tests {
     use super::generic_arguments;
+
+    #[test]
+    fn a_helper_is_found_by_its_own_segment_only() {
+        use super::segment_at_top_level;
+        let path = "app::update_get<app::P, app::update_get_sets::{{closure}}>";
+        assert_eq!(segment_at_top_level(path, "::update_get"), Some(3));
+        assert_eq!(
+            segment_at_top_level("app::update_get_x", "::update_get"),
+            None
+        );
+        assert_eq!(
+            segment_at_top_level("a::b<fn() -> u8>::update_get", "::update_get"),
+            Some(16)
+        );
+    }
 
     #[test]
     fn generic_lists_split_at_their_top_level() {

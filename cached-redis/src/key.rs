@@ -3,7 +3,11 @@
 //! A key template such as `user:<id>:v1` renders to `user:42:v1`. Argument values are escaped so
 //! that distinct values never render the same key: `\` becomes `\\`, and `:`, `{`, `}` are
 //! preceded by `\`. Because the attribute requires a `:` between two placeholders and forbids `\`,
-//! `{` and `}` in the template's own text, the rendered key determines the argument values.
+//! `{` and `}` in the template's own text, the rendered key determines the argument values: a
+//! plain value's own `:` follows an odd run of backslashes, a separator none. Lists escape their
+//! elements' text once more (`["a:b"]` renders `a\\:b`, a run of two, and a list's text never
+//! ends in a run of two modulo four), so the run before each `:` still tells a value's from a
+//! separator.
 //!
 //! A key longer than [`MAX_KEY_LEN`] bytes is not rejected: it is shortened to a readable
 //! prefix, the marker `\#` (which no escaped text contains) and the SHA-256 of the whole key.

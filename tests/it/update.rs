@@ -488,3 +488,18 @@ async fn refresh_loads_now_and_stores_what_it_loaded() {
     let cached = cached_stock(&server, &cache, 12).await;
     assert_eq!(cached, Some(8), "the refresh's value stays");
 }
+
+/// The caller's name starts with the helper's, and its closure's type is among the helper's
+/// generic arguments: the helper must still find its own path segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_derived_product_from_a_caller_named_like_the_helper() {
+    let server = RedisServer::start();
+    let cache = server.cache("update-named").await;
+    derived_product(&cache, 4).await.unwrap();
+    assert!(
+        update_derived_product(&cache, 4, |p| p.stock = 6)
+            .await
+            .unwrap()
+    );
+    assert_eq!(derived_product(&cache, 4).await.unwrap().stock, 6);
+}

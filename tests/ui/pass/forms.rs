@@ -157,6 +157,42 @@ async fn list(page: u32) -> Result<Vec<u64>, DbError> {
     Ok(vec![u64::from(page)])
 }
 
+/// `cache_if` without a type annotation: the value's type is known by then.
+#[redis_cached(key = "names:<page>", ttl = "60s", cache_if = |names| !names.is_empty())]
+async fn names(page: u32) -> Result<Vec<String>, DbError> {
+    Ok(vec![page.to_string()])
+}
+
+/// A state taken by value, its cache borrowed from it while the body uses it too.
+#[derive(Clone)]
+struct AppState {
+    cache: Cache,
+    prefix: String,
+}
+
+#[redis_cached(key = "owned:<id>", ttl = "60s", cache = &state.cache)]
+async fn owned_state(state: AppState, id: u64) -> Result<String, DbError> {
+    Ok(format!("{}{id}", state.prefix))
+}
+
+/// A generic impl: `<T>` names the impl's type parameter, which the attribute cannot see.
+struct Store<T>(Cache, std::marker::PhantomData<T>);
+
+impl<T: Default + Serialize + serde::de::DeserializeOwned> Store<T> {
+    #[redis_cached(key = "item:<T>:<id>", ttl = "60s", cache = &self.0)]
+    async fn item(&self, id: u64) -> Result<T, DbError> {
+        let _ = id;
+        Ok(T::default())
+    }
+}
+
+/// `skip` leaves an argument out of a derived key too.
+#[redis_cached(ttl = "60s", skip = "trace")]
+async fn traced(id: u64, trace: &str) -> Result<u64, DbError> {
+    let _ = trace;
+    Ok(id)
+}
+
 fn worth_keeping(value: &Option<User>) -> bool {
     value.as_ref().is_some_and(|u| u.id > 0)
 }
@@ -175,7 +211,9 @@ fn main() {
     let _ = tuple_fields((1, String::new()));
     let _ = (inner_attribute(1), from_a_macro(1), from_a_macro_key(1), maybe_user(1));
     let _ = writes();
-    let _ = (list(1), kept(1));
+    let _ = (list(1), kept(1), names(1), traced(1, "t"));
+    let _ = |state: AppState| owned_state(state, 1);
+    let _ = |store: &'static Store<u8>| store.item(1);
     let _ = |repo: &'static Repo| repo.lookup(1);
     let _ = |counter: &'static mut Counter| counter.counted(1);
     let _ = |repo: &'static Repo| method_writes(repo);
