@@ -2,14 +2,14 @@
 //! cache and hands the body to `::cached_redis::__private`.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{ToTokens as _, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned as _;
 use syn::{Ident, ItemFn};
 
 use crate::args;
 use crate::duration::JitterSpec;
 use crate::errors::Errors;
-use crate::model::{self, Model, Part};
+use crate::model::{self, Model, Param, Part};
 
 /// The attribute's entry. On an error in the attribute, the original item, every error, and
 /// the generated helpers with stub bodies, so that their callers add no errors of their own.
@@ -317,14 +317,14 @@ fn helper_fn(
     body: TokenStream,
 ) -> TokenStream {
     let ItemFn {
-        attrs, vis, sig, ..
+        attrs, vis, ..
     } = &model.item;
     let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
-    let mut generics = sig.generics.clone();
     let (asyncness, params, extra) = match shape {
         Shape::Async(extra) => (Some(quote!(async)), &model.helper_params, extra),
         Shape::Plain => (None, &model.key_params, None),
     };
+    let mut generics = helper_generics(model, params, extra.is_some());
     if let Some(extra) = extra {
         let param = &extra.param;
         let bound = &extra.bound;
@@ -364,6 +364,64 @@ fn refresh_stub(model: &Model) -> TokenStream {
     let vis = &model.item.vis;
     let body = stub();
     quote!(#[allow(dead_code)] #vis #sig { #body })
+}
+
+/// The cached function's generics, less the type and const parameters a helper with an
+/// explicit key has no use for (a handle's `D` in `get<D: Db>(db: &D, id: u64)` with
+/// `key = "user:<id>"`): left in, they could not be inferred where the helper is called. With
+/// a derived key every parameter stays, since the key's path names them all.
+fn helper_generics(model: &Model, params: &[Param], uses_ret: bool) -> syn::Generics {
+    let mut generics = model.item.sig.generics.clone();
+    if model.derived {
+        return generics;
+    }
+    let mut used = TokenStream::new();
+    for p in params {
+        p.ty.to_tokens(&mut used);
+    }
+    if uses_ret {
+        model.ret.to_tokens(&mut used);
+    }
+    model.cache.to_tokens(&mut used);
+    for part in &model.key {
+        if let Part::TypeName(t) = part {
+            t.to_tokens(&mut used);
+        }
+    }
+    let name = |p: &syn::GenericParam| match p {
+        syn::GenericParam::Type(t) => Some(t.ident.clone()),
+        syn::GenericParam::Const(c) => Some(c.ident.clone()),
+        syn::GenericParam::Lifetime(_) => None,
+    };
+    let dropped: Vec<Ident> = generics
+        .params
+        .iter()
+        .filter_map(name)
+        .filter(|n| !model::mentions(&used, n))
+        .collect();
+    let mentions_dropped =
+        |tokens: TokenStream| dropped.iter().any(|d| model::mentions(&tokens, d));
+    generics.params = generics
+        .params
+        .into_iter()
+        .filter(|p| name(p).is_none_or(|n| !dropped.contains(&n)))
+        .map(|mut p| {
+            if let syn::GenericParam::Type(t) = &mut p {
+                t.bounds = std::mem::take(&mut t.bounds)
+                    .into_iter()
+                    .filter(|b| !mentions_dropped(b.to_token_stream()))
+                    .collect();
+            }
+            p
+        })
+        .collect();
+    if let Some(where_clause) = &mut generics.where_clause {
+        where_clause.predicates = std::mem::take(&mut where_clause.predicates)
+            .into_iter()
+            .filter(|w| !mentions_dropped(w.to_token_stream()))
+            .collect();
+    }
+    generics
 }
 
 /// The body of a helper generated beside an attribute with an error: it is never run, as

@@ -371,7 +371,8 @@ fn check_type_params_named(
     }
 }
 
-fn mentions(tokens: &proc_macro2::TokenStream, ident: &Ident) -> bool {
+/// Whether `tokens` hold the identifier `ident` anywhere.
+pub(crate) fn mentions(tokens: &proc_macro2::TokenStream, ident: &Ident) -> bool {
     tokens.clone().into_iter().any(|t| match t {
         proc_macro2::TokenTree::Ident(i) => i == *ident,
         proc_macro2::TokenTree::Group(g) => mentions(&g.stream(), ident),

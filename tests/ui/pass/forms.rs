@@ -186,6 +186,27 @@ impl<T: Default + Serialize + serde::de::DeserializeOwned> Store<T> {
     }
 }
 
+/// A generic handle left out of the key: the helpers do not take `D`, so callers need not
+/// name it.
+trait Db {
+    fn name(&self) -> String;
+}
+
+#[redis_cached(key = "row:<id>", ttl = "60s")]
+async fn row<D: Db + Sync>(db: &D, id: u64) -> Result<String, DbError>
+where
+    D: Send,
+{
+    Ok(format!("{}:{id}", db.name()))
+}
+
+async fn row_writes() -> Result<(), cached_redis::Error> {
+    invalidate_row(1).await?;
+    let _key = row_key(1);
+    update_row(1, |s| s.push('!')).await?;
+    Ok(())
+}
+
 /// `skip` leaves an argument out of a derived key too.
 #[redis_cached(ttl = "60s", skip = "trace")]
 async fn traced(id: u64, trace: &str) -> Result<u64, DbError> {
@@ -211,6 +232,7 @@ fn main() {
     let _ = tuple_fields((1, String::new()));
     let _ = (inner_attribute(1), from_a_macro(1), from_a_macro_key(1), maybe_user(1));
     let _ = writes();
+    let _ = row_writes();
     let _ = (list(1), kept(1), names(1), traced(1, "t"));
     let _ = |state: AppState| owned_state(state, 1);
     let _ = |store: &'static Store<u8>| store.item(1);
