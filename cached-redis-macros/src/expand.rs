@@ -316,9 +316,7 @@ fn helper_fn(
     ret: TokenStream,
     body: TokenStream,
 ) -> TokenStream {
-    let ItemFn {
-        attrs, vis, ..
-    } = &model.item;
+    let ItemFn { attrs, vis, .. } = &model.item;
     let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
     let (asyncness, params, extra) = match shape {
         Shape::Async(extra) => (Some(quote!(async)), &model.helper_params, extra),

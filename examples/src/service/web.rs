@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::repo::{DB_TIME, ProductRepo, RepoError};
+use super::repo::{CacheWrite, DB_TIME, Product, ProductRepo, RepoError};
 
 /// Shared by every request.
 #[derive(Debug, Clone)]
@@ -120,14 +120,26 @@ async fn update_price(
     Json(change): Json<PriceChange>,
 ) -> Response {
     let changed = state.repo.set_price(id, change.price_cents).await;
-    forget_catalog(&state).await;
+    written(&state, changed, "invalidated").await
+}
+
+/// A write's answer: the product, what the cache said (`field`: whether the entry was removed
+/// or changed, `cache_error` if Redis could not be told), after the catalog is forgotten.
+async fn written(
+    state: &AppState,
+    changed: Result<(Product, CacheWrite), RepoError>,
+    field: &str,
+) -> Response {
+    forget_catalog(state).await;
     match changed {
-        Ok((product, invalidated)) => Json(json!({
-            "product": product,
-            "invalidated": invalidated.as_ref().is_ok_and(|removed| *removed),
-            "cache_error": invalidated.err().map(|e| e.to_string()),
-        }))
-        .into_response(),
+        Ok((product, said)) => {
+            let mut answer = json!({
+                "product": product,
+                "cache_error": said.as_ref().err().map(|e| e.to_string()),
+            });
+            answer[field] = Value::Bool(said.is_ok_and(|done| done));
+            Json(answer).into_response()
+        }
         Err(e) => error(&e),
     }
 }
@@ -143,16 +155,7 @@ async fn change_stock(
     Json(change): Json<StockChange>,
 ) -> Response {
     let changed = state.repo.change_stock(id, change.delta).await;
-    forget_catalog(&state).await;
-    match changed {
-        Ok((product, updated)) => Json(json!({
-            "product": product,
-            "updated_in_cache": updated.as_ref().is_ok_and(|changed| *changed),
-            "cache_error": updated.err().map(|e| e.to_string()),
-        }))
-        .into_response(),
-        Err(e) => error(&e),
-    }
+    written(&state, changed, "updated_in_cache").await
 }
 
 /// Every product, as JSON: the response the HTTP layer stores.
