@@ -76,17 +76,22 @@ impl Args {
             return Ok(());
         }
         self.seen.push(name.clone());
-        match name.as_str() {
-            "key" => {
-                let lit: LitStr = meta.value()?.parse()?;
-                match template::parse(&lit.value()) {
-                    Ok(segments) => self.key = Some((segments, lit)),
-                    Err(message) => {
-                        self.key_invalid = true;
-                        errors.at(lit.span(), message);
-                    }
-                }
-            }
+        self.read_value(&name, span, &meta, errors)?;
+        Ok(())
+    }
+}
+
+impl Args {
+    /// Reads the value of the argument `name` (first written at `span`).
+    fn read_value(
+        &mut self,
+        name: &str,
+        span: Span,
+        meta: &ParseNestedMeta<'_>,
+        errors: &mut Errors,
+    ) -> syn::Result<()> {
+        match name {
+            "key" => self.read_key(meta.value()?.parse()?, errors),
             "ttl" => {
                 let value: Expr = meta.value()?.parse()?;
                 match &value {
@@ -94,38 +99,25 @@ impl Args {
                     _ => self.ttl_expr = Some(value),
                 }
             }
-            "lock_ttl" => self.lock_ttl = duration(&meta, "lock_ttl", errors)?,
-            "max_load" => self.max_load = duration(&meta, "max_load", errors)?,
-            "none_ttl" => self.none_ttl = duration(&meta, "none_ttl", errors)?,
+            "lock_ttl" => self.lock_ttl = duration(meta, "lock_ttl", errors)?,
+            "max_load" => self.max_load = duration(meta, "max_load", errors)?,
+            "none_ttl" => self.none_ttl = duration(meta, "none_ttl", errors)?,
             "jitter" => {
-                let Some(lit) = string_literal(&meta, "jitter", "10%", errors)? else {
-                    return Ok(());
-                };
-                match parse_jitter(&lit.value()) {
-                    Ok(value) => {
-                        self.jitter = Some(Spanned {
-                            value,
-                            span: lit.span(),
-                        });
+                if let Some(lit) = string_literal(meta, "jitter", "10%", errors)? {
+                    match parse_jitter(&lit.value()) {
+                        Ok(value) => {
+                            self.jitter = Some(Spanned {
+                                value,
+                                span: lit.span(),
+                            })
+                        }
+                        Err(message) => errors.at(lit.span(), message),
                     }
-                    Err(message) => errors.at(lit.span(), message),
                 }
             }
             "cache" => self.cache = Some(meta.value()?.parse()?),
             "cache_if" => self.cache_if = Some(meta.value()?.parse()?),
-            "skip" => {
-                let lit: LitStr = meta.value()?.parse()?;
-                let names = lit.value();
-                self.skip = names
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(|n| Spanned {
-                        value: n.trim_start_matches("r#").to_owned(),
-                        span: lit.span(),
-                    })
-                    .collect();
-            }
+            "skip" => self.skip = skipped(&meta.value()?.parse()?),
             "helpers" => {
                 let lit: syn::LitBool = meta.value()?.parse()?;
                 self.helpers = Some(Spanned {
@@ -135,14 +127,35 @@ impl Args {
             }
             _ => {
                 let _: Expr = meta.value()?.parse()?;
-                errors.at(
-                    span,
-                    format!("unknown argument `{name}`; expected one of {KNOWN}"),
-                );
+                let message = format!("unknown argument `{name}`; expected one of {KNOWN}");
+                errors.at(span, message);
             }
         }
         Ok(())
     }
+
+    fn read_key(&mut self, lit: LitStr, errors: &mut Errors) {
+        match template::parse(&lit.value()) {
+            Ok(segments) => self.key = Some((segments, lit)),
+            Err(message) => {
+                self.key_invalid = true;
+                errors.at(lit.span(), message);
+            }
+        }
+    }
+}
+
+/// The argument names of `skip = "a, b"`, without `r#`.
+fn skipped(lit: &LitStr) -> Vec<Spanned<String>> {
+    lit.value()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| Spanned {
+            value: n.trim_start_matches("r#").to_owned(),
+            span: lit.span(),
+        })
+        .collect()
 }
 
 /// The options the runtime bounds to a day (a lease or a load longer than that is a mistake);

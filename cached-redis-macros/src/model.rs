@@ -73,48 +73,18 @@ pub(crate) struct Model {
 /// Checks the function against its arguments; records every problem found.
 pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
     let sig = &item.sig;
-    if sig.asyncness.is_none() {
-        errors.at(
-            sig.fn_token.span,
-            "#[redis_cached] works on `async fn` only: caching reads Redis, which is asynchronous; write `async fn`",
-        );
-    }
+    check_signature_and_ttl(sig, &args, errors);
     let ret = return_type(sig, errors);
-
     let has_receiver = sig.receiver().is_some();
     let params = named_params(&item, args.key.is_none() && !args.key_invalid, errors);
-
-    if !args.given("ttl") {
-        errors.at(
-            Span::call_site(),
-            "missing `ttl`: every entry must expire; add e.g. ttl = \"60s\"",
-        );
-    }
-    if let (Some(ttl), Some(jitter)) = (&args.ttl, &args.jitter) {
-        check_jitter(ttl, jitter, errors);
-    }
-
     let mut in_cache_expr = vec![false; params.len()];
     if let Some(cache) = &args.cache {
-        mark_mentioned(
-            &quote::ToTokens::to_token_stream(cache),
-            &params,
-            &mut in_cache_expr,
-        );
+        let tokens = quote::ToTokens::to_token_stream(cache);
+        mark_mentioned(&tokens, &params, &mut in_cache_expr);
     }
     let (segments, key_span) = match &args.key {
         Some((segments, lit)) => (segments.clone(), lit.span()),
-        None => {
-            // Only the argument the cache is reached through (`cache`, `&state.cache`) is a
-            // handle; one that merely appears in the expression (`&shards[id % 4]`) selects
-            // data, and stays in the key.
-            let handle = args.cache.as_ref().and_then(root_ident);
-            let skipped = |p: &Param| args.skip.iter().any(|s| s.value == bare(&p.ident));
-            let data = params
-                .iter()
-                .filter(|p| handle.as_ref() != Some(&p.ident) && !skipped(p));
-            (derived_template(data), Span::call_site())
-        }
+        None => (derived_template(&params, &args), Span::call_site()),
     };
     let scope = Scope {
         params: &params,
@@ -132,39 +102,30 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
         // Only once the rest is right: with a misspelt placeholder, the argument it meant
         // would be reported as left out too.
         if errors.is_empty() {
-            let mut exempt = vec![false; params.len()];
-            // The argument the cache is reached through is a handle (`&shards[id % 4]`
-            // reaches it through `shards`; `id` still selects data), and what `cache_if`
-            // captures does not select the entry.
-            let handle = args.cache.as_ref().and_then(root_ident);
-            for (i, p) in params.iter().enumerate() {
-                exempt[i] = handle.as_ref() == Some(&p.ident);
-            }
-            if let Some(predicate) = &args.cache_if {
-                let tokens = quote::ToTokens::to_token_stream(predicate);
-                mark_mentioned(&tokens, &params, &mut exempt);
-            }
-            check_unkeyed(&scope, &in_key, &exempt, &args, errors);
+            check_unkeyed(
+                &scope,
+                &in_key,
+                &exempt_from_key(&params, &args),
+                &args,
+                errors,
+            );
         }
     }
     let pick = |wanted: &dyn Fn(usize) -> bool| -> Vec<Param> {
         let picked = params.iter().enumerate().filter(|(i, _)| wanted(*i));
         picked.map(|(_, p)| p.clone()).collect()
     };
-    let clone_cache = clone_cache(sig, &params, args.cache.as_ref());
-    let key_params = pick(&|i| in_key[i]);
-    let helper_params = pick(&|i| in_key[i] || in_cache_expr[i]);
-
     Model {
         ret,
         has_receiver,
         key,
         key_span,
         derived: args.key.is_none(),
-        helper_params,
-        key_params,
+        helper_params: pick(&|i| in_key[i] || in_cache_expr[i]),
+        key_params: pick(&|i| in_key[i]),
+        clone_cache: clone_cache(sig, &params, args.cache.as_ref()),
         ttl: args.ttl.map_or(Duration::from_secs(1), |t| t.value),
-        ttl_expr: args.ttl_expr.clone(),
+        ttl_expr: args.ttl_expr,
         jitter: args.jitter.map(|j| j.value),
         lock_ttl: args.lock_ttl.map(|d| d.value),
         max_load: args.max_load.map(|d| d.value),
@@ -173,9 +134,43 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
         cache: args.cache,
         cache_if: args.cache_if,
         helpers: args.helpers.is_none_or(|h| h.value),
-        clone_cache,
         item,
     }
+}
+
+/// An `async fn`, and a `ttl` (with a jitter below it).
+fn check_signature_and_ttl(sig: &syn::Signature, args: &Args, errors: &mut Errors) {
+    if sig.asyncness.is_none() {
+        errors.at(
+            sig.fn_token.span,
+            "#[redis_cached] works on `async fn` only: caching reads Redis, which is asynchronous; write `async fn`",
+        );
+    }
+    if !args.given("ttl") {
+        errors.at(
+            Span::call_site(),
+            "missing `ttl`: every entry must expire; add e.g. ttl = \"60s\"",
+        );
+    }
+    if let (Some(ttl), Some(jitter)) = (&args.ttl, &args.jitter) {
+        check_jitter(ttl, jitter, errors);
+    }
+}
+
+/// The arguments an explicit template may leave out without `skip`: the one the cache is
+/// reached through (`&shards[id % 4]` reaches it through `shards`; `id` still selects data),
+/// and what `cache_if` captures, which does not select the entry.
+fn exempt_from_key(params: &[Param], args: &Args) -> Vec<bool> {
+    let handle = args.cache.as_ref().and_then(root_ident);
+    let mut exempt: Vec<bool> = params
+        .iter()
+        .map(|p| handle.as_ref() == Some(&p.ident))
+        .collect();
+    if let Some(predicate) = &args.cache_if {
+        let tokens = quote::ToTokens::to_token_stream(predicate);
+        mark_mentioned(&tokens, params, &mut exempt);
+    }
+    exempt
 }
 
 /// Whether the cache handle must be cloned (see [`Model::clone_cache`]).
@@ -238,10 +233,18 @@ fn named_params(item: &ItemFn, need_all: bool, errors: &mut Errors) -> Vec<Param
 
 /// `get_user(id, region)` becomes `<path>:<id>:<region>`; the expansion writes the path of the
 /// function in front (`app::users::get_user`), so same-named functions never share entries.
-/// Parameters the `cache` expression uses are not data and are left out.
-fn derived_template<'a>(params: impl Iterator<Item = &'a Param>) -> Vec<Segment> {
+/// The argument the `cache` expression starts from is not data and is left out, nor are the
+/// arguments `skip` names.
+fn derived_template(params: &[Param], args: &Args) -> Vec<Segment> {
+    // Only the argument the cache is reached through (`cache`, `&state.cache`) is a handle;
+    // one that merely appears in the expression (`&shards[id % 4]`) selects data, and stays.
+    let handle = args.cache.as_ref().and_then(root_ident);
+    let skipped = |p: &Param| args.skip.iter().any(|s| s.value == bare(&p.ident));
     let mut segments = Vec::new();
-    for param in params {
+    for param in params
+        .iter()
+        .filter(|p| handle.as_ref() != Some(&p.ident) && !skipped(p))
+    {
         segments.push(Segment::Text(":".to_owned()));
         segments.push(Segment::Placeholder {
             root: bare(&param.ident),
