@@ -86,6 +86,14 @@ impl Cache {
     /// or `rediss://` for TLS). An empty `url` builds a disabled cache (see
     /// [`Cache::disabled`]), so `Cache::builder(&std::env::var("REDIS_URL")?)` turns caching off
     /// with `REDIS_URL=""`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cached_redis::Error> {
+    /// let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    /// let cache = cached_redis::Cache::builder(&url).namespace("myapp").build().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn builder(url: &str) -> CacheBuilder {
         CacheBuilder {
             urls: vec![url.to_owned()],
@@ -179,6 +187,14 @@ impl Cache {
 impl CacheBuilder {
     /// Prefix of every key this cache writes (default `"cache"`): values live at
     /// `<namespace>:{<key>}`. It may not contain `{` or `}`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cached_redis::Error> {
+    /// let cache = cached_redis::Cache::builder("").namespace("billing").build().await?;
+    /// assert_eq!(cache.namespace(), "billing");
+    /// # Ok(()) }
+    /// ```
     pub fn namespace(mut self, namespace: &str) -> Self {
         namespace.clone_into(&mut self.namespace);
         self
@@ -186,6 +202,11 @@ impl CacheBuilder {
 
     /// Bound on every Redis call (default 250 ms). A call that takes longer falls back to the
     /// loader.
+    ///
+    /// ```
+    /// let builder = cached_redis::Cache::builder("redis://127.0.0.1:6379")
+    ///     .op_timeout(std::time::Duration::from_millis(100));
+    /// ```
     pub fn op_timeout(mut self, op_timeout: Duration) -> Self {
         self.op_timeout = op_timeout;
         self
@@ -193,6 +214,11 @@ impl CacheBuilder {
 
     /// How long one loader may hold an entry's lease before others take over (default 5 s).
     /// Attribute argument `lock_ttl` overrides it per function.
+    ///
+    /// ```
+    /// let builder = cached_redis::Cache::builder("redis://127.0.0.1:6379")
+    ///     .lock_ttl(std::time::Duration::from_secs(10)); // loads that take up to ~10 s
+    /// ```
     pub fn lock_ttl(mut self, lock_ttl: Duration) -> Self {
         self.lock_ttl = lock_ttl;
         self
@@ -244,12 +270,21 @@ impl CacheBuilder {
 
     /// Consecutive failed Redis calls that open the circuit breaker (default 5). While it is
     /// open, calls skip Redis and run the loader.
+    ///
+    /// ```
+    /// let builder = cached_redis::Cache::builder("redis://127.0.0.1:6379").breaker_threshold(3);
+    /// ```
     pub fn breaker_threshold(mut self, failures: u32) -> Self {
         self.breaker_threshold = failures;
         self
     }
 
     /// How long the breaker stays open before one probe call is let through (default 1 s).
+    ///
+    /// ```
+    /// let builder = cached_redis::Cache::builder("redis://127.0.0.1:6379")
+    ///     .breaker_cooldown(std::time::Duration::from_millis(500));
+    /// ```
     pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
         self.breaker_cooldown = cooldown;
         self
@@ -307,6 +342,14 @@ impl CacheBuilder {
     /// Validates the configuration and creates the cache. It does not connect: an unreachable
     /// Redis does not stop an application from starting, its calls fall back to the loader
     /// until Redis answers. Must be called inside a Tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wrong = cached_redis::Cache::builder("redis://127.0.0.1:6379").namespace("a{b}").build().await;
+    /// assert!(matches!(wrong, Err(cached_redis::Error::InvalidConfig(_))));
+    /// # }
+    /// ```
     pub async fn build(self) -> Result<Cache, Error> {
         self.assemble()
     }

@@ -74,16 +74,31 @@ impl fmt::Debug for Cache {
 
 impl Cache {
     /// A snapshot of the counters.
+    ///
+    /// ```
+    /// let cache = cached_redis::Cache::disabled();
+    /// assert_eq!(cache.stats().hits, 0);
+    /// ```
     pub fn stats(&self) -> Stats {
         self.inner.stats.snapshot()
     }
 
     /// Sets every counter back to zero.
+    ///
+    /// ```
+    /// let cache = cached_redis::Cache::disabled();
+    /// cache.reset_stats();
+    /// assert_eq!(cache.stats(), cached_redis::Stats::default());
+    /// ```
     pub fn reset_stats(&self) {
         self.inner.stats.reset();
     }
 
     /// The namespace every key of this cache starts with.
+    ///
+    /// ```
+    /// assert_eq!(cached_redis::Cache::disabled().namespace(), "cache");
+    /// ```
     pub fn namespace(&self) -> &str {
         &self.inner.namespace
     }

@@ -32,6 +32,16 @@ pub fn set_global(cache: Cache) {
 
 /// The default cache of functions without `cache = ...`, if any: the one [`with_cache`] set
 /// for the current future, else the one installed by [`set_global`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let seen = cached_redis::with_cache(cached_redis::Cache::disabled(), async {
+///     cached_redis::global().is_some_and(|cache| cache.is_disabled())
+/// });
+/// assert!(seen.await, "with_cache's cache, for this future");
+/// # }
+/// ```
 pub fn global() -> Option<Cache> {
     SCOPED.try_with(Cache::clone).ok().or_else(installed)
 }

@@ -38,6 +38,11 @@ pub struct Key(String);
 impl Key {
     /// Starts a key; append template text with [`KeyBuilder::text`] and values with
     /// [`KeyBuilder::part`].
+    ///
+    /// ```
+    /// let key = cached_redis::Key::builder().text("user:").part(&42u64).text(":v1").build();
+    /// assert_eq!(key.as_str(), "user:42:v1");
+    /// ```
     pub fn builder() -> KeyBuilder {
         KeyBuilder {
             out: KeyWriter(String::with_capacity(48)),
@@ -56,6 +61,10 @@ impl Key {
     }
 
     /// The rendered key, as it appears between the braces in Redis.
+    ///
+    /// ```
+    /// assert_eq!(cached_redis::Key::builder().part("a:b").build().as_str(), r"a\:b");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -146,6 +155,11 @@ pub struct KeyBuilder {
 
 impl KeyBuilder {
     /// Appends template text verbatim.
+    ///
+    /// ```
+    /// let key = cached_redis::Key::builder().text("report:daily").build();
+    /// assert_eq!(key.as_str(), "report:daily");
+    /// ```
     pub fn text(mut self, text: &str) -> Self {
         self.out.0.push_str(text);
         self.after_part &= !text.contains(':');
@@ -154,6 +168,11 @@ impl KeyBuilder {
 
     /// Appends an argument value, escaped; a `:` first if a part came since the last `:` of
     /// template text.
+    ///
+    /// ```
+    /// let key = cached_redis::Key::builder().part(&7u32).part("x").build();
+    /// assert_eq!(key.as_str(), "7:x", "parts in a row are separated by `:`");
+    /// ```
     pub fn part<T: KeyPart + ?Sized>(mut self, value: &T) -> Self {
         if self.after_part {
             self.out.0.push(':');
@@ -184,6 +203,13 @@ impl KeyBuilder {
     }
 
     /// Finishes the key, hashing it if it is longer than [`MAX_KEY_LEN`].
+    ///
+    /// ```
+    /// let long = "x".repeat(cached_redis::MAX_KEY_LEN * 2);
+    /// let key = cached_redis::Key::builder().part(long.as_str()).build();
+    /// assert!(key.as_str().len() <= cached_redis::MAX_KEY_LEN, "{}", key.as_str().len());
+    /// assert!(key.as_str().contains(r"\#"), "a readable start, a marker and a hash");
+    /// ```
     pub fn build(self) -> Key {
         Key(shorten(self.out.0))
     }
@@ -198,6 +224,20 @@ pub struct KeyWriter(String);
 
 impl KeyWriter {
     /// Writes text, escaping the characters that delimit keys.
+    ///
+    /// ```
+    /// use cached_redis::{Key, KeyPart, KeyWriter};
+    ///
+    /// struct Sku(String);
+    ///
+    /// impl KeyPart for Sku {
+    ///     fn write_key_part(&self, out: &mut KeyWriter) {
+    ///         out.write_str(&self.0); // escaped: `:` becomes `\:`
+    ///     }
+    /// }
+    ///
+    /// assert_eq!(Key::builder().part(&Sku("a:1".into())).build().as_str(), r"a\:1");
+    /// ```
     pub fn write_str(&mut self, text: &str) {
         for c in text.chars() {
             if matches!(c, '\\' | ':' | '{' | '}') {
@@ -209,6 +249,20 @@ impl KeyWriter {
 
     /// Writes a marker that no escaped text can produce (`\` followed by `marker`). Used for
     /// values with no text of their own, such as `None`.
+    ///
+    /// ```
+    /// use cached_redis::{Key, KeyPart, KeyWriter};
+    ///
+    /// struct Anyone;
+    ///
+    /// impl KeyPart for Anyone {
+    ///     fn write_key_part(&self, out: &mut KeyWriter) {
+    ///         out.write_marker('*'); // `\*`, which no escaped text can be
+    ///     }
+    /// }
+    ///
+    /// assert_eq!(Key::builder().part(&Anyone).build().as_str(), r"\*");
+    /// ```
     pub fn write_marker(&mut self, marker: char) {
         debug_assert!(!matches!(marker, '\\' | ':' | '{' | '}'));
         self.0.push('\\');

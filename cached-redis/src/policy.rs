@@ -51,6 +51,14 @@ pub(crate) const LONGEST: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Policy {
     /// A policy for the function (or cache region) `name`, caching values for `ttl`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = cached_redis::Policy::new("price", Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.ttl(), Duration::from_secs(30));
+    /// assert!(cached_redis::Policy::new("price", Duration::ZERO).is_err());
+    /// ```
     pub fn new(name: &'static str, ttl: Duration) -> Result<Policy, Error> {
         if ttl.as_millis() == 0 {
             return Err(Error::InvalidConfig(format!(
@@ -68,6 +76,15 @@ impl Policy {
     }
 
     /// Sets the jitter; it must be smaller than the TTL.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cached_redis::{Jitter, Policy};
+    ///
+    /// let policy = Policy::new("price", Duration::from_secs(30))?.with_jitter(Jitter::Ratio(100_000))?; // 10%
+    /// assert!(Policy::new("price", Duration::from_secs(30))?.with_jitter(Jitter::Fixed(Duration::from_secs(30))).is_err());
+    /// # Ok::<(), cached_redis::Error>(())
+    /// ```
     pub fn with_jitter(mut self, jitter: Jitter) -> Result<Policy, Error> {
         let too_large = match jitter {
             Jitter::None => false,
@@ -85,6 +102,15 @@ impl Policy {
     }
 
     /// Overrides the cache's lease TTL (how long one loader may hold the key's lock).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = cached_redis::Policy::new("report", Duration::from_secs(300))?
+    ///     .with_lock_ttl(Duration::from_secs(20))?;
+    /// assert_eq!(policy.lock_ttl(), Some(Duration::from_secs(20)));
+    /// # Ok::<(), cached_redis::Error>(())
+    /// ```
     pub fn with_lock_ttl(mut self, lock_ttl: Duration) -> Result<Policy, Error> {
         self.lock_ttl = Some(self.at_least_1ms("lock_ttl", lock_ttl)?);
         Ok(self)
@@ -108,6 +134,15 @@ impl Policy {
     }
 
     /// Caches `None` results for `none_ttl` (only meaningful for `Option` results).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = cached_redis::Policy::new("user", Duration::from_secs(60))?
+    ///     .with_none_ttl(Duration::from_secs(5))?;
+    /// assert_eq!(policy.none_ttl(), Some(Duration::from_secs(5)));
+    /// # Ok::<(), cached_redis::Error>(())
+    /// ```
     pub fn with_none_ttl(mut self, none_ttl: Duration) -> Result<Policy, Error> {
         self.none_ttl = Some(self.at_least_1ms("none_ttl", none_ttl)?);
         Ok(self)
@@ -132,31 +167,61 @@ impl Policy {
     }
 
     /// The function or region name, used in logs and statistics.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.name(), "price");
+    /// ```
     pub fn name(&self) -> &'static str {
         self.name
     }
 
     /// The upper bound on how long an entry lives.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.ttl().as_secs(), 30);
+    /// ```
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
 
     /// The jitter.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert!(matches!(policy.jitter(), cached_redis::Jitter::None));
+    /// ```
     pub fn jitter(&self) -> Jitter {
         self.jitter
     }
 
     /// The lease TTL override, if any.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.lock_ttl(), None, "the cache's lease TTL applies");
+    /// ```
     pub fn lock_ttl(&self) -> Option<Duration> {
         self.lock_ttl
     }
 
     /// The bound on one load, if overridden.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.max_load(), None);
+    /// ```
     pub fn max_load(&self) -> Option<Duration> {
         self.max_load
     }
 
     /// How long `None` is cached, if it is.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.none_ttl(), None, "None is not cached");
+    /// ```
     pub fn none_ttl(&self) -> Option<Duration> {
         self.none_ttl
     }
