@@ -41,7 +41,8 @@
 //!   `chrono`, `time` (those crates' ids and dates as key parts), and `http` (`http::CacheLayer`,
 //!   whole-response caching for tower and axum services).
 //! - Beside `invalidate_<fn>`, the attribute generates `update_<fn>` (changes the cached value
-//!   in place, by compare-and-set; [`Cache::update`] without the attribute) and `<fn>_key`.
+//!   in place, by compare-and-set; [`Cache::update`] without the attribute), `refresh_<fn>`
+//!   (loads now and stores the result) and `<fn>_key`.
 //!
 //! The README in the repository states every guarantee with the test that checks it, what each
 //! failure (Redis down, refusing writes, a cluster failover) costs, and the benchmarks.
