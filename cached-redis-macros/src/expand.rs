@@ -202,16 +202,12 @@ fn invalidate_fn(model: &Model, bodies: &Bodies) -> TokenStream {
     );
     let body = match bodies {
         Bodies::Stub => stub(),
-        Bodies::Real => {
-            let key = local("__cached_redis_key");
-            let render = render_key(model, Some(&helper), false);
-            let (cache_binding, cache) = cache_binding(model, false);
-            quote! {
-                let #key = #render;
-                #cache_binding
-                ::cached_redis::__private::invalidate(#cache, #key).await
-            }
-        }
+        Bodies::Real => keyed_body(
+            model,
+            &helper,
+            false,
+            |cache, key| quote!(::cached_redis::__private::invalidate(#cache, #key).await),
+        ),
     };
     let ret = quote!(::core::result::Result<bool, ::cached_redis::Error>);
     helper_fn(model, &helper, &doc, Shape::Async(None), ret, body)
@@ -238,16 +234,12 @@ fn update_fn(model: &Model, bodies: &Bodies) -> TokenStream {
     let ret = &model.ret;
     let body = match bodies {
         Bodies::Stub => stub(),
-        Bodies::Real => {
-            let key = local("__cached_redis_key");
-            let render = render_key(model, Some(&helper), true);
-            let (cache_binding, cache) = cache_binding(model, false);
-            quote! {
-                let #key = #render;
-                #cache_binding
-                ::cached_redis::__private::update::<#ret, #value>(#cache, #key, #change).await
-            }
-        }
+        Bodies::Real => keyed_body(
+            model,
+            &helper,
+            true,
+            |cache, key| quote!(::cached_redis::__private::update::<#ret, #value>(#cache, #key, #change).await),
+        ),
     };
     let extra = Extra {
         param: value.clone(),
@@ -256,6 +248,25 @@ fn update_fn(model: &Model, bodies: &Bodies) -> TokenStream {
     };
     let ret = quote!(::core::result::Result<bool, ::cached_redis::Error>);
     helper_fn(model, &helper, &doc, Shape::Async(Some(&extra)), ret, body)
+}
+
+/// An async helper's body: the key rendered (inside `update_*`: `within_update`), the cache
+/// bound, then `call(cache, key)`.
+fn keyed_body(
+    model: &Model,
+    helper: &Ident,
+    within_update: bool,
+    call: impl FnOnce(&TokenStream, &Ident) -> TokenStream,
+) -> TokenStream {
+    let key = local("__cached_redis_key");
+    let render = render_key(model, Some(helper), within_update);
+    let (cache_binding, cache) = cache_binding(model, false);
+    let call = call(&cache, &key);
+    quote! {
+        let #key = #render;
+        #cache_binding
+        #call
+    }
 }
 
 /// `<fn>_key(<the key's arguments>)`: the key the function caches under for them, so code

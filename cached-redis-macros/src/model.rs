@@ -498,16 +498,8 @@ fn root_ident(expr: &syn::Expr) -> Option<Ident> {
 }
 
 fn mark_mentioned(tokens: &proc_macro2::TokenStream, params: &[Param], used: &mut [bool]) {
-    for token in tokens.clone() {
-        match token {
-            proc_macro2::TokenTree::Ident(ident) => {
-                if let Some(i) = params.iter().position(|p| p.ident == ident) {
-                    used[i] = true;
-                }
-            }
-            proc_macro2::TokenTree::Group(group) => mark_mentioned(&group.stream(), params, used),
-            _ => {}
-        }
+    for (used, param) in used.iter_mut().zip(params) {
+        *used |= mentions(tokens, &param.ident);
     }
 }
 

@@ -41,6 +41,13 @@ pub use service::CacheService;
 use crate::{Cache, Error, Policy};
 
 /// The default bound on a response body the layer buffers to store: 1 MiB.
+///
+/// ```
+/// # let cache = cached_redis::Cache::disabled();
+/// use cached_redis::http::{CacheLayer, DEFAULT_MAX_BODY};
+///
+/// let layer = CacheLayer::new(cache, std::time::Duration::from_secs(30)).max_body(4 * DEFAULT_MAX_BODY);
+/// ```
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 
 /// A [`tower_layer::Layer`] that caches whole responses in Redis: `GET` and `HEAD`, keyed by

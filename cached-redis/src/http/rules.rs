@@ -59,15 +59,15 @@ pub(crate) enum Verdict {
     Alone,
 }
 
-/// Whether a response's head alone says it is its caller's only, before its body is read:
-/// then it streams through as the handler writes it (an event stream among them).
-pub(crate) fn streams_through(parts: &response::Parts, config: &Config) -> bool {
+/// Whether a response with this head and `verdict` is its caller's only before its body is
+/// read: then it streams through as the handler writes it (an event stream among them).
+pub(crate) fn streams_through(parts: &response::Parts, verdict: &Verdict) -> bool {
     let event_stream = parts
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    event_stream || verdict(parts, config) == Verdict::Alone
+    event_stream || *verdict == Verdict::Alone
 }
 
 /// The verdict on a response under `config` (its body already known to fit).

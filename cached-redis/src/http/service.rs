@@ -178,7 +178,8 @@ where
             }
         };
         // What its head already says is not stored is not read first: it streams.
-        if rules::streams_through(&parts, config) {
+        let verdict = rules::verdict(&parts, config);
+        if rules::streams_through(&parts, &verdict) {
             self.unstored = true;
             let body = CacheBody::streaming(body);
             self.own = Some(Ok(missed(Response::from_parts(parts, body))));
@@ -192,7 +193,7 @@ where
                 return Loaded::Alone;
             }
         };
-        let loaded = classify(&parts, &bytes, config, vary);
+        let loaded = classify(&parts, &bytes, verdict, vary);
         self.unstored = matches!(loaded, Loaded::Alone | Loaded::Share(_));
         self.own = Some(Ok(missed(Response::from_parts(
             parts,
@@ -221,15 +222,14 @@ where
     }
 }
 
-/// What becomes of a response read whole, in a run for a key varied on `vary` (`None`: the
-/// URL's own key).
+/// What becomes of a response read whole, with its head's `verdict`, in a run for a key varied
+/// on `vary` (`None`: the URL's own key).
 fn classify(
     parts: &::http::response::Parts,
     bytes: &Bytes,
-    config: &Config,
+    verdict: Verdict,
     vary: Option<Vec<HeaderName>>,
 ) -> Loaded {
-    let verdict = rules::verdict(parts, config);
     let Vary::Names(names) = rules::vary(&parts.headers) else {
         return Loaded::Alone;
     };
