@@ -9,9 +9,10 @@ use syn::{Expr, LitStr};
 
 use crate::duration::{JitterSpec, parse_duration, parse_jitter};
 use crate::errors::Errors;
+use crate::format::{CodecSpec, parse_codec, parse_size};
 use crate::template::{self, Segment};
 
-const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `cache`, `cache_if`, `skip` and `helpers`";
+const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `codec`, `compress_above`, `cache`, `cache_if`, `skip` and `helpers`";
 
 /// A value with the span of the literal it came from.
 #[derive(Debug, Clone)]
@@ -31,6 +32,9 @@ pub(crate) struct Args {
     pub(crate) lock_ttl: Option<Spanned<Duration>>,
     pub(crate) max_load: Option<Spanned<Duration>>,
     pub(crate) none_ttl: Option<Spanned<Duration>>,
+    pub(crate) codec: Option<Spanned<CodecSpec>>,
+    /// `compress_above = "16KiB"` (`None` inside: `"never"`).
+    pub(crate) compress_above: Option<Spanned<Option<usize>>>,
     pub(crate) cache: Option<Expr>,
     /// A predicate on the value: store it only when it holds.
     pub(crate) cache_if: Option<Expr>,
@@ -102,18 +106,10 @@ impl Args {
             "lock_ttl" => self.lock_ttl = duration(meta, "lock_ttl", errors)?,
             "max_load" => self.max_load = duration(meta, "max_load", errors)?,
             "none_ttl" => self.none_ttl = duration(meta, "none_ttl", errors)?,
-            "jitter" => {
-                if let Some(lit) = string_literal(meta, "jitter", "10%", errors)? {
-                    match parse_jitter(&lit.value()) {
-                        Ok(value) => {
-                            self.jitter = Some(Spanned {
-                                value,
-                                span: lit.span(),
-                            })
-                        }
-                        Err(message) => errors.at(lit.span(), message),
-                    }
-                }
+            "jitter" => self.jitter = parsed(meta, "jitter", "10%", parse_jitter, errors)?,
+            "codec" => self.codec = parsed(meta, "codec", "msgpack", parse_codec, errors)?,
+            "compress_above" => {
+                self.compress_above = parsed(meta, "compress_above", "16KiB", parse_size, errors)?;
             }
             "cache" => self.cache = Some(meta.value()?.parse()?),
             "cache_if" => self.cache_if = Some(meta.value()?.parse()?),
@@ -141,6 +137,30 @@ impl Args {
                 self.key_invalid = true;
                 errors.at(lit.span(), message);
             }
+        }
+    }
+}
+
+/// A string literal argument read by `parse`, or `None` with the problem recorded at the
+/// literal.
+fn parsed<T>(
+    meta: &ParseNestedMeta<'_>,
+    name: &str,
+    example: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+    errors: &mut Errors,
+) -> syn::Result<Option<Spanned<T>>> {
+    let Some(lit) = string_literal(meta, name, example, errors)? else {
+        return Ok(None);
+    };
+    match parse(&lit.value()) {
+        Ok(value) => Ok(Some(Spanned {
+            value,
+            span: lit.span(),
+        })),
+        Err(message) => {
+            errors.at(lit.span(), message);
+            Ok(None)
         }
     }
 }
@@ -227,11 +247,12 @@ fn literal_of(value: &Expr, name: &str, example: &str, errors: &mut Errors) -> O
         Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Int(int),
             ..
-        }) if name != "jitter" => format!("{}s", int.base10_digits()),
-        Expr::Lit(syn::ExprLit {
-            lit: syn::Lit::Int(int),
-            ..
-        }) => format!("{}%", int.base10_digits()),
+        }) => match name {
+            "jitter" => format!("{}%", int.base10_digits()),
+            "compress_above" => format!("{}B", int.base10_digits()),
+            "codec" => example.to_owned(),
+            _ => format!("{}s", int.base10_digits()),
+        },
         Expr::Lit(_) => example.to_owned(),
         _ => {
             errors.at(

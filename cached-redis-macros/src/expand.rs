@@ -9,6 +9,7 @@ use syn::{Ident, ItemFn};
 use crate::args;
 use crate::duration::JitterSpec;
 use crate::errors::Errors;
+use crate::format::CodecSpec;
 use crate::model::{self, Model, Param, Part};
 
 /// The attribute's entry. On an error in the attribute, the original item, every error, and
@@ -147,6 +148,12 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
     let none_ttl_applies = model
         .none_ttl_span
         .map(|span| quote_spanned!(span=> ::cached_redis::__private::none_ttl_applies::<#ret>();));
+    let zstd_enabled = match model.compress_above {
+        Some((Some(_), span)) => {
+            Some(quote_spanned!(span=> ::cached_redis::__private::zstd_enabled!();))
+        }
+        _ => None,
+    };
     let (policy_static, loader, policy_ref) = policy_setup(model, &policy, block);
     let call = match &model.cache_if {
         None => quote_spanned! {ret_span=>
@@ -183,6 +190,7 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
         #vis #sig {
             use ::cached_redis::__private::PlainReturn as _;
             #none_ttl_applies
+            #zstd_enabled
             let #key = #render;
             #cache_binding
             #revoke
@@ -508,9 +516,30 @@ fn policy(model: &Model) -> TokenStream {
     let lock_ttl = optional(model.lock_ttl);
     let none_ttl = optional(model.none_ttl);
     let max_load = optional(model.max_load);
+    let format = format(model);
     quote!(::cached_redis::__private::policy(
-        #name, #ttl, #jitter, #lock_ttl, #none_ttl, #max_load
+        #name, #ttl, #jitter, #lock_ttl, #none_ttl, #max_load, #format
     ))
+}
+
+/// The policy's codec and compression overrides.
+fn format(model: &Model) -> TokenStream {
+    let private = quote!(::cached_redis::__private);
+    let codec = match model.codec {
+        None => quote!(::core::option::Option::None),
+        Some(CodecSpec::Json) => quote!(::core::option::Option::Some(#private::Codec::Json)),
+        Some(CodecSpec::MessagePack) => {
+            quote!(::core::option::Option::Some(#private::Codec::MessagePack))
+        }
+    };
+    let compression = match model.compress_above {
+        None => quote!(::core::option::Option::None),
+        Some((None, _)) => quote!(::core::option::Option::Some(#private::Compression::None)),
+        Some((Some(above), _)) => quote!(::core::option::Option::Some(
+            #private::Compression::Zstd { above: #above }
+        )),
+    };
+    quote!((#codec, #compression))
 }
 
 /// The key builder chain. Each value is spanned at its parameter, so a type that cannot be

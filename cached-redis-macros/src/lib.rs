@@ -5,6 +5,7 @@ mod args;
 mod duration;
 mod errors;
 mod expand;
+mod format;
 mod model;
 mod template;
 
@@ -61,6 +62,10 @@ use proc_macro::TokenStream;
 ///   themselves (default: the cache's, three lease TTLs).
 /// - `none_ttl = "5s"`: for `Option<T>` and `Result<Option<T>, E>` results, cache `None` this
 ///   long (default: not cached).
+/// - `codec = "msgpack"` or `"json"`: how this function's values are serialised (default: the
+///   cache's, JSON unless set). Values in any codec are read.
+/// - `compress_above = "16KiB"` (`B`, `KiB`, `MiB`) or `"never"`: zstd-compress values that
+///   encode to more than this (default: the cache's; needs cached-redis's `zstd` feature).
 /// - `cache = EXPR`: an expression yielding `&cached_redis::Cache`, evaluated per call (it may
 ///   use `self`); default: the cache installed by `cached_redis::set_global`.
 /// - `cache_if = EXPR`: a predicate on the value (`&T` of a `Result<T, E>`): a value it rejects
@@ -72,7 +77,8 @@ use proc_macro::TokenStream;
 ///
 /// `Result<T, E>` (only `Ok` is cached; your `E` comes back untouched), `Option<T>` (`None` only
 /// with `none_ttl`), `Result<Option<T>, E>` (`Ok(None)` like `None`) and any other `T`, through
-/// aliases too. `T` must implement serde's `Serialize` and `Deserialize`; it is stored as JSON.
+/// aliases too. `T` must implement serde's `Serialize` and `Deserialize`; it is stored as JSON
+/// unless `codec` (or the cache) says MessagePack.
 ///
 /// # Generated beside the function
 ///

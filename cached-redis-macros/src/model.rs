@@ -10,6 +10,7 @@ use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
 use crate::args::{Args, Spanned};
 use crate::duration::JitterSpec;
 use crate::errors::Errors;
+use crate::format::CodecSpec;
 use crate::template::{Segment, show};
 
 /// A named parameter of the function.
@@ -59,6 +60,10 @@ pub(crate) struct Model {
     /// Where `none_ttl` was written: the expansion checks there, by type, that the function
     /// returns an `Option` or a `Result` of one (aliases included).
     pub(crate) none_ttl_span: Option<Span>,
+    pub(crate) codec: Option<CodecSpec>,
+    /// `compress_above`, as bytes or `None` for `"never"`, and where it was written (a build
+    /// without the `zstd` feature is reported there).
+    pub(crate) compress_above: Option<(Option<usize>, Span)>,
     pub(crate) cache: Option<syn::Expr>,
     /// Store a value only when this predicate on it holds.
     pub(crate) cache_if: Option<syn::Expr>,
@@ -131,6 +136,8 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
         max_load: args.max_load.map(|d| d.value),
         none_ttl_span: args.none_ttl.as_ref().map(|d| d.span),
         none_ttl: args.none_ttl.map(|d| d.value),
+        codec: args.codec.map(|c| c.value),
+        compress_above: args.compress_above.map(|c| (c.value, c.span)),
         cache: args.cache,
         cache_if: args.cache_if,
         helpers: args.helpers.is_none_or(|h| h.value),

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use crate::global::global;
-pub use crate::{Jitter, Key, Plain, Policy};
+pub use crate::{Codec, Compression, Jitter, Key, Plain, Policy};
 pub use core::time::Duration;
 
 use crate::{Cache, CacheValue, Cacheable, Error};
@@ -317,6 +317,28 @@ impl<T, E> NoneTtlApplies for Result<Option<T>, E> {}
 /// Checks, at compile time, that `none_ttl` applies to `R`.
 pub const fn none_ttl_applies<R: NoneTtlApplies>() {}
 
+/// Checks, at compile time, that this build compresses (the `zstd` feature): the attribute
+/// expands `compress_above` to a call spanned at its literal, which is where the error points.
+#[cfg(feature = "zstd")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __zstd_enabled {
+    () => {};
+}
+
+#[cfg(not(feature = "zstd"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __zstd_enabled {
+    () => {
+        ::core::compile_error!(
+            "`compress_above` needs cached-redis's `zstd` feature: `cached-redis = { version = \"...\", features = [\"zstd\"] }` in Cargo.toml"
+        );
+    };
+}
+
+pub use crate::__zstd_enabled as zstd_enabled;
+
 /// The policy of a cached function, from values the attribute checked at compile time.
 pub const fn policy(
     name: &'static str,
@@ -325,6 +347,7 @@ pub const fn policy(
     lock_ttl: Option<Duration>,
     none_ttl: Option<Duration>,
     max_load: Option<Duration>,
+    format: (Option<Codec>, Option<Compression>),
 ) -> Policy {
     Policy {
         name,
@@ -333,6 +356,8 @@ pub const fn policy(
         lock_ttl,
         none_ttl,
         max_load,
+        codec: format.0,
+        compression: format.1,
     }
 }
 

@@ -13,6 +13,7 @@ use crate::cache::{Cache, Inner};
 use crate::conn::{Conn, LazyCluster};
 use crate::error::redact_url;
 use crate::flight::Flights;
+use crate::format::{Codec, Compression, Format};
 use crate::guard::Guard;
 use crate::replicated::Replicated;
 use crate::stats::Counters;
@@ -60,6 +61,7 @@ pub struct CacheBuilder {
     replicas: Option<(u32, Duration)>,
     breaker_threshold: u32,
     breaker_cooldown: Duration,
+    format: Format,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -111,6 +113,7 @@ impl Cache {
             replicas: None,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
+            format: Format::default(),
         }
     }
 
@@ -290,6 +293,41 @@ impl CacheBuilder {
         self
     }
 
+    /// How values are serialised (default [`Codec::Json`], readable in `redis-cli`); a
+    /// function's `codec` (or [`Policy::with_codec`](crate::Policy::with_codec)) overrides it.
+    /// Values already stored stay readable: reading understands every codec.
+    ///
+    /// ```
+    /// use cached_redis::{Cache, Codec};
+    ///
+    /// let builder = Cache::builder("redis://127.0.0.1:6379").codec(Codec::MessagePack);
+    /// ```
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.format.codec = codec;
+        self
+    }
+
+    /// Whether large values are compressed (default [`Compression::None`]); a function's
+    /// `compress_above` (or [`Policy::with_compression`](crate::Policy::with_compression))
+    /// overrides it. zstd needs the `zstd` feature: without it, [`build`](Self::build) fails.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use cached_redis::{Cache, Compression};
+    ///
+    /// let built = Cache::builder("")
+    ///     .compression(Compression::Zstd { above: 16 * 1024 })
+    ///     .build()
+    ///     .await;
+    /// assert_eq!(built.is_ok(), cfg!(feature = "zstd"));
+    /// # }
+    /// ```
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.format.compression = compression;
+        self
+    }
+
     /// Trusts this CA certificate (PEM) for `rediss://` connections instead of the system's
     /// roots. Needs the `tls` feature.
     ///
@@ -394,6 +432,7 @@ impl CacheBuilder {
         // Checked whether or not the cache is disabled: an option that is wrong in development
         // must not wait for production's URL to fail.
         self.check_replicas()?;
+        self.format.compression.available()?;
         #[cfg(feature = "sentinel")]
         self.sentinel_service()?;
         let disabled = self.is_disabled();
@@ -432,6 +471,7 @@ impl CacheBuilder {
                 updates: UpdateQueue::default(),
                 wakeups,
                 replicated,
+                format: self.format,
                 url: if disabled {
                     "disabled".to_owned()
                 } else {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::bulk::glob_escape;
 use crate::conn::Conn;
 use crate::flight::Flights;
+use crate::format::Format;
 use crate::guard::Guard;
 use crate::lease::{self, EntryKeys};
 use crate::replicated::Replicated;
@@ -58,6 +59,8 @@ pub(crate) struct Inner {
     pub(crate) wakeups: Wakeups,
     /// Set by [`CacheBuilder::invalidate_replicas`](crate::CacheBuilder::invalidate_replicas).
     pub(crate) replicated: Option<Replicated>,
+    /// How values are written unless a policy says otherwise.
+    pub(crate) format: Format,
     pub(crate) url: String,
 }
 

@@ -1,4 +1,5 @@
-//! The stored form of a value: JSON, readable in `redis-cli`, with room for metadata.
+//! The stored form of a value: an envelope with room for metadata, in JSON (readable in
+//! `redis-cli`) or MessagePack, compressed or not (see [`crate::format`]).
 //!
 //! `{"v":<value>,"at":<unix ms when computed>,"load_ms":<how long the load took>,"id":<the
 //! load's random id>}`. Readers ignore fields they do not know, so later metadata (soft expiry,
@@ -6,11 +7,14 @@
 //! `v`, keeps `at`, `load_ms` and `id` (which load the entry descends from) and adds a random
 //! `rev`.
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::CacheValue;
+use crate::format::{Codec, Compression, Format};
+use crate::{CacheValue, compress};
 
 /// Which load a stored value descends from. Updates keep it; a new load gets a new one, so an
 /// update can tell an entry that other updates changed from one a load replaced.
@@ -69,57 +73,142 @@ struct EnvelopeWithOrigin<T> {
     id: u64,
 }
 
+/// Why a value did not encode or decode.
+#[derive(Debug)]
+pub(crate) enum CodecError {
+    Json(serde_json::Error),
+    MessagePackEncode(rmp_serde::encode::Error),
+    MessagePackDecode(rmp_serde::decode::Error),
+    Compressed(String),
+    /// The first byte is none of the formats'.
+    Unknown(Option<u8>),
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecError::Json(e) => write!(f, "JSON: {e}"),
+            CodecError::MessagePackEncode(e) => write!(f, "MessagePack: {e}"),
+            CodecError::MessagePackDecode(e) => write!(f, "MessagePack: {e}"),
+            CodecError::Compressed(e) => write!(f, "zstd: {e}"),
+            CodecError::Unknown(None) => f.write_str("the stored value is empty"),
+            CodecError::Unknown(Some(byte)) => {
+                write!(
+                    f,
+                    "the stored value starts with {byte:#04x}, which no codec writes"
+                )
+            }
+        }
+    }
+}
+
 /// Encodes a value computed just now by a load that took `load_time`.
-pub(crate) fn encode<T: CacheValue>(value: &T, load_time: Duration) -> serde_json::Result<Vec<u8>> {
-    write(value, Origin::now(load_time), None)
+pub(crate) fn encode<T: CacheValue>(
+    value: &T,
+    load_time: Duration,
+    format: Format,
+) -> Result<Vec<u8>, CodecError> {
+    write(value, Origin::now(load_time), None, format)
 }
 
 /// Encodes a value that descends from the load `origin` (an update's result), with a fresh
 /// revision.
-pub(crate) fn encode_from<T: CacheValue>(value: &T, origin: Origin) -> serde_json::Result<Vec<u8>> {
-    write(value, origin, Some(crate::random::next_u64()))
+pub(crate) fn encode_from<T: CacheValue>(
+    value: &T,
+    origin: Origin,
+    format: Format,
+) -> Result<Vec<u8>, CodecError> {
+    write(value, origin, Some(crate::random::next_u64()), format)
 }
 
 fn write<T: CacheValue>(
     value: &T,
     origin: Origin,
     rev: Option<u64>,
-) -> serde_json::Result<Vec<u8>> {
+    format: Format,
+) -> Result<Vec<u8>, CodecError> {
     let Origin { at, load_ms, id } = origin;
-    serde_json::to_vec(&EnvelopeRef {
+    let envelope = EnvelopeRef {
         v: value,
         at,
         load_ms,
         id,
         rev,
-    })
+    };
+    let bytes = match format.codec {
+        Codec::Json => serde_json::to_vec(&envelope).map_err(CodecError::Json)?,
+        // By name, as JSON: `#[serde(skip_serializing_if)]`, `default` and renames work.
+        Codec::MessagePack => {
+            rmp_serde::to_vec_named(&envelope).map_err(CodecError::MessagePackEncode)?
+        }
+    };
+    Ok(compress::compressed(bytes, format.compression))
 }
 
-/// Decodes a stored value.
-pub(crate) fn decode<T: CacheValue>(bytes: &[u8]) -> serde_json::Result<T> {
-    serde_json::from_slice::<Envelope<T>>(bytes).map(|e| e.v)
+/// Decodes a stored value, in whichever format it was written.
+pub(crate) fn decode<T: CacheValue>(bytes: &[u8]) -> Result<T, CodecError> {
+    read::<Envelope<T>>(bytes).map(|(e, _)| e.v)
 }
 
-/// Decodes a stored value with the load it descends from.
-pub(crate) fn decode_with_origin<T: CacheValue>(bytes: &[u8]) -> serde_json::Result<(T, Origin)> {
-    let e = serde_json::from_slice::<EnvelopeWithOrigin<T>>(bytes)?;
+/// Decodes a stored value with the load it descends from and the format it was written in.
+pub(crate) fn decode_with_origin<T: CacheValue>(
+    bytes: &[u8],
+) -> Result<(T, Origin, Format), CodecError> {
+    let (e, format) = read::<EnvelopeWithOrigin<T>>(bytes)?;
     let origin = Origin {
         at: e.at,
         load_ms: e.load_ms,
         id: e.id,
     };
-    Ok((e.v, origin))
+    Ok((e.v, origin, format))
+}
+
+/// Reads an envelope, telling the format by its first bytes.
+fn read<E: DeserializeOwned>(bytes: &[u8]) -> Result<(E, Format), CodecError> {
+    if compress::is_compressed(bytes) {
+        let plain = compress::decompressed(bytes)?;
+        let (envelope, codec) = read_plain(&plain)?;
+        // An update writes what it changed compressed again, whatever its length.
+        let compression = Compression::Zstd { above: 0 };
+        return Ok((envelope, Format { codec, compression }));
+    }
+    let (envelope, codec) = read_plain(bytes)?;
+    let compression = Compression::None;
+    Ok((envelope, Format { codec, compression }))
+}
+
+fn read_plain<E: DeserializeOwned>(bytes: &[u8]) -> Result<(E, Codec), CodecError> {
+    match bytes.first() {
+        Some(b'{') => serde_json::from_slice(bytes)
+            .map(|e| (e, Codec::Json))
+            .map_err(CodecError::Json),
+        // A fixmap, map16 or map32: the envelope is a map.
+        Some(0x80..=0x8f | 0xde | 0xdf) => rmp_serde::from_slice(bytes)
+            .map(|e| (e, Codec::MessagePack))
+            .map_err(CodecError::MessagePackDecode),
+        other => Err(CodecError::Unknown(other.copied())),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const JSON: Format = Format {
+        codec: Codec::Json,
+        compression: Compression::None,
+    };
+    const MSGPACK: Format = Format {
+        codec: Codec::MessagePack,
+        compression: Compression::None,
+    };
+
     #[test]
     fn round_trips_and_stays_readable() {
         let bytes = encode(
             &vec!["a".to_owned(), "b".to_owned()],
             Duration::from_millis(12),
+            JSON,
         )
         .unwrap();
         let text = std::str::from_utf8(&bytes).unwrap();
@@ -130,30 +219,189 @@ mod tests {
 
     #[test]
     fn other_shapes_fail_to_decode() {
-        let bytes = encode(&"text".to_owned(), Duration::ZERO).unwrap();
-        assert!(decode::<u64>(&bytes).is_err());
+        for format in [JSON, MSGPACK] {
+            let bytes = encode(&"text".to_owned(), Duration::ZERO, format).unwrap();
+            assert!(decode::<u64>(&bytes).is_err());
+        }
         assert!(decode::<u64>(b"garbage").is_err());
+        assert!(
+            decode::<u64>(b"")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
         assert!(decode::<Option<u64>>(br#"{"v":null}"#).unwrap().is_none());
     }
 
     #[test]
     fn an_update_keeps_its_origin_and_a_load_gets_a_new_one() {
-        let bytes = encode(&1u32, Duration::from_millis(3)).unwrap();
-        let (value, origin) = decode_with_origin::<u32>(&bytes).unwrap();
-        let updated = encode_from(&(value + 1), origin).unwrap();
-        assert_eq!(decode_with_origin::<u32>(&updated).unwrap(), (2, origin));
-        let again = encode_from(&(value + 1), origin).unwrap();
-        assert_ne!(
-            updated, again,
-            "two updates to one value write different bytes"
-        );
-        let reloaded = encode(&1u32, Duration::from_millis(3)).unwrap();
-        assert_ne!(decode_with_origin::<u32>(&reloaded).unwrap().1, origin);
+        for format in [JSON, MSGPACK] {
+            let bytes = encode(&1u32, Duration::from_millis(3), format).unwrap();
+            let (value, origin, found) = decode_with_origin::<u32>(&bytes).unwrap();
+            assert_eq!(found, format);
+            let updated = encode_from(&(value + 1), origin, found).unwrap();
+            assert_eq!(
+                decode_with_origin::<u32>(&updated).unwrap(),
+                (2, origin, format)
+            );
+            let again = encode_from(&(value + 1), origin, found).unwrap();
+            assert_ne!(
+                updated, again,
+                "two updates to one value write different bytes"
+            );
+            let reloaded = encode(&1u32, Duration::from_millis(3), format).unwrap();
+            assert_ne!(decode_with_origin::<u32>(&reloaded).unwrap().1, origin);
+            // Values flattening would lose.
+            let big = encode(&u128::MAX, Duration::ZERO, format).unwrap();
+            assert_eq!(decode_with_origin::<u128>(&big).unwrap().0, u128::MAX);
+        }
         // Entries stored before origins had ids still decode.
         let old = decode_with_origin::<u32>(br#"{"v":5,"at":1,"load_ms":2}"#).unwrap();
         assert_eq!(old.0, 5);
-        // Values flattening would lose.
-        let big = encode(&u128::MAX, Duration::ZERO).unwrap();
-        assert_eq!(decode_with_origin::<u128>(&big).unwrap().0, u128::MAX);
+    }
+
+    /// What serde attributes do to a value must survive MessagePack as it survives JSON.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Row {
+        id: u64,
+        #[serde(rename = "displayName")]
+        name: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        note: Option<String>,
+        #[serde(default)]
+        tags: Vec<String>,
+        kind: Kind,
+        any: Loose,
+        bytes: Vec<u8>,
+        at: (i64, f64),
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Kind {
+        Unit,
+        Pair(u8, u8),
+        Named { deep: Option<Box<Kind>> },
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Loose {
+        Number(i64),
+        Text(String),
+    }
+
+    fn row() -> Row {
+        Row {
+            id: u64::MAX,
+            name: "Ada".into(),
+            note: None,
+            tags: vec![],
+            kind: Kind::Named {
+                deep: Some(Box::new(Kind::Pair(1, 2))),
+            },
+            any: Loose::Text("x".into()),
+            bytes: vec![0, 255, 7],
+            at: (-5, 1.5),
+        }
+    }
+
+    #[test]
+    fn message_pack_keeps_what_serde_attributes_say() {
+        let bytes = encode(&row(), Duration::ZERO, MSGPACK).unwrap();
+        assert!(matches!(bytes[0], 0x80..=0x8f), "a map: {:#04x}", bytes[0]);
+        assert_eq!(decode::<Row>(&bytes).unwrap(), row());
+        let with_unit = Row {
+            kind: Kind::Unit,
+            any: Loose::Number(-3),
+            ..row()
+        };
+        let bytes = encode(&with_unit, Duration::ZERO, MSGPACK).unwrap();
+        assert_eq!(decode::<Row>(&bytes).unwrap(), with_unit);
+        // A field added later with `default` reads entries written before it.
+        #[derive(Debug, Serialize, Deserialize)]
+        struct Before {
+            id: u64,
+        }
+        #[derive(Debug, Serialize, Deserialize)]
+        struct After {
+            id: u64,
+            #[serde(default)]
+            added: Option<String>,
+        }
+        let bytes = encode(&Before { id: 9 }, Duration::ZERO, MSGPACK).unwrap();
+        let after = decode::<After>(&bytes).unwrap();
+        assert_eq!((after.id, after.added), (9, None));
+    }
+
+    #[test]
+    fn every_format_reads_whatever_is_configured() {
+        let json = encode(&row(), Duration::ZERO, JSON).unwrap();
+        let msgpack = encode(&row(), Duration::ZERO, MSGPACK).unwrap();
+        assert_ne!(json, msgpack);
+        assert_eq!(decode::<Row>(&json).unwrap(), row());
+        assert_eq!(decode::<Row>(&msgpack).unwrap(), row());
+        assert!(
+            msgpack.len() < json.len(),
+            "{} < {}",
+            msgpack.len(),
+            json.len()
+        );
+        let unknown = decode::<Row>(&[0x01, 0x02]).unwrap_err();
+        assert!(unknown.to_string().contains("0x01"), "{unknown}");
+    }
+
+    #[test]
+    fn a_compressed_value_without_the_feature_is_an_error_not_a_misreading() {
+        // zstd's magic number, then a broken frame.
+        let frame = [
+            0x28, 0xb5, 0x2f, 0xfd, b'{', b'"', b'v', b'"', b':', b'1', b'}',
+        ];
+        let error = decode::<u32>(&frame).unwrap_err().to_string();
+        assert!(error.starts_with("zstd: "), "{error}");
+        assert_eq!(
+            error.contains("`zstd` feature"),
+            !cfg!(feature = "zstd"),
+            "{error}"
+        );
+    }
+
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn large_values_are_compressed_and_small_ones_are_not() {
+        let zstd = |codec| Format {
+            codec,
+            compression: Compression::Zstd { above: 1024 },
+        };
+        for codec in [Codec::Json, Codec::MessagePack] {
+            let large = "word ".repeat(2000);
+            let bytes = encode(&large, Duration::ZERO, zstd(codec)).unwrap();
+            assert!(compress::is_compressed(&bytes));
+            assert!(bytes.len() < 1000, "{}", bytes.len());
+            let (value, _, found) = decode_with_origin::<String>(&bytes).unwrap();
+            assert_eq!(value, large);
+            let rewritten = Compression::Zstd { above: 0 };
+            assert_eq!(
+                found,
+                Format {
+                    codec,
+                    compression: rewritten
+                }
+            );
+            let small = encode(&"word".to_owned(), Duration::ZERO, zstd(codec)).unwrap();
+            assert!(!compress::is_compressed(&small));
+            assert_eq!(decode::<String>(&small).unwrap(), "word");
+        }
+        // Incompressible bytes are stored as encoded.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let kept = compress::compressed(noise.clone(), Compression::Zstd { above: 0 });
+        assert_eq!(kept, noise);
     }
 }

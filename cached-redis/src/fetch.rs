@@ -197,7 +197,7 @@ impl Cache {
         }
     }
 
-    fn undecodable(&self, value_key: &str, function: &'static str, error: &serde_json::Error) {
+    fn undecodable(&self, value_key: &str, function: &'static str, error: &codec::CodecError) {
         self.inner.stats.note(Event::DecodeError, function);
         tracing::warn!(key = %value_key, %error, "cached value does not decode; reloading it");
     }
@@ -274,7 +274,8 @@ impl Cache {
                 return (result, outcome, load_time);
             }
         };
-        let bytes = match codec::encode(&value, load_time) {
+        let format = self.inner.format.overridden(policy);
+        let bytes = match codec::encode(&value, load_time, format) {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::warn!(key = %keys.value, %error, "value does not encode; not cached");

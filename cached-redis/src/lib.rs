@@ -38,8 +38,10 @@
 //!   TTL, jitter and lease settings; [`Stats`] counts what happened; [`Error`] is what a cache
 //!   operation can fail with (a cached function returns your own error type untouched).
 //! - Features: `tls` (`rediss://`), `metrics` (the `metrics` facade), `sentinel`, `uuid`,
-//!   `chrono`, `time` (those crates' ids and dates as key parts), and `http` (`http::CacheLayer`,
-//!   whole-response caching for tower and axum services).
+//!   `chrono`, `time` (those crates' ids and dates as key parts), `zstd` ([`Compression::Zstd`])
+//!   and `http` (`http::CacheLayer`, whole-response caching for tower and axum services).
+//! - [`Codec`] and [`Compression`]: how values are written (JSON by default, or MessagePack;
+//!   zstd above a size), on the cache or per function; every format is read whatever is set.
 //! - Beside `invalidate_<fn>`, the attribute generates `update_<fn>` (changes the cached value
 //!   in place, by compare-and-set; [`Cache::update`] without the attribute), `refresh_<fn>`
 //!   (loads now and stores the result) and `<fn>_key`.
@@ -58,10 +60,12 @@ mod bulk;
 mod cache;
 mod cacheable;
 mod codec;
+mod compress;
 mod conn;
 mod error;
 mod fetch;
 mod flight;
+mod format;
 mod global;
 mod guard;
 #[cfg(feature = "http")]
@@ -86,6 +90,7 @@ pub use builder::CacheBuilder;
 pub use cache::Cache;
 pub use cacheable::{CacheValue, Cacheable, Plain, Split};
 pub use error::Error;
+pub use format::{Codec, Compression};
 pub use global::{global, set_global, take_global, with_cache};
 pub use key::{Key, KeyBuilder, KeyPart, KeyWriter, MAX_KEY_LEN};
 pub use policy::{Jitter, Policy};

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::Error;
+use crate::format::{Codec, Compression};
 use crate::random;
 
 /// How much shorter than `ttl` a stored entry's TTL may be drawn.
@@ -42,6 +43,10 @@ pub struct Policy {
     pub(crate) lock_ttl: Option<Duration>,
     pub(crate) none_ttl: Option<Duration>,
     pub(crate) max_load: Option<Duration>,
+    /// `None`: the cache's codec.
+    pub(crate) codec: Option<Codec>,
+    /// `None`: the cache's compression.
+    pub(crate) compression: Option<Compression>,
 }
 
 const MILLION: u64 = 1_000_000;
@@ -72,6 +77,8 @@ impl Policy {
             lock_ttl: None,
             none_ttl: None,
             max_load: None,
+            codec: None,
+            compression: None,
         })
     }
 
@@ -145,6 +152,39 @@ impl Policy {
     /// ```
     pub fn with_none_ttl(mut self, none_ttl: Duration) -> Result<Policy, Error> {
         self.none_ttl = Some(self.at_least_1ms("none_ttl", none_ttl)?);
+        Ok(self)
+    }
+
+    /// Writes this function's values with `codec` instead of the cache's
+    /// ([`CacheBuilder::codec`](crate::CacheBuilder::codec)). Values are read in any codec.
+    ///
+    /// ```
+    /// use cached_redis::{Codec, Policy};
+    ///
+    /// let policy = Policy::new("report", std::time::Duration::from_secs(60))?
+    ///     .with_codec(Codec::MessagePack);
+    /// assert_eq!(policy.codec(), Some(Codec::MessagePack));
+    /// # Ok::<(), cached_redis::Error>(())
+    /// ```
+    pub fn with_codec(mut self, codec: Codec) -> Policy {
+        self.codec = Some(codec);
+        self
+    }
+
+    /// Compresses this function's values as `compression` says instead of as the cache does
+    /// ([`CacheBuilder::compression`](crate::CacheBuilder::compression)); `Compression::None`
+    /// turns it off for this function. zstd needs the `zstd` feature.
+    ///
+    /// ```
+    /// use cached_redis::{Compression, Policy};
+    ///
+    /// let policy = Policy::new("report", std::time::Duration::from_secs(60))?
+    ///     .with_compression(Compression::None)?;
+    /// assert_eq!(policy.compression(), Some(Compression::None));
+    /// # Ok::<(), cached_redis::Error>(())
+    /// ```
+    pub fn with_compression(mut self, compression: Compression) -> Result<Policy, Error> {
+        self.compression = Some(compression.available()?);
         Ok(self)
     }
 
@@ -224,6 +264,26 @@ impl Policy {
     /// ```
     pub fn none_ttl(&self) -> Option<Duration> {
         self.none_ttl
+    }
+
+    /// The codec override, if any.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.codec(), None, "the cache's codec applies");
+    /// ```
+    pub fn codec(&self) -> Option<Codec> {
+        self.codec
+    }
+
+    /// The compression override, if any.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.compression(), None, "the cache's compression applies");
+    /// ```
+    pub fn compression(&self) -> Option<Compression> {
+        self.compression
     }
 
     /// Draws the TTL to store an entry with: uniform in `[base - jitter, base]`, in whole

@@ -165,7 +165,7 @@ impl Cache {
             // Nothing cached; a load in flight may have read the data before the change.
             return Ok(Round::Remove);
         };
-        let (mut value, found) = match codec::decode_with_origin::<V>(&read) {
+        let (mut value, found, format) = match codec::decode_with_origin::<V>(&read) {
             Ok(decoded) => decoded,
             Err(error) => {
                 tracing::warn!(key = %keys.value, %error, "cached value does not decode; removing it instead of updating it");
@@ -182,7 +182,8 @@ impl Cache {
         if !is_value(&value) || !change(&mut value) || !is_value(&value) {
             return Ok(Round::Remove);
         }
-        let replacement = match codec::encode_from(&value, found) {
+        // In the format it was found in: the update's caller has no policy to say another.
+        let replacement = match codec::encode_from(&value, found, format) {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::warn!(key = %keys.value, %error, "updated value does not encode; removing the entry");

@@ -54,6 +54,17 @@ async fn plain(a: u8, b: Option<String>, c: TenantId) -> Vec<u64> {
     vec![1, 2, 3]
 }
 
+/// Codec and compression, per function.
+#[redis_cached(key = "report:<id>", ttl = "10m", codec = "msgpack", compress_above = "16KiB")]
+async fn report(id: u64) -> Result<Vec<u64>, DbError> {
+    Ok(vec![id; 100])
+}
+
+#[redis_cached(key = "small:<id>", ttl = "10m", codec = "json", compress_above = "never")]
+async fn small(id: u64) -> Result<u64, DbError> {
+    Ok(id)
+}
+
 #[redis_cached(key = "alias:<id>", ttl = "1d")]
 async fn aliased(id: u64) -> DbResult<u64> {
     Ok(id)
@@ -234,6 +245,7 @@ fn main() {
     let _ = writes();
     let _ = row_writes();
     let _ = (list(1), kept(1), names(1), traced(1, "t"));
+    let _ = (report(1), small(1));
     let _ = |state: AppState| owned_state(state, 1);
     let _ = |store: &'static Store<u8>| store.item(1);
     let _ = |repo: &'static Repo| repo.lookup(1);
