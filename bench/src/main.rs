@@ -6,9 +6,9 @@
 //! cargo run --release -p bench -- hit-latency miss --rounds 3 --secs 1
 //! ```
 //!
-//! Scenarios: hit-latency, hit-throughput, matrix, miss, stampede, down, allocations, cluster. It
-//! starts its own `redis-server` on a free port unless `REDIS_URL` is set (and its own cluster
-//! for the cluster scenario), prints a markdown report and writes it to
+//! Scenarios: hit-latency, hit-throughput, matrix, miss, stampede, down, allocations, cluster,
+//! large. It starts its own `redis-server` on a free port unless `REDIS_URL` is set (and its
+//! own cluster for the cluster scenario), prints a markdown report and writes it to
 //! `bench/results/latest.md` (a partial run: `bench/results/<scenarios>.md`), with the plot in
 //! `bench/results/throughput.svg`.
 

@@ -115,7 +115,12 @@ pub(crate) async fn connect(url: &str) -> &'static Clients {
     CLIENTS.get().expect("set")
 }
 
-fn clients() -> &'static Clients {
+/// The URL given to [`connect`].
+pub(crate) fn url() -> String {
+    URL.get().expect("connect first").clone()
+}
+
+pub(crate) fn clients() -> &'static Clients {
     CLIENTS.get().expect("connect first")
 }
 

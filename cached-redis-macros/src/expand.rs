@@ -121,7 +121,8 @@ fn helpers(model: &Model, bodies: &Bodies) -> TokenStream {
     let invalidate = invalidate_fn(model, bodies);
     let update = update_fn(model, bodies);
     let key = key_fn(model, bodies);
-    quote!(#invalidate #update #key)
+    let all = invalidate_all_fn(model, bodies);
+    quote!(#invalidate #update #key #all)
 }
 
 /// A name the user's body cannot see.
@@ -221,6 +222,46 @@ fn invalidate_fn(model: &Model, bodies: &Bodies) -> TokenStream {
     helper_fn(model, &helper, &doc, Shape::Async(None), ret, body)
 }
 
+/// `invalidate_all_<fn>(<the cache expression's arguments>)`: removes every entry the
+/// function's template renders, whatever the arguments.
+fn invalidate_all_fn(model: &Model, bodies: &Bodies) -> TokenStream {
+    let name = &model.item.sig.ident;
+    let helper = format_ident!("invalidate_all_{}", unraw(name));
+    let doc = format!(
+        " Removes every entry `{name}` cached, for any arguments, and revokes the loads of them          in flight: the keys its template renders, not other templates' that share its start          (`Cache::invalidate_family`). Returns how many Redis keys (entries and leases) were          removed; an `Err` means Redis could not be reached or, on a cluster, a slot moved          during the scan, and entries may live until their TTL."
+    );
+    let body = match bodies {
+        Bodies::Stub => stub(),
+        Bodies::Real => {
+            let family = local("__cached_redis_family");
+            let render = render_family(model, &helper);
+            let (cache_binding, cache) = cache_binding(model, false);
+            quote! {
+                let #family = #render;
+                #cache_binding
+                ::cached_redis::__private::invalidate_family(#cache, #family).await
+            }
+        }
+    };
+    let ret = quote!(::core::result::Result<u64, ::cached_redis::Error>);
+    helper_fn(model, &helper, &doc, Shape::Family, ret, body)
+}
+
+/// The key family chain: the template's text, and `.part()` for each placeholder.
+fn render_family(model: &Model, helper: &Ident) -> TokenStream {
+    let path = model.derived.then(|| {
+        let here = quote!(&|| {});
+        let helper = helper.to_string();
+        let name = unraw(&model.item.sig.ident);
+        quote!(.text(&::cached_redis::__private::helper_function_path(#here, #helper, #name)))
+    });
+    let parts = model.key.iter().map(|part| match part {
+        Part::Text(text) => quote!(.text(#text)),
+        Part::Value { .. } | Part::TypeName(_) => quote!(.part()),
+    });
+    quote!(::cached_redis::__private::family() #path #(#parts)* .build())
+}
+
 /// `update_<fn>(<arguments>, change)`: changes the cached value in place. The closure's
 /// argument is a type parameter that the return type's one `UpdateTarget` impl fixes at the
 /// call (the `Ok` value of a `Result`, through any alias), so a return type without one is an
@@ -316,6 +357,8 @@ enum Shape<'a> {
     Async(Option<&'a Extra>),
     /// A plain `fn` over the key's arguments only.
     Plain,
+    /// An `async fn` over the cache expression's arguments only.
+    Family,
 }
 
 /// A type parameter, its bound and an argument of its own, for one helper.
@@ -340,6 +383,7 @@ fn helper_fn(
     let (asyncness, params, extra) = match shape {
         Shape::Async(extra) => (Some(quote!(async)), &model.helper_params, extra),
         Shape::Plain => (None, &model.key_params, None),
+        Shape::Family => (Some(quote!(async)), &model.cache_params, None),
     };
     let mut generics = helper_generics(model, params, extra.is_some());
     if let Some(extra) = extra {

@@ -50,6 +50,8 @@ pub(crate) struct Model {
     pub(crate) helper_params: Vec<Param>,
     /// The arguments the key uses, in order: `<fn>_key`'s parameters.
     pub(crate) key_params: Vec<Param>,
+    /// The arguments the `cache` expression uses: `invalidate_all_<fn>`'s parameters.
+    pub(crate) cache_params: Vec<Param>,
     pub(crate) ttl: Duration,
     /// `ttl = EXPR`: computed once, at the first call, in place of `ttl`.
     pub(crate) ttl_expr: Option<syn::Expr>,
@@ -128,6 +130,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
         derived: args.key.is_none(),
         helper_params: pick(&|i| in_key[i] || in_cache_expr[i]),
         key_params: pick(&|i| in_key[i]),
+        cache_params: pick(&|i| in_cache_expr[i]),
         clone_cache: clone_cache(sig, &params, args.cache.as_ref()),
         ttl: args.ttl.map_or(Duration::from_secs(1), |t| t.value),
         ttl_expr: args.ttl_expr,

@@ -9,7 +9,7 @@ pub use crate::global::global;
 pub use crate::{Codec, Compression, Jitter, Key, Plain, Policy};
 pub use core::time::Duration;
 
-use crate::{Cache, CacheValue, Cacheable, Error};
+use crate::{Cache, CacheValue, Cacheable, Error, KeyFamily, KeyFamilyBuilder};
 
 /// Chooses how a return type `R` is cached, by type rather than by name, so aliases such as
 /// `type DbResult<T> = Result<T, DbError>` are recognised: `Returns::<R>::PROBE.mode()` is
@@ -155,6 +155,19 @@ pub async fn invalidate(cache: Option<&Cache>, key: Key) -> Result<bool, Error> 
         Some(cache) => cache.invalidate(&key).await,
         None => Err(Error::NotConfigured),
     }
+}
+
+/// A generated `invalidate_all_*` call.
+pub async fn invalidate_family(cache: Option<&Cache>, family: KeyFamily) -> Result<u64, Error> {
+    match cache {
+        Some(cache) => cache.invalidate_family(&family).await,
+        None => Err(Error::NotConfigured),
+    }
+}
+
+/// Starts the family a generated `invalidate_all_*` removes.
+pub fn family() -> KeyFamilyBuilder {
+    KeyFamily::builder()
 }
 
 /// What a generated `update_*` hands its closure: `T`, the `Ok` value of a `Result<T, E>`

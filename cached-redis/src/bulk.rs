@@ -9,6 +9,9 @@ use crate::conn::{Conn, LazyCluster};
 use crate::replicated::Replicated;
 use crate::topology::{self, Slots};
 
+/// Which of the keys `SCAN MATCH` found to remove (a glob cannot say "one template's keys").
+pub(crate) type Keep<'a> = &'a (dyn Fn(&str) -> bool + Sync);
+
 /// How many keys one `SCAN` step asks for, and so at most how many one `UNLINK` batch removes.
 const BATCH: u64 = 500;
 
@@ -21,12 +24,17 @@ const BATCH: u64 = 500;
 /// first: after both, no value loaded before the call began is left. Both passes revoke the
 /// leases they find: one taken during the call only loses its write-back, and one the first
 /// pass missed (its server restarted mid-cursor) does not outlive the second.
-pub(crate) async fn remove_matching(inner: &Inner, patterns: &[String]) -> Result<u64, Error> {
+/// Only the keys `keep` accepts are removed.
+pub(crate) async fn remove_matching(
+    inner: &Inner,
+    patterns: &[String],
+    keep: Keep<'_>,
+) -> Result<u64, Error> {
     if inner.disabled {
         return Ok(0);
     }
     if let Conn::Cluster(lazy) = &inner.reads {
-        return remove_on_cluster(inner, lazy, patterns).await;
+        return remove_on_cluster(inner, lazy, patterns, keep).await;
     }
     // Confirmed removals go over the replicated connection: WAIT counts its own writes.
     let unlink = inner
@@ -34,7 +42,7 @@ pub(crate) async fn remove_matching(inner: &Inner, patterns: &[String]) -> Resul
         .as_ref()
         .map_or(&inner.writes, Replicated::conn);
     let one = [(inner.reads.clone(), unlink.clone())];
-    two_passes(inner, &one, patterns).await
+    two_passes(inner, &one, patterns, keep).await
 }
 
 /// The two passes over every master, each over a plain connection of its own, between two
@@ -45,6 +53,7 @@ async fn remove_on_cluster(
     inner: &Inner,
     lazy: &LazyCluster,
     patterns: &[String],
+    keep: Keep<'_>,
 ) -> Result<u64, Error> {
     let guard = &inner.guard;
     let masters = guard
@@ -58,7 +67,7 @@ async fn remove_on_cluster(
     }
     let before = served_slots(inner, &nodes).await?;
     let pairs: Vec<_> = nodes.iter().map(|n| (n.clone(), n.clone())).collect();
-    let removed = two_passes(inner, &pairs, patterns).await?;
+    let removed = two_passes(inner, &pairs, patterns, keep).await?;
     if served_slots(inner, &nodes).await? != before {
         return Err(moved("the slots moved during the removal"));
     }
@@ -92,7 +101,12 @@ fn moved(why: impl Into<String>) -> Error {
 }
 
 /// Both passes over every `(scan, unlink)` pair of connections.
-async fn two_passes<C>(inner: &Inner, nodes: &[(C, C)], patterns: &[String]) -> Result<u64, Error>
+async fn two_passes<C>(
+    inner: &Inner,
+    nodes: &[(C, C)],
+    patterns: &[String],
+    keep: Keep<'_>,
+) -> Result<u64, Error>
 where
     C: ConnectionLike + Clone + Send + Sync,
 {
@@ -100,7 +114,7 @@ where
     for _pass in 0..2 {
         for pattern in patterns {
             for (scan, unlink) in nodes {
-                removed += remove_on_node(inner, scan, unlink, pattern).await?;
+                removed += remove_on_node(inner, (scan, unlink), pattern, keep).await?;
             }
         }
     }
@@ -108,7 +122,12 @@ where
 }
 
 /// One pass of `SCAN MATCH pattern` over one node in batches, unlinking what it finds.
-async fn remove_on_node<C>(inner: &Inner, scan: &C, unlink: &C, pattern: &str) -> Result<u64, Error>
+async fn remove_on_node<C>(
+    inner: &Inner,
+    (scan, unlink): (&C, &C),
+    pattern: &str,
+    keep: Keep<'_>,
+) -> Result<u64, Error>
 where
     C: ConnectionLike + Clone + Send + Sync,
 {
@@ -123,7 +142,8 @@ where
             .arg(BATCH);
         let mut conn = scan.clone();
         let scanned = step.query_async::<(u64, Vec<String>)>(&mut conn);
-        let (next, keys) = inner.guard.read(&inner.stats, "SCAN", scanned).await?;
+        let (next, mut keys) = inner.guard.read(&inner.stats, "SCAN", scanned).await?;
+        keys.retain(|key| keep(key));
         if !keys.is_empty() {
             removed += unlink_all(inner, unlink, &keys).await?;
         }

@@ -14,7 +14,7 @@ use crate::replicated::Replicated;
 use crate::stats::{Counters, Stats};
 use crate::update::UpdateQueue;
 use crate::wake::Wakeups;
-use crate::{Error, Key};
+use crate::{Error, Key, KeyFamily};
 
 /// A handle to a Redis-backed cache: cheap to clone, shared by every cached function that uses
 /// it. Inside are auto-reconnecting multiplexed connections for reads, for writes and for waiter
@@ -218,7 +218,7 @@ impl Cache {
     /// ```
     pub async fn clear(&self) -> Result<u64, Error> {
         let pattern = format!("{}:{{*", glob_escape(&self.inner.namespace));
-        crate::bulk::remove_matching(&self.inner, &[pattern]).await
+        crate::bulk::remove_matching(&self.inner, &[pattern], &|_| true).await
     }
 
     /// Removes every entry whose key starts with `prefix` (as rendered, e.g. `"user:"` for all
@@ -240,6 +240,40 @@ impl Cache {
         if let Some(readable) = crate::key::readable_part_of_long_prefix(prefix) {
             patterns.push(format!("{namespace}:{{{}\\\\#*", glob_escape(readable)));
         }
-        crate::bulk::remove_matching(&self.inner, &patterns).await
+        crate::bulk::remove_matching(&self.inner, &patterns, &|_| true).await
+    }
+
+    /// Removes every entry `family`'s template renders (whatever its arguments) and revokes
+    /// loads of them in flight, as [`Cache::invalidate_prefix`] does, but only that
+    /// template's: `user:<id>:v1` leaves `user:<id>:v2` and `user:<id>:v1:<page>` alone.
+    /// Keys are found with `SCAN` over the template's fixed start, then matched one by one.
+    /// Returns how many Redis keys (entries and leases) were removed. The attribute
+    /// generates `invalidate_all_<fn>()` around it.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// use cached_redis::KeyFamily;
+    ///
+    /// let pages = KeyFamily::builder().text("products:page:").part().build();
+    /// let removed = cache.invalidate_family(&pages).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_family(&self, family: &KeyFamily) -> Result<u64, Error> {
+        let namespace = &self.inner.namespace;
+        let start = format!("{namespace}:{{");
+        let pattern = format!(
+            "{}*",
+            glob_escape(&format!("{start}{}", family.fixed_start()))
+        );
+        let keep = |key: &str| {
+            let Some(inside) = key.strip_prefix(&start) else {
+                return false;
+            };
+            let rendered = inside
+                .strip_suffix("}:lease")
+                .or_else(|| inside.strip_suffix('}'));
+            rendered.is_some_and(|r| family.matches_rendered(r))
+        };
+        crate::bulk::remove_matching(&self.inner, &[pattern], &keep).await
     }
 }

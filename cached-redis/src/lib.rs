@@ -44,7 +44,9 @@
 //!   zstd above a size), on the cache or per function; every format is read whatever is set.
 //! - Beside `invalidate_<fn>`, the attribute generates `update_<fn>` (changes the cached value
 //!   in place, by compare-and-set; [`Cache::update`] without the attribute), `refresh_<fn>`
-//!   (loads now and stores the result) and `<fn>_key`.
+//!   (loads now and stores the result), `invalidate_all_<fn>` (every entry of the function's
+//!   template; [`Cache::invalidate_family`] with a [`KeyFamily`] without the attribute) and
+//!   `<fn>_key`.
 //!
 //! The README in the repository states every guarantee with the test that checks it, what each
 //! failure (Redis down, refusing writes, a cluster failover) costs, and the benchmarks.
@@ -63,6 +65,7 @@ mod codec;
 mod compress;
 mod conn;
 mod error;
+mod family;
 mod fetch;
 mod flight;
 mod format;
@@ -90,6 +93,7 @@ pub use builder::CacheBuilder;
 pub use cache::Cache;
 pub use cacheable::{CacheValue, Cacheable, Plain, Split};
 pub use error::Error;
+pub use family::{KeyFamily, KeyFamilyBuilder};
 pub use format::{Codec, Compression};
 pub use global::{global, set_global, take_global, with_cache};
 pub use key::{Key, KeyBuilder, KeyPart, KeyWriter, MAX_KEY_LEN};

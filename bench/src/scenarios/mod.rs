@@ -5,6 +5,7 @@
 mod allocations;
 mod cluster;
 mod down;
+mod large;
 mod latency;
 mod miss;
 mod stampede;
@@ -42,10 +43,11 @@ pub(crate) enum Scenario {
     Down,
     Allocations,
     Cluster,
+    Large,
 }
 
 impl Scenario {
-    pub(crate) const ALL: [Scenario; 8] = [
+    pub(crate) const ALL: [Scenario; 9] = [
         Scenario::HitLatency,
         Scenario::HitThroughput,
         Scenario::Matrix,
@@ -54,6 +56,7 @@ impl Scenario {
         Scenario::Down,
         Scenario::Allocations,
         Scenario::Cluster,
+        Scenario::Large,
     ];
 
     /// The name it is chosen by on the command line.
@@ -67,6 +70,7 @@ impl Scenario {
             Scenario::Down => "down",
             Scenario::Allocations => "allocations",
             Scenario::Cluster => "cluster",
+            Scenario::Large => "large",
         }
     }
 
@@ -90,6 +94,7 @@ impl Scenario {
             Scenario::Down => down::down(cfg).await,
             Scenario::Allocations => allocations::allocations(cfg).await,
             Scenario::Cluster => cluster::cluster(cfg).await,
+            Scenario::Large => large::large_values(cfg).await,
         }
     }
 }

@@ -1,0 +1,189 @@
+//! `invalidate_all_<fn>()` and `Cache::invalidate_family`: every entry one template renders is
+//! removed, and only those (not another template's that shares its start), loads in flight
+//! are revoked, and keys shortened for their length are found by their readable start.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use cached_redis::{Cache, KeyFamily, redis_cached};
+use cached_redis_tests::{RedisServer, assert_no_state_left, get_raw};
+use tokio::sync::{Notify, mpsc};
+
+#[redis_cached(key = "list:<category>:<page>", ttl = "60s", cache = cache)]
+async fn page(cache: &Cache, category: &str, page: u32) -> Result<String, String> {
+    Ok(format!("{category} page {page}"))
+}
+
+#[redis_cached(key = "list:<category>", ttl = "60s", cache = cache)]
+async fn count(cache: &Cache, category: &str) -> Result<u32, String> {
+    Ok(category.len() as u32)
+}
+
+#[redis_cached(key = "list:<category>:<page>:v2", ttl = "60s", cache = cache)]
+async fn page_v2(cache: &Cache, category: &str, page: u32) -> Result<String, String> {
+    Ok(format!("{category} page {page} v2"))
+}
+
+async fn present(server: &RedisServer, cache: &Cache, key: &cached_redis::Key) -> bool {
+    let mut conn = server.conn().await;
+    get_raw(&mut conn, &cache.redis_key(key)).await.is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_all_removes_one_templates_entries_and_no_others() {
+    let server = RedisServer::start();
+    let cache = server.cache("family-only").await;
+    let other_namespace = server.cache("family-other").await;
+    for category in ["books", "a:b", "x{y}", ""] {
+        for n in 1..=3 {
+            page(&cache, category, n).await.unwrap();
+            page_v2(&cache, category, n).await.unwrap();
+        }
+        count(&cache, category).await.unwrap();
+    }
+    page(&other_namespace, "books", 1).await.unwrap();
+
+    let removed = invalidate_all_page(&cache).await.unwrap();
+    assert_eq!(removed, 12, "four categories of three pages");
+    for category in ["books", "a:b", "x{y}", ""] {
+        for n in 1..=3 {
+            assert!(!present(&server, &cache, &page_key(category, n)).await);
+            assert!(
+                present(&server, &cache, &page_v2_key(category, n)).await,
+                "`list:<category>:<page>:v2` is another template"
+            );
+        }
+        assert!(
+            present(&server, &cache, &count_key(category)).await,
+            "`list:<category>` shares the start"
+        );
+    }
+    assert!(present(&server, &other_namespace, &page_key("books", 1)).await);
+    assert_eq!(invalidate_all_page(&cache).await.unwrap(), 0);
+    assert_no_state_left(&cache).await;
+}
+
+static HELD_LOADS: AtomicU32 = AtomicU32::new(0);
+
+#[redis_cached(key = "held:<id>", ttl = "60s", cache = cache, skip = "gate")]
+async fn held(cache: &Cache, gate: &Gate, id: u32) -> Result<u32, String> {
+    HELD_LOADS.fetch_add(1, Ordering::SeqCst);
+    gate.started.send(id).await.unwrap();
+    gate.release.notified().await;
+    Ok(id)
+}
+
+struct Gate {
+    started: mpsc::Sender<u32>,
+    release: Notify,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_in_flight_is_revoked_and_stores_nothing() {
+    let server = RedisServer::start();
+    let cache = server.cache("family-flight").await;
+    let (started, mut loading) = mpsc::channel(1);
+    let gate = Arc::new(Gate {
+        started,
+        release: Notify::new(),
+    });
+    let call = tokio::spawn({
+        let (cache, gate) = (cache.clone(), gate.clone());
+        async move { held(&cache, &gate, 7).await }
+    });
+    // The loader runs only once the lease is held.
+    assert_eq!(loading.recv().await, Some(7));
+    let removed = invalidate_all_held(&cache).await.unwrap();
+    assert_eq!(removed, 1, "the lease");
+    gate.release.notify_one();
+    assert_eq!(
+        call.await.unwrap(),
+        Ok(7),
+        "the caller still gets its value"
+    );
+    assert!(
+        !present(&server, &cache, &held_key(7)).await,
+        "a load that began before the removal stores nothing"
+    );
+    assert_eq!(cache.stats().stale_refused, 1);
+    assert_no_state_left(&cache).await;
+}
+
+struct Repo {
+    cache: Cache,
+}
+
+impl Repo {
+    #[redis_cached(key = "repo:<id>", ttl = "60s", cache = &self.cache)]
+    async fn get(&self, id: &str) -> Result<String, String> {
+        Ok(id.to_uppercase())
+    }
+}
+
+/// A derived key: the family is the function's path and its arguments.
+#[redis_cached(ttl = "60s", cache = cache)]
+async fn derived(cache: &Cache, a: u32, b: &str) -> Result<String, String> {
+    Ok(format!("{a}{b}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_derived_keys_and_long_keys() {
+    let server = RedisServer::start();
+    let cache = server.cache("family-forms").await;
+    let repo = Repo {
+        cache: cache.clone(),
+    };
+    let long = "x".repeat(cached_redis::MAX_KEY_LEN * 2);
+    for id in ["a", "b", long.as_str()] {
+        repo.get(id).await.unwrap();
+    }
+    assert!(repo.get_key(&long).as_str().contains("\\#"), "shortened");
+    derived(&cache, 1, "x").await.unwrap();
+    derived(&cache, 2, "y:z").await.unwrap();
+
+    assert_eq!(repo.invalidate_all_get().await.unwrap(), 3);
+    for id in ["a", "b", long.as_str()] {
+        assert!(!present(&server, &cache, &repo.get_key(id)).await);
+    }
+    assert!(present(&server, &cache, &derived_key(1, "x")).await);
+    assert_eq!(invalidate_all_derived(&cache).await.unwrap(), 2);
+    assert!(!present(&server, &cache, &derived_key(2, "y:z")).await);
+
+    // Without the attribute.
+    count(&cache, "c").await.unwrap();
+    let family = KeyFamily::builder().text("list:").part().build();
+    assert_eq!(cache.invalidate_family(&family).await.unwrap(), 1);
+    assert_no_state_left(&cache).await;
+}
+
+/// A generic function with a derived key: one family per type argument.
+#[redis_cached(ttl = "60s", cache = cache)]
+async fn setting<T: Default + serde::Serialize + serde::de::DeserializeOwned>(
+    cache: &Cache,
+    name: &str,
+) -> Result<T, String> {
+    let _ = name;
+    Ok(T::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generic_functions_family_is_one_type_arguments() {
+    let server = RedisServer::start();
+    let cache = server.cache("family-generic").await;
+    setting::<u32>(&cache, "a").await.unwrap();
+    setting::<u32>(&cache, "b").await.unwrap();
+    setting::<String>(&cache, "a").await.unwrap();
+    assert_eq!(invalidate_all_setting::<u32>(&cache).await.unwrap(), 2);
+    assert!(present(&server, &cache, &setting_key::<String>("a")).await);
+    assert!(!present(&server, &cache, &setting_key::<u32>("b")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_or_unreachable_cache_says_so() {
+    let disabled = Cache::disabled();
+    assert_eq!(invalidate_all_page(&disabled).await.unwrap(), 0);
+    let mut server = RedisServer::start();
+    let cache = server.cache("family-down").await;
+    server.kill();
+    assert!(invalidate_all_page(&cache).await.is_err());
+}
