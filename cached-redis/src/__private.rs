@@ -55,17 +55,19 @@ pub struct Direct;
 #[derive(Debug, Clone, Copy)]
 pub struct Wrapped;
 
-/// How a mode turns a function's return type into a [`Cacheable`] and back.
+/// How a mode turns a function's return type into a [`Cacheable`] and back. Every mode holds
+/// for every type; [`fetch`] asks that `Stored` be [`Cacheable`], so a value type without serde
+/// is reported as that, with nothing about modes.
 pub trait Mode<R> {
     /// What the cache handles.
-    type Stored: Cacheable;
+    type Stored;
     /// Into the cached form.
     fn wrap(result: R) -> Self::Stored;
     /// Back to the function's return type.
     fn unwrap(stored: Self::Stored) -> R;
 }
 
-impl<R: Cacheable> Mode<R> for Direct {
+impl<R> Mode<R> for Direct {
     type Stored = R;
     fn wrap(result: R) -> R {
         result
@@ -75,7 +77,7 @@ impl<R: Cacheable> Mode<R> for Direct {
     }
 }
 
-impl<R: CacheValue> Mode<R> for Wrapped {
+impl<R> Mode<R> for Wrapped {
     type Stored = Plain<R>;
     fn wrap(result: R) -> Plain<R> {
         Plain(result)
@@ -92,7 +94,10 @@ pub async fn fetch<M: Mode<R>, R, F: Future<Output = R>>(
     key: Key,
     policy: &'static Policy,
     loader: F,
-) -> R {
+) -> R
+where
+    M::Stored: Cacheable,
+{
     match cache {
         Some(cache) => {
             let stored = cache
@@ -120,6 +125,7 @@ pub async fn fetch_if<M: Mode<R>, R, F, K>(
     keep: K,
 ) -> R
 where
+    M::Stored: Cacheable,
     K: Fn(&<M::Stored as Cacheable>::Value) -> bool,
     F: Future<Output = R>,
 {

@@ -177,14 +177,15 @@ async fn strlen(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 
         .unwrap_or(0)
 }
 
-/// `cached` names its keys `<namespace>:<prefix>:<key>`: found by their ending.
+/// `cached` names its keys `<namespace>:<prefix>:<key>`, with `:` in a field written `%3A`:
+/// found by their ending.
 async fn cached_stored(conn: &mut redis::aio::MultiplexedConnection, shape: u8) -> u64 {
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*bench-cached-large*")
         .query_async(conn)
         .await
         .unwrap_or_default();
-    let ending = format!(":{shape}:0");
+    let ending = format!(":{shape}%3A0");
     match keys.iter().find(|k| k.ends_with(&ending)) {
         Some(key) => strlen(conn, key).await,
         None => 0,
