@@ -225,6 +225,15 @@ fn invalidate_fn(model: &Model, bodies: &Bodies) -> TokenStream {
 /// `invalidate_all_<fn>(<the cache expression's arguments>)`: removes every entry the
 /// function's template renders, whatever the arguments.
 fn invalidate_all_fn(model: &Model, bodies: &Bodies) -> TokenStream {
+    // A cache chosen by a key argument (`cache = &shards[id % 4]`) holds only part of the
+    // family: there is no one cache to clear.
+    let sharded = model
+        .cache_params
+        .iter()
+        .any(|p| model.key_params.iter().any(|k| k.ident == p.ident));
+    if sharded {
+        return TokenStream::new();
+    }
     let name = &model.item.sig.ident;
     let helper = format_ident!("invalidate_all_{}", unraw(name));
     let doc = format!(

@@ -261,10 +261,14 @@ impl Cache {
     pub async fn invalidate_family(&self, family: &KeyFamily) -> Result<u64, Error> {
         let namespace = &self.inner.namespace;
         let start = format!("{namespace}:{{");
-        let pattern = format!(
-            "{}*",
-            glob_escape(&format!("{start}{}", family.fixed_start()))
-        );
+        let fixed = family.fixed_start();
+        let mut patterns = vec![format!("{}*", glob_escape(&format!("{start}{fixed}")))];
+        // A key longer than MAX_KEY_LEN keeps only a readable start, then `\#` and a hash:
+        // a fixed start reaching past it is matched by that start.
+        if let Some(readable) = crate::key::readable_part_of_long_prefix(&fixed) {
+            let readable = glob_escape(&format!("{start}{readable}"));
+            patterns.push(format!("{readable}\\\\#*"));
+        }
         let keep = |key: &str| {
             let Some(inside) = key.strip_prefix(&start) else {
                 return false;
@@ -274,6 +278,6 @@ impl Cache {
                 .or_else(|| inside.strip_suffix('}'));
             rendered.is_some_and(|r| family.matches_rendered(r))
         };
-        crate::bulk::remove_matching(&self.inner, &[pattern], &keep).await
+        crate::bulk::remove_matching(&self.inner, &patterns, &keep).await
     }
 }

@@ -138,8 +138,17 @@ fn write<T: CacheValue>(
     let bytes = match format.codec {
         Codec::Json => serde_json::to_vec(&envelope).map_err(CodecError::Json)?,
         // By name, as JSON: `#[serde(skip_serializing_if)]`, `default` and renames work.
+        // Human-readable, as JSON is: serde's buffering (untagged and internally tagged enums,
+        // `flatten`) reads as human-readable, so `IpAddr`s and the like must be written so.
         Codec::MessagePack => {
-            rmp_serde::to_vec_named(&envelope).map_err(CodecError::MessagePackEncode)?
+            let mut bytes = Vec::new();
+            let mut writer = rmp_serde::Serializer::new(&mut bytes)
+                .with_struct_map()
+                .with_human_readable();
+            envelope
+                .serialize(&mut writer)
+                .map_err(CodecError::MessagePackEncode)?;
+            bytes
         }
     };
     Ok(compress::compressed(bytes, format.compression))
@@ -183,9 +192,12 @@ fn read_plain<E: DeserializeOwned>(bytes: &[u8]) -> Result<(E, Codec), CodecErro
             .map(|e| (e, Codec::Json))
             .map_err(CodecError::Json),
         // A fixmap, map16 or map32: the envelope is a map.
-        Some(0x80..=0x8f | 0xde | 0xdf) => rmp_serde::from_slice(bytes)
-            .map(|e| (e, Codec::MessagePack))
-            .map_err(CodecError::MessagePackDecode),
+        Some(0x80..=0x8f | 0xde | 0xdf) => {
+            let mut reader = rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable();
+            E::deserialize(&mut reader)
+                .map(|e| (e, Codec::MessagePack))
+                .map_err(CodecError::MessagePackDecode)
+        }
         other => Err(CodecError::Unknown(other.copied())),
     }
 }
@@ -287,7 +299,21 @@ mod tests {
     #[serde(untagged)]
     enum Loose {
         Number(i64),
+        Address(std::net::IpAddr),
         Text(String),
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum Tagged {
+        Host { ip: std::net::IpAddr },
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Flat {
+        id: u32,
+        #[serde(flatten)]
+        rest: Tagged,
     }
 
     fn row() -> Row {
@@ -317,6 +343,17 @@ mod tests {
         };
         let bytes = encode(&with_unit, Duration::ZERO, MSGPACK).unwrap();
         assert_eq!(decode::<Row>(&bytes).unwrap(), with_unit);
+        // Values serde buffers (untagged, internally tagged, flattened) with an `IpAddr`.
+        let ip = std::net::IpAddr::from([10, 0, 0, 1]);
+        let buffered = (
+            Loose::Address(ip),
+            Flat {
+                id: 1,
+                rest: Tagged::Host { ip },
+            },
+        );
+        let bytes = encode(&buffered, Duration::ZERO, MSGPACK).unwrap();
+        assert_eq!(decode::<(Loose, Flat)>(&bytes).unwrap(), buffered);
         // A field added later with `default` reads entries written before it.
         #[derive(Debug, Serialize, Deserialize)]
         struct Before {

@@ -25,7 +25,8 @@ pub(crate) fn is_compressed(bytes: &[u8]) -> bool {
 #[cfg(feature = "zstd")]
 pub(crate) fn compressed(bytes: Vec<u8>, compression: Compression) -> Vec<u8> {
     match compression {
-        Compression::Zstd { above } if bytes.len() > above => {
+        // Nothing longer than a read accepts: such a value would fail every hit.
+        Compression::Zstd { above } if bytes.len() > above && bytes.len() <= LONGEST => {
             match zstd::bulk::compress(&bytes, LEVEL) {
                 Ok(smaller) if smaller.len() < bytes.len() => smaller,
                 _ => bytes,

@@ -183,10 +183,23 @@ fn tokens(text: &str) -> Vec<&str> {
     out
 }
 
-/// Whether a token can belong to an argument's value: an escape, or a character a key part
-/// never writes unescaped.
-fn in_part(token: &str) -> bool {
-    token.starts_with('\\') && token.len() > 1 || !matches!(token, ":" | "{" | "}" | "\\")
+/// How many of `tokens`, from the first, can belong to one argument's value: escapes, and
+/// characters a key part never writes unescaped, except that a list writes an element's own
+/// escape `\:` as `\\:`, so after a `\\` a `:`, `{` or `}` belongs to the value too. (That
+/// lets a part also take a value ending in `\` with the template's `:` after it, which can
+/// only make a family match more keys, never fewer.)
+fn part_run(tokens: &[&str]) -> usize {
+    let mut run = 0;
+    for (i, token) in tokens.iter().enumerate() {
+        let escape = token.starts_with('\\') && token.len() > 1;
+        let after_list_escape = i > 0 && tokens[i - 1] == "\\\\";
+        let delimiter = matches!(*token, ":" | "{" | "}" | "\\");
+        if !(escape || !delimiter || after_list_escape && *token != "\\") {
+            break;
+        }
+        run += 1;
+    }
+    run
 }
 
 /// Whether `tokens` are what `pieces` render (with `prefix`: the start of it). A part takes
@@ -221,7 +234,7 @@ fn accepts_from(
             whole && accepts_from(rest, &tokens[at..], prefix, failed)
         }
         Piece::Part => {
-            let longest = tokens.iter().take_while(|t| in_part(t)).count();
+            let longest = part_run(tokens);
             (prefix && longest == tokens.len())
                 || (0..=longest).any(|taken| accepts_from(rest, &tokens[taken..], prefix, failed))
         }
@@ -284,6 +297,12 @@ mod tests {
         assert!(ids.matches(&Key::builder().text("ids:").part(&[1u8, 2, 3][..]).build()));
         let empty: &[u8] = &[];
         assert!(ids.matches(&Key::builder().text("ids:").part(empty).build()));
+        // A list writes an element's `\:` as `\\:`.
+        let slots = family(&[Some("slots:"), None, Some(":v1")]);
+        for list in [&["a:b", "{c}"][..], &["x\\", "y,z"], &["12:00", ""]] {
+            let key = Key::builder().text("slots:").part(list).text(":v1").build();
+            assert!(slots.matches(&key), "{}", key.as_str());
+        }
     }
 
     #[test]

@@ -178,6 +178,36 @@ async fn a_generic_functions_family_is_one_type_arguments() {
     assert!(!present(&server, &cache, &setting_key::<u32>("b")).await);
 }
 
+#[redis_cached(key = "slots:<times>", ttl = "60s", cache = cache)]
+async fn slots(cache: &Cache, times: &[&str]) -> Result<usize, String> {
+    Ok(times.len())
+}
+
+/// A template whose fixed start is longer than a shortened key keeps readable.
+#[redis_cached(
+    key = "a-very-long-family-name-that-goes-on-and-on-past-the-readable-start-of-a-shortened-key-which-is-about-one-hundred-and-twenty-bytes:<id>",
+    ttl = "60s",
+    cache = cache
+)]
+async fn long_start(cache: &Cache, id: &str) -> Result<usize, String> {
+    Ok(id.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_elements_with_colons_and_long_fixed_starts_are_found() {
+    let server = RedisServer::start();
+    let cache = server.cache("family-lists").await;
+    slots(&cache, &["12:00", "13:30"]).await.unwrap();
+    slots(&cache, &["{a}", "b\\"]).await.unwrap();
+    assert_eq!(invalidate_all_slots(&cache).await.unwrap(), 2);
+    let long = "x".repeat(cached_redis::MAX_KEY_LEN);
+    long_start(&cache, &long).await.unwrap();
+    long_start(&cache, "short").await.unwrap();
+    assert!(long_start_key(&long).as_str().contains("\\#"), "shortened");
+    assert_eq!(invalidate_all_long_start(&cache).await.unwrap(), 2);
+    assert_no_state_left(&cache).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_or_unreachable_cache_says_so() {
     let disabled = Cache::disabled();
