@@ -266,7 +266,9 @@ fn render_family(model: &Model, helper: &Ident) -> TokenStream {
     });
     let parts = model.key.iter().map(|part| match part {
         Part::Text(text) => quote!(.text(#text)),
-        Part::Value { .. } | Part::TypeName(_) => quote!(.part()),
+        Part::Value { .. } => quote!(.part()),
+        // The type argument is named at the call (`invalidate_all_f::<u32>()`).
+        Part::TypeName(ty) => quote!(.fixed(::core::any::type_name::<#ty>())),
     });
     quote!(::cached_redis::__private::family() #path #(#parts)* .build())
 }

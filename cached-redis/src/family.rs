@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::Key;
+use crate::{Key, KeyPart};
 
 /// One piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +132,30 @@ impl KeyFamilyBuilder {
         self
     }
 
+    /// A part whose value is known: written as [`KeyBuilder::part`](crate::KeyBuilder::part)
+    /// writes it, so only keys with this value there match (the attribute writes a `<T>`
+    /// placeholder so, with the type's name).
+    ///
+    /// ```
+    /// use cached_redis::{Key, KeyFamily};
+    ///
+    /// let tenant_7 = KeyFamily::builder().text("t:").fixed(&7u32).text(":user:").part().build();
+    /// assert!(tenant_7.matches(&Key::builder().text("t:").part(&7u32).text(":user:").part("a:b").build()));
+    /// assert!(!tenant_7.matches(&Key::raw("t:8:user:a")));
+    /// ```
+    pub fn fixed<T: KeyPart + ?Sized>(mut self, value: &T) -> Self {
+        if self.after_part {
+            self = self.text(":");
+        }
+        let written = crate::key::written_part(value);
+        match self.pieces.last_mut() {
+            Some(Piece::Text(last)) => last.push_str(&written),
+            _ => self.pieces.push(Piece::Text(written)),
+        }
+        self.after_part = true;
+        self
+    }
+
     /// Finishes the family.
     ///
     /// ```
@@ -219,11 +243,12 @@ fn accepts_from(
     }
     let accepted = match piece {
         Piece::Text(text) => {
-            let mut at = 0;
+            // Token by token: text holds escapes where a known part was written into it.
+            let expected = self::tokens(text);
             let mut whole = true;
-            for (i, c) in text.char_indices() {
+            for (at, want) in expected.iter().enumerate() {
                 match tokens.get(at) {
-                    Some(token) if *token == &text[i..i + c.len_utf8()] => at += 1,
+                    Some(token) if token == want => {}
                     None if prefix => return true,
                     _ => {
                         whole = false;
@@ -231,7 +256,7 @@ fn accepts_from(
                     }
                 }
             }
-            whole && accepts_from(rest, &tokens[at..], prefix, failed)
+            whole && accepts_from(rest, &tokens[expected.len()..], prefix, failed)
         }
         Piece::Part => {
             let longest = part_run(tokens);
@@ -326,6 +351,15 @@ mod tests {
             .text(":v1")
             .build();
         assert!(user.matches(&key), "{}", key.as_str());
+    }
+
+    #[test]
+    fn a_fixed_part_matches_only_its_value() {
+        let name = std::any::type_name::<String>();
+        let of_string = KeyFamily::builder().text("s:").fixed(name).part().build();
+        let key = |ty: &str| Key::builder().text("s:").part(ty).part("x").build();
+        assert!(of_string.matches(&key(name)), "{}", key(name).as_str());
+        assert!(!of_string.matches(&key(std::any::type_name::<u32>())));
     }
 
     #[test]

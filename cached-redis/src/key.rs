@@ -215,6 +215,13 @@ impl KeyBuilder {
     }
 }
 
+/// What [`KeyBuilder::part`] writes for `value`.
+pub(crate) fn written_part<T: KeyPart + ?Sized>(value: &T) -> String {
+    let mut out = KeyWriter(String::new());
+    value.write_key_part(&mut out);
+    out.0
+}
+
 /// Where a [`KeyPart`] writes itself. Text written through it is escaped, so an implementation
 /// only has to write a representation that differs between distinct values.
 ///

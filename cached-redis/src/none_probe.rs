@@ -14,7 +14,9 @@ use serde::ser::{self, Impossible};
 pub(crate) enum Shape {
     /// `None` (directly, not inside a struct or a newtype).
     None,
-    /// `Some(None)`, at any depth of `Some`: stored, it would read back as `None`.
+    /// `Some(None)`, at any depth of `Some`, or a `Some` of anything else the codecs write as
+    /// `null`/`nil` (a unit, `serde_json::Value::Null`, and in JSON a NaN or infinite float):
+    /// stored, it would read back as `None`.
     SomeOfNone,
     /// Anything else.
     Value,
@@ -23,9 +25,19 @@ pub(crate) enum Shape {
 /// The shape of `value`.
 pub(crate) fn shape<T: Serialize + ?Sized>(value: &T) -> Shape {
     match value.serialize(Probe) {
-        Ok(shape) => shape,
-        Err(NotNone) => Shape::Value,
+        Ok(Probed::None) => Shape::None,
+        Ok(Probed::SomeOfNone) => Shape::SomeOfNone,
+        // A unit on its own reads back as itself.
+        Ok(Probed::Null) | Err(NotNone) => Shape::Value,
     }
+}
+
+/// What the probe found: [`Shape`]'s two shapes, or a value written as `null` that is not a
+/// `None` (which only matters inside a `Some`).
+enum Probed {
+    None,
+    SomeOfNone,
+    Null,
 }
 
 struct Probe;
@@ -49,35 +61,56 @@ impl ser::Error for NotNone {
 
 macro_rules! not_none {
     ($($method:ident($($ty:ty),*)),* $(,)?) => {$(
-        fn $method(self, $(_: $ty),*) -> Result<Shape, NotNone> {
+        fn $method(self, $(_: $ty),*) -> Result<Probed, NotNone> {
             Err(NotNone)
         }
     )*};
 }
 
 impl ser::Serializer for Probe {
-    type Ok = Shape;
+    type Ok = Probed;
     type Error = NotNone;
-    type SerializeSeq = Impossible<Shape, NotNone>;
-    type SerializeTuple = Impossible<Shape, NotNone>;
-    type SerializeTupleStruct = Impossible<Shape, NotNone>;
-    type SerializeTupleVariant = Impossible<Shape, NotNone>;
-    type SerializeMap = Impossible<Shape, NotNone>;
-    type SerializeStruct = Impossible<Shape, NotNone>;
-    type SerializeStructVariant = Impossible<Shape, NotNone>;
+    type SerializeSeq = Impossible<Probed, NotNone>;
+    type SerializeTuple = Impossible<Probed, NotNone>;
+    type SerializeTupleStruct = Impossible<Probed, NotNone>;
+    type SerializeTupleVariant = Impossible<Probed, NotNone>;
+    type SerializeMap = Impossible<Probed, NotNone>;
+    type SerializeStruct = Impossible<Probed, NotNone>;
+    type SerializeStructVariant = Impossible<Probed, NotNone>;
 
-    fn serialize_none(self) -> Result<Shape, NotNone> {
-        Ok(Shape::None)
+    fn serialize_none(self) -> Result<Probed, NotNone> {
+        Ok(Probed::None)
     }
 
-    fn serialize_some<T: Serialize + ?Sized>(self, inner: &T) -> Result<Shape, NotNone> {
-        match shape(inner) {
-            Shape::None | Shape::SomeOfNone => Ok(Shape::SomeOfNone),
-            Shape::Value => Err(NotNone),
+    fn serialize_some<T: Serialize + ?Sized>(self, inner: &T) -> Result<Probed, NotNone> {
+        match inner.serialize(Probe) {
+            Ok(_) => Ok(Probed::SomeOfNone),
+            Err(NotNone) => Err(NotNone),
         }
     }
 
-    fn collect_str<T: fmt::Display + ?Sized>(self, _: &T) -> Result<Shape, NotNone> {
+    fn serialize_unit(self) -> Result<Probed, NotNone> {
+        Ok(Probed::Null)
+    }
+
+    fn serialize_unit_struct(self, _: &'static str) -> Result<Probed, NotNone> {
+        Ok(Probed::Null)
+    }
+
+    fn serialize_f32(self, value: f32) -> Result<Probed, NotNone> {
+        self.serialize_f64(f64::from(value))
+    }
+
+    // JSON writes a NaN or an infinity as `null`.
+    fn serialize_f64(self, value: f64) -> Result<Probed, NotNone> {
+        if value.is_finite() {
+            Err(NotNone)
+        } else {
+            Ok(Probed::Null)
+        }
+    }
+
+    fn collect_str<T: fmt::Display + ?Sized>(self, _: &T) -> Result<Probed, NotNone> {
         Err(NotNone)
     }
 
@@ -93,13 +126,9 @@ impl ser::Serializer for Probe {
         serialize_u32(u32),
         serialize_u64(u64),
         serialize_u128(u128),
-        serialize_f32(f32),
-        serialize_f64(f64),
         serialize_char(char),
         serialize_str(&str),
         serialize_bytes(&[u8]),
-        serialize_unit(),
-        serialize_unit_struct(&'static str),
         serialize_unit_variant(&'static str, u32, &'static str),
     );
 
@@ -107,7 +136,7 @@ impl ser::Serializer for Probe {
         self,
         _: &'static str,
         _: &T,
-    ) -> Result<Shape, NotNone> {
+    ) -> Result<Probed, NotNone> {
         Err(NotNone)
     }
 
@@ -117,7 +146,7 @@ impl ser::Serializer for Probe {
         _: u32,
         _: &'static str,
         _: &T,
-    ) -> Result<Shape, NotNone> {
+    ) -> Result<Probed, NotNone> {
         Err(NotNone)
     }
 
@@ -190,5 +219,16 @@ mod tests {
             Shape::Value,
             "a unit, not a None"
         );
+        // Inside a `Some`, what is written as `null` would read back as `None`.
+        for inner in [
+            shape(&Some(serde_json::Value::Null)),
+            shape(&Some(())),
+            shape(&Some(f64::NAN)),
+            shape(&Some(f32::INFINITY)),
+        ] {
+            assert_eq!(inner, Shape::SomeOfNone);
+        }
+        assert_eq!(shape(&Some(1.5f64)), Shape::Value);
+        assert_eq!(shape(&f64::NAN), Shape::Value);
     }
 }

@@ -247,3 +247,45 @@ async fn a_row_with_a_null_column_is_never_read_back_as_no_row() {
     assert_eq!(nullable_column(&cache, 1).await, Ok(Some(Some(7))));
     assert_eq!(NULL_COLUMNS.load(Ordering::SeqCst), 3, "a value is cached");
 }
+
+/// A jsonb column holding `null`, a unit and a NaN inside a `Some`: each is written as `null`
+/// (`nil` in MessagePack), so stored it would read back as `None`.
+#[redis_cached(key = "json-null:<id>", ttl = "60s", cache = cache)]
+async fn json_column(cache: &Cache, id: u32) -> Result<Option<serde_json::Value>, String> {
+    Ok(Some(match id {
+        0 => serde_json::Value::Null,
+        _ => serde_json::json!(id),
+    }))
+}
+
+#[redis_cached(key = "nan:<id>", ttl = "60s", cache = cache)]
+async fn measured(cache: &Cache, id: u32) -> Option<f64> {
+    Some(if id == 0 { f64::NAN } else { f64::from(id) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_some_of_what_is_written_as_null_is_never_read_back_as_none() {
+    let server = RedisServer::start();
+    let cache = server.cache("json-null").await;
+    for _ in 0..2 {
+        assert_eq!(
+            json_column(&cache, 0).await,
+            Ok(Some(serde_json::Value::Null))
+        );
+        assert!(measured(&cache, 0).await.is_some_and(f64::is_nan));
+    }
+    let mut conn = server.conn().await;
+    for key in [json_column_key(0), measured_key(0)] {
+        assert_eq!(
+            get_raw(&mut conn, &cache.redis_key(&key)).await,
+            None,
+            "not stored"
+        );
+    }
+    assert_eq!(json_column(&cache, 3).await, Ok(Some(serde_json::json!(3))));
+    assert!(
+        get_raw(&mut conn, &cache.redis_key(&json_column_key(3)))
+            .await
+            .is_some()
+    );
+}

@@ -166,8 +166,29 @@ async fn setting<T: Default + serde::Serialize + serde::de::DeserializeOwned>(
     Ok(T::default())
 }
 
+/// An explicit key with `<T>`: the family holds the named type's entries only.
+#[redis_cached(key = "typed:<T>:<name>", ttl = "60s", cache = cache)]
+async fn typed<T: Default + serde::Serialize + serde::de::DeserializeOwned>(
+    cache: &Cache,
+    name: &str,
+) -> Result<T, String> {
+    let _ = name;
+    Ok(T::default())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generic_functions_family_is_one_type_arguments() {
+    let server = RedisServer::start();
+    let cache = server.cache("family-typed").await;
+    typed::<u32>(&cache, "a").await.unwrap();
+    typed::<String>(&cache, "a").await.unwrap();
+    assert_eq!(invalidate_all_typed::<u32>(&cache).await.unwrap(), 1);
+    assert!(present(&server, &cache, &typed_key::<String>("a")).await);
+    assert!(!present(&server, &cache, &typed_key::<u32>("a")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_derived_generic_functions_family_is_one_type_arguments() {
     let server = RedisServer::start();
     let cache = server.cache("family-generic").await;
     setting::<u32>(&cache, "a").await.unwrap();
