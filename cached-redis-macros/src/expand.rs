@@ -292,13 +292,15 @@ fn update_fn(model: &Model, bodies: &Bodies) -> TokenStream {
     let change = local("change");
     let value = Ident::new("__CachedRedisValue", Span::call_site());
     let ret = &model.ret;
+    // The function's policy, for the codec and compression its values are written in.
+    let policy = policy(model);
     let body = match bodies {
         Bodies::Stub => stub(),
         Bodies::Real => keyed_body(
             model,
             &helper,
             true,
-            |cache, key| quote!(::cached_redis::__private::update::<#ret, #value>(#cache, #key, #change).await),
+            |cache, key| quote!(::cached_redis::__private::update::<#ret, #value>(#cache, #key, &#policy, #change).await),
         ),
     };
     let extra = Extra {

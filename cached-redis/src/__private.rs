@@ -210,13 +210,14 @@ impl<T: CacheValue> UpdateTarget<T> for Option<T> {
 pub async fn update<R: UpdateTarget<T>, T>(
     cache: Option<&Cache>,
     key: Key,
+    policy: &Policy,
     mut change: impl FnMut(&mut T),
 ) -> Result<bool, Error> {
     let Some(cache) = cache else {
         return Err(Error::NotConfigured);
     };
     let apply = |stored: &mut R::Stored| R::target(stored).map(&mut change).is_some();
-    cache.update_with(&key, apply).await
+    cache.update_with(&key, Some(policy), apply).await
 }
 
 /// A key renderer for a template.

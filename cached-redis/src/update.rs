@@ -9,9 +9,10 @@ use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::codec::{self, Origin};
+use crate::format::Format;
 use crate::lease::{self, EntryKeys};
 use crate::stats::Event;
-use crate::{Cache, CacheValue, Error, Key};
+use crate::{Cache, CacheValue, Error, Key, Policy};
 
 /// Compare-and-set attempts before an update gives up on a contended entry (and removes it).
 const ATTEMPTS: u32 = 8;
@@ -114,18 +115,21 @@ impl Cache {
         key: &Key,
         mut change: impl FnMut(&mut V),
     ) -> Result<bool, Error> {
-        self.update_with(key, |value: &mut V| {
+        let change = |value: &mut V| {
             change(value);
             true
-        })
-        .await
+        };
+        self.update_with(key, None, change).await
     }
 
     /// [`Cache::update`] with a `change` that returns whether it applies to the value (a
-    /// cached `None` has nothing to change: it is removed).
+    /// cached `None` has nothing to change: it is removed), written in the format of
+    /// `policy`'s codec and compression (the function's, for `update_<fn>`), or without one
+    /// in the format the entry was found in.
     pub(crate) async fn update_with<V: CacheValue>(
         &self,
         key: &Key,
+        policy: Option<&Policy>,
         mut change: impl FnMut(&mut V) -> bool,
     ) -> Result<bool, Error> {
         if self.inner.disabled {
@@ -136,7 +140,8 @@ impl Cache {
         let _turn = self.inner.updates.turn(&keys.value, bound).await;
         let mut origin = None;
         for attempt in 0..ATTEMPTS {
-            let round = match self.round(&keys, &mut origin, &mut change).await {
+            let format = policy.map(|p| self.inner.format.overridden(p));
+            let round = match self.round(&keys, &mut origin, format, &mut change).await {
                 // Refused writes (OOM under `noeviction`, say) still allow a `DEL`: remove
                 // the entry rather than leave it missing the change.
                 Err(error) if crate::guard::refuses_writes(&error) => Round::Remove,
@@ -159,13 +164,14 @@ impl Cache {
         &self,
         keys: &EntryKeys,
         origin: &mut Option<Origin>,
+        format: Option<Format>,
         change: &mut impl FnMut(&mut V) -> bool,
     ) -> Result<Round, Error> {
         let Some(read) = self.read_for_update(keys).await? else {
             // Nothing cached; a load in flight may have read the data before the change.
             return Ok(Round::Remove);
         };
-        let (mut value, found, format) = match codec::decode_with_origin::<V>(&read) {
+        let (mut value, found, found_format) = match codec::decode_with_origin::<V>(&read) {
             Ok(decoded) => decoded,
             Err(error) => {
                 tracing::warn!(key = %keys.value, %error, "cached value does not decode; removing it instead of updating it");
@@ -182,7 +188,7 @@ impl Cache {
         if !is_value(&value) || !change(&mut value) || !is_value(&value) {
             return Ok(Round::Remove);
         }
-        // In the format it was found in: the update's caller has no policy to say another.
+        let format = format.unwrap_or(found_format);
         let replacement = match codec::encode_from(&value, found, format) {
             Ok(bytes) => bytes,
             Err(error) => {

@@ -179,7 +179,7 @@ async fn values_over_the_threshold_are_stored_compressed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_update_keeps_the_format_it_found() {
+async fn an_update_keeps_a_compressed_or_message_pack_entry_so() {
     let server = RedisServer::start();
     let cache = server.cache("codec-update").await;
     let loads = AtomicU32::new(0);
@@ -201,6 +201,37 @@ async fn an_update_keeps_the_format_it_found() {
     );
     assert_eq!(as_msgpack(&cache, &loads, 3).await.unwrap().id, 33);
     assert_eq!(loads.load(Ordering::SeqCst), 2, "both read from the cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_writes_its_functions_format_and_cache_update_the_one_found() {
+    let server = RedisServer::start();
+    let cache = server.cache("codec-update-format").await;
+    let loads = AtomicU32::new(0);
+    // Written as JSON, as an older build (or another setting) would have.
+    let json = Policy::new("as_msgpack", Duration::from_secs(60)).unwrap();
+    let key = as_msgpack_key(5);
+    let load = async { Ok::<_, String>(report(5, 3)) };
+    cache.fetch(&key, &json, load).await.unwrap();
+    assert!(stored(&server, &cache, &key).await.starts_with(b"{"));
+    assert!(
+        cache
+            .update(&key, |r: &mut Report| r.id = 50)
+            .await
+            .unwrap()
+    );
+    assert!(
+        stored(&server, &cache, &key).await.starts_with(b"{"),
+        "Cache::update has no policy: the format found"
+    );
+    assert!(update_as_msgpack(&cache, 5, |r| r.id = 55).await.unwrap());
+    let bytes = stored(&server, &cache, &key).await;
+    assert!(
+        is_msgpack_map(&bytes),
+        "update_<fn> writes its function's codec"
+    );
+    assert_eq!(as_msgpack(&cache, &loads, 5).await.unwrap().id, 55);
+    assert_eq!(loads.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
