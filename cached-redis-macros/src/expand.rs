@@ -225,13 +225,9 @@ fn invalidate_fn(model: &Model, bodies: &Bodies) -> TokenStream {
 /// `invalidate_all_<fn>(<the cache expression's arguments>)`: removes every entry the
 /// function's template renders, whatever the arguments.
 fn invalidate_all_fn(model: &Model, bodies: &Bodies) -> TokenStream {
-    // A cache chosen by a key argument (`cache = &shards[id % 4]`) holds only part of the
-    // family: there is no one cache to clear.
-    let sharded = model
-        .cache_params
-        .iter()
-        .any(|p| model.key_params.iter().any(|k| k.ident == p.ident));
-    if sharded {
+    // A cache chosen by the key (`cache = &shards[id % 4]`) holds only part of the family:
+    // there is no one cache to clear.
+    if model.cache_chosen_by_key {
         return TokenStream::new();
     }
     let name = &model.item.sig.ident;

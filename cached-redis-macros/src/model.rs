@@ -52,6 +52,10 @@ pub(crate) struct Model {
     pub(crate) key_params: Vec<Param>,
     /// The arguments the `cache` expression uses: `invalidate_all_<fn>`'s parameters.
     pub(crate) cache_params: Vec<Param>,
+    /// The `cache` expression picks a cache by something in the key (`&shards[id % 4]`,
+    /// `&self.shards[self.shard]` with `<self.shard>` in the key): no one cache holds the
+    /// function's entries, so there is no `invalidate_all_<fn>`.
+    pub(crate) cache_chosen_by_key: bool,
     pub(crate) ttl: Duration,
     /// `ttl = EXPR`: computed once, at the first call, in place of `ttl`.
     pub(crate) ttl_expr: Option<syn::Expr>,
@@ -118,6 +122,10 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
             );
         }
     }
+    let cache_chosen_by_key = args
+        .cache
+        .as_ref()
+        .is_some_and(|cache| chosen_by_key(cache, &params, &in_key, &key));
     let pick = |wanted: &dyn Fn(usize) -> bool| -> Vec<Param> {
         let picked = params.iter().enumerate().filter(|(i, _)| wanted(*i));
         picked.map(|(_, p)| p.clone()).collect()
@@ -131,6 +139,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
         helper_params: pick(&|i| in_key[i] || in_cache_expr[i]),
         key_params: pick(&|i| in_key[i]),
         cache_params: pick(&|i| in_cache_expr[i]),
+        cache_chosen_by_key,
         clone_cache: clone_cache(sig, &params, args.cache.as_ref()),
         ttl: args.ttl.map_or(Duration::from_secs(1), |t| t.value),
         ttl_expr: args.ttl_expr,
@@ -504,6 +513,44 @@ fn root_ident(expr: &syn::Expr) -> Option<Ident> {
         syn::Expr::MethodCall(e) => root_ident(&e.receiver),
         syn::Expr::Path(e) => e.path.get_ident().cloned(),
         _ => None,
+    }
+}
+
+/// Whether what `cache` selects its handle by (an index, a method's or a call's arguments: all
+/// but the path it starts from) mentions an argument in the key, or `self` when the key reads
+/// the receiver.
+fn chosen_by_key(cache: &syn::Expr, params: &[Param], in_key: &[bool], key: &[Part]) -> bool {
+    let mut selectors = proc_macro2::TokenStream::new();
+    selectors_of(cache, &mut selectors);
+    let by_argument = params
+        .iter()
+        .zip(in_key)
+        .any(|(p, keyed)| *keyed && mentions(&selectors, &p.ident));
+    let self_in_key = key
+        .iter()
+        .any(|part| matches!(part, Part::Value { root: None, .. }));
+    let by_receiver = self_in_key && mentions(&selectors, &Ident::new("self", Span::call_site()));
+    by_argument || by_receiver
+}
+
+/// The parts of a cache expression that choose among handles (see [`chosen_by_key`]).
+fn selectors_of(expr: &syn::Expr, out: &mut proc_macro2::TokenStream) {
+    use quote::ToTokens as _;
+    match expr {
+        syn::Expr::Reference(e) => selectors_of(&e.expr, out),
+        syn::Expr::Paren(e) => selectors_of(&e.expr, out),
+        syn::Expr::Unary(e) if matches!(e.op, syn::UnOp::Deref(_)) => selectors_of(&e.expr, out),
+        syn::Expr::Field(e) => selectors_of(&e.base, out),
+        syn::Expr::Index(e) => {
+            selectors_of(&e.expr, out);
+            e.index.to_tokens(out);
+        }
+        syn::Expr::MethodCall(e) => {
+            selectors_of(&e.receiver, out);
+            e.args.to_tokens(out);
+        }
+        syn::Expr::Path(_) => {}
+        other => other.to_tokens(out),
     }
 }
 

@@ -132,12 +132,14 @@ impl ser::Serializer for Probe {
         serialize_unit_variant(&'static str, u32, &'static str),
     );
 
+    // Both codecs write a newtype struct as its inner value: one around what is written as
+    // `null` is written so too.
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
-        _: &T,
+        inner: &T,
     ) -> Result<Probed, NotNone> {
-        Err(NotNone)
+        inner.serialize(Probe).map(|_| Probed::Null)
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -228,6 +230,14 @@ mod tests {
         ] {
             assert_eq!(inner, Shape::SomeOfNone);
         }
+        #[derive(serde::Serialize)]
+        struct Reading(f64);
+        #[derive(serde::Serialize)]
+        struct Wrapped(Option<u8>);
+        assert_eq!(shape(&Some(Reading(f64::NAN))), Shape::SomeOfNone);
+        assert_eq!(shape(&Some(Wrapped(None))), Shape::SomeOfNone);
+        assert_eq!(shape(&Some(Reading(1.0))), Shape::Value);
+        assert_eq!(shape(&Wrapped(None)), Shape::Value, "reads back as itself");
         assert_eq!(shape(&Some(1.5f64)), Shape::Value);
         assert_eq!(shape(&f64::NAN), Shape::Value);
     }

@@ -248,8 +248,8 @@ async fn a_row_with_a_null_column_is_never_read_back_as_no_row() {
     assert_eq!(NULL_COLUMNS.load(Ordering::SeqCst), 3, "a value is cached");
 }
 
-/// A jsonb column holding `null`, a unit and a NaN inside a `Some`: each is written as `null`
-/// (`nil` in MessagePack), so stored it would read back as `None`.
+/// A jsonb column holding `null`, and a NaN inside a `Some` (bare and in a newtype): JSON
+/// writes each as `null`, so stored it would read back as `None`.
 #[redis_cached(key = "json-null:<id>", ttl = "60s", cache = cache)]
 async fn json_column(cache: &Cache, id: u32) -> Result<Option<serde_json::Value>, String> {
     Ok(Some(match id {
@@ -263,6 +263,14 @@ async fn measured(cache: &Cache, id: u32) -> Option<f64> {
     Some(if id == 0 { f64::NAN } else { f64::from(id) })
 }
 
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Reading(f64);
+
+#[redis_cached(key = "reading:<id>", ttl = "60s", cache = cache)]
+async fn reading(cache: &Cache, id: u32) -> Option<Reading> {
+    Some(Reading(if id == 0 { f64::NAN } else { f64::from(id) }))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_some_of_what_is_written_as_null_is_never_read_back_as_none() {
     let server = RedisServer::start();
@@ -273,9 +281,10 @@ async fn a_some_of_what_is_written_as_null_is_never_read_back_as_none() {
             Ok(Some(serde_json::Value::Null))
         );
         assert!(measured(&cache, 0).await.is_some_and(f64::is_nan));
+        assert!(reading(&cache, 0).await.is_some_and(|r| r.0.is_nan()));
     }
     let mut conn = server.conn().await;
-    for key in [json_column_key(0), measured_key(0)] {
+    for key in [json_column_key(0), measured_key(0), reading_key(0)] {
         assert_eq!(
             get_raw(&mut conn, &cache.redis_key(&key)).await,
             None,

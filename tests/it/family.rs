@@ -229,6 +229,44 @@ async fn list_elements_with_colons_and_long_fixed_starts_are_found() {
     assert_no_state_left(&cache).await;
 }
 
+struct Ctx {
+    cache: Cache,
+    tenant: u32,
+}
+
+/// The key reads the context the cache comes from, but the cache is the same for every key.
+#[redis_cached(key = "t:<ctx.tenant>:<id>", ttl = "60s", cache = &ctx.cache)]
+async fn in_context(ctx: &Ctx, id: u32) -> Result<u32, String> {
+    Ok(ctx.tenant + id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_from_a_keyed_argument_still_has_its_family() {
+    let server = RedisServer::start();
+    let ctx = Ctx {
+        cache: server.cache("family-ctx").await,
+        tenant: 3,
+    };
+    in_context(&ctx, 1).await.unwrap();
+    in_context(
+        &Ctx {
+            tenant: 4,
+            ..ctx_clone(&ctx)
+        },
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(invalidate_all_in_context(&ctx).await.unwrap(), 2);
+}
+
+fn ctx_clone(ctx: &Ctx) -> Ctx {
+    Ctx {
+        cache: ctx.cache.clone(),
+        tenant: ctx.tenant,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_or_unreachable_cache_says_so() {
     let disabled = Cache::disabled();
