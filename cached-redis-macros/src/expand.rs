@@ -146,15 +146,7 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
     let mode = quote_spanned!(ret_span=>
         ::cached_redis::__private::Returns::<#ret>::PROBE.mode());
     let fetch = quote_spanned!(ret_span=> ::cached_redis::__private::fetch);
-    let none_ttl_applies = model
-        .none_ttl_span
-        .map(|span| quote_spanned!(span=> ::cached_redis::__private::none_ttl_applies::<#ret>();));
-    let zstd_enabled = match model.compress_above {
-        Some((Some(_), span)) => {
-            Some(quote_spanned!(span=> ::cached_redis::__private::zstd_enabled!();))
-        }
-        _ => None,
-    };
+    let checks = type_checks(model);
     let (policy_static, loader, policy_ref) = policy_setup(model, &policy, block);
     let call = match &model.cache_if {
         None => quote_spanned! {ret_span=>
@@ -190,8 +182,7 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
         #attrs
         #vis #sig {
             use ::cached_redis::__private::PlainReturn as _;
-            #none_ttl_applies
-            #zstd_enabled
+            #checks
             let #key = #render;
             #cache_binding
             #revoke
@@ -199,6 +190,23 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
             #call
         }
     }
+}
+
+/// Checks the compiler makes for the attribute, each spanned at the argument it is about:
+/// `none_ttl` on a return type that holds a `None`, `compress_above` in a build that
+/// compresses.
+fn type_checks(model: &Model) -> TokenStream {
+    let ret = &model.ret;
+    let none_ttl_applies = model
+        .none_ttl_span
+        .map(|span| quote_spanned!(span=> ::cached_redis::__private::none_ttl_applies::<#ret>();));
+    let zstd_enabled = match model.compress_above {
+        Some((Some(_), span)) => {
+            Some(quote_spanned!(span=> ::cached_redis::__private::zstd_enabled!();))
+        }
+        _ => None,
+    };
+    quote!(#none_ttl_applies #zstd_enabled)
 }
 
 fn invalidate_fn(model: &Model, bodies: &Bodies) -> TokenStream {

@@ -402,39 +402,7 @@ impl CacheBuilder {
                 url: shown,
             }
         };
-        if self.urls.is_empty() {
-            return Err(Error::InvalidConfig(
-                "a cluster needs at least one node url".into(),
-            ));
-        }
-        if self.namespace.contains(['{', '}']) {
-            return Err(Error::InvalidConfig(format!(
-                "namespace `{}` may not contain `{{` or `}}`",
-                self.namespace
-            )));
-        }
-        let max_load = self.max_load.unwrap_or(Duration::from_millis(1));
-        for (name, value) in [
-            ("op_timeout", self.op_timeout),
-            ("lock_ttl", self.lock_ttl),
-            ("max_load", max_load),
-            (
-                "breaker_cooldown",
-                self.breaker_cooldown.max(Duration::from_millis(1)),
-            ),
-        ] {
-            if value.as_millis() == 0 || value > crate::policy::LONGEST {
-                return Err(Error::InvalidConfig(format!(
-                    "{name} must be between 1ms and a day, got {value:?}"
-                )));
-            }
-        }
-        // Checked whether or not the cache is disabled: an option that is wrong in development
-        // must not wait for production's URL to fail.
-        self.check_replicas()?;
-        self.format.compression.available()?;
-        #[cfg(feature = "sentinel")]
-        self.sentinel_service()?;
+        self.check_options()?;
         let disabled = self.is_disabled();
         if disabled {
             tracing::warn!("cache disabled (empty Redis URL): every call runs its loader");
@@ -479,6 +447,43 @@ impl CacheBuilder {
                 },
             }),
         })
+    }
+
+    /// Every option checked, whether or not the cache is disabled: an option that is wrong in
+    /// development must not wait for production's URL to fail.
+    fn check_options(&self) -> Result<(), Error> {
+        if self.urls.is_empty() {
+            return Err(Error::InvalidConfig(
+                "a cluster needs at least one node url".into(),
+            ));
+        }
+        if self.namespace.contains(['{', '}']) {
+            return Err(Error::InvalidConfig(format!(
+                "namespace `{}` may not contain `{{` or `}}`",
+                self.namespace
+            )));
+        }
+        let max_load = self.max_load.unwrap_or(Duration::from_millis(1));
+        for (name, value) in [
+            ("op_timeout", self.op_timeout),
+            ("lock_ttl", self.lock_ttl),
+            ("max_load", max_load),
+            (
+                "breaker_cooldown",
+                self.breaker_cooldown.max(Duration::from_millis(1)),
+            ),
+        ] {
+            if value.as_millis() == 0 || value > crate::policy::LONGEST {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} must be between 1ms and a day, got {value:?}"
+                )));
+            }
+        }
+        self.check_replicas()?;
+        self.format.compression.available()?;
+        #[cfg(feature = "sentinel")]
+        self.sentinel_service()?;
+        Ok(())
     }
 
     /// `invalidate_replicas` asks for at least one replica and a millisecond.

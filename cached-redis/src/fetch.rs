@@ -274,14 +274,9 @@ impl Cache {
                 return (result, outcome, load_time);
             }
         };
-        let format = self.inner.format.overridden(policy);
-        let bytes = match codec::encode(&value, load_time, format) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::warn!(key = %keys.value, %error, "value does not encode; not cached");
-                give_up(leader, lease.take()).await;
-                return (R::from_value(value), outcome, load_time);
-            }
+        let Some(bytes) = self.encoded(&value, load_time, policy, &keys.value) else {
+            give_up(leader, lease.take()).await;
+            return (R::from_value(value), outcome, load_time);
         };
         let stored = Stored {
             bytes,
@@ -294,6 +289,23 @@ impl Cache {
             .await
             .unwrap_or(outcome);
         (R::from_value(value), outcome, load_time)
+    }
+
+    /// A loaded value's stored form, in its policy's format (`None`, logged, if it does not
+    /// encode: it is returned but not cached).
+    fn encoded<T: CacheValue>(
+        &self,
+        value: &T,
+        load_time: Duration,
+        policy: &Policy,
+        value_key: &str,
+    ) -> Option<Vec<u8>> {
+        let format = self.inner.format.overridden(policy);
+        codec::encode(value, load_time, format)
+            .inspect_err(|error| {
+                tracing::warn!(key = %value_key, %error, "value does not encode; not cached");
+            })
+            .ok()
     }
 
     /// The lease, unless Redis is unavailable (then the load runs without one).
