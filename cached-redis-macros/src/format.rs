@@ -13,7 +13,7 @@ const CODECS: &str = "expected \"json\" or \"msgpack\"";
 pub(crate) fn parse_codec(text: &str) -> Result<CodecSpec, String> {
     match text.trim() {
         "json" => Ok(CodecSpec::Json),
-        "msgpack" | "messagepack" => Ok(CodecSpec::MessagePack),
+        "msgpack" => Ok(CodecSpec::MessagePack),
         other => Err(format!("unknown codec `{other}`; {CODECS}")),
     }
 }

@@ -103,13 +103,23 @@ async fn switching_codecs_keeps_the_stored_entries_readable() {
     let cache = server.cache("codec-switch").await;
     let json = Policy::new("switch", Duration::from_secs(60)).unwrap();
     let msgpack = json.with_codec(Codec::MessagePack);
+    let zstd = msgpack
+        .with_compression(Compression::Zstd { above: 0 })
+        .unwrap();
+    let plain = json.with_compression(Compression::None).unwrap();
     let loads = AtomicU32::new(0);
     let loads = &loads;
     let load = |id: u32| async move {
         loads.fetch_add(1, Ordering::SeqCst);
         Ok::<_, String>(report(id, 5))
     };
-    for (written, read, id) in [(json, msgpack, 1), (msgpack, json, 2)] {
+    let switches = [
+        (json, msgpack, 1),
+        (msgpack, json, 2),
+        (zstd, plain, 3),
+        (plain, zstd, 4),
+    ];
+    for (written, read, id) in switches {
         let key = cached_redis::Key::builder()
             .text("switch:")
             .part(&id)
@@ -120,7 +130,7 @@ async fn switching_codecs_keeps_the_stored_entries_readable() {
     }
     assert_eq!(
         loads.load(Ordering::SeqCst),
-        2,
+        4,
         "each entry loaded once, then hit"
     );
     assert_eq!(cache.stats().decode_errors, 0);
@@ -232,6 +242,54 @@ async fn an_update_writes_its_functions_format_and_cache_update_the_one_found() 
     );
     assert_eq!(as_msgpack(&cache, &loads, 5).await.unwrap().id, 55);
     assert_eq!(loads.load(Ordering::SeqCst), 0);
+    // And its compression: a large entry stored plain is compressed by the update.
+    let big = compressed_key(6);
+    let load = async { Ok::<_, String>(report(6, 2000)) };
+    cache.fetch(&big, &json, load).await.unwrap();
+    assert!(stored(&server, &cache, &big).await.starts_with(b"{"));
+    assert!(update_compressed(&cache, 6, |r| r.id = 66).await.unwrap());
+    assert!(stored(&server, &cache, &big).await.starts_with(&ZSTD_MAGIC));
+}
+
+static NAN_LOADS: AtomicU32 = AtomicU32::new(0);
+
+/// A NaN inside a value: JSON writes it as `null`, which does not decode as a float, so the
+/// entry reloads on every call; MessagePack keeps it.
+#[redis_cached(key = "samples:<id>", ttl = "60s", cache = cache)]
+async fn samples_json(cache: &Cache, id: u32) -> Result<Vec<f64>, String> {
+    NAN_LOADS.fetch_add(1, Ordering::SeqCst);
+    Ok(vec![f64::from(id), f64::NAN])
+}
+
+#[redis_cached(key = "samples-mp:<id>", ttl = "60s", cache = cache, codec = "msgpack")]
+async fn samples_msgpack(cache: &Cache, id: u32) -> Result<Vec<f64>, String> {
+    NAN_LOADS.fetch_add(1, Ordering::SeqCst);
+    Ok(vec![f64::from(id), f64::NAN])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nan_inside_a_value_reloads_under_json_and_hits_under_message_pack() {
+    let server = RedisServer::start();
+    let cache = server.cache("codec-nan").await;
+    let before = NAN_LOADS.load(Ordering::SeqCst);
+    for _ in 0..2 {
+        assert!(samples_json(&cache, 1).await.unwrap()[1].is_nan());
+    }
+    assert_eq!(
+        NAN_LOADS.load(Ordering::SeqCst) - before,
+        2,
+        "JSON: each call loads"
+    );
+    assert_eq!(cache.stats().decode_errors, 1);
+    let before = NAN_LOADS.load(Ordering::SeqCst);
+    for _ in 0..2 {
+        assert!(samples_msgpack(&cache, 1).await.unwrap()[1].is_nan());
+    }
+    assert_eq!(
+        NAN_LOADS.load(Ordering::SeqCst) - before,
+        1,
+        "MessagePack: a hit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
