@@ -241,7 +241,11 @@ fn invalidate_all_fn(model: &Model, bodies: &Bodies) -> TokenStream {
     let name = &model.item.sig.ident;
     let helper = format_ident!("invalidate_all_{}", unraw(name));
     let doc = format!(
-        " Removes every entry `{name}` cached, for any arguments, and revokes the loads of them          in flight: the keys its template renders, not other templates' that share its start          (`Cache::invalidate_family`). Returns how many Redis keys (entries and leases) were          removed; an `Err` means Redis could not be reached or, on a cluster, a slot moved          during the scan, and entries may live until their TTL."
+        " Removes every entry `{name}` cached, for any arguments, and revokes the loads of them \
+         in flight: the keys its template renders, not other templates' that share its start \
+         (`Cache::invalidate_family`). Returns how many Redis keys (entries and leases) were \
+         removed; an `Err` means Redis could not be reached or, on a cluster, a slot moved \
+         during the scan, and entries may live until their TTL."
     );
     let body = match bodies {
         Bodies::Stub => stub(),

@@ -232,15 +232,21 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        let patterns = self.prefix_patterns(prefix);
+        crate::bulk::remove_matching(&self.inner, &patterns, &|_| true).await
+    }
+
+    /// The `SCAN MATCH` patterns of every key that starts with `prefix`. A key longer than
+    /// MAX_KEY_LEN is stored as its readable part, `\#` and a hash: a prefix reaching past
+    /// that part matches every such key that shares it (removing one that only shares the
+    /// readable part costs a reload, never a stale read).
+    fn prefix_patterns(&self, prefix: &str) -> Vec<String> {
         let namespace = glob_escape(&self.inner.namespace);
         let mut patterns = vec![format!("{namespace}:{{{}*", glob_escape(prefix))];
-        // A key longer than MAX_KEY_LEN is stored as its readable part, `\#` and a hash: a
-        // prefix reaching past that part matches every such key that shares it (removing one
-        // that only shares the readable part costs a reload, never a stale read).
         if let Some(readable) = crate::key::readable_part_of_long_prefix(prefix) {
             patterns.push(format!("{namespace}:{{{}\\\\#*", glob_escape(readable)));
         }
-        crate::bulk::remove_matching(&self.inner, &patterns, &|_| true).await
+        patterns
     }
 
     /// Removes every entry `family`'s template renders (whatever its arguments) and revokes
@@ -261,14 +267,7 @@ impl Cache {
     pub async fn invalidate_family(&self, family: &KeyFamily) -> Result<u64, Error> {
         let namespace = &self.inner.namespace;
         let start = format!("{namespace}:{{");
-        let fixed = family.fixed_start();
-        let mut patterns = vec![format!("{}*", glob_escape(&format!("{start}{fixed}")))];
-        // A key longer than MAX_KEY_LEN keeps only a readable start, then `\#` and a hash:
-        // a fixed start reaching past it is matched by that start.
-        if let Some(readable) = crate::key::readable_part_of_long_prefix(&fixed) {
-            let readable = glob_escape(&format!("{start}{readable}"));
-            patterns.push(format!("{readable}\\\\#*"));
-        }
+        let patterns = self.prefix_patterns(&family.fixed_start());
         let keep = |key: &str| {
             let Some(inside) = key.strip_prefix(&start) else {
                 return false;

@@ -138,9 +138,9 @@ impl Cache {
         let keys = EntryKeys::new(&self.inner.namespace, key);
         let bound = self.inner.guard.op_timeout();
         let _turn = self.inner.updates.turn(&keys.value, bound).await;
+        let format = policy.map(|p| self.inner.format.overridden(p));
         let mut origin = None;
         for attempt in 0..ATTEMPTS {
-            let format = policy.map(|p| self.inner.format.overridden(p));
             let round = match self.round(&keys, &mut origin, format, &mut change).await {
                 // Refused writes (OOM under `noeviction`, say) still allow a `DEL`: remove
                 // the entry rather than leave it missing the change.
