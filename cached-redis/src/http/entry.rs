@@ -32,6 +32,9 @@ pub(crate) struct StoredResponse {
     body: Blob,
     /// Unix milliseconds, for `Age`.
     stored_at: u64,
+    /// How old it was when stored (its own `Age`, or its `Date`'s), in seconds.
+    #[serde(default)]
+    age: u64,
 }
 
 /// Bytes as JSON: text when they are UTF-8, base64 otherwise.
@@ -62,8 +65,10 @@ impl Blob {
     }
 }
 
-/// Headers that describe one connection, not the response: never stored.
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that describe one connection, not the response, and `Age`, which a replay
+/// recomputes: never stored.
+const NOT_STORED: [&str; 9] = [
+    "age",
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -81,12 +86,12 @@ fn unix_ms() -> u64 {
 }
 
 impl StoredResponse {
-    /// The response a handler produced, body read.
-    pub(crate) fn capture(parts: &response::Parts, body: &Bytes) -> StoredResponse {
+    /// The response a handler produced, body read, `age` old already.
+    pub(crate) fn capture(parts: &response::Parts, body: &Bytes, age: Duration) -> StoredResponse {
         let headers = parts
             .headers
             .iter()
-            .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))
+            .filter(|(name, _)| !NOT_STORED.contains(&name.as_str()))
             .map(|(name, value)| (name.as_str().to_owned(), Blob::of(value.as_bytes())))
             .collect();
         StoredResponse {
@@ -94,11 +99,12 @@ impl StoredResponse {
             headers,
             body: Blob::of(body),
             stored_at: unix_ms(),
+            age: age.as_secs(),
         }
     }
 
-    /// The stored response, with `Age` (whole seconds since it was stored); `None` if what
-    /// Redis holds is not a valid response any more.
+    /// The stored response, with `Age` (whole seconds since it was stored, plus the age it
+    /// had then); `None` if what Redis holds is not a valid response any more.
     pub(crate) fn replay(self) -> Option<(response::Parts, Bytes)> {
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::from_u16(self.status).ok()?;
@@ -108,8 +114,9 @@ impl StoredResponse {
             let value = HeaderValue::from_maybe_shared(value.bytes()?).ok()?;
             headers.append(name, value);
         }
-        let age = Duration::from_millis(unix_ms().saturating_sub(self.stored_at));
-        headers.insert(::http::header::AGE, HeaderValue::from(age.as_secs()));
+        let stored_for = Duration::from_millis(unix_ms().saturating_sub(self.stored_at));
+        let age = self.age.saturating_add(stored_for.as_secs());
+        headers.insert(::http::header::AGE, HeaderValue::from(age));
         let body = self.body.bytes()?;
         Some((response.into_parts().0, body))
     }
@@ -162,7 +169,7 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = response.into_parts();
-        let stored = StoredResponse::capture(&parts, &Bytes::from_static(b"[1]"));
+        let stored = StoredResponse::capture(&parts, &Bytes::from_static(b"[1]"), Duration::ZERO);
         let json = serde_json::to_string(&HttpEntry::Response(stored)).unwrap();
         assert!(json.contains(r#""body":{"text":"[1]"}"#), "{json}");
         let HttpEntry::Response(stored) = serde_json::from_str(&json).unwrap() else {
@@ -179,7 +186,8 @@ mod tests {
     #[test]
     fn binary_bodies_are_base64() {
         let (parts, ()) = Response::new(()).into_parts();
-        let stored = StoredResponse::capture(&parts, &Bytes::from_static(&[0xff, 0, 1]));
+        let stored =
+            StoredResponse::capture(&parts, &Bytes::from_static(&[0xff, 0, 1]), Duration::ZERO);
         let json = serde_json::to_string(&stored).unwrap();
         assert!(json.contains(r#""base64":"/wAB""#), "{json}");
         let stored: StoredResponse = serde_json::from_str(&json).unwrap();

@@ -22,7 +22,10 @@
 //! ```
 
 mod body;
+mod directives;
 mod entry;
+mod freshness;
+mod host;
 mod key;
 mod rules;
 mod service;
@@ -51,15 +54,20 @@ use crate::{Cache, Error, Policy};
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 
 /// A [`tower_layer::Layer`] that caches whole responses in Redis: `GET` and `HEAD`, keyed by
-/// method, path and query (parameters in canonical order) and the request headers a response's
-/// `Vary` names, as `<namespace>:{http:GET:/products?page=2}`.
+/// method, path and query (parameters in canonical order), every host the request names
+/// (`Host`, `X-Forwarded-Host`, `Forwarded`'s `host`, ...), the user
+/// [`CacheLayer::key_by_user`] names and the request headers a response's `Vary` names, as
+/// `<namespace>:{http:GET:/products?page=2|host=shop.example.com}`.
 ///
 /// Stored: responses with a status in [`CacheLayer::statuses`] (200 by default), a body within
 /// [`CacheLayer::max_body`], no `Set-Cookie`, no `Cache-Control: private`, `no-store` or
-/// `no-cache`, and no `Vary: *`, for the layer's TTL or the response's `max-age` (or
-/// `s-maxage`) when shorter. Requests with `Authorization` or `Cookie` go straight to the
-/// handler unless [`CacheLayer::key_by_user`] says whose they are. Answers carry `X-Cache: HIT`
-/// (with `Age`) or `X-Cache: MISS`; requests the layer does not cache carry neither.
+/// `no-cache` (nor `Pragma: no-cache`), no `Vary: *`, and freshness left, for the layer's TTL
+/// or what the response allows when shorter (`s-maxage`, `max-age` or `Expires`, less its
+/// `Age`). A header the decision depends on that cannot be read (not text, not a number, not
+/// a date) means: not stored. Requests with `Authorization` or `Cookie` go straight to the
+/// handler unless [`CacheLayer::key_by_user`] says whose they are. Answers carry
+/// `X-Cache: HIT` (with `Age`) or `X-Cache: MISS`; requests the layer does not cache carry
+/// neither.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -187,10 +195,12 @@ impl CacheLayer {
         self
     }
 
-    /// Caches requests that carry `Authorization` or `Cookie` too, each user's apart: `user`
-    /// says whose a request is (a user id from a verified session, say), and its answer joins
-    /// the key (`...|user=<it>`). `None` sends the request to the handler uncached. Responses
-    /// with `Set-Cookie` or `Cache-Control: private` are never stored either way.
+    /// Keys every request by its user: `user` says whose a request is (a user id from a
+    /// verified session, or the identity header a gateway sets after checking the token), and
+    /// is asked on every request, with credentials or without. `Some(user)` joins the key
+    /// (`...|user=<it>`); `None` on a request with `Authorization` or `Cookie` sends it to the
+    /// handler uncached; `None` without them is the shared, anonymous entry. Responses with
+    /// `Set-Cookie` or `Cache-Control: private` are never stored either way.
     ///
     /// ```
     /// # let cache = cached_redis::Cache::disabled();

@@ -1,15 +1,17 @@
 //! What may be stored: which requests the layer answers from the cache, and what becomes of a
 //! response (stored, shared with requests that waited for it, or its own caller's only).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ::http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, IF_MATCH, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE, VARY,
+    AUTHORIZATION, CONTENT_TYPE, COOKIE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, PRAGMA, RANGE, SET_COOKIE, VARY,
 };
 use ::http::{HeaderMap, HeaderName, Method, request, response};
 
-use super::{Config, key};
+use super::directives::Directives;
+use super::freshness::{Freshness, freshness};
+use super::{Config, host, key};
 
 /// Request headers that ask for part of a resource or a conditional answer (a `206`, a `304`):
 /// such answers are their own request's, never another's.
@@ -23,36 +25,38 @@ const PARTIAL_OR_CONDITIONAL: [::http::HeaderName; 6] = [
 ];
 
 /// The key a request is looked up under, or `None` when it must go to the handler uncached:
-/// not a `GET` or `HEAD`, partial or conditional, or carrying credentials the layer cannot
-/// attribute to a user. The host (`Host`, or the URI's authority) is part of it.
+/// not a `GET` or `HEAD`, partial or conditional, asking that nothing of it be stored
+/// (`Cache-Control: no-store`, or a `Cache-Control` that cannot be read), or carrying
+/// credentials the layer cannot attribute to a user. Every host the request names is part of
+/// it; so is the user, whenever `key_by_user` names one, credentials or not.
 pub(crate) fn request_key(parts: &request::Parts, config: &Config) -> Option<String> {
     if parts.method != Method::GET && parts.method != Method::HEAD {
         return None;
     }
+    let headers = &parts.headers;
     if PARTIAL_OR_CONDITIONAL
         .iter()
-        .any(|h| parts.headers.contains_key(h))
+        .any(|h| headers.contains_key(h))
     {
         return None;
     }
-    let mut base = key::base(&parts.method, &parts.uri);
-    let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok());
-    if let Some(host) = host.or_else(|| parts.uri.authority().map(|a| a.as_str())) {
-        base = key::for_host(base, host);
+    if Directives::of(headers).is_none_or(|request| request.has("no-store")) {
+        return None;
     }
-    let personal = parts.headers.contains_key(AUTHORIZATION) || parts.headers.contains_key(COOKIE);
-    match (&config.user, personal) {
-        (_, false) => Some(base),
-        (None, true) => None,
-        (Some(user), true) => user(parts).map(|user| key::for_user(base, &user)),
+    let base = host::with_hosts(key::base(&parts.method, &parts.uri), parts);
+    let credentials = headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE);
+    match config.user.as_ref().and_then(|user| user(parts)) {
+        Some(user) => Some(key::with_part(base, "user", user.as_bytes())),
+        None if credentials => None,
+        None => Some(base),
     }
 }
 
 /// What becomes of a handler's response.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Verdict {
-    /// Stored for this long, and shared.
-    Store(Duration),
+    /// Stored for `ttl`, and shared; `age`: how old it already was.
+    Store { ttl: Duration, age: Duration },
     /// Not stored, but shared with requests that waited for the same handler run.
     Share,
     /// Its own caller's only: personal, or not buffered.
@@ -73,30 +77,35 @@ pub(crate) fn streams_through(parts: &response::Parts, verdict: &Verdict) -> boo
 /// The verdict on a response under `config` (its body already known to fit).
 pub(crate) fn verdict(parts: &response::Parts, config: &Config) -> Verdict {
     let headers = &parts.headers;
-    let directives = cache_control(headers);
-    let has = |name: &str| directives.iter().any(|(d, _)| d == name);
-    if headers.contains_key(SET_COOKIE) || has("private") || has("no-store") || has("no-cache") {
+    let Some(directives) = Directives::of(headers) else {
         return Verdict::Alone;
-    }
-    if matches!(vary(headers), Vary::Any) {
+    };
+    if personal(headers, &directives) || matches!(vary(headers), Vary::Any) {
         return Verdict::Alone;
     }
     if !config.statuses.contains(&parts.status) {
         return Verdict::Share;
     }
-    // A shared cache takes s-maxage over max-age.
-    let age = |name: &str| {
-        directives
-            .iter()
-            .find(|(d, _)| d == name)
-            .and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok())
-    };
-    let ttl = config.policy.ttl();
-    match age("s-maxage").or_else(|| age("max-age")) {
-        Some(0) => Verdict::Share,
-        Some(secs) => Verdict::Store(ttl.min(Duration::from_secs(secs))),
-        None => Verdict::Store(ttl),
+    match freshness(headers, &directives, config.policy.ttl(), SystemTime::now()) {
+        Freshness::Fresh { ttl, age } => Verdict::Store { ttl, age },
+        Freshness::Stale => Verdict::Share,
     }
+}
+
+/// Whether a response is for its own caller only: it sets a cookie, or says it is `private`,
+/// `no-store` or `no-cache` (with a field list or without; `Pragma: no-cache` too, and a
+/// `Pragma` that cannot be read).
+fn personal(headers: &HeaderMap, directives: &Directives) -> bool {
+    let pragma_no_cache = headers.get_all(PRAGMA).iter().any(|v| {
+        v.to_str()
+            .map_or(true, |v| v.to_ascii_lowercase().contains("no-cache"))
+    });
+    headers.contains_key(SET_COOKIE)
+        || headers.contains_key("set-cookie2")
+        || pragma_no_cache
+        || ["private", "no-store", "no-cache"]
+            .iter()
+            .any(|d| directives.has(d))
 }
 
 /// The header names a response's `Vary` lists.
@@ -125,22 +134,6 @@ pub(crate) fn vary(headers: &HeaderMap) -> Vary {
     names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     names.dedup();
     Vary::Names(names)
-}
-
-/// `Cache-Control`'s directives, lower-cased, with their values unquoted.
-fn cache_control(headers: &HeaderMap) -> Vec<(String, Option<String>)> {
-    headers
-        .get_all(CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|directive| {
-            let mut parts = directive.splitn(2, '=');
-            let name = parts.next()?.trim().to_ascii_lowercase();
-            let value = parts.next().map(|v| v.trim().trim_matches('"').to_owned());
-            (!name.is_empty()).then_some((name, value))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -176,7 +169,7 @@ mod tests {
 
     #[test]
     fn personal_responses_are_their_callers_only() {
-        assert_eq!(respond(200, &[]), Verdict::Store(Duration::from_secs(30)));
+        assert_eq!(respond(200, &[]), store(30));
         assert_eq!(respond(200, &[("set-cookie", "s=1")]), Verdict::Alone);
         assert_eq!(
             respond(200, &[("cache-control", "private, max-age=60")]),
@@ -193,20 +186,43 @@ mod tests {
         assert_eq!(respond(200, &[("vary", "*")]), Verdict::Alone);
         assert_eq!(respond(404, &[]), Verdict::Share);
         assert_eq!(respond(404, &[("set-cookie", "s=1")]), Verdict::Alone);
+        assert_eq!(respond(200, &[("pragma", "no-cache")]), Verdict::Alone);
+        assert_eq!(
+            respond(200, &[("cache-control", "no-cache=\"set-cookie\"")]),
+            Verdict::Alone
+        );
+    }
+
+    fn store(secs: u64) -> Verdict {
+        Verdict::Store {
+            ttl: Duration::from_secs(secs),
+            age: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn headers_that_cannot_be_read_are_never_taken_to_allow_storing() {
+        let with = |name: &str, value: &[u8]| {
+            let response =
+                Response::builder().header(name, ::http::HeaderValue::from_bytes(value).unwrap());
+            verdict(&response.body(()).unwrap().into_parts().0, &config())
+        };
+        let private = b"private, max-age=60, x-owner=\"Jos\xe9\"";
+        assert_eq!(with("cache-control", private), Verdict::Alone);
+        assert_eq!(with("vary", b"x-tenant\xe9"), Verdict::Alone);
+        assert_eq!(with("pragma", b"x\xe9"), Verdict::Alone);
+        assert_eq!(with("expires", b"\xe9"), Verdict::Share);
+        assert_eq!(with("age", b"\xe9"), Verdict::Share);
+        assert_eq!(with("cache-control", b"max-age=-1"), Verdict::Share);
     }
 
     #[test]
     fn a_shorter_max_age_wins() {
-        let store = |s| Verdict::Store(Duration::from_secs(s));
         assert_eq!(
             respond(200, &[("cache-control", "public, max-age=5")]),
             store(5)
         );
         assert_eq!(respond(200, &[("cache-control", "max-age=500")]), store(30));
-        assert_eq!(
-            respond(200, &[("cache-control", "max-age=50, s-maxage=\"7\"")]),
-            store(7)
-        );
         assert_eq!(
             respond(200, &[("cache-control", "max-age=0")]),
             Verdict::Share
@@ -222,7 +238,7 @@ mod tests {
         );
         assert_eq!(
             ask("GET", &[("host", "A.example.com")], &plain).as_deref(),
-            Some("http:GET:/p?a=1&b=2|host=a.example.com")
+            Some("http:GET:/p?a=1&b=2|host=A.example.com")
         );
         assert_eq!(ask("GET", &[("range", "bytes=0-1")], &plain), None);
         assert_eq!(ask("GET", &[("if-none-match", "\"x\"")], &plain), None);
@@ -245,6 +261,17 @@ mod tests {
             Some("http:GET:/p?a=1&b=2|user=7")
         );
         assert_eq!(ask("GET", &[("cookie", "s=1")], &by_user), None);
+        assert_eq!(
+            ask("GET", &[("x-user", "8")], &by_user).as_deref(),
+            Some("http:GET:/p?a=1&b=2|user=8"),
+            "the user is asked without credentials too"
+        );
+        assert_eq!(
+            ask("GET", &[], &by_user).as_deref(),
+            Some("http:GET:/p?a=1&b=2"),
+            "no user and no credentials: shared"
+        );
+        assert_eq!(ask("GET", &[("cache-control", "no-store")], &plain), None);
     }
 
     #[test]

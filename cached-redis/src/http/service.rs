@@ -237,20 +237,22 @@ fn classify(
         (Verdict::Alone, _) => Loaded::Alone,
         // A response that varies, at the URL's own key: the key records the names, and each
         // variant is stored apart from the next request on (this one is its caller's).
-        (Verdict::Store(ttl), None) if !names.is_empty() => {
+        (Verdict::Store { ttl, .. }, None) if !names.is_empty() => {
             let names = names.iter().map(|n| n.as_str().to_owned()).collect();
             Loaded::Store(HttpEntry::Vary(names), ttl)
         }
         (Verdict::Share, None) if !names.is_empty() => Loaded::Alone,
         // It varies on other headers than the key was made for (a deploy changed them).
         (_, Some(expected)) if expected != names => Loaded::Alone,
-        (Verdict::Store(ttl), _) => Loaded::Store(
-            HttpEntry::Response(StoredResponse::capture(parts, bytes)),
+        (Verdict::Store { ttl, age }, _) => Loaded::Store(
+            HttpEntry::Response(StoredResponse::capture(parts, bytes, age)),
             ttl,
         ),
-        (Verdict::Share, _) => {
-            Loaded::Share(HttpEntry::Response(StoredResponse::capture(parts, bytes)))
-        }
+        (Verdict::Share, _) => Loaded::Share(HttpEntry::Response(StoredResponse::capture(
+            parts,
+            bytes,
+            std::time::Duration::ZERO,
+        ))),
     }
 }
 

@@ -1,0 +1,112 @@
+//! `Cache-Control` read as a shared cache must: every line or none. A line that is not text
+//! (one non-ASCII byte in a directive's value) makes the whole header unreadable, and what
+//! cannot be read is never taken to allow storing.
+
+use ::http::HeaderMap;
+use ::http::header::CACHE_CONTROL;
+
+/// The directives of a `Cache-Control` header, names lower-cased, values as written.
+#[derive(Debug, Default)]
+pub(crate) struct Directives(Vec<(String, Option<String>)>);
+
+impl Directives {
+    /// The directives of every `Cache-Control` line in `headers`; `None` if one is not text.
+    ///
+    /// Lines are split at every comma, inside quotes too: a quoted value can then only add
+    /// directives that are not there, which errs towards not storing (a `private` inside a
+    /// quoted string counts), and never hide one that is.
+    pub(crate) fn of(headers: &HeaderMap) -> Option<Directives> {
+        let mut directives = Vec::new();
+        for line in headers.get_all(CACHE_CONTROL) {
+            for directive in line.to_str().ok()?.split(',') {
+                let mut parts = directive.splitn(2, '=');
+                let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+                let value = parts.next().map(|v| v.trim().to_owned());
+                if !name.is_empty() {
+                    directives.push((name, value));
+                }
+            }
+        }
+        Some(Directives(directives))
+    }
+
+    /// Whether `name` is among them, with a value or without.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(d, _)| d == name)
+    }
+
+    /// The most restrictive of `name`'s delta-seconds values (RFC 9111 §1.2.2): `None` when
+    /// absent, `Some(None)` when one is not a plain number (`-1`, `"60"`, `1.5`, none at all).
+    pub(crate) fn seconds(&self, name: &str) -> Option<Option<u64>> {
+        let mut values = self.0.iter().filter(|(d, _)| d == name).peekable();
+        values.peek()?;
+        let mut least: Option<u64> = None;
+        for (_, value) in values {
+            let Some(secs) = value.as_deref().and_then(delta_seconds) else {
+                return Some(None);
+            };
+            least = Some(least.map_or(secs, |l| l.min(secs)));
+        }
+        Some(least)
+    }
+}
+
+/// A delta-seconds value: ASCII digits only; one too large for 31 bits is 2^31 (RFC 9111
+/// §1.2.2).
+pub(crate) fn delta_seconds(text: &str) -> Option<u64> {
+    const MOST: u64 = 1 << 31;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse::<u64>().map_or(MOST, |secs| secs.min(MOST)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(lines: &[&[u8]]) -> Option<Directives> {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(
+                CACHE_CONTROL,
+                ::http::HeaderValue::from_bytes(line).unwrap(),
+            );
+        }
+        Directives::of(&headers)
+    }
+
+    #[test]
+    fn a_line_that_is_not_text_makes_the_header_unreadable() {
+        assert!(of(&[b"private, max-age=60, x-owner=\"Jos\xe9\""]).is_none());
+        assert!(of(&[b"public", b"x=\xff"]).is_none());
+        let read = of(&[b"Public, MAX-AGE=60", b"private=\"set-cookie, x\""]).unwrap();
+        assert!(read.has("public") && read.has("private") && read.has("max-age"));
+    }
+
+    #[test]
+    fn delta_seconds_are_plain_numbers_and_the_least_wins() {
+        let secs = |line: &[u8]| of(&[line]).unwrap().seconds("max-age");
+        assert_eq!(secs(b"public"), None);
+        assert_eq!(secs(b"max-age=60"), Some(Some(60)));
+        assert_eq!(secs(b"max-age=60, max-age=5"), Some(Some(5)));
+        for invalid in [
+            &b"max-age=-1"[..],
+            b"max-age=\"60\"",
+            b"max-age=1.5",
+            b"max-age",
+            b"max-age=",
+        ] {
+            assert_eq!(
+                secs(invalid),
+                Some(None),
+                "{}",
+                String::from_utf8_lossy(invalid)
+            );
+        }
+        assert_eq!(
+            secs(b"max-age=99999999999999999999999"),
+            Some(Some(1 << 31))
+        );
+    }
+}

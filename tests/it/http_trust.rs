@@ -1,0 +1,331 @@
+//! `http::CacheLayer` tried as an adversary would, on a real axum app over real Redis: behind
+//! a gateway that forwards only an identity header, behind a reverse proxy that forwards the
+//! host, with headers that are not UTF-8, queries that a handler reads differently once
+//! reordered, and responses whose own headers limit or forbid storing. Each test failed before
+//! the rule it checks was in place.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Request, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use cached_redis::Cache;
+use cached_redis::http::CacheLayer;
+use cached_redis_tests::{RedisServer, pttl, scan_keys};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+
+type Runs = Arc<AtomicU32>;
+
+fn app(layer: CacheLayer, runs: &Runs) -> Router {
+    Router::new()
+        .route("/me", get(me))
+        .route("/catalog", get(catalog))
+        .route("/latin1-private", get(latin1_private))
+        .route("/tenant", get(tenant))
+        .route("/roles", get(roles))
+        .route("/respond", get(respond))
+        .layer(layer)
+        .with_state(runs.clone())
+}
+
+fn layer(cache: &Cache) -> CacheLayer {
+    CacheLayer::new(cache.clone(), Duration::from_secs(30))
+}
+
+/// The user a gateway put in `X-User-Id` after checking the token.
+async fn me(State(runs): State<Runs>, headers: HeaderMap) -> String {
+    runs.fetch_add(1, Ordering::SeqCst);
+    let user = headers.get("x-user-id").map(|v| v.to_str().unwrap());
+    format!("profile of {}", user.unwrap_or("nobody"))
+}
+
+/// The host as axum-extra's `Host` reads it: `Forwarded`, `X-Forwarded-Host`, then `Host`.
+async fn catalog(State(runs): State<Runs>, headers: HeaderMap) -> String {
+    runs.fetch_add(1, Ordering::SeqCst);
+    let forwarded = headers.get("forwarded").and_then(|f| {
+        let first = f.to_str().ok()?.split(',').next()?;
+        first.split(';').find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            name.eq_ignore_ascii_case("host")
+                .then(|| value.trim_matches('"').to_owned())
+        })
+    });
+    let header = |name| Some(headers.get(name)?.to_str().ok()?.to_owned());
+    let host = forwarded
+        .or_else(|| header("x-forwarded-host"))
+        .or_else(|| header("host"));
+    format!("catalog of {}", host.unwrap_or_default())
+}
+
+async fn latin1_private(State(runs): State<Runs>) -> impl IntoResponse {
+    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+    let control = HeaderValue::from_bytes(b"private, max-age=60, x-owner=\"Jos\xe9\"").unwrap();
+    ([(header::CACHE_CONTROL, control)], format!("run {run}"))
+}
+
+/// A body that tells the tenant's bytes apart, varying on them.
+async fn tenant(State(runs): State<Runs>, headers: HeaderMap) -> impl IntoResponse {
+    runs.fetch_add(1, Ordering::SeqCst);
+    let tenant = headers.get("x-tenant").map(|v| v.as_bytes().to_vec());
+    let hex: String = tenant
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    ([(header::VARY, "X-Tenant")], format!("tenant {hex}"))
+}
+
+/// The `role` values, in the order the handler reads them.
+async fn roles(State(runs): State<Runs>, Query(params): Query<Vec<(String, String)>>) -> String {
+    runs.fetch_add(1, Ordering::SeqCst);
+    let roles: Vec<_> = params.into_iter().filter(|(n, _)| n == "role").collect();
+    format!("{roles:?}")
+}
+
+/// Answers with the headers the query names (`?h=name:value&h=...`).
+async fn respond(
+    State(runs): State<Runs>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> impl IntoResponse {
+    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut headers = HeaderMap::new();
+    for (_, header) in params {
+        let (name, value) = header.split_once(':').unwrap();
+        let name = header::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        headers.append(name, value.parse().unwrap());
+    }
+    (headers, format!("run {run}"))
+}
+
+/// `X-Cache` and the body.
+async fn call(app: &Router, request: Request<Body>) -> (Option<String>, String) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let x_cache = response
+        .headers()
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (x_cache, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn request(path: &str, headers: &[(&str, &[u8])]) -> Request<Body> {
+    let mut request = Request::get(path);
+    for (name, value) in headers {
+        request = request.header(*name, HeaderValue::from_bytes(value).unwrap());
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_gateway_each_user_gets_only_their_own_response() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-gateway").await;
+    let runs = Runs::default();
+    // The README's setup: the user from the header the auth middleware (here, a gateway) sets.
+    let layer = layer(&cache).key_by_user(|request| {
+        let user = request.headers.get("x-user-id")?;
+        user.to_str().ok().map(str::to_owned)
+    });
+    let app = app(layer, &runs);
+    for user in ["7", "8", "7", "8"] {
+        let (_, body) = call(&app, request("/me", &[("x-user-id", user.as_bytes())])).await;
+        assert_eq!(
+            body,
+            format!("profile of {user}"),
+            "no Cookie, no Authorization"
+        );
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "one run per user, then hits"
+    );
+    let (_, body) = call(&app, request("/me", &[])).await;
+    assert_eq!(
+        body, "profile of nobody",
+        "no user: the shared entry, not a user's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_reverse_proxy_tenants_never_share_an_entry() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-proxy").await;
+    let runs = Runs::default();
+    let app = app(layer(&cache), &runs);
+    let via_proxy = |tenant: &str| {
+        let tenant = tenant.as_bytes().to_vec();
+        move |name: &'static str| request("/catalog", &[("host", b"app:8080"), (name, &tenant)])
+    };
+    for name in ["x-forwarded-host", "forwarded"] {
+        let (a, b) = if name == "forwarded" {
+            (
+                via_proxy("for=1.2.3.4;host=a.example")(name),
+                via_proxy("for=1.2.3.4;host=b.example")(name),
+            )
+        } else {
+            (via_proxy("a.example")(name), via_proxy("b.example")(name))
+        };
+        assert_eq!(call(&app, a).await.1, "catalog of a.example", "{name}");
+        assert_eq!(call(&app, b).await.1, "catalog of b.example", "{name}");
+    }
+    // A made-up forwarded host fills an entry of its own, never the real host's.
+    let forged = request(
+        "/catalog",
+        &[("host", b"a.example"), ("x-forwarded-host", b"evil")],
+    );
+    assert_eq!(call(&app, forged).await.1, "catalog of evil");
+    let direct = request("/catalog", &[("host", b"a.example")]);
+    assert_eq!(call(&app, direct).await.1, "catalog of a.example");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_response_with_a_byte_that_is_not_utf8_is_never_stored() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-latin1").await;
+    let runs = Runs::default();
+    let app = app(layer(&cache), &runs);
+    for run in 1..=2 {
+        let (x_cache, body) = call(&app, request("/latin1-private", &[])).await;
+        assert_eq!(
+            (x_cache.as_deref(), body),
+            (Some("MISS"), format!("run {run}"))
+        );
+    }
+    let mut conn = server.conn().await;
+    assert_eq!(
+        scan_keys(&mut conn, "trust-latin1:*").await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_values_that_differ_in_one_byte_never_share_a_variant() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-vary").await;
+    let runs = Runs::default();
+    let app = app(layer(&cache), &runs);
+    let as_tenant = |t: &'static [u8]| request("/tenant", &[("x-tenant", t)]);
+    for (tenant, hex) in [(&b"caf\xe9"[..], "636166e9"), (b"caf\xe8", "636166e8")] {
+        for _ in 0..3 {
+            let (_, body) = call(&app, as_tenant(tenant)).await;
+            assert_eq!(body, format!("tenant {hex}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reordered_query_shares_an_entry_only_when_the_handler_reads_it_alike() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-query").await;
+    let runs = Runs::default();
+    let app = app(layer(&cache), &runs);
+    let roles = |query: &str| request(&format!("/roles?{query}"), &[]);
+    let admin_first = r#"[("role", "admin"), ("role", "user")]"#;
+    assert_eq!(
+        call(&app, roles("%72ole=admin&role=user")).await.1,
+        admin_first
+    );
+    let user_first = r#"[("role", "user"), ("role", "admin")]"#;
+    assert_eq!(
+        call(&app, roles("role=user&%72ole=admin")).await.1,
+        user_first
+    );
+    let (x_cache, body) = call(&app, roles("x=1&%72ole=admin&role=user")).await;
+    assert_eq!(
+        (x_cache.as_deref(), body.as_str()),
+        (Some("MISS"), admin_first)
+    );
+    let (x_cache, body) = call(&app, roles("%72ole=admin&role=user&x=1")).await;
+    assert_eq!(
+        (x_cache.as_deref(), body.as_str()),
+        (Some("HIT"), admin_first)
+    );
+}
+
+/// `/respond` with these response headers.
+fn responding(headers: &[&str]) -> Request<Body> {
+    let query: Vec<_> = headers
+        .iter()
+        .map(|h| {
+            format!(
+                "h={}",
+                h.replace(' ', "%20")
+                    .replace(',', "%2C")
+                    .replace('"', "%22")
+            )
+        })
+        .collect();
+    request(&format!("/respond?{}", query.join("&")), &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_is_never_stored_past_what_its_own_headers_allow() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-fresh").await;
+    let runs = Runs::default();
+    let app = app(layer(&cache), &runs);
+    for headers in [
+        &["expires:0"][..],
+        &["expires:Thu, 01 Jan 1970 00:00:00 GMT"],
+        &["cache-control:max-age=-1"],
+        &["cache-control:max-age=\"60\""],
+        &["cache-control:max-age=60", "age:60"],
+        &["pragma:no-cache"],
+    ] {
+        for _ in 0..2 {
+            let (x_cache, _) = call(&app, responding(headers)).await;
+            assert_eq!(
+                x_cache.as_deref(),
+                Some("MISS"),
+                "{headers:?} is not stored"
+            );
+        }
+    }
+    let mut conn = server.conn().await;
+    assert_eq!(
+        scan_keys(&mut conn, "trust-fresh:*").await,
+        Vec::<String>::new()
+    );
+
+    // An origin's Age counts against its max-age, and downstream caches are told the whole age.
+    let aged = || responding(&["cache-control:max-age=60", "age:50"]);
+    call(&app, aged()).await;
+    let response = app.clone().oneshot(aged()).await.unwrap();
+    assert_eq!(response.headers()["x-cache"], "HIT");
+    let age: u64 = response.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert!((50..60).contains(&age), "Age {age}");
+    let key = scan_keys(&mut conn, "trust-fresh:*").await.remove(0);
+    let left = pttl(&mut conn, &key).await;
+    assert!(
+        (1..=10_000).contains(&left),
+        "60 s less 50 s of age: {left} ms"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_asks_for_no_store_is_not_stored() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-no-store").await;
+    let runs = Runs::default();
+    let app = app(layer(&cache), &runs);
+    let no_store = || request("/me", &[("cache-control", b"no-store")]);
+    for _ in 0..2 {
+        assert_eq!(
+            call(&app, no_store()).await.0,
+            None,
+            "the handler's to answer"
+        );
+    }
+    let mut conn = server.conn().await;
+    assert_eq!(
+        scan_keys(&mut conn, "trust-no-store:*").await,
+        Vec::<String>::new()
+    );
+}
