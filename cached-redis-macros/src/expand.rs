@@ -290,11 +290,13 @@ fn update_fn(model: &Model, bodies: &Bodies) -> TokenStream {
     let helper = format_ident!("update_{}", unraw(name));
     let doc = format!(
         " Changes the value `{name}` cached for these arguments in place (its `Ok` or `Some` \
-         value): `change` runs on it, again if another process's update came in between, and \
+         value; for `Result<Option<T>, E>`, `|row: &mut T|` runs on a cached `Ok(Some(_))` and \
+         `|cached: &mut Option<T>|` on either): `change` runs on it, again if another process's update came in between, and \
          the result is written back only if the entry still holds what was read, keeping its \
          TTL. It never creates an entry. Returns `Ok(true)` if the cached value changed; \
-         `Ok(false)` if nothing was cached or a newer load replaced the entry (nothing that \
-         misses the change is left either way); an `Err` means Redis could not be reached, \
+         `Ok(false)` if nothing was cached, a newer load replaced the entry, or the entry was \
+         removed instead (it holds what this build's type cannot, such as a field a newer \
+         build added; nothing that misses the change is left either way); an `Err` means Redis could not be reached, \
          and the entry may miss the change until its TTL."
     );
     let change = local("change");

@@ -199,6 +199,16 @@ impl<T: CacheValue, E> UpdateTarget<T> for Result<T, E> {
     }
 }
 
+/// `Result<Option<T>, E>` (sqlx's `fetch_optional`): the closure takes `&mut T` and runs only on
+/// a cached `Ok(Some(_))`; a cached `Ok(None)` is removed, as the row may exist after the write.
+/// The impl above still takes `&mut Option<T>`, so a closure's argument type chooses.
+impl<T: CacheValue, E> UpdateTarget<T> for Result<Option<T>, E> {
+    type Stored = Option<T>;
+    fn target(stored: &mut Option<T>) -> Option<&mut T> {
+        stored.as_mut()
+    }
+}
+
 impl<T: CacheValue> UpdateTarget<T> for Option<T> {
     type Stored = Option<T>;
     fn target(stored: &mut Option<T>) -> Option<&mut T> {

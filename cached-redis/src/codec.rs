@@ -172,6 +172,29 @@ pub(crate) fn decode_with_origin<T: CacheValue>(
     Ok((e.v, origin, format))
 }
 
+/// Whether `value`, decoded from `stored`, writes back everything `stored` holds, in its
+/// format: a value written by a build whose type has fields this one does not know (or a
+/// changed shape) does not, and rewriting it would drop them. Compared as data (maps in any
+/// order), not as bytes.
+pub(crate) fn reads_whole<T: CacheValue>(stored: &[u8], value: &T) -> bool {
+    let Ok((found, format)) = read::<Envelope<serde_json::Value>>(stored) else {
+        return false;
+    };
+    let origin = Origin {
+        at: 0,
+        load_ms: 0,
+        id: 0,
+    };
+    let plain = Format {
+        codec: format.codec,
+        compression: Compression::None,
+    };
+    let Ok(rewritten) = write(value, origin, None, plain) else {
+        return false;
+    };
+    read::<Envelope<serde_json::Value>>(&rewritten).is_ok_and(|(again, _)| again.v == found.v)
+}
+
 /// Reads an envelope, telling the format by its first bytes.
 fn read<E: DeserializeOwned>(bytes: &[u8]) -> Result<(E, Format), CodecError> {
     if compress::is_compressed(bytes) {
@@ -399,6 +422,39 @@ mod tests {
         );
         let unknown = decode::<Row>(&[0x01, 0x02]).unwrap_err();
         assert!(unknown.to_string().contains("0x01"), "{unknown}");
+    }
+
+    #[test]
+    fn a_value_with_fields_this_build_does_not_know_does_not_read_whole() {
+        #[derive(Serialize, Deserialize)]
+        struct Newer {
+            id: u32,
+            #[serde(default)]
+            price_cents: u64,
+            tags: std::collections::HashMap<String, f32>,
+        }
+        #[derive(Serialize, Deserialize)]
+        struct Older {
+            id: u32,
+            tags: std::collections::HashMap<String, f32>,
+        }
+        let tags: std::collections::HashMap<_, _> =
+            (0..20).map(|i| (format!("t{i}"), 0.1 * i as f32)).collect();
+        for format in [JSON, MSGPACK] {
+            let newer = Newer {
+                id: 1,
+                price_cents: 999,
+                tags: tags.clone(),
+            };
+            let stored = encode(&newer, Duration::ZERO, format).unwrap();
+            let older: Older = decode(&stored).unwrap();
+            assert!(!reads_whole(&stored, &older), "{format:?}");
+            let same: Newer = decode(&stored).unwrap();
+            assert!(
+                reads_whole(&stored, &same),
+                "{format:?}: maps in another order, f32s"
+            );
+        }
     }
 
     #[test]

@@ -90,7 +90,8 @@ impl Cache {
     /// cached value was changed, and none that misses the change is left: nothing was cached
     /// (any load in flight is revoked, as [`Cache::invalidate`] does), a load replaced the
     /// entry after the update read it (that value is newer), or the entry was removed because
-    /// the change could not be applied (it does not decode, or stays contended). An `Err`
+    /// the change could not be applied (it does not decode; it holds what `V` cannot, such as
+    /// a field a newer build added, which a rewrite would drop; or it stays contended). An `Err`
     /// means Redis could not be told: the entry may miss the change until its TTL. `V` is the
     /// stored type: `T` for a `Result<T, E>` function, `Option<T>` for an `Option<T>` one.
     ///
@@ -181,6 +182,11 @@ impl Cache {
         };
         if *origin.get_or_insert(found) != found {
             return Ok(Round::Replaced);
+        }
+        if !codec::reads_whole(&read, &value) {
+            tracing::warn!(key = %keys.value, "cached value holds what this build's type cannot (a field added by a newer build?); removing it instead of rewriting it without");
+            self.inner.stats.note(Event::DecodeError, "update");
+            return Ok(Round::Remove);
         }
         // A cached `None` (an `Option`'s, a `Result<Option<T>, E>`'s `Ok(None)`) has nothing
         // to change and may be stale after the write; a change that leaves `None` would store

@@ -396,7 +396,10 @@ async fn a_cached_ok_none_is_removed_and_a_change_to_none_is_not_stored() {
         get_raw(&mut conn, &none_key).await.is_some(),
         "Ok(None) is cached"
     );
-    let changed = update_find(&cache, 0, |_| panic!("a None has nothing to change")).await;
+    let changed = update_find(&cache, 0, |_: &mut Product| {
+        panic!("a None has nothing to change")
+    })
+    .await;
     assert!(!changed.unwrap());
     assert_eq!(
         get_raw(&mut conn, &none_key).await,
@@ -405,12 +408,79 @@ async fn a_cached_ok_none_is_removed_and_a_change_to_none_is_not_stored() {
     );
 
     find(&cache, 1).await.unwrap();
-    assert!(!update_find(&cache, 1, |p| *p = None).await.unwrap());
+    let to_none = update_find(&cache, 1, |p: &mut Option<Product>| *p = None);
+    assert!(!to_none.await.unwrap());
     let key = cache.redis_key(&find_key(1));
     assert_eq!(
         get_raw(&mut conn, &key).await,
         None,
         "a change to None removes the entry"
+    );
+}
+
+/// The closure a `fetch_optional` user writes: `&mut Product`, run on a cached `Ok(Some(_))`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_option_function_updates_with_the_rows_own_type() {
+    let server = RedisServer::start();
+    let cache = server.cache("update-found-row").await;
+    find(&cache, 4).await.unwrap();
+    let changed = update_find(&cache, 4, |p: &mut Product| p.stock = 7).await;
+    assert!(changed.unwrap());
+    assert_eq!(find(&cache, 4).await.unwrap().unwrap().stock, 7);
+}
+
+/// A rolling deploy: the newer build stores a field the older build's type does not have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PricedProduct {
+    id: u32,
+    stock: i64,
+    #[serde(default)]
+    price_cents: u64,
+}
+
+#[redis_cached(key = "product:<id>", ttl = "60s", cache = cache)]
+async fn newer_build_product(cache: &Cache, db: &Db, id: u32) -> Result<PricedProduct, String> {
+    db.reads.fetch_add(1, Ordering::SeqCst);
+    let stock = db.stock.load(Ordering::SeqCst);
+    Ok(PricedProduct {
+        id,
+        stock,
+        price_cents: 999,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_builds_update_never_drops_a_field_it_cannot_see() {
+    let server = RedisServer::start();
+    let cache = server.cache("update-rolling").await;
+    let db = Db::default();
+    db.stock.store(5, Ordering::SeqCst);
+    let newer = || newer_build_product(&cache, &db, 1);
+    assert_eq!(newer().await.unwrap().price_cents, 999);
+    // The older build's update_product decodes into `Product` (no `price_cents`).
+    let changed = update_product(&cache, 1, |p| p.stock = 4).await.unwrap();
+    assert!(!changed, "not rewritten without the field: removed instead");
+    db.stock.store(4, Ordering::SeqCst);
+    let read = newer().await.unwrap();
+    assert_eq!((read.stock, read.price_cents), (4, 999));
+    assert_eq!(
+        db.reads.load(Ordering::SeqCst),
+        2,
+        "reloaded, not a lossy hit"
+    );
+    // The newer build's own update keeps every field.
+    assert!(
+        update_newer_build_product(&cache, 1, |p| p.stock = 3)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        newer().await.unwrap(),
+        PricedProduct {
+            id: 1,
+            stock: 3,
+            price_cents: 999
+        }
     );
 }
 
