@@ -160,24 +160,23 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
             }
         }
     };
-    let (attrs, sig, revoke) = match refresh {
-        None => (quote!(#(#attrs)*), sig.clone(), None),
-        Some(helper) => {
-            let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
-            let name = &sig.ident;
-            let doc = format!(
-                " Runs `{name}` now and stores its result: removes the entry cached for these \
-                 arguments (revoking a load in flight), then loads it as a miss does, under the \
-                 lease. For prewarming, and after a write whose new value should be cached \
-                 before the next read."
-            );
-            let mut sig = sig.clone();
-            sig.ident = helper.clone();
-            let attrs = quote!(#(#cfgs)* #[doc = #doc] #[allow(dead_code)]);
-            let revoke = quote!(::cached_redis::__private::revoke(#cache, &#key).await;);
-            (attrs, sig, Some(revoke))
-        }
+    let Some(helper) = refresh else {
+        return quote! {
+            #(#attrs)*
+            #vis #sig {
+                use ::cached_redis::__private::PlainReturn as _;
+                #checks
+                let #key = #render;
+                #cache_binding
+                #policy_static
+                #call
+            }
+        };
     };
+    let attrs = refresh_attrs(model);
+    let sig = refresh_sig(model, helper);
+    // The load in a block of its own: a `ttl = EXPR` that fails returns the loader's value
+    // from it, which the helper then wraps in `Ok`.
     quote! {
         #attrs
         #vis #sig {
@@ -185,11 +184,39 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
             #checks
             let #key = #render;
             #cache_binding
-            #revoke
-            #policy_static
-            #call
+            ::cached_redis::__private::revoke(#cache, &#key).await?;
+            ::core::result::Result::Ok(async {
+                #policy_static
+                #call
+            }.await)
         }
     }
+}
+
+/// `refresh_<fn>`'s attributes: the function's `cfg`s and a doc of its own.
+fn refresh_attrs(model: &Model) -> TokenStream {
+    let cfgs = model.item.attrs.iter().filter(|a| a.path().is_ident("cfg"));
+    let name = &model.item.sig.ident;
+    let doc = format!(
+        " Runs `{name}` now and stores its result: removes the entry cached for these \
+         arguments (revoking a load in flight), then loads it as a miss does, under the \
+         lease. For prewarming, and after a write whose new value should be cached \
+         before the next read. `Err` only with `invalidate_replicas`, when the replicas did \
+         not confirm the removal (`Error::NotReplicated`): nothing was loaded, and a \
+         replica may still hold the old value; retry."
+    );
+    quote!(#(#cfgs)* #[doc = #doc] #[allow(dead_code)])
+}
+
+/// `refresh_<fn>`'s signature: the function's, renamed, returning
+/// `Result<<its return type>, cached_redis::Error>`.
+fn refresh_sig(model: &Model, helper: &Ident) -> syn::Signature {
+    let mut sig = model.item.sig.clone();
+    sig.ident = helper.clone();
+    // The checked return type: `()` where the written one was the error (`impl Trait`).
+    let ret = &model.ret;
+    sig.output = syn::parse_quote!(-> ::core::result::Result<#ret, ::cached_redis::Error>);
+    sig
 }
 
 /// Checks the compiler makes for the attribute, each spanned at the argument it is about:
@@ -440,11 +467,8 @@ fn refresh_stub(model: &Model) -> TokenStream {
     if !model.helpers {
         return TokenStream::new();
     }
-    let mut sig = model.item.sig.clone();
-    sig.ident = format_ident!("refresh_{}", unraw(&sig.ident));
-    // The checked return type: `()` where the written one was the error (`impl Trait`).
-    let ret = &model.ret;
-    sig.output = syn::parse_quote!(-> #ret);
+    let helper = format_ident!("refresh_{}", unraw(&model.item.sig.ident));
+    let sig = refresh_sig(model, &helper);
     let vis = &model.item.vis;
     let body = stub();
     quote!(#[allow(dead_code)] #vis #sig { #body })

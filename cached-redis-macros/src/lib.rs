@@ -87,7 +87,7 @@ use proc_macro::TokenStream;
 /// ```text
 /// async fn invalidate_<fn>(<the arguments the key and `cache` use>) -> Result<bool, cached_redis::Error>
 /// async fn update_<fn>(<the same>, change: impl FnMut(&mut T)) -> Result<bool, cached_redis::Error>
-/// async fn refresh_<fn>(<every argument>) -> <the return type>
+/// async fn refresh_<fn>(<every argument>) -> Result<<the return type>, cached_redis::Error>
 /// async fn invalidate_all_<fn>(<the arguments `cache` uses>) -> Result<u64, cached_redis::Error>
 /// fn <fn>_key(<the arguments the key uses>) -> cached_redis::Key
 /// ```
@@ -95,7 +95,7 @@ use proc_macro::TokenStream;
 /// `invalidate_<fn>` removes the entry and revokes a load in flight (`Err`: Redis could not be
 /// told; the entry may live until its TTL). `update_<fn>` changes the cached `Ok`/`Some` value in
 /// place by compare-and-set, never creating an entry. `refresh_<fn>` loads now and stores the
-/// result. `invalidate_all_<fn>` removes every entry of the function's template, for any
+/// result (`Err` only with `invalidate_replicas`, when the replicas did not confirm the removal). `invalidate_all_<fn>` removes every entry of the function's template, for any
 /// arguments, and no other template's. `<fn>_key` is the key, for `Cache::ttl` and the like.
 ///
 /// Bad input is a compile error at the offending literal that says what to write instead. The

@@ -146,12 +146,20 @@ where
 
 /// The first step of a generated `refresh_*`: the entry goes, and any load in flight with it.
 /// If Redis cannot be told, the call that follows finds Redis in trouble too, and its loader
-/// answers.
-pub async fn revoke(cache: Option<&Cache>, key: &Key) {
-    if let Some(cache) = cache
-        && let Err(error) = cache.invalidate(key).await
-    {
-        tracing::debug!(key = %key, %error, "refresh could not remove the entry first");
+/// answers. With `invalidate_replicas`, a removal the replicas did not confirm is the caller's
+/// `Err(NotReplicated)`, before anything loads: a replica may still hold the old value, and a
+/// refresh that answered its new one would say otherwise.
+pub async fn revoke(cache: Option<&Cache>, key: &Key) -> Result<(), Error> {
+    let Some(cache) = cache else {
+        return Ok(());
+    };
+    match cache.invalidate(key).await {
+        Ok(_) => Ok(()),
+        Err(error @ Error::NotReplicated { .. }) => Err(error),
+        Err(error) => {
+            tracing::debug!(key = %key, %error, "refresh could not remove the entry first");
+            Ok(())
+        }
     }
 }
 

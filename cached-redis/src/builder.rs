@@ -10,6 +10,7 @@ use redis::cluster::ClusterClientBuilder;
 
 use crate::Error;
 use crate::cache::{Cache, Inner};
+use crate::confirm_pool::MakeConn;
 use crate::conn::{Conn, LazyCluster};
 use crate::error::redact_url;
 use crate::flight::Flights;
@@ -256,6 +257,15 @@ impl CacheBuilder {
     /// promotes a replica other than the ones that confirmed (ask for all of them), and
     /// Redis's own asynchronous replication between the confirmation and a later write.
     /// On a cluster it waits on the entry's own primary; behind Sentinel, on the current one.
+    ///
+    /// `Ok` means the replicas have the change, on a retry too: every confirmation writes a
+    /// mark and waits for it, so it covers every earlier write on the primary, including a
+    /// first attempt's removals that left the retry nothing to remove. Each confirmation goes
+    /// over a connection of its own (up to 16; hits, write-backs and other confirmations never
+    /// queue behind a `WAIT`) and takes at most `within` plus `op_timeout`, a wait for a free
+    /// connection included. Their failures count on a breaker of their own, so a confirmation
+    /// connection in trouble never stops entries from being stored. `refresh_<fn>` answers
+    /// `Err(NotReplicated)`, before loading, when its removal was not confirmed.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -552,8 +562,8 @@ impl CacheBuilder {
         }
     }
 
-    /// The connection of replica-acknowledged invalidations, if asked for (its options
-    /// checked by `assemble` first).
+    /// Replica-confirmed invalidations, if asked for (their options checked by `assemble`
+    /// first, their deployment's by `connections`).
     fn replicated(
         &self,
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
@@ -561,24 +571,47 @@ impl CacheBuilder {
         let Some((replicas, within)) = self.replicas else {
             return Ok(None);
         };
+        let make = self.confirmation_conns(invalid, within)?;
+        Ok(Some(Replicated::new(make, replicas, within)))
+    }
+
+    /// Makes the connections replica confirmations go over, one per confirmation under way:
+    /// each like the write connection, to the same primary, connected on first use, with no
+    /// reply timeout shorter than a `WAIT` of `within`.
+    fn confirmation_conns(
+        &self,
+        invalid: &impl Fn(&str, redis::RedisError) -> Error,
+        within: Duration,
+    ) -> Result<MakeConn, Error> {
         #[cfg(feature = "sentinel")]
         if let Some(service) = self.sentinel_service()? {
-            let config = self.manager_config();
-            let follow = crate::sentinel::FollowPrimary::new(&self.urls, &service, config, false)?;
-            return Ok(Some(Replicated::new(
-                Conn::Sentinel(follow),
-                replicas,
-                within,
-            )));
+            let (urls, config) = (self.urls.clone(), self.manager_config());
+            return Ok(Box::new(move || {
+                let config = config.clone();
+                crate::sentinel::FollowPrimary::new(&urls, &service, config, false)
+                    .map(Conn::Sentinel)
+            }));
         }
         if self.cluster {
-            let (conn, _, _) = self.cluster_connections(invalid)?;
-            return Ok(Some(Replicated::new(conn, replicas, within)));
+            let first = &self.urls[0];
+            let client = self
+                .cluster_builder()
+                .response_timeout(self.op_timeout.saturating_add(within))
+                .build()
+                .map_err(|e| invalid(first, e))?;
+            let seed = redis::IntoConnectionInfo::into_connection_info(first.as_str())
+                .map_err(|e| invalid(first, e))?;
+            return Ok(Box::new(move || {
+                Ok(Conn::Cluster(LazyCluster::new(client.clone(), seed.clone())))
+            }));
         }
         let url = &self.urls[0];
         let client = self.client(url).map_err(|e| invalid(url, e))?;
-        let conn = ConnectionManager::new_lazy_with_config(client, self.manager_config())?;
-        Ok(Some(Replicated::new(Conn::Single(conn), replicas, within)))
+        let config = self.manager_config();
+        Ok(Box::new(move || {
+            ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                .map(Conn::Single)
+        }))
     }
 
     /// One Redis: auto-reconnecting multiplexed connections for reads and for writes, and a
@@ -605,6 +638,17 @@ impl CacheBuilder {
         Ok((Conn::Single(conn), Conn::Single(writes), wakeups))
     }
 
+    /// The cluster clients' settings: bounded connecting, replies within `op_timeout`, one
+    /// quick retry.
+    fn cluster_builder(&self) -> ClusterClientBuilder {
+        ClusterClientBuilder::new(self.urls.clone())
+            .connection_timeout(self.op_timeout.max(Duration::from_millis(500)))
+            .response_timeout(self.op_timeout)
+            .retries(1)
+            .min_retry_wait(10)
+            .max_retry_wait(100)
+    }
+
     /// A cluster: redis-rs's cluster client for reads and for writes (each its own
     /// connections), and a RESP3 one for sharded wake-ups, all connected on first use.
     fn cluster_connections(
@@ -620,14 +664,7 @@ impl CacheBuilder {
         for url in &self.urls {
             redis::Client::open(url.as_str()).map_err(|e| invalid(url, e))?;
         }
-        let builder = || {
-            ClusterClientBuilder::new(self.urls.clone())
-                .connection_timeout(self.op_timeout.max(Duration::from_millis(500)))
-                .response_timeout(self.op_timeout)
-                .retries(1)
-                .min_retry_wait(10)
-                .max_retry_wait(100)
-        };
+        let builder = || self.cluster_builder();
         let first = &self.urls[0];
         let client = builder().build().map_err(|e| invalid(first, e))?;
         let seed = redis::IntoConnectionInfo::into_connection_info(first.as_str())

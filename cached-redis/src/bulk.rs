@@ -36,13 +36,15 @@ pub(crate) async fn remove_matching(
     if let Conn::Cluster(lazy) = &inner.reads {
         return remove_on_cluster(inner, lazy, patterns, keep).await;
     }
-    // Confirmed removals go over the replicated connection: WAIT counts its own writes.
-    let unlink = inner
-        .replicated
-        .as_ref()
-        .map_or(&inner.writes, Replicated::conn);
-    let one = [(inner.reads.clone(), unlink.clone())];
-    two_passes(inner, &one, patterns, keep).await
+    let one = [(inner.reads.clone(), inner.writes.clone())];
+    let removed = two_passes(inner, &one, patterns, keep).await?;
+    if let Some(replicated) = &inner.replicated {
+        // Even when nothing was removed: a retry after `NotReplicated` finds nothing left on
+        // the primary, and must not answer `Ok` before the replicas have the first call's
+        // removals.
+        replicated.confirm_all(inner).await?;
+    }
+    Ok(removed)
 }
 
 /// The two passes over every master, each over a plain connection of its own, between two
@@ -68,10 +70,31 @@ async fn remove_on_cluster(
     let before = served_slots(inner, &nodes).await?;
     let pairs: Vec<_> = nodes.iter().map(|n| (n.clone(), n.clone())).collect();
     let removed = two_passes(inner, &pairs, patterns, keep).await?;
+    if let Some(replicated) = &inner.replicated {
+        confirm_nodes(inner, replicated, &nodes, &before).await?;
+    }
     if served_slots(inner, &nodes).await? != before {
         return Err(moved("the slots moved during the removal"));
     }
     Ok(removed)
+}
+
+/// Waits until each master's replicas have every write it ran before (this call's unlinks,
+/// and an earlier call's that found nothing left this time), over this call's connection to
+/// it, with a mark in a slot it serves. A master that serves no slot holds no entry.
+async fn confirm_nodes(
+    inner: &Inner,
+    replicated: &Replicated,
+    nodes: &[MultiplexedConnection],
+    slots: &[Slots],
+) -> Result<(), Error> {
+    for (node, slots) in nodes.iter().zip(slots) {
+        if let Some(tag) = topology::tag_in(slots) {
+            let mark = format!("{}:replicated:{{{tag}}}", inner.namespace);
+            replicated.confirm_on(inner, node, &mark).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The slots each master serves by its own account, checked to cover every slot once.
@@ -156,8 +179,8 @@ where
 
 /// Unlinks `keys` in one pipeline over the connection that found them (on a cluster, the
 /// node that owns their slots: a slot that moved since answers `MOVED`, and the call fails
-/// rather than skip it), waking the waiters of any lease among them; with
-/// `invalidate_replicas`, only once the replicas confirmed the batch.
+/// rather than skip it), waking the waiters of any lease among them. With
+/// `invalidate_replicas`, the removal is confirmed once, after the last batch.
 async fn unlink_all<C>(inner: &Inner, conn: &C, keys: &[String]) -> Result<u64, Error>
 where
     C: ConnectionLike + Clone + Send + Sync,
@@ -172,20 +195,9 @@ where
                 .ignore();
         }
     }
-    let counts = match &inner.replicated {
-        Some(replicated) => {
-            let replies = replicated
-                .send_confirmed(inner, "UNLINK", conn, pipe)
-                .await?;
-            redis::from_redis_value::<Vec<u64>>(redis::Value::Array(replies))
-                .map_err(|e| Error::Redis(e.into()))?
-        }
-        None => {
-            let mut conn = conn.clone();
-            let unlinking = pipe.query_async::<Vec<u64>>(&mut conn);
-            inner.guard.write(&inner.stats, "UNLINK", unlinking).await?
-        }
-    };
+    let mut conn = conn.clone();
+    let unlinking = pipe.query_async::<Vec<u64>>(&mut conn);
+    let counts = inner.guard.write(&inner.stats, "UNLINK", unlinking).await?;
     Ok(counts.iter().sum())
 }
 

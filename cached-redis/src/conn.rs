@@ -105,7 +105,12 @@ impl LazyCluster {
             _ => ConnectionAddr::Tcp(host, port),
         };
         let client = redis::Client::open(seed.clone().set_addr(addr))?;
-        client.get_multiplexed_async_connection().await
+        // No reply timeout of redis-rs's own (500 ms): every call over it is bounded by its
+        // caller, and a replica confirmation's `WAIT` is held for `within` on purpose.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 }
 

@@ -1,5 +1,5 @@
-//! The fail-open guard around every Redis call: a timeout, two circuit breakers (one for reads,
-//! one for writes) and rate-limited warnings.
+//! The fail-open guard around every Redis call: a timeout, three circuit breakers (one for
+//! reads, one for writes, one for replica confirmations) and rate-limited warnings.
 //!
 //! Timeouts, refused or dropped connections count as outages for the call's [`Breaker`].
 //! Errors Redis *answers* with (a wrong type, say) are not outages and do not count.
@@ -18,6 +18,9 @@ pub(crate) struct Guard {
     op_timeout: Duration,
     reads: Breaker,
     writes: Breaker,
+    /// Replica confirmations (`WAIT`, `invalidate_replicas`): their connections' trouble is
+    /// their own, and must not stop the leases that share the write breaker.
+    confirms: Breaker,
     last_warning: Mutex<Option<Instant>>,
     suppressed_warnings: AtomicU64,
 }
@@ -31,6 +34,7 @@ impl Guard {
             op_timeout,
             reads: Breaker::new(threshold, cooldown),
             writes: Breaker::new(threshold, cooldown),
+            confirms: Breaker::new(threshold, cooldown),
             last_warning: Mutex::new(None),
             suppressed_warnings: AtomicU64::new(0),
         }
@@ -72,8 +76,10 @@ impl Guard {
             .await
     }
 
-    /// [`Guard::write`] for a call that Redis holds for up to `extra` on purpose (`WAIT`).
-    pub(crate) async fn write_within<T>(
+    /// A replica confirmation (writes followed by `WAIT`, which Redis holds for up to
+    /// `extra` on purpose) under `op_timeout + extra` and a breaker of its own: a confirmation
+    /// connection that black-holes fails the confirmations, not the write-backs of loads.
+    pub(crate) async fn confirm_within<T>(
         &self,
         stats: &Counters,
         what: &'static str,
@@ -81,7 +87,7 @@ impl Guard {
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
         let bound = self.op_timeout.saturating_add(extra);
-        self.through(&self.writes, bound, stats, what, op).await
+        self.through(&self.confirms, bound, stats, what, op).await
     }
 
     async fn through<T>(

@@ -63,6 +63,7 @@ mod cache;
 mod cacheable;
 mod codec;
 mod compress;
+mod confirm_pool;
 mod conn;
 mod error;
 mod family;

@@ -87,6 +87,36 @@ pub(crate) fn check_cover(claims: &[Slots]) -> Result<(), String> {
     Ok(())
 }
 
+/// A hash tag (the text inside a key's `{...}`) whose slot is among `slots`, for a key that must
+/// live on the node serving them; `None` for a node that serves no slot.
+pub(crate) fn tag_in(slots: &Slots) -> Option<String> {
+    if slots.is_empty() {
+        return None;
+    }
+    // CRC16 spreads short strings over every slot: a node serving one slot takes about
+    // 16384 tries, and the bound is far past any that could miss.
+    (0u32..1 << 24).map(|n| n.to_string()).find(|tag| {
+        let slot = slot_of(tag.as_bytes());
+        slots.iter().any(|(from, to)| (*from..=*to).contains(&slot))
+    })
+}
+
+/// The cluster slot of a key with no hash tag, or of a tag: CRC16 (XMODEM) modulo 16384.
+fn slot_of(key: &[u8]) -> u16 {
+    let mut crc = 0u16;
+    for byte in key {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 /// `ip:port@cport` or `ip:port@cport,hostname`.
 fn parse_address(address: &str) -> Option<Master> {
     let (endpoint, hostname) = match address.split_once(',') {
@@ -172,6 +202,20 @@ f6 127.0.0.1:7005@17005 master - 0 0 4 connected [10923-<-b2]
                 .unwrap_err()
                 .contains("no longer a primary")
         );
+    }
+
+    #[test]
+    fn a_tag_lands_in_the_slots_asked_for() {
+        assert_eq!(slot_of(b"123456789"), 0x31C3 % 16384, "CRC16/XMODEM's check value");
+        let redis_slot = |key: &str| redis::cluster_routing::Slot::for_key(key);
+        for slots in [vec![(0, 5460)], vec![(16383, 16383)], vec![(7, 7), (9000, 9001)]] {
+            let tag = tag_in(&slots).expect("a tag");
+            let slot = slot_of(tag.as_bytes());
+            assert!(slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)));
+            let key = format!("ns:replicated:{{{tag}}}");
+            assert_eq!(redis_slot(&key), redis::cluster_routing::Slot::new(slot).unwrap());
+        }
+        assert_eq!(tag_in(&Vec::new()), None);
     }
 
     #[test]
