@@ -65,6 +65,27 @@ pub struct CacheBuilder {
     format: Format,
 }
 
+/// A deployment's connections: for reads, for writes, for wake-ups, and for invalidations
+/// that wait for replicas (if asked for).
+struct Connections {
+    reads: Conn,
+    writes: Conn,
+    wakeups: Wakeups,
+    replicated: Option<Replicated>,
+}
+
+impl Connections {
+    /// A disabled cache's: none of them is ever asked.
+    fn disabled() -> Result<Connections, Error> {
+        Ok(Connections {
+            reads: Conn::Disabled,
+            writes: Conn::Disabled,
+            wakeups: Wakeups::new(|_| Ok(Conn::Disabled))?,
+            replicated: None,
+        })
+    }
+}
+
 impl fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheBuilder")
@@ -163,9 +184,14 @@ impl Cache {
 
     /// Starts configuring a cache on a primary/replica deployment that Redis Sentinel manages,
     /// given one or more sentinels and the master name they monitor. The same options apply.
-    /// Reads, writes and wake-ups go to the node the sentinels name as the primary, and ask
-    /// them again when it fails or turns replica (`READONLY`), so the cache follows a failover
-    /// without a restart. Needs the `sentinel` feature.
+    /// Reads, writes, wake-ups and replica-confirmed invalidations go to the node the
+    /// sentinels name as the primary. When any of them finds it gone (its connection fails,
+    /// or it answers `READONLY`), the sentinels are asked again, and every one of them moves
+    /// to the primary they name before its next call, so the cache follows a failover
+    /// without a restart and sends no write to a primary it knows was replaced. The sentinels
+    /// are asked in the background (each attempt bounded on its own, 5 s), not inside a
+    /// call's `op_timeout`: a sentinel far away or loaded still gets the cache connected.
+    /// Needs the `sentinel` feature.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), cached_redis::Error> {
@@ -417,19 +443,15 @@ impl CacheBuilder {
         if disabled {
             tracing::warn!("cache disabled (empty Redis URL): every call runs its loader");
         }
-        let (reads, writes, wakeups) = if disabled {
-            (
-                Conn::Disabled,
-                Conn::Disabled,
-                Wakeups::new(|_| Ok(Conn::Disabled))?,
-            )
+        let Connections {
+            reads,
+            writes,
+            wakeups,
+            replicated,
+        } = if disabled {
+            Connections::disabled()?
         } else {
             self.connections(&invalid)?
-        };
-        let replicated = if disabled {
-            None
-        } else {
-            self.replicated(&invalid)?
         };
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -542,28 +564,65 @@ impl CacheBuilder {
         }
     }
 
-    /// Connections for reads, for writes and for wake-ups, for the deployment configured.
+    /// The connections of the deployment configured.
     fn connections(
         &self,
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
-    ) -> Result<(Conn, Conn, Wakeups), Error> {
+    ) -> Result<Connections, Error> {
         #[cfg(feature = "sentinel")]
         if let Some(service) = self.sentinel_service()? {
-            for url in &self.urls {
-                redis::Client::open(url.as_str()).map_err(|e| invalid(url, e))?;
-            }
-            let config = self.manager_config();
-            return Ok(crate::sentinel::connections(&self.urls, &service, &config)?);
+            return self.sentinel_connections(&service, invalid);
         }
-        if self.cluster {
-            self.cluster_connections(invalid)
+        let (reads, writes, wakeups) = if self.cluster {
+            self.cluster_connections(invalid)?
         } else {
-            self.single_connections(invalid)
-        }
+            self.single_connections(invalid)?
+        };
+        Ok(Connections {
+            reads,
+            writes,
+            wakeups,
+            replicated: self.replicated(invalid)?,
+        })
     }
 
-    /// Replica-confirmed invalidations, if asked for (their options checked by `assemble`
-    /// first, their deployment's by `connections`).
+    /// Behind Sentinel: every connection (reads, writes, wake-ups, replica-acknowledged
+    /// invalidations) follows one shared discovery of the primary, so that when one of them
+    /// finds the primary replaced, all of them move before their next call.
+    #[cfg(feature = "sentinel")]
+    fn sentinel_connections(
+        &self,
+        service: &crate::sentinel::Service,
+        invalid: &impl Fn(&str, redis::RedisError) -> Error,
+    ) -> Result<Connections, Error> {
+        use crate::sentinel::FollowPrimary;
+        for url in &self.urls {
+            redis::Client::open(url.as_str()).map_err(|e| invalid(url, e))?;
+        }
+        let primary = service.primary(&self.urls)?;
+        let config = self.manager_config();
+        let follow = || Conn::Sentinel(FollowPrimary::new(&primary, config.clone()));
+        let wakeups = Wakeups::new(|push| {
+            let subscriber = FollowPrimary::subscriber(&primary, config.clone(), push);
+            Ok(Conn::Sentinel(subscriber))
+        })?;
+        let replicated = self.replicas.map(|(replicas, within)| {
+            let (primary, config) = (primary.clone(), config.clone());
+            let make: MakeConn = Box::new(move || {
+                Ok(Conn::Sentinel(FollowPrimary::new(&primary, config.clone())))
+            });
+            Replicated::new(make, replicas, within)
+        });
+        Ok(Connections {
+            reads: follow(),
+            writes: follow(),
+            wakeups,
+            replicated,
+        })
+    }
+
+    /// Replica-confirmed invalidations on one Redis or a cluster, if asked for (their options
+    /// checked by `assemble` first).
     fn replicated(
         &self,
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
@@ -583,15 +642,6 @@ impl CacheBuilder {
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
         within: Duration,
     ) -> Result<MakeConn, Error> {
-        #[cfg(feature = "sentinel")]
-        if let Some(service) = self.sentinel_service()? {
-            let (urls, config) = (self.urls.clone(), self.manager_config());
-            return Ok(Box::new(move || {
-                let config = config.clone();
-                crate::sentinel::FollowPrimary::new(&urls, &service, config, false)
-                    .map(Conn::Sentinel)
-            }));
-        }
         if self.cluster {
             let first = &self.urls[0];
             let client = self
