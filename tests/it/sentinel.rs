@@ -2,13 +2,15 @@
 //! `redis-server --sentinel` processes next to a primary and a replica on loopback. The cache
 //! caches and invalidates through the primary the sentinels name; when the primary is
 //! SIGKILLed, every call is still answered, and after the promotion the same cache serves hits
-//! again, invalidates on the new primary, and wakes its waiters, without a restart.
+//! again, invalidates on the new primary, and wakes its waiters, without a restart. Every
+//! connection of a cache follows the promotion before its next call, and a sentinel slower
+//! than one `op_timeout` is waited for in the background.
 
 use std::time::{Duration, Instant};
 
-use cached_redis::{Cache, Key, Policy};
+use cached_redis::{Cache, Error, Key, Policy};
 use cached_redis_tests::{
-    HeldLoad, MASTER, RedisSentinel, RedisServer, eventually, get_raw, timed_read,
+    HeldLoad, MASTER, Proxy, RedisSentinel, RedisServer, eventually, get_raw, timed_read,
 };
 
 async fn sentinel_cache(sentinel: &RedisSentinel) -> cached_redis::CacheBuilder {
@@ -182,4 +184,201 @@ async fn a_cache_behind_sentinel_logs_in_to_its_data_nodes() {
         misplaced.to_string().contains("credentials in the URL"),
         "{misplaced}"
     );
+}
+
+/// Starts a primary, a replica of it and a sentinel monitoring them.
+async fn deployment() -> (RedisServer, RedisServer, RedisSentinel) {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    replica.replicate(primary.port()).await;
+    let sentinel = RedisSentinel::start(primary.port()).await;
+    (primary, replica, sentinel)
+}
+
+/// Waits until the replica holds every one of `cache`'s `keys` (replication is asynchronous).
+async fn replicated(replica: &RedisServer, cache: &Cache, keys: &[&Key]) {
+    let on_replica = replica.conn().await;
+    for key in keys {
+        let there = eventually(Duration::from_secs(5), || {
+            let (mut conn, key) = (on_replica.clone(), cache.redis_key(key));
+            async move { get_raw(&mut conn, &key).await.is_some() }
+        })
+        .await;
+        assert!(there, "{key:?} reached the replica");
+    }
+}
+
+/// SIGKILLs the primary and, until the sentinel names `replica` as the primary, keeps every
+/// one of `caches` reading `hit` (a value the replica holds, so nothing is written): each
+/// cache's reads find the primary gone, and nothing else of theirs is used.
+async fn fail_over(
+    primary: &mut RedisServer,
+    replica: &RedisServer,
+    sentinel: &RedisSentinel,
+    caches: &[&Cache],
+    hit: &Key,
+) {
+    primary.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sentinel.primary_port().await != Some(replica.port()) {
+        for cache in caches {
+            assert!(read(cache, hit, "loaded").await.is_ok());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sentinel never promoted the replica"
+        );
+    }
+}
+
+/// Issue 12: an invalidation sent the moment the sentinel names the new primary goes there,
+/// through the write connection and through the replica-confirmed (`WAIT`) one, although
+/// neither was used since the kill. Before the fix both still pointed at the dead primary and
+/// answered `Err(Redis(broken pipe))` (the reads had followed, alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn right_after_a_promotion_invalidations_reach_the_new_primary() {
+    let (mut primary, replica, sentinel) = deployment().await;
+    let cache = sentinel_cache(&sentinel).await.build().await.unwrap();
+    let confirmed = sentinel_cache(&sentinel)
+        .await
+        .invalidate_replicas(1, Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let (plain, waited) = (Key::raw("row:plain"), Key::raw("row:waited"));
+    // Every connection is made on the first primary: reads, writes (the lease), WAIT's.
+    for key in [&plain, &waited] {
+        assert_eq!(read(&cache, key, "v1").await.as_deref(), Ok("v1"));
+    }
+    assert_eq!(read(&confirmed, &plain, "v2").await.as_deref(), Ok("v1"));
+    assert_eq!(
+        confirmed.invalidate(&Key::raw("row:absent")).await.ok(),
+        Some(false)
+    );
+    replicated(&replica, &cache, &[&plain, &waited]).await;
+
+    fail_over(
+        &mut primary,
+        &replica,
+        &sentinel,
+        &[&cache, &confirmed],
+        &plain,
+    )
+    .await;
+    let removed = cache.invalidate(&plain).await;
+    let confirmed_removal = confirmed.invalidate(&waited).await;
+
+    assert!(
+        matches!(removed, Ok(true)),
+        "the first invalidation after the promotion: {removed:?}"
+    );
+    assert!(
+        matches!(
+            confirmed_removal,
+            Err(Error::NotReplicated {
+                acknowledged: 0,
+                wanted: 1
+            })
+        ),
+        "sent to the new primary, which has no replica yet (not to the dead one): {confirmed_removal:?}"
+    );
+    let mut on_new_primary = replica.conn().await;
+    for key in [&plain, &waited] {
+        assert!(
+            get_raw(&mut on_new_primary, &cache.redis_key(key))
+                .await
+                .is_none()
+        );
+    }
+}
+
+/// Issue 12: once hits resume after a promotion, a load started in one cache takes its lease
+/// on the new primary, and a reader in another cache (standing for another process: its own
+/// connections, flights and wake-ups) waits for it instead of loading too. Before the fix
+/// the write connections still pointed at the dead primary: the lease could not be taken,
+/// and both loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn right_after_a_promotion_one_load_serves_two_caches() {
+    let (mut primary, replica, sentinel) = deployment().await;
+    let here = sentinel_cache(&sentinel).await.build().await.unwrap();
+    let there = sentinel_cache(&sentinel).await.build().await.unwrap();
+    let cached = Key::raw("row:cached");
+    assert_eq!(read(&here, &cached, "v1").await.as_deref(), Ok("v1"));
+    assert_eq!(read(&there, &cached, "v2").await.as_deref(), Ok("v1"));
+    let theirs = Key::raw("row:theirs");
+    assert_eq!(read(&there, &theirs, "v1").await.as_deref(), Ok("v1"));
+    replicated(&replica, &here, &[&cached, &theirs]).await;
+
+    fail_over(&mut primary, &replica, &sentinel, &[&here, &there], &cached).await;
+    for cache in [&here, &there] {
+        let hits_again = eventually(Duration::from_secs(5), || async {
+            let hits = cache.stats().hits;
+            let _ = read(cache, &cached, "loaded").await;
+            cache.stats().hits > hits
+        })
+        .await;
+        assert!(hits_again, "hits resume: {:?}", cache.stats());
+    }
+
+    let (here_loads, there_loads) = (here.stats().loads, there.stats().loads);
+    let key = Key::raw("row:after");
+    let holder = HeldLoad::start(&here, &key, "loaded here");
+    let loading = eventually(Duration::from_secs(5), || async {
+        here.stats().loads > here_loads
+    })
+    .await;
+    let waiter = timed_read(&there, &key, "loaded there");
+    let waiting = eventually(Duration::from_secs(5), || async {
+        there.stats().lock_waits > 0 || there.stats().loads > there_loads
+    })
+    .await;
+    let (stored, _) = holder.finish().await;
+    let (got, _) = waiter.await.unwrap();
+    assert!(loading && waiting, "both reads started");
+    assert_eq!(stored.as_deref(), Ok("loaded here"));
+    assert_eq!(
+        got.as_deref(),
+        Ok("loaded here"),
+        "the other cache waited for the load instead of loading: here {:?}, there {:?}",
+        here.stats(),
+        there.stats()
+    );
+    assert_eq!(here.stats().loads - here_loads, 1);
+    assert_eq!(there.stats().loads - there_loads, 0);
+    let mut on_new_primary = replica.conn().await;
+    assert!(
+        get_raw(&mut on_new_primary, &here.redis_key(&key))
+            .await
+            .is_some()
+    );
+}
+
+/// Issue 13: with the default `op_timeout` (250 ms), a sentinel that answers 150 ms late (its
+/// handshake, `ROLE` and `SENTINEL MASTERS` take over 400 ms together) is waited for in the
+/// background, and the cache connects. Before the fix, discovery ran inside each caller's
+/// bounded call and started over at every call: no hit, ever, every call answered by its
+/// loader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_that_answers_late_is_waited_for_in_the_background() {
+    let primary = RedisServer::start();
+    let sentinel = RedisSentinel::start(primary.port()).await;
+    let far = Proxy::start_delayed(sentinel.port(), Duration::from_millis(150)).await;
+    let cache = Cache::sentinel_builder(&[far.url().as_str()], MASTER)
+        .namespace("slow")
+        .build()
+        .await
+        .unwrap();
+    let key = Key::raw("row:far");
+    let started = Instant::now();
+    let hit = eventually(Duration::from_secs(8), || async {
+        let hits = cache.stats().hits;
+        let _ = read(&cache, &key, "loaded").await;
+        cache.stats().hits > hits
+    })
+    .await;
+    println!(
+        "slow sentinel: first hit {:?} after the first call",
+        started.elapsed()
+    );
+    assert!(hit, "the cache connected: {:?}", cache.stats());
 }

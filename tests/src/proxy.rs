@@ -1,8 +1,10 @@
 //! A TCP proxy in front of a `redis-server` whose connections' replies can be held, to widen
 //! race windows deterministically (a SUBSCRIBE that reached Redis but whose reply has not
-//! reached the client, a subscriber connection that black-holes).
+//! reached the client, a subscriber connection that black-holes), or delayed, to stand for a
+//! server far away or loaded (a sentinel that answers 150 ms late).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,10 +23,16 @@ pub struct Proxy {
 impl Proxy {
     /// Starts forwarding a free loopback port to `upstream_port`.
     pub async fn start(upstream_port: u16) -> Proxy {
+        Self::start_delayed(upstream_port, Duration::ZERO).await
+    }
+
+    /// The same, passing on what the server sends only `delay` after it arrives (each read
+    /// from the server, in order): every reply, the handshake's included, comes that late.
+    pub async fn start_delayed(upstream_port: u16, delay: Duration) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let held: Arc<Mutex<Vec<watch::Sender<bool>>>> = Arc::default();
-        let accepting = tokio::spawn(accept(listener, upstream_port, held.clone()));
+        let accepting = tokio::spawn(accept(listener, upstream_port, delay, held.clone()));
         Proxy {
             port,
             held,
@@ -68,6 +76,7 @@ impl Drop for Proxy {
 async fn accept(
     listener: TcpListener,
     upstream_port: u16,
+    delay: Duration,
     held: Arc<Mutex<Vec<watch::Sender<bool>>>>,
 ) {
     let mut pumps = JoinSet::new();
@@ -82,14 +91,16 @@ async fn accept(
         pumps.spawn(async move {
             let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
         });
-        pumps.spawn(replies(server_read, client_write, holding));
+        pumps.spawn(replies(server_read, client_write, delay, holding));
     }
 }
 
-/// Copies the server's bytes to the client, waiting while they are held.
+/// Copies the server's bytes to the client, `delay` after they arrive, waiting while they are
+/// held.
 async fn replies(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
     mut holding: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
@@ -98,6 +109,9 @@ async fn replies(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if holding.wait_for(|held| !held).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
             return;
         }

@@ -73,6 +73,11 @@ impl RedisSentinel {
         sentinel
     }
 
+    /// The port it listens on (for a [`Proxy`](crate::Proxy) in front of it).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
