@@ -608,9 +608,8 @@ impl CacheBuilder {
         })?;
         let replicated = self.replicas.map(|(replicas, within)| {
             let (primary, config) = (primary.clone(), config.clone());
-            let make: MakeConn = Box::new(move || {
-                Ok(Conn::Sentinel(FollowPrimary::new(&primary, config.clone())))
-            });
+            let make: MakeConn =
+                Box::new(move || Ok(Conn::Sentinel(FollowPrimary::new(&primary, config.clone()))));
             Replicated::new(make, replicas, within)
         });
         Ok(Connections {
@@ -652,7 +651,10 @@ impl CacheBuilder {
             let seed = redis::IntoConnectionInfo::into_connection_info(first.as_str())
                 .map_err(|e| invalid(first, e))?;
             return Ok(Box::new(move || {
-                Ok(Conn::Cluster(LazyCluster::new(client.clone(), seed.clone())))
+                Ok(Conn::Cluster(LazyCluster::new(
+                    client.clone(),
+                    seed.clone(),
+                )))
             }));
         }
         let url = &self.urls[0];

@@ -87,7 +87,12 @@ impl Replicated {
 
     /// [`Replicated::confirm_all`] on one cluster primary, over `conn` (a bulk removal's own
     /// plain connection to it), with `mark` a key of a slot that node serves.
-    pub(crate) async fn confirm_on<C>(&self, inner: &Inner, conn: &C, mark: &str) -> Result<(), Error>
+    pub(crate) async fn confirm_on<C>(
+        &self,
+        inner: &Inner,
+        conn: &C,
+        mark: &str,
+    ) -> Result<(), Error>
     where
         C: ConnectionLike + Clone + Send + Sync,
     {

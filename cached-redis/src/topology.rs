@@ -206,14 +206,25 @@ f6 127.0.0.1:7005@17005 master - 0 0 4 connected [10923-<-b2]
 
     #[test]
     fn a_tag_lands_in_the_slots_asked_for() {
-        assert_eq!(slot_of(b"123456789"), 0x31C3 % 16384, "CRC16/XMODEM's check value");
+        assert_eq!(
+            slot_of(b"123456789"),
+            0x31C3 % 16384,
+            "CRC16/XMODEM's check value"
+        );
         let redis_slot = |key: &str| redis::cluster_routing::Slot::for_key(key);
-        for slots in [vec![(0, 5460)], vec![(16383, 16383)], vec![(7, 7), (9000, 9001)]] {
+        for slots in [
+            vec![(0, 5460)],
+            vec![(16383, 16383)],
+            vec![(7, 7), (9000, 9001)],
+        ] {
             let tag = tag_in(&slots).expect("a tag");
             let slot = slot_of(tag.as_bytes());
             assert!(slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)));
             let key = format!("ns:replicated:{{{tag}}}");
-            assert_eq!(redis_slot(&key), redis::cluster_routing::Slot::new(slot).unwrap());
+            assert_eq!(
+                redis_slot(&key),
+                redis::cluster_routing::Slot::new(slot).unwrap()
+            );
         }
         assert_eq!(tag_in(&Vec::new()), None);
     }

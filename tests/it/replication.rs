@@ -279,7 +279,11 @@ async fn a_retried_bulk_removal_is_not_ok_until_the_replicas_confirm() {
     }
     assert_unconfirmed(&retried_one);
     assert_eq!(cache.invalidate_prefix("item:3").await.unwrap(), 0);
-    assert_eq!(cache.clear().await.unwrap(), 0, "confirmed once the replica follows");
+    assert_eq!(
+        cache.clear().await.unwrap(),
+        0,
+        "confirmed once the replica follows"
+    );
     let mut on_replica = replica.conn().await;
     for entry in &entries {
         assert!(
@@ -382,7 +386,10 @@ async fn a_black_holed_confirmation_leaves_the_write_breaker_closed() {
     let before = proxy.connections();
     assert_unconfirmed(&cache.invalidate(&warm).await);
     let after = proxy.connections();
-    assert!(after > before, "the confirmation went over a connection of its own");
+    assert!(
+        after > before,
+        "the confirmation went over a connection of its own"
+    );
     for index in before..after {
         proxy.hold_replies(index);
     }
@@ -393,7 +400,14 @@ async fn a_black_holed_confirmation_leaves_the_write_breaker_closed() {
     for i in 0..10 {
         let key = Key::raw(format!("row:cold:{i}"));
         store(&cache, &key, "v").await;
-        stored += usize::from(get_raw(&mut on_primary, &cache.redis_key(&key)).await.is_some());
+        stored += usize::from(
+            get_raw(&mut on_primary, &cache.redis_key(&key))
+                .await
+                .is_some(),
+        );
     }
-    assert_eq!(stored, 10, "cold keys are stored: the write breaker is closed");
+    assert_eq!(
+        stored, 10,
+        "cold keys are stored: the write breaker is closed"
+    );
 }
