@@ -278,6 +278,9 @@ async fn a_response_is_never_stored_past_what_its_own_headers_allow() {
         &["cache-control:max-age=\"60\""],
         &["cache-control:max-age=60", "age:60"],
         &["pragma:no-cache"],
+        &["cdn-cache-control:private", "cache-control:max-age=600"],
+        &["cdn-cache-control:no-store"],
+        &["cdn-cache-control:max-age=0", "cache-control:max-age=600"],
     ] {
         for _ in 0..2 {
             let (x_cache, _) = call(&app, responding(headers)).await;
@@ -328,4 +331,33 @@ async fn a_request_that_asks_for_no_store_is_not_stored() {
         scan_keys(&mut conn, "trust-no-store:*").await,
         Vec::<String>::new()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_belongs_to_one_connection_is_never_replayed() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-hop").await;
+    let runs = Runs::default();
+    let app = app(layer(&cache), &runs);
+    let hop = || {
+        responding(&[
+            "connection:x-hop",
+            "x-hop:for this connection only",
+            "proxy-authentication-info:nextnonce=abc",
+            "proxy-connection:keep-alive",
+            "x-kept:yes",
+        ])
+    };
+    call(&app, hop()).await;
+    let hit = app.clone().oneshot(hop()).await.unwrap();
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    assert_eq!(hit.headers()["x-kept"], "yes");
+    for gone in [
+        "connection",
+        "x-hop",
+        "proxy-authentication-info",
+        "proxy-connection",
+    ] {
+        assert!(hit.headers().get(gone).is_none(), "{gone} replayed");
+    }
 }

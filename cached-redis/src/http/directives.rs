@@ -11,13 +11,24 @@ pub(crate) struct Directives(Vec<(String, Option<String>)>);
 
 impl Directives {
     /// The directives of every `Cache-Control` line in `headers`; `None` if one is not text.
+    pub(crate) fn of(headers: &HeaderMap) -> Option<Directives> {
+        Directives::of_field(headers, CACHE_CONTROL.as_str())
+    }
+
+    /// The directives of `CDN-Cache-Control` (RFC 9213), which speaks to shared caches such as
+    /// this layer; `None` if a line is not text.
+    pub(crate) fn of_cdn(headers: &HeaderMap) -> Option<Directives> {
+        Directives::of_field(headers, "cdn-cache-control")
+    }
+
+    /// The directives of every `field` line in `headers`; `None` if one is not text.
     ///
     /// Lines are split at every comma, inside quotes too: a quoted value can then only add
     /// directives that are not there, which errs towards not storing (a `private` inside a
     /// quoted string counts), and never hide one that is.
-    pub(crate) fn of(headers: &HeaderMap) -> Option<Directives> {
+    fn of_field(headers: &HeaderMap, field: &str) -> Option<Directives> {
         let mut directives = Vec::new();
-        for line in headers.get_all(CACHE_CONTROL) {
+        for line in headers.get_all(field) {
             for directive in line.to_str().ok()?.split(',') {
                 let mut parts = directive.splitn(2, '=');
                 let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();

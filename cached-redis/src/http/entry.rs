@@ -65,10 +65,13 @@ impl Blob {
     }
 }
 
-/// Headers that describe one connection, not the response, and `Age`, which a replay
-/// recomputes: never stored.
-const NOT_STORED: [&str; 9] = [
+/// Headers that describe one connection, not the response (RFC 9110 §7.6.1, RFC 9111
+/// §3.1), and `Age`, which a replay recomputes: never stored. Nor is any header the
+/// response's `Connection` names.
+const NOT_STORED: [&str; 11] = [
     "age",
+    "proxy-authentication-info",
+    "proxy-connection",
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -85,13 +88,31 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The header names a `Connection` header lists (lower-cased), which belong to the connection
+/// the response came over.
+fn connection_options(headers: &::http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(::http::header::CONNECTION)
+        .iter()
+        .flat_map(|line| {
+            String::from_utf8_lossy(line.as_bytes())
+                .into_owned()
+                .split(',')
+                .map(|o| o.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 impl StoredResponse {
     /// The response a handler produced, body read, `age` old already.
     pub(crate) fn capture(parts: &response::Parts, body: &Bytes, age: Duration) -> StoredResponse {
+        let per_connection = connection_options(&parts.headers);
         let headers = parts
             .headers
             .iter()
             .filter(|(name, _)| !NOT_STORED.contains(&name.as_str()))
+            .filter(|(name, _)| !per_connection.iter().any(|o| o == name.as_str()))
             .map(|(name, value)| (name.as_str().to_owned(), Blob::of(value.as_bytes())))
             .collect();
         StoredResponse {
@@ -166,6 +187,10 @@ mod tests {
             .header("x-multi", "a")
             .header("x-multi", "b")
             .header("transfer-encoding", "chunked")
+            .header("connection", "X-Hop, close")
+            .header("x-hop", "1")
+            .header("proxy-connection", "keep-alive")
+            .header("age", "3")
             .body(())
             .unwrap();
         let (parts, ()) = response.into_parts();
@@ -178,7 +203,14 @@ mod tests {
         let (parts, body) = stored.replay().unwrap();
         assert_eq!(parts.status, 201);
         assert_eq!(parts.headers.get_all("x-multi").iter().count(), 2);
-        assert!(parts.headers.get("transfer-encoding").is_none());
+        for gone in [
+            "transfer-encoding",
+            "connection",
+            "x-hop",
+            "proxy-connection",
+        ] {
+            assert!(parts.headers.get(gone).is_none(), "{gone}");
+        }
         assert_eq!(parts.headers["age"], "0");
         assert_eq!(body, "[1]");
     }

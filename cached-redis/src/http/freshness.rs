@@ -1,7 +1,9 @@
-//! How long a response may be stored, from its own headers (RFC 9111 §4.2): `s-maxage`, then
-//! `max-age`, then `Expires` less `Date`, less the age it already has (`Age`, or how old its
-//! `Date` says it is). The layer's TTL bounds it, and applies alone to a response that says
-//! nothing. Freshness information that cannot be read makes the response stale: not stored.
+//! How long a response may be stored, from its own headers (RFC 9111 §4.2, RFC 9213):
+//! `CDN-Cache-Control`'s `s-maxage` or `max-age`, then `Cache-Control`'s, then `Expires` less
+//! `Date`, or the layer's TTL for a response that says nothing; less the age it already has
+//! (its first `Age`, or how old its `Date` says it is). The layer's TTL bounds it. Freshness
+//! information that cannot be read makes the response stale: not stored. (An `Age` that is
+//! not a number is ignored, as RFC 9111 §5.1 has it.)
 
 use std::time::{Duration, SystemTime};
 
@@ -23,37 +25,37 @@ pub(crate) enum Freshness {
 /// layer's `ttl`.
 pub(crate) fn freshness(
     headers: &HeaderMap,
-    directives: &Directives,
+    [cdn, directives]: [&Directives; 2],
     ttl: Duration,
     now: SystemTime,
 ) -> Freshness {
     let Some(date) = date(headers) else {
         return Freshness::Stale;
     };
-    let Some(age) = current_age(headers, date, now) else {
-        return Freshness::Stale;
-    };
-    // A shared cache takes s-maxage over max-age, and either over Expires.
-    let lifetime = match directives
-        .seconds("s-maxage")
-        .or_else(|| directives.seconds("max-age"))
-    {
-        Some(Some(secs)) => Some(Duration::from_secs(secs)),
+    let age = current_age(headers, date, now);
+    // A shared cache takes s-maxage over max-age, CDN-Cache-Control's over Cache-Control's,
+    // and either over Expires.
+    let lifetime = match explicit(cdn).or_else(|| explicit(directives)) {
+        Some(Some(secs)) => Duration::from_secs(secs),
         Some(None) => return Freshness::Stale,
         None => match expires(headers) {
-            Some(Some(expires)) => Some(time_between(date.unwrap_or(now), expires)),
+            Some(Some(expires)) => time_between(date.unwrap_or(now), expires),
             Some(None) => return Freshness::Stale,
-            None => None,
+            None => ttl,
         },
     };
-    let ttl = match lifetime {
-        Some(lifetime) => ttl.min(lifetime.saturating_sub(age)),
-        None => ttl,
-    };
+    let ttl = ttl.min(lifetime.saturating_sub(age));
     if ttl < Duration::from_millis(1) {
         return Freshness::Stale;
     }
     Freshness::Fresh { ttl, age }
+}
+
+/// `s-maxage`, else `max-age`: `Some(None)` when the one that applies is not a number.
+fn explicit(directives: &Directives) -> Option<Option<u64>> {
+    directives
+        .seconds("s-maxage")
+        .or_else(|| directives.seconds("max-age"))
 }
 
 /// The response's `Date`: `Some(None)` when it has none, `None` when it cannot be read.
@@ -64,15 +66,15 @@ fn date(headers: &HeaderMap) -> Option<Option<SystemTime>> {
     }
 }
 
-/// How old the response is on arrival: the larger of its `Age` and its `Date`'s distance to
-/// `now`; `None` when an `Age` is not a number.
-fn current_age(headers: &HeaderMap, date: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
-    let mut age = date.map_or(Duration::ZERO, |date| time_between(date, now));
-    for value in headers.get_all(AGE) {
-        let secs = delta_seconds(value.to_str().ok()?.trim())?;
-        age = age.max(Duration::from_secs(secs));
-    }
-    Some(age)
+/// How old the response is on arrival: the larger of its `Age` (the first value of the first
+/// line; one that is not a number is ignored) and its `Date`'s distance to `now`.
+fn current_age(headers: &HeaderMap, date: Option<SystemTime>, now: SystemTime) -> Duration {
+    let apparent = date.map_or(Duration::ZERO, |date| time_between(date, now));
+    let first = headers.get(AGE).and_then(|value| {
+        let first = value.to_str().ok()?.split(',').next()?;
+        delta_seconds(first.trim())
+    });
+    apparent.max(Duration::from_secs(first.unwrap_or(0)))
 }
 
 /// The earliest `Expires`: `None` when absent, `Some(None)` when one cannot be read (`0`
@@ -112,7 +114,8 @@ mod tests {
                 value.parse().unwrap(),
             );
         }
-        freshness(&map, &Directives::of(&map).unwrap(), TTL, now)
+        let (cdn, directives) = (Directives::of_cdn(&map), Directives::of(&map));
+        freshness(&map, [&cdn.unwrap(), &directives.unwrap()], TTL, now)
     }
 
     fn stored(ttl: u64, age: u64) -> Freshness {
@@ -137,10 +140,53 @@ mod tests {
         let max_age = ("cache-control", "max-age=60");
         assert_eq!(fresh(&[max_age, ("age", "50")]), stored(10, 50));
         assert_eq!(fresh(&[max_age, ("age", "60")]), Freshness::Stale);
-        assert_eq!(fresh(&[("age", "100")]), stored(30, 100));
+        assert_eq!(
+            fresh(&[("age", "10")]),
+            stored(20, 10),
+            "against the layer's TTL too"
+        );
+        assert_eq!(fresh(&[("age", "100")]), Freshness::Stale);
         let old = ("date", "Sat, 05 Dec 2026 07:59:20 GMT");
         assert_eq!(fresh(&[max_age, old]), stored(20, 40));
-        assert_eq!(fresh(&[max_age, ("age", "x")]), Freshness::Stale);
+        for ignored in ["x", "-7200", "7200.0"] {
+            assert_eq!(
+                fresh(&[max_age, ("age", ignored)]),
+                stored(30, 0),
+                "{ignored}"
+            );
+        }
+        assert_eq!(
+            fresh(&[max_age, ("age", "0, 7200")]),
+            stored(30, 0),
+            "the first"
+        );
+        assert_eq!(
+            fresh(&[max_age, ("age", "0"), ("age", "7200")]),
+            stored(30, 0)
+        );
+        assert_eq!(fresh(&[max_age, ("age", "7200, 0")]), Freshness::Stale);
+    }
+
+    #[test]
+    fn cdn_cache_control_comes_first() {
+        let cdn = |v| ("cdn-cache-control", v);
+        let cc = ("cache-control", "max-age=10000");
+        assert_eq!(fresh(&[cdn("max-age=5"), cc]), stored(5, 0));
+        assert_eq!(
+            fresh(&[
+                cdn("max-age=0"),
+                ("expires", "Sun, 06 Dec 2026 08:00:00 GMT")
+            ]),
+            Freshness::Stale
+        );
+        assert_eq!(
+            fresh(&[cdn("max-age=3600"), ("age", "7200")]),
+            Freshness::Stale
+        );
+        assert_eq!(
+            fresh(&[cdn("public"), ("cache-control", "max-age=5")]),
+            stored(5, 0)
+        );
     }
 
     #[test]

@@ -77,25 +77,27 @@ pub(crate) fn streams_through(parts: &response::Parts, verdict: &Verdict) -> boo
 /// The verdict on a response under `config` (its body already known to fit).
 pub(crate) fn verdict(parts: &response::Parts, config: &Config) -> Verdict {
     let headers = &parts.headers;
-    let Some(directives) = Directives::of(headers) else {
+    let (Some(cdn), Some(directives)) = (Directives::of_cdn(headers), Directives::of(headers))
+    else {
         return Verdict::Alone;
     };
-    if personal(headers, &directives) || matches!(vary(headers), Vary::Any) {
+    if personal(headers, [&cdn, &directives]) || matches!(vary(headers), Vary::Any) {
         return Verdict::Alone;
     }
     if !config.statuses.contains(&parts.status) {
         return Verdict::Share;
     }
-    match freshness(headers, &directives, config.policy.ttl(), SystemTime::now()) {
+    let ttl = config.policy.ttl();
+    match freshness(headers, [&cdn, &directives], ttl, SystemTime::now()) {
         Freshness::Fresh { ttl, age } => Verdict::Store { ttl, age },
         Freshness::Stale => Verdict::Share,
     }
 }
 
 /// Whether a response is for its own caller only: it sets a cookie, or says it is `private`,
-/// `no-store` or `no-cache` (with a field list or without; `Pragma: no-cache` too, and a
-/// `Pragma` that cannot be read).
-fn personal(headers: &HeaderMap, directives: &Directives) -> bool {
+/// `no-store` or `no-cache` (with a field list or without), in `CDN-Cache-Control` or
+/// `Cache-Control` (`Pragma: no-cache` too, and a `Pragma` that cannot be read).
+fn personal(headers: &HeaderMap, directives: [&Directives; 2]) -> bool {
     let pragma_no_cache = headers.get_all(PRAGMA).iter().any(|v| {
         v.to_str()
             .map_or(true, |v| v.to_ascii_lowercase().contains("no-cache"))
@@ -105,7 +107,7 @@ fn personal(headers: &HeaderMap, directives: &Directives) -> bool {
         || pragma_no_cache
         || ["private", "no-store", "no-cache"]
             .iter()
-            .any(|d| directives.has(d))
+            .any(|d| directives.iter().any(|of| of.has(d)))
 }
 
 /// The header names a response's `Vary` lists.
@@ -212,7 +214,8 @@ mod tests {
         assert_eq!(with("vary", b"x-tenant\xe9"), Verdict::Alone);
         assert_eq!(with("pragma", b"x\xe9"), Verdict::Alone);
         assert_eq!(with("expires", b"\xe9"), Verdict::Share);
-        assert_eq!(with("age", b"\xe9"), Verdict::Share);
+        assert_eq!(with("cdn-cache-control", b"x=\xe9"), Verdict::Alone);
+        assert_eq!(with("cdn-cache-control", b"private"), Verdict::Alone);
         assert_eq!(with("cache-control", b"max-age=-1"), Verdict::Share);
     }
 
