@@ -301,11 +301,60 @@ fn render_family(model: &Model, helper: &Ident) -> TokenStream {
     });
     let parts = model.key.iter().map(|part| match part {
         Part::Text(text) => quote!(.text(#text)),
+        Part::Value {
+            root: Some(root),
+            fields,
+            display: false,
+        } if fields.is_empty() => match nameable_type_of(model, root) {
+            Some(ty) => quote!(.part_of::<#ty>()),
+            None => quote!(.part()),
+        },
         Part::Value { .. } => quote!(.part()),
         // The type argument is named at the call (`invalidate_all_f::<u32>()`).
         Part::TypeName(ty) => quote!(.fixed(::core::any::type_name::<#ty>())),
     });
     quote!(::cached_redis::__private::family() #path #(#parts)* .build())
+}
+
+/// The type of the argument `name`, references removed, if `invalidate_all_<fn>` can name it
+/// in its body: no `impl Trait`, lifetime, `Self` or generic parameter of the function in it.
+/// The family then matches only what that type writes (an integer's digits).
+fn nameable_type_of(model: &Model, name: &Ident) -> Option<syn::Type> {
+    let mut ty = model.item.sig.inputs.iter().find_map(|input| match input {
+        syn::FnArg::Typed(typed) => match &*typed.pat {
+            syn::Pat::Ident(pat) if pat.ident == *name => Some((*typed.ty).clone()),
+            _ => None,
+        },
+        syn::FnArg::Receiver(_) => None,
+    })?;
+    while let syn::Type::Reference(reference) = ty {
+        ty = *reference.elem;
+    }
+    let generics: Vec<String> = model
+        .item
+        .sig
+        .generics
+        .params
+        .iter()
+        .filter_map(|p| match p {
+            syn::GenericParam::Type(t) => Some(t.ident.to_string()),
+            syn::GenericParam::Const(c) => Some(c.ident.to_string()),
+            syn::GenericParam::Lifetime(_) => None,
+        })
+        .collect();
+    nameable(quote!(#ty), &generics).then_some(ty)
+}
+
+/// Whether `tokens`, groups included, name no `impl`, `Self`, lifetime or one of `generics`.
+fn nameable(tokens: TokenStream, generics: &[String]) -> bool {
+    tokens.into_iter().all(|token| match token {
+        proc_macro2::TokenTree::Ident(ident) => {
+            ident != "impl" && ident != "Self" && !generics.contains(&ident.to_string())
+        }
+        proc_macro2::TokenTree::Punct(punct) => punct.as_char() != '\'',
+        proc_macro2::TokenTree::Group(group) => nameable(group.stream(), generics),
+        proc_macro2::TokenTree::Literal(_) => true,
+    })
 }
 
 /// `update_<fn>(<arguments>, change)`: changes the cached value in place. The closure's

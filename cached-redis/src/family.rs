@@ -9,8 +9,11 @@ use crate::{Key, KeyPart};
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
-    /// Any argument value: escaped text, with no unescaped `:`, `{`, `}` or `\`.
-    Part,
+    /// Any argument value: escaped text, with no unescaped `:`, `{`, `}` or `\`; with
+    /// `integer`, an optional `-` and digits only.
+    Part {
+        integer: bool,
+    },
 }
 
 /// Every key a template renders, whatever its arguments: `user:<id>:v1` matches `user:42:v1`
@@ -87,7 +90,7 @@ impl KeyFamily {
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => start.push_str(text),
-                Piece::Part => break,
+                Piece::Part { .. } => break,
             }
         }
         start
@@ -123,11 +126,33 @@ impl KeyFamilyBuilder {
     /// let family = cached_redis::KeyFamily::builder().part().part().build();
     /// assert!(family.matches(&cached_redis::Key::builder().part(&1u8).part(&2u8).build()));
     /// ```
-    pub fn part(mut self) -> Self {
+    pub fn part(self) -> Self {
+        self.push_part(false)
+    }
+
+    /// An argument value of type `T`: as [`part`](KeyFamilyBuilder::part), but for an integer
+    /// type only an optional `-` and digits match there, so `item:<id>` with an integer `id`
+    /// leaves `item:7-full` (another template's) alone. The attribute writes its arguments'
+    /// types so where it can name them.
+    ///
+    /// ```
+    /// use cached_redis::{Key, KeyFamily};
+    ///
+    /// let items = KeyFamily::builder().text("item:").part_of::<u64>().build();
+    /// assert!(items.matches(&Key::builder().text("item:").part(&7u64).build()));
+    /// assert!(!items.matches(&Key::raw("item:7-full")));
+    /// let by_name = KeyFamily::builder().text("item:").part_of::<str>().build();
+    /// assert!(by_name.matches(&Key::raw("item:7-full")), "a name may be `7-full`");
+    /// ```
+    pub fn part_of<T: KeyPart + ?Sized>(self) -> Self {
+        self.push_part(T::INTEGER)
+    }
+
+    fn push_part(mut self, integer: bool) -> Self {
         if self.after_part {
             self = self.text(":");
         }
-        self.pieces.push(Piece::Part);
+        self.pieces.push(Piece::Part { integer });
         self.after_part = true;
         self
     }
@@ -258,10 +283,20 @@ fn accepts_from(
             }
             whole && accepts_from(rest, &tokens[expected.len()..], prefix, failed)
         }
-        Piece::Part => {
+        Piece::Part { integer: false } => {
             let longest = part_run(tokens);
             (prefix && longest == tokens.len())
                 || (0..=longest).any(|taken| accepts_from(rest, &tokens[taken..], prefix, failed))
+        }
+        Piece::Part { integer: true } => {
+            let sign = usize::from(tokens.first() == Some(&"-"));
+            let digits = tokens[sign..]
+                .iter()
+                .take_while(|t| t.len() == 1 && t.as_bytes()[0].is_ascii_digit())
+                .count();
+            (prefix && sign + digits == tokens.len())
+                || (1..=digits)
+                    .any(|taken| accepts_from(rest, &tokens[sign + taken..], prefix, failed))
         }
     };
     if !accepted {
@@ -311,6 +346,25 @@ mod tests {
         assert!(!page.matches(&paged));
         assert!(family(&[Some("list:"), None, Some(":"), None]).matches(&paged));
         assert_eq!(user.fixed_start(), "user:");
+    }
+
+    #[test]
+    fn an_integer_part_takes_only_an_integers_text() {
+        let items = KeyFamily::builder().text("item:").part_of::<&u64>().build();
+        let item = |id: i64| Key::builder().text("item:").part(&id).build();
+        for id in [0, 7, -3, i64::MAX] {
+            assert!(items.matches(&item(id)), "{}", item(id).as_str());
+        }
+        for other in ["item:7-full", "item:", "item:-", "item:7:8", "item:x7"] {
+            assert!(!items.matches(&Key::raw(other)), "{other}");
+        }
+        let sized = KeyFamily::builder()
+            .text("list:")
+            .part_of::<u32>()
+            .part_of::<String>()
+            .build();
+        assert!(sized.matches(&Key::builder().text("list:").part(&3u32).part("a:b").build()));
+        assert!(!sized.matches(&Key::raw("list:x:a")));
     }
 
     #[test]

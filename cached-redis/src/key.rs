@@ -324,6 +324,12 @@ pub trait KeyPart {
     /// itself can tell without specialization.
     #[doc(hidden)]
     const IS_OPTION: bool = false;
+
+    /// `true` only for the integer types, whose key text is an optional `-` and digits: a key
+    /// family ([`crate::KeyFamilyBuilder::part_of`]) then matches only such text there.
+    /// Hidden, with a default, for the same reason as `IS_OPTION`.
+    #[doc(hidden)]
+    const INTEGER: bool = false;
 }
 
 macro_rules! display_key_part {
@@ -335,11 +341,19 @@ macro_rules! display_key_part {
             }
         }
     )*};
+    (integers: $($t:ty),* $(,)?) => {$(
+        impl KeyPart for $t {
+            fn write_key_part(&self, out: &mut KeyWriter) {
+                use fmt::Write as _;
+                let _ = write!(out, "{self}");
+            }
+            const INTEGER: bool = true;
+        }
+    )*};
 }
 
-display_key_part!(
-    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, bool, char
-);
+display_key_part!(integers: u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+display_key_part!(bool, char);
 
 // Foreign id and date types, whose `Display` is injective (one text per value), behind the
 // features of their crates: the orphan rule keeps users from implementing `KeyPart` for them.
@@ -399,6 +413,7 @@ macro_rules! deref_key_part {
                 (**self).write_key_part(out);
             }
             const IS_OPTION: bool = T::IS_OPTION;
+            const INTEGER: bool = T::INTEGER;
         }
     )*};
 }

@@ -24,6 +24,45 @@ async fn page_v2(cache: &Cache, category: &str, page: u32) -> Result<String, Str
     Ok(format!("{category} page {page} v2"))
 }
 
+#[redis_cached(key = "item:<id>", ttl = "60s", cache = cache)]
+async fn item(cache: &Cache, id: u64) -> Result<String, String> {
+    Ok(format!("item {id}"))
+}
+
+#[redis_cached(key = "item:<id>-full", ttl = "60s", cache = cache)]
+async fn item_full(cache: &Cache, id: &u64) -> Result<String, String> {
+    Ok(format!("item {id}, in full"))
+}
+
+#[redis_cached(key = "named:<name>", ttl = "60s", cache = cache)]
+async fn named(cache: &Cache, name: &str) -> Result<String, String> {
+    Ok(format!("named {name}"))
+}
+
+#[redis_cached(key = "named:<id>-full", ttl = "60s", cache = cache)]
+async fn named_full(cache: &Cache, id: u64) -> Result<String, String> {
+    Ok(format!("named {id}, in full"))
+}
+
+/// `item:<id>` with an integer id takes only digits there, so a sibling template's
+/// `item:7-full` is left alone; with a text argument (`named:<name>`) the key `named:7-full`
+/// is one the template renders (`name = "7-full"`), and goes with the family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integer_argument_matches_only_integers() {
+    let server = RedisServer::start();
+    let cache = server.cache("family-integer").await;
+    item(&cache, 7).await.unwrap();
+    item_full(&cache, &7).await.unwrap();
+    assert_eq!(invalidate_all_item(&cache).await.unwrap(), 1);
+    assert!(!present(&server, &cache, &item_key(7)).await);
+    assert!(present(&server, &cache, &item_full_key(&7)).await);
+    assert_eq!(invalidate_all_item_full(&cache).await.unwrap(), 1);
+
+    named(&cache, "ada").await.unwrap();
+    named_full(&cache, 7).await.unwrap();
+    assert_eq!(invalidate_all_named(&cache).await.unwrap(), 2, "documented");
+}
+
 async fn present(server: &RedisServer, cache: &Cache, key: &cached_redis::Key) -> bool {
     let mut conn = server.conn().await;
     get_raw(&mut conn, &cache.redis_key(key)).await.is_some()
