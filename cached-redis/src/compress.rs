@@ -145,12 +145,12 @@ fn decompressed_within<'b>(
     let error = |e: std::io::Error| CodecError::Compressed(e.to_string());
     let mut held = budget.nothing();
     // A frame written in one call records its length; others are decompressed in steps.
-    if let Ok(Some(length)) = zstd::zstd_safe::get_frame_content_size(bytes) {
-        if length <= LONGEST as u64 {
-            held.grow_to(length as usize)?;
-            let plain = zstd::bulk::decompress(bytes, length as usize).map_err(error)?;
-            return Ok((plain, held));
-        }
+    if let Ok(Some(length)) = zstd::zstd_safe::get_frame_content_size(bytes)
+        && length <= LONGEST as u64
+    {
+        held.grow_to(length as usize)?;
+        let plain = zstd::bulk::decompress(bytes, length as usize).map_err(error)?;
+        return Ok((plain, held));
     }
     use std::io::Read;
     let mut decoder = zstd::stream::read::Decoder::new(bytes).map_err(error)?;

@@ -91,17 +91,12 @@ fn unix_ms() -> u64 {
 /// The header names a `Connection` header lists (lower-cased), which belong to the connection
 /// the response came over.
 fn connection_options(headers: &::http::HeaderMap) -> Vec<String> {
-    headers
-        .get_all(::http::header::CONNECTION)
-        .iter()
-        .flat_map(|line| {
-            String::from_utf8_lossy(line.as_bytes())
-                .into_owned()
-                .split(',')
-                .map(|o| o.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    let mut options = Vec::new();
+    for line in headers.get_all(::http::header::CONNECTION) {
+        let line = String::from_utf8_lossy(line.as_bytes());
+        options.extend(line.split(',').map(|o| o.trim().to_ascii_lowercase()));
+    }
+    options
 }
 
 impl StoredResponse {
