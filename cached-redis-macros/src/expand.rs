@@ -306,7 +306,10 @@ fn render_family(model: &Model, helper: &Ident) -> TokenStream {
             fields,
             display: false,
         } if fields.is_empty() => match nameable_type_of(model, root) {
-            Some(ty) => quote!(.part_of::<#ty>()),
+            Some(ty) => quote!(.push_part({
+                use ::cached_redis::__private::{ProbeKeyPart as _, ProbeOther as _};
+                (&&::cached_redis::__private::Probe::<#ty>::new()).integer()
+            })),
             None => quote!(.part()),
         },
         Part::Value { .. } => quote!(.part()),

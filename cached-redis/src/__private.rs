@@ -184,6 +184,51 @@ pub fn family() -> KeyFamilyBuilder {
     KeyFamily::builder()
 }
 
+/// Whether an argument of type `T` is an integer, for its family part, without requiring
+/// `T: KeyPart`: a type that is not one already fails where the key is rendered, and a second
+/// error here would only repeat it. Called as `(&&Probe::<T>::new()).integer()` with both
+/// traits in scope: method lookup takes [`ProbeKeyPart`] where it applies (autoref
+/// specialization), [`ProbeOther`] otherwise.
+#[derive(Debug)]
+pub struct Probe<T: ?Sized>(PhantomData<T>);
+
+impl<T: ?Sized> Probe<T> {
+    /// A probe of `T`.
+    pub fn new() -> Probe<T> {
+        Probe(PhantomData)
+    }
+}
+
+impl<T: ?Sized> Default for Probe<T> {
+    fn default() -> Probe<T> {
+        Probe::new()
+    }
+}
+
+/// [`Probe`] of a `KeyPart`: its own answer.
+pub trait ProbeKeyPart {
+    /// Whether the type writes an integer.
+    fn integer(&self) -> bool;
+}
+
+impl<T: crate::KeyPart + ?Sized> ProbeKeyPart for &Probe<T> {
+    fn integer(&self) -> bool {
+        T::INTEGER
+    }
+}
+
+/// [`Probe`] of any other type: any text.
+pub trait ProbeOther {
+    /// Never an integer.
+    fn integer(&self) -> bool;
+}
+
+impl<T: ?Sized> ProbeOther for Probe<T> {
+    fn integer(&self) -> bool {
+        false
+    }
+}
+
 /// What a generated `update_*` hands its closure: `T`, the `Ok` value of a `Result<T, E>`
 /// function or the `Some` value of an `Option<T>` one (a cached `None` has nothing to change).
 /// `T` is a parameter rather than an associated type so that the helper's bound,

@@ -148,7 +148,9 @@ impl KeyFamilyBuilder {
         self.push_part(T::INTEGER)
     }
 
-    fn push_part(mut self, integer: bool) -> Self {
+    /// [`part_of`](KeyFamilyBuilder::part_of) with what the attribute found of the type.
+    #[doc(hidden)]
+    pub fn push_part(mut self, integer: bool) -> Self {
         if self.after_part {
             self = self.text(":");
         }

@@ -206,11 +206,7 @@ f6 127.0.0.1:7005@17005 master - 0 0 4 connected [10923-<-b2]
 
     #[test]
     fn a_tag_lands_in_the_slots_asked_for() {
-        assert_eq!(
-            slot_of(b"123456789"),
-            0x31C3,
-            "CRC16/XMODEM's check value"
-        );
+        assert_eq!(slot_of(b"123456789"), 0x31C3, "CRC16/XMODEM's check value");
         let redis_slot = |key: &str| redis::cluster_routing::Slot::for_key(key);
         for slots in [
             vec![(0, 5460)],
