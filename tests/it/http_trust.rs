@@ -41,8 +41,9 @@ fn layer(cache: &Cache) -> CacheLayer {
 /// The user a gateway put in `X-User-Id` after checking the token.
 async fn me(State(runs): State<Runs>, headers: HeaderMap) -> String {
     runs.fetch_add(1, Ordering::SeqCst);
-    let user = headers.get("x-user-id").map(|v| v.to_str().unwrap());
-    format!("profile of {}", user.unwrap_or("nobody"))
+    let user = headers.get("x-user-id");
+    let user = user.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    format!("profile of {}", user.as_deref().unwrap_or("nobody"))
 }
 
 /// The host as axum-extra's `Host` reads it: `Forwarded`, `X-Forwarded-Host`, then `Host`.
@@ -51,9 +52,9 @@ async fn catalog(State(runs): State<Runs>, headers: HeaderMap) -> String {
     let forwarded = headers.get("forwarded").and_then(|f| {
         let first = f.to_str().ok()?.split(',').next()?;
         first.split(';').find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            name.eq_ignore_ascii_case("host")
-                .then(|| value.trim_matches('"').to_owned())
+            let (name, value) = pair.split_once('=')?;
+            (name.trim().eq_ignore_ascii_case("host"))
+                .then(|| value.trim().trim_matches('"').to_owned())
         })
     });
     let header = |name| Some(headers.get(name)?.to_str().ok()?.to_owned());
@@ -360,4 +361,128 @@ async fn what_belongs_to_one_connection_is_never_replayed() {
     ] {
         assert!(hit.headers().get(gone).is_none(), "{gone} replayed");
     }
+}
+
+// The second adversarial pass: each of these served one user's or tenant's response to
+// another before its fix.
+
+async fn nested_products(axum::extract::Path(tenant): axum::extract::Path<String>) -> String {
+    format!("products of tenant {tenant}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inside_a_nest_the_stripped_prefix_keeps_tenants_apart() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-nest").await;
+    let tenant_routes = Router::new()
+        .route("/products", get(nested_products))
+        .layer(layer(&cache));
+    let app: Router = Router::new().nest("/t/{tenant}", tenant_routes);
+    for tenant in ["acme", "globex", "acme"] {
+        let path = format!("/t/{tenant}/products");
+        let (_, body) = call(&app, request(&path, &[("host", b"shop.example")])).await;
+        assert_eq!(body, format!("products of tenant {tenant}"));
+    }
+    // Invalidating the inner path removes every tenant's entry of it.
+    assert!(
+        CacheLayer::invalidate(&cache, "GET", "/products")
+            .await
+            .unwrap()
+    );
+    let mut conn = server.conn().await;
+    assert_eq!(
+        scan_keys(&mut conn, "trust-nest:*").await,
+        Vec::<String>::new()
+    );
+}
+
+async fn link(uri: axum::http::Uri) -> String {
+    format!("{}://checkout", uri.scheme_str().unwrap_or("?"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uris_scheme_is_in_the_key() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-scheme").await;
+    let app: Router = Router::new().route("/p", get(link)).layer(layer(&cache));
+    call(&app, request("http://shop.example/p", &[])).await;
+    let (_, body) = call(&app, request("https://shop.example/p", &[])).await;
+    assert_eq!(body, "https://checkout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_host_written_with_a_space_is_keyed_as_parsers_read_it() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-fwd-space").await;
+    let runs = Runs::default();
+    let app = app(layer(&cache), &runs);
+    let forwarded = |line: &'static [u8]| {
+        request(
+            "/catalog",
+            &[("host", b"shop.example"), ("forwarded", line)],
+        )
+    };
+    let (_, attacker) = call(&app, forwarded(b"host=evil.example, for=203.0.113.9")).await;
+    assert_eq!(attacker, "catalog of evil.example");
+    let (_, spaced) = call(&app, forwarded(b"host =evil.example, for=203.0.113.9")).await;
+    let (_, victim) = call(&app, forwarded(b"for=198.51.100.7, for=203.0.113.1")).await;
+    assert_eq!(victim, "catalog of shop.example", "after {spaced}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_the_closure_cannot_read_is_never_taken_for_anonymous() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-unreadable-user").await;
+    let runs = Runs::default();
+    // The README's closure: `to_str` fails on a Latin-1 id, and it answers `None`.
+    let layer = layer(&cache).key_by_user(|request| {
+        let user = request.headers.get("x-user-id")?;
+        user.to_str().ok().map(str::to_owned)
+    });
+    let app = app(layer, &runs);
+    let (x_cache, _) = call(&app, request("/me", &[("x-user-id", b"jos\xe9")])).await;
+    assert_eq!(x_cache, None, "an identity header it cannot read: uncached");
+    let (_, anonymous) = call(&app, request("/me", &[])).await;
+    assert_eq!(anonymous, "profile of nobody");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_identity_header_is_a_credential() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-identity").await;
+    let runs = Runs::default();
+    let plain = app(layer(&cache), &runs);
+    for user in ["7", "8"] {
+        let (x_cache, body) = call(&plain, request("/me", &[("x-user-id", user.as_bytes())])).await;
+        assert_eq!((x_cache, body), (None, format!("profile of {user}")));
+    }
+    let custom = layer(&cache).credential_headers(&[header::HeaderName::from_static("x-tenant")]);
+    let app = app(custom, &runs);
+    let (x_cache, _) = call(&app, request("/tenant", &[("x-tenant", b"acme")])).await;
+    assert_eq!(x_cache, None, "a header named a credential");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sloppy_private_cache_control_is_never_stored() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-sloppy").await;
+    let runs = Runs::default();
+    let app = app(layer(&cache), &runs);
+    for line in [
+        "cache-control:private; max-age=0",
+        "cache-control:private max-age=600",
+        "cache-control:no-store; must-revalidate",
+        "cache-control:\"private\"",
+        "surrogate-control:no-store",
+    ] {
+        for _ in 0..2 {
+            let (x_cache, _) = call(&app, responding(&[line])).await;
+            assert_eq!(x_cache.as_deref(), Some("MISS"), "{line} is not stored");
+        }
+    }
+    let mut conn = server.conn().await;
+    assert_eq!(
+        scan_keys(&mut conn, "trust-sloppy:*").await,
+        Vec::<String>::new()
+    );
 }

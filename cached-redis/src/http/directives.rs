@@ -21,7 +21,15 @@ impl Directives {
         Directives::of_field(headers, "cdn-cache-control")
     }
 
-    /// The directives of every `field` line in `headers`; `None` if one is not text.
+    /// The directives of `Surrogate-Control` (Akamai's and Fastly's, the W3C Edge
+    /// Architecture note): read for what it forbids; `None` if a line is not text.
+    pub(crate) fn of_surrogate(headers: &HeaderMap) -> Option<Directives> {
+        Directives::of_field(headers, "surrogate-control")
+    }
+
+    /// The directives of every `field` line in `headers`; `None` if one is not text or a
+    /// directive's name is not a token (`private; max-age=0`, `"private"`): what cannot be
+    /// read exactly is not read at all.
     ///
     /// Lines are split at every comma, inside quotes too: a quoted value can then only add
     /// directives that are not there, which errs towards not storing (a `private` inside a
@@ -33,9 +41,13 @@ impl Directives {
                 let mut parts = directive.splitn(2, '=');
                 let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
                 let value = parts.next().map(|v| v.trim().to_owned());
-                if !name.is_empty() {
-                    directives.push((name, value));
+                if name.is_empty() && value.is_none() {
+                    continue;
                 }
+                if !is_token(&name) {
+                    return None;
+                }
+                directives.push((name, value));
             }
         }
         Some(Directives(directives))
@@ -60,6 +72,14 @@ impl Directives {
         }
         Some(least)
     }
+}
+
+/// Whether `text` is an HTTP token (RFC 9110 §5.6.2), as a directive's name must be.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A delta-seconds value: ASCII digits only; one too large for 31 bits is 2^31 (RFC 9111
@@ -91,8 +111,19 @@ mod tests {
     fn a_line_that_is_not_text_makes_the_header_unreadable() {
         assert!(of(&[b"private, max-age=60, x-owner=\"Jos\xe9\""]).is_none());
         assert!(of(&[b"public", b"x=\xff"]).is_none());
-        let read = of(&[b"Public, MAX-AGE=60", b"private=\"set-cookie, x\""]).unwrap();
+        let read = of(&[b"Public, MAX-AGE=60", b"private=\"set-cookie\", ,"]).unwrap();
         assert!(read.has("public") && read.has("private") && read.has("max-age"));
+        for sloppy in [
+            &b"private; max-age=0"[..],
+            b"private max-age=600",
+            b"\"private\"",
+        ] {
+            assert!(
+                of(&[sloppy]).is_none(),
+                "{}",
+                String::from_utf8_lossy(sloppy)
+            );
+        }
     }
 
     #[test]

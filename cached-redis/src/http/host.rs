@@ -1,6 +1,7 @@
-//! Everything an application may read as a request's host, for the key: `Host` (or the URI's
-//! authority), and what a reverse proxy forwards (`X-Forwarded-Host`, `-Proto`, `-Port`,
-//! `-Prefix`, and `Forwarded`'s `host` and `proto`). Frameworks take the forwarded host first
+//! Everything an application may read as where a request was sent, for the key: the URI's
+//! scheme and authority, `Host`, what a reverse proxy forwards (`X-Forwarded-Host`, `-Proto`,
+//! `-Port`, `-Prefix`, and `Forwarded` less the client's and the proxy's addresses), and the
+//! path prefix an axum `Router::nest` stripped. Frameworks take the forwarded host first
 //! (axum-extra's `Host`: `Forwarded`, then `X-Forwarded-Host`, then `Host`), so a tenant's
 //! response is keyed by whichever of them the application reads, each as its raw bytes.
 
@@ -20,6 +21,12 @@ const FORWARDED_AS_IS: [(&str, &str); 4] = [
 /// `base` with every host the request names.
 pub(crate) fn with_hosts(mut base: String, parts: &Parts) -> String {
     let headers = &parts.headers;
+    if let Some(scheme) = parts.uri.scheme() {
+        base = key::with_part(base, "scheme", scheme.as_str().as_bytes());
+    }
+    if let Some(prefix) = nest_prefix(parts) {
+        base = key::with_part(base, "nest", prefix.as_bytes());
+    }
     for value in headers.get_all(HOST) {
         base = key::with_part(base, "host", value.as_bytes());
     }
@@ -37,10 +44,20 @@ pub(crate) fn with_hosts(mut base: String, parts: &Parts) -> String {
     base
 }
 
-/// A `Forwarded` line with only its `host` and `proto` pairs, in their elements (`,`) and
-/// places (`;`): what the client's own address (`for`) and the proxy's (`by`) change is left
-/// out, so clients share entries, while two lines whose hosts a parser could read differently
-/// stay apart. Quotes are not interpreted: a split inside one only keeps more apart.
+/// The path prefix an axum `Router::nest` stripped before the layer saw the request
+/// (`/t/acme` of `/t/acme/products`), from axum's `OriginalUri`.
+fn nest_prefix(parts: &Parts) -> Option<&str> {
+    let original = parts.extensions.get::<axum::extract::OriginalUri>()?.path();
+    let seen = parts.uri.path();
+    let prefix = original.strip_suffix(seen).unwrap_or(original);
+    (original != seen).then_some(prefix)
+}
+
+/// A `Forwarded` line less its `for` and `by` pairs (the client's address and the proxy's),
+/// so clients share entries; every other pair is kept as written, in its element (`,`) and
+/// place (`;`), so two lines a parser could read a host or a scheme differently from stay
+/// apart (`host =a`, with a space, is kept: parsers trim it). Quotes are not interpreted: a
+/// split inside one only keeps more apart.
 fn host_and_proto(line: &[u8]) -> Vec<u8> {
     let mut kept = Vec::new();
     for (i, element) in line.split(|&b| b == b',').enumerate() {
@@ -49,15 +66,16 @@ fn host_and_proto(line: &[u8]) -> Vec<u8> {
         }
         let mut first = true;
         for pair in element.split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
             let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
-            if name.eq_ignore_ascii_case(b"host") || name.eq_ignore_ascii_case(b"proto") {
-                if !first {
-                    kept.push(b';');
-                }
-                kept.extend_from_slice(pair);
-                first = false;
+            let name = name.trim_ascii();
+            if name.eq_ignore_ascii_case(b"for") || name.eq_ignore_ascii_case(b"by") {
+                continue;
             }
+            if !first {
+                kept.push(b';');
+            }
+            kept.extend_from_slice(pair);
+            first = false;
         }
     }
     kept
@@ -105,5 +123,29 @@ mod tests {
         assert_eq!(at(b"for=1.2.3.4;host=a.com"), at(b"for=9.9.9.9;host=a.com"));
         assert_ne!(at(b"for=x, host=b"), at(b"for=x;host=b"), "another element");
         assert_ne!(at(b"host=a, host=b"), at(b"host=b, host=a"));
+        assert_ne!(
+            at(b"host =evil, for=1"),
+            at(b"for=2, for=1"),
+            "a name with a space"
+        );
+        assert_ne!(at(b"hOsT=a;x-custom=1"), at(b"hOsT=a"));
+    }
+
+    #[test]
+    fn the_scheme_and_a_stripped_nest_prefix_are_in_the_key() {
+        let at = |uri: &str| {
+            let parts = ::http::Request::get(uri).body(()).unwrap().into_parts().0;
+            with_hosts(String::new(), &parts)
+        };
+        assert_ne!(at("http://a.example/p"), at("https://a.example/p"));
+        let nested = |original: &str| {
+            let mut request = ::http::Request::get("/products").body(()).unwrap();
+            let original = axum::extract::OriginalUri(original.parse().unwrap());
+            request.extensions_mut().insert(original);
+            with_hosts(String::new(), &request.into_parts().0)
+        };
+        assert_eq!(nested("/t/acme/products"), "|nest=/t/acme");
+        assert_ne!(nested("/t/acme/products"), nested("/t/globex/products"));
+        assert_eq!(nested("/products"), "", "not nested");
     }
 }

@@ -22,6 +22,7 @@
 //! ```
 
 mod body;
+mod credentials;
 mod directives;
 mod entry;
 mod freshness;
@@ -95,6 +96,8 @@ pub(crate) struct Config {
     pub(crate) statuses: Vec<StatusCode>,
     pub(crate) max_body: usize,
     pub(crate) user: Option<UserKey>,
+    /// Request headers treated as credentials besides the built-in ones.
+    pub(crate) credentials: Vec<::http::HeaderName>,
 }
 
 /// Says whose a request with credentials is (`None`: do not cache it).
@@ -109,6 +112,7 @@ impl fmt::Debug for CacheLayer {
             .field("statuses", &self.config.statuses)
             .field("max_body", &self.config.max_body)
             .field("keyed_by_user", &self.config.user.is_some())
+            .field("credential_headers", &self.config.credentials)
             .finish()
     }
 }
@@ -147,6 +151,7 @@ impl CacheLayer {
             statuses: vec![StatusCode::OK],
             max_body: DEFAULT_MAX_BODY,
             user: None,
+            credentials: Vec::new(),
         };
         Ok(CacheLayer {
             cache,
@@ -198,9 +203,12 @@ impl CacheLayer {
     /// Keys every request by its user: `user` says whose a request is (a user id from a
     /// verified session, or the identity header a gateway sets after checking the token), and
     /// is asked on every request, with credentials or without. `Some(user)` joins the key
-    /// (`...|user=<it>`); `None` on a request with `Authorization` or `Cookie` sends it to the
-    /// handler uncached; `None` without them is the shared, anonymous entry. Responses with
-    /// `Set-Cookie` or `Cache-Control: private` are never stored either way.
+    /// (`...|user=<it>`); `None` on a request with credentials (`Authorization`, `Cookie`, an
+    /// identity header: see [`CacheLayer::credential_headers`]) sends it to the handler
+    /// uncached; `None` without them is the shared, anonymous entry. So a user the closure
+    /// cannot read (an id that is not UTF-8) is never taken for anonymous, as long as the
+    /// header it reads counts as a credential (`X-User-Id` does; name your own). Responses
+    /// with `Set-Cookie` or `Cache-Control: private` are never stored either way.
     ///
     /// ```
     /// # let cache = cached_redis::Cache::disabled();
@@ -215,6 +223,25 @@ impl CacheLayer {
         user: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
     ) -> CacheLayer {
         Arc::make_mut(&mut self.config).user = Some(Arc::new(user));
+        self
+    }
+
+    /// Treats requests carrying any of `headers` as personal, like those with
+    /// `Authorization` or `Cookie`: cached only when [`CacheLayer::key_by_user`] names the
+    /// user. Built in already: `Authorization`, `Cookie`, `Proxy-Authorization` and the identity
+    /// headers common gateways set (oauth2-proxy's `X-Forwarded-User`/`-Email`/..., `X-Auth-
+    /// Request-*`, `Remote-User`, `X-User`, `X-User-Id`, Kong's, AWS ALB's, Google IAP's,
+    /// Azure's, Cloudflare Access's, forwarded client certificates). Name the ones your own
+    /// gateway sets.
+    ///
+    /// ```
+    /// # let cache = cached_redis::Cache::disabled();
+    /// let layer = cached_redis::http::CacheLayer::new(cache, std::time::Duration::from_secs(5))
+    ///     .credential_headers(&[http::HeaderName::from_static("x-acme-principal")]);
+    /// ```
+    pub fn credential_headers(mut self, headers: &[::http::HeaderName]) -> CacheLayer {
+        let config = Arc::make_mut(&mut self.config);
+        config.credentials.extend_from_slice(headers);
         self
     }
 

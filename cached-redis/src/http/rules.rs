@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use ::http::header::{
-    AUTHORIZATION, CONTENT_TYPE, COOKIE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, PRAGMA, RANGE, SET_COOKIE, VARY,
+    CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
+    PRAGMA, RANGE, SET_COOKIE, VARY,
 };
 use ::http::{HeaderMap, HeaderName, Method, request, response};
 
@@ -27,7 +27,8 @@ const PARTIAL_OR_CONDITIONAL: [::http::HeaderName; 6] = [
 /// The key a request is looked up under, or `None` when it must go to the handler uncached:
 /// not a `GET` or `HEAD`, partial or conditional, asking that nothing of it be stored
 /// (`Cache-Control: no-store`, or a `Cache-Control` that cannot be read), or carrying
-/// credentials the layer cannot attribute to a user. Every host the request names is part of
+/// credentials (`Authorization`, `Cookie`, an identity header a gateway sets; see
+/// `credentials.rs`) the layer cannot attribute to a user. Every host the request names is part of
 /// it; so is the user, whenever `key_by_user` names one, credentials or not.
 pub(crate) fn request_key(parts: &request::Parts, config: &Config) -> Option<String> {
     if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -44,7 +45,7 @@ pub(crate) fn request_key(parts: &request::Parts, config: &Config) -> Option<Str
         return None;
     }
     let base = host::with_hosts(key::base(&parts.method, &parts.uri), parts);
-    let credentials = headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE);
+    let credentials = super::credentials::carried(headers, &config.credentials);
     match config.user.as_ref().and_then(|user| user(parts)) {
         Some(user) => Some(key::with_part(base, "user", user.as_bytes())),
         None if credentials => None,
@@ -77,11 +78,15 @@ pub(crate) fn streams_through(parts: &response::Parts, verdict: &Verdict) -> boo
 /// The verdict on a response under `config` (its body already known to fit).
 pub(crate) fn verdict(parts: &response::Parts, config: &Config) -> Verdict {
     let headers = &parts.headers;
-    let (Some(cdn), Some(directives)) = (Directives::of_cdn(headers), Directives::of(headers))
-    else {
+    let (Some(cdn), Some(directives), Some(surrogate)) = (
+        Directives::of_cdn(headers),
+        Directives::of(headers),
+        Directives::of_surrogate(headers),
+    ) else {
         return Verdict::Alone;
     };
-    if personal(headers, [&cdn, &directives]) || matches!(vary(headers), Vary::Any) {
+    let all = [&cdn, &directives, &surrogate];
+    if personal(headers, all) || matches!(vary(headers), Vary::Any) {
         return Verdict::Alone;
     }
     if !config.statuses.contains(&parts.status) {
@@ -95,9 +100,10 @@ pub(crate) fn verdict(parts: &response::Parts, config: &Config) -> Verdict {
 }
 
 /// Whether a response is for its own caller only: it sets a cookie, or says it is `private`,
-/// `no-store` or `no-cache` (with a field list or without), in `CDN-Cache-Control` or
-/// `Cache-Control` (`Pragma: no-cache` too, and a `Pragma` that cannot be read).
-fn personal(headers: &HeaderMap, directives: [&Directives; 2]) -> bool {
+/// `no-store` or `no-cache` (with a field list or without), in `CDN-Cache-Control`,
+/// `Cache-Control` or `Surrogate-Control` (`Pragma: no-cache` too, and a `Pragma` that cannot
+/// be read).
+fn personal(headers: &HeaderMap, directives: [&Directives; 3]) -> bool {
     let pragma_no_cache = headers.get_all(PRAGMA).iter().any(|v| {
         v.to_str()
             .map_or(true, |v| v.to_ascii_lowercase().contains("no-cache"))
@@ -150,6 +156,7 @@ mod tests {
             statuses: vec![StatusCode::OK],
             max_body: 1024,
             user: None,
+            credentials: Vec::new(),
         }
     }
 
@@ -216,6 +223,15 @@ mod tests {
         assert_eq!(with("expires", b"\xe9"), Verdict::Share);
         assert_eq!(with("cdn-cache-control", b"x=\xe9"), Verdict::Alone);
         assert_eq!(with("cdn-cache-control", b"private"), Verdict::Alone);
+        assert_eq!(with("surrogate-control", b"no-store"), Verdict::Alone);
+        for sloppy in [
+            &b"private; max-age=0"[..],
+            b"private max-age=600",
+            b"\"private\"",
+        ] {
+            let said = String::from_utf8_lossy(sloppy);
+            assert_eq!(with("cache-control", sloppy), Verdict::Alone, "{said}");
+        }
         assert_eq!(with("cache-control", b"max-age=-1"), Verdict::Share);
     }
 
