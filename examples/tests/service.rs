@@ -51,18 +51,38 @@ async fn http_with_header(
     (status, body, value)
 }
 
-/// One HTTP/1.1 exchange: status, headers and body.
+/// One HTTP/1.1 exchange with a JSON body (or none): status, headers and body.
 async fn exchange(
     addr: SocketAddr,
     method: &str,
     path: &str,
     json: Option<&str>,
 ) -> (u16, Vec<(String, String)>, String) {
+    exchange_as(
+        addr,
+        method,
+        path,
+        Some("application/json"),
+        json.unwrap_or(""),
+    )
+    .await
+}
+
+/// One HTTP/1.1 exchange whose body has `content_type` (no `Content-Type` header if `None`).
+async fn exchange_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut stream = tokio::io::BufReader::new(stream);
-    let body = json.unwrap_or("");
+    let content_type = content_type
+        .map(|t| format!("Content-Type: {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream
@@ -114,8 +134,8 @@ async fn check_every_endpoint(addr: SocketAddr) {
     assert_eq!(status, 200);
     assert!(page.contains("cached-redis, live") && page.contains("id=\"stampede\""));
 
-    assert_eq!(http(addr, "POST", "/stats/reset", None).await.0, 204);
-    json(addr, "POST", "/api/products/1/invalidate", None).await;
+    assert_eq!(http(addr, "POST", "/stats/reset", Some("{}")).await.0, 204);
+    json(addr, "POST", "/api/products/1/invalidate", Some("{}")).await;
     let first = json(addr, "GET", "/api/products/1", None).await;
     assert_eq!(first["outcome"], "miss", "{first}");
     assert!(first["db_us"].as_u64().unwrap() > 0);
@@ -198,7 +218,7 @@ async fn check_every_endpoint(addr: SocketAddr) {
         after_write.1
     );
 
-    let removed = json(addr, "POST", "/api/products/1/invalidate", None).await;
+    let removed = json(addr, "POST", "/api/products/1/invalidate", Some("{}")).await;
     assert_eq!(removed["invalidated"], true);
     let gone = json(addr, "GET", "/api/products/1/ttl", None).await;
     assert_eq!(gone["ttl_ms"], Value::Null);
@@ -212,7 +232,13 @@ async fn check_every_endpoint(addr: SocketAddr) {
         .collect();
     assert_eq!(ids, [1, 2, 4]);
 
-    let stampede = json(addr, "POST", "/api/products/2/stampede?n=200", None).await;
+    let stampede = json(
+        addr,
+        "POST",
+        "/api/products/2/stampede",
+        Some(r#"{"n":200}"#),
+    )
+    .await;
     assert_eq!(stampede["callers"], 200);
     assert_eq!(
         stampede["db_reads"], 1,
@@ -230,7 +256,7 @@ async fn check_every_endpoint(addr: SocketAddr) {
         stats["hits"].as_u64().unwrap() >= 1 && stats["coalesced"].as_u64().unwrap() >= 100,
         "{stats}"
     );
-    assert_eq!(http(addr, "POST", "/stats/reset", None).await.0, 204);
+    assert_eq!(http(addr, "POST", "/stats/reset", Some("{}")).await.0, 204);
     let reset = json(addr, "GET", "/stats", None).await;
     assert_eq!(
         (reset["hits"].as_u64(), reset["db_reads"].as_u64()),
@@ -356,6 +382,175 @@ async fn without_redis_the_service_runs_uncached_and_says_so() {
     assert!(
         !said.is_empty(),
         "the page is told the entry may be stale, not that it was not cached: {updated}"
+    );
+}
+
+/// Rows of `products` whose stock SQLite holds as something other than an integer (a REAL
+/// after an overflow, which no read of the row survives).
+async fn stocks_not_integers(database_url: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(database_url).await.unwrap();
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM products WHERE typeof(stock) <> 'integer'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let n = sqlx::Row::try_get(&row, "n").unwrap();
+    pool.close().await;
+    n
+}
+
+/// A delta that would overflow SQLite's 64-bit integer (it then stores a REAL, and every later
+/// read of the row and of the catalog fails) or take the stock past any sensible amount is
+/// refused with a 422 that says why; the row keeps reading and the database holds integers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_delta_that_would_overflow_is_refused_and_the_row_stays_an_integer() {
+    let redis = RedisServer::start();
+    let database_url = sqlite_url("overflow");
+    let addr = start(redis.url(), database_url.clone()).await;
+    for delta in [i64::MAX, i64::MIN, 1_000_000_000, -1_000_000_000] {
+        let body = format!(r#"{{"delta":{delta}}}"#);
+        let (status, text) = http(addr, "POST", "/api/products/1/stock", Some(&body)).await;
+        assert_eq!(status, 422, "delta {delta}: {text}");
+        let said: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            said["error"].as_str().is_some_and(|e| e.contains("delta")),
+            "the answer says what is wrong: {text}"
+        );
+    }
+    // Within the bounds of one delta, but past the most stock a product can hold.
+    let (status, text) = http(
+        addr,
+        "POST",
+        "/api/products/1/stock",
+        Some(r#"{"delta":1000000}"#),
+    )
+    .await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("stock"), "{text}");
+    let read = json(addr, "GET", "/api/products/1", None).await;
+    assert_eq!(read["product"]["stock"], 20, "nothing was written: {read}");
+    json(addr, "GET", "/api/catalog", None).await;
+    assert_eq!(stocks_not_integers(&database_url).await, 0);
+}
+
+/// A database that an earlier build let hold a REAL stock (product 1 and the catalog answered
+/// 500, across restarts) is repaired when the service starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_stock_left_by_an_earlier_build_is_repaired_at_start() {
+    let database_url = sqlite_url("repair");
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&database_url).await.unwrap();
+    examples::service::migrate(&pool).await.unwrap();
+    // What `{"delta": 9223372036854775807}` did before deltas were checked.
+    sqlx::query("UPDATE products SET stock = stock + 9223372036854775807 WHERE id = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(stocks_not_integers(&database_url).await, 1, "the damage");
+
+    let redis = RedisServer::start();
+    let addr = start(redis.url(), database_url.clone()).await;
+    let read = json(addr, "GET", "/api/products/1", None).await;
+    assert_eq!(
+        read["product"]["stock"],
+        examples::service::MAX_STOCK,
+        "{read}"
+    );
+    json(addr, "GET", "/api/catalog", None).await;
+    assert_eq!(stocks_not_integers(&database_url).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_below_zero_or_above_a_million_dollars_is_refused() {
+    let redis = RedisServer::start();
+    let addr = start(redis.url(), sqlite_url("price-bounds")).await;
+    for price in [-1, 100_000_001, i64::MAX] {
+        let body = format!(r#"{{"price_cents":{price}}}"#);
+        let (status, text) = http(addr, "POST", "/api/products/1/price", Some(&body)).await;
+        assert_eq!(status, 422, "price {price}: {text}");
+        assert!(text.contains("price_cents"), "{text}");
+    }
+    let read = json(addr, "GET", "/api/products/1", None).await;
+    assert_eq!(read["product"]["price_cents"], 2490, "{read}");
+}
+
+/// A stampede at an id with no product answers 404 after one database read: the missing id's
+/// `Err` is never cached, so `n` concurrent callers would each have read the database. `n`
+/// outside 1..=1000 is refused before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_at_a_missing_id_reads_the_database_once_and_n_is_bounded() {
+    let redis = RedisServer::start();
+    let addr = start(redis.url(), sqlite_url("stampede-missing")).await;
+    assert_eq!(http(addr, "POST", "/stats/reset", Some("{}")).await.0, 204);
+    let (status, text) = http(
+        addr,
+        "POST",
+        "/api/products/999999/stampede",
+        Some(r#"{"n":1000}"#),
+    )
+    .await;
+    assert_eq!(status, 404, "{text}");
+    let stats = json(addr, "GET", "/stats", None).await;
+    assert_eq!(stats["db_reads"], 1, "one read, not 1,000: {stats}");
+
+    for n in ["0", "1001", "-1", "18446744073709551616"] {
+        let body = format!(r#"{{"n":{n}}}"#);
+        let (status, text) = http(addr, "POST", "/api/products/1/stampede", Some(&body)).await;
+        assert_eq!(status, 422, "n = {n}: {text}");
+        let said: Value = serde_json::from_str(&text).expect("a JSON error");
+        assert!(
+            said["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("n must be between 1 and 1000") || e.contains("n: ")),
+            "the answer names n: {text}"
+        );
+    }
+    let stats = json(addr, "GET", "/stats", None).await;
+    assert_eq!(stats["db_reads"], 1, "no stampede ran: {stats}");
+}
+
+/// Every state-changing endpoint needs a JSON body (`Content-Type: application/json`), which
+/// another site's page cannot send without the browser asking this service first (a CORS
+/// preflight it does not answer): a form post (urlencoded, multipart, or text/plain holding
+/// JSON) or a POST without a body is refused with 415 and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changing_endpoints_refuse_what_a_cross_site_form_can_send() {
+    let redis = RedisServer::start();
+    let addr = start(redis.url(), sqlite_url("csrf")).await;
+    json(addr, "GET", "/api/products/1", None).await;
+    let forms = [
+        (
+            Some("application/x-www-form-urlencoded"),
+            "price_cents=1&delta=-1&n=5",
+        ),
+        (Some("text/plain"), r#"{"price_cents":1,"delta":-1,"n":5}"#),
+        (Some("multipart/form-data; boundary=x"), "--x--\r\n"),
+        (None, ""),
+    ];
+    for path in [
+        "/api/products/1/price",
+        "/api/products/1/stock",
+        "/api/products/1/invalidate",
+        "/api/products/1/stampede",
+        "/stats/reset",
+    ] {
+        for (content_type, body) in forms {
+            let (status, _, text) = exchange_as(addr, "POST", path, content_type, body).await;
+            assert_eq!(status, 415, "POST {path} as {content_type:?}: {text}");
+        }
+    }
+    let read = json(addr, "GET", "/api/products/1", None).await;
+    assert_eq!(read["outcome"], "hit", "nothing was invalidated: {read}");
+    assert_eq!(
+        (&read["product"]["price_cents"], &read["product"]["stock"]),
+        (&Value::from(2490), &Value::from(20)),
+        "nothing was written: {read}"
+    );
+    let stats = json(addr, "GET", "/stats", None).await;
+    assert_eq!(
+        stats["db_reads"], 1,
+        "no stampede ran and the counters were not reset: {stats}"
     );
 }
 
@@ -511,8 +706,9 @@ async fn webdriver(addr: SocketAddr, method: &str, path: &str, body: Option<Valu
 /// The page in headless Chromium, driven through WebDriver: read (a miss, then a hit), change
 /// the price (the entry is invalidated and reloaded, and the read panel shows it), sell one
 /// (the entry is updated in place: still a hit), load the catalog twice through the HTTP layer
-/// (`X-Cache: MISS`, then `HIT`), fire a stampede (one database read), and
-/// check what the page shows at each step.
+/// (`X-Cache: MISS`, then `HIT`), fire a stampede (one database read) and one too large (the
+/// service's reason shown), and check what the page shows at each step. Every button that
+/// changes something posts JSON, as the service requires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_works_in_headless_chromium() {
     let redis = RedisServer::start();
@@ -570,6 +766,12 @@ async fn the_page_works_in_headless_chromium() {
     browser.click("#stampede").await;
     browser
         .wait_for_text("#stampede-result", "100 concurrent reads → 1 database read")
+        .await;
+    // The service's reason for refusing reaches the page.
+    browser.type_into("#stampede-n", "5000").await;
+    browser.click("#stampede").await;
+    browser
+        .wait_for_text("#error", "422 n must be between 1 and 1000")
         .await;
     browser.wait_for_text("#stats", "db_reads").await;
 

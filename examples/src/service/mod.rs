@@ -1,6 +1,7 @@
 //! An axum service over a real database whose reads go through cached-redis, with a page that
 //! shows hits, misses, TTLs, invalidations and stampedes as they happen.
 
+mod input;
 mod repo;
 mod web;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use cached_redis::Cache;
 use sqlx::AnyPool;
 
-pub use repo::{CacheWrite, Product, ProductRepo, RepoError, migrate};
+pub use repo::{CacheWrite, MAX_PRICE_CENTS, MAX_STOCK, Product, ProductRepo, RepoError, migrate};
 pub use web::{AppState, router};
 
 /// Where the service finds its parts.

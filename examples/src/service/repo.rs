@@ -26,6 +26,13 @@ pub struct Product {
     pub version: i64,
 }
 
+/// The most units of one product the service keeps. A stock stays in `0..=MAX_STOCK`, so no
+/// sum of a stock and an accepted delta can overflow the database's 64-bit integer.
+pub const MAX_STOCK: i64 = 1_000_000;
+
+/// The highest price the service accepts, in cents (a million dollars).
+pub const MAX_PRICE_CENTS: i64 = 100_000_000;
+
 /// What can go wrong reading or writing products.
 #[derive(Debug)]
 pub enum RepoError {
@@ -33,6 +40,8 @@ pub enum RepoError {
     NotFound,
     /// The stock cannot go below zero.
     OutOfStock,
+    /// The input is outside what the service accepts; the message says which and why.
+    Invalid(String),
     /// The database failed.
     Database(sqlx::Error),
 }
@@ -42,6 +51,7 @@ impl std::fmt::Display for RepoError {
         match self {
             RepoError::NotFound => f.write_str("no such product"),
             RepoError::OutOfStock => f.write_str("out of stock"),
+            RepoError::Invalid(why) => f.write_str(why),
             RepoError::Database(e) => write!(f, "database error: {e}"),
         }
     }
@@ -156,6 +166,11 @@ impl ProductRepo {
         id: i64,
         price_cents: i64,
     ) -> Result<(Product, CacheWrite), RepoError> {
+        if !(0..=MAX_PRICE_CENTS).contains(&price_cents) {
+            return Err(RepoError::Invalid(format!(
+                "price_cents must be between 0 and {MAX_PRICE_CENTS}"
+            )));
+        }
         let updated = sqlx::query(
             "UPDATE products SET price_cents = $1, version = version + 1 WHERE id = $2",
         )
@@ -177,7 +192,8 @@ impl ProductRepo {
         Ok((product, removed))
     }
 
-    /// Changes the stock by `delta`, then writes the committed stock into the cached product in
+    /// Changes the stock by `delta` (at most [`MAX_STOCK`] either way; the stock stays in
+    /// `0..=MAX_STOCK`, so the database never has to hold a sum its integer cannot), then writes the committed stock into the cached product in
     /// place (`update_get_product`) instead of invalidating it: the next read is still a hit.
     /// Returns the product and whether the cached entry was changed (`false`: it was not
     /// cached, or a newer load replaced it), or the error (logged too) when Redis could not be
@@ -187,19 +203,21 @@ impl ProductRepo {
         id: i64,
         delta: i64,
     ) -> Result<(Product, CacheWrite), RepoError> {
+        if !(-MAX_STOCK..=MAX_STOCK).contains(&delta) {
+            return Err(RepoError::Invalid(format!(
+                "delta must be between -{MAX_STOCK} and {MAX_STOCK}"
+            )));
+        }
         let committed = sqlx::query(
-            "UPDATE products SET stock = stock + $1, version = version + 1 WHERE id = $2 AND stock + $1 >= 0 RETURNING stock, version",
+            "UPDATE products SET stock = stock + $1, version = version + 1 WHERE id = $2 AND stock + $1 BETWEEN 0 AND $3 RETURNING stock, version",
         )
         .bind(delta)
         .bind(id)
+        .bind(MAX_STOCK)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = committed else {
-            // Nothing written: no such product, or not enough stock.
-            return Err(match self.get_product(id).await {
-                Ok(_) => RepoError::OutOfStock,
-                Err(e) => e,
-            });
+            return Err(self.why_unchanged(id, delta).await);
         };
         let (stock, version): (i64, i64) = (row.try_get("stock")?, row.try_get("version")?);
         // The values the write committed, not `+= delta`: a load that ran after the write
@@ -219,6 +237,18 @@ impl ProductRepo {
         }
         let product = self.get_product(id).await?;
         Ok((product, updated))
+    }
+
+    /// Why a change of the stock by `delta` wrote nothing: no such product, not enough stock,
+    /// or more than [`MAX_STOCK`].
+    async fn why_unchanged(&self, id: i64, delta: i64) -> RepoError {
+        match self.get_product(id).await {
+            Ok(p) if p.stock.saturating_add(delta) < 0 => RepoError::OutOfStock,
+            Ok(_) => {
+                RepoError::Invalid(format!("the stock of a product can be at most {MAX_STOCK}"))
+            }
+            Err(e) => e,
+        }
     }
 }
 
@@ -250,6 +280,31 @@ pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
             sqlx::query(&add).execute(pool).await?;
         }
     }
+    repair_stock(pool).await?;
+    seed(pool).await
+}
+
+/// Brings every stock back into `0..=MAX_STOCK`: a build that did not check deltas let SQLite
+/// turn an overflowing sum into a REAL, which no later read of the row (or of the catalog)
+/// survived, across restarts.
+async fn repair_stock(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    let repaired = sqlx::query(
+        "UPDATE products SET stock = CASE WHEN stock < 0 THEN 0 ELSE $1 END, version = version + 1 WHERE stock < 0 OR stock > $1",
+    )
+    .bind(MAX_STOCK)
+    .execute(pool)
+    .await?;
+    if repaired.rows_affected() > 0 {
+        tracing::warn!(
+            rows = repaired.rows_affected(),
+            "repaired stock outside 0..={MAX_STOCK} (left by an unchecked delta)"
+        );
+    }
+    Ok(())
+}
+
+/// Seeds the table when it is empty.
+async fn seed(pool: &AnyPool) -> Result<(), sqlx::Error> {
     let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM products")
         .fetch_one(pool)
         .await?

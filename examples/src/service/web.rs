@@ -1,11 +1,12 @@
 //! HTTP endpoints and the page.
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,7 +14,10 @@ use cached_redis::http::CacheLayer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
+use super::input::{JsonBody, NoFields, refused};
 use super::repo::{CacheWrite, DB_TIME, Product, ProductRepo, RepoError};
 
 /// Shared by every request.
@@ -22,12 +26,18 @@ pub struct AppState {
     /// The repository (and, through it, the cache).
     pub repo: ProductRepo,
     metrics: Option<PrometheusHandle>,
+    /// One stampede at a time: each is up to [`MAX_CALLERS`] tasks.
+    stampedes: Arc<Semaphore>,
 }
 
 impl AppState {
     /// State over `repo`; `metrics` renders `/metrics` when a recorder is installed.
     pub fn new(repo: ProductRepo, metrics: Option<PrometheusHandle>) -> AppState {
-        AppState { repo, metrics }
+        AppState {
+            repo,
+            metrics,
+            stampedes: Arc::new(Semaphore::new(1)),
+        }
     }
 }
 
@@ -63,9 +73,10 @@ fn error(e: &RepoError) -> Response {
     let status = match e {
         RepoError::NotFound => StatusCode::NOT_FOUND,
         RepoError::OutOfStock => StatusCode::CONFLICT,
+        RepoError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
         RepoError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (status, Json(json!({ "error": e.to_string() }))).into_response()
+    refused(status, e.to_string())
 }
 
 fn micros(d: Duration) -> u64 {
@@ -117,7 +128,7 @@ struct PriceChange {
 async fn update_price(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    Json(change): Json<PriceChange>,
+    JsonBody(change): JsonBody<PriceChange>,
 ) -> Response {
     let changed = state.repo.set_price(id, change.price_cents).await;
     written(&state, changed, "invalidated").await
@@ -152,7 +163,7 @@ struct StockChange {
 async fn change_stock(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    Json(change): Json<StockChange>,
+    JsonBody(change): JsonBody<StockChange>,
 ) -> Response {
     let changed = state.repo.change_stock(id, change.delta).await;
     written(&state, changed, "updated_in_cache").await
@@ -174,44 +185,61 @@ async fn forget_catalog(state: &AppState) {
     }
 }
 
-async fn invalidate_product(State(state): State<AppState>, Path(id): Path<i64>) -> Response {
+async fn invalidate_product(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    JsonBody(NoFields {}): JsonBody<NoFields>,
+) -> Response {
     match state.repo.invalidate_get_product(id).await {
         Ok(removed) => Json(json!({ "invalidated": removed })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
+/// The most concurrent callers one stampede may start.
+const MAX_CALLERS: u64 = 1_000;
+
 #[derive(Deserialize)]
 struct StampedeSize {
-    n: Option<usize>,
+    /// Concurrent callers, 1 to [`MAX_CALLERS`]; 50 if absent.
+    n: Option<u64>,
 }
 
-/// Invalidates a product, then reads it with `n` concurrent callers.
+/// Invalidates a product, then reads it with `n` concurrent callers (body `{"n": 200}`). A
+/// missing product answers 404 after one read, before any stampede: its `Err` is never cached
+/// (so is not shared), and `n` callers would each have read the database.
 async fn stampede(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    Query(size): Query<StampedeSize>,
+    JsonBody(size): JsonBody<StampedeSize>,
 ) -> Response {
-    let n = size.n.unwrap_or(50).clamp(1, 1_000);
+    let n = size.n.unwrap_or(50);
+    if !(1..=MAX_CALLERS).contains(&n) {
+        let why = format!("n must be between 1 and {MAX_CALLERS}");
+        return refused(StatusCode::UNPROCESSABLE_ENTITY, why);
+    }
+    let Ok(_running) = state.stampedes.clone().try_acquire_owned() else {
+        let why = "a stampede is already running: try again when it ends";
+        return refused(StatusCode::TOO_MANY_REQUESTS, why);
+    };
+    if let Err(e) = state.repo.get_product(id).await {
+        return error(&e);
+    }
     let _ = state.repo.invalidate_get_product(id).await;
     let reads_before = state.repo.db_reads();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let repo = state.repo.clone();
-            tokio::spawn(async move { repo.get_product(id).await })
-        })
-        .collect();
-    let mut prices = Vec::with_capacity(n);
-    for task in tasks {
-        match task.await {
+    // A JoinSet: callers still running when this answers (an error, a client gone) are aborted.
+    let mut callers = JoinSet::new();
+    for _ in 0..n {
+        let repo = state.repo.clone();
+        callers.spawn(async move { repo.get_product(id).await });
+    }
+    let mut prices = Vec::with_capacity(n as usize);
+    while let Some(answered) = callers.join_next().await {
+        match answered {
             Ok(Ok(product)) => prices.push(product.price_cents),
             Ok(Err(e)) => return error(&e),
-            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+            Err(e) => return refused(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
     Json(json!({
@@ -257,7 +285,10 @@ async fn stats(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn reset_stats(State(state): State<AppState>) -> StatusCode {
+async fn reset_stats(
+    State(state): State<AppState>,
+    JsonBody(NoFields {}): JsonBody<NoFields>,
+) -> StatusCode {
     state.repo.cache().reset_stats();
     state.repo.reset_db_reads();
     StatusCode::NO_CONTENT
