@@ -96,7 +96,7 @@ pub use cacheable::{CacheValue, Cacheable, Plain, Split};
 pub use error::Error;
 pub use family::{KeyFamily, KeyFamilyBuilder};
 pub use format::{Codec, Compression};
-pub use global::{global, set_global, take_global, with_cache};
+pub use global::{GlobalOverride, global, override_global, set_global, take_global, with_cache};
 pub use key::{Key, KeyBuilder, KeyPart, KeyWriter, MAX_KEY_LEN};
 pub use policy::{Jitter, Policy};
 pub use stats::Stats;
