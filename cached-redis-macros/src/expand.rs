@@ -1,7 +1,7 @@
 //! Code generation. The expansion decides nothing at run time: it renders the key, names the
 //! cache and hands the body to `::cached_redis::__private`.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens as _, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned as _;
 use syn::{Ident, ItemFn};
@@ -11,6 +11,7 @@ use crate::duration::JitterSpec;
 use crate::errors::Errors;
 use crate::format::CodecSpec;
 use crate::model::{self, Model, Param, Part};
+use crate::trait_impl;
 
 /// The attribute's entry. On an error in the attribute, the original item, every error, and
 /// the generated helpers with stub bodies, so that their callers add no errors of their own.
@@ -62,16 +63,16 @@ impl syn::parse::Parse for LazyFn {
         let attrs = input.call(syn::Attribute::parse_outer)?;
         let vis: syn::Visibility = input.parse()?;
         let sig: syn::Signature = input.parse()?;
-        let mut body: proc_macro2::TokenTree = input.parse()?;
+        let mut body: TokenTree = input.parse()?;
         // A body passed through `macro_rules!` (`$body:block`) arrives wrapped in an invisible
         // group: look through it.
-        while let proc_macro2::TokenTree::Group(group) = &body
+        while let TokenTree::Group(group) = &body
             && group.delimiter() == proc_macro2::Delimiter::None
             && let Some(inner) = single_tree(group.stream())
         {
             body = inner;
         }
-        let proc_macro2::TokenTree::Group(body) = body else {
+        let TokenTree::Group(body) = body else {
             return Err(syn::Error::new(body.span(), "expected the function's body"));
         };
         if body.delimiter() != proc_macro2::Delimiter::Brace {
@@ -86,7 +87,7 @@ impl syn::parse::Parse for LazyFn {
 }
 
 /// The one token tree `stream` holds, if it holds exactly one.
-fn single_tree(stream: TokenStream) -> Option<proc_macro2::TokenTree> {
+fn single_tree(stream: TokenStream) -> Option<TokenTree> {
     let mut trees = stream.into_iter();
     let first = trees.next()?;
     trees.next().is_none().then_some(first)
@@ -137,35 +138,21 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
     let ItemFn {
         attrs, vis, sig, ..
     } = &model.item;
-    let ret = &model.ret;
     let policy = policy(model);
     let key = local("__cached_redis_key");
     let render = render_key(model, refresh, false);
     let (cache_binding, cache) = cache_binding(model, model.clone_cache);
-    let ret_span = ret.span();
-    let mode = quote_spanned!(ret_span=>
-        ::cached_redis::__private::Returns::<#ret>::PROBE.mode());
-    let fetch = quote_spanned!(ret_span=> ::cached_redis::__private::fetch);
     let checks = type_checks(model);
     let (policy_static, loader, policy_ref) = policy_setup(model, &policy, block);
-    let call = match &model.cache_if {
-        None => quote_spanned! {ret_span=>
-            #fetch(#mode, #cache, #key, #policy_ref, #loader).await
-        },
-        // The predicate is spanned where it is written: a wrong argument type is reported there.
-        Some(predicate) => {
-            let fetch_if = quote_spanned!(predicate.span()=> ::cached_redis::__private::fetch_if);
-            quote_spanned! {ret_span=>
-                #fetch_if(#mode, #cache, #key, #policy_ref, #loader, #predicate).await
-            }
-        }
-    };
+    let call = fetch_call(model, quote!(#cache, #key, #policy_ref, #loader));
     let Some(helper) = refresh else {
+        let in_trait_impl = trait_impl::helpers_generated_check(model);
         return quote! {
             #(#attrs)*
             #vis #sig {
                 use ::cached_redis::__private::PlainReturn as _;
                 #checks
+                #in_trait_impl
                 let #key = #render;
                 #cache_binding
                 #policy_static
@@ -189,6 +176,28 @@ fn cached_fn(model: &Model, block: &TokenStream, refresh: Option<&Ident>) -> Tok
                 #policy_static
                 #call
             }.await)
+        }
+    }
+}
+
+/// `fetch(mode, <args>)` (`fetch_if` with `cache_if`), spanned at the return type, whose
+/// bounds it checks.
+fn fetch_call(model: &Model, args: TokenStream) -> TokenStream {
+    let ret = &model.ret;
+    let ret_span = ret.span();
+    let mode = quote_spanned!(ret_span=>
+        ::cached_redis::__private::Returns::<#ret>::PROBE.mode());
+    let fetch = quote_spanned!(ret_span=> ::cached_redis::__private::fetch);
+    match &model.cache_if {
+        None => quote_spanned! {ret_span=>
+            #fetch(#mode, #args).await
+        },
+        // The predicate is spanned where it is written: a wrong argument type is reported there.
+        Some(predicate) => {
+            let fetch_if = quote_spanned!(predicate.span()=> ::cached_redis::__private::fetch_if);
+            quote_spanned! {ret_span=>
+                #fetch_if(#mode, #args, #predicate).await
+            }
         }
     }
 }
@@ -223,10 +232,11 @@ fn refresh_sig(model: &Model, helper: &Ident) -> syn::Signature {
 /// `none_ttl` on a return type that holds a `None`, `compress_above` in a build that
 /// compresses.
 fn type_checks(model: &Model) -> TokenStream {
-    let ret = &model.ret;
-    let none_ttl_applies = model
-        .none_ttl_span
-        .map(|span| quote_spanned!(span=> ::cached_redis::__private::none_ttl_applies::<#ret>();));
+    let none_ttl_applies = model.none_ttl_span.map(|span| {
+        // The return type, shown at the literal: the error is about `none_ttl`.
+        let ret = located_at(model.ret.to_token_stream(), span);
+        quote_spanned!(span=> ::cached_redis::__private::none_ttl_applies::<#ret>();)
+    });
     let zstd_enabled = match model.compress_above {
         Some((Some(_), span)) => {
             Some(quote_spanned!(span=> ::cached_redis::__private::zstd_enabled!();))
@@ -234,6 +244,22 @@ fn type_checks(model: &Model) -> TokenStream {
         _ => None,
     };
     quote!(#none_ttl_applies #zstd_enabled)
+}
+
+/// `tokens`, reported at `span` but resolved where they were written (hygiene kept).
+fn located_at(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut moved = Group::new(group.delimiter(), located_at(group.stream(), span));
+                moved.set_span(group.span().located_at(span));
+                return TokenTree::Group(moved);
+            }
+            tree.set_span(tree.span().located_at(span));
+            tree
+        })
+        .collect()
 }
 
 fn invalidate_fn(model: &Model, bodies: &Bodies) -> TokenStream {
@@ -591,7 +617,7 @@ fn stub() -> TokenStream {
 }
 
 /// A function's name without `r#`, to build a helper's name from.
-fn unraw(name: &Ident) -> String {
+pub(crate) fn unraw(name: &Ident) -> String {
     name.to_string().trim_start_matches("r#").to_owned()
 }
 
@@ -715,23 +741,54 @@ fn render_key(model: &Model, helper: Option<&Ident>, within_update: bool) -> Tok
             root,
             fields,
             display,
-        } => {
-            let span = root.as_ref().map_or(model.key_span, Ident::span);
-            let root = match root {
-                Some(ident) => quote!(#ident),
-                None => quote_spanned!(span=> self),
-            };
-            let fields = fields.iter().map(|f| field_access(f, model.key_span));
-            let method = if *display {
-                quote_spanned!(span=> display)
-            } else {
-                quote_spanned!(span=> part)
-            };
-            quote_spanned!(span=> .#method(&#root #(#fields)*))
-        }
+        } => render_value(model, root.as_ref(), fields, *display),
         Part::TypeName(ty) => quote!(.part(::core::any::type_name::<#ty>())),
     });
-    quote!(::cached_redis::__private::key() #path #(#parts)* .build())
+    // A derived key's parts have a bound of their own, whose error says `skip` or `key`.
+    let start = if model.derived {
+        quote!(derived_key)
+    } else {
+        quote!(key)
+    };
+    quote!(::cached_redis::__private::#start() #path #(#parts)* .build())
+}
+
+/// `.part(&root.fields)` (`.display(..)` with `display`), spanned at the argument, so a type
+/// that cannot be rendered is reported there. An argument of a derived key whose type the
+/// function's generics name (`id: impl Display`, `id: K`) keeps `KeyPart`'s bound, which the
+/// compiler then suggests adding to them, rather than the derived key's hidden one.
+fn render_value(
+    model: &Model,
+    root: Option<&Ident>,
+    fields: &[String],
+    display: bool,
+) -> TokenStream {
+    let span = root.map_or(model.key_span, Ident::span);
+    let generic = |ident: &Ident| {
+        let param = model.key_params.iter().find(|p| p.ident == *ident);
+        param.is_some_and(|p| names_generics(&model.item.sig.generics, &p.ty))
+    };
+    let method = match root {
+        _ if display => quote_spanned!(span=> display),
+        Some(ident) if model.derived && generic(ident) => quote_spanned!(span=> generic_part),
+        _ => quote_spanned!(span=> part),
+    };
+    let root = match root {
+        Some(ident) => quote!(#ident),
+        None => quote_spanned!(span=> self),
+    };
+    let fields = fields.iter().map(|f| field_access(f, model.key_span));
+    quote_spanned!(span=> .#method(&#root #(#fields)*))
+}
+
+/// Whether `ty` is or holds an `impl Trait` or one of `generics`' type parameters.
+pub(crate) fn names_generics(generics: &syn::Generics, ty: &syn::Type) -> bool {
+    let tokens = ty.to_token_stream();
+    let impl_trait = Ident::new("impl", Span::call_site());
+    model::mentions(&tokens, &impl_trait)
+        || generics
+            .type_params()
+            .any(|t| model::mentions(&tokens, &t.ident))
 }
 
 /// `.field`, `.0`, `.r#type` or `.method()` in a placeholder's path.

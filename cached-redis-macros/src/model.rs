@@ -350,20 +350,25 @@ fn type_param(root: &str, scope: &Scope<'_>) -> Option<Ident> {
 }
 
 fn unknown_placeholder(segment: &Segment, scope: &Scope<'_>) -> String {
+    format!(
+        "{} in the key template names no argument of this function; {}",
+        show(segment),
+        known_arguments(scope)
+    )
+}
+
+/// "the arguments are `id`, `region`": what a misspelt name could have meant.
+fn known_arguments(scope: &Scope<'_>) -> String {
     let names: Vec<String> = scope
         .params
         .iter()
         .map(|p| format!("`{}`", p.ident))
         .collect();
-    let known = if names.is_empty() {
-        "this function has no named arguments".to_owned()
-    } else {
-        format!("the arguments are {}", names.join(", "))
-    };
-    format!(
-        "{} in the key template names no argument of this function; {known}",
-        show(segment)
-    )
+    match names.as_slice() {
+        [] => "this function has no named arguments".to_owned(),
+        [only] => format!("its only argument is {only}"),
+        _ => format!("the arguments are {}", names.join(", ")),
+    }
 }
 
 /// A generic function whose return type holds a type parameter stores a different type per
@@ -432,8 +437,9 @@ fn check_skip_names(scope: &Scope<'_>, args: &Args, errors: &mut Errors) {
     for skip in &args.skip {
         if !scope.params.iter().any(|p| bare(&p.ident) == skip.value) {
             let message = format!(
-                "`skip` names `{}`, which is no argument of this function",
-                skip.value
+                "`skip` names `{}`, which is no argument of this function; {}",
+                skip.value,
+                known_arguments(scope)
             );
             errors.at(skip.span, message);
         }

@@ -288,6 +288,56 @@ pub fn key() -> crate::KeyBuilder {
     Key::builder()
 }
 
+/// A key renderer for a derived key (no `key` template): [`KeyBuilder`](crate::KeyBuilder)
+/// with a bound of its own on parts, so that an argument that cannot be rendered is reported
+/// with the two ways out of a derived key (`skip`, or a template).
+pub fn derived_key() -> DerivedKeyBuilder {
+    DerivedKeyBuilder(Key::builder())
+}
+
+/// See [`derived_key`].
+#[derive(Debug)]
+pub struct DerivedKeyBuilder(crate::KeyBuilder);
+
+impl DerivedKeyBuilder {
+    /// [`KeyBuilder::text`](crate::KeyBuilder::text).
+    pub fn text(self, text: &str) -> Self {
+        DerivedKeyBuilder(self.0.text(text))
+    }
+
+    /// [`KeyBuilder::part`](crate::KeyBuilder::part), for an argument of a derived key.
+    pub fn part<T: DerivedKeyPart + ?Sized>(self, value: &T) -> Self {
+        DerivedKeyBuilder(self.0.part(value))
+    }
+
+    /// [`KeyBuilder::part`], for an argument whose type is generic: `KeyPart`'s own bound,
+    /// which the compiler suggests adding to the type parameter (the hidden
+    /// [`DerivedKeyPart`] would be a poor suggestion).
+    ///
+    /// [`KeyBuilder::part`]: crate::KeyBuilder::part
+    pub fn generic_part<T: crate::KeyPart + ?Sized>(self, value: &T) -> Self {
+        DerivedKeyBuilder(self.0.part(value))
+    }
+
+    /// [`KeyBuilder::build`](crate::KeyBuilder::build).
+    pub fn build(self) -> Key {
+        self.0.build()
+    }
+}
+
+/// [`KeyPart`](crate::KeyPart), as an argument of a derived key asks for it: the same types,
+/// reported with what a derived key allows.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be used in a cache key, and without a `key` template every argument is part of the key",
+    label = "this argument is part of the derived key",
+    note = "if it does not change the result (a pool, a client), leave it out: write `skip = \"<its name>\"`, or write a `key = \"...\"` template, which holds only the arguments it names and needs no `skip` for this one",
+    note = "to keep it in the key, implement `cached_redis::KeyPart` for its type"
+)]
+pub trait DerivedKeyPart: crate::KeyPart {}
+
+#[diagnostic::do_not_recommend]
+impl<T: crate::KeyPart + ?Sized> DerivedKeyPart for T {}
+
 /// The path of the function that the closure `here` is written in, as the compiler names it
 /// (`app::users::UserRepo::by_id`, `app::setting<u32>`): the start of a derived key, unique per
 /// function and per instance of a generic one.
@@ -385,10 +435,11 @@ fn generic_arguments(list: &str) -> Option<(Vec<&str>, &str)> {
 }
 
 /// A return type `none_ttl` applies to: `Option<T>`, or `Result<Option<T>, E>` (through any
-/// alias).
+/// alias). The attribute names the return type at the `none_ttl` literal, so the error is
+/// reported there.
 #[diagnostic::on_unimplemented(
     message = "`none_ttl` applies to functions returning `Option<T>` or `Result<Option<T>, E>`, not `{Self}`",
-    label = "the function's return type",
+    label = "`{Self}` has no `None` to cache",
     note = "remove `none_ttl`, or return `Option<T>` or `Result<Option<T>, E>`"
 )]
 pub trait NoneTtlApplies {}
@@ -399,6 +450,28 @@ impl<T, E> NoneTtlApplies for Result<Option<T>, E> {}
 
 /// Checks, at compile time, that `none_ttl` applies to `R`.
 pub const fn none_ttl_applies<R: NoneTtlApplies>() {}
+
+/// What `Self::<fn>_key` names, inside a cached method, when there is no helper of that name:
+/// the method is in a trait impl, where the helpers generated beside it are not members of the
+/// trait (the compiler's E0407), so they are not associated functions of the type either.
+#[derive(Debug)]
+pub struct InTraitImpl;
+
+/// What `Self::<fn>_key` names, inside a cached method, when the helpers were generated: a
+/// function, `Copy`. [`InTraitImpl`] is not.
+#[diagnostic::on_unimplemented(
+    message = "`#[redis_cached]` on a method of a trait impl needs `helpers = false`: the helpers it generates beside the method (`invalidate_<fn>`, `update_<fn>`, `refresh_<fn>`, `invalidate_all_<fn>`, `<fn>_key`) cannot be members of the trait",
+    label = "write `helpers = false` in this attribute",
+    note = "without helpers, invalidate with `cache.invalidate(&key)`, the key built with `Key::builder()` as the template renders it"
+)]
+pub trait HelpersGenerated {}
+
+#[diagnostic::do_not_recommend]
+impl<F: Copy> HelpersGenerated for F {}
+
+/// Checks, at compile time, that the helpers of a cached method are associated functions of
+/// its type (see [`HelpersGenerated`]).
+pub fn helpers_generated<F: HelpersGenerated>(_: &F) {}
 
 /// Checks, at compile time, that this build compresses (the `zstd` feature): the attribute
 /// expands `compress_above` to a call spanned at its literal, which is where the error points.

@@ -312,7 +312,7 @@ impl fmt::Write for KeyWriter {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used in a cache key",
     label = "this argument is part of the key",
-    note = "for `uuid::Uuid` and `chrono`'s or `time`'s dates and times (listed in `KeyPart`'s docs), enable cached-redis's feature of that name; for a type with an injective `Display`, write `<arg:display>` in the template; for a type of your own, implement `cached_redis::KeyPart`; to key by a computed value, write a method call (`<email.to_lowercase()>`); or leave the argument out of the `key` template with `skip = \"arg\"`"
+    note = "for `uuid::Uuid` and `chrono`'s or `time`'s dates and times (listed in `KeyPart`'s docs), enable cached-redis's feature of that name; for a type with an injective `Display`, write `<arg:display>` in the template; for a type of your own, implement `cached_redis::KeyPart`; to key by a computed value, write a method call (`<email.to_lowercase()>`); or, if it does not change the result, leave it out of the key: take `<arg>` out of the `key` template or, without a template, write `skip = \"arg\"`"
 )]
 pub trait KeyPart {
     /// Writes this value's key text.

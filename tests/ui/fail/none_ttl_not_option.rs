@@ -1,3 +1,4 @@
+// `none_ttl` on a function that never returns `None`: reported at the `none_ttl` literal.
 use cached_redis::redis_cached;
 
 #[redis_cached(key = "user:<id>", ttl = "60s", none_ttl = "5s")]
