@@ -382,3 +382,60 @@ async fn a_sentinel_that_answers_late_is_waited_for_in_the_background() {
     );
     assert!(hit, "the cache connected: {:?}", cache.stats());
 }
+
+/// A primary that hangs (SIGSTOP: connections stay open, nothing answers) fails no call; calls
+/// only time out. Once the sentinel promotes the replica, the cache follows within about a
+/// second of checking with the sentinels, rather than never (before the fix: no hit for 20 s
+/// after the promotion, and every invalidation `Err(Timeout)`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_hangs_is_left_once_the_sentinel_replaces_it() {
+    let (primary, replica, sentinel) = deployment().await;
+    let cache = sentinel_cache(&sentinel).await.build().await.unwrap();
+    let probe = Key::raw("row:hangs");
+    read(&cache, &probe, "before").await.unwrap();
+    primary.pause();
+    let promoted = eventually(Duration::from_secs(30), || async {
+        sentinel.primary_port().await == Some(replica.port())
+    });
+    assert!(promoted.await, "the sentinel promoted the replica");
+    let followed = eventually(Duration::from_secs(5), || async {
+        cache.invalidate(&probe).await.is_ok()
+    });
+    assert!(followed.await, "invalidations reach the new primary");
+    let hits = cache.stats().hits;
+    read(&cache, &probe, "after").await.unwrap();
+    assert_eq!(read(&cache, &probe, "loaded again").await.unwrap(), "after");
+    assert!(cache.stats().hits > hits, "{:?}", cache.stats());
+    primary.resume();
+}
+
+/// After the hang ends, the demoted node still answers reads with what it held. A cache that
+/// made no call while it hung must not serve a value another process invalidated on the new
+/// primary (before the fix: the old value, as a hit, for 10 s after the resume).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_primary_serves_no_stale_hit_to_a_cache_that_was_idle() {
+    let (primary, replica, sentinel) = deployment().await;
+    let idle = sentinel_cache(&sentinel).await.build().await.unwrap();
+    let probe = Key::raw("row:demoted");
+    read(&idle, &probe, "before").await.unwrap();
+    primary.pause();
+    let promoted = eventually(Duration::from_secs(30), || async {
+        sentinel.primary_port().await == Some(replica.port())
+    });
+    assert!(promoted.await, "the sentinel promoted the replica");
+    let other = sentinel_cache(&sentinel).await.build().await.unwrap();
+    let invalidated = eventually(Duration::from_secs(5), || async {
+        other.invalidate(&probe).await.is_ok()
+    });
+    assert!(invalidated.await);
+    assert_eq!(read(&other, &probe, "after").await.unwrap(), "after");
+    primary.resume();
+    let fresh = eventually(Duration::from_secs(5), || async {
+        read(&idle, &probe, "loaded").await.as_deref() == Ok("after")
+    });
+    assert!(fresh.await, "the idle cache follows the new primary");
+    for _ in 0..50 {
+        let read = read(&idle, &probe, "loaded").await.unwrap();
+        assert_ne!(read, "before", "a value invalidated on the new primary");
+    }
+}

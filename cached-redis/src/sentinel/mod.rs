@@ -195,12 +195,28 @@ impl FollowPrimary {
     ) -> RedisResult<T> {
         let (generation, mut conn) = self.connection().await?;
         let result = op(&mut conn).await;
-        if let Err(e) = &result
-            && (e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.code() == Some("READONLY"))
-        {
+        if result.as_ref().is_err_and(loses_primary) {
+            self.0.primary.lost(generation);
+        }
+        result
+    }
+
+    /// A pipeline's replies: a `READONLY` among them (a replica's answer to the write in a
+    /// pipeline that is not an error as a whole) loses the primary too.
+    async fn pipeline_on_primary(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let (generation, mut conn) = self.connection().await?;
+        let result = conn.req_packed_commands(pipeline, offset, count).await;
+        let readonly = |v: &Value| matches!(v, Value::ServerError(e) if e.code() == "READONLY");
+        let lost = match &result {
+            Ok(replies) => replies.iter().any(readonly),
+            Err(e) => loses_primary(e),
+        };
+        if lost {
             self.0.primary.lost(generation);
         }
         result
@@ -233,12 +249,17 @@ impl FollowPrimary {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(
-            self.on_primary(async move |conn| {
-                conn.req_packed_commands(pipeline, offset, count).await
-            }),
-        )
+        Box::pin(self.pipeline_on_primary(pipeline, offset, count))
     }
+}
+
+/// Whether `error` says the primary is gone: its connection failed, or the node answered as a
+/// replica.
+fn loses_primary(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.code() == Some("READONLY")
 }
 
 /// Moves a subscriber with channels to each new primary as soon as it is named, without

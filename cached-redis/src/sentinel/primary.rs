@@ -17,6 +17,12 @@
 //! failed, or the node answered `READONLY`) it reports that generation lost, and every other
 //! connection of the cache sees the change before its next call: none of them sends another
 //! command to the node that was replaced.
+//!
+//! Errors do not find every replaced primary: one that hangs (a paused process, a host gone
+//! without a reset) only makes calls time out, and once it answers again, demoted, it serves
+//! reads of what it held. So while a primary is known, the sentinels are also asked every
+//! [`CHECK_EVERY`] whether it is still theirs; when they name another, it replaces it as a new
+//! generation at once.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -32,6 +38,9 @@ const DISCOVER_WITHIN: Duration = Duration::from_secs(5);
 /// The pause between two failed attempts.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 
+/// How often the sentinels are asked whether the primary named is still theirs.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// What the cache knows of the primary right now.
 struct Named {
     /// Bumped each time the primary is named or lost.
@@ -40,6 +49,8 @@ struct Named {
     node: Option<ConnectionInfo>,
     /// A discovery task runs.
     discovering: bool,
+    /// The task that checks the primary named with the sentinels runs.
+    checking: bool,
     /// Attempts started so far.
     attempts: u64,
     /// The last failed attempt's number and error.
@@ -65,6 +76,7 @@ impl Primary {
                 generation: 0,
                 node: None,
                 discovering: false,
+                checking: false,
                 attempts: 0,
                 failed: None,
             }),
@@ -75,6 +87,7 @@ impl Primary {
     /// (unless one runs) and waits for it, or for the failure of an attempt that started
     /// after this call. Callers bound the wait.
     pub(crate) async fn named(&self) -> RedisResult<(u64, ConnectionInfo)> {
+        self.check();
         let mut known = self.0.known.subscribe();
         let since = known.borrow().attempts;
         loop {
@@ -115,6 +128,19 @@ impl Primary {
         if lost {
             tracing::debug!("the primary is gone; asking the sentinels again");
             self.discover();
+        }
+    }
+
+    /// Starts the task that checks the primary with the sentinels, once per cache.
+    fn check(&self) {
+        let mut start = false;
+        self.0.known.send_if_modified(|named| {
+            start = !named.checking;
+            named.checking = true;
+            false
+        });
+        if start {
+            tokio::spawn(check(Arc::downgrade(&self.0)));
         }
     }
 
@@ -170,6 +196,22 @@ impl Discovery {
             .send_modify(|named| named.failed = Some((attempt, error)));
     }
 
+    /// Makes `node` the primary of a new generation in place of `replaced`'s, if that one is
+    /// still the one named (nothing was lost or named meanwhile).
+    fn replace(&self, replaced: u64, node: ConnectionInfo) {
+        let moved = self.known.send_if_modified(|named| {
+            if named.generation != replaced || named.node.is_none() {
+                return false;
+            }
+            named.node = Some(node);
+            named.generation += 1;
+            true
+        });
+        if moved {
+            tracing::info!("the sentinels name another primary; every connection follows it");
+        }
+    }
+
     /// Makes `node` the primary, as a new generation, and ends the discovery.
     fn publish(&self, node: ConnectionInfo) {
         tracing::debug!(primary = %node.addr(), "the sentinels named the primary");
@@ -211,6 +253,34 @@ async fn discover(discovery: Weak<Discovery>) {
         }
         drop(inner);
         tokio::time::sleep(RETRY_EVERY).await;
+    }
+}
+
+/// Asks the sentinels every [`CHECK_EVERY`], while a primary is known, whether it is still
+/// theirs, and replaces it when they name another; ends with the cache.
+async fn check(discovery: Weak<Discovery>) {
+    loop {
+        tokio::time::sleep(CHECK_EVERY).await;
+        let Some(inner) = discovery.upgrade() else {
+            return;
+        };
+        let (generation, node) = {
+            let named = inner.known.borrow();
+            (named.generation, named.node.clone())
+        };
+        let Some(node) = node else {
+            continue; // lost: the discovery task asks
+        };
+        let asked = tokio::time::timeout(DISCOVER_WITHIN, async {
+            inner.sentinels.lock().await.async_get_client().await
+        })
+        .await;
+        if let Ok(Ok(client)) = asked {
+            let named = client.get_connection_info();
+            if named.addr() != node.addr() {
+                inner.replace(generation, named.clone());
+            }
+        }
     }
 }
 
