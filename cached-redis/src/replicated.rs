@@ -20,8 +20,10 @@ use crate::confirm_pool::{ConfirmPool, MakeConn};
 use crate::lease::{self, EntryKeys};
 
 /// Sets and deletes its key: a write that always reaches the replication stream and leaves
-/// nothing behind.
-const MARK: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL', KEYS[1]) return 1";
+/// nothing behind, allowed when the primary is out of memory (`noeviction` at `maxmemory`
+/// refuses a plain `SET`, and an invalidation that removed the entry must not answer `OOM`).
+const MARK: &str =
+    "#!lua flags=allow-oom\nredis.call('SET', KEYS[1], '1') redis.call('DEL', KEYS[1]) return 1";
 
 /// Confirmations by the replicas, over connections of their own (`WAIT` blocks the connection
 /// it is sent on: hits and write-backs must not queue behind it, nor one confirmation behind

@@ -411,3 +411,35 @@ async fn a_black_holed_confirmation_leaves_the_write_breaker_closed() {
         "cold keys are stored: the write breaker is closed"
     );
 }
+
+/// At `maxmemory` under `noeviction`, Redis refuses writes but allows removals: an invalidation
+/// that removed the entry on the primary and the replica answers `Ok`, not the `OOM` its
+/// confirmation's mark met (adversarial review: `Err(OOM)` before the mark was allowed to run
+/// out of memory, so a writer retrying until `Ok` would retry forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_memory_an_invalidation_is_confirmed() {
+    let primary =
+        RedisServer::start_with(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]);
+    let replica = RedisServer::start();
+    replica.replicate(primary.port()).await;
+    let cache = cache_on(&primary, Some(1)).await;
+    let row = AtomicU32::new(1);
+    item(&cache, &row, 1).await.unwrap();
+    let mut conn = primary.conn().await;
+    for i in 0.. {
+        let filled: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("junk:{i}"))
+            .arg(vec![b'x'; 4096])
+            .query_async(&mut conn)
+            .await;
+        if filled.is_err() {
+            break;
+        }
+    }
+    let invalidated = invalidate_item(&cache, 1).await;
+    assert!(matches!(invalidated, Ok(true)), "{invalidated:?}");
+    let redis_key = cache.redis_key(&item_key(1));
+    assert_eq!(get_raw(&mut conn, &redis_key).await, None);
+    let mut on_replica = replica.conn().await;
+    assert_eq!(get_raw(&mut on_replica, &redis_key).await, None);
+}
