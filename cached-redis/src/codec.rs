@@ -177,7 +177,19 @@ pub(crate) fn decode_with_origin<T: CacheValue>(
 /// changed shape) does not, and rewriting it would drop them. Compared as data (maps in any
 /// order), not as bytes.
 pub(crate) fn reads_whole<T: CacheValue>(stored: &[u8], value: &T) -> bool {
-    let Ok((found, format)) = read::<Envelope<serde_json::Value>>(stored) else {
+    let decompressed;
+    let plain = if compress::is_compressed(stored) {
+        match compress::decompressed(stored) {
+            Ok(bytes) => {
+                decompressed = bytes;
+                &decompressed[..]
+            }
+            Err(_) => return false,
+        }
+    } else {
+        stored
+    };
+    let Ok((found, codec)) = data_of(plain) else {
         return false;
     };
     let origin = Origin {
@@ -185,14 +197,77 @@ pub(crate) fn reads_whole<T: CacheValue>(stored: &[u8], value: &T) -> bool {
         load_ms: 0,
         id: 0,
     };
-    let plain = Format {
-        codec: format.codec,
-        compression: Compression::None,
-    };
-    let Ok(rewritten) = write(value, origin, None, plain) else {
+    let compression = Compression::None;
+    let Ok(rewritten) = write(value, origin, None, Format { codec, compression }) else {
         return false;
     };
-    read::<Envelope<serde_json::Value>>(&rewritten).is_ok_and(|(again, _)| again.v == found.v)
+    data_of(&rewritten).is_ok_and(|(again, _)| again == found)
+}
+
+/// A stored value's `v`, as data: JSON's own value, or MessagePack's with every map's entries
+/// in one order.
+#[derive(PartialEq)]
+enum Data {
+    Json(serde_json::Value),
+    Pack(rmpv::Value),
+}
+
+/// The envelope's fields this build writes. An entry with others (metadata a newer build
+/// added) is not read whole either: an update would write it back without them.
+const ENVELOPE_FIELDS: [&str; 5] = ["v", "at", "load_ms", "id", "rev"];
+
+fn data_of(plain: &[u8]) -> Result<(Data, Codec), CodecError> {
+    let unreadable = || CodecError::Unknown(plain.first().copied());
+    if plain.first() == Some(&b'{') {
+        let serde_json::Value::Object(mut fields) =
+            serde_json::from_slice(plain).map_err(CodecError::Json)?
+        else {
+            return Err(unreadable());
+        };
+        if fields
+            .keys()
+            .any(|f| !ENVELOPE_FIELDS.contains(&f.as_str()))
+        {
+            return Err(unreadable());
+        }
+        let v = fields.remove("v").ok_or_else(unreadable)?;
+        return Ok((Data::Json(v), Codec::Json));
+    }
+    let envelope = rmpv::decode::read_value(&mut &plain[..]).map_err(|_| unreadable())?;
+    let rmpv::Value::Map(fields) = envelope else {
+        return Err(unreadable());
+    };
+    let known = |name: &rmpv::Value| name.as_str().is_some_and(|n| ENVELOPE_FIELDS.contains(&n));
+    if !fields.iter().all(|(name, _)| known(name)) {
+        return Err(unreadable());
+    }
+    let v = fields
+        .into_iter()
+        .find_map(|(name, v)| (name.as_str() == Some("v")).then_some(v))
+        .ok_or_else(unreadable)?;
+    Ok((Data::Pack(in_one_order(v)), Codec::MessagePack))
+}
+
+/// `value` with the entries of every map in it sorted by their keys' encoding.
+fn in_one_order(value: rmpv::Value) -> rmpv::Value {
+    match value {
+        rmpv::Value::Array(items) => {
+            rmpv::Value::Array(items.into_iter().map(in_one_order).collect())
+        }
+        rmpv::Value::Map(entries) => {
+            let mut entries: Vec<(Vec<u8>, rmpv::Value, rmpv::Value)> = entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let mut encoded = Vec::new();
+                    let _ = rmpv::encode::write_value(&mut encoded, &k);
+                    (encoded, in_one_order(k), in_one_order(v))
+                })
+                .collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            rmpv::Value::Map(entries.into_iter().map(|(_, k, v)| (k, v)).collect())
+        }
+        other => other,
+    }
 }
 
 /// Reads an envelope, telling the format by its first bytes.
@@ -454,6 +529,41 @@ mod tests {
                 reads_whole(&stored, &same),
                 "{format:?}: maps in another order, f32s"
             );
+        }
+    }
+
+    /// Metadata a newer build adds to the envelope (a soft expiry) would be dropped by a
+    /// rewrite too.
+    #[test]
+    fn an_envelope_with_fields_this_build_does_not_know_does_not_read_whole() {
+        let newer = br#"{"v":7,"at":1,"load_ms":2,"id":3,"soft_expiry_at":4}"#;
+        let value: u32 = decode(newer).unwrap();
+        assert!(!reads_whole(newer, &value));
+        let known = br#"{"v":7,"at":1,"load_ms":2,"id":3,"rev":5}"#;
+        assert!(reads_whole(known, &value));
+    }
+
+    /// What MessagePack holds and JSON's value type does not: maps keyed by integers, bytes
+    /// (a `u128` is written as bytes), compressed or not.
+    #[test]
+    fn message_pack_values_of_any_shape_read_whole() {
+        #[derive(Serialize, Deserialize)]
+        struct Odd {
+            by_id: std::collections::HashMap<u64, String>,
+            big: u128,
+        }
+        let odd = Odd {
+            by_id: (0..20).map(|i| (i, format!("{i}"))).collect(),
+            big: u128::MAX,
+        };
+        let compressed = Format {
+            codec: Codec::MessagePack,
+            compression: Compression::Zstd { above: 0 },
+        };
+        for format in [MSGPACK, compressed] {
+            let stored = encode(&odd, Duration::ZERO, format).unwrap();
+            let read: Odd = decode(&stored).unwrap();
+            assert!(reads_whole(&stored, &read), "{format:?}");
         }
     }
 
