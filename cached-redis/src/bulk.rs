@@ -36,6 +36,10 @@ pub(crate) async fn remove_matching(
     if let Conn::Cluster(lazy) = &inner.reads {
         return remove_on_cluster(inner, lazy, patterns, keep).await;
     }
+    // Behind Sentinel, the scans, the removals and the confirmation must all reach one
+    // primary: a failover between them could lose removals with the old one, or continue a
+    // scan's cursor on a node that never issued it.
+    let primary = inner.writes.primary_generation();
     let one = [(inner.reads.clone(), inner.writes.clone())];
     let removed = two_passes(inner, &one, patterns, keep).await?;
     if let Some(replicated) = &inner.replicated {
@@ -43,6 +47,9 @@ pub(crate) async fn remove_matching(
         // the primary, and must not answer `Ok` before the replicas have the first call's
         // removals.
         replicated.confirm_all(inner).await?;
+    }
+    if inner.writes.primary_generation() != primary {
+        return Err(moved("the primary changed during the removal"));
     }
     Ok(removed)
 }

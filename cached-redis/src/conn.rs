@@ -146,6 +146,17 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
+    /// Behind Sentinel, which primary the cache follows now (a number that changes with every
+    /// primary named or lost); `None` elsewhere. A call spanning several commands that sees it
+    /// change cannot be sure they all reached one node.
+    pub(crate) fn primary_generation(&self) -> Option<u64> {
+        match self {
+            #[cfg(feature = "sentinel")]
+            Conn::Sentinel(follow) => Some(follow.generation()),
+            _ => None,
+        }
+    }
+
     /// The publish command scripts use to wake waiters: sharded on a cluster, so a message
     /// reaches only the shard that owns the entry's slot.
     pub(crate) fn publish_command(&self) -> &'static str {

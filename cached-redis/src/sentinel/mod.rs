@@ -222,6 +222,11 @@ impl FollowPrimary {
         result
     }
 
+    /// The generation of the primary named now (see `primary.rs`).
+    pub(crate) fn generation(&self) -> u64 {
+        self.0.primary.generation()
+    }
+
     /// Subscribes to `channel`, which from now on follows the primary (until unsubscribed).
     pub(crate) async fn subscribe(&self, channel: &str) -> RedisResult<()> {
         if let Some(subscriber) = &self.0.subscriber {

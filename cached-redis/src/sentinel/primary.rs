@@ -108,6 +108,11 @@ impl Primary {
         }
     }
 
+    /// The generation named or lost last.
+    pub(crate) fn generation(&self) -> u64 {
+        self.0.known.borrow().generation
+    }
+
     /// The primaries named from now on, for whoever must follow them without making a call.
     pub(crate) fn changes(&self) -> Changes {
         Changes(self.0.known.subscribe())
