@@ -475,6 +475,20 @@ async fn a_price_below_zero_or_above_a_million_dollars_is_refused() {
     assert_eq!(read["product"]["price_cents"], 2490, "{read}");
 }
 
+/// An id in the path that is not one is answered as JSON, like every other error (adversarial
+/// review: axum's own plain-text rejection before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_that_is_not_one_is_answered_as_json() {
+    let redis = RedisServer::start();
+    let addr = start(redis.url(), sqlite_url("bad-id")).await;
+    for path in ["/api/products/abc", "/api/products/99999999999999999999"] {
+        let (status, text) = http(addr, "GET", path, None).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        let answer: Value = serde_json::from_str(&text).expect("JSON");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+}
+
 /// A stampede at an id with no product answers 404 after one database read: the missing id's
 /// `Err` is never cached, so `n` concurrent callers would each have read the database. `n`
 /// outside 1..=1000 is refused before anything runs.

@@ -6,8 +6,9 @@
 //! error, so the page can show why.
 
 use axum::Json;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -24,6 +25,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(refused(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// A product id from the path, refused with a JSON error (400) when it is not one: the
+/// answer to `/api/products/abc` is JSON like every other error.
+#[derive(Debug)]
+pub(super) struct ProductId(pub(super) i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for ProductId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<i64>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(ProductId(id)),
             Err(rejection) => Err(refused(rejection.status(), rejection.body_text())),
         }
     }

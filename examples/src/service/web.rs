@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::input::{JsonBody, NoFields, refused};
+use super::input::{JsonBody, NoFields, ProductId, refused};
 use super::repo::{CacheWrite, DB_TIME, Product, ProductRepo, RepoError};
 
 /// Shared by every request.
@@ -85,7 +85,7 @@ fn micros(d: Duration) -> u64 {
 
 /// Reads a product through the cache, reporting whether the database was read and how long
 /// the database and the rest (Redis) took.
-async fn read_product(State(state): State<AppState>, Path(id): Path<i64>) -> Response {
+async fn read_product(State(state): State<AppState>, ProductId(id): ProductId) -> Response {
     let started = Instant::now();
     let (result, db_time) = DB_TIME
         .scope(Cell::new(None), async {
@@ -107,7 +107,7 @@ async fn read_product(State(state): State<AppState>, Path(id): Path<i64>) -> Res
     }
 }
 
-async fn product_ttl(State(state): State<AppState>, Path(id): Path<i64>) -> Json<Value> {
+async fn product_ttl(State(state): State<AppState>, ProductId(id): ProductId) -> Json<Value> {
     // The key `get_product` caches under, from the helper the attribute generates.
     let ttl = state
         .repo
@@ -127,7 +127,7 @@ struct PriceChange {
 
 async fn update_price(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ProductId(id): ProductId,
     JsonBody(change): JsonBody<PriceChange>,
 ) -> Response {
     let changed = state.repo.set_price(id, change.price_cents).await;
@@ -162,7 +162,7 @@ struct StockChange {
 
 async fn change_stock(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ProductId(id): ProductId,
     JsonBody(change): JsonBody<StockChange>,
 ) -> Response {
     let changed = state.repo.change_stock(id, change.delta).await;
@@ -187,7 +187,7 @@ async fn forget_catalog(state: &AppState) {
 
 async fn invalidate_product(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ProductId(id): ProductId,
     JsonBody(NoFields {}): JsonBody<NoFields>,
 ) -> Response {
     match state.repo.invalidate_get_product(id).await {
@@ -210,7 +210,7 @@ struct StampedeSize {
 /// (so is not shared), and `n` callers would each have read the database.
 async fn stampede(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ProductId(id): ProductId,
     JsonBody(size): JsonBody<StampedeSize>,
 ) -> Response {
     let n = size.n.unwrap_or(50);
