@@ -6,8 +6,13 @@ use ::http::HeaderMap;
 use ::http::header::CACHE_CONTROL;
 
 /// The directives of a `Cache-Control` header, names lower-cased, values as written.
-#[derive(Debug, Default)]
-pub(crate) struct Directives(Vec<(String, Option<String>)>);
+#[derive(Debug)]
+pub(crate) struct Directives {
+    directives: Vec<(String, Option<String>)>,
+    /// No directive has white space around its `=` (`max-age =100`): a structured field
+    /// (`CDN-Cache-Control`, RFC 9213) with one is invalid, and its lifetime not to be used.
+    exact: bool,
+}
 
 impl Directives {
     /// The directives of every `Cache-Control` line in `headers`; `None` if one is not text.
@@ -35,33 +40,46 @@ impl Directives {
     /// directives that are not there, which errs towards not storing (a `private` inside a
     /// quoted string counts), and never hide one that is.
     fn of_field(headers: &HeaderMap, field: &str) -> Option<Directives> {
-        let mut directives = Vec::new();
+        let mut read = Directives {
+            directives: Vec::new(),
+            exact: true,
+        };
         for line in headers.get_all(field) {
             for directive in line.to_str().ok()?.split(',') {
                 let mut parts = directive.splitn(2, '=');
-                let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-                let value = parts.next().map(|v| v.trim().to_owned());
-                if name.is_empty() && value.is_none() {
+                let raw_name = parts.next().unwrap_or_default();
+                let raw_value = parts.next();
+                let name = raw_name.trim().to_ascii_lowercase();
+                if name.is_empty() && raw_value.is_none() {
                     continue;
                 }
                 if !is_token(&name) {
                     return None;
                 }
-                directives.push((name, value));
+                let spaced = |t: &str| t.starts_with([' ', '\t']);
+                read.exact &=
+                    raw_value.is_none_or(|v| !spaced(v) && !raw_name.ends_with([' ', '\t']));
+                read.directives
+                    .push((name, raw_value.map(|v| v.trim().to_owned())));
             }
         }
-        Some(Directives(directives))
+        Some(read)
+    }
+
+    /// Whether no directive has white space around its `=`.
+    pub(crate) fn exact(&self) -> bool {
+        self.exact
     }
 
     /// Whether `name` is among them, with a value or without.
     pub(crate) fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(d, _)| d == name)
+        self.directives.iter().any(|(d, _)| d == name)
     }
 
     /// The most restrictive of `name`'s delta-seconds values (RFC 9111 §1.2.2): `None` when
     /// absent, `Some(None)` when one is not a plain number (`-1`, `"60"`, `1.5`, none at all).
     pub(crate) fn seconds(&self, name: &str) -> Option<Option<u64>> {
-        let mut values = self.0.iter().filter(|(d, _)| d == name).peekable();
+        let mut values = self.directives.iter().filter(|(d, _)| d == name).peekable();
         values.peek()?;
         let mut least: Option<u64> = None;
         for (_, value) in values {

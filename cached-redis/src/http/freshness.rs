@@ -35,7 +35,10 @@ pub(crate) fn freshness(
     let age = current_age(headers, date, now);
     // A shared cache takes s-maxage over max-age, CDN-Cache-Control's over Cache-Control's,
     // and either over Expires.
-    let lifetime = match explicit(cdn).or_else(|| explicit(directives)) {
+    // A CDN-Cache-Control that is not a valid structured field is ignored for its lifetime
+    // (RFC 9213 §2.1); what it forbids still counts (`rules.rs`).
+    let cdn = explicit(cdn).filter(|_| cdn.exact());
+    let lifetime = match cdn.or_else(|| explicit(directives)) {
         Some(Some(secs)) => Duration::from_secs(secs),
         Some(None) => return Freshness::Stale,
         None => match expires(headers) {
@@ -187,6 +190,13 @@ mod tests {
             fresh(&[cdn("public"), ("cache-control", "max-age=5")]),
             stored(5, 0)
         );
+        let one = ("cache-control", "max-age=1");
+        assert_eq!(
+            fresh(&[cdn("max-age =100"), one]),
+            stored(1, 0),
+            "invalid: ignored"
+        );
+        assert_eq!(fresh(&[cdn("max-age= 100"), one]), stored(1, 0));
     }
 
     #[test]
