@@ -104,6 +104,13 @@ async fn respond(
     (headers, format!("run {run}"))
 }
 
+/// Asserts that no key of the namespace `namespace` is in Redis.
+async fn assert_nothing_stored(server: &RedisServer, namespace: &str) {
+    let mut conn = server.conn().await;
+    let keys = scan_keys(&mut conn, &format!("{namespace}:*")).await;
+    assert_eq!(keys, Vec::<String>::new(), "nothing stored");
+}
+
 /// `X-Cache` and the body.
 async fn call(app: &Router, request: Request<Body>) -> (Option<String>, String) {
     let response = app.clone().oneshot(request).await.unwrap();
@@ -199,11 +206,7 @@ async fn a_private_response_with_a_byte_that_is_not_utf8_is_never_stored() {
             (Some("MISS"), format!("run {run}"))
         );
     }
-    let mut conn = server.conn().await;
-    assert_eq!(
-        scan_keys(&mut conn, "trust-latin1:*").await,
-        Vec::<String>::new()
-    );
+    assert_nothing_stored(&server, "trust-latin1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,11 +295,7 @@ async fn a_response_is_never_stored_past_what_its_own_headers_allow() {
             );
         }
     }
-    let mut conn = server.conn().await;
-    assert_eq!(
-        scan_keys(&mut conn, "trust-fresh:*").await,
-        Vec::<String>::new()
-    );
+    assert_nothing_stored(&server, "trust-fresh").await;
 
     // An origin's Age counts against its max-age, and downstream caches are told the whole age.
     let aged = || responding(&["cache-control:max-age=60", "age:50"]);
@@ -305,6 +304,7 @@ async fn a_response_is_never_stored_past_what_its_own_headers_allow() {
     assert_eq!(response.headers()["x-cache"], "HIT");
     let age: u64 = response.headers()["age"].to_str().unwrap().parse().unwrap();
     assert!((50..60).contains(&age), "Age {age}");
+    let mut conn = server.conn().await;
     let key = scan_keys(&mut conn, "trust-fresh:*").await.remove(0);
     let left = pttl(&mut conn, &key).await;
     assert!(
@@ -327,11 +327,7 @@ async fn a_request_that_asks_for_no_store_is_not_stored() {
             "the handler's to answer"
         );
     }
-    let mut conn = server.conn().await;
-    assert_eq!(
-        scan_keys(&mut conn, "trust-no-store:*").await,
-        Vec::<String>::new()
-    );
+    assert_nothing_stored(&server, "trust-no-store").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,11 +385,7 @@ async fn inside_a_nest_the_stripped_prefix_keeps_tenants_apart() {
             .await
             .unwrap()
     );
-    let mut conn = server.conn().await;
-    assert_eq!(
-        scan_keys(&mut conn, "trust-nest:*").await,
-        Vec::<String>::new()
-    );
+    assert_nothing_stored(&server, "trust-nest").await;
 }
 
 async fn link(uri: axum::http::Uri) -> String {
@@ -480,9 +472,108 @@ async fn a_sloppy_private_cache_control_is_never_stored() {
             assert_eq!(x_cache.as_deref(), Some("MISS"), "{line} is not stored");
         }
     }
-    let mut conn = server.conn().await;
+    assert_nothing_stored(&server, "trust-sloppy").await;
+}
+
+// The third adversarial pass.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prohibition_after_a_malformed_value_is_never_stored() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-values").await;
+    let runs = Runs::default();
+    let app = app(layer(&cache), &runs);
+    for line in [
+        "cache-control:max-age=60, stale-while-revalidate=30; private",
+        "cache-control:stale-if-error=600 private",
+        "cache-control:max-age=600; private",
+        "cache-control:public, s-maxage=600 no-store",
+        "cdn-cache-control:max-age=600 private",
+        "surrogate-control:max-age=60 no-store",
+        "surrogate-control:max-age=0",
+    ] {
+        for _ in 0..2 {
+            let (x_cache, _) = call(&app, responding(&[line])).await;
+            assert_eq!(x_cache.as_deref(), Some("MISS"), "{line} is not stored");
+        }
+    }
+    assert_nothing_stored(&server, "trust-values").await;
+    let no_store = request("/me", &[("cache-control", b"max-age=0; no-store")]);
     assert_eq!(
-        scan_keys(&mut conn, "trust-sloppy:*").await,
-        Vec::<String>::new()
+        call(&app, no_store).await.0,
+        None,
+        "an unreadable request: uncached"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_and_tenant_headers_never_cross() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-more-headers").await;
+    let runs = Runs::default();
+    let app = app(layer(&cache), &runs);
+    for name in [
+        "x-api-key",
+        "x-amzn-mtls-clientcert",
+        "tailscale-user-login",
+    ] {
+        let (x_cache, _) = call(&app, request("/me", &[(name, b"alice")])).await;
+        assert_eq!(x_cache, None, "{name} is a credential");
+    }
+    // A tenant header joins the key: each tenant cached, none served another's.
+    for tenant in [&b"acme"[..], b"globex", b"acme"] {
+        let (_, body) = call(&app, request("/tenant", &[("x-tenant", tenant)])).await;
+        let hex: String = tenant.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(body, format!("tenant {hex}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_id_sent_twice_is_never_cached() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-doubled").await;
+    let runs = Runs::default();
+    let layer = layer(&cache).key_by_user(|request| {
+        let user = request.headers.get("x-user-id")?;
+        user.to_str().ok().map(str::to_owned)
+    });
+    let app = app(layer, &runs);
+    call(&app, request("/me", &[("x-user-id", b"alice")])).await;
+    // The client's own `X-User-Id: alice`, then the one the gateway appended.
+    let forged = Request::get("/me")
+        .header("x-user-id", "alice")
+        .header("x-user-id", "mallory")
+        .body(Body::empty())
+        .unwrap();
+    let (x_cache, _) = call(&app, forged).await;
+    assert_eq!(
+        x_cache, None,
+        "read differently by a handler and the closure: uncached"
+    );
+}
+
+/// A rewrite between two routers (`/products?tenant=acme` to `/t/acme/products`) changes the
+/// query too: the whole original path and query is keyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_uri_is_keyed_as_it_was_sent() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-rewrite").await;
+    let tenant_app: Router = Router::new().nest(
+        "/t/{tenant}",
+        Router::new()
+            .route("/products", get(nested_products))
+            .layer(layer(&cache)),
+    );
+    let legacy = tenant_app.map_request(|mut request: Request<Body>| {
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let tenant = query.strip_prefix("tenant=").unwrap_or("none").to_owned();
+        *request.uri_mut() = format!("/t/{tenant}/products").parse().unwrap();
+        request
+    });
+    let app: Router = Router::new().route_service("/products", legacy);
+    for tenant in ["acme", "globex", "acme"] {
+        let path = format!("/products?tenant={tenant}");
+        let (_, body) = call(&app, request(&path, &[])).await;
+        assert_eq!(body, format!("products of tenant {tenant}"));
+    }
 }

@@ -1,88 +1,147 @@
-//! Request headers that say who is asking: a request that carries one is personal, and is
-//! cached only when `key_by_user` names the user. Besides `Authorization` and `Cookie`, the
-//! identity headers that authenticating proxies and gateways set in place of them (after
-//! checking a token, often stripping it), so that a handler reading `X-Forwarded-Email` behind
-//! oauth2-proxy never has its answer shared. `CacheLayer::credential_headers` adds more.
+//! Request headers that say who is asking, or for which tenant. A request carrying a credential
+//! is personal, and is cached only when `key_by_user` names the user: `Authorization`,
+//! `Cookie`, and the identity headers that authenticating proxies and gateways set in place of
+//! them (often after stripping the token), found by name (`X-Forwarded-Email`, `X-Api-Key`,
+//! `X-Amzn-Mtls-Clientcert`, ...) since no list of products is ever complete;
+//! `CacheLayer::credential_headers` adds more. A tenant header (`X-Tenant-Id`,
+//! `X-Scope-OrgID`) instead joins the key: tenants share nothing, and each is cached.
 
 use ::http::{HeaderMap, HeaderName};
 
-/// Headers every layer treats as credentials.
-pub(crate) const BUILT_IN: [&str; 38] = [
-    "authorization",
-    "cookie",
-    "proxy-authorization",
-    // oauth2-proxy, and nginx `auth_request` setups
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-preferred-username",
-    "x-forwarded-groups",
-    "x-forwarded-access-token",
-    "x-auth-request-user",
-    "x-auth-request-email",
-    "x-auth-request-preferred-username",
-    "x-auth-request-groups",
-    "x-auth-request-access-token",
-    // Apache, Traefik forward-auth and hand-rolled gateways
-    "remote-user",
-    "x-remote-user",
-    "x-webauth-user",
-    "x-user",
-    "x-user-id",
-    "x-user-email",
-    "x-userinfo",
-    // Kong
-    "x-consumer-id",
-    "x-consumer-username",
-    "x-authenticated-userid",
-    "x-jwt-assertion",
-    // AWS ALB, Google IAP, Azure App Service, Cloudflare Access
-    "x-amzn-oidc-identity",
-    "x-amzn-oidc-data",
-    "x-amzn-oidc-accesstoken",
-    "x-goog-authenticated-user-email",
-    "x-goog-authenticated-user-id",
-    "x-goog-iap-jwt-assertion",
-    "x-ms-client-principal",
-    "x-ms-client-principal-id",
-    "x-ms-client-principal-name",
-    "cf-access-jwt-assertion",
-    "cf-access-authenticated-user-email",
-    // Client certificates forwarded by Envoy, nginx and HAProxy
-    "x-forwarded-client-cert",
-    "x-ssl-client-cert",
-    "x-client-cert",
+use super::key;
+
+/// Credentials whose names carry none of the [`FRAGMENTS`].
+const NAMED: [&str; 3] = ["cookie", "x-consumer-id", "x-forwarded-groups"];
+
+/// Parts of a header name that mark it as a credential: `authorization`, `x-auth-token`,
+/// `x-api-key`, `x-goog-iap-jwt-assertion`, `x-session-id`, `x-ms-client-principal`,
+/// `x-amzn-oidc-data`, `x-forwarded-client-cert`, `x-amzn-mtls-clientcert`, `remote-user`,
+/// `tailscale-user-login`, `x-pomerium-claim-email`, ...
+const FRAGMENTS: [&str; 19] = [
+    "auth",
+    "token",
+    "apikey",
+    "api-key",
+    "jwt",
+    "session",
+    "principal",
+    "identity",
+    "oidc",
+    "saml",
+    "credential",
+    "cert",
+    "mtls",
+    "user",
+    "login",
+    "claim",
+    "email",
+    "secret",
+    "password",
 ];
 
-/// Whether `headers` carry a credential: a built-in one or one of `more`.
+/// Names with a fragment that say nothing of who asks.
+const NOT_CREDENTIALS: [&str; 2] = ["user-agent", "sec-fetch-user"];
+
+/// Parts of a header name that mark it as naming a tenant.
+const TENANT_FRAGMENTS: [&str; 4] = ["tenant", "orgid", "org-id", "organization"];
+
+/// Whether `name` is a credential: named, found by a fragment, or among `more`.
+pub(crate) fn is_credential(name: &HeaderName, more: &[HeaderName]) -> bool {
+    let name_text = name.as_str();
+    if NOT_CREDENTIALS.contains(&name_text) {
+        return more.contains(name);
+    }
+    NAMED.contains(&name_text)
+        || FRAGMENTS.iter().any(|f| name_text.contains(f))
+        || more.contains(name)
+}
+
+/// Whether `headers` carry a credential.
 pub(crate) fn carried(headers: &HeaderMap, more: &[HeaderName]) -> bool {
-    BUILT_IN.iter().any(|name| headers.contains_key(*name))
-        || more.iter().any(|name| headers.contains_key(name))
+    headers.keys().any(|name| is_credential(name, more))
+}
+
+/// Whether a credential other than `Cookie` (which HTTP/2 splits into several lines) comes
+/// twice: a client's own `X-User-Id` before the one a gateway appended, which a handler and a
+/// `key_by_user` closure could read differently.
+pub(crate) fn doubled(headers: &HeaderMap, more: &[HeaderName]) -> bool {
+    headers.keys().any(|name| {
+        name != ::http::header::COOKIE
+            && is_credential(name, more)
+            && headers.get_all(name).iter().nth(1).is_some()
+    })
+}
+
+/// `base` with every tenant header's values, each as its raw bytes.
+pub(crate) fn with_tenants(mut base: String, headers: &HeaderMap) -> String {
+    let mut names: Vec<&HeaderName> = headers
+        .keys()
+        .filter(|n| TENANT_FRAGMENTS.iter().any(|f| n.as_str().contains(f)))
+        .collect();
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    for name in names {
+        for value in headers.get_all(name) {
+            base = key::with_part(base, name.as_str(), value.as_bytes());
+        }
+    }
+    base
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn with(names: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for name in names {
+            headers.append(HeaderName::from_static(name), "x".parse().unwrap());
+        }
+        headers
+    }
+
     #[test]
     fn identity_headers_count_as_credentials() {
-        let with = |name: &'static str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(HeaderName::from_static(name), "x".parse().unwrap());
-            headers
-        };
-        assert!(carried(&with("x-forwarded-email"), &[]));
-        assert!(carried(&with("cookie"), &[]));
-        assert!(!carried(&with("x-tenant"), &[]));
-        assert!(carried(
-            &with("x-tenant"),
-            &[HeaderName::from_static("x-tenant")]
-        ));
-        for name in BUILT_IN {
-            assert_eq!(
-                name,
-                name.to_ascii_lowercase(),
-                "header names are lower-case"
-            );
+        for name in [
+            "authorization",
+            "cookie",
+            "x-forwarded-email",
+            "x-api-key",
+            "x-auth-token",
+            "x-amzn-mtls-clientcert",
+            "x-arr-clientcert",
+            "tailscale-user-login",
+            "x-pomerium-claim-email",
+            "x-consumer-id",
+            "oidc_claim_email",
+        ] {
+            assert!(carried(&with(&[name]), &[]), "{name}");
         }
+        for name in [
+            "user-agent",
+            "sec-fetch-user",
+            "accept-language",
+            "x-tenant-id",
+        ] {
+            assert!(!carried(&with(&[name]), &[]), "{name}");
+        }
+        let mine = [HeaderName::from_static("x-acme")];
+        assert!(carried(&with(&["x-acme"]), &mine));
+    }
+
+    #[test]
+    fn a_credential_twice_is_doubled_and_cookies_may_be_split() {
+        assert!(doubled(&with(&["x-user-id", "x-user-id"]), &[]));
+        assert!(!doubled(&with(&["cookie", "cookie"]), &[]));
+        assert!(!doubled(&with(&["x-user-id"]), &[]));
+    }
+
+    #[test]
+    fn tenant_headers_join_the_key() {
+        let mut headers = with(&["x-tenant-id", "x-scope-orgid"]);
+        headers.insert("x-tenant-id", "acme".parse().unwrap());
+        assert_eq!(
+            with_tenants(String::new(), &headers),
+            "|x-scope-orgid=x|x-tenant-id=acme"
+        );
     }
 }

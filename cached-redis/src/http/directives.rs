@@ -53,14 +53,14 @@ impl Directives {
                 if name.is_empty() && raw_value.is_none() {
                     continue;
                 }
-                if !is_token(&name) {
+                let value_read = raw_value.map(str::trim);
+                if !is_token(&name) || value_read.is_some_and(|v| !is_value(v)) {
                     return None;
                 }
                 let spaced = |t: &str| t.starts_with([' ', '\t']);
                 read.exact &=
                     raw_value.is_none_or(|v| !spaced(v) && !raw_name.ends_with([' ', '\t']));
-                read.directives
-                    .push((name, raw_value.map(|v| v.trim().to_owned())));
+                read.directives.push((name, value_read.map(str::to_owned)));
             }
         }
         Some(read)
@@ -100,6 +100,14 @@ fn is_token(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Whether `text` is a directive's value as RFC 9111 §5.2 writes one: a token, or a quoted
+/// string (without escapes: one with a backslash is taken as unreadable). `max-age=60; private`
+/// and `max-age=60 private` are not, and hide nothing.
+fn is_value(text: &str) -> bool {
+    let quoted = text.len() >= 2 && text.starts_with('"') && text.ends_with('"');
+    is_token(text) || quoted && !text[1..text.len() - 1].contains(['"', '\\'])
+}
+
 /// A delta-seconds value: ASCII digits only; one too large for 31 bits is 2^31 (RFC 9111
 /// §1.2.2).
 pub(crate) fn delta_seconds(text: &str) -> Option<u64> {
@@ -135,6 +143,9 @@ mod tests {
             &b"private; max-age=0"[..],
             b"private max-age=600",
             b"\"private\"",
+            b"max-age=60, stale-while-revalidate=30; private",
+            b"stale-if-error=600 private",
+            b"x=\"a\\\"b\"",
         ] {
             assert!(
                 of(&[sloppy]).is_none(),
@@ -147,6 +158,10 @@ mod tests {
     #[test]
     fn delta_seconds_are_plain_numbers_and_the_least_wins() {
         let secs = |line: &[u8]| of(&[line]).unwrap().seconds("max-age");
+        assert!(
+            of(&[b"max-age="]).is_none(),
+            "no value after `=`: unreadable"
+        );
         assert_eq!(secs(b"public"), None);
         assert_eq!(secs(b"max-age=60"), Some(Some(60)));
         assert_eq!(secs(b"max-age=60, max-age=5"), Some(Some(5)));
@@ -155,7 +170,6 @@ mod tests {
             b"max-age=\"60\"",
             b"max-age=1.5",
             b"max-age",
-            b"max-age=",
         ] {
             assert_eq!(
                 secs(invalid),

@@ -1,5 +1,6 @@
 //! How long a response may be stored, from its own headers (RFC 9111 §4.2, RFC 9213):
-//! `CDN-Cache-Control`'s `s-maxage` or `max-age`, then `Cache-Control`'s, then `Expires` less
+//! `CDN-Cache-Control`'s `s-maxage` or `max-age`, then `Surrogate-Control`'s, then
+//! `Cache-Control`'s, then `Expires` less
 //! `Date`, or the layer's TTL for a response that says nothing; less the age it already has
 //! (its first `Age`, or how old its `Date` says it is). The layer's TTL bounds it. Freshness
 //! information that cannot be read makes the response stale: not stored. (An `Age` that is
@@ -25,7 +26,7 @@ pub(crate) enum Freshness {
 /// layer's `ttl`.
 pub(crate) fn freshness(
     headers: &HeaderMap,
-    [cdn, directives]: [&Directives; 2],
+    [cdn, surrogate, directives]: [&Directives; 3],
     ttl: Duration,
     now: SystemTime,
 ) -> Freshness {
@@ -38,7 +39,10 @@ pub(crate) fn freshness(
     // A CDN-Cache-Control that is not a valid structured field is ignored for its lifetime
     // (RFC 9213 §2.1); what it forbids still counts (`rules.rs`).
     let cdn = explicit(cdn).filter(|_| cdn.exact());
-    let lifetime = match cdn.or_else(|| explicit(directives)) {
+    let chosen = cdn
+        .or_else(|| explicit(surrogate))
+        .or_else(|| explicit(directives));
+    let lifetime = match chosen {
         Some(Some(secs)) => Duration::from_secs(secs),
         Some(None) => return Freshness::Stale,
         None => match expires(headers) {
@@ -117,8 +121,10 @@ mod tests {
                 value.parse().unwrap(),
             );
         }
-        let (cdn, directives) = (Directives::of_cdn(&map), Directives::of(&map));
-        freshness(&map, [&cdn.unwrap(), &directives.unwrap()], TTL, now)
+        let cdn = Directives::of_cdn(&map).unwrap();
+        let surrogate = Directives::of_surrogate(&map).unwrap();
+        let directives = Directives::of(&map).unwrap();
+        freshness(&map, [&cdn, &surrogate, &directives], TTL, now)
     }
 
     fn stored(ttl: u64, age: u64) -> Freshness {
@@ -189,6 +195,11 @@ mod tests {
         assert_eq!(
             fresh(&[cdn("public"), ("cache-control", "max-age=5")]),
             stored(5, 0)
+        );
+        let surrogate = ("surrogate-control", "max-age=0");
+        assert_eq!(
+            fresh(&[surrogate, ("cache-control", "max-age=60")]),
+            Freshness::Stale
         );
         let one = ("cache-control", "max-age=1");
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Everything an application may read as where a request was sent, for the key: the URI's
 //! scheme and authority, `Host`, what a reverse proxy forwards (`X-Forwarded-Host`, `-Proto`,
 //! `-Port`, `-Prefix`, and `Forwarded` less the client's and the proxy's addresses), and the
-//! path prefix an axum `Router::nest` stripped. Frameworks take the forwarded host first
+//! path and query a router changed (axum's `OriginalUri`: a `Router::nest`'s prefix). Frameworks take the forwarded host first
 //! (axum-extra's `Host`: `Forwarded`, then `X-Forwarded-Host`, then `Host`), so a tenant's
 //! response is keyed by whichever of them the application reads, each as its raw bytes.
 
@@ -24,8 +24,8 @@ pub(crate) fn with_hosts(mut base: String, parts: &Parts) -> String {
     if let Some(scheme) = parts.uri.scheme() {
         base = key::with_part(base, "scheme", scheme.as_str().as_bytes());
     }
-    if let Some(prefix) = nest_prefix(parts) {
-        base = key::with_part(base, "nest", prefix.as_bytes());
+    if let Some(original) = original_uri(parts) {
+        base = key::with_part(base, "original", original.as_bytes());
     }
     for value in headers.get_all(HOST) {
         base = key::with_part(base, "host", value.as_bytes());
@@ -44,13 +44,14 @@ pub(crate) fn with_hosts(mut base: String, parts: &Parts) -> String {
     base
 }
 
-/// The path prefix an axum `Router::nest` stripped before the layer saw the request
-/// (`/t/acme` of `/t/acme/products`), from axum's `OriginalUri`.
-fn nest_prefix(parts: &Parts) -> Option<&str> {
-    let original = parts.extensions.get::<axum::extract::OriginalUri>()?.path();
-    let seen = parts.uri.path();
-    let prefix = original.strip_suffix(seen).unwrap_or(original);
-    (original != seen).then_some(prefix)
+/// The path and query the request had before a router changed them (an axum `Router::nest`
+/// strips its prefix, `/t/acme/products` to `/products`; a rewrite may move a tenant from the
+/// query into the path), from axum's `OriginalUri`, when they differ from what the layer sees.
+fn original_uri(parts: &Parts) -> Option<&str> {
+    let original = parts.extensions.get::<axum::extract::OriginalUri>()?;
+    let original = original.path_and_query().map_or("", |p| p.as_str());
+    let seen = parts.uri.path_and_query().map_or("", |p| p.as_str());
+    (original != seen).then_some(original)
 }
 
 /// A `Forwarded` line less its `for` and `by` pairs (the client's address and the proxy's),
@@ -144,8 +145,9 @@ mod tests {
             request.extensions_mut().insert(original);
             with_hosts(String::new(), &request.into_parts().0)
         };
-        assert_eq!(nested("/t/acme/products"), "|nest=/t/acme");
+        assert_eq!(nested("/t/acme/products"), "|original=/t/acme/products");
         assert_ne!(nested("/t/acme/products"), nested("/t/globex/products"));
+        assert_ne!(nested("/products?tenant=a"), nested("/products?tenant=b"));
         assert_eq!(nested("/products"), "", "not nested");
     }
 }

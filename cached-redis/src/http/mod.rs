@@ -228,11 +228,14 @@ impl CacheLayer {
 
     /// Treats requests carrying any of `headers` as personal, like those with
     /// `Authorization` or `Cookie`: cached only when [`CacheLayer::key_by_user`] names the
-    /// user. Built in already: `Authorization`, `Cookie`, `Proxy-Authorization` and the identity
-    /// headers common gateways set (oauth2-proxy's `X-Forwarded-User`/`-Email`/..., `X-Auth-
-    /// Request-*`, `Remote-User`, `X-User`, `X-User-Id`, Kong's, AWS ALB's, Google IAP's,
-    /// Azure's, Cloudflare Access's, forwarded client certificates). Name the ones your own
-    /// gateway sets.
+    /// user. Built in already: `Cookie`, and every header whose name has `auth`, `token`,
+    /// `api-key`/`apikey`, `jwt`, `session`, `principal`, `identity`, `oidc`, `saml`,
+    /// `credential`, `cert`, `mtls`, `user`, `login`, `claim`, `email`, `secret` or
+    /// `password` in it (`User-Agent` and `Sec-Fetch-User` excepted): `Authorization`,
+    /// `X-Api-Key`, oauth2-proxy's `X-Forwarded-User`/`-Email`, `X-Auth-Request-*`,
+    /// `Remote-User`, `X-User-Id`, AWS ALB's, Google IAP's, Azure's, Cloudflare Access's,
+    /// Tailscale's, Pomerium's, forwarded client certificates, ... Name the ones your own
+    /// gateway sets that none of those words give away.
     ///
     /// ```
     /// # let cache = cached_redis::Cache::disabled();

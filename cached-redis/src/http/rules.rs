@@ -11,7 +11,7 @@ use ::http::{HeaderMap, HeaderName, Method, request, response};
 
 use super::directives::Directives;
 use super::freshness::{Freshness, freshness};
-use super::{Config, host, key};
+use super::{Config, credentials, host, key};
 
 /// Request headers that ask for part of a resource or a conditional answer (a `206`, a `304`):
 /// such answers are their own request's, never another's.
@@ -28,7 +28,8 @@ const PARTIAL_OR_CONDITIONAL: [::http::HeaderName; 6] = [
 /// not a `GET` or `HEAD`, partial or conditional, asking that nothing of it be stored
 /// (`Cache-Control: no-store`, or a `Cache-Control` that cannot be read), or carrying
 /// credentials (`Authorization`, `Cookie`, an identity header a gateway sets; see
-/// `credentials.rs`) the layer cannot attribute to a user. Every host the request names is part of
+/// `credentials.rs`) the layer cannot attribute to a user, or one of them twice. Tenant
+/// headers join the key. Every host the request names is part of
 /// it; so is the user, whenever `key_by_user` names one, credentials or not.
 pub(crate) fn request_key(parts: &request::Parts, config: &Config) -> Option<String> {
     if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -45,10 +46,14 @@ pub(crate) fn request_key(parts: &request::Parts, config: &Config) -> Option<Str
         return None;
     }
     let base = host::with_hosts(key::base(&parts.method, &parts.uri), parts);
-    let credentials = super::credentials::carried(headers, &config.credentials);
+    let base = credentials::with_tenants(base, headers);
+    let more = &config.credentials;
+    if credentials::doubled(headers, more) {
+        return None;
+    }
     match config.user.as_ref().and_then(|user| user(parts)) {
         Some(user) => Some(key::with_part(base, "user", user.as_bytes())),
-        None if credentials => None,
+        None if credentials::carried(headers, more) => None,
         None => Some(base),
     }
 }
@@ -85,7 +90,7 @@ pub(crate) fn verdict(parts: &response::Parts, config: &Config) -> Verdict {
     ) else {
         return Verdict::Alone;
     };
-    let all = [&cdn, &directives, &surrogate];
+    let all = [&cdn, &surrogate, &directives];
     if personal(headers, all) || matches!(vary(headers), Vary::Any) {
         return Verdict::Alone;
     }
@@ -93,7 +98,7 @@ pub(crate) fn verdict(parts: &response::Parts, config: &Config) -> Verdict {
         return Verdict::Share;
     }
     let ttl = config.policy.ttl();
-    match freshness(headers, [&cdn, &directives], ttl, SystemTime::now()) {
+    match freshness(headers, all, ttl, SystemTime::now()) {
         Freshness::Fresh { ttl, age } => Verdict::Store { ttl, age },
         Freshness::Stale => Verdict::Share,
     }
@@ -111,9 +116,24 @@ fn personal(headers: &HeaderMap, directives: [&Directives; 3]) -> bool {
     headers.contains_key(SET_COOKIE)
         || headers.contains_key("set-cookie2")
         || pragma_no_cache
-        || ["private", "no-store", "no-cache"]
+        || PROHIBITIONS
             .iter()
             .any(|d| directives.iter().any(|of| of.has(d)))
+        || mentions_a_prohibition(headers)
+}
+
+/// What a response says to keep it from shared caches.
+const PROHIBITIONS: [&str; 3] = ["private", "no-store", "no-cache"];
+
+/// Whether one of the caching fields names a prohibition anywhere, read or not (inside a
+/// quoted value, after a stray `;`): what nginx and Varnish also take as "do not store", the
+/// backstop behind reading the directives exactly.
+fn mentions_a_prohibition(headers: &HeaderMap) -> bool {
+    let fields = ["cache-control", "cdn-cache-control", "surrogate-control"];
+    fields.iter().flat_map(|f| headers.get_all(*f)).any(|line| {
+        let line = String::from_utf8_lossy(line.as_bytes()).to_ascii_lowercase();
+        PROHIBITIONS.iter().any(|word| line.contains(word))
+    })
 }
 
 /// The header names a response's `Vary` lists.
