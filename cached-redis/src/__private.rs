@@ -133,7 +133,7 @@ where
         Some(cache) => {
             let load = async {
                 let stored = M::wrap(loader.await);
-                crate::cacheable::Conditional::new(stored, keep)
+                crate::stored::cacheable::Conditional::new(stored, keep)
             };
             M::unwrap(cache.fetch(&key, policy, load).await.into_inner())
         }

@@ -10,16 +10,16 @@ use redis::cluster::ClusterClientBuilder;
 
 use crate::Error;
 use crate::cache::{Cache, Inner};
-use crate::confirm_pool::MakeConn;
+use crate::conn::guard::Guard;
 use crate::conn::{Conn, LazyCluster};
 use crate::error::redact_url;
-use crate::flight::Flights;
-use crate::format::{Codec, Compression, Format};
-use crate::guard::Guard;
-use crate::replicated::Replicated;
+use crate::read::flight::Flights;
+use crate::read::wake::Wakeups;
 use crate::stats::Counters;
-use crate::update::UpdateQueue;
-use crate::wake::Wakeups;
+use crate::stored::format::{Codec, Compression, Format};
+use crate::write::confirm_pool::MakeConn;
+use crate::write::replicated::Replicated;
+use crate::write::turns::UpdateQueue;
 
 /// Configures a [`Cache`]; created by [`Cache::builder`].
 ///
@@ -50,9 +50,9 @@ pub struct CacheBuilder {
     urls: Vec<String>,
     cluster: bool,
     #[cfg(feature = "sentinel")]
-    sentinel: Option<crate::sentinel::Service>,
+    sentinel: Option<crate::conn::sentinel::Service>,
     #[cfg(feature = "sentinel")]
-    node_auth: Option<crate::sentinel::NodeAuth>,
+    node_auth: Option<crate::conn::sentinel::NodeAuth>,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
     namespace: String,
@@ -208,7 +208,7 @@ impl Cache {
     pub fn sentinel_builder(sentinels: &[&str], master: &str) -> CacheBuilder {
         CacheBuilder {
             urls: sentinels.iter().map(|u| (*u).to_owned()).collect(),
-            sentinel: Some(crate::sentinel::Service::new(master)),
+            sentinel: Some(crate::conn::sentinel::Service::new(master)),
             ..Cache::builder("")
         }
     }
@@ -409,7 +409,7 @@ impl CacheBuilder {
     /// ```
     #[cfg(feature = "sentinel")]
     pub fn node_auth(mut self, username: Option<&str>, password: &str) -> Self {
-        self.node_auth = Some(crate::sentinel::NodeAuth::new(username, password));
+        self.node_auth = Some(crate::conn::sentinel::NodeAuth::new(username, password));
         self
     }
 
@@ -553,7 +553,7 @@ impl CacheBuilder {
     /// The Sentinel service this cache follows, with the data nodes' credentials; refuses
     /// those credentials on a cache not behind Sentinel.
     #[cfg(feature = "sentinel")]
-    fn sentinel_service(&self) -> Result<Option<crate::sentinel::Service>, Error> {
+    fn sentinel_service(&self) -> Result<Option<crate::conn::sentinel::Service>, Error> {
         match (&self.sentinel, &self.node_auth) {
             (None, Some(_)) => Err(Error::InvalidConfig(
                 "node_auth is for a cache behind Sentinel; give one Redis or a cluster its \
@@ -578,11 +578,12 @@ impl CacheBuilder {
         } else {
             self.single_connections(invalid)?
         };
+        let replicated = self.replicated(invalid, writes.publish_command())?;
         Ok(Connections {
             reads,
             writes,
             wakeups,
-            replicated: self.replicated(invalid)?,
+            replicated,
         })
     }
 
@@ -592,10 +593,10 @@ impl CacheBuilder {
     #[cfg(feature = "sentinel")]
     fn sentinel_connections(
         &self,
-        service: &crate::sentinel::Service,
+        service: &crate::conn::sentinel::Service,
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
     ) -> Result<Connections, Error> {
-        use crate::sentinel::FollowPrimary;
+        use crate::conn::sentinel::FollowPrimary;
         for url in &self.urls {
             redis::Client::open(url.as_str()).map_err(|e| invalid(url, e))?;
         }
@@ -606,15 +607,17 @@ impl CacheBuilder {
             let subscriber = FollowPrimary::subscriber(&primary, config.clone(), push);
             Ok(Conn::Sentinel(subscriber))
         })?;
+        let writes = follow();
+        let publish = writes.publish_command();
         let replicated = self.replicas.map(|(replicas, within)| {
             let (primary, config) = (primary.clone(), config.clone());
             let make: MakeConn =
                 Box::new(move || Ok(Conn::Sentinel(FollowPrimary::new(&primary, config.clone()))));
-            Replicated::new(make, replicas, within)
+            Replicated::new(make, (replicas, within), &self.namespace, publish)
         });
         Ok(Connections {
             reads: follow(),
-            writes: follow(),
+            writes,
             wakeups,
             replicated,
         })
@@ -625,12 +628,15 @@ impl CacheBuilder {
     fn replicated(
         &self,
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
+        publish: &'static str,
     ) -> Result<Option<Replicated>, Error> {
         let Some((replicas, within)) = self.replicas else {
             return Ok(None);
         };
         let make = self.confirmation_conns(invalid, within)?;
-        Ok(Some(Replicated::new(make, replicas, within)))
+        let namespace = &self.namespace;
+        let replicated = Replicated::new(make, (replicas, within), namespace, publish);
+        Ok(Some(replicated))
     }
 
     /// Makes the connections replica confirmations go over, one per confirmation under way:

@@ -4,17 +4,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bulk::glob_escape;
 use crate::conn::Conn;
-use crate::flight::Flights;
-use crate::format::Format;
-use crate::guard::Guard;
-use crate::lease::{self, EntryKeys};
-use crate::replicated::Replicated;
+use crate::conn::guard::Guard;
+use crate::lease;
+use crate::read::flight::Flights;
+use crate::read::wake::Wakeups;
 use crate::stats::{Counters, Stats};
-use crate::update::UpdateQueue;
-use crate::wake::Wakeups;
-use crate::{Error, Key, KeyFamily};
+use crate::stored::format::Format;
+use crate::write::replicated::{Replicated, Report};
+use crate::write::turns::UpdateQueue;
+use crate::{Error, Key};
 
 /// A handle to a Redis-backed cache: cheap to clone, shared by every cached function that uses
 /// it. Inside are auto-reconnecting multiplexed connections for reads, for writes and for waiter
@@ -75,6 +74,16 @@ impl fmt::Debug for Cache {
     }
 }
 
+impl Inner {
+    /// Where a replica confirmation's outcome is counted.
+    pub(crate) fn report(&self) -> Report<'_> {
+        Report {
+            guard: &self.guard,
+            stats: &self.stats,
+        }
+    }
+}
+
 impl Cache {
     /// A snapshot of the counters.
     ///
@@ -128,37 +137,6 @@ impl Cache {
         lease::value_key(&self.inner.namespace, key)
     }
 
-    /// Removes `key`'s entry and revokes any load in flight for it, so that the load's result
-    /// is not stored. Returns whether an entry was removed.
-    ///
-    /// Call it after every write to the data behind the entry. An `Err` means Redis could not be
-    /// told: the entry may live until its TTL.
-    ///
-    /// ```no_run
-    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
-    /// let key = cached_redis::Key::builder().text("user:").part(&42u64).text(":v1").build();
-    /// let removed: bool = cache.invalidate(&key).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn invalidate(&self, key: &Key) -> Result<bool, Error> {
-        let inner = &self.inner;
-        if inner.disabled {
-            return Ok(false);
-        }
-        let keys = EntryKeys::new(&inner.namespace, key);
-        let publish = inner.writes.publish_command();
-        let removed = match &inner.replicated {
-            None => {
-                let mut conn = inner.writes.clone();
-                let op = lease::invalidate(&mut conn, &keys, publish);
-                inner.guard.write(&inner.stats, "invalidate", op).await?
-            }
-            Some(replicated) => replicated.invalidate(inner, &keys).await?,
-        };
-        tracing::debug!(key = %keys.value, removed, "invalidated");
-        Ok(removed)
-    }
-
     /// Asks Redis for `PING` (bounded by `op_timeout`, through the breaker) and returns how long
     /// the answer took: a health check for dashboards and readiness probes.
     ///
@@ -205,78 +183,5 @@ impl Cache {
             .read(&inner.stats, "PTTL", pttl.query_async::<i64>(&mut conn))
             .await?;
         Ok(u64::try_from(millis).ok().map(Duration::from_millis))
-    }
-
-    /// Removes every entry and lease of this cache's namespace, waking any waiters, and returns
-    /// how many keys were removed. It walks the namespace with `SCAN` in batches of 500 (never
-    /// `KEYS`, which would block Redis) and deletes each batch with `UNLINK`.
-    ///
-    /// ```no_run
-    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
-    /// let removed = cache.clear().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn clear(&self) -> Result<u64, Error> {
-        let pattern = format!("{}:{{*", glob_escape(&self.inner.namespace));
-        crate::bulk::remove_matching(&self.inner, &[pattern], &|_| true).await
-    }
-
-    /// Removes every entry whose key starts with `prefix` (as rendered, e.g. `"user:"` for all
-    /// entries of `key = "user:<id>:v1"` and of any other template starting so), with their
-    /// leases, and returns how many keys were removed. Like [`Cache::clear`], it scans in
-    /// bounded batches, on every primary of a cluster.
-    ///
-    /// ```no_run
-    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
-    /// let removed = cache.invalidate_prefix("user:").await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
-        let patterns = self.prefix_patterns(prefix);
-        crate::bulk::remove_matching(&self.inner, &patterns, &|_| true).await
-    }
-
-    /// The `SCAN MATCH` patterns of every key that starts with `prefix`. A key longer than
-    /// MAX_KEY_LEN is stored as its readable part, `\#` and a hash: a prefix reaching past
-    /// that part matches every such key that shares it (removing one that only shares the
-    /// readable part costs a reload, never a stale read).
-    fn prefix_patterns(&self, prefix: &str) -> Vec<String> {
-        let namespace = glob_escape(&self.inner.namespace);
-        let mut patterns = vec![format!("{namespace}:{{{}*", glob_escape(prefix))];
-        if let Some(readable) = crate::key::readable_part_of_long_prefix(prefix) {
-            patterns.push(format!("{namespace}:{{{}\\\\#*", glob_escape(readable)));
-        }
-        patterns
-    }
-
-    /// Removes every entry `family`'s template renders (whatever its arguments) and revokes
-    /// loads of them in flight, as [`Cache::invalidate_prefix`] does, but only that
-    /// template's: `user:<id>:v1` leaves `user:<id>:v2` and `user:<id>:v1:<page>` alone.
-    /// Keys are found with `SCAN` over the template's fixed start, then matched one by one.
-    /// Returns how many Redis keys (entries and leases) were removed. The attribute
-    /// generates `invalidate_all_<fn>()` around it.
-    ///
-    /// ```no_run
-    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
-    /// use cached_redis::KeyFamily;
-    ///
-    /// let pages = KeyFamily::builder().text("products:page:").part().build();
-    /// let removed = cache.invalidate_family(&pages).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn invalidate_family(&self, family: &KeyFamily) -> Result<u64, Error> {
-        let namespace = &self.inner.namespace;
-        let start = format!("{namespace}:{{");
-        let patterns = self.prefix_patterns(&family.fixed_start());
-        let keep = |key: &str| {
-            let Some(inside) = key.strip_prefix(&start) else {
-                return false;
-            };
-            let rendered = inside
-                .strip_suffix("}:lease")
-                .or_else(|| inside.strip_suffix('}'));
-            rendered.is_some_and(|r| family.matches_rendered(r))
-        };
-        crate::bulk::remove_matching(&self.inner, &patterns, &keep).await
     }
 }

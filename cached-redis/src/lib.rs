@@ -56,50 +56,35 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
-mod breaker;
 mod builder;
-mod bulk;
 mod cache;
-mod cacheable;
-mod codec;
-mod compress;
-mod confirm_pool;
 mod conn;
 mod error;
-mod family;
-mod fetch;
-mod flight;
-mod format;
 mod global;
-mod guard;
 #[cfg(feature = "http")]
 pub mod http;
 mod key;
 mod lease;
-mod none_probe;
 mod policy;
 mod random;
-mod replicated;
-#[cfg(feature = "sentinel")]
-mod sentinel;
+mod read;
 mod stats;
-mod topology;
-mod update;
-mod wake;
+mod stored;
+mod write;
 
 #[doc(hidden)]
 pub mod __private;
 
 pub use builder::CacheBuilder;
 pub use cache::Cache;
-pub use cacheable::{CacheValue, Cacheable, Plain, Split};
 pub use error::Error;
-pub use family::{KeyFamily, KeyFamilyBuilder};
-pub use format::{Codec, Compression};
 pub use global::{GlobalOverride, global, override_global, set_global, take_global, with_cache};
+pub use key::family::{KeyFamily, KeyFamilyBuilder};
 pub use key::{Key, KeyBuilder, KeyPart, KeyWriter, MAX_KEY_LEN};
 pub use policy::{Jitter, Policy};
 pub use stats::Stats;
+pub use stored::cacheable::{CacheValue, Cacheable, Plain, Split};
+pub use stored::format::{Codec, Compression};
 
 #[doc(inline)]
 pub use cached_redis_macros::redis_cached;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::Error;
-use crate::format::{Codec, Compression};
 use crate::random;
+use crate::stored::format::{Codec, Compression, Format};
 
 /// How much shorter than `ttl` a stored entry's TTL may be drawn.
 ///
@@ -264,6 +264,14 @@ impl Policy {
     /// ```
     pub fn none_ttl(&self) -> Option<Duration> {
         self.none_ttl
+    }
+
+    /// `default` (the cache's format) with this policy's own settings where it has them.
+    pub(crate) fn format(&self, default: Format) -> Format {
+        Format {
+            codec: self.codec.unwrap_or(default.codec),
+            compression: self.compression.unwrap_or(default.compression),
+        }
     }
 
     /// The codec override, if any.

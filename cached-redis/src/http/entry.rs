@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::Policy;
-use crate::cacheable::{Cacheable, Split};
+use crate::stored::cacheable::{Cacheable, Split};
 
 /// The value stored under a URL's key.
 #[derive(Debug, Serialize, Deserialize)]

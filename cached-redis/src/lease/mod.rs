@@ -1,10 +1,8 @@
-//! The lease on an entry: its Redis names, the scripts over it, and the guard its holder
-//! keeps while loading.
+//! The lease on an entry: its Redis names and the scripts over it (the guard its holder keeps
+//! while loading is the read path's, `read/lease_guard.rs`).
 
-mod guard;
-mod scripts;
+pub(crate) mod scripts;
 
-pub(crate) use guard::LeaseGuard;
 pub(crate) use scripts::{
     Acquire, compare_and_set, compare_and_set_eval, invalidate, invalidate_eval,
 };

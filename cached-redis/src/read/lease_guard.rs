@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::EntryKeys;
-use super::scripts::{self, Acquire};
+use crate::lease::EntryKeys;
+use crate::lease::scripts::{self, Acquire};
 use crate::{Cache, Error, random};
 
 /// A claim on an entry's lease, under a token of its own. Armed while the lease may be held

@@ -113,7 +113,7 @@ fn split_value<V: CacheValue, R>(
     policy: &Policy,
     alone: impl FnOnce(V) -> R,
 ) -> Split<V, R> {
-    use crate::none_probe::{Shape, shape};
+    use crate::stored::none_probe::{Shape, shape};
     match (shape(&value), policy.none_ttl()) {
         (Shape::None, Some(none_ttl)) => Split::Store(value, none_ttl),
         (Shape::None, None) => Split::Pass(value),

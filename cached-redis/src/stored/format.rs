@@ -80,13 +80,3 @@ pub(crate) struct Format {
     pub(crate) codec: Codec,
     pub(crate) compression: Compression,
 }
-
-impl Format {
-    /// This format with a policy's own settings, where it has them, in place of the cache's.
-    pub(crate) fn overridden(self, policy: &crate::Policy) -> Format {
-        Format {
-            codec: policy.codec.unwrap_or(self.codec),
-            compression: policy.compression.unwrap_or(self.compression),
-        }
-    }
-}

@@ -5,9 +5,9 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 
 use crate::Error;
 use crate::cache::Inner;
+use crate::conn::topology::{self, Slots};
 use crate::conn::{Conn, LazyCluster};
-use crate::replicated::Replicated;
-use crate::topology::{self, Slots};
+use crate::write::replicated::Replicated;
 
 /// Which of the keys `SCAN MATCH` found to remove (a glob cannot say "one template's keys").
 pub(crate) type Keep<'a> = &'a (dyn Fn(&str) -> bool + Sync);
@@ -46,7 +46,7 @@ pub(crate) async fn remove_matching(
         // Even when nothing was removed: a retry after `NotReplicated` finds nothing left on
         // the primary, and must not answer `Ok` before the replicas have the first call's
         // removals.
-        replicated.confirm_all(inner).await?;
+        replicated.confirm_all(inner.report()).await?;
     }
     if inner.writes.primary_generation() != primary {
         return Err(moved("the primary changed during the removal"));
@@ -98,7 +98,7 @@ async fn confirm_nodes(
     for (node, slots) in nodes.iter().zip(slots) {
         if let Some(tag) = topology::tag_in(slots) {
             let mark = format!("{}:replicated:{{{tag}}}", inner.namespace);
-            replicated.confirm_on(inner, node, &mark).await?;
+            replicated.confirm_on(inner.report(), node, &mark).await?;
         }
     }
     Ok(())
@@ -206,16 +206,4 @@ where
     let unlinking = pipe.query_async::<Vec<u64>>(&mut conn);
     let counts = inner.guard.write(&inner.stats, "UNLINK", unlinking).await?;
     Ok(counts.iter().sum())
-}
-
-/// Escapes the characters `SCAN MATCH` treats as a glob.
-pub(crate) fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
 }

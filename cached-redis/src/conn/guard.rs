@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::breaker::Breaker;
+use crate::conn::breaker::Breaker;
 use crate::stats::Counters;
 
 #[derive(Debug)]

@@ -24,7 +24,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::watch;
 
 use crate::conn::Conn;
-use crate::guard::Guard;
+use crate::conn::guard::Guard;
 use crate::stats::Counters;
 
 #[derive(Debug)]

@@ -15,9 +15,10 @@ use redis::aio::ConnectionLike;
 use redis::{Pipeline, Value};
 
 use crate::Error;
-use crate::cache::Inner;
-use crate::confirm_pool::{ConfirmPool, MakeConn};
+use crate::conn::guard::Guard;
 use crate::lease::{self, EntryKeys};
+use crate::stats::Counters;
+use crate::write::confirm_pool::{ConfirmPool, MakeConn};
 
 /// Sets and deletes its key: a write that always reaches the replication stream and leaves
 /// nothing behind, allowed when the primary is out of memory (`noeviction` at `maxmemory`
@@ -32,57 +33,82 @@ pub(crate) struct Replicated {
     pool: ConfirmPool,
     replicas: u32,
     within: Duration,
+    /// The cache's namespace, which marks are named in.
+    namespace: String,
+    /// The command that wakes waiters on the deployment (`PUBLISH`, or `SPUBLISH` on a
+    /// cluster), for the invalidation script.
+    publish: &'static str,
+}
+
+/// Where a confirmation's outcome is counted: the cache's guard and counters.
+#[derive(Clone, Copy)]
+pub(crate) struct Report<'a> {
+    pub(crate) guard: &'a Guard,
+    pub(crate) stats: &'a Counters,
 }
 
 impl Replicated {
-    pub(crate) fn new(make: MakeConn, replicas: u32, within: Duration) -> Replicated {
+    /// `replicas` confirmations within `within`, for a cache named `namespace` on a deployment
+    /// whose waiters `publish` wakes.
+    pub(crate) fn new(
+        make: MakeConn,
+        (replicas, within): (u32, Duration),
+        namespace: &str,
+        publish: &'static str,
+    ) -> Replicated {
         Replicated {
             pool: ConfirmPool::new(make),
             replicas,
             within,
+            namespace: namespace.to_owned(),
+            publish,
         }
     }
 
     /// The invalidation script, then the mark and `WAIT` on the same connection.
-    pub(crate) async fn invalidate(&self, inner: &Inner, keys: &EntryKeys) -> Result<bool, Error> {
-        let eval = lease::invalidate_eval(keys, inner.writes.publish_command());
-        self.script(inner, "invalidate", keys, eval).await
+    pub(crate) async fn invalidate(
+        &self,
+        report: Report<'_>,
+        keys: &EntryKeys,
+    ) -> Result<bool, Error> {
+        let eval = lease::invalidate_eval(keys, self.publish);
+        self.script(report, "invalidate", keys, eval).await
     }
 
     /// An update's compare-and-set, then the mark and `WAIT`: whether it replaced the value.
     pub(crate) async fn compare_and_set(
         &self,
-        inner: &Inner,
+        report: Report<'_>,
         keys: &EntryKeys,
         read: &[u8],
         replacement: &[u8],
     ) -> Result<bool, Error> {
         let eval = lease::compare_and_set_eval(keys, read, replacement);
-        self.script(inner, "update", keys, eval).await
+        self.script(report, "update", keys, eval).await
     }
 
     /// A script over one entry (`EVAL`), the mark in the entry's slot and `WAIT`, in one
     /// pipeline to the entry's primary; the script's reply once the replicas confirmed.
     async fn script(
         &self,
-        inner: &Inner,
+        report: Report<'_>,
         what: &'static str,
         keys: &EntryKeys,
         eval: redis::Cmd,
     ) -> Result<bool, Error> {
         let mut pipe = redis::pipe();
         pipe.add_command(eval);
-        let mark = entry_mark(&inner.namespace, &keys.value);
-        let replies = self.pooled(inner, what, &keys.value, pipe, &mark).await?;
+        let mark = entry_mark(&self.namespace, &keys.value);
+        let replies = self.pooled(report, what, &keys.value, pipe, &mark).await?;
         let reply = replies.into_iter().next().unwrap_or(Value::Nil);
         redis::from_redis_value::<bool>(reply).map_err(|e| Error::Redis(e.into()))
     }
 
     /// Waits until the replicas have every write the primary ran before this call (a bulk
     /// removal's unlinks, made over other connections): one Redis, or behind Sentinel.
-    pub(crate) async fn confirm_all(&self, inner: &Inner) -> Result<(), Error> {
-        let mark = format!("{}:replicated", inner.namespace);
-        self.pooled(inner, "WAIT", &mark, redis::pipe(), &mark)
+    pub(crate) async fn confirm_all(&self, report: Report<'_>) -> Result<(), Error> {
+        let mark = format!("{}:replicated", self.namespace);
+        self.pooled(report, "WAIT", &mark, redis::pipe(), &mark)
             .await
             .map(drop)
     }
@@ -91,7 +117,7 @@ impl Replicated {
     /// plain connection to it), with `mark` a key of a slot that node serves.
     pub(crate) async fn confirm_on<C>(
         &self,
-        inner: &Inner,
+        report: Report<'_>,
         conn: &C,
         mark: &str,
     ) -> Result<(), Error>
@@ -102,9 +128,9 @@ impl Replicated {
         self.append_confirmation(&mut pipe, mark, self.within);
         let mut conn = conn.clone();
         let sent = pipe.query_async::<Vec<Value>>(&mut conn);
-        let guard = &inner.guard;
+        let guard = report.guard;
         let replies = guard
-            .confirm_within(&inner.stats, "WAIT", self.within, sent)
+            .confirm_within(report.stats, "WAIT", self.within, sent)
             .await?;
         self.acknowledged(replies).map(drop)
     }
@@ -114,7 +140,7 @@ impl Replicated {
     /// for a free connection included, takes at most `within` plus `op_timeout`.
     async fn pooled(
         &self,
-        inner: &Inner,
+        report: Report<'_>,
         what: &'static str,
         route: &str,
         mut pipe: Pipeline,
@@ -136,8 +162,8 @@ impl Replicated {
             lent.give_back();
             Ok(replies)
         };
-        let guard = &inner.guard;
-        let replies = guard.confirm_within(&inner.stats, what, wait, sent).await?;
+        let guard = report.guard;
+        let replies = guard.confirm_within(report.stats, what, wait, sent).await?;
         self.acknowledged(replies)
     }
 

@@ -5,12 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cacheable::Cacheable;
-use crate::flight::{self, Joined, Leader, Role, Shared};
-use crate::lease::{self, Acquire, EntryKeys, LeaseGuard};
+use crate::lease::{self, Acquire, EntryKeys};
+use crate::read::flight::{self, Joined, Leader, Role, Shared};
+use crate::read::lease_guard::LeaseGuard;
+use crate::read::wake::Subscription;
 use crate::stats::{Event, Outcome};
-use crate::wake::Subscription;
-use crate::{Cache, CacheValue, Key, Policy, codec};
+use crate::stored::cacheable::Cacheable;
+use crate::stored::codec;
+use crate::{Cache, CacheValue, Key, Policy};
 
 /// How often a waiter checks the lease when it could not subscribe for wake-ups.
 const POLL_WITHOUT_WAKEUPS: Duration = Duration::from_millis(20);
@@ -300,7 +302,7 @@ impl Cache {
         policy: &Policy,
         value_key: &str,
     ) -> Option<Vec<u8>> {
-        let format = self.inner.format.overridden(policy);
+        let format = policy.format(self.inner.format);
         codec::encode(value, load_time, format)
             .inspect_err(|error| {
                 tracing::warn!(key = %value_key, %error, "value does not encode; not cached");
@@ -443,7 +445,7 @@ impl Cache {
             // A value in the reply is fresh for the callers that joined before it was asked for.
             let (reply, joined) = claim.acquire(corrupt.as_deref(), || leader.joined()).await;
             match reply {
-                Err(e) if crate::guard::refuses_writes(&e) => return Lease::WritesRefused,
+                Err(e) if crate::conn::guard::refuses_writes(&e) => return Lease::WritesRefused,
                 Err(_) => return Lease::Unavailable,
                 Ok(Acquire::Value(bytes)) => match codec::decode(&bytes) {
                     Ok(value) => return Lease::Value(bytes, value, joined),

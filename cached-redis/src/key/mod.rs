@@ -12,6 +12,9 @@
 //! A key longer than [`MAX_KEY_LEN`] bytes is not rejected: it is shortened to a readable
 //! prefix, the marker `\#` (which no escaped text contains) and the SHA-256 of the whole key.
 
+pub(crate) mod family;
+pub(crate) mod pattern;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::rc::Rc;

@@ -2,72 +2,16 @@
 //! change it, write it back only if it is still what was read. An update never creates an
 //! entry, keeps the entry's TTL, and never writes over an invalidation or a newer load.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::OwnedMutexGuard;
-
-use crate::codec::{self, Origin};
-use crate::format::Format;
 use crate::lease::{self, EntryKeys};
 use crate::stats::Event;
+use crate::stored::codec::{self, Origin};
+use crate::stored::format::Format;
 use crate::{Cache, CacheValue, Error, Key, Policy};
 
 /// Compare-and-set attempts before an update gives up on a contended entry (and removes it).
 const ATTEMPTS: u32 = 8;
-
-/// Updates of one entry in this process take turns, so they never conflict with each other:
-/// only other processes' updates make a compare-and-set fail.
-#[derive(Default)]
-pub(crate) struct UpdateQueue {
-    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// An update's turn on its entry; the queue forgets the entry when no one else waits for it.
-struct Turn<'a> {
-    queue: &'a UpdateQueue,
-    key: String,
-    held: Option<OwnedMutexGuard<()>>,
-}
-
-impl UpdateQueue {
-    /// This update's turn on `key`, waiting at most `bound` for it: past that the update goes
-    /// ahead without it (the compare-and-set keeps it correct; the queue only spares rounds),
-    /// so a slow Redis cannot make the k-th queued update wait k times its deadline.
-    async fn turn(&self, key: &str, bound: Duration) -> Turn<'_> {
-        let mutex = {
-            let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(turns.entry(key.to_owned()).or_default())
-        };
-        let mut turn = Turn {
-            queue: self,
-            key: key.to_owned(),
-            held: None,
-        };
-        // Cancelled while waiting, `turn` is dropped all the same and cleans up.
-        turn.held = tokio::time::timeout(bound, mutex.lock_owned()).await.ok();
-        turn
-    }
-
-    /// Entries with updates running or waiting, in this process.
-    pub(crate) fn len(&self) -> usize {
-        self.turns.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        drop(self.held.take());
-        let mut turns = self.queue.turns.lock().unwrap_or_else(|p| p.into_inner());
-        if turns
-            .get(&self.key)
-            .is_some_and(|m| Arc::strong_count(m) == 1)
-        {
-            turns.remove(&self.key);
-        }
-    }
-}
 
 /// What one read-change-write round found.
 enum Round {
@@ -139,13 +83,13 @@ impl Cache {
         let keys = EntryKeys::new(&self.inner.namespace, key);
         let bound = self.inner.guard.op_timeout();
         let _turn = self.inner.updates.turn(&keys.value, bound).await;
-        let format = policy.map(|p| self.inner.format.overridden(p));
+        let format = policy.map(|p| p.format(self.inner.format));
         let mut origin = None;
         for attempt in 0..ATTEMPTS {
             let round = match self.round(&keys, &mut origin, format, &mut change).await {
                 // Refused writes (OOM under `noeviction`, say) still allow a `DEL`: remove
                 // the entry rather than leave it missing the change.
-                Err(error) if crate::guard::refuses_writes(&error) => Round::Remove,
+                Err(error) if crate::conn::guard::refuses_writes(&error) => Round::Remove,
                 round => round?,
             };
             match round {
@@ -236,7 +180,7 @@ impl Cache {
             }
             Some(replicated) => {
                 replicated
-                    .compare_and_set(inner, keys, read, replacement)
+                    .compare_and_set(inner.report(), keys, read, replacement)
                     .await
             }
         }
@@ -246,8 +190,8 @@ impl Cache {
 /// Whether a value is one an update may keep: not a `None` or `Some(None)`.
 fn is_value<V: CacheValue>(value: &V) -> bool {
     matches!(
-        crate::none_probe::shape(value),
-        crate::none_probe::Shape::Value
+        crate::stored::none_probe::shape(value),
+        crate::stored::none_probe::Shape::Value
     )
 }
 
@@ -255,23 +199,4 @@ fn is_value<V: CacheValue>(value: &V) -> bool {
 async fn back_off(attempt: u32) {
     let bound = 1_000u64 << attempt.min(6);
     tokio::time::sleep(Duration::from_micros(crate::random::below(bound))).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An update waits for its turn at most its bound, then goes ahead without it.
-    #[tokio::test(start_paused = true)]
-    async fn a_turn_is_waited_for_at_most_its_bound() {
-        let queue = UpdateQueue::default();
-        let first = queue.turn("k", Duration::from_secs(1)).await;
-        assert!(first.held.is_some());
-        let started = tokio::time::Instant::now();
-        let second = queue.turn("k", Duration::from_millis(100)).await;
-        assert!(second.held.is_none(), "went ahead without the turn");
-        assert_eq!(started.elapsed(), Duration::from_millis(100));
-        drop((first, second));
-        assert_eq!(queue.len(), 0, "the queue forgets the entry");
-    }
 }

@@ -1,5 +1,5 @@
 //! The stored form of a value: an envelope with room for metadata, in JSON (readable in
-//! `redis-cli`) or MessagePack, compressed or not (see [`crate::format`]).
+//! `redis-cli`) or MessagePack, compressed or not (see [`crate::stored::format`]).
 //!
 //! `{"v":<value>,"at":<unix ms when computed>,"load_ms":<how long the load took>,"id":<the
 //! load's random id>}`. Readers ignore fields they do not know, so later metadata (soft expiry,
@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::format::{Codec, Compression, Format};
-use crate::{CacheValue, compress};
+use crate::CacheValue;
+use crate::stored::compress;
+use crate::stored::format::{Codec, Compression, Format};
 
 /// Which load a stored value descends from. Updates keep it; a new load gets a new one, so an
 /// update can tell an entry that other updates changed from one a load replaced.
@@ -79,9 +80,15 @@ pub(crate) enum CodecError {
     Json(serde_json::Error),
     MessagePackEncode(rmp_serde::encode::Error),
     MessagePackDecode(rmp_serde::decode::Error),
-    Compressed(String),
+    Compressed(compress::Unreadable),
     /// The first byte is none of the formats'.
     Unknown(Option<u8>),
+}
+
+impl From<compress::Unreadable> for CodecError {
+    fn from(unreadable: compress::Unreadable) -> CodecError {
+        CodecError::Compressed(unreadable)
+    }
 }
 
 impl fmt::Display for CodecError {

@@ -2,6 +2,12 @@
 //! Redis Cluster (redis-rs's cluster client, connected on first use so that an unreachable
 //! cluster does not stop an application from starting).
 
+pub(crate) mod breaker;
+pub(crate) mod guard;
+#[cfg(feature = "sentinel")]
+pub(crate) mod sentinel;
+pub(crate) mod topology;
+
 use std::sync::Arc;
 
 use redis::aio::MultiplexedConnection;
@@ -11,7 +17,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
-use crate::topology::{self, Master};
+use topology::Master;
 
 /// A cluster connection made on first use. The connecting runs in a task of its own, retried
 /// until it succeeds, and callers wait for it within their own deadline: making it inside a
@@ -142,7 +148,7 @@ pub(crate) enum Conn {
     Single(ConnectionManager),
     Cluster(LazyCluster),
     #[cfg(feature = "sentinel")]
-    Sentinel(crate::sentinel::FollowPrimary),
+    Sentinel(crate::conn::sentinel::FollowPrimary),
 }
 
 impl Conn {

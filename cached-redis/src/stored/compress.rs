@@ -5,8 +5,17 @@
 #[cfg(feature = "zstd")]
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::codec::CodecError;
-use crate::format::Compression;
+use crate::stored::format::Compression;
+
+/// Why a compressed value could not be read (the codec reports it as `zstd: <why>`).
+#[derive(Debug)]
+pub(crate) struct Unreadable(String);
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The first four bytes of every zstd frame.
 const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -90,7 +99,7 @@ impl Budget {
 #[cfg(feature = "zstd")]
 impl Held<'_> {
     /// Holds `bytes` in all, if the budget has room for the difference.
-    fn grow_to(&mut self, bytes: usize) -> Result<(), CodecError> {
+    fn grow_to(&mut self, bytes: usize) -> Result<(), Unreadable> {
         let more = bytes.saturating_sub(self.bytes);
         let budget = self.budget;
         budget
@@ -99,7 +108,7 @@ impl Held<'_> {
                 used.checked_add(more).filter(|&total| total <= budget.most)
             })
             .map_err(|_| {
-                CodecError::Compressed(format!(
+                Unreadable(format!(
                     "decompressions in flight already hold close to {} MiB",
                     budget.most >> 20
                 ))
@@ -131,7 +140,7 @@ impl std::ops::Deref for Plain {
 }
 
 #[cfg(feature = "zstd")]
-pub(crate) fn decompressed(bytes: &[u8]) -> Result<Plain, CodecError> {
+pub(crate) fn decompressed(bytes: &[u8]) -> Result<Plain, Unreadable> {
     let (bytes, _held) = decompressed_within(bytes, &IN_FLIGHT)?;
     Ok(Plain { bytes, _held })
 }
@@ -141,8 +150,8 @@ pub(crate) fn decompressed(bytes: &[u8]) -> Result<Plain, CodecError> {
 fn decompressed_within<'b>(
     bytes: &[u8],
     budget: &'b Budget,
-) -> Result<(Vec<u8>, Held<'b>), CodecError> {
-    let error = |e: std::io::Error| CodecError::Compressed(e.to_string());
+) -> Result<(Vec<u8>, Held<'b>), Unreadable> {
+    let error = |e: std::io::Error| Unreadable(e.to_string());
     let mut held = budget.nothing();
     // A frame written in one call records its length; others are decompressed in steps.
     if let Ok(Some(length)) = zstd::zstd_safe::get_frame_content_size(bytes)
@@ -158,9 +167,7 @@ fn decompressed_within<'b>(
     loop {
         let start = plain.len();
         if start > LONGEST {
-            return Err(CodecError::Compressed(
-                "decompresses to more than 512 MiB".into(),
-            ));
+            return Err(Unreadable("decompresses to more than 512 MiB".into()));
         }
         held.grow_to(start + STEP)?;
         plain.resize(start + STEP, 0);
@@ -173,8 +180,8 @@ fn decompressed_within<'b>(
 }
 
 #[cfg(not(feature = "zstd"))]
-pub(crate) fn decompressed(_bytes: &[u8]) -> Result<Plain, CodecError> {
-    Err(CodecError::Compressed(
+pub(crate) fn decompressed(_bytes: &[u8]) -> Result<Plain, Unreadable> {
+    Err(Unreadable(
         "the value is zstd-compressed; cached-redis's `zstd` feature reads it".into(),
     ))
 }

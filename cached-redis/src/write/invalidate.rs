@@ -1,0 +1,101 @@
+//! Removing entries: one ([`Cache::invalidate`]), every one of the namespace
+//! ([`Cache::clear`]), of a prefix ([`Cache::invalidate_prefix`]) or of a template
+//! ([`Cache::invalidate_family`]); each revokes the loads in flight it would make stale.
+
+use crate::key::pattern::{glob_escape, prefix_patterns};
+use crate::lease::{self, EntryKeys};
+use crate::write::bulk::remove_matching;
+use crate::{Cache, Error, Key, KeyFamily};
+
+impl Cache {
+    /// Removes `key`'s entry and revokes any load in flight for it, so that the load's result
+    /// is not stored. Returns whether an entry was removed.
+    ///
+    /// Call it after every write to the data behind the entry. An `Err` means Redis could not be
+    /// told: the entry may live until its TTL.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// let key = cached_redis::Key::builder().text("user:").part(&42u64).text(":v1").build();
+    /// let removed: bool = cache.invalidate(&key).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate(&self, key: &Key) -> Result<bool, Error> {
+        let inner = &self.inner;
+        if inner.disabled {
+            return Ok(false);
+        }
+        let keys = EntryKeys::new(&inner.namespace, key);
+        let publish = inner.writes.publish_command();
+        let removed = match &inner.replicated {
+            None => {
+                let mut conn = inner.writes.clone();
+                let op = lease::invalidate(&mut conn, &keys, publish);
+                inner.guard.write(&inner.stats, "invalidate", op).await?
+            }
+            Some(replicated) => replicated.invalidate(inner.report(), &keys).await?,
+        };
+        tracing::debug!(key = %keys.value, removed, "invalidated");
+        Ok(removed)
+    }
+
+    /// Removes every entry and lease of this cache's namespace, waking any waiters, and returns
+    /// how many keys were removed. It walks the namespace with `SCAN` in batches of 500 (never
+    /// `KEYS`, which would block Redis) and deletes each batch with `UNLINK`.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// let removed = cache.clear().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn clear(&self) -> Result<u64, Error> {
+        let pattern = format!("{}:{{*", glob_escape(&self.inner.namespace));
+        remove_matching(&self.inner, &[pattern], &|_| true).await
+    }
+
+    /// Removes every entry whose key starts with `prefix` (as rendered, e.g. `"user:"` for all
+    /// entries of `key = "user:<id>:v1"` and of any other template starting so), with their
+    /// leases, and returns how many keys were removed. Like [`Cache::clear`], it scans in
+    /// bounded batches, on every primary of a cluster.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// let removed = cache.invalidate_prefix("user:").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        let patterns = prefix_patterns(&self.inner.namespace, prefix);
+        remove_matching(&self.inner, &patterns, &|_| true).await
+    }
+
+    /// Removes every entry `family`'s template renders (whatever its arguments) and revokes
+    /// loads of them in flight, as [`Cache::invalidate_prefix`] does, but only that
+    /// template's: `user:<id>:v1` leaves `user:<id>:v2` and `user:<id>:v1:<page>` alone.
+    /// Keys are found with `SCAN` over the template's fixed start, then matched one by one.
+    /// Returns how many Redis keys (entries and leases) were removed. The attribute
+    /// generates `invalidate_all_<fn>()` around it.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// use cached_redis::KeyFamily;
+    ///
+    /// let pages = KeyFamily::builder().text("products:page:").part().build();
+    /// let removed = cache.invalidate_family(&pages).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_family(&self, family: &KeyFamily) -> Result<u64, Error> {
+        let namespace = &self.inner.namespace;
+        let start = format!("{namespace}:{{");
+        let patterns = prefix_patterns(&self.inner.namespace, &family.fixed_start());
+        let keep = |key: &str| {
+            let Some(inside) = key.strip_prefix(&start) else {
+                return false;
+            };
+            let rendered = inside
+                .strip_suffix("}:lease")
+                .or_else(|| inside.strip_suffix('}'));
+            rendered.is_some_and(|r| family.matches_rendered(r))
+        };
+        remove_matching(&self.inner, &patterns, &keep).await
+    }
+}

@@ -1,0 +1,10 @@
+//! What changes what Redis holds besides a load's write-back: removal ([`invalidate`], of many
+//! keys through [`bulk`]), updates in place ([`update`]), and writes the replicas must confirm
+//! ([`replicated`], over connections of their own, [`confirm_pool`]).
+
+pub(crate) mod bulk;
+pub(crate) mod confirm_pool;
+pub(crate) mod invalidate;
+pub(crate) mod replicated;
+pub(crate) mod turns;
+pub(crate) mod update;
