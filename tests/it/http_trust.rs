@@ -340,7 +340,6 @@ async fn what_belongs_to_one_connection_is_never_replayed() {
         responding(&[
             "connection:x-hop",
             "x-hop:for this connection only",
-            "proxy-authentication-info:nextnonce=abc",
             "proxy-connection:keep-alive",
             "x-kept:yes",
         ])
@@ -349,12 +348,7 @@ async fn what_belongs_to_one_connection_is_never_replayed() {
     let hit = app.clone().oneshot(hop()).await.unwrap();
     assert_eq!(hit.headers()["x-cache"], "HIT");
     assert_eq!(hit.headers()["x-kept"], "yes");
-    for gone in [
-        "connection",
-        "x-hop",
-        "proxy-authentication-info",
-        "proxy-connection",
-    ] {
+    for gone in ["connection", "x-hop", "proxy-connection"] {
         assert!(hit.headers().get(gone).is_none(), "{gone} replayed");
     }
 }
@@ -576,4 +570,158 @@ async fn a_rewritten_uri_is_keyed_as_it_was_sent() {
         let (_, body) = call(&app, request(&path, &[])).await;
         assert_eq!(body, format!("products of tenant {tenant}"));
     }
+}
+
+// The fourth adversarial pass.
+
+/// A `GET` whose body the handler reads.
+async fn orders(body: String) -> String {
+    format!("orders of {body}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_with_a_body_is_never_cached() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-body").await;
+    let app: Router = Router::new()
+        .route("/orders", get(orders))
+        .layer(layer(&cache));
+    for customer in ["alice", "bob"] {
+        // No `Content-Length`, as over HTTP/2.
+        let request = Request::get("/orders").body(Body::from(customer)).unwrap();
+        let (x_cache, body) = call(&app, request).await;
+        assert_eq!((x_cache, body), (None, format!("orders of {customer}")));
+    }
+    let declared = request("/orders", &[("content-length", b"5")]);
+    assert_eq!(call(&app, declared).await.0, None);
+}
+
+/// Waits at the gate, then answers for the client it was asked by, with `Cache-Control` as
+/// the query says.
+async fn nearest_store(
+    State(gate): State<Arc<tokio::sync::Semaphore>>,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> impl IntoResponse {
+    let _permit = gate.acquire().await.unwrap();
+    let client = headers["x-forwarded-for"].to_str().unwrap().to_owned();
+    let control = params[0].1.clone();
+    (
+        [(header::CACHE_CONTROL, control)],
+        format!("store near {client}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_may_not_be_reused_is_not_handed_to_requests_that_waited() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-waiters").await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let app: Router = Router::new()
+        .route("/store", get(nearest_store))
+        .layer(layer(&cache))
+        .with_state(gate.clone());
+    let asked: Vec<_> = (1..=4)
+        .map(|client| {
+            let app = app.clone();
+            let uri = "/store?cc=max-age%3D0%2C%20must-revalidate";
+            let ip = format!("10.0.0.{client}");
+            tokio::spawn(async move {
+                let asked = request(uri, &[("x-forwarded-for", ip.as_bytes())]);
+                (ip, call(&app, asked).await.1)
+            })
+        })
+        .collect();
+    let joined = cached_redis_tests::eventually(Duration::from_secs(10), || async {
+        cache.stats().coalesced == 3
+    });
+    assert!(joined.await, "{:?}", cache.stats());
+    gate.add_permits(4);
+    for answer in asked {
+        let (ip, body) = answer.await.unwrap();
+        assert_eq!(body, format!("store near {ip}"), "its own answer");
+    }
+}
+
+async fn cart(State(runs): State<Runs>) -> impl IntoResponse {
+    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+    let token = format!("token-of-visitor-{run}");
+    ([("x-csrf-token", token.clone())], format!("cart, {token}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_visitor_token_in_a_response_header_is_never_stored() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-token").await;
+    let runs = Runs::default();
+    let app: Router = Router::new()
+        .route("/cart", get(cart))
+        .layer(layer(&cache))
+        .with_state(runs.clone());
+    for visitor in 1..=2 {
+        let (_, body) = call(&app, request("/cart", &[])).await;
+        assert_eq!(body, format!("cart, token-of-visitor-{visitor}"));
+    }
+}
+
+/// Someone with write access to Redis copies one user's entry under the anonymous key, or
+/// forges a `Set-Cookie` into an entry: neither is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_copied_or_forged_in_redis_is_not_replayed() {
+    let server = RedisServer::start();
+    let cache = server.cache("trust-forged").await;
+    let runs = Runs::default();
+    let layer = layer(&cache).key_by_user(|request| {
+        let user = request.headers.get("x-user-id")?;
+        user.to_str().ok().map(str::to_owned)
+    });
+    let app = app(layer, &runs);
+    call(&app, request("/me", &[("x-user-id", b"alice")])).await;
+    let mut conn = server.conn().await;
+    let alice = "trust-forged:{http:GET:/me|user=alice}";
+    let anonymous = "trust-forged:{http:GET:/me}";
+    let _: () = redis::cmd("COPY")
+        .arg(alice)
+        .arg(anonymous)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (x_cache, body) = call(&app, request("/me", &[])).await;
+    assert_ne!(x_cache.as_deref(), Some("HIT"), "a copy is not replayed");
+    assert_eq!(body, "profile of nobody");
+
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(alice)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let forged = String::from_utf8(stored).unwrap().replacen(
+        r#""headers":["#,
+        r#""headers":[["set-cookie",{"text":"session=attacker"}],"#,
+        1,
+    );
+    assert!(forged.contains("session=attacker"), "{forged}");
+    let _: () = redis::cmd("SET")
+        .arg(alice)
+        .arg(&forged)
+        .arg("KEEPTTL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let response = app
+        .clone()
+        .oneshot(request("/me", &[("x-user-id", b"alice")]))
+        .await
+        .unwrap();
+    assert!(
+        response.headers().get("set-cookie").is_none(),
+        "not replayed"
+    );
+    assert_ne!(
+        response
+            .headers()
+            .get("x-cache")
+            .map(|v| v.to_str().unwrap()),
+        Some("HIT")
+    );
 }

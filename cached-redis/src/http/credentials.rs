@@ -17,7 +17,7 @@ const NAMED: [&str; 3] = ["cookie", "x-consumer-id", "x-forwarded-groups"];
 /// `x-api-key`, `x-goog-iap-jwt-assertion`, `x-session-id`, `x-ms-client-principal`,
 /// `x-amzn-oidc-data`, `x-forwarded-client-cert`, `x-amzn-mtls-clientcert`, `remote-user`,
 /// `tailscale-user-login`, `x-pomerium-claim-email`, ...
-const FRAGMENTS: [&str; 19] = [
+const FRAGMENTS: [&str; 27] = [
     "auth",
     "token",
     "apikey",
@@ -37,23 +37,48 @@ const FRAGMENTS: [&str; 19] = [
     "email",
     "secret",
     "password",
+    "key",
+    "subject",
+    "ssl-client",
+    "uid",
+    "account",
+    "customer",
+    "member",
+    "-dn",
 ];
 
 /// Names with a fragment that say nothing of who asks.
-const NOT_CREDENTIALS: [&str; 2] = ["user-agent", "sec-fetch-user"];
+const NOT_CREDENTIALS: [&str; 3] = ["user-agent", "sec-fetch-user", "sec-websocket-key"];
 
 /// Parts of a header name that mark it as naming a tenant.
-const TENANT_FRAGMENTS: [&str; 4] = ["tenant", "orgid", "org-id", "organization"];
+const TENANT_FRAGMENTS: [&str; 8] = [
+    "tenant",
+    "org",
+    "organisation",
+    "organization",
+    "workspace",
+    "team",
+    "project",
+    "realm",
+];
 
 /// Whether `name` is a credential: named, found by a fragment, or among `more`.
 pub(crate) fn is_credential(name: &HeaderName, more: &[HeaderName]) -> bool {
-    let name_text = name.as_str();
-    if NOT_CREDENTIALS.contains(&name_text) {
-        return more.contains(name);
+    if more.contains(name) {
+        return true;
     }
-    NAMED.contains(&name_text)
-        || FRAGMENTS.iter().any(|f| name_text.contains(f))
-        || more.contains(name)
+    // `_` read as `-`: `x-api_key` is `x-api-key`, to a reader and to some proxies.
+    let text = name.as_str().replace('_', "-");
+    if NOT_CREDENTIALS.contains(&text.as_str()) {
+        return false;
+    }
+    NAMED.contains(&text.as_str()) || FRAGMENTS.iter().any(|f| text.contains(f))
+}
+
+/// Whether `name` names a tenant (`X-Tenant-Id`, `X-Scope-OrgID`, `X-Org`, `X-Team-Id`).
+fn is_tenant(name: &HeaderName) -> bool {
+    let text = name.as_str().replace('_', "-");
+    TENANT_FRAGMENTS.iter().any(|f| text.contains(f))
 }
 
 /// Whether `headers` carry a credential.
@@ -74,10 +99,7 @@ pub(crate) fn doubled(headers: &HeaderMap, more: &[HeaderName]) -> bool {
 
 /// `base` with every tenant header's values, each as its raw bytes.
 pub(crate) fn with_tenants(mut base: String, headers: &HeaderMap) -> String {
-    let mut names: Vec<&HeaderName> = headers
-        .keys()
-        .filter(|n| TENANT_FRAGMENTS.iter().any(|f| n.as_str().contains(f)))
-        .collect();
+    let mut names: Vec<&HeaderName> = headers.keys().filter(|n| is_tenant(n)).collect();
     names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     for name in names {
         for value in headers.get_all(name) {
@@ -113,12 +135,21 @@ mod tests {
             "x-pomerium-claim-email",
             "x-consumer-id",
             "oidc_claim_email",
+            "api_key",
+            "ocp-apim-subscription-key",
+            "x-ssl-client-s-dn",
+            "x-client-dn",
+            "x-uid",
+            "x-account-id",
+            "x-customer-id",
+            "x-member-id",
         ] {
             assert!(carried(&with(&[name]), &[]), "{name}");
         }
         for name in [
             "user-agent",
             "sec-fetch-user",
+            "sec-websocket-key",
             "accept-language",
             "x-tenant-id",
         ] {

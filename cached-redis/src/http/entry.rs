@@ -35,6 +35,10 @@ pub(crate) struct StoredResponse {
     /// How old it was when stored (its own `Age`, or its `Date`'s), in seconds.
     #[serde(default)]
     age: u64,
+    /// The key it was stored under: a response read under another (copied there by someone
+    /// with write access to Redis) is not replayed.
+    #[serde(default)]
+    key: String,
 }
 
 /// Bytes as JSON: text when they are UTF-8, base64 otherwise.
@@ -101,7 +105,12 @@ fn connection_options(headers: &::http::HeaderMap) -> Vec<String> {
 
 impl StoredResponse {
     /// The response a handler produced, body read, `age` old already.
-    pub(crate) fn capture(parts: &response::Parts, body: &Bytes, age: Duration) -> StoredResponse {
+    pub(crate) fn capture(
+        parts: &response::Parts,
+        body: &Bytes,
+        age: Duration,
+        key: &str,
+    ) -> StoredResponse {
         let per_connection = connection_options(&parts.headers);
         let headers = parts
             .headers
@@ -116,12 +125,16 @@ impl StoredResponse {
             body: Blob::of(body),
             stored_at: unix_ms(),
             age: age.as_secs(),
+            key: key.to_owned(),
         }
     }
 
     /// The stored response, with `Age` (whole seconds since it was stored, plus the age it
     /// had then); `None` if what Redis holds is not a valid response any more.
-    pub(crate) fn replay(self) -> Option<(response::Parts, Bytes)> {
+    pub(crate) fn replay(self, key: &str) -> Option<(response::Parts, Bytes)> {
+        if self.key != key {
+            return None;
+        }
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::from_u16(self.status).ok()?;
         let headers = response.headers_mut();
@@ -129,6 +142,14 @@ impl StoredResponse {
             let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
             let value = HeaderValue::from_maybe_shared(value.bytes()?).ok()?;
             headers.append(name, value);
+        }
+        // What would not have been stored is not replayed either, whoever wrote the entry.
+        for name in connection_options(headers)
+            .iter()
+            .map(String::as_str)
+            .chain(NOT_STORED)
+        {
+            headers.remove(name);
         }
         let stored_for = Duration::from_millis(unix_ms().saturating_sub(self.stored_at));
         let age = self.age.saturating_add(stored_for.as_secs());
@@ -189,13 +210,14 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = response.into_parts();
-        let stored = StoredResponse::capture(&parts, &Bytes::from_static(b"[1]"), Duration::ZERO);
+        let stored =
+            StoredResponse::capture(&parts, &Bytes::from_static(b"[1]"), Duration::ZERO, "k");
         let json = serde_json::to_string(&HttpEntry::Response(stored)).unwrap();
         assert!(json.contains(r#""body":{"text":"[1]"}"#), "{json}");
         let HttpEntry::Response(stored) = serde_json::from_str(&json).unwrap() else {
             panic!("{json}")
         };
-        let (parts, body) = stored.replay().unwrap();
+        let (parts, body) = stored.replay("k").unwrap();
         assert_eq!(parts.status, 201);
         assert_eq!(parts.headers.get_all("x-multi").iter().count(), 2);
         for gone in [
@@ -213,11 +235,15 @@ mod tests {
     #[test]
     fn binary_bodies_are_base64() {
         let (parts, ()) = Response::new(()).into_parts();
-        let stored =
-            StoredResponse::capture(&parts, &Bytes::from_static(&[0xff, 0, 1]), Duration::ZERO);
+        let stored = StoredResponse::capture(
+            &parts,
+            &Bytes::from_static(&[0xff, 0, 1]),
+            Duration::ZERO,
+            "k",
+        );
         let json = serde_json::to_string(&stored).unwrap();
         assert!(json.contains(r#""base64":"/wAB""#), "{json}");
         let stored: StoredResponse = serde_json::from_str(&json).unwrap();
-        assert_eq!(stored.replay().unwrap().1.as_ref(), [0xff, 0, 1]);
+        assert_eq!(stored.replay("k").unwrap().1.as_ref(), [0xff, 0, 1]);
     }
 }

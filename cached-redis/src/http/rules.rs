@@ -36,10 +36,10 @@ pub(crate) fn request_key(parts: &request::Parts, config: &Config) -> Option<Str
         return None;
     }
     let headers = &parts.headers;
-    if PARTIAL_OR_CONDITIONAL
+    let partial = PARTIAL_OR_CONDITIONAL
         .iter()
-        .any(|h| headers.contains_key(h))
-    {
+        .any(|h| headers.contains_key(h));
+    if partial || declares_a_body(headers) {
         return None;
     }
     if Directives::of(headers).is_none_or(|request| request.has("no-store")) {
@@ -56,6 +56,14 @@ pub(crate) fn request_key(parts: &request::Parts, config: &Config) -> Option<Str
         None if credentials::carried(headers, more) => None,
         None => Some(base),
     }
+}
+
+/// Whether a request says it has a body (`Content-Length` above 0, or `Transfer-Encoding`):
+/// a handler may read a `GET`'s body, which is not in the key.
+fn declares_a_body(headers: &HeaderMap) -> bool {
+    let length = headers.get(::http::header::CONTENT_LENGTH);
+    headers.contains_key(::http::header::TRANSFER_ENCODING)
+        || length.is_some_and(|l| l.as_bytes() != b"0")
 }
 
 /// What becomes of a handler's response.
@@ -76,7 +84,7 @@ pub(crate) fn streams_through(parts: &response::Parts, verdict: &Verdict) -> boo
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
     event_stream || *verdict == Verdict::Alone
 }
 
@@ -94,14 +102,30 @@ pub(crate) fn verdict(parts: &response::Parts, config: &Config) -> Verdict {
     if personal(headers, all) || matches!(vary(headers), Vary::Any) {
         return Verdict::Alone;
     }
+    // A response that may not be reused (stale on arrival: `max-age=0`, `Expires: 0`, an
+    // unreadable date) is not handed to requests that waited either (RFC 9111 §4.2.4).
+    let ttl = config.policy.ttl();
+    let Freshness::Fresh { ttl, age } = freshness(headers, all, ttl, SystemTime::now()) else {
+        return Verdict::Alone;
+    };
     if !config.statuses.contains(&parts.status) {
         return Verdict::Share;
     }
-    let ttl = config.policy.ttl();
-    match freshness(headers, all, ttl, SystemTime::now()) {
-        Freshness::Fresh { ttl, age } => Verdict::Store { ttl, age },
-        Freshness::Stale => Verdict::Share,
-    }
+    Verdict::Store { ttl, age }
+}
+
+/// Whether a response read from Redis is one the layer would have stored: nothing personal
+/// and no `Vary: *` (an entry written by someone else with write access to Redis may not be).
+pub(crate) fn may_replay(headers: &HeaderMap) -> bool {
+    let read = [
+        Directives::of_cdn(headers),
+        Directives::of_surrogate(headers),
+        Directives::of(headers),
+    ];
+    let [Some(cdn), Some(surrogate), Some(directives)] = read else {
+        return false;
+    };
+    !personal(headers, [&cdn, &surrogate, &directives]) && vary(headers) != Vary::Any
 }
 
 /// Whether a response is for its own caller only: it sets a cookie, or says it is `private`,
@@ -115,11 +139,21 @@ fn personal(headers: &HeaderMap, directives: [&Directives; 3]) -> bool {
     });
     headers.contains_key(SET_COOKIE)
         || headers.contains_key("set-cookie2")
+        || headers.keys().any(|name| carries_a_token(name.as_str()))
         || pragma_no_cache
         || PROHIBITIONS
             .iter()
             .any(|d| directives.iter().any(|of| of.has(d)))
         || mentions_a_prohibition(headers)
+}
+
+/// Whether a response header's name says it carries a per-visitor secret besides
+/// `Set-Cookie`: a session or CSRF token, `Authentication-Info`'s next nonce.
+fn carries_a_token(name: &str) -> bool {
+    ["session", "token", "csrf", "xsrf", "authentication-info"]
+        .iter()
+        .any(|word| name.contains(word))
+        || name.starts_with("x-auth")
 }
 
 /// What a response says to keep it from shared caches.
@@ -240,7 +274,7 @@ mod tests {
         assert_eq!(with("cache-control", private), Verdict::Alone);
         assert_eq!(with("vary", b"x-tenant\xe9"), Verdict::Alone);
         assert_eq!(with("pragma", b"x\xe9"), Verdict::Alone);
-        assert_eq!(with("expires", b"\xe9"), Verdict::Share);
+        assert_eq!(with("expires", b"\xe9"), Verdict::Alone);
         assert_eq!(with("cdn-cache-control", b"x=\xe9"), Verdict::Alone);
         assert_eq!(with("cdn-cache-control", b"private"), Verdict::Alone);
         assert_eq!(with("surrogate-control", b"no-store"), Verdict::Alone);
@@ -252,7 +286,9 @@ mod tests {
             let said = String::from_utf8_lossy(sloppy);
             assert_eq!(with("cache-control", sloppy), Verdict::Alone, "{said}");
         }
-        assert_eq!(with("cache-control", b"max-age=-1"), Verdict::Share);
+        assert_eq!(with("cache-control", b"max-age=-1"), Verdict::Alone);
+        assert_eq!(with("x-csrf-token", b"abc"), Verdict::Alone);
+        assert_eq!(with("authentication-info", b"nextnonce=1"), Verdict::Alone);
     }
 
     #[test]
@@ -264,7 +300,8 @@ mod tests {
         assert_eq!(respond(200, &[("cache-control", "max-age=500")]), store(30));
         assert_eq!(
             respond(200, &[("cache-control", "max-age=0")]),
-            Verdict::Share
+            Verdict::Alone,
+            "not reused by requests that waited either"
         );
     }
 

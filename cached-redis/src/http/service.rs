@@ -49,7 +49,7 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Send + 'static,
-    ReqB: Send + 'static,
+    ReqB: Body + Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Send + 'static,
 {
@@ -77,10 +77,14 @@ async fn respond<S, ReqB, ResB>(
 ) -> Answer<ResB, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ReqB: Body,
     ResB: Body<Data = Bytes>,
 {
     let (parts, body) = request.into_parts();
-    let base = rules::request_key(&parts, &layer.config);
+    // A handler may read a `GET`'s body, which is not in the key: only requests without one
+    // are cached (HTTP/2 needs no `Content-Length` to send one).
+    let bodiless = body.is_end_stream() || body.size_hint().exact() == Some(0);
+    let base = rules::request_key(&parts, &layer.config).filter(|_| bodiless);
     let request = Request::from_parts(parts, body);
     let Some(base) = base else {
         return Run::new(inner, request).pass_through().await;
@@ -94,7 +98,7 @@ where
         return own;
     }
     let names = match entry {
-        Some(HttpEntry::Response(stored)) => return run.hit(stored).await,
+        Some(HttpEntry::Response(stored)) => return run.hit(stored, &base).await,
         Some(HttpEntry::Vary(names)) => names,
         None => return run.pass_through().await,
     };
@@ -111,7 +115,7 @@ where
         return own;
     }
     match entry {
-        Some(HttpEntry::Response(stored)) => run.hit(stored).await,
+        Some(HttpEntry::Response(stored)) => run.hit(stored, &varied).await,
         _ => run.pass_through().await,
     }
 }
@@ -151,7 +155,7 @@ where
         vary: Option<Vec<HeaderName>>,
     ) -> Option<HttpEntry> {
         let config = &layer.config;
-        let load = self.load(config, vary);
+        let load = self.load(config, vary, key);
         let loaded = layer
             .cache
             .fetch(&Key::raw(key), &config.policy, load)
@@ -166,7 +170,7 @@ where
     }
 
     /// Runs the handler and reads its body; `vary`: the headers the key was varied on.
-    async fn load(&mut self, config: &Config, vary: Option<Vec<HeaderName>>) -> Loaded {
+    async fn load(&mut self, config: &Config, vary: Option<Vec<HeaderName>>, key: &str) -> Loaded {
         let Some((mut inner, request)) = self.handler.take() else {
             return Loaded::Alone;
         };
@@ -193,7 +197,7 @@ where
                 return Loaded::Alone;
             }
         };
-        let loaded = classify(&parts, &bytes, verdict, vary);
+        let loaded = classify(&parts, &bytes, verdict, (vary, key));
         self.unstored = matches!(loaded, Loaded::Alone | Loaded::Share(_));
         self.own = Some(Ok(missed(Response::from_parts(
             parts,
@@ -202,9 +206,14 @@ where
         loaded
     }
 
-    /// A stored response, replayed; the handler if it no longer decodes as one.
-    async fn hit(self, stored: StoredResponse) -> Answer<ResB, S::Error> {
-        match stored.replay() {
+    /// The response stored at `key`, replayed; the handler if it does not decode as one, was
+    /// stored under another key (copied there by someone with write access to Redis), or is
+    /// one the layer would not have stored.
+    async fn hit(self, stored: StoredResponse, key: &str) -> Answer<ResB, S::Error> {
+        let replay = stored
+            .replay(key)
+            .filter(|(parts, _)| rules::may_replay(&parts.headers));
+        match replay {
             Some((mut parts, bytes)) => {
                 parts
                     .headers
@@ -222,13 +231,13 @@ where
     }
 }
 
-/// What becomes of a response read whole, with its head's `verdict`, in a run for a key varied
+/// What becomes of a response read whole, with its head's `verdict`, in a run for `key`, varied
 /// on `vary` (`None`: the URL's own key).
 fn classify(
     parts: &::http::response::Parts,
     bytes: &Bytes,
     verdict: Verdict,
-    vary: Option<Vec<HeaderName>>,
+    (vary, key): (Option<Vec<HeaderName>>, &str),
 ) -> Loaded {
     let Vary::Names(names) = rules::vary(&parts.headers) else {
         return Loaded::Alone;
@@ -245,13 +254,14 @@ fn classify(
         // It varies on other headers than the key was made for (a deploy changed them).
         (_, Some(expected)) if expected != names => Loaded::Alone,
         (Verdict::Store { ttl, age }, _) => Loaded::Store(
-            HttpEntry::Response(StoredResponse::capture(parts, bytes, age)),
+            HttpEntry::Response(StoredResponse::capture(parts, bytes, age, key)),
             ttl,
         ),
         (Verdict::Share, _) => Loaded::Share(HttpEntry::Response(StoredResponse::capture(
             parts,
             bytes,
             std::time::Duration::ZERO,
+            key,
         ))),
     }
 }
