@@ -11,6 +11,7 @@ use crate::duration::JitterSpec;
 use crate::errors::Errors;
 use crate::format::CodecSpec;
 use crate::model::{self, Model, Param, Part};
+use crate::tokens::{mentions, names_generics, unraw};
 use crate::trait_impl;
 
 /// The attribute's entry. On an error in the attribute, the original item, every error, and
@@ -583,10 +584,9 @@ fn helper_generics(model: &Model, params: &[Param], uses_ret: bool) -> syn::Gene
         .params
         .iter()
         .filter_map(name)
-        .filter(|n| !model::mentions(&used, n))
+        .filter(|n| !mentions(&used, n))
         .collect();
-    let mentions_dropped =
-        |tokens: TokenStream| dropped.iter().any(|d| model::mentions(&tokens, d));
+    let mentions_dropped = |tokens: TokenStream| dropped.iter().any(|d| mentions(&tokens, d));
     generics.params = generics
         .params
         .into_iter()
@@ -614,11 +614,6 @@ fn helper_generics(model: &Model, params: &[Param], uses_ret: bool) -> syn::Gene
 /// the crate does not compile.
 fn stub() -> TokenStream {
     quote!(#![allow(unused_variables)] ::core::unimplemented!())
-}
-
-/// A function's name without `r#`, to build a helper's name from.
-pub(crate) fn unraw(name: &Ident) -> String {
-    name.to_string().trim_start_matches("r#").to_owned()
 }
 
 /// The policy's static, the loader and the policy to pass. With `ttl = EXPR` the policy is
@@ -779,16 +774,6 @@ fn render_value(
     };
     let fields = fields.iter().map(|f| field_access(f, model.key_span));
     quote_spanned!(span=> .#method(&#root #(#fields)*))
-}
-
-/// Whether `ty` is or holds an `impl Trait` or one of `generics`' type parameters.
-pub(crate) fn names_generics(generics: &syn::Generics, ty: &syn::Type) -> bool {
-    let tokens = ty.to_token_stream();
-    let impl_trait = Ident::new("impl", Span::call_site());
-    model::mentions(&tokens, &impl_trait)
-        || generics
-            .type_params()
-            .any(|t| model::mentions(&tokens, &t.ident))
 }
 
 /// `.field`, `.0`, `.r#type` or `.method()` in a placeholder's path.

@@ -8,6 +8,7 @@ mod expand;
 mod format;
 mod model;
 mod template;
+mod tokens;
 mod trait_impl;
 
 use proc_macro::TokenStream;

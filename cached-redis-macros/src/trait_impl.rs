@@ -8,8 +8,8 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use crate::expand::{names_generics, unraw};
 use crate::model::Model;
+use crate::tokens::{names_generics, unraw};
 
 /// The check, spanned at the attribute, or nothing where it cannot apply: without helpers,
 /// without a receiver (a free function has no `Self`), and where naming `<fn>_key` without

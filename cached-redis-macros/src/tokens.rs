@@ -1,0 +1,28 @@
+//! Questions about identifiers and the token streams that hold them, asked by both the model
+//! and the expansion.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::ToTokens as _;
+use syn::Ident;
+
+/// Whether `tokens` hold the identifier `ident` anywhere.
+pub(crate) fn mentions(tokens: &TokenStream, ident: &Ident) -> bool {
+    tokens.clone().into_iter().any(|t| match t {
+        TokenTree::Ident(i) => i == *ident,
+        TokenTree::Group(g) => mentions(&g.stream(), ident),
+        _ => false,
+    })
+}
+
+/// An identifier's name without `r#`: how a placeholder spells `r#type` (`<type>`), and what a
+/// helper's name is built from.
+pub(crate) fn unraw(ident: &Ident) -> String {
+    ident.to_string().trim_start_matches("r#").to_owned()
+}
+
+/// Whether `ty` is or holds an `impl Trait` or one of `generics`' type parameters.
+pub(crate) fn names_generics(generics: &syn::Generics, ty: &syn::Type) -> bool {
+    let tokens = ty.to_token_stream();
+    let impl_trait = Ident::new("impl", Span::call_site());
+    mentions(&tokens, &impl_trait) || generics.type_params().any(|t| mentions(&tokens, &t.ident))
+}
