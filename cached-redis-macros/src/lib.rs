@@ -9,7 +9,6 @@ mod format;
 mod model;
 mod template;
 mod tokens;
-mod trait_impl;
 
 use proc_macro::TokenStream;
 

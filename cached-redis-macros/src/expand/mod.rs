@@ -1,6 +1,8 @@
 //! Code generation. The expansion decides nothing at run time: it renders the key, names the
 //! cache and hands the body to `::cached_redis::__private`.
 
+mod trait_impl;
+
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens as _, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned as _;
@@ -12,7 +14,6 @@ use crate::errors::Errors;
 use crate::format::CodecSpec;
 use crate::model::{self, Model, Param, Part};
 use crate::tokens::{mentions, names_generics, unraw};
-use crate::trait_impl;
 
 /// The attribute's entry. On an error in the attribute, the original item, every error, and
 /// the generated helpers with stub bodies, so that their callers add no errors of their own.
