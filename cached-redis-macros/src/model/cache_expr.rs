@@ -23,7 +23,7 @@ pub(super) fn root_ident(expr: &syn::Expr) -> Option<Ident> {
     }
 }
 
-/// Whether the cache handle must be cloned (see [`super::Model::clone_cache`]).
+/// Whether the cache handle must be cloned (see `Model::clone_cache`).
 pub(super) fn clone_cache(
     sig: &syn::Signature,
     params: &[Param],

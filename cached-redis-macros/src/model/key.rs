@@ -28,8 +28,8 @@ pub(crate) enum Part {
 /// What a placeholder can name.
 pub(super) struct Scope<'a> {
     pub(super) params: &'a [Param],
-    pub(super) has_receiver: bool,
-    pub(super) type_params: Vec<Ident>,
+    has_receiver: bool,
+    type_params: Vec<Ident>,
 }
 
 impl<'a> Scope<'a> {
