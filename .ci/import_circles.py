@@ -61,13 +61,25 @@ def named_paths(code):
         yield path.group(1)
 
 
+def relative_paths(module, code):
+    """`super::` paths, and paths through a child module this file declares, as crate paths."""
+    parent = module.rsplit("::", 1)[0] if "::" in module else ""
+    for path in re.finditer(r"\bsuper::((?:\w+::)*\w+)", code):
+        yield f"{parent}::{path.group(1)}" if parent else path.group(1)
+    children = re.findall(r"^\s*(?:pub(?:\([\w:]+\))? )?mod (\w+);", code, re.M)
+    for child in children:
+        for path in re.finditer(rf"(?<![\w:]){child}::((?:\w+::)*\w+)", code):
+            yield f"{module}::{child}::{path.group(1)}" if module else f"{child}::{path.group(1)}"
+
+
 def edges_of(files):
     resolve = resolver(files)
     edges = {m: set() for m in files}
     for module, text in files.items():
-        for path in named_paths(code_of(text)):
+        code = code_of(text)
+        for path in list(named_paths(code)) + list(relative_paths(module, code)):
             target = resolve(path)
-            if target and target != module and not module.startswith(target + "::"):
+            if target is not None and target != module:
                 edges[module].add(target)
     return edges
 

@@ -296,7 +296,7 @@ mod tests {
     fn unreachable() -> Primary {
         let sentinels = SentinelClient::build(
             vec!["redis://127.0.0.1:1"],
-            "mymaster",
+            String::from("mymaster"),
             None,
             redis::sentinel::SentinelServerType::Master,
         )

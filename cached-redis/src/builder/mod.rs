@@ -1,24 +1,21 @@
-//! Configuring a cache: the builder's options, their validation, and the connections each
-//! deployment (one Redis, a cluster, Sentinel) needs.
+//! Configuring a cache: the builder's options and their validation; the connections each
+//! deployment (one Redis, a cluster, Sentinel) needs are made in [`connect`].
+
+mod connect;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
+use connect::{Connections, Settings};
+use std::time::Duration;
 
 use crate::Error;
 use crate::cache::{Cache, Inner};
 use crate::conn::guard::Guard;
-use crate::conn::{Conn, LazyCluster};
 use crate::error::redact_url;
 use crate::read::flight::Flights;
-use crate::read::wake::Wakeups;
 use crate::stats::Counters;
 use crate::stored::format::{Codec, Compression, Format};
-use crate::write::confirm_pool::MakeConn;
-use crate::write::replicated::Replicated;
 use crate::write::turns::UpdateQueue;
 
 /// Configures a [`Cache`]; created by [`Cache::builder`].
@@ -63,27 +60,6 @@ pub struct CacheBuilder {
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     format: Format,
-}
-
-/// A deployment's connections: for reads, for writes, for wake-ups, and for invalidations
-/// that wait for replicas (if asked for).
-struct Connections {
-    reads: Conn,
-    writes: Conn,
-    wakeups: Wakeups,
-    replicated: Option<Replicated>,
-}
-
-impl Connections {
-    /// A disabled cache's: none of them is ever asked.
-    fn disabled() -> Result<Connections, Error> {
-        Ok(Connections {
-            reads: Conn::Disabled,
-            writes: Conn::Disabled,
-            wakeups: Wakeups::new(|_| Ok(Conn::Disabled))?,
-            replicated: None,
-        })
-    }
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -382,18 +358,6 @@ impl CacheBuilder {
         self
     }
 
-    fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
-        #[cfg(feature = "tls")]
-        if let Some(root_cert) = &self.tls_root_cert {
-            let certificates = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(root_cert.clone()),
-            };
-            return redis::Client::build_with_tls(url, certificates);
-        }
-        redis::Client::open(url)
-    }
-
     /// Behind Sentinel, the credentials of the data nodes (the primary and its replicas);
     /// credentials in the sentinel URLs are the sentinels' own. `username` is `None` for
     /// `requirepass`-style auth. Only for [`Cache::sentinel_builder`]: one Redis or a cluster
@@ -451,7 +415,7 @@ impl CacheBuilder {
         } = if disabled {
             Connections::disabled()?
         } else {
-            self.connections(&invalid)?
+            self.settings().connections(&invalid)?
         };
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -514,8 +478,25 @@ impl CacheBuilder {
         self.check_replicas()?;
         self.format.compression.available()?;
         #[cfg(feature = "sentinel")]
-        self.sentinel_service()?;
+        self.settings().sentinel_service()?;
         Ok(())
+    }
+
+    /// What making the connections takes from these options.
+    fn settings(&self) -> Settings<'_> {
+        Settings {
+            urls: &self.urls,
+            cluster: self.cluster,
+            #[cfg(feature = "sentinel")]
+            sentinel: self.sentinel.as_ref(),
+            #[cfg(feature = "sentinel")]
+            node_auth: self.node_auth.as_ref(),
+            #[cfg(feature = "tls")]
+            tls_root_cert: self.tls_root_cert.as_deref(),
+            namespace: &self.namespace,
+            op_timeout: self.op_timeout,
+            replicas: self.replicas,
+        }
     }
 
     /// `invalidate_replicas` asks for at least one replica and a millisecond.
@@ -537,208 +518,5 @@ impl CacheBuilder {
             return false;
         }
         !self.cluster && self.urls.iter().all(|url| url.trim().is_empty())
-    }
-
-    /// No retries inside the connection manager: a command during an outage fails at once (and
-    /// the next one tries to connect again) instead of waiting out a retry series.
-    fn manager_config(&self) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.op_timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(None)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500))
-            .set_number_of_retries(0)
-    }
-
-    /// The Sentinel service this cache follows, with the data nodes' credentials; refuses
-    /// those credentials on a cache not behind Sentinel.
-    #[cfg(feature = "sentinel")]
-    fn sentinel_service(&self) -> Result<Option<crate::conn::sentinel::Service>, Error> {
-        match (&self.sentinel, &self.node_auth) {
-            (None, Some(_)) => Err(Error::InvalidConfig(
-                "node_auth is for a cache behind Sentinel; give one Redis or a cluster its \
-                 credentials in the URL (redis://user:password@host:port)"
-                    .into(),
-            )),
-            (service, auth) => Ok(service.clone().map(|s| s.with_auth(auth.clone()))),
-        }
-    }
-
-    /// The connections of the deployment configured.
-    fn connections(
-        &self,
-        invalid: &impl Fn(&str, redis::RedisError) -> Error,
-    ) -> Result<Connections, Error> {
-        #[cfg(feature = "sentinel")]
-        if let Some(service) = self.sentinel_service()? {
-            return self.sentinel_connections(&service, invalid);
-        }
-        let (reads, writes, wakeups) = if self.cluster {
-            self.cluster_connections(invalid)?
-        } else {
-            self.single_connections(invalid)?
-        };
-        let replicated = self.replicated(invalid, writes.publish_command())?;
-        Ok(Connections {
-            reads,
-            writes,
-            wakeups,
-            replicated,
-        })
-    }
-
-    /// Behind Sentinel: every connection (reads, writes, wake-ups, replica-acknowledged
-    /// invalidations) follows one shared discovery of the primary, so that when one of them
-    /// finds the primary replaced, all of them move before their next call.
-    #[cfg(feature = "sentinel")]
-    fn sentinel_connections(
-        &self,
-        service: &crate::conn::sentinel::Service,
-        invalid: &impl Fn(&str, redis::RedisError) -> Error,
-    ) -> Result<Connections, Error> {
-        use crate::conn::sentinel::FollowPrimary;
-        for url in &self.urls {
-            redis::Client::open(url.as_str()).map_err(|e| invalid(url, e))?;
-        }
-        let primary = service.primary(&self.urls)?;
-        let config = self.manager_config();
-        let follow = || Conn::Sentinel(FollowPrimary::new(&primary, config.clone()));
-        let wakeups = Wakeups::new(|push| {
-            let subscriber = FollowPrimary::subscriber(&primary, config.clone(), push);
-            Ok(Conn::Sentinel(subscriber))
-        })?;
-        let writes = follow();
-        let publish = writes.publish_command();
-        let replicated = self.replicas.map(|(replicas, within)| {
-            let (primary, config) = (primary.clone(), config.clone());
-            let make: MakeConn =
-                Box::new(move || Ok(Conn::Sentinel(FollowPrimary::new(&primary, config.clone()))));
-            Replicated::new(make, (replicas, within), &self.namespace, publish)
-        });
-        Ok(Connections {
-            reads: follow(),
-            writes,
-            wakeups,
-            replicated,
-        })
-    }
-
-    /// Replica-confirmed invalidations on one Redis or a cluster, if asked for (their options
-    /// checked by `assemble` first).
-    fn replicated(
-        &self,
-        invalid: &impl Fn(&str, redis::RedisError) -> Error,
-        publish: &'static str,
-    ) -> Result<Option<Replicated>, Error> {
-        let Some((replicas, within)) = self.replicas else {
-            return Ok(None);
-        };
-        let make = self.confirmation_conns(invalid, within)?;
-        let namespace = &self.namespace;
-        let replicated = Replicated::new(make, (replicas, within), namespace, publish);
-        Ok(Some(replicated))
-    }
-
-    /// Makes the connections replica confirmations go over, one per confirmation under way:
-    /// each like the write connection, to the same primary, connected on first use, with no
-    /// reply timeout shorter than a `WAIT` of `within`.
-    fn confirmation_conns(
-        &self,
-        invalid: &impl Fn(&str, redis::RedisError) -> Error,
-        within: Duration,
-    ) -> Result<MakeConn, Error> {
-        if self.cluster {
-            let first = &self.urls[0];
-            let client = self
-                .cluster_builder()
-                .response_timeout(self.op_timeout.saturating_add(within))
-                .build()
-                .map_err(|e| invalid(first, e))?;
-            let seed = redis::IntoConnectionInfo::into_connection_info(first.as_str())
-                .map_err(|e| invalid(first, e))?;
-            return Ok(Box::new(move || {
-                Ok(Conn::Cluster(LazyCluster::new(
-                    client.clone(),
-                    seed.clone(),
-                )))
-            }));
-        }
-        let url = &self.urls[0];
-        let client = self.client(url).map_err(|e| invalid(url, e))?;
-        let config = self.manager_config();
-        Ok(Box::new(move || {
-            ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-                .map(Conn::Single)
-        }))
-    }
-
-    /// One Redis: auto-reconnecting multiplexed connections for reads and for writes, and a
-    /// RESP3 one for wake-ups.
-    fn single_connections(
-        &self,
-        invalid: &impl Fn(&str, redis::RedisError) -> Error,
-    ) -> Result<(Conn, Conn, Wakeups), Error> {
-        let url = &self.urls[0];
-        let client = self.client(url).map_err(|e| invalid(url, e))?;
-        let config = self.manager_config();
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
-        let resp3_info = client.get_connection_info().clone();
-        let resp3_redis = resp3_info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        let pubsub_client = redis::Client::open(resp3_info.set_redis_settings(resp3_redis))?;
-        let wakeups = Wakeups::new(|push| {
-            let config = config.set_push_sender(push).set_automatic_resubscription();
-            ConnectionManager::new_lazy_with_config(pubsub_client, config).map(Conn::Single)
-        })?;
-        let writes = ConnectionManager::new_lazy_with_config(client, self.manager_config())?;
-        Ok((Conn::Single(conn), Conn::Single(writes), wakeups))
-    }
-
-    /// The cluster clients' settings: bounded connecting, replies within `op_timeout`, one
-    /// quick retry.
-    fn cluster_builder(&self) -> ClusterClientBuilder {
-        ClusterClientBuilder::new(self.urls.clone())
-            .connection_timeout(self.op_timeout.max(Duration::from_millis(500)))
-            .response_timeout(self.op_timeout)
-            .retries(1)
-            .min_retry_wait(10)
-            .max_retry_wait(100)
-    }
-
-    /// A cluster: redis-rs's cluster client for reads and for writes (each its own
-    /// connections), and a RESP3 one for sharded wake-ups, all connected on first use.
-    fn cluster_connections(
-        &self,
-        invalid: &impl Fn(&str, redis::RedisError) -> Error,
-    ) -> Result<(Conn, Conn, Wakeups), Error> {
-        #[cfg(feature = "tls")]
-        if self.tls_root_cert.is_some() {
-            return Err(Error::InvalidConfig(
-                "tls_root_cert is not supported for clusters; use rediss:// URLs with a CA the system trusts".into(),
-            ));
-        }
-        for url in &self.urls {
-            redis::Client::open(url.as_str()).map_err(|e| invalid(url, e))?;
-        }
-        let builder = || self.cluster_builder();
-        let first = &self.urls[0];
-        let client = builder().build().map_err(|e| invalid(first, e))?;
-        let seed = redis::IntoConnectionInfo::into_connection_info(first.as_str())
-            .map_err(|e| invalid(first, e))?;
-        let wakeups = Wakeups::new(|push| {
-            builder()
-                .use_protocol(redis::ProtocolVersion::RESP3)
-                .push_sender(push)
-                .build()
-                .map(|client| Conn::Cluster(LazyCluster::new(client, seed.clone())))
-        })?;
-        let writes = Conn::Cluster(LazyCluster::new(client.clone(), seed.clone()));
-        Ok((
-            Conn::Cluster(LazyCluster::new(client, seed)),
-            writes,
-            wakeups,
-        ))
     }
 }
