@@ -38,6 +38,15 @@ fn layer(cache: &Cache) -> CacheLayer {
     CacheLayer::new(cache.clone(), Duration::from_secs(30))
 }
 
+/// The layer keyed by the user as the README sets it up: from `X-User-Id`, set by a gateway
+/// after checking the token (`None` when it is not text).
+fn keyed_by_user_id(cache: &Cache) -> CacheLayer {
+    layer(cache).key_by_user(|request| {
+        let user = request.headers.get("x-user-id")?;
+        user.to_str().ok().map(str::to_owned)
+    })
+}
+
 /// The user a gateway put in `X-User-Id` after checking the token.
 async fn me(State(runs): State<Runs>, headers: HeaderMap) -> String {
     runs.fetch_add(1, Ordering::SeqCst);
@@ -104,6 +113,17 @@ async fn respond(
     (headers, format!("run {run}"))
 }
 
+/// Asks twice for a response with each of these header lines, and asserts that neither
+/// answer came from the cache.
+async fn answered_twice_unstored(app: &Router, lines: &[&str]) {
+    for line in lines {
+        for _ in 0..2 {
+            let (x_cache, _) = call(app, responding(&[line])).await;
+            assert_eq!(x_cache.as_deref(), Some("MISS"), "{line} is not stored");
+        }
+    }
+}
+
 /// Asserts that no key of the namespace `namespace` is in Redis.
 async fn assert_nothing_stored(server: &RedisServer, namespace: &str) {
     let mut conn = server.conn().await;
@@ -136,10 +156,7 @@ async fn behind_a_gateway_each_user_gets_only_their_own_response() {
     let cache = server.cache("trust-gateway").await;
     let runs = Runs::default();
     // The README's setup: the user from the header the auth middleware (here, a gateway) sets.
-    let layer = layer(&cache).key_by_user(|request| {
-        let user = request.headers.get("x-user-id")?;
-        user.to_str().ok().map(str::to_owned)
-    });
+    let layer = keyed_by_user_id(&cache);
     let app = app(layer, &runs);
     for user in ["7", "8", "7", "8"] {
         let (_, body) = call(&app, request("/me", &[("x-user-id", user.as_bytes())])).await;
@@ -421,10 +438,7 @@ async fn a_user_the_closure_cannot_read_is_never_taken_for_anonymous() {
     let cache = server.cache("trust-unreadable-user").await;
     let runs = Runs::default();
     // The README's closure: `to_str` fails on a Latin-1 id, and it answers `None`.
-    let layer = layer(&cache).key_by_user(|request| {
-        let user = request.headers.get("x-user-id")?;
-        user.to_str().ok().map(str::to_owned)
-    });
+    let layer = keyed_by_user_id(&cache);
     let app = app(layer, &runs);
     let (x_cache, _) = call(&app, request("/me", &[("x-user-id", b"jos\xe9")])).await;
     assert_eq!(x_cache, None, "an identity header it cannot read: uncached");
@@ -454,18 +468,17 @@ async fn a_sloppy_private_cache_control_is_never_stored() {
     let cache = server.cache("trust-sloppy").await;
     let runs = Runs::default();
     let app = app(layer(&cache), &runs);
-    for line in [
-        "cache-control:private; max-age=0",
-        "cache-control:private max-age=600",
-        "cache-control:no-store; must-revalidate",
-        "cache-control:\"private\"",
-        "surrogate-control:no-store",
-    ] {
-        for _ in 0..2 {
-            let (x_cache, _) = call(&app, responding(&[line])).await;
-            assert_eq!(x_cache.as_deref(), Some("MISS"), "{line} is not stored");
-        }
-    }
+    answered_twice_unstored(
+        &app,
+        &[
+            "cache-control:private; max-age=0",
+            "cache-control:private max-age=600",
+            "cache-control:no-store; must-revalidate",
+            "cache-control:\"private\"",
+            "surrogate-control:no-store",
+        ],
+    )
+    .await;
     assert_nothing_stored(&server, "trust-sloppy").await;
 }
 
@@ -477,20 +490,19 @@ async fn a_prohibition_after_a_malformed_value_is_never_stored() {
     let cache = server.cache("trust-values").await;
     let runs = Runs::default();
     let app = app(layer(&cache), &runs);
-    for line in [
-        "cache-control:max-age=60, stale-while-revalidate=30; private",
-        "cache-control:stale-if-error=600 private",
-        "cache-control:max-age=600; private",
-        "cache-control:public, s-maxage=600 no-store",
-        "cdn-cache-control:max-age=600 private",
-        "surrogate-control:max-age=60 no-store",
-        "surrogate-control:max-age=0",
-    ] {
-        for _ in 0..2 {
-            let (x_cache, _) = call(&app, responding(&[line])).await;
-            assert_eq!(x_cache.as_deref(), Some("MISS"), "{line} is not stored");
-        }
-    }
+    answered_twice_unstored(
+        &app,
+        &[
+            "cache-control:max-age=60, stale-while-revalidate=30; private",
+            "cache-control:stale-if-error=600 private",
+            "cache-control:max-age=600; private",
+            "cache-control:public, s-maxage=600 no-store",
+            "cdn-cache-control:max-age=600 private",
+            "surrogate-control:max-age=60 no-store",
+            "surrogate-control:max-age=0",
+        ],
+    )
+    .await;
     assert_nothing_stored(&server, "trust-values").await;
     let no_store = request("/me", &[("cache-control", b"max-age=0; no-store")]);
     assert_eq!(
@@ -527,10 +539,7 @@ async fn a_user_id_sent_twice_is_never_cached() {
     let server = RedisServer::start();
     let cache = server.cache("trust-doubled").await;
     let runs = Runs::default();
-    let layer = layer(&cache).key_by_user(|request| {
-        let user = request.headers.get("x-user-id")?;
-        user.to_str().ok().map(str::to_owned)
-    });
+    let layer = keyed_by_user_id(&cache);
     let app = app(layer, &runs);
     call(&app, request("/me", &[("x-user-id", b"alice")])).await;
     // The client's own `X-User-Id: alice`, then the one the gateway appended.
@@ -671,10 +680,7 @@ async fn an_entry_copied_or_forged_in_redis_is_not_replayed() {
     let server = RedisServer::start();
     let cache = server.cache("trust-forged").await;
     let runs = Runs::default();
-    let layer = layer(&cache).key_by_user(|request| {
-        let user = request.headers.get("x-user-id")?;
-        user.to_str().ok().map(str::to_owned)
-    });
+    let layer = keyed_by_user_id(&cache);
     let app = app(layer, &runs);
     call(&app, request("/me", &[("x-user-id", b"alice")])).await;
     let mut conn = server.conn().await;
