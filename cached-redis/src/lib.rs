@@ -48,8 +48,9 @@
 //!   template; [`Cache::invalidate_family`] with a [`KeyFamily`] without the attribute) and
 //!   `<fn>_key`.
 //!
-//! The README in the repository states every guarantee with the test that checks it, what each
-//! failure (Redis down, refusing writes, a cluster failover) costs, and the benchmarks.
+//! The [`guide`] states every guarantee with the test that checks it, what each failure (Redis
+//! down, refusing writes, a cluster failover) costs, and the benchmarks; the README in the
+//! repository is its front door.
 
 // The README's examples compile as doc tests too.
 #[cfg(doctest)]
@@ -61,6 +62,7 @@ mod cache;
 mod conn;
 mod error;
 mod global;
+pub mod guide;
 #[cfg(feature = "http")]
 pub mod http;
 mod key;
