@@ -100,7 +100,7 @@ use proc_macro::TokenStream;
 /// arguments, and no other template's. `<fn>_key` is the key, for `Cache::ttl` and the like.
 ///
 /// Bad input is a compile error at the offending literal that says what to write instead. The
-/// `cached-redis` crate's README states every guarantee with the test that checks it.
+/// `cached-redis` crate's guide (`cached_redis::guide`) states every guarantee with the test that checks it.
 #[proc_macro_attribute]
 pub fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::redis_cached(args.into(), item.into()).into()

@@ -482,7 +482,7 @@ mod tests {
         enum Big {
             Wide(u128),
         }
-        // serde's buffering has no 128-bit integers: the README says so.
+        // serde's buffering has no 128-bit integers: the codecs guide page says so.
         for format in [JSON, MSGPACK] {
             let bytes = encode(&Big::Wide(7), Duration::ZERO, format).unwrap();
             assert!(decode::<Big>(&bytes).is_err(), "{format:?}");

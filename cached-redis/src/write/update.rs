@@ -40,7 +40,7 @@ impl Cache {
     /// stored type: `T` for a `Result<T, E>` function, `Option<T>` for an `Option<T>` one.
     ///
     /// Set what your write committed rather than apply a delta (a load after the write
-    /// already has it), and where writers race, keep the newer by a version (see the README).
+    /// already has it), and where writers race, keep the newer by a version (see [`crate::guide::helpers`]).
     ///
     /// ```no_run
     /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
