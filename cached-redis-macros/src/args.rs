@@ -56,6 +56,36 @@ impl Args {
     }
 }
 
+/// What to write instead of one of the `cached` crate's attribute arguments (4.x names), for a
+/// function ported from it.
+fn from_cached(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "ttl_secs" | "time" => "write `ttl = \"60s\"` (units ms, s, m, h, d)",
+        "convert" => {
+            "write the key as a template, `key = \"user:<id>\"`; a computed part is a method \
+             call in it, `<email.to_lowercase()>`"
+        }
+        "cache_prefix_block" => {
+            "the prefix is the template's own text (`key = \"users:<id>\"`) and the cache's \
+             namespace (`Cache::builder(url).namespace(\"myapp\")`)"
+        }
+        "map_error" => "leave it out: a cache error never reaches the caller; the loader answers",
+        "redis" | "ty" | "create" => {
+            "leave it out: the cache is Redis, set once with `cached_redis::set_global(...)` or \
+             per function with `cache = EXPR`"
+        }
+        "result" | "option" => {
+            "leave it out: `Result`'s `Ok` and `Option`'s `Some` are cached by type; \
+             `none_ttl = \"5s\"` caches a `None`"
+        }
+        "sync_writes" => "leave it out: one load per cold key is the default, across processes",
+        "in_impl" => "leave it out: a method works as it is",
+        "size" => "leave it out: Redis's `maxmemory` bounds what is kept",
+        "name" => "leave it out: `invalidate_<fn>` and the other helpers are generated",
+        _ => return None,
+    })
+}
+
 /// Parses the arguments. Broken syntax is an `Err`; bad values are recorded in `errors`.
 pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> syn::Result<Args> {
     let mut args = Args::default();
@@ -123,7 +153,10 @@ impl Args {
             }
             _ => {
                 let _: Expr = meta.value()?.parse()?;
-                let message = format!("unknown argument `{name}`; expected one of {KNOWN}");
+                let mut message = format!("unknown argument `{name}`; expected one of {KNOWN}");
+                if let Some(instead) = from_cached(name) {
+                    message.push_str(&format!(". `cached`'s `{name}`: {instead}"));
+                }
                 errors.at(span, message);
             }
         }
