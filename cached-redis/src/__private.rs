@@ -552,13 +552,19 @@ pub fn in_flight(cache: &crate::Cache) -> (usize, usize) {
     (running, cache.inner.wakeups.channels())
 }
 
+/// Says once per process that a cached function runs uncached for want of a cache: through
+/// `tracing` when a subscriber listens, on standard error otherwise, where a program that set
+/// up no logging still shows it.
 fn warn_not_configured(function: &'static str) {
     static WARNED: AtomicBool = AtomicBool::new(false);
-    if !WARNED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            function,
-            "no cache configured (call cached_redis::set_global at start-up or pass `cache = ...`): running uncached"
-        );
+    if WARNED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let why = "no cache configured (call cached_redis::set_global at start-up or pass `cache = ...`): running uncached";
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!(function, "{why}");
+    } else {
+        eprintln!("cached-redis: `{function}`: {why}");
     }
 }
 

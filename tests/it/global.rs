@@ -66,3 +66,26 @@ async fn with_cache_gives_each_future_its_own_default() {
         ["scope-a:{scoped:1}", "scope-b:{scoped:1}"]
     );
 }
+
+/// A program that set up no logging still hears, once, that its cached functions run uncached
+/// for want of a cache: on standard error. Run in a child process of this test binary, where
+/// no test has installed a cache or a subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_logging_a_missing_cache_is_said_once_on_stderr() {
+    const CHILD: &str = "CACHED_REDIS_UNCONFIGURED_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        for name in ["ada", "grace", "ada"] {
+            greeting(name).await;
+        }
+        return;
+    }
+    let name = "without_logging_a_missing_cache_is_said_once_on_stderr";
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(child.status.success());
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert_eq!(stderr.matches("no cache configured").count(), 1, "{stderr}");
+}
