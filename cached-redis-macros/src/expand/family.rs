@@ -5,6 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
 
+use super::render::helper_path;
 use super::shared::{Bodies, Shape, cache_binding, helper_fn, local, stub};
 use crate::model::{Model, Part};
 use crate::tokens::unraw;
@@ -45,12 +46,7 @@ pub(super) fn invalidate_all_fn(model: &Model, bodies: &Bodies<'_>) -> TokenStre
 
 /// The key family chain: the template's text, and `.part()` for each placeholder.
 fn render_family(model: &Model, helper: &Ident) -> TokenStream {
-    let path = model.derived.then(|| {
-        let here = quote!(&|| {});
-        let helper = helper.to_string();
-        let name = unraw(&model.item.sig.ident);
-        quote!(.text(&::cached_redis::__private::helper_function_path(#here, #helper, #name)))
-    });
+    let path = model.derived.then(|| helper_path(model, helper));
     let parts = model.key.iter().map(|part| match part {
         Part::Text(text) => quote!(.text(#text)),
         Part::Value {

@@ -7,6 +7,15 @@ use syn::Ident;
 use crate::model::{Model, Part};
 use crate::tokens::{names_generics, unraw};
 
+/// The start of a derived key rendered inside the helper `helper`: the cached function's
+/// path, found from the helper's own.
+pub(super) fn helper_path(model: &Model, helper: &Ident) -> TokenStream {
+    let here = quote!(&|| {});
+    let helper = helper.to_string();
+    let name = unraw(&model.item.sig.ident);
+    quote!(.text(&::cached_redis::__private::helper_function_path(#here, #helper, #name)))
+}
+
 /// The key builder chain. Each value is spanned at its parameter, so a type that cannot be
 /// rendered is reported there. `helper` names the generated helper the chain is rendered in,
 /// when it is not the cached function itself (a derived key names the cached function);
@@ -28,11 +37,7 @@ pub(super) fn render_key(
                 let own = own_generic_count(model);
                 quote!(.text(&::cached_redis::__private::update_function_path(#here, #helper, #name, #own)))
             }
-            Some(helper) => {
-                let helper = helper.to_string();
-                let name = unraw(&model.item.sig.ident);
-                quote!(.text(&::cached_redis::__private::helper_function_path(#here, #helper, #name)))
-            }
+            Some(helper) => helper_path(model, helper),
         }
     });
     let parts = model.key.iter().map(|part| match part {
