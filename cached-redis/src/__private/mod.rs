@@ -1,0 +1,165 @@
+//! Not public API: what `#[redis_cached]` expansions call. Everything with behaviour lives in
+//! the rest of the crate; these are thin adapters. What else the expansion names is in the
+//! child modules, re-exported here where the expansion names it: how a return type is cached
+//! (`returns`), what `update_*` changes (`update_target`), the key renderers (`keys`), a
+//! derived key's function path (`paths`), the compile-time checks (`checks`) and the policy
+//! (`policy`).
+
+mod checks;
+mod keys;
+mod paths;
+mod policy;
+mod returns;
+mod update_target;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use crate::global::global;
+pub use crate::{Codec, Compression, Jitter, Key, Plain, Policy};
+pub use checks::{
+    HelpersGenerated, InTraitImpl, NoneTtlApplies, Probe, ProbeKeyPart, ProbeOther,
+    helpers_generated, none_ttl_applies, zstd_enabled,
+};
+pub use core::time::Duration;
+pub use keys::{DerivedKeyBuilder, DerivedKeyPart, derived_key, key};
+pub use paths::{function_path, helper_function_path, update_function_path};
+pub use policy::{checked_policy, policy, policy_at_run_time};
+pub use returns::{Direct, Mode, PlainReturn, Returns, Wrapped};
+pub use update_target::UpdateTarget;
+
+use crate::{Cache, Cacheable, Error, KeyFamily, KeyFamilyBuilder};
+
+/// A cached call: through `cache` if there is one, otherwise straight to the loader.
+pub async fn fetch<M: Mode<R>, R, F: Future<Output = R>>(
+    _mode: M,
+    cache: Option<&Cache>,
+    key: Key,
+    policy: &'static Policy,
+    loader: F,
+) -> R
+where
+    M::Stored: Cacheable,
+{
+    match cache {
+        Some(cache) => {
+            let stored = cache
+                .fetch(&key, policy, async { M::wrap(loader.await) })
+                .await;
+            M::unwrap(stored)
+        }
+        None => {
+            warn_not_configured(policy.name());
+            loader.await
+        }
+    }
+}
+
+/// A cached call of a function with `cache_if`: a value for which `keep` is false is returned
+/// (and shared with callers that joined its load) but not stored. `keep` comes after the
+/// loader, so that a closure without a type annotation is checked once the value's type is
+/// known.
+pub async fn fetch_if<M: Mode<R>, R, F, K>(
+    _mode: M,
+    cache: Option<&Cache>,
+    key: Key,
+    policy: &'static Policy,
+    loader: F,
+    keep: K,
+) -> R
+where
+    M::Stored: Cacheable,
+    K: Fn(&<M::Stored as Cacheable>::Value) -> bool,
+    F: Future<Output = R>,
+{
+    match cache {
+        Some(cache) => {
+            let load = async {
+                let stored = M::wrap(loader.await);
+                crate::stored::cacheable::Conditional::new(stored, keep)
+            };
+            M::unwrap(cache.fetch(&key, policy, load).await.into_inner())
+        }
+        None => {
+            warn_not_configured(policy.name());
+            loader.await
+        }
+    }
+}
+
+/// The first step of a generated `refresh_*`: the entry goes, and any load in flight with it.
+/// If Redis cannot be told, the call that follows finds Redis in trouble too, and its loader
+/// answers. With `invalidate_replicas`, a removal the replicas did not confirm is the caller's
+/// `Err(NotReplicated)`, before anything loads: a replica may still hold the old value, and a
+/// refresh that answered its new one would say otherwise.
+pub async fn revoke(cache: Option<&Cache>, key: &Key) -> Result<(), Error> {
+    let Some(cache) = cache else {
+        return Ok(());
+    };
+    match cache.invalidate(key).await {
+        Ok(_) => Ok(()),
+        Err(error @ Error::NotReplicated { .. }) => Err(error),
+        Err(error) => {
+            tracing::debug!(key = %key, %error, "refresh could not remove the entry first");
+            Ok(())
+        }
+    }
+}
+
+/// A generated `invalidate_*` call.
+pub async fn invalidate(cache: Option<&Cache>, key: Key) -> Result<bool, Error> {
+    match cache {
+        Some(cache) => cache.invalidate(&key).await,
+        None => Err(Error::NotConfigured),
+    }
+}
+
+/// A generated `invalidate_all_*` call.
+pub async fn invalidate_family(cache: Option<&Cache>, family: KeyFamily) -> Result<u64, Error> {
+    match cache {
+        Some(cache) => cache.invalidate_family(&family).await,
+        None => Err(Error::NotConfigured),
+    }
+}
+
+/// Starts the family a generated `invalidate_all_*` removes.
+pub fn family() -> KeyFamilyBuilder {
+    KeyFamily::builder()
+}
+
+/// A generated `update_*` call.
+pub async fn update<R: UpdateTarget<T>, T>(
+    cache: Option<&Cache>,
+    key: Key,
+    policy: &Policy,
+    mut change: impl FnMut(&mut T),
+) -> Result<bool, Error> {
+    let Some(cache) = cache else {
+        return Err(Error::NotConfigured);
+    };
+    let apply = |stored: &mut R::Stored| R::target(stored).map(&mut change).is_some();
+    cache.update_with(&key, Some(policy), apply).await
+}
+
+/// How many loads and updates are in flight and how many channels are waited on, in this
+/// process: for tests that check a cache leaves nothing behind.
+pub fn in_flight(cache: &crate::Cache) -> (usize, usize) {
+    let running = cache.inner.flights.len() + cache.inner.updates.len();
+    (running, cache.inner.wakeups.channels())
+}
+
+/// Says once per process that a cached function runs uncached for want of a cache: through
+/// `tracing` when a subscriber listens, on standard error otherwise, where a program that set
+/// up no logging still shows it.
+fn warn_not_configured(function: &'static str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let why = "no cache configured (call cached_redis::set_global at start-up or pass `cache = ...`): running uncached";
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!(function, "{why}");
+    } else {
+        eprintln!("cached-redis: `{function}`: {why}");
+    }
+}
