@@ -1,0 +1,65 @@
+//! The GET that starts every call, and what it found: a value, nothing usable (no value, or
+//! bytes that do not decode), or no answer from Redis.
+
+use crate::stats::Event;
+use crate::stored::codec;
+use crate::{Cache, CacheValue};
+
+/// What the first GET found.
+pub(super) enum Read<T> {
+    Hit(T),
+    Missed(Missed),
+}
+
+/// Why a GET found no usable value.
+pub(super) enum Missed {
+    /// Redis answered with nothing usable: no value, or `corrupt` bytes that do not decode
+    /// (the lease script replaces them only if they are still there).
+    Absent { corrupt: Option<Vec<u8>> },
+    /// Redis could not be asked.
+    Unavailable,
+}
+
+impl Cache {
+    /// The first, uncoalesced GET.
+    pub(super) async fn read<T: CacheValue>(
+        &self,
+        value_key: &str,
+        function: &'static str,
+    ) -> Read<T> {
+        let inner = &self.inner;
+        let mut conn = inner.reads.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(value_key);
+        let get = get.query_async::<Option<Vec<u8>>>(&mut conn);
+        match inner.guard.read(&inner.stats, "GET", get).await {
+            Ok(None) => Read::Missed(Missed::Absent { corrupt: None }),
+            Ok(Some(bytes)) => match codec::decode(&bytes) {
+                Ok(value) => Read::Hit(value),
+                Err(e) => {
+                    self.undecodable(value_key, function, &e);
+                    Read::Missed(Missed::Absent {
+                        corrupt: Some(bytes),
+                    })
+                }
+            },
+            Err(crate::Error::Redis(e)) if e.code() == Some("WRONGTYPE") => {
+                inner.stats.note(Event::DecodeError, function);
+                tracing::warn!(key = %value_key, "cache key holds a non-string value; replacing it");
+                Read::Missed(Missed::Absent { corrupt: None })
+            }
+            Err(_) => Read::Missed(Missed::Unavailable),
+        }
+    }
+
+    /// Counts and logs a stored value that does not decode (it is then loaded again).
+    pub(super) fn undecodable(
+        &self,
+        value_key: &str,
+        function: &'static str,
+        error: &codec::CodecError,
+    ) {
+        self.inner.stats.note(Event::DecodeError, function);
+        tracing::warn!(key = %value_key, %error, "cached value does not decode; reloading it");
+    }
+}

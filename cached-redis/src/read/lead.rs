@@ -1,0 +1,231 @@
+//! The local leader's load: the lease (or a value another process stored meanwhile), the
+//! load under it, bounded by `max_load`, and the write-back that hands the value to the
+//! callers that joined.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::lease::EntryKeys;
+use crate::read::flight::{Joined, Leader, Shared};
+use crate::read::get::Missed;
+use crate::read::lease_guard::LeaseGuard;
+use crate::read::wait::Lease;
+use crate::stats::{Event, Outcome};
+use crate::stored::cacheable::Cacheable;
+use crate::stored::codec;
+use crate::{Cache, CacheValue, Policy};
+
+impl Cache {
+    /// The local leader: get the value or the lease, load, store, and tell the joiners.
+    pub(super) async fn lead<R, F>(
+        &self,
+        mut leader: Leader<'_>,
+        keys: &EntryKeys,
+        policy: &Policy,
+        loader: F,
+        missed: Missed,
+    ) -> (R, Outcome, Duration)
+    where
+        R: Cacheable,
+        F: Future<Output = R>,
+    {
+        let (mut lease, outcome) = match self
+            .lease_for::<R::Value>(&leader, keys, policy, missed)
+            .await
+        {
+            Lease::Value(bytes, value, joined) => {
+                leader.finish(Shared::found(bytes, joined));
+                return (R::from_value(value), Outcome::Waited, Duration::ZERO);
+            }
+            Lease::Held(guard) => (Some(guard), Outcome::Miss),
+            Lease::WritesRefused => {
+                self.inner.stats.note(Event::WritesRefused, policy.name());
+                (None, Outcome::WritesRefused)
+            }
+            Lease::Unavailable => (None, Outcome::Fallback),
+        };
+        let leased = lease.is_some();
+        // The load starts after everyone who joined so far: its value is fresh for them.
+        let joined = leader.joined();
+        let (result, load_time) = self
+            .timed_load(lease.as_ref(), &mut leader, keys, policy, loader)
+            .await;
+        let (value, ttl) = match result.split(policy).shared() {
+            Ok(shared) => shared,
+            Err((result, failed)) => {
+                if failed {
+                    self.inner.stats.note(Event::LoadError, policy.name());
+                }
+                leader.close();
+                give_up(leader, lease.take()).await;
+                return (result, outcome, load_time);
+            }
+        };
+        let Some(bytes) = self.encoded(&value, load_time, policy, &keys.value) else {
+            give_up(leader, lease.take()).await;
+            return (R::from_value(value), outcome, load_time);
+        };
+        let stored = Stored {
+            bytes,
+            ttl,
+            joined,
+            leased,
+        };
+        let outcome = self
+            .store_and_share(leader, lease, keys, policy, stored)
+            .await
+            .unwrap_or(outcome);
+        (R::from_value(value), outcome, load_time)
+    }
+
+    /// A loaded value's stored form, in its policy's format (`None`, logged, if it does not
+    /// encode: it is returned but not cached).
+    fn encoded<T: CacheValue>(
+        &self,
+        value: &T,
+        load_time: Duration,
+        policy: &Policy,
+        value_key: &str,
+    ) -> Option<Vec<u8>> {
+        let format = policy.format(self.inner.format);
+        codec::encode(value, load_time, format)
+            .inspect_err(|error| {
+                tracing::warn!(key = %value_key, %error, "value does not encode; not cached");
+            })
+            .ok()
+    }
+
+    /// The lease, unless Redis is unavailable (then the load runs without one).
+    async fn lease_for<T: CacheValue>(
+        &self,
+        leader: &Leader<'_>,
+        keys: &EntryKeys,
+        policy: &Policy,
+        missed: Missed,
+    ) -> Lease<T> {
+        match missed {
+            Missed::Absent { corrupt } => {
+                let lease = self.lease_or_value(leader, keys, policy, corrupt).await;
+                if matches!(lease, Lease::Unavailable) {
+                    // The GET was answered, the lease script was not: the load falls back.
+                    self.inner.stats.note(Event::Fallback, policy.name());
+                }
+                lease
+            }
+            // Counted when the GET failed.
+            Missed::Unavailable => Lease::Unavailable,
+        }
+    }
+
+    /// Writes the loaded value back under the lease (or only lets the lease go, for a value
+    /// not to be cached) and hands it to the joiners. `Some(StaleRefused)` when an
+    /// invalidation revoked the lease; otherwise `None`, the load's own outcome stands.
+    async fn store_and_share(
+        &self,
+        mut leader: Leader<'_>,
+        lease: Option<LeaseGuard>,
+        keys: &EntryKeys,
+        policy: &Policy,
+        stored: Stored,
+    ) -> Option<Outcome> {
+        // From here on, new callers start a load of their own: one that joined now could have
+        // started after an invalidation that our write-back will not see.
+        leader.close();
+        let current = match (lease, stored.ttl) {
+            (Some(lease), Some(ttl)) => {
+                let ttl_ms = policy.draw_ttl_ms(ttl);
+                lease.write_back(&stored.bytes, ttl_ms).await
+            }
+            (Some(lease), None) => lease.release().await,
+            (None, _) => None,
+        };
+        if current == Some(false) {
+            self.inner.stats.note(Event::StaleRefused, policy.name());
+            tracing::debug!(key = %keys.value, "an invalidation revoked this load; not stored");
+            leader.finish(Shared::Reread);
+            return Some(Outcome::StaleRefused);
+        }
+        // Only a load that started without a lease is an outage's value; one whose lease's
+        // fate is unknown may have been revoked.
+        let held = current == Some(true);
+        leader.finish(Shared::Value {
+            bytes: Arc::from(stored.bytes),
+            joined: if held {
+                Joined::EVERYONE
+            } else {
+                stored.joined
+            },
+            unleased: !stored.leased,
+        });
+        None
+    }
+
+    /// Runs the loader, renewing the lease, for as long as it runs but at most `max_load`: past
+    /// that the lease is released and the joiners read again, so callers here and in other
+    /// processes load for themselves; this caller still waits for its own loader, whose
+    /// write-back will be refused. Returns the result and how long the load took.
+    async fn timed_load<R: Cacheable>(
+        &self,
+        lease: Option<&LeaseGuard>,
+        leader: &mut Leader<'_>,
+        keys: &EntryKeys,
+        policy: &Policy,
+        loader: impl Future<Output = R>,
+    ) -> (R, Duration) {
+        let inner = &self.inner;
+        inner.stats.note(Event::Load, policy.name());
+        let started = Instant::now();
+        let lock_ttl = policy.lock_ttl().unwrap_or(inner.lock_ttl);
+        let max_load = policy
+            .max_load()
+            .or(inner.max_load)
+            .unwrap_or(lock_ttl.saturating_mul(3))
+            .min(crate::policy::LONGEST);
+        let load = async {
+            match lease {
+                Some(lease) => lease.hold_while(loader, max_load).await,
+                None => loader.await,
+            }
+        };
+        tokio::pin!(load);
+        let result = tokio::select! {
+            biased;
+            result = &mut load => result,
+            () = tokio::time::sleep(max_load) => {
+                tracing::warn!(
+                    key = %keys.value,
+                    ?max_load,
+                    "a load is taking longer than max_load: its lease is no longer renewed and other callers load for themselves"
+                );
+                leader.abandon();
+                if let Some(lease) = lease {
+                    lease.let_go().await;
+                }
+                load.await
+            }
+        };
+        let load_time = started.elapsed();
+        inner.stats.note_load_time(policy.name(), load_time);
+        (result, load_time)
+    }
+}
+
+/// What a leader's load gives its joiners and writes back.
+struct Stored {
+    bytes: Vec<u8>,
+    /// `None`: a value not to be cached (`None` without `none_ttl`).
+    ttl: Option<Duration>,
+    /// The callers that joined before the load started.
+    joined: Joined,
+    /// Whether the load ran under the lease.
+    leased: bool,
+}
+
+/// A load that stores nothing: the lease goes back, and the joiners load for themselves.
+async fn give_up(leader: Leader<'_>, lease: Option<LeaseGuard>) {
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    leader.finish(Shared::LoadYourself);
+}
