@@ -1,22 +1,19 @@
-//! Configuring a cache: the builder's options and their validation; the connections each
-//! deployment (one Redis, a cluster, Sentinel) needs are made in [`connect`].
+//! Configuring a cache: the builder's options and their validation. The constructors that
+//! start a builder, and the assembly of a cache from its options, are in [`constructors`]; the
+//! connections each deployment (one Redis, a cluster, Sentinel) needs are made in [`connect`].
 
 mod connect;
+mod constructors;
 
 use std::fmt;
-use std::sync::Arc;
-
-use connect::{Connections, Settings};
 use std::time::Duration;
 
+use connect::Settings;
+
 use crate::Error;
-use crate::cache::{Cache, Inner};
-use crate::conn::guard::Guard;
+use crate::cache::Cache;
 use crate::error::redact_url;
-use crate::read::flight::Flights;
-use crate::stats::Counters;
 use crate::stored::format::{Codec, Compression, Format};
-use crate::write::turns::UpdateQueue;
 
 /// Configures a [`Cache`]; created by [`Cache::builder`].
 ///
@@ -78,115 +75,6 @@ impl fmt::Debug for CacheBuilder {
             .field("breaker_threshold", &self.breaker_threshold)
             .field("breaker_cooldown", &self.breaker_cooldown)
             .finish()
-    }
-}
-
-impl Cache {
-    /// Starts configuring a cache for the Redis at `url` (`redis://[user:password@]host[:port][/db]`,
-    /// or `rediss://` for TLS). An empty `url` builds a disabled cache (see
-    /// [`Cache::disabled`]), so `Cache::builder(&std::env::var("REDIS_URL")?)` turns caching off
-    /// with `REDIS_URL=""`.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), cached_redis::Error> {
-    /// let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    /// let cache = cached_redis::Cache::builder(&url).namespace("myapp").build().await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn builder(url: &str) -> CacheBuilder {
-        CacheBuilder {
-            urls: vec![url.to_owned()],
-            cluster: false,
-            #[cfg(feature = "sentinel")]
-            sentinel: None,
-            #[cfg(feature = "sentinel")]
-            node_auth: None,
-            #[cfg(feature = "tls")]
-            tls_root_cert: None,
-            namespace: "cache".to_owned(),
-            op_timeout: Duration::from_millis(250),
-            lock_ttl: Duration::from_secs(5),
-            max_load: None,
-            replicas: None,
-            breaker_threshold: 5,
-            breaker_cooldown: Duration::from_secs(1),
-            format: Format::default(),
-        }
-    }
-
-    /// Starts configuring a cache on a Redis Cluster, given one or more of its nodes (the rest
-    /// are discovered). The same options apply; the cluster is connected on first use, through
-    /// redis-rs's async cluster client, which follows slot moves and failovers.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), cached_redis::Error> {
-    /// let cache = cached_redis::Cache::cluster_builder(&[
-    ///     "redis://10.0.0.1:7000",
-    ///     "redis://10.0.0.2:7000",
-    /// ])
-    /// .namespace("myapp")
-    /// .build()
-    /// .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn cluster_builder(urls: &[&str]) -> CacheBuilder {
-        CacheBuilder {
-            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
-            cluster: true,
-            ..Cache::builder("")
-        }
-    }
-
-    /// A cache that never asks Redis, for development and for tests that need none: every
-    /// call runs its loader (counted in [`Cache::stats`] as a miss and a load), invalidations
-    /// answer `Ok(false)` (bulk ones `Ok(0)`), [`Cache::ttl`] `Ok(None)` and [`Cache::ping`]
-    /// `Err(Error::Disabled)`.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), cached_redis::Error> {
-    /// let cache = cached_redis::Cache::disabled();
-    /// let key = cached_redis::Key::raw("user:1");
-    /// assert!(!cache.invalidate(&key).await?);
-    /// assert!(cache.is_disabled());
-    /// # Ok(()) }
-    /// ```
-    pub fn disabled() -> Cache {
-        Cache::builder("")
-            .assemble()
-            .expect("the default options are valid")
-    }
-
-    /// Starts configuring a cache on a primary/replica deployment that Redis Sentinel manages,
-    /// given one or more sentinels and the master name they monitor. The same options apply.
-    /// Reads, writes, wake-ups and replica-confirmed invalidations go to the node the
-    /// sentinels name as the primary. When any of them finds it gone (its connection fails,
-    /// or it answers `READONLY`), the sentinels are asked again, and every one of them moves
-    /// to the primary they name before its next call, so the cache follows a failover
-    /// without a restart and sends no write to a primary it knows was replaced. The sentinels
-    /// are asked in the background (each attempt bounded on its own, 5 s), not inside a
-    /// call's `op_timeout`: a sentinel far away or loaded still gets the cache connected.
-    /// Needs the `sentinel` feature.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), cached_redis::Error> {
-    /// let cache = cached_redis::Cache::sentinel_builder(
-    ///     &["redis://10.0.0.5:26379", "redis://10.0.0.6:26379"],
-    ///     "mymaster",
-    /// )
-    /// .namespace("myapp")
-    /// .build()
-    /// .await?;
-    /// # Ok(()) }
-    /// ```
-    #[cfg(feature = "sentinel")]
-    pub fn sentinel_builder(sentinels: &[&str], master: &str) -> CacheBuilder {
-        CacheBuilder {
-            urls: sentinels.iter().map(|u| (*u).to_owned()).collect(),
-            sentinel: Some(crate::conn::sentinel::Service::new(master)),
-            ..Cache::builder("")
-        }
     }
 }
 
@@ -390,59 +278,6 @@ impl CacheBuilder {
     /// ```
     pub async fn build(self) -> Result<Cache, Error> {
         self.assemble()
-    }
-
-    /// What [`CacheBuilder::build`] does: nothing in it waits.
-    fn assemble(self) -> Result<Cache, Error> {
-        let redacted: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
-        let invalid = |url: &str, e: redis::RedisError| {
-            let shown = redact_url(url);
-            Error::InvalidUrl {
-                reason: e.to_string().replace(url, &shown),
-                url: shown,
-            }
-        };
-        self.check_options()?;
-        let disabled = self.is_disabled();
-        if disabled {
-            tracing::warn!("cache disabled (empty Redis URL): every call runs its loader");
-        }
-        let Connections {
-            reads,
-            writes,
-            wakeups,
-            replicated,
-        } = if disabled {
-            Connections::disabled()?
-        } else {
-            self.settings().connections(&invalid)?
-        };
-        Ok(Cache {
-            inner: Arc::new(Inner {
-                reads,
-                writes,
-                disabled,
-                namespace: self.namespace,
-                lock_ttl: self.lock_ttl,
-                max_load: self.max_load,
-                guard: Guard::new(
-                    self.op_timeout,
-                    self.breaker_threshold,
-                    self.breaker_cooldown,
-                ),
-                stats: Counters::default(),
-                flights: Flights::default(),
-                updates: UpdateQueue::default(),
-                wakeups,
-                replicated,
-                format: self.format,
-                url: if disabled {
-                    "disabled".to_owned()
-                } else {
-                    redacted.join(",")
-                },
-            }),
-        })
     }
 
     /// Every option checked, whether or not the cache is disabled: an option that is wrong in
