@@ -12,7 +12,7 @@ use crate::errors::Errors;
 use crate::format::{CodecSpec, parse_codec, parse_size};
 use crate::template::{self, Segment};
 
-const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `codec`, `compress_above`, `cache`, `cache_if`, `skip` and `helpers`";
+const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `near`, `codec`, `compress_above`, `cache`, `cache_if`, `skip` and `helpers`";
 
 /// A value with the span of the literal it came from.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub(crate) struct Args {
     pub(crate) lock_ttl: Option<Spanned<Duration>>,
     pub(crate) max_load: Option<Spanned<Duration>>,
     pub(crate) none_ttl: Option<Spanned<Duration>>,
+    /// How long decoded values are also kept in process memory.
+    pub(crate) near: Option<Spanned<Duration>>,
     pub(crate) codec: Option<Spanned<CodecSpec>>,
     /// `compress_above = "16KiB"` (`None` inside: `"never"`).
     pub(crate) compress_above: Option<Spanned<Option<usize>>>,
@@ -136,6 +138,7 @@ impl Args {
             "lock_ttl" => self.lock_ttl = duration(meta, "lock_ttl", errors)?,
             "max_load" => self.max_load = duration(meta, "max_load", errors)?,
             "none_ttl" => self.none_ttl = duration(meta, "none_ttl", errors)?,
+            "near" => self.near = duration(meta, "near", errors)?,
             "jitter" => self.jitter = parsed(meta, "jitter", "10%", parse_jitter, errors)?,
             "codec" => self.codec = parsed(meta, "codec", "msgpack", parse_codec, errors)?,
             "compress_above" => {
@@ -213,7 +216,7 @@ fn skipped(lit: &LitStr) -> Vec<Spanned<String>> {
 
 /// The options the runtime bounds to a day (a lease or a load longer than that is a mistake);
 /// a `ttl` or `none_ttl` may be longer.
-const BOUNDED_TO_A_DAY: [&str; 2] = ["lock_ttl", "max_load"];
+const BOUNDED_TO_A_DAY: [&str; 3] = ["lock_ttl", "max_load", "near"];
 const A_DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Reads a non-zero duration literal (at most a day where the runtime says so).

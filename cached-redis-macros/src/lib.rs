@@ -63,6 +63,10 @@ use proc_macro::TokenStream;
 ///   themselves (default: the cache's, three lease TTLs).
 /// - `none_ttl = "5s"`: for `Option<T>` and `Result<Option<T>, E>` results, cache `None` this
 ///   long (default: not cached).
+/// - `near = "5s"`: also keep decoded values in process memory this long (never past the
+///   entry's Redis TTL), on a cache built with `.near_cache(entries)`; hits on them ask Redis
+///   nothing, and Redis's invalidation messages drop them. Values must be `Clone` (`Arc<T>`
+///   clones cheaply).
 /// - `codec = "msgpack"` or `"json"`: how this function's values are serialised (default: the
 ///   cache's, JSON unless set). Values in any codec are read.
 /// - `compress_above = "16KiB"` (`B`, `KiB`, `MiB`) or `"never"`: zstd-compress values that

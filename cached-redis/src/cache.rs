@@ -8,6 +8,7 @@ use crate::conn::Conn;
 use crate::conn::guard::Guard;
 use crate::lease;
 use crate::read::flight::Flights;
+use crate::read::near::Near;
 use crate::read::wake::Wakeups;
 use crate::stats::{Counters, Stats};
 use crate::stored::format::Format;
@@ -56,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) flights: Flights,
     pub(crate) updates: UpdateQueue,
     pub(crate) wakeups: Wakeups,
+    /// Set by [`CacheBuilder::near_cache`](crate::CacheBuilder::near_cache) on one Redis.
+    pub(crate) near: Option<Near>,
     /// Set by [`CacheBuilder::invalidate_replicas`](crate::CacheBuilder::invalidate_replicas).
     pub(crate) replicated: Option<Replicated>,
     /// How values are written unless a policy says otherwise.
@@ -71,6 +74,15 @@ impl fmt::Debug for Cache {
             .field("op_timeout", &self.inner.guard.op_timeout())
             .field("lock_ttl", &self.inner.lock_ttl)
             .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// Drops this process's near copy of `value_key`, if there is a near cache.
+    pub(crate) fn forget_near(&self, value_key: &str) {
+        if let Some(near) = &self.inner.near {
+            near.forget(value_key);
+        }
     }
 }
 
@@ -92,7 +104,15 @@ impl Cache {
     /// assert_eq!(cache.stats().hits, 0);
     /// ```
     pub fn stats(&self) -> Stats {
-        self.inner.stats.snapshot()
+        let mut stats = self.inner.stats.snapshot();
+        if let Some(near) = &self.inner.near {
+            let near = near.stats();
+            stats.near_hits = near.hits;
+            stats.near_entries = near.entries;
+            stats.near_flushes = near.flushes;
+            stats.near_rejected = near.rejected;
+        }
+        stats
     }
 
     /// Sets every counter back to zero.
@@ -104,6 +124,9 @@ impl Cache {
     /// ```
     pub fn reset_stats(&self) {
         self.inner.stats.reset();
+        if let Some(near) = &self.inner.near {
+            near.reset_stats();
+        }
     }
 
     /// The namespace every key of this cache starts with.
@@ -123,6 +146,18 @@ impl Cache {
     /// ```
     pub fn is_disabled(&self) -> bool {
         self.inner.disabled
+    }
+
+    /// Whether near copies are served now: the cache has a
+    /// [near cache](crate::CacheBuilder::near_cache) whose tracking connection is up and has
+    /// confirmed, within the allowed lag, every invalidation Redis sent. While it is not, near
+    /// hits go to Redis. For readiness probes and dashboards.
+    ///
+    /// ```
+    /// assert!(!cached_redis::Cache::disabled().near_is_live());
+    /// ```
+    pub fn near_is_live(&self) -> bool {
+        self.inner.near.as_ref().is_some_and(Near::is_live)
     }
 
     /// The Redis key under which `key`'s value is stored: `<namespace>:{<key>}`.

@@ -43,6 +43,8 @@ pub struct Policy {
     pub(crate) lock_ttl: Option<Duration>,
     pub(crate) none_ttl: Option<Duration>,
     pub(crate) max_load: Option<Duration>,
+    /// How long a decoded value is also kept in process memory (the near cache), if at all.
+    pub(crate) near: Option<Duration>,
     /// `None`: the cache's codec.
     pub(crate) codec: Option<Codec>,
     /// `None`: the cache's compression.
@@ -77,6 +79,7 @@ impl Policy {
             lock_ttl: None,
             none_ttl: None,
             max_load: None,
+            near: None,
             codec: None,
             compression: None,
         })
@@ -152,6 +155,26 @@ impl Policy {
     /// ```
     pub fn with_none_ttl(mut self, none_ttl: Duration) -> Result<Policy, Error> {
         self.none_ttl = Some(self.at_least_1ms("none_ttl", none_ttl)?);
+        Ok(self)
+    }
+
+    /// Also keeps decoded values in this process's memory for at most `near` (never past the
+    /// entry's remaining Redis TTL), on a cache built with
+    /// [`CacheBuilder::near_cache`](crate::CacheBuilder::near_cache); copies are dropped when
+    /// Redis reports their key written or removed. Served by
+    /// [`Cache::fetch_near`](crate::Cache::fetch_near), which asks that values be `Clone`;
+    /// [`Cache::fetch`](crate::Cache::fetch) ignores it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = cached_redis::Policy::new("flags", Duration::from_secs(60))?
+    ///     .with_near(Duration::from_secs(5))?;
+    /// assert_eq!(policy.near(), Some(Duration::from_secs(5)));
+    /// # Ok::<(), cached_redis::Error>(())
+    /// ```
+    pub fn with_near(mut self, near: Duration) -> Result<Policy, Error> {
+        self.near = Some(self.at_least_1ms("near", near)?);
         Ok(self)
     }
 
@@ -264,6 +287,16 @@ impl Policy {
     /// ```
     pub fn none_ttl(&self) -> Option<Duration> {
         self.none_ttl
+    }
+
+    /// How long decoded values are also kept in process memory, if they are.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.near(), None);
+    /// ```
+    pub fn near(&self) -> Option<Duration> {
+        self.near
     }
 
     /// `default` (the cache's format) with this policy's own settings where it has them.

@@ -38,6 +38,17 @@ pub struct Stats {
     /// at `maxmemory` under `noeviction`, `READONLY` from a demoted primary, `NOREPLICAS`,
     /// `MISCONF`). Their values are not stored.
     pub writes_refused: u64,
+    /// Calls answered from this process's near cache, without asking Redis (not counted in
+    /// `hits`).
+    pub near_hits: u64,
+    /// Values held in the near cache now.
+    pub near_entries: u64,
+    /// Times every near copy was dropped at once: the tracking connection was lost, missed a
+    /// heartbeat or reconnected, Redis was flushed, or a bulk invalidation ran.
+    pub near_flushes: u64,
+    /// Values read from Redis and not kept near, because an invalidation of their key (or a
+    /// key sharing its stripe) was applied while the read was in flight.
+    pub near_rejected: u64,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +95,8 @@ pub(crate) enum Event {
 /// `WritesRefused` one a refused write, a `StaleRefused` one a refused write-back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
+    /// A copy in this process's memory answered.
+    NearHit,
     Hit,
     /// This caller ran the loader with Redis answering: under the lease (and stored the
     /// value, or tried to), or on its own after the load it joined failed.
@@ -112,6 +125,7 @@ impl Outcome {
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            Outcome::NearHit => "near-hit",
             Outcome::Hit => "hit",
             Outcome::Miss => "miss",
             Outcome::Waited => "waited",
@@ -142,6 +156,15 @@ impl Counters {
         #[cfg(feature = "metrics")]
         metrics::counter!(_metric, "function" => function).increment(1);
         let _ = function;
+    }
+
+    /// Counts a near hit's call with `metrics` (`cached_redis_near_hits_total` and the call's
+    /// outcome); the count in [`Stats`] is the near cache's own, which threads do not
+    /// contend on.
+    pub(crate) fn note_near_hit(&self, function: &'static str) {
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cached_redis_near_hits_total", "function" => function).increment(1);
+        self.note_call(Outcome::NearHit, function);
     }
 
     /// Counts a call's outcome (`cached_redis_calls_total` with `metrics`).
@@ -189,6 +212,7 @@ impl Counters {
             redis_errors: get(&self.redis_errors),
             fallbacks: get(&self.fallbacks),
             writes_refused: get(&self.writes_refused),
+            ..Stats::default()
         }
     }
 

@@ -80,13 +80,19 @@ impl Fetch {
     }
 }
 
-/// `fetch(mode, <args>)` (`fetch_if` with `cache_if`), spanned at the return type, whose
-/// bounds it checks.
+/// `fetch(mode, near, <args>)` (`fetch_if` with `cache_if`), spanned at the return type, whose
+/// bounds it checks; `near` says whether values are kept in memory too, spanned at the `near`
+/// literal, where a value that is not `Clone` is reported.
 fn fetch_call(model: &Model, args: TokenStream) -> TokenStream {
     let ret = &model.ret;
     let ret_span = ret.span();
     let mode = quote_spanned!(ret_span=>
         ::cached_redis::__private::Returns::<#ret>::PROBE.mode());
+    let near = match model.near {
+        Some((_, span)) => quote_spanned!(span=> ::cached_redis::__private::KeepNear),
+        None => quote!(::cached_redis::__private::NotNear),
+    };
+    let mode = quote!(#mode, #near);
     let fetch = quote_spanned!(ret_span=> ::cached_redis::__private::fetch);
     match &model.cache_if {
         None => quote_spanned! {ret_span=>

@@ -74,9 +74,10 @@ pub(super) fn policy(model: &Model) -> TokenStream {
     let lock_ttl = optional(model.lock_ttl);
     let none_ttl = optional(model.none_ttl);
     let max_load = optional(model.max_load);
+    let near = optional(model.near.map(|(d, _)| d));
     let format = format(model);
     quote!(::cached_redis::__private::policy(
-        #name, #ttl, #jitter, #lock_ttl, #none_ttl, #max_load, #format
+        #name, #ttl, #jitter, (#lock_ttl, #max_load), #none_ttl, #near, #format
     ))
 }
 

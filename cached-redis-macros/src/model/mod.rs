@@ -51,6 +51,8 @@ pub(crate) struct Model {
     /// Where `none_ttl` was written: the expansion checks there, by type, that the function
     /// returns an `Option` or a `Result` of one (aliases included).
     pub(crate) none_ttl_span: Option<Span>,
+    /// `near`, and where it was written: the expansion checks there that values are `Clone`.
+    pub(crate) near: Option<(Duration, Span)>,
     pub(crate) codec: Option<CodecSpec>,
     /// `compress_above`, as bytes or `None` for `"never"`, and where it was written (a build
     /// without the `zstd` feature is reported there).
@@ -137,6 +139,7 @@ fn assemble(item: ItemFn, args: Args, ret: Type, params: Vec<Param>, key: Resolv
         max_load: args.max_load.map(|d| d.value),
         none_ttl_span: args.none_ttl.as_ref().map(|d| d.span),
         none_ttl: args.none_ttl.map(|d| d.value),
+        near: args.near.map(|d| (d.value, d.span)),
         codec: args.codec.map(|c| c.value),
         compress_above: args.compress_above.map(|c| (c.value, c.span)),
         cache: args.cache,

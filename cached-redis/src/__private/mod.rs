@@ -2,11 +2,12 @@
 //! the rest of the crate; these are thin adapters. What else the expansion names is in the
 //! child modules, re-exported here where the expansion names it: how a return type is cached
 //! (`returns`), what `update_*` changes (`update_target`), the key renderers (`keys`), a
-//! derived key's function path (`paths`), the compile-time checks (`checks`) and the policy
-//! (`policy`).
+//! derived key's function path (`paths`), the compile-time checks (`checks`), the policy
+//! (`policy`) and whether values are kept near (`near`).
 
 mod checks;
 mod keys;
+mod near;
 mod paths;
 mod policy;
 mod returns;
@@ -23,6 +24,7 @@ pub use checks::{
 };
 pub use core::time::Duration;
 pub use keys::{DerivedKeyBuilder, DerivedKeyPart, derived_key, key};
+pub use near::{Copies, KeepNear, NearChoice, NotNear, near_applied_since};
 pub use paths::{function_path, helper_function_path, update_function_path};
 pub use policy::{checked_policy, policy, policy_at_run_time};
 pub use returns::{Direct, Mode, PlainReturn, Returns, Wrapped};
@@ -31,8 +33,9 @@ pub use update_target::UpdateTarget;
 use crate::{Cache, Cacheable, Error, KeyFamily, KeyFamilyBuilder};
 
 /// A cached call: through `cache` if there is one, otherwise straight to the loader.
-pub async fn fetch<M: Mode<R>, R, F: Future<Output = R>>(
+pub async fn fetch<M: Mode<R>, N, R, F: Future<Output = R>>(
     _mode: M,
+    near: N,
     cache: Option<&Cache>,
     key: Key,
     policy: &'static Policy,
@@ -40,12 +43,12 @@ pub async fn fetch<M: Mode<R>, R, F: Future<Output = R>>(
 ) -> R
 where
     M::Stored: Cacheable,
+    N: NearChoice<<M::Stored as Cacheable>::Value>,
 {
     match cache {
         Some(cache) => {
-            let stored = cache
-                .fetch(&key, policy, async { M::wrap(loader.await) })
-                .await;
+            let load = async { M::wrap(loader.await) };
+            let stored = cache.fetch_with(&key, policy, load, near.copies()).await;
             M::unwrap(stored)
         }
         None => {
@@ -59,8 +62,9 @@ where
 /// (and shared with callers that joined its load) but not stored. `keep` comes after the
 /// loader, so that a closure without a type annotation is checked once the value's type is
 /// known.
-pub async fn fetch_if<M: Mode<R>, R, F, K>(
+pub async fn fetch_if<M: Mode<R>, N, R, F, K>(
     _mode: M,
+    near: N,
     cache: Option<&Cache>,
     key: Key,
     policy: &'static Policy,
@@ -69,6 +73,7 @@ pub async fn fetch_if<M: Mode<R>, R, F, K>(
 ) -> R
 where
     M::Stored: Cacheable,
+    N: NearChoice<<M::Stored as Cacheable>::Value>,
     K: Fn(&<M::Stored as Cacheable>::Value) -> bool,
     F: Future<Output = R>,
 {
@@ -78,7 +83,8 @@ where
                 let stored = M::wrap(loader.await);
                 crate::stored::cacheable::Conditional::new(stored, keep)
             };
-            M::unwrap(cache.fetch(&key, policy, load).await.into_inner())
+            let stored = cache.fetch_with(&key, policy, load, near.copies()).await;
+            M::unwrap(stored.into_inner())
         }
         None => {
             warn_not_configured(policy.name());

@@ -10,9 +10,9 @@ pub const fn policy(
     name: &'static str,
     ttl: Duration,
     jitter: Jitter,
-    lock_ttl: Option<Duration>,
+    (lock_ttl, max_load): (Option<Duration>, Option<Duration>),
     none_ttl: Option<Duration>,
-    max_load: Option<Duration>,
+    near: Option<Duration>,
     format: (Option<Codec>, Option<Compression>),
 ) -> Policy {
     Policy {
@@ -22,6 +22,7 @@ pub const fn policy(
         lock_ttl,
         none_ttl,
         max_load,
+        near,
         codec: format.0,
         compression: format.1,
     }

@@ -19,6 +19,9 @@ pub(super) struct Connections {
     pub(super) writes: Conn,
     pub(super) wakeups: Wakeups,
     pub(super) replicated: Option<Replicated>,
+    /// A RESP3 client for the one Redis, for the near cache's tracking connection: `None` on
+    /// a cluster and behind Sentinel.
+    pub(super) resp3: Option<redis::Client>,
 }
 
 impl Connections {
@@ -29,6 +32,7 @@ impl Connections {
             writes: Conn::Disabled,
             wakeups: Wakeups::new(|_| Ok(Conn::Disabled))?,
             replicated: None,
+            resp3: None,
         })
     }
 }
@@ -95,10 +99,12 @@ impl Settings<'_> {
         if let Some(service) = self.sentinel_service()? {
             return self.sentinel_connections(&service, invalid);
         }
-        let (reads, writes, wakeups) = if self.cluster {
-            self.cluster_connections(invalid)?
+        let (reads, writes, wakeups, resp3) = if self.cluster {
+            let (reads, writes, wakeups) = self.cluster_connections(invalid)?;
+            (reads, writes, wakeups, None)
         } else {
-            self.single_connections(invalid)?
+            let (reads, writes, wakeups, resp3) = self.single_connections(invalid)?;
+            (reads, writes, wakeups, Some(resp3))
         };
         let replicated = self.replicated(invalid, writes.publish_command())?;
         Ok(Connections {
@@ -106,6 +112,7 @@ impl Settings<'_> {
             writes,
             wakeups,
             replicated,
+            resp3,
         })
     }
 
@@ -142,6 +149,7 @@ impl Settings<'_> {
             writes,
             wakeups,
             replicated,
+            resp3: None,
         })
     }
 
@@ -194,12 +202,12 @@ impl Settings<'_> {
         }))
     }
 
-    /// One Redis: auto-reconnecting multiplexed connections for reads and for writes, and a
-    /// RESP3 one for wake-ups.
+    /// One Redis: auto-reconnecting multiplexed connections for reads and for writes, a
+    /// RESP3 one for wake-ups, and the RESP3 client it is made with.
     fn single_connections(
         &self,
         invalid: &impl Fn(&str, redis::RedisError) -> Error,
-    ) -> Result<(Conn, Conn, Wakeups), Error> {
+    ) -> Result<(Conn, Conn, Wakeups, redis::Client), Error> {
         let url = &self.urls[0];
         let client = self.client(url).map_err(|e| invalid(url, e))?;
         let config = self.manager_config();
@@ -212,10 +220,15 @@ impl Settings<'_> {
         let pubsub_client = redis::Client::open(resp3_info.set_redis_settings(resp3_redis))?;
         let wakeups = Wakeups::new(|push| {
             let config = config.set_push_sender(push).set_automatic_resubscription();
-            ConnectionManager::new_lazy_with_config(pubsub_client, config).map(Conn::Single)
+            ConnectionManager::new_lazy_with_config(pubsub_client.clone(), config).map(Conn::Single)
         })?;
         let writes = ConnectionManager::new_lazy_with_config(client, self.manager_config())?;
-        Ok((Conn::Single(conn), Conn::Single(writes), wakeups))
+        Ok((
+            Conn::Single(conn),
+            Conn::Single(writes),
+            wakeups,
+            pubsub_client,
+        ))
     }
 
     /// The cluster clients' settings: bounded connecting, replies within `op_timeout`, one

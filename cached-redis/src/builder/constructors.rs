@@ -47,6 +47,7 @@ impl Cache {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
             format: Format::default(),
+            near: None,
         }
     }
 
@@ -146,11 +147,13 @@ impl CacheBuilder {
             writes,
             wakeups,
             replicated,
+            resp3,
         } = if disabled {
             Connections::disabled()?
         } else {
             self.settings().connections(&invalid)?
         };
+        let near = self.near(resp3);
         Ok(Cache {
             inner: Arc::new(Inner {
                 reads,
@@ -168,6 +171,7 @@ impl CacheBuilder {
                 flights: Flights::default(),
                 updates: UpdateQueue::default(),
                 wakeups,
+                near,
                 replicated,
                 format: self.format,
                 url: if disabled {

@@ -4,6 +4,7 @@
 
 mod connect;
 mod constructors;
+mod near;
 
 use std::fmt;
 use std::time::Duration;
@@ -57,6 +58,8 @@ pub struct CacheBuilder {
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     format: Format,
+    /// The near cache's bound on entries, and the lag it allows.
+    near: Option<(usize, Duration)>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -311,6 +314,7 @@ impl CacheBuilder {
             }
         }
         self.check_replicas()?;
+        self.check_near()?;
         self.format.compression.available()?;
         #[cfg(feature = "sentinel")]
         self.settings().sentinel_service()?;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::lease::{self, EntryKeys};
 use crate::read::flight::{self, Role, Shared};
 use crate::read::get::{Missed, Read};
+use crate::read::near::{Copies, NearUse};
 use crate::stats::{Event, Outcome};
 use crate::stored::cacheable::Cacheable;
 use crate::stored::codec;
@@ -43,6 +44,48 @@ impl Cache {
         R: Cacheable,
         F: Future<Output = R>,
     {
+        self.fetch_with(key, policy, loader, None).await
+    }
+
+    /// [`Cache::fetch`], also keeping values in this process's memory for the policy's
+    /// [`near`](Policy::with_near) time on a cache with a
+    /// [near cache](crate::CacheBuilder::near_cache): hits on those copies do not ask Redis.
+    /// Values must be `Clone` (an `Arc<T>` clones cheaply).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use cached_redis::{Cache, Key, Policy};
+    ///
+    /// # async fn load_flags() -> Result<Vec<String>, std::io::Error> { Ok(vec![]) }
+    /// # async fn demo(cache: Cache) -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = Policy::new("flags", Duration::from_secs(60))?.with_near(Duration::from_secs(5))?;
+    /// let key = Key::raw("flags");
+    /// let flags = cache.fetch_near(&key, &policy, load_flags()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn fetch_near<R, F>(&self, key: &Key, policy: &Policy, loader: F) -> R
+    where
+        R: Cacheable,
+        R::Value: Clone + Send + Sync + 'static,
+        F: Future<Output = R>,
+    {
+        self.fetch_with(key, policy, loader, Some(Copies::of()))
+            .await
+    }
+
+    /// [`Cache::fetch`], with the near cache's operations for this value type if it may be
+    /// kept near.
+    pub(crate) async fn fetch_with<R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        loader: F,
+        copies: Option<Copies<R::Value>>,
+    ) -> R
+    where
+        R: Cacheable,
+        F: Future<Output = R>,
+    {
         let inner = &self.inner;
         let started = Instant::now();
         let span = tracing::debug_span!(
@@ -62,8 +105,23 @@ impl Cache {
             span.record("outcome", Outcome::Disabled.as_str());
             return result;
         }
-        let read = self.read::<R::Value>(&value_key, policy.name()).await;
-        if let Read::Hit(value) = read {
+        let near = NearUse::new(inner.near.as_ref(), copies, policy.near());
+        if let Some(value) = near.as_ref().and_then(|near| near.get(&value_key)) {
+            inner.stats.note_near_hit(policy.name());
+            span.record("outcome", Outcome::NearHit.as_str());
+            // No await answered this call: let the runtime's budget see it, so that a task
+            // looping over near hits still yields to its neighbours.
+            tokio::task::consume_budget().await;
+            return R::from_value(value);
+        }
+        let ticket = near.as_ref().and_then(|near| near.ticket(&value_key));
+        let read = self
+            .read::<R::Value>(&value_key, policy.name(), ticket.is_some())
+            .await;
+        if let Read::Hit(value, expires) = read {
+            if let (Some(near), Some(ticket), Some(expires)) = (&near, ticket, expires) {
+                near.keep(&value_key, ticket, &value, expires);
+            }
             inner.stats.note(Event::Hit, policy.name());
             inner.stats.note_call(Outcome::Hit, policy.name());
             span.record("outcome", Outcome::Hit.as_str());
@@ -96,7 +154,7 @@ impl Cache {
         let inner = &self.inner;
         loop {
             let missed = match read {
-                Read::Hit(value) => {
+                Read::Hit(value, _) => {
                     inner.stats.note(Event::Hit, policy.name());
                     return (R::from_value(value), Outcome::Hit, Duration::ZERO);
                 }
@@ -133,7 +191,9 @@ impl Cache {
                     }
                 }
             }
-            read = self.read::<R::Value>(&keys.value, policy.name()).await;
+            read = self
+                .read::<R::Value>(&keys.value, policy.name(), false)
+                .await;
         }
     }
 

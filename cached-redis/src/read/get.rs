@@ -1,13 +1,17 @@
 //! The GET that starts every call, and what it found: a value, nothing usable (no value, or
 //! bytes that do not decode), or no answer from Redis.
 
+use std::time::{Duration, Instant};
+
 use crate::stats::Event;
 use crate::stored::codec;
 use crate::{Cache, CacheValue};
 
 /// What the first GET found.
 pub(super) enum Read<T> {
-    Hit(T),
+    /// A value, and when its entry expires (counted from before the GET was sent), if that
+    /// was asked for.
+    Hit(T, Option<Instant>),
     Missed(Missed),
 }
 
@@ -21,21 +25,37 @@ pub(super) enum Missed {
 }
 
 impl Cache {
-    /// The first, uncoalesced GET.
+    /// The first, uncoalesced GET; `with_ttl`: with the entry's PTTL, for the hit's expiry.
     pub(super) async fn read<T: CacheValue>(
         &self,
         value_key: &str,
         function: &'static str,
+        with_ttl: bool,
     ) -> Read<T> {
         let inner = &self.inner;
         let mut conn = inner.reads.clone();
-        let mut get = redis::cmd("GET");
-        get.arg(value_key);
-        let get = get.query_async::<Option<Vec<u8>>>(&mut conn);
-        match inner.guard.read(&inner.stats, "GET", get).await {
-            Ok(None) => Read::Missed(Missed::Absent { corrupt: None }),
-            Ok(Some(bytes)) => match codec::decode(&bytes) {
-                Ok(value) => Read::Hit(value),
+        let sent = Instant::now();
+        let reply = if with_ttl {
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(value_key).cmd("PTTL").arg(value_key);
+            let get = pipe.query_async::<(Option<Vec<u8>>, i64)>(&mut conn);
+            inner.guard.read(&inner.stats, "GET", get).await
+        } else {
+            let mut get = redis::cmd("GET");
+            get.arg(value_key);
+            let get = get.query_async::<Option<Vec<u8>>>(&mut conn);
+            let reply = inner.guard.read(&inner.stats, "GET", get).await;
+            reply.map(|bytes| (bytes, -1))
+        };
+        // A PTTL of -1 (no expiry) or -2 (gone since the GET): no expiry to keep a copy by.
+        let expires = |pttl: i64| {
+            let ms = u64::try_from(pttl).ok().filter(|_| with_ttl)?;
+            Some(sent + Duration::from_millis(ms))
+        };
+        match reply {
+            Ok((None, _)) => Read::Missed(Missed::Absent { corrupt: None }),
+            Ok((Some(bytes), pttl)) => match codec::decode(&bytes) {
+                Ok(value) => Read::Hit(value, expires(pttl)),
                 Err(e) => {
                     self.undecodable(value_key, function, &e);
                     Read::Missed(Missed::Absent {

@@ -1,13 +1,15 @@
 //! The read path, in the order a call takes it: [`fetch`] (the entry: the first GET, [`get`];
 //! a hit answers, a miss joins or leads the process's one load of the key, [`flight`]),
 //! [`lead`] (take the key's lease, held by a [`lease_guard`], load, write back under it),
-//! [`wait`] (a leader that found the lease held waits for its holder), and [`wake`] (waiters
-//! in other processes woken through pub/sub when the value lands).
+//! [`wait`] (a leader that found the lease held waits for its holder), [`wake`] (waiters
+//! in other processes woken through pub/sub when the value lands), and [`near`] (decoded
+//! values kept in process memory, dropped by Redis's invalidation messages).
 
 pub(crate) mod fetch;
 pub(crate) mod flight;
 mod get;
 mod lead;
 pub(crate) mod lease_guard;
+pub(crate) mod near;
 mod wait;
 pub(crate) mod wake;

@@ -33,6 +33,20 @@ pub(crate) async fn remove_matching(
     if inner.disabled {
         return Ok(0);
     }
+    let removed = remove_matching_everywhere(inner, patterns, keep).await;
+    // Whatever the outcome: some keys may have gone.
+    if let Some(near) = &inner.near {
+        near.flush();
+    }
+    removed
+}
+
+/// [`remove_matching`] on a cluster's every master, or on the one Redis.
+async fn remove_matching_everywhere(
+    inner: &Inner,
+    patterns: &[String],
+    keep: Keep<'_>,
+) -> Result<u64, Error> {
     if let Conn::Cluster(lazy) = &inner.reads {
         return remove_on_cluster(inner, lazy, patterns, keep).await;
     }

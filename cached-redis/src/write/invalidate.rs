@@ -31,10 +31,14 @@ impl Cache {
             None => {
                 let mut conn = inner.writes.clone();
                 let op = lease::invalidate(&mut conn, &keys, publish);
-                inner.guard.write(&inner.stats, "invalidate", op).await?
+                inner.guard.write(&inner.stats, "invalidate", op).await
             }
-            Some(replicated) => replicated.invalidate(inner.report(), &keys).await?,
+            Some(replicated) => replicated.invalidate(inner.report(), &keys).await,
         };
+        // After Redis's reply, which comes before its invalidation message to this process:
+        // a read here that started before the removal keeps nothing (whatever the reply).
+        self.forget_near(&keys.value);
+        let removed = removed?;
         tracing::debug!(key = %keys.value, removed, "invalidated");
         Ok(removed)
     }

@@ -75,7 +75,7 @@ impl Cache {
         &self,
         key: &Key,
         policy: Option<&Policy>,
-        mut change: impl FnMut(&mut V) -> bool,
+        change: impl FnMut(&mut V) -> bool,
     ) -> Result<bool, Error> {
         if self.inner.disabled {
             return Ok(false);
@@ -83,10 +83,24 @@ impl Cache {
         let keys = EntryKeys::new(&self.inner.namespace, key);
         let bound = self.inner.guard.op_timeout();
         let _turn = self.inner.updates.turn(&keys.value, bound).await;
+        let updated = self.update_rounds(key, &keys, policy, change).await;
+        // After Redis's reply: this process's copy goes before the update returns.
+        self.forget_near(&keys.value);
+        updated
+    }
+
+    /// The rounds of an update, in its turn.
+    async fn update_rounds<V: CacheValue>(
+        &self,
+        key: &Key,
+        keys: &EntryKeys,
+        policy: Option<&Policy>,
+        mut change: impl FnMut(&mut V) -> bool,
+    ) -> Result<bool, Error> {
         let format = policy.map(|p| p.format(self.inner.format));
         let mut origin = None;
         for attempt in 0..ATTEMPTS {
-            let round = match self.round(&keys, &mut origin, format, &mut change).await {
+            let round = match self.round(keys, &mut origin, format, &mut change).await {
                 // Refused writes (OOM under `noeviction`, say) still allow a `DEL`: remove
                 // the entry rather than leave it missing the change.
                 Err(error) if crate::conn::guard::refuses_writes(&error) => Round::Remove,

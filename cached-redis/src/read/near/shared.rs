@@ -1,0 +1,53 @@
+//! What the hit path and the tracking connection share: the copies, their versions, the
+//! allowed lag and the counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::counter::Striped;
+use super::store::Store;
+use super::versions::Versions;
+
+/// What the hit path and the tracking connection share.
+pub(super) struct Shared {
+    pub(super) store: Store,
+    pub(super) versions: Versions,
+    /// The longest a copy is served after Redis sent its invalidation, whatever happens to
+    /// the tracking connection.
+    pub(super) lag: Duration,
+    pub(super) hits: Striped,
+    pub(super) flushes: AtomicU64,
+    pub(super) rejected: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn new(entries: usize, lag: Duration) -> Shared {
+        Shared {
+            store: Store::new(entries),
+            versions: Versions::new(),
+            lag,
+            hits: Striped::default(),
+            flushes: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn forget(&self, key: &str) {
+        self.versions.invalidate(self.store.hash(key));
+        self.store.remove(key);
+    }
+
+    /// Drops every copy (a bulk invalidation, `FLUSHALL`).
+    pub(super) fn flush(&self) {
+        self.versions.flush();
+        self.store.clear();
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The tracking connection is lost: every copy goes, and none is served until it is back.
+    pub(super) fn lose(&self) {
+        self.versions.lose();
+        self.store.clear();
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+}

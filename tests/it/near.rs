@@ -1,0 +1,377 @@
+//! The near cache: decoded values in process memory, served without asking Redis, and dropped
+//! when Redis reports their key written or removed, from any connection; flushed whole when
+//! the tracking connection is lost, black-holed or sees a `FLUSHALL`; never older than the
+//! entry's Redis TTL; and never filled by a reply that an invalidation overtook.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cached_redis::{Cache, Key, redis_cached};
+use cached_redis_tests::{HeldDb, Proxy, RedisServer, eventually};
+
+#[redis_cached(key = "row:<id>", ttl = "60s", near = "30s", cache = cache)]
+async fn row(cache: &Cache, db: &HeldDb, id: u32) -> Result<u64, String> {
+    let _ = id;
+    db.read().await
+}
+
+fn key(id: u32) -> Key {
+    Key::builder().text("row:").part(&id).build()
+}
+
+async fn near_cache(url: &str, namespace: &str, lag: Duration) -> Cache {
+    let cache = Cache::builder(url)
+        .namespace(namespace)
+        .op_timeout(Duration::from_secs(5))
+        .near_cache(1_000)
+        .near_max_lag(lag)
+        .build()
+        .await
+        .expect("valid cache configuration");
+    assert!(
+        eventually(Duration::from_secs(10), || async { cache.near_is_live() }).await,
+        "the tracking connection comes up"
+    );
+    cache
+}
+
+/// A value read from Redis is kept; afterwards calls are answered in memory. (The message
+/// for the write-back of the first call comes back to this process too, and may drop the copy
+/// the second call kept: calls go on until one is a near hit.)
+async fn warm(cache: &Cache, db: &HeldDb, id: u32) -> u64 {
+    let first = row(cache, db, id).await.unwrap(); // a miss: loaded and written back
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let before = cache.stats().near_hits;
+            assert_eq!(row(cache, db, id).await, Ok(first));
+            cache.stats().near_hits > before
+        })
+        .await,
+        "a call is a near hit"
+    );
+    first
+}
+
+async fn commands(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{name}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_hits_send_no_command() {
+    let server = RedisServer::start();
+    let cache = near_cache(&server.url(), "near-quiet", Duration::from_secs(5)).await;
+    let db = HeldDb::new(1);
+    warm(&cache, &db, 1).await;
+    let mut conn = server.conn().await;
+    let gets = commands(&mut conn, "get").await;
+    let evals = commands(&mut conn, "evalsha").await;
+    let before = cache.stats();
+    for _ in 0..1_000 {
+        assert_eq!(row(&cache, &db, 1).await, Ok(1));
+    }
+    let after = cache.stats();
+    assert_eq!(after.near_hits - before.near_hits, 1_000);
+    assert_eq!(after.hits, before.hits, "no Redis hit");
+    assert_eq!(
+        commands(&mut conn, "get").await,
+        gets,
+        "no GET reached Redis"
+    );
+    assert_eq!(commands(&mut conn, "evalsha").await, evals);
+    assert_eq!(db.reads(), 1);
+    assert_eq!(after.near_entries, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_from_another_connection_drops_the_copy() {
+    let server = RedisServer::start();
+    let cache = near_cache(&server.url(), "near-other", Duration::from_secs(5)).await;
+    let db = HeldDb::new(1);
+    let mut conn = server.conn().await;
+    for (id, command) in [(1, "DEL"), (2, "SET"), (3, "EXPIRE")] {
+        warm(&cache, &db, id).await;
+        db.set_version(u64::from(id) + 10);
+        let redis_key = cache.redis_key(&key(id));
+        let mut cmd = redis::cmd(command);
+        cmd.arg(&redis_key);
+        match command {
+            "SET" => cmd.arg("not a cached value"),
+            "EXPIRE" => cmd.arg(0),
+            _ => &mut cmd,
+        };
+        let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+        let fresh = u64::from(id) + 10;
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                row(&cache, &db, id).await == Ok(fresh)
+            })
+            .await,
+            "{command} from another connection reached the near copy"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_caches_invalidation_reaches_this_one_within_the_measured_bound() {
+    let server = RedisServer::start();
+    let reader = near_cache(&server.url(), "near-bound", Duration::from_secs(5)).await;
+    let writer = server.cache("near-bound").await;
+    let db = HeldDb::new(1);
+    let mut delays = Vec::new();
+    for trial in 0..1_000u64 {
+        db.set_version(trial);
+        let _ = row(&reader, &db, 1).await;
+        // Until the value is kept near (an earlier trial's invalidation may still be coming).
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                let before = reader.stats().near_hits;
+                let _ = row(&reader, &db, 1).await;
+                reader.stats().near_hits > before
+            })
+            .await
+        );
+        db.set_version(trial + 1_000_000);
+        assert!(invalidate_row(&writer, 1).await.unwrap());
+        let done = Instant::now();
+        // Spin (yielding) until the copy is gone: a call that is no near hit.
+        loop {
+            let before = reader.stats().near_hits;
+            let value = row(&reader, &db, 1).await.unwrap();
+            if reader.stats().near_hits == before {
+                assert_eq!(value, trial + 1_000_000);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        delays.push(done.elapsed());
+    }
+    delays.sort();
+    let p50 = delays[delays.len() / 2];
+    let p99 = delays[delays.len() * 99 / 100];
+    println!("near invalidation from another cache: p50 {p50:?}, p99 {p99:?}");
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+}
+
+/// Each write is made with the tracking connection's messages held, so only the write's own
+/// local drop can keep the next call from the old copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn this_caches_own_writes_drop_the_copy_before_they_return() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let cache = near_cache(&proxy.url(), "near-own", Duration::from_secs(30)).await;
+    let tracker = 0; // made at build, before any other connection
+    let db = HeldDb::new(1);
+
+    warm(&cache, &db, 1).await;
+    db.set_version(2);
+    proxy.hold_replies(tracker);
+    assert!(invalidate_row(&cache, 1).await.unwrap());
+    assert_eq!(row(&cache, &db, 1).await, Ok(2), "invalidate_*");
+    proxy.release_replies(tracker);
+
+    warm(&cache, &db, 1).await;
+    proxy.hold_replies(tracker);
+    update_row(&cache, 1, |v: &mut u64| *v = 3).await.unwrap();
+    assert_eq!(row(&cache, &db, 1).await, Ok(3), "update_*");
+    proxy.release_replies(tracker);
+
+    warm(&cache, &db, 2).await;
+    db.set_version(4);
+    proxy.hold_replies(tracker);
+    assert_eq!(refresh_row(&cache, &db, 2).await.unwrap(), Ok(4));
+    assert_eq!(row(&cache, &db, 2).await, Ok(4), "refresh_*");
+    proxy.release_replies(tracker);
+
+    let bulk: [(&str, u64); 3] = [
+        ("invalidate_all_*", 5),
+        ("invalidate_prefix", 6),
+        ("clear", 7),
+    ];
+    for (what, version) in bulk {
+        warm(&cache, &db, 2).await;
+        db.set_version(version);
+        proxy.hold_replies(tracker);
+        match what {
+            "invalidate_all_*" => drop(invalidate_all_row(&cache).await.unwrap()),
+            "invalidate_prefix" => drop(cache.invalidate_prefix("row:").await.unwrap()),
+            _ => drop(cache.clear().await.unwrap()),
+        }
+        assert_eq!(row(&cache, &db, 2).await, Ok(version), "{what}");
+        proxy.release_replies(tracker);
+    }
+}
+
+/// The in-flight race: a GET whose reply is held while another connection invalidates the
+/// key, then let through. The caller that sent it may get the old value (it asked first), but
+/// it must not become a near copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_an_invalidation_overtook_is_not_kept() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let cache = near_cache(&proxy.url(), "near-race", Duration::from_secs(5)).await;
+    let writer = server.cache("near-race").await;
+    let db = HeldDb::new(1);
+    // The first call's GET is the first command on a connection made after the tracker's:
+    // the reads connection, which only reads.
+    let reads = proxy.connections();
+    assert_eq!(row(&cache, &db, 1).await, Ok(1)); // stored in Redis, not near
+    proxy.hold_replies(reads);
+    let held = tokio::spawn({
+        let (cache, db) = (cache.clone(), Arc::new(HeldDb::new(99)));
+        async move { row(&cache, &db, 1).await }
+    });
+    db.set_version(2);
+    assert!(invalidate_row(&writer, 1).await.unwrap());
+    let invalidated = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            cached_redis::__private::near_applied_since(&cache, invalidated)
+        })
+        .await,
+        "the tracking connection applied the invalidation"
+    );
+    proxy.release_replies(reads);
+    assert_eq!(held.await.unwrap(), Ok(1), "the call that asked first");
+    let before = cache.stats();
+    assert_eq!(row(&cache, &db, 1).await, Ok(2), "not the overtaken reply");
+    assert_eq!(cache.stats().near_hits, before.near_hits);
+    assert!(cache.stats().near_rejected > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_tracking_connection_flushes_and_comes_back() {
+    let server = RedisServer::start();
+    let cache = near_cache(&server.url(), "near-kill", Duration::from_secs(5)).await;
+    let db = HeldDb::new(1);
+    warm(&cache, &db, 1).await;
+    let flushes = cache.stats().near_flushes;
+    let mut conn = server.conn().await;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let tracker = list
+        .lines()
+        .find(|l| {
+            l.split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('t'))
+        })
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .expect("a tracking client")
+        .to_owned();
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&tracker)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            cache.stats().near_flushes > flushes
+        })
+        .await
+    );
+    let hits = cache.stats().hits;
+    assert_eq!(row(&cache, &db, 1).await, Ok(1));
+    assert_eq!(
+        cache.stats().hits,
+        hits + 1,
+        "after the flush, Redis answers"
+    );
+    assert!(eventually(Duration::from_secs(10), || async { cache.near_is_live() }).await);
+    warm(&cache, &db, 1).await;
+}
+
+/// With the tracking connection black-holed (its replies and invalidations held), no copy is
+/// served once the allowed lag has passed since the last heartbeat got through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_tracking_connection_stops_near_hits_within_the_lag() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let lag = Duration::from_millis(400);
+    let cache = near_cache(&proxy.url(), "near-hole", lag).await;
+    let db = HeldDb::new(1);
+    warm(&cache, &db, 1).await;
+    proxy.hold_replies(0); // the tracker's: made at build, before any other
+    let held = Instant::now();
+    let mut conn = server.conn().await;
+    let _: () = redis::cmd("DEL")
+        .arg(cache.redis_key(&key(1)))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    db.set_version(2);
+    let deadline = held + lag;
+    loop {
+        let started = Instant::now();
+        let value = row(&cache, &db, 1).await.unwrap();
+        if value == 2 {
+            break;
+        }
+        assert!(
+            started <= deadline,
+            "a stale copy served {:?} after the tracker went silent (lag {lag:?})",
+            started - held
+        );
+        tokio::task::yield_now().await;
+    }
+    proxy.release_replies(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_flushes_every_copy() {
+    let server = RedisServer::start();
+    let cache = near_cache(&server.url(), "near-flushall", Duration::from_secs(5)).await;
+    let db = HeldDb::new(1);
+    warm(&cache, &db, 1).await;
+    warm(&cache, &db, 2).await;
+    db.set_version(2);
+    let mut conn = server.conn().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            row(&cache, &db, 1).await == Ok(2) && row(&cache, &db, 2).await == Ok(2)
+        })
+        .await
+    );
+    assert!(cache.stats().near_flushes >= 1);
+}
+
+#[redis_cached(key = "short:<id>", ttl = "1500ms", jitter = "500ms", near = "60s", cache = cache)]
+async fn short(cache: &Cache, db: &HeldDb, id: u32) -> Result<u64, String> {
+    let _ = id;
+    db.read().await
+}
+
+/// A copy is never served past the entry's Redis TTL, whatever `near` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_never_outlives_the_redis_ttl() {
+    let server = RedisServer::start();
+    let cache = near_cache(&server.url(), "near-ttl", Duration::from_secs(5)).await;
+    let db = HeldDb::new(1);
+    let mut conn = server.conn().await;
+    assert_eq!(short(&cache, &db, 1).await, Ok(1));
+    let redis_key = cache.redis_key(&Key::builder().text("short:").part(&1u32).build());
+    let left = cached_redis_tests::pttl(&mut conn, &redis_key).await;
+    let expires = Instant::now() + Duration::from_millis(left as u64);
+    assert_eq!(short(&cache, &db, 1).await, Ok(1)); // kept near
+    db.set_version(2);
+    // Waiting for the expiry is what is tested here.
+    tokio::time::sleep_until((expires + Duration::from_millis(5)).into()).await;
+    assert_eq!(
+        short(&cache, &db, 1).await,
+        Ok(2),
+        "the Redis entry has expired"
+    );
+}
