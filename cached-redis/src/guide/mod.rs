@@ -9,6 +9,7 @@
 //! - [`attribute`]: every argument of `#[redis_cached]`, keys, return types and compile errors.
 //! - [`helpers`]: the functions the attribute generates (`invalidate_*`, `update_*`,
 //!   `refresh_*`, `invalidate_all_*`, `*_key`) and what each guarantees.
+//! - [`near`]: hits from process memory, kept coherent by Redis's invalidation messages.
 //! - [`codecs`]: JSON, MessagePack and zstd compression.
 //! - [`keys`]: how entries, leases and wake-up channels are named in Redis.
 //! - [`guarantees`]: each guarantee with the test that checks it, and every failure mode
@@ -36,6 +37,9 @@ pub mod attribute {}
 
 #[doc = include_str!("helpers.md")]
 pub mod helpers {}
+
+#[doc = include_str!("near.md")]
+pub mod near {}
 
 #[doc = include_str!("codecs.md")]
 pub mod codecs {}

@@ -28,6 +28,12 @@ pub(crate) fn value_key(namespace: &str, key: &Key) -> String {
     value
 }
 
+/// Whether a Redis key is an entry's lease (`<value key>:lease`): a value key ends with its
+/// closing brace.
+pub(crate) fn is_lease_key(redis_key: &str) -> bool {
+    redis_key.ends_with("}:lease")
+}
+
 impl EntryKeys {
     /// All names of the entry whose value key is `value`.
     pub(crate) fn for_value(value: String) -> EntryKeys {
@@ -53,5 +59,9 @@ mod tests {
         assert_eq!(keys.value, "app:{user:42:v1}");
         assert_eq!(keys.lease, "app:{user:42:v1}:lease");
         assert_eq!(keys.channel, "app:{user:42:v1}:wake");
+        assert!(is_lease_key(&keys.lease));
+        assert!(!is_lease_key(&keys.value));
+        let tricky = EntryKeys::new("app", &Key::raw("x}:lease"));
+        assert!(!is_lease_key(&tricky.value), "{}", tricky.value);
     }
 }

@@ -33,14 +33,11 @@ impl Cache {
         with_ttl: bool,
     ) -> Read<T> {
         let inner = &self.inner;
-        let mut conn = inner.reads.clone();
         let sent = Instant::now();
         let reply = if with_ttl {
-            let mut pipe = redis::pipe();
-            pipe.cmd("GET").arg(value_key).cmd("PTTL").arg(value_key);
-            let get = pipe.query_async::<(Option<Vec<u8>>, i64)>(&mut conn);
-            inner.guard.read(&inner.stats, "GET", get).await
+            self.get_and_pttl(value_key).await
         } else {
+            let mut conn = inner.reads.clone();
             let mut get = redis::cmd("GET");
             get.arg(value_key);
             let get = get.query_async::<Option<Vec<u8>>>(&mut conn);
@@ -70,6 +67,26 @@ impl Cache {
             }
             Err(_) => Read::Missed(Missed::Unavailable),
         }
+    }
+
+    /// GET and PTTL, as two commands rather than a pipeline: a refused PTTL (an ACL without
+    /// it) must not fail the GET, whose own error (`WRONGTYPE`) must keep its code. The
+    /// multiplexed connection sends them back to back all the same. A failed PTTL reads as
+    /// -1: no expiry known, nothing kept near.
+    async fn get_and_pttl(&self, value_key: &str) -> Result<(Option<Vec<u8>>, i64), crate::Error> {
+        let inner = &self.inner;
+        let (mut get_conn, mut pttl_conn) = (inner.reads.clone(), inner.reads.clone());
+        let mut get = redis::cmd("GET");
+        get.arg(value_key);
+        let mut pttl = redis::cmd("PTTL");
+        pttl.arg(value_key);
+        let both = async {
+            let get = get.query_async::<Option<Vec<u8>>>(&mut get_conn);
+            let pttl = pttl.query_async::<i64>(&mut pttl_conn);
+            let (bytes, pttl) = tokio::join!(get, pttl);
+            bytes.map(|bytes| (bytes, pttl.unwrap_or(-1)))
+        };
+        inner.guard.read(&inner.stats, "GET", both).await
     }
 
     /// Counts and logs a stored value that does not decode (it is then loaded again).

@@ -14,7 +14,7 @@ mod versions;
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use shared::Shared;
@@ -61,14 +61,18 @@ impl Near {
         }
     }
 
-    /// The copy of `key`, if one may be served now.
-    pub(crate) fn get<T: Clone + 'static>(&self, key: &str) -> Option<T> {
+    /// The copy of `key`, if one may be served now to a function that keeps copies for
+    /// `keep_for`.
+    pub(crate) fn get<T: Clone + 'static>(&self, key: &str, keep_for: Duration) -> Option<T> {
         let shared = &*self.shared;
         let entry = shared.store.get(key)?;
         let now = Instant::now();
+        let versions = &shared.versions;
         if now >= entry.deadline
-            || entry.epoch != shared.versions.epoch()
-            || !shared.versions.confirmed_within(now, shared.lag)
+            || now.saturating_duration_since(entry.kept) >= keep_for
+            || entry.ticket.epoch != versions.epoch()
+            || !versions.stripe_still(entry.ticket)
+            || !versions.confirmed_within(now, shared.lag)
         {
             return None;
         }
@@ -103,8 +107,9 @@ impl Near {
         }
         let entry = Entry {
             value: Arc::new(value) as Arc<dyn Any + Send + Sync>,
+            kept: Instant::now(),
             deadline: until,
-            epoch: ticket.epoch,
+            ticket,
         };
         shared.store.insert(key, entry.clone());
         // An invalidation applied between the check and the insert may have found nothing
@@ -159,7 +164,7 @@ impl Near {
 /// `__private` only.
 #[derive(Debug)]
 pub struct Copies<T> {
-    pub(crate) get: fn(&Near, &str) -> Option<T>,
+    pub(crate) get: fn(&Near, &str, Duration) -> Option<T>,
     pub(crate) keep: fn(&Near, &str, Ticket, &T, Instant),
 }
 
@@ -184,21 +189,33 @@ pub(crate) struct NearUse<'a, T> {
 impl<'a, T> NearUse<'a, T> {
     /// The near cache a call may use: there is one, the value type can be copied, and the
     /// policy asks for it.
+    /// A function that asks for `near` on a cache without a near cache reads Redis, and
+    /// this says so once per process.
     pub(crate) fn new(
         near: Option<&'a Near>,
         copies: Option<Copies<T>>,
         keep_for: Option<Duration>,
     ) -> Option<Self> {
+        let (copies, keep_for) = (copies?, keep_for?);
+        let Some(near) = near else {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "a function has `near` but its cache has no near cache (CacheBuilder::near_cache, one Redis only): its hits go to Redis"
+                );
+            }
+            return None;
+        };
         Some(NearUse {
-            near: near?,
-            copies: copies?,
-            keep_for: keep_for?,
+            near,
+            copies,
+            keep_for,
         })
     }
 
     /// The copy of `key`, if one may be served now.
     pub(crate) fn get(&self, key: &str) -> Option<T> {
-        (self.copies.get)(self.near, key)
+        (self.copies.get)(self.near, key, self.keep_for)
     }
 
     /// See [`Near::ticket`].

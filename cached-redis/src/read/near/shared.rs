@@ -32,7 +32,12 @@ impl Shared {
         }
     }
 
+    /// Drops `key`'s copy; reads of it in flight keep nothing. A lease's key holds no value,
+    /// and its writes (every load takes one) are not let reject or drop copies.
     pub(super) fn forget(&self, key: &str) {
+        if crate::lease::is_lease_key(key) {
+            return;
+        }
         self.versions.invalidate(self.store.hash(key));
         self.store.remove(key);
     }

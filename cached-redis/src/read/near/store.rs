@@ -13,12 +13,21 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::versions::Ticket;
+
 /// One near copy.
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) value: Arc<dyn Any + Send + Sync>,
+    /// When it was kept: a function whose `near` is shorter than the one that kept it counts
+    /// from here.
+    pub(crate) kept: Instant,
+    /// When its Redis entry expires, or the `near` of the function that kept it ends.
     pub(crate) deadline: Instant,
-    pub(crate) epoch: u64,
+    /// The read it came from: served only while no invalidation of its stripe, and no flush,
+    /// has been applied since (an invalidation applied between the check before the insert
+    /// and the insert finds nothing to remove).
+    pub(crate) ticket: Ticket,
 }
 
 pub(crate) struct Store {

@@ -10,8 +10,9 @@
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
-/// Stripes of keys: enough that a write to one key seldom rejects another key's insert.
-const STRIPES: usize = 4096;
+/// Stripes of keys: enough that a write to one key seldom drops or rejects another key's copy
+/// (128 KiB of counters).
+const STRIPES: usize = 16_384;
 
 pub(crate) struct Versions {
     /// Bumped by every flush: copies of an older epoch are never served.
@@ -55,6 +56,12 @@ impl Versions {
             stripe,
             seq: self.stripes[stripe].load(Ordering::SeqCst),
         }
+    }
+
+    /// Whether no invalidation of `ticket`'s stripe was applied since it was taken (flushes
+    /// are checked by epoch, where a copy is served).
+    pub(crate) fn stripe_still(&self, ticket: Ticket) -> bool {
+        self.stripes[ticket.stripe].load(Ordering::Acquire) == ticket.seq
     }
 
     /// Whether nothing that concerns `ticket`'s key was applied since it was taken.
