@@ -98,12 +98,7 @@ impl Cache {
         let value_key = lease::value_key(&inner.namespace, key);
         span.record("key", value_key.as_str());
         if inner.disabled {
-            inner.stats.note(Event::Miss, policy.name());
-            let load = self.load_alone(policy, loader, true);
-            let (result, _, _) = tracing::Instrument::instrument(load, span.clone()).await;
-            inner.stats.note_call(Outcome::Disabled, policy.name());
-            span.record("outcome", Outcome::Disabled.as_str());
-            return result;
+            return self.disabled_call(policy, loader, &span).await;
         }
         let near = NearUse::new(inner.near.as_ref(), copies, policy.near());
         if let Some(value) = near.as_ref().and_then(|near| near.get(&value_key)) {
@@ -136,6 +131,22 @@ impl Cache {
         span.record("outcome", outcome.as_str());
         let redis_time = started.elapsed().saturating_sub(load_time);
         span.record("redis_us", redis_time.as_micros() as u64);
+        result
+    }
+
+    /// A call on a disabled cache: the loader answers.
+    async fn disabled_call<R: Cacheable, F: Future<Output = R>>(
+        &self,
+        policy: &Policy,
+        loader: F,
+        span: &tracing::Span,
+    ) -> R {
+        let stats = &self.inner.stats;
+        stats.note(Event::Miss, policy.name());
+        let load = self.load_alone(policy, loader, true);
+        let (result, _, _) = tracing::Instrument::instrument(load, span.clone()).await;
+        stats.note_call(Outcome::Disabled, policy.name());
+        span.record("outcome", Outcome::Disabled.as_str());
         result
     }
 
