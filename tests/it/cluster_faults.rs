@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, Policy};
-use cached_redis_tests::{HeldLoad, RedisCluster, eventually, stampede_in_processes, timed_read};
+use cached_redis_tests::{
+    HeldLoad, RedisCluster, SlotMove, eventually, stampede_in_processes, timed_read,
+};
 
 fn cluster_cache(urls: &[String], namespace: &str) -> cached_redis::CacheBuilder {
     Cache::cluster_builder(&urls.iter().map(String::as_str).collect::<Vec<_>>())
@@ -417,98 +419,6 @@ async fn a_write_pause_on_a_primary_keeps_hits_going() {
         slowest < op_timeout + Duration::from_millis(500),
         "{slowest:?}"
     );
-}
-
-/// A slot moving from the primary on `from` to the one on `to`, in the steps
-/// `redis-cli --cluster reshard` takes: both sides told, the keys moved (`MIGRATE`), the new
-/// owner announced.
-struct SlotMove<'a> {
-    cluster: &'a RedisCluster,
-    slot: String,
-    from: u16,
-    to: u16,
-}
-
-impl<'a> SlotMove<'a> {
-    /// The move of `key`'s slot from the primary on `from` to the one on `to`.
-    fn of(cluster: &'a RedisCluster, key: &str, from: u16, to: u16) -> SlotMove<'a> {
-        let slot = cluster.cli(from, &["CLUSTER", "KEYSLOT", key]);
-        SlotMove {
-            cluster,
-            slot: slot.trim().to_owned(),
-            from,
-            to,
-        }
-    }
-
-    fn id(&self, port: u16) -> String {
-        self.cluster
-            .cli(port, &["CLUSTER", "MYID"])
-            .trim()
-            .to_owned()
-    }
-
-    /// `IMPORTING` on the new owner, `MIGRATING` on the old: a command for a key the old owner
-    /// no longer has is answered `ASK`.
-    fn begin(&self) {
-        let (cluster, slot) = (self.cluster, self.slot.as_str());
-        let (from_id, to_id) = (self.id(self.from), self.id(self.to));
-        let importing = cluster.cli(
-            self.to,
-            &["CLUSTER", "SETSLOT", slot, "IMPORTING", &from_id],
-        );
-        assert!(importing.contains("OK"), "{importing}");
-        let migrating = cluster.cli(
-            self.from,
-            &["CLUSTER", "SETSLOT", slot, "MIGRATING", &to_id],
-        );
-        assert!(migrating.contains("OK"), "{migrating}");
-    }
-
-    fn move_keys(&self) {
-        let keys = self
-            .cluster
-            .cli(self.from, &["CLUSTER", "GETKEYSINSLOT", &self.slot, "100"]);
-        let keys: Vec<&str> = keys.split_whitespace().collect();
-        if !keys.is_empty() {
-            let to_port = self.to.to_string();
-            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
-            args.extend(keys);
-            let migrated = self.cluster.cli(self.from, &args);
-            assert!(migrated.contains("OK"), "MIGRATE: {migrated}");
-        }
-    }
-
-    /// How many keys of the slot the primary on `port` holds.
-    fn keys_at(&self, port: u16) -> u64 {
-        let count = self
-            .cluster
-            .cli(port, &["CLUSTER", "COUNTKEYSINSLOT", &self.slot]);
-        count.trim().parse().expect("a count")
-    }
-
-    /// How many commands the two primaries have answered `TRYAGAIN`.
-    fn refusals(&self) -> u64 {
-        [self.from, self.to]
-            .into_iter()
-            .map(|port| {
-                let stats = self.cluster.cli(port, &["INFO", "errorstats"]);
-                stats
-                    .lines()
-                    .find_map(|line| line.strip_prefix("errorstat_TRYAGAIN:count="))
-                    .map_or(0, |count| count.trim().parse().expect("a count"))
-            })
-            .sum()
-    }
-
-    /// Every primary told the slot's new owner: commands for it are answered `MOVED`.
-    fn finish(&self) {
-        let to_id = self.id(self.to);
-        for port in self.cluster.primaries() {
-            self.cluster
-                .cli(port, &["CLUSTER", "SETSLOT", &self.slot, "NODE", &to_id]);
-        }
-    }
 }
 
 /// When a holder's store lands, relative to its slot's move.

@@ -12,6 +12,7 @@ mod proxy;
 mod rng;
 mod sentinel;
 mod server;
+mod slot_move;
 mod stampede;
 mod tls;
 
@@ -24,6 +25,7 @@ pub use proxy::Proxy;
 pub use rng::Rng;
 pub use sentinel::{MASTER, RedisSentinel};
 pub use server::{RedisServer, RefusingPort, free_port};
+pub use slot_move::SlotMove;
 pub use stampede::{
     ChildReport, Stampede, release_together, run_when_released, stampede_in_processes,
 };

@@ -8,6 +8,7 @@ use redis::cluster::ClusterClientBuilder;
 
 use crate::Error;
 use crate::conn::{Conn, LazyCluster};
+use crate::read::near::Nodes;
 use crate::read::wake::Wakeups;
 use crate::write::confirm_pool::MakeConn;
 use crate::write::replicated::Replicated;
@@ -19,9 +20,8 @@ pub(super) struct Connections {
     pub(super) writes: Conn,
     pub(super) wakeups: Wakeups,
     pub(super) replicated: Option<Replicated>,
-    /// A RESP3 client for the one Redis, for the near cache's tracking connection: `None` on
-    /// a cluster and behind Sentinel.
-    pub(super) resp3: Option<redis::Client>,
+    /// Where the entries live, for a near cache's tracking connections.
+    pub(super) nodes: Option<Nodes>,
 }
 
 impl Connections {
@@ -32,7 +32,7 @@ impl Connections {
             writes: Conn::Disabled,
             wakeups: Wakeups::new(|_| Ok(Conn::Disabled))?,
             replicated: None,
-            resp3: None,
+            nodes: None,
         })
     }
 }
@@ -99,12 +99,16 @@ impl Settings<'_> {
         if let Some(service) = self.sentinel_service()? {
             return self.sentinel_connections(&service, invalid);
         }
-        let (reads, writes, wakeups, resp3) = if self.cluster {
+        let (reads, writes, wakeups, nodes) = if self.cluster {
             let (reads, writes, wakeups) = self.cluster_connections(invalid)?;
-            (reads, writes, wakeups, None)
+            let nodes = match &reads {
+                Conn::Cluster(cluster) => Some(Nodes::Cluster(cluster.clone())),
+                _ => None,
+            };
+            (reads, writes, wakeups, nodes)
         } else {
             let (reads, writes, wakeups, resp3) = self.single_connections(invalid)?;
-            (reads, writes, wakeups, Some(resp3))
+            (reads, writes, wakeups, Some(Nodes::One(Box::new(resp3))))
         };
         let replicated = self.replicated(invalid, writes.publish_command())?;
         Ok(Connections {
@@ -112,7 +116,7 @@ impl Settings<'_> {
             writes,
             wakeups,
             replicated,
-            resp3,
+            nodes,
         })
     }
 
@@ -149,7 +153,7 @@ impl Settings<'_> {
             writes,
             wakeups,
             replicated,
-            resp3: None,
+            nodes: Some(Nodes::Sentinel(primary)),
         })
     }
 

@@ -147,13 +147,13 @@ impl CacheBuilder {
             writes,
             wakeups,
             replicated,
-            resp3,
+            nodes,
         } = if disabled {
             Connections::disabled()?
         } else {
             self.settings().connections(&invalid)?
         };
-        let near = self.near(resp3);
+        let near = self.near(nodes);
         Ok(Cache {
             inner: Arc::new(Inner {
                 reads,

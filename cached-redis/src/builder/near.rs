@@ -1,11 +1,10 @@
-//! The near cache's options, their validation, and starting it for a deployment that can
-//! have one (one Redis).
+//! The near cache's options, their validation, and starting it on the deployment's nodes.
 
 use std::time::Duration;
 
 use super::CacheBuilder;
 use crate::Error;
-use crate::read::near::{Near, Settings as NearSettings};
+use crate::read::near::{Near, Nodes, Settings as NearSettings};
 
 /// The lag a near cache allows unless told otherwise.
 const DEFAULT_NEAR_LAG: Duration = Duration::from_millis(500);
@@ -16,9 +15,9 @@ impl CacheBuilder {
     /// ask Redis nothing. Copies are dropped when Redis reports their key written, expired or
     /// removed, by any client (server-assisted client-side caching, `CLIENT TRACKING` on a
     /// RESP3 connection of the near cache's own), and all at once when that connection is lost
-    /// or misses a heartbeat; a copy never outlives its entry's Redis TTL. For one Redis:
-    /// on a cluster or behind Sentinel the near cache is off (hits go to Redis), with a
-    /// warning.
+    /// or misses a heartbeat; a copy never outlives its entry's Redis TTL. On a cluster every
+    /// master is tracked, behind Sentinel the primary it names; a failover or a master added
+    /// or removed flushes every copy.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -58,22 +57,13 @@ impl CacheBuilder {
         self
     }
 
-    /// The near cache, if asked for and possible: on one Redis (`resp3`: a RESP3 client for
-    /// it), not on a cluster or behind Sentinel.
-    pub(super) fn near(&self, resp3: Option<redis::Client>) -> Option<Near> {
+    /// The near cache, if asked for, tracking `nodes` (where the entries live).
+    pub(super) fn near(&self, nodes: Option<Nodes>) -> Option<Near> {
         let (entries, lag) = self.near?;
-        let Some(client) = resp3 else {
-            if !self.is_disabled() {
-                tracing::warn!(
-                    "near_cache is for one Redis: on a cluster or behind Sentinel it is off, and hits go to Redis"
-                );
-            }
-            return None;
-        };
         Some(Near::start(NearSettings {
             entries,
             lag,
-            client,
+            nodes: nodes?,
             namespace: self.namespace.clone(),
             connect_timeout: self.op_timeout.max(Duration::from_millis(500)),
         }))

@@ -95,6 +95,22 @@ impl LazyCluster {
     /// loaded machine), and a connection that reconnected by itself mid-scan could continue a
     /// cursor on a server that does not know it.
     pub(crate) async fn direct(&self, master: &Master) -> RedisResult<MultiplexedConnection> {
+        let client = self.node_client(master, redis::ProtocolVersion::RESP2)?;
+        // No reply timeout of redis-rs's own (500 ms): every call over it is bounded by its
+        // caller, and a replica confirmation's `WAIT` is held for `within` on purpose.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// A client for one node, with the first seed's settings (credentials, TLS) and
+    /// `protocol`.
+    pub(crate) fn node_client(
+        &self,
+        master: &Master,
+        protocol: redis::ProtocolVersion,
+    ) -> RedisResult<redis::Client> {
         let seed = &self.0.seed;
         let (host, port) = (master.host.clone(), master.port);
         let addr = match seed.addr() {
@@ -110,13 +126,8 @@ impl LazyCluster {
             },
             _ => ConnectionAddr::Tcp(host, port),
         };
-        let client = redis::Client::open(seed.clone().set_addr(addr))?;
-        // No reply timeout of redis-rs's own (500 ms): every call over it is bounded by its
-        // caller, and a replica confirmation's `WAIT` is held for `within` on purpose.
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        let settings = seed.redis_settings().clone().set_protocol(protocol);
+        redis::Client::open(seed.clone().set_addr(addr).set_redis_settings(settings))
     }
 }
 

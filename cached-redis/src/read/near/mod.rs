@@ -7,6 +7,7 @@
 //! invalidations drop its copies before they return.
 
 mod counter;
+mod nodes;
 mod shared;
 mod store;
 mod tracker;
@@ -35,12 +36,14 @@ pub(crate) struct NearStats {
     pub(crate) rejected: u64,
 }
 
+pub(crate) use nodes::Nodes;
+
 /// What a near cache is made from.
 pub(crate) struct Settings {
     pub(crate) entries: usize,
     pub(crate) lag: Duration,
-    /// A RESP3 client for the Redis that holds the entries.
-    pub(crate) client: redis::Client,
+    /// Where the entries live.
+    pub(crate) nodes: Nodes,
     pub(crate) namespace: String,
     pub(crate) connect_timeout: Duration,
 }
@@ -50,7 +53,7 @@ impl Near {
     pub(crate) fn start(settings: Settings) -> Near {
         let shared = Arc::new(Shared::new(settings.entries, settings.lag));
         let target = tracker::Target {
-            client: settings.client,
+            nodes: settings.nodes,
             prefix: format!("{}:", settings.namespace),
             connect_timeout: settings.connect_timeout,
         };
@@ -201,7 +204,7 @@ impl<'a, T> NearUse<'a, T> {
             static WARNED: AtomicBool = AtomicBool::new(false);
             if !WARNED.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
-                    "a function has `near` but its cache has no near cache (CacheBuilder::near_cache, one Redis only): its hits go to Redis"
+                    "a function has `near` but its cache has no near cache (CacheBuilder::near_cache): its hits go to Redis"
                 );
             }
             return None;

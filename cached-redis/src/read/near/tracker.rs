@@ -1,8 +1,10 @@
-//! The tracking connection: a RESP3 connection of the near cache's own, on which Redis sends
-//! an invalidation for every write under the namespace (`CLIENT TRACKING ON BCAST PREFIX`),
-//! applied where the connection reads them, in the order they arrive. A heartbeat confirms
-//! what has been applied; losing the connection, a failed heartbeat or a failed setup flushes
-//! every copy, and the connection is made again.
+//! The tracking connections: a RESP3 connection of the near cache's own to each node that
+//! holds entries (the one Redis, every cluster master, the primary Sentinel names), on which
+//! Redis sends an invalidation for every write under the namespace (`CLIENT TRACKING ON BCAST
+//! PREFIX`), applied where the connection reads them, in the order they arrive. A heartbeat
+//! confirms what has been applied; losing a connection, a failed heartbeat, a failed setup or
+//! a change of the nodes (a failover, a master added or removed) flushes every copy, and the
+//! connections are made again.
 //!
 //! BCAST rather than the default mode: the server remembers nothing per key, the
 //! invalidations do not depend on which connection read a key (reads stay on the cache's
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind, Value};
 
+use super::nodes::{Nodes, Tracked};
 use super::shared::Shared;
 
 /// The pause after a failed session before the next; doubled up to [`MAX_BACKOFF`].
@@ -25,8 +28,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What the tracker needs to connect.
 pub(super) struct Target {
-    /// A RESP3 client for the Redis that holds the entries.
-    pub(super) client: redis::Client,
+    /// Where the entries live.
+    pub(super) nodes: Nodes,
     /// `<namespace>:`: every key of this cache starts with it.
     pub(super) prefix: String,
     pub(super) connect_timeout: Duration,
@@ -48,18 +51,25 @@ pub(super) async fn run(target: Target, shared: Arc<Shared>) {
     }
 }
 
-/// One connection, from its setup to its loss (the error says how it was lost).
+/// One set of connections, from their setup to the loss of one of them (the error says how).
 async fn session(target: &Target, shared: &Arc<Shared>) -> redis::RedisError {
     // Messages of a connection whose session has ended (its `Disconnection` among them,
     // which may come after the next session began) are not applied.
     let current = Current(Arc::new(AtomicBool::new(true)));
-    let mut conn = match connect(target, shared, &current.0).await {
-        Ok(conn) => conn,
+    let tracked = match target.nodes.tracked().await {
+        Ok(tracked) => tracked,
         Err(e) => return e,
     };
+    let mut conns = Vec::with_capacity(tracked.clients.len());
+    for client in &tracked.clients {
+        match connect(client, target, shared, &current.0).await {
+            Ok(conn) => conns.push(conn),
+            Err(e) => return e,
+        }
+    }
     // Copies read before tracking began may have missed invalidations.
     shared.lose();
-    heartbeat(&mut conn, shared).await
+    heartbeat(&mut conns, &tracked, &target.nodes, shared).await
 }
 
 /// Marks a session's messages stale when it ends, however it ends.
@@ -72,6 +82,7 @@ impl Drop for Current {
 }
 
 async fn connect(
+    client: &redis::Client,
     target: &Target,
     shared: &Arc<Shared>,
     current: &Arc<AtomicBool>,
@@ -87,8 +98,7 @@ async fn connect(
         .set_push_sender(push)
         .set_connection_timeout(Some(target.connect_timeout))
         .set_response_timeout(Some(shared.lag / 2));
-    let mut conn = target
-        .client
+    let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
     redis::cmd("CLIENT")
@@ -106,8 +116,15 @@ async fn connect(
 /// wrote to this connection before it, and those are applied before the reply is read: so
 /// when the reply to one PING arrives, every write Redis had processed before the previous
 /// PING was sent has been applied (a write processed together with that PING may have its
-/// invalidation written after that PING's reply, never after the next one's).
-async fn heartbeat(conn: &mut MultiplexedConnection, shared: &Shared) -> redis::RedisError {
+/// invalidation written after that PING's reply, never after the next one's). A round
+/// confirms only once every node answered and the nodes were found unchanged after it: a
+/// node that started holding entries since is tracked before anything is confirmed for it.
+async fn heartbeat(
+    conns: &mut [MultiplexedConnection],
+    tracked: &Tracked,
+    nodes: &Nodes,
+    shared: &Shared,
+) -> redis::RedisError {
     let mut ticker = tokio::time::interval(shared.lag / 5);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let session = shared.versions.session();
@@ -115,20 +132,30 @@ async fn heartbeat(conn: &mut MultiplexedConnection, shared: &Shared) -> redis::
     loop {
         ticker.tick().await;
         let sent = Instant::now();
-        if let Err(e) = redis::cmd("PING").query_async::<()>(conn).await {
-            return e;
+        for conn in conns.iter_mut() {
+            if let Err(e) = redis::cmd("PING").query_async::<()>(conn).await {
+                return e;
+            }
+        }
+        let bound = tokio::time::timeout(shared.lag / 2, nodes.unchanged(tracked)).await;
+        match bound {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return lost("the nodes holding entries changed"),
+            Ok(Err(e)) => return e,
+            Err(_) => return lost("the nodes holding entries could not be checked in time"),
         }
         if shared.versions.session() != session {
-            return redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "the tracking connection reported its disconnection",
-            ));
+            return lost("a tracking connection reported its disconnection");
         }
         if let Some(previous) = previous {
             shared.versions.confirm(session, previous);
         }
         previous = Some(sent);
     }
+}
+
+fn lost(why: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, why))
 }
 
 /// Applies one message of the tracking connection, inline where the connection reads it.
