@@ -82,7 +82,10 @@ fn from_cached(name: &str) -> Option<&'static str> {
         }
         "sync_writes" => "leave it out: one load per cold key is the default, across processes",
         "in_impl" => "leave it out: a method works as it is",
-        "size" => "leave it out: Redis's `maxmemory` bounds what is kept",
+        "size" => {
+            "leave it out: Redis's `maxmemory` bounds what is kept (an in-memory cache, \
+             `Cache::in_memory(entries)`, takes its bound there)"
+        }
         "name" => "leave it out: `invalidate_<fn>` and the other helpers are generated",
         _ => return None,
     })

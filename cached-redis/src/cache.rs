@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::conn::Conn;
 use crate::conn::guard::Guard;
 use crate::lease;
+use crate::memory::Memory;
 use crate::read::flight::Flights;
 use crate::read::near::Near;
 use crate::read::wake::Wakeups;
@@ -57,8 +58,10 @@ pub(crate) struct Inner {
     pub(crate) flights: Flights,
     pub(crate) updates: UpdateQueue,
     pub(crate) wakeups: Wakeups,
-    /// Set by [`CacheBuilder::near_cache`](crate::CacheBuilder::near_cache) on one Redis.
+    /// Set by [`CacheBuilder::near_cache`](crate::CacheBuilder::near_cache).
     pub(crate) near: Option<Near>,
+    /// Set by [`Cache::in_memory`]: entries live in process memory, Redis is never asked.
+    pub(crate) memory: Option<Memory>,
     /// Set by [`CacheBuilder::invalidate_replicas`](crate::CacheBuilder::invalidate_replicas).
     pub(crate) replicated: Option<Replicated>,
     /// How values are written unless a policy says otherwise.
@@ -185,6 +188,9 @@ impl Cache {
         if inner.disabled {
             return Err(Error::Disabled);
         }
+        if inner.memory.is_some() {
+            return Ok(Duration::ZERO);
+        }
         let started = std::time::Instant::now();
         let mut conn = inner.reads.clone();
         let ping = redis::cmd("PING");
@@ -209,6 +215,11 @@ impl Cache {
         let inner = &self.inner;
         if inner.disabled {
             return Ok(None);
+        }
+        if let Some(memory) = &inner.memory {
+            let found = memory.get(&lease::value_key(&inner.namespace, key));
+            let now = std::time::Instant::now();
+            return Ok(found.map(|found| found.expires().saturating_duration_since(now)));
         }
         let mut conn = inner.reads.clone();
         let mut pttl = redis::cmd("PTTL");

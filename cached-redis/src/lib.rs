@@ -67,6 +67,8 @@ pub mod guide;
 pub mod http;
 mod key;
 mod lease;
+mod local;
+mod memory;
 mod policy;
 mod random;
 mod read;

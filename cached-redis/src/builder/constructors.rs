@@ -11,6 +11,7 @@ use crate::Error;
 use crate::cache::{Cache, Inner};
 use crate::conn::guard::Guard;
 use crate::error::redact_url;
+use crate::memory::Memory;
 use crate::read::flight::Flights;
 use crate::stats::Counters;
 use crate::stored::format::Format;
@@ -48,6 +49,7 @@ impl Cache {
             breaker_cooldown: Duration::from_secs(1),
             format: Format::default(),
             near: None,
+            memory: None,
         }
     }
 
@@ -72,6 +74,37 @@ impl Cache {
             cluster: true,
             ..Cache::builder("")
         }
+    }
+
+    /// A cache that keeps its entries in this process's memory, at most `entries` of them:
+    /// the same engine (TTL and jitter, one load per key, `none_ttl`, invalidation that
+    /// refuses a racing load's store, `update_*`, `invalidate_all_*`, prefixes, stats), with no
+    /// Redis. For tests, single-instance services, and memoisation. `Cache::builder("mem://")`
+    /// is the same with 10,000 entries. Entries are stored encoded, so any value type works
+    /// and each hit decodes its own copy.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use cached_redis::{Cache, Key, Policy};
+    ///
+    /// let cache = Cache::in_memory(1_000);
+    /// let policy = Policy::new("square", Duration::from_secs(60)).unwrap();
+    /// let key = Key::raw("square:7");
+    /// let first: Result<u64, String> = cache.fetch(&key, &policy, async { Ok(49) }).await;
+    /// let again: Result<u64, String> = cache.fetch(&key, &policy, async { Ok(0) }).await;
+    /// assert_eq!((first, again), (Ok(49), Ok(49)));
+    /// assert_eq!(cache.stats().hits, 1);
+    /// # }
+    /// ```
+    pub fn in_memory(entries: usize) -> Cache {
+        CacheBuilder {
+            memory: Some(entries.max(1)),
+            ..Cache::builder("mem://")
+        }
+        .assemble()
+        .expect("the default options are valid")
     }
 
     /// A cache that never asks Redis, for development and for tests that need none: every
@@ -126,7 +159,17 @@ impl Cache {
     }
 }
 
+/// Entries of a `mem://` cache.
+const MEMORY_ENTRIES: usize = 10_000;
+
 impl CacheBuilder {
+    /// How many entries an in-memory cache keeps, if this is one (`Cache::in_memory`, or
+    /// the URL `mem://`).
+    fn in_memory(&self) -> Option<usize> {
+        let mem = self.urls.len() == 1 && self.urls[0] == "mem://";
+        self.memory.or(mem.then_some(MEMORY_ENTRIES))
+    }
+
     /// What [`CacheBuilder::build`] does: nothing in it waits.
     pub(super) fn assemble(self) -> Result<Cache, Error> {
         let redacted: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
@@ -139,6 +182,7 @@ impl CacheBuilder {
         };
         self.check_options()?;
         let disabled = self.is_disabled();
+        let in_memory = self.in_memory();
         if disabled {
             tracing::warn!("cache disabled (empty Redis URL): every call runs its loader");
         }
@@ -148,12 +192,17 @@ impl CacheBuilder {
             wakeups,
             replicated,
             nodes,
-        } = if disabled {
+        } = if disabled || in_memory.is_some() {
             Connections::disabled()?
         } else {
             self.settings().connections(&invalid)?
         };
-        let near = self.near(nodes);
+        let memory = in_memory.map(Memory::new);
+        let near = if memory.is_some() {
+            None
+        } else {
+            self.near(nodes)
+        };
         Ok(Cache {
             inner: Arc::new(Inner {
                 reads,
@@ -172,10 +221,13 @@ impl CacheBuilder {
                 updates: UpdateQueue::default(),
                 wakeups,
                 near,
+                memory,
                 replicated,
                 format: self.format,
                 url: if disabled {
                     "disabled".to_owned()
+                } else if in_memory.is_some() {
+                    "mem://".to_owned()
                 } else {
                     redacted.join(",")
                 },

@@ -60,6 +60,8 @@ pub struct CacheBuilder {
     format: Format,
     /// The near cache's bound on entries, and the lag it allows.
     near: Option<(usize, Duration)>,
+    /// Set by [`Cache::in_memory`]: the bound on entries of a cache with no Redis.
+    memory: Option<usize>,
 }
 
 impl fmt::Debug for CacheBuilder {

@@ -100,6 +100,13 @@ impl Cache {
         if inner.disabled {
             return self.disabled_call(policy, loader, &span).await;
         }
+        if let Some(memory) = &inner.memory {
+            let call = self.fetch_memory(memory, &value_key, policy, loader);
+            let (result, outcome, _) = tracing::Instrument::instrument(call, span.clone()).await;
+            inner.stats.note_call(outcome, policy.name());
+            span.record("outcome", outcome.as_str());
+            return result;
+        }
         let near = NearUse::new(inner.near.as_ref(), copies, policy.near());
         if let Some(value) = near.as_ref().and_then(|near| near.get(&value_key)) {
             inner.stats.note_near_hit(policy.name());
@@ -209,7 +216,7 @@ impl Cache {
     }
 
     /// Runs the loader for this caller only, uncached.
-    async fn load_alone<R: Cacheable, F: Future<Output = R>>(
+    pub(crate) async fn load_alone<R: Cacheable, F: Future<Output = R>>(
         &self,
         policy: &Policy,
         loader: F,

@@ -81,7 +81,7 @@ impl Cache {
 
     /// A loaded value's stored form, in its policy's format (`None`, logged, if it does not
     /// encode: it is returned but not cached).
-    fn encoded<T: CacheValue>(
+    pub(crate) fn encoded<T: CacheValue>(
         &self,
         value: &T,
         load_time: Duration,

@@ -26,6 +26,9 @@ impl Cache {
             return Ok(false);
         }
         let keys = EntryKeys::new(&inner.namespace, key);
+        if let Some(memory) = &inner.memory {
+            return Ok(memory.invalidate(&keys.value));
+        }
         let publish = inner.writes.publish_command();
         let removed = match &inner.replicated {
             None => {
@@ -53,6 +56,9 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn clear(&self) -> Result<u64, Error> {
+        if let Some(memory) = &self.inner.memory {
+            return Ok(memory.clear());
+        }
         let pattern = format!("{}:{{*", glob_escape(&self.inner.namespace));
         remove_matching(&self.inner, &[pattern], &|_| true).await
     }
@@ -68,6 +74,10 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        if let Some(memory) = &self.inner.memory {
+            let start = format!("{}:{{{prefix}", self.inner.namespace);
+            return Ok(self.remove_in_memory(memory, |key| key.starts_with(&start)));
+        }
         let patterns = prefix_patterns(&self.inner.namespace, prefix);
         remove_matching(&self.inner, &patterns, &|_| true).await
     }
@@ -100,6 +110,9 @@ impl Cache {
                 .or_else(|| inside.strip_suffix('}'));
             rendered.is_some_and(|r| family.matches_rendered(r))
         };
+        if let Some(memory) = &self.inner.memory {
+            return Ok(self.remove_in_memory(memory, keep));
+        }
         remove_matching(&self.inner, &patterns, &keep).await
     }
 }

@@ -14,7 +14,7 @@ use crate::{Cache, CacheValue, Error, Key, Policy};
 const ATTEMPTS: u32 = 8;
 
 /// What one read-change-write round found.
-enum Round {
+pub(crate) enum Round {
     Updated,
     /// Another process's update came in between: read again.
     Conflict,
@@ -83,6 +83,10 @@ impl Cache {
         let keys = EntryKeys::new(&self.inner.namespace, key);
         let bound = self.inner.guard.op_timeout();
         let _turn = self.inner.updates.turn(&keys.value, bound).await;
+        if let Some(memory) = &self.inner.memory {
+            let format = policy.map(|p| p.format(self.inner.format));
+            return Ok(self.update_in_memory(memory, &keys.value, format, change));
+        }
         let updated = self.update_rounds(key, &keys, policy, change).await;
         // After Redis's reply: this process's copy goes before the update returns.
         self.forget_near(&keys.value);
@@ -130,41 +134,56 @@ impl Cache {
             // Nothing cached; a load in flight may have read the data before the change.
             return Ok(Round::Remove);
         };
-        let (mut value, found, found_format) = match codec::decode_with_origin::<V>(&read) {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                tracing::warn!(key = %keys.value, %error, "cached value does not decode; removing it instead of updating it");
-                self.inner.stats.note(Event::DecodeError, "update");
-                return Ok(Round::Remove);
-            }
-        };
-        if *origin.get_or_insert(found) != found {
-            return Ok(Round::Replaced);
-        }
-        if !codec::reads_whole(&read, &value) {
-            tracing::warn!(key = %keys.value, "cached value holds what this build's type cannot (a field added by a newer build?); removing it instead of rewriting it without");
-            self.inner.stats.note(Event::DecodeError, "update");
-            return Ok(Round::Remove);
-        }
-        // A cached `None` (an `Option`'s, a `Result<Option<T>, E>`'s `Ok(None)`) has nothing
-        // to change and may be stale after the write; a change that leaves `None` would store
-        // one for the entry's full TTL, whatever the function's `none_ttl`.
-        if !is_value(&value) || !change(&mut value) || !is_value(&value) {
-            return Ok(Round::Remove);
-        }
-        let format = format.unwrap_or(found_format);
-        let replacement = match codec::encode_from(&value, found, format) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::warn!(key = %keys.value, %error, "updated value does not encode; removing the entry");
-                return Ok(Round::Remove);
-            }
+        let replacement = match self.rewrite(&keys.value, &read, origin, format, change) {
+            Ok(replacement) => replacement,
+            Err(round) => return Ok(round),
         };
         let replaced = self.compare_and_set(keys, &read, &replacement).await?;
         Ok(if replaced {
             Round::Updated
         } else {
             Round::Conflict
+        })
+    }
+
+    /// What an update makes of the entry's bytes `read`: the bytes to write in their place,
+    /// or how the round ends without writing (the entry replaced by a newer load since the
+    /// first round, or to be removed: undecodable, holding what this build cannot keep, a
+    /// cached `None`, a change that does not apply).
+    pub(crate) fn rewrite<V: CacheValue>(
+        &self,
+        value_key: &str,
+        read: &[u8],
+        origin: &mut Option<Origin>,
+        format: Option<Format>,
+        change: &mut impl FnMut(&mut V) -> bool,
+    ) -> Result<Vec<u8>, Round> {
+        let (mut value, found, found_format) = match codec::decode_with_origin::<V>(read) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                tracing::warn!(key = %value_key, %error, "cached value does not decode; removing it instead of updating it");
+                self.inner.stats.note(Event::DecodeError, "update");
+                return Err(Round::Remove);
+            }
+        };
+        if *origin.get_or_insert(found) != found {
+            return Err(Round::Replaced);
+        }
+        if !codec::reads_whole(read, &value) {
+            tracing::warn!(key = %value_key, "cached value holds what this build's type cannot (a field added by a newer build?); removing it instead of rewriting it without");
+            self.inner.stats.note(Event::DecodeError, "update");
+            return Err(Round::Remove);
+        }
+        // A cached `None` (an `Option`'s, a `Result<Option<T>, E>`'s `Ok(None)`) has nothing
+        // to change and may be stale after the write; a change that leaves `None` would store
+        // one for the entry's full TTL, whatever the function's `none_ttl`.
+        if !is_value(&value) || !change(&mut value) || !is_value(&value) {
+            return Err(Round::Remove);
+        }
+        let format = format.unwrap_or(found_format);
+        codec::encode_from(&value, found, format).map_err(|error| {
+            tracing::warn!(key = %value_key, %error, "updated value does not encode; removing the entry");
+            Round::Remove
         })
     }
 

@@ -9,18 +9,16 @@
 mod counter;
 mod nodes;
 mod shared;
-mod store;
 mod tracker;
-mod versions;
 
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::local::store::Entry;
+use crate::local::versions::Ticket;
 use shared::Shared;
-use store::Entry;
-pub(crate) use versions::Ticket;
 
 /// A cache's near copies and the task that keeps them coherent.
 pub(crate) struct Near {

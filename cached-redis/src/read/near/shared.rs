@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::counter::Striped;
-use super::store::Store;
-use super::versions::Versions;
+use crate::local::store::Store;
+use crate::local::versions::Versions;
 
 /// What the hit path and the tracking connection share.
 pub(super) struct Shared {

@@ -67,6 +67,17 @@ impl Store {
         self.map.remove(key);
     }
 
+    /// Removes the copies whose key `remove` accepts; returns how many.
+    pub(crate) fn remove_keys(&self, remove: impl Fn(&str) -> bool) -> u64 {
+        let removed = std::cell::Cell::new(0);
+        self.map.retain(|key, _| {
+            let gone = remove(key);
+            removed.set(removed.get() + u64::from(gone));
+            !gone
+        });
+        removed.get()
+    }
+
     pub(crate) fn clear(&self) {
         self.map.clear();
     }
