@@ -81,10 +81,10 @@ impl fmt::Debug for Cache {
 }
 
 impl Cache {
-    /// Drops this process's near copy of `value_key`, if there is a near cache.
-    pub(crate) fn forget_near(&self, value_key: &str) {
+    /// Drops this process's near copy of `key`'s entry, if there is a near cache.
+    pub(crate) fn forget_near(&self, key: &Key) {
         if let Some(near) = &self.inner.near {
-            near.forget(value_key);
+            near.forget(key.as_str());
         }
     }
 }

@@ -159,6 +159,17 @@ impl Cache {
     }
 }
 
+/// The URL a cache's `Debug` shows: its URLs with passwords redacted, or what it is instead.
+fn shown_url(disabled: bool, in_memory: bool, redacted: &[String]) -> String {
+    if disabled {
+        "disabled".to_owned()
+    } else if in_memory {
+        "mem://".to_owned()
+    } else {
+        redacted.join(",")
+    }
+}
+
 /// Entries of a `mem://` cache.
 const MEMORY_ENTRIES: usize = 10_000;
 
@@ -224,13 +235,7 @@ impl CacheBuilder {
                 memory,
                 replicated,
                 format: self.format,
-                url: if disabled {
-                    "disabled".to_owned()
-                } else if in_memory.is_some() {
-                    "mem://".to_owned()
-                } else {
-                    redacted.join(",")
-                },
+                url: shown_url(disabled, in_memory.is_some(), &redacted),
             }),
         })
     }

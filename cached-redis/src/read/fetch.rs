@@ -87,7 +87,6 @@ impl Cache {
         F: Future<Output = R>,
     {
         let inner = &self.inner;
-        let started = Instant::now();
         let span = tracing::debug_span!(
             "cached",
             function = policy.name(),
@@ -95,34 +94,33 @@ impl Cache {
             outcome = tracing::field::Empty,
             redis_us = tracing::field::Empty,
         );
+        // A near hit first: it needs neither the Redis key nor the clock.
+        let near = NearUse::new(inner.near.as_ref(), copies, policy.near());
+        if let Some(value) = near.as_ref().and_then(|near| near.get(key.as_str())) {
+            self.note_near_hit(key, policy, &span);
+            // No await answered this call: let the runtime's budget see it, so that a task
+            // looping over near hits still yields to its neighbours.
+            tokio::task::consume_budget().await;
+            return R::from_value(value);
+        }
+        let started = Instant::now();
         let value_key = lease::value_key(&inner.namespace, key);
         span.record("key", value_key.as_str());
         if inner.disabled {
             return self.disabled_call(policy, loader, &span).await;
         }
         if let Some(memory) = &inner.memory {
-            let call = self.fetch_memory(memory, &value_key, policy, loader);
-            let (result, outcome, _) = tracing::Instrument::instrument(call, span.clone()).await;
-            inner.stats.note_call(outcome, policy.name());
-            span.record("outcome", outcome.as_str());
-            return result;
+            return self
+                .memory_call(memory, &value_key, policy, loader, &span)
+                .await;
         }
-        let near = NearUse::new(inner.near.as_ref(), copies, policy.near());
-        if let Some(value) = near.as_ref().and_then(|near| near.get(&value_key)) {
-            inner.stats.note_near_hit(policy.name());
-            span.record("outcome", Outcome::NearHit.as_str());
-            // No await answered this call: let the runtime's budget see it, so that a task
-            // looping over near hits still yields to its neighbours.
-            tokio::task::consume_budget().await;
-            return R::from_value(value);
-        }
-        let ticket = near.as_ref().and_then(|near| near.ticket(&value_key));
+        let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
         let read = self
             .read::<R::Value>(&value_key, policy.name(), ticket.is_some())
             .await;
         if let Read::Hit(value, expires) = read {
             if let (Some(near), Some(ticket), Some(expires)) = (&near, ticket, expires) {
-                near.keep(&value_key, ticket, &value, expires);
+                near.keep(key.as_str(), ticket, &value, expires);
             }
             inner.stats.note(Event::Hit, policy.name());
             inner.stats.note_call(Outcome::Hit, policy.name());
@@ -138,6 +136,32 @@ impl Cache {
         span.record("outcome", outcome.as_str());
         let redis_time = started.elapsed().saturating_sub(load_time);
         span.record("redis_us", redis_time.as_micros() as u64);
+        result
+    }
+
+    /// Counts a near hit, and records it on the call's span if one is listened to.
+    fn note_near_hit(&self, key: &Key, policy: &Policy, span: &tracing::Span) {
+        let inner = &self.inner;
+        inner.stats.note_near_hit(policy.name());
+        if !span.is_disabled() {
+            span.record("key", lease::value_key(&inner.namespace, key).as_str());
+            span.record("outcome", Outcome::NearHit.as_str());
+        }
+    }
+
+    /// A call on an in-memory cache.
+    async fn memory_call<R: Cacheable, F: Future<Output = R>>(
+        &self,
+        memory: &crate::memory::Memory,
+        value_key: &str,
+        policy: &Policy,
+        loader: F,
+        span: &tracing::Span,
+    ) -> R {
+        let call = self.fetch_memory(memory, value_key, policy, loader);
+        let (result, outcome, _) = tracing::Instrument::instrument(call, span.clone()).await;
+        self.inner.stats.note_call(outcome, policy.name());
+        span.record("outcome", outcome.as_str());
         result
     }
 

@@ -40,7 +40,7 @@ impl Cache {
         };
         // After Redis's reply, which comes before its invalidation message to this process:
         // a read here that started before the removal keeps nothing (whatever the reply).
-        self.forget_near(&keys.value);
+        self.forget_near(key);
         let removed = removed?;
         tracing::debug!(key = %keys.value, removed, "invalidated");
         Ok(removed)

@@ -89,7 +89,7 @@ impl Cache {
         }
         let updated = self.update_rounds(key, &keys, policy, change).await;
         // After Redis's reply: this process's copy goes before the update returns.
-        self.forget_near(&keys.value);
+        self.forget_near(key);
         updated
     }
 

@@ -49,7 +49,11 @@ pub(crate) struct Settings {
 impl Near {
     /// Starts the tracking connection (a task of the current runtime).
     pub(crate) fn start(settings: Settings) -> Near {
-        let shared = Arc::new(Shared::new(settings.entries, settings.lag));
+        let shared = Arc::new(Shared::new(
+            settings.entries,
+            settings.lag,
+            &settings.namespace,
+        ));
         let target = tracker::Target {
             nodes: settings.nodes,
             prefix: format!("{}:", settings.namespace),
@@ -121,7 +125,7 @@ impl Near {
         }
     }
 
-    /// Drops `key`'s copy: reads of it in flight keep nothing.
+    /// Drops the copy of the entry rendered `key`: reads of it in flight keep nothing.
     pub(crate) fn forget(&self, key: &str) {
         self.shared.forget(key);
     }

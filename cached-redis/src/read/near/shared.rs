@@ -15,14 +15,18 @@ pub(super) struct Shared {
     /// The longest a copy is served after Redis sent its invalidation, whatever happens to
     /// the tracking connection.
     pub(super) lag: Duration,
+    /// What every value key of the cache starts with, `<namespace>:{`: copies are kept by the
+    /// rendered key inside the braces, which a call has without building the Redis key.
+    value_prefix: String,
     pub(super) hits: Striped,
     pub(super) flushes: AtomicU64,
     pub(super) rejected: AtomicU64,
 }
 
 impl Shared {
-    pub(super) fn new(entries: usize, lag: Duration) -> Shared {
+    pub(super) fn new(entries: usize, lag: Duration, namespace: &str) -> Shared {
         Shared {
+            value_prefix: format!("{namespace}:{{"),
             store: Store::new(entries),
             versions: Versions::new(),
             lag,
@@ -32,12 +36,23 @@ impl Shared {
         }
     }
 
-    /// Drops `key`'s copy; reads of it in flight keep nothing. A lease's key holds no value,
-    /// and its writes (every load takes one) are not let reject or drop copies.
-    pub(super) fn forget(&self, key: &str) {
-        if crate::lease::is_lease_key(key) {
+    /// Drops the copy of the entry whose Redis key is `redis_key`. A lease's key holds no
+    /// value, and its writes (every load takes one) are not let reject or drop copies; a key
+    /// that is no value key of this cache has no copy.
+    pub(super) fn forget_redis_key(&self, redis_key: &str) {
+        if crate::lease::is_lease_key(redis_key) {
             return;
         }
+        let rendered = redis_key
+            .strip_prefix(self.value_prefix.as_str())
+            .and_then(|inside| inside.strip_suffix('}'));
+        if let Some(rendered) = rendered {
+            self.forget(rendered);
+        }
+    }
+
+    /// Drops the copy of the entry rendered `key`; reads of it in flight keep nothing.
+    pub(super) fn forget(&self, key: &str) {
         self.versions.invalidate(self.store.hash(key));
         self.store.remove(key);
     }

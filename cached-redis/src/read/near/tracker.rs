@@ -166,7 +166,7 @@ fn apply(shared: &Shared, info: PushInfo) {
                 for key in keys {
                     if let Value::BulkString(key) = key {
                         match std::str::from_utf8(&key) {
-                            Ok(key) => shared.forget(key),
+                            Ok(key) => shared.forget_redis_key(key),
                             // Not one of ours (our keys are text): but it concerns something.
                             Err(_) => shared.flush(),
                         }
