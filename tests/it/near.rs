@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, redis_cached};
-use cached_redis_tests::{HeldDb, Proxy, RedisServer, eventually};
+use cached_redis_tests::{HeldDb, Proxy, RedisServer, eventually, near_cache, until_near_hit};
 
 #[redis_cached(key = "row:<id>", ttl = "60s", near = "30s", cache = cache)]
 async fn row(cache: &Cache, db: &HeldDb, id: u32) -> Result<u64, String> {
@@ -19,36 +19,15 @@ fn key(id: u32) -> Key {
     Key::builder().text("row:").part(&id).build()
 }
 
-async fn near_cache(url: &str, namespace: &str, lag: Duration) -> Cache {
-    let cache = Cache::builder(url)
-        .namespace(namespace)
-        .op_timeout(Duration::from_secs(5))
-        .near_cache(1_000)
-        .near_max_lag(lag)
-        .build()
-        .await
-        .expect("valid cache configuration");
-    assert!(
-        eventually(Duration::from_secs(10), || async { cache.near_is_live() }).await,
-        "the tracking connection comes up"
-    );
-    cache
-}
-
 /// A value read from Redis is kept; afterwards calls are answered in memory. (The message
 /// for the write-back of the first call comes back to this process too, and may drop the copy
 /// the second call kept: calls go on until one is a near hit.)
 async fn warm(cache: &Cache, db: &HeldDb, id: u32) -> u64 {
     let first = row(cache, db, id).await.unwrap(); // a miss: loaded and written back
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            let before = cache.stats().near_hits;
-            assert_eq!(row(cache, db, id).await, Ok(first));
-            cache.stats().near_hits > before
-        })
-        .await,
-        "a call is a near hit"
-    );
+    until_near_hit(cache, || async {
+        assert_eq!(row(cache, db, id).await, Ok(first))
+    })
+    .await;
     first
 }
 

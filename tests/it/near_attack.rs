@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, Policy, redis_cached};
-use cached_redis_tests::{HeldDb, RedisServer, eventually};
+use cached_redis_tests::{HeldDb, RedisServer, eventually, near_cache, until_near_hit};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------------
@@ -109,22 +109,6 @@ fn arc_probe_size() -> usize {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-async fn near_cache(url: &str, namespace: &str, lag: Duration) -> Cache {
-    let cache = Cache::builder(url)
-        .namespace(namespace)
-        .op_timeout(Duration::from_secs(5))
-        .near_cache(1_000)
-        .near_max_lag(lag)
-        .build()
-        .await
-        .expect("valid cache configuration");
-    assert!(
-        eventually(Duration::from_secs(10), || async { cache.near_is_live() }).await,
-        "the tracking connection comes up"
-    );
-    cache
-}
-
 /// Waits until every invalidation Redis sent before now has been applied by `cache`.
 async fn applied(cache: &Cache) {
     let at = Instant::now();
@@ -146,16 +130,11 @@ async fn row(cache: &Cache, db: &HeldDb, id: u32) -> Result<u64, String> {
 /// Calls `row` until a call is a near hit (the write-back's own message may drop the first
 /// copy).
 async fn warm(cache: &Cache, db: &HeldDb, id: u32) -> u64 {
-    let first = row(cache, db, id).await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            let before = cache.stats().near_hits;
-            assert_eq!(row(cache, db, id).await, Ok(first));
-            cache.stats().near_hits > before
-        })
-        .await,
-        "a call is a near hit"
-    );
+    let first = row(cache, db, id).await.unwrap(); // a miss: loaded and written back
+    until_near_hit(cache, || async {
+        assert_eq!(row(cache, db, id).await, Ok(first))
+    })
+    .await;
     first
 }
 

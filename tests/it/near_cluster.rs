@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use cached_redis::{Cache, Key, Policy};
-use cached_redis_tests::{RedisCluster, SlotMove, eventually};
+use cached_redis_tests::{RedisCluster, SlotMove, eventually, until_near_hit};
 
 async fn near_cache(cluster: &RedisCluster, namespace: &str) -> Cache {
     let urls = cluster.urls();
@@ -50,13 +50,10 @@ async fn read(cache: &Cache, key: &Key, value: &str) -> String {
 
 /// Reads `key` until a call is a near hit.
 async fn warm(cache: &Cache, key: &Key, value: &str) {
-    let kept = eventually(Duration::from_secs(10), || async {
-        let before = cache.stats().near_hits;
-        assert_eq!(read(cache, key, value).await, value);
-        cache.stats().near_hits > before
+    until_near_hit(cache, || async {
+        assert_eq!(read(cache, key, value).await, value)
     })
     .await;
-    assert!(kept, "{key} became a near hit");
 }
 
 /// Invalidates `key` through `writer` and waits until `reader` no longer answers from its

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cached_redis::{Cache, Key, Policy};
-use cached_redis_tests::{MASTER, RedisSentinel, RedisServer, eventually};
+use cached_redis_tests::{MASTER, RedisSentinel, RedisServer, eventually, until_near_hit};
 
 fn builder(sentinel: &RedisSentinel) -> cached_redis::CacheBuilder {
     Cache::sentinel_builder(&[sentinel.url().as_str()], MASTER)
@@ -27,13 +27,10 @@ async fn read(cache: &Cache, key: &Key, value: &str) -> String {
 
 /// Reads `key` until a call is a near hit.
 async fn warm(cache: &Cache, key: &Key, value: &str) {
-    let kept = eventually(Duration::from_secs(10), || async {
-        let before = cache.stats().near_hits;
-        assert_eq!(read(cache, key, value).await, value);
-        cache.stats().near_hits > before
+    until_near_hit(cache, || async {
+        assert_eq!(read(cache, key, value).await, value)
     })
     .await;
-    assert!(kept, "{key} became a near hit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::Memory;
-use crate::read::flight::{self, Joined, Leader, Role, Shared};
+use crate::read::flight::{Joined, Leader, Role, Shared};
 use crate::stats::{Event, Outcome};
 use crate::stored::cacheable::Cacheable;
 use crate::stored::codec;
@@ -19,7 +19,7 @@ impl Cache {
         memory: &Memory,
         value_key: &str,
         policy: &Policy,
-        loader: F,
+        mut loader: F,
     ) -> (R, Outcome, Duration)
     where
         R: Cacheable,
@@ -42,14 +42,9 @@ impl Cache {
                 }
                 Role::Join(joiner) => joiner,
             };
-            stats.note(Event::Coalesced, policy.name());
-            match flight::wait(joiner, true).await {
-                Some(Shared::Value { bytes, .. }) => match codec::decode(&bytes) {
-                    Ok(value) => return (R::from_value(value), Outcome::Waited, Duration::ZERO),
-                    Err(_) => return self.load_alone(policy, loader, true).await,
-                },
-                Some(Shared::LoadYourself) => return self.load_alone(policy, loader, true).await,
-                Some(Shared::Reread) | None => {}
+            match self.join(joiner, policy, loader, true).await {
+                Ok(answered) => return answered,
+                Err(again) => loader = again,
             }
         }
     }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::lease::{self, EntryKeys};
-use crate::read::flight::{self, Role, Shared};
+use crate::read::flight::{self, Joiner, Role, Shared};
 use crate::read::get::{Missed, Read};
 use crate::read::near::{Copies, NearUse};
 use crate::stats::{Event, Outcome};
@@ -187,7 +187,7 @@ impl Cache {
         keys: EntryKeys,
         mut read: Read<R::Value>,
         policy: &Policy,
-        loader: F,
+        mut loader: F,
     ) -> (R, Outcome, Duration)
     where
         R: Cacheable,
@@ -215,27 +215,40 @@ impl Cache {
                 Role::Lead(leader) => {
                     return self.lead(leader, &keys, policy, loader, missed).await;
                 }
-                Role::Join(joiner) => {
-                    inner.stats.note(Event::Coalesced, policy.name());
-                    match flight::wait(joiner, redis_ok).await {
-                        Some(Shared::Value { bytes, .. }) => match codec::decode(&bytes) {
-                            Ok(value) => {
-                                return (R::from_value(value), Outcome::Waited, Duration::ZERO);
-                            }
-                            Err(_) => return self.load_alone(policy, loader, redis_ok).await,
-                        },
-                        Some(Shared::LoadYourself) => {
-                            return self.load_alone(policy, loader, redis_ok).await;
-                        }
-                        // Too late for the value, an invalidation revoked the load, or its
-                        // leader went away: start over.
-                        Some(Shared::Reread) | None => {}
-                    }
-                }
+                Role::Join(joiner) => match self.join(joiner, policy, loader, redis_ok).await {
+                    Ok(answered) => return answered,
+                    Err(again) => loader = again,
+                },
             }
             read = self
                 .read::<R::Value>(&keys.value, policy.name(), false)
                 .await;
+        }
+    }
+
+    /// A caller that joined the process's load of its key: the value that load shares, or a
+    /// load of its own (the shared load failed, or its value does not decode), or `Err` with
+    /// the loader back: too late for the value, an invalidation revoked the load, or its
+    /// leader went away, so read again.
+    pub(crate) async fn join<R, F>(
+        &self,
+        joiner: Joiner,
+        policy: &Policy,
+        loader: F,
+        redis_ok: bool,
+    ) -> Result<(R, Outcome, Duration), F>
+    where
+        R: Cacheable,
+        F: Future<Output = R>,
+    {
+        self.inner.stats.note(Event::Coalesced, policy.name());
+        match flight::wait(joiner, redis_ok).await {
+            Some(Shared::Value { bytes, .. }) => match codec::decode(&bytes) {
+                Ok(value) => Ok((R::from_value(value), Outcome::Waited, Duration::ZERO)),
+                Err(_) => Ok(self.load_alone(policy, loader, redis_ok).await),
+            },
+            Some(Shared::LoadYourself) => Ok(self.load_alone(policy, loader, redis_ok).await),
+            Some(Shared::Reread) | None => Err(loader),
         }
     }
 
