@@ -77,18 +77,6 @@ impl Versions {
         self.stripes[stripe_of(hash)].fetch_add(1, Ordering::SeqCst);
     }
 
-    /// An invalidation of `ticket`'s key made by a writer that read the key under `ticket`:
-    /// the ticket a copy it writes must carry, or `None` if another invalidation or a flush
-    /// came since the ticket was taken (the writer's copy would then write over it).
-    pub(crate) fn invalidate_after(&self, ticket: Ticket) -> Option<Ticket> {
-        let previous = self.stripes[ticket.stripe].fetch_add(1, Ordering::SeqCst);
-        let unchanged = previous == ticket.seq && self.epoch.load(Ordering::SeqCst) == ticket.epoch;
-        unchanged.then_some(Ticket {
-            seq: previous + 1,
-            ..ticket
-        })
-    }
-
     /// Every copy goes: copies of an older epoch are never served, and reads in flight keep
     /// nothing.
     pub(crate) fn flush(&self) {

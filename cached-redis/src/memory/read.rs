@@ -1,12 +1,15 @@
 //! The in-memory cache's read path: a live entry answers; on a miss, callers join the
 //! process's one load of the key, whose value is stored unless an invalidation came while it
-//! ran (then its joiners read again, as they would after a refused write-back).
+//! ran (then its joiners read again, as they would after a refused write-back). The load
+//! stays open to new callers until its value is stored, so none finds neither; past
+//! `max_load` its joiners and new callers load for themselves, and its value is not stored.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Memory;
-use crate::read::flight::{Joined, Leader, Role, Shared};
+use crate::read::flight::{Leader, Role, Shared};
 use crate::stats::{Event, Outcome};
 use crate::stored::cacheable::Cacheable;
 use crate::stored::codec;
@@ -27,11 +30,14 @@ impl Cache {
     {
         let stats = &self.inner.stats;
         loop {
-            if let Some(found) = memory.get(value_key)
-                && let Ok(value) = codec::decode(found.bytes())
-            {
-                stats.note(Event::Hit, policy.name());
-                return (R::from_value(value), Outcome::Hit, Duration::ZERO);
+            if let Some(found) = memory.get(value_key) {
+                match codec::decode(found.bytes()) {
+                    Ok(value) => {
+                        stats.note(Event::Hit, policy.name());
+                        return (R::from_value(value), Outcome::Hit, Duration::ZERO);
+                    }
+                    Err(e) => self.undecodable(value_key, policy.name(), &e),
+                }
             }
             stats.note(Event::Miss, policy.name());
             let joiner = match self.inner.flights.join_or_lead(value_key) {
@@ -49,8 +55,9 @@ impl Cache {
         }
     }
 
-    /// The process's one load of a key: loads, stores unless an invalidation came since it
-    /// started, and hands the value to the callers that joined.
+    /// The process's one load of a key: loads (at most `max_load` on behalf of others),
+    /// stores unless an invalidation came since it began, and hands the value to the callers
+    /// that joined.
     async fn lead_in_memory<R, F>(
         &self,
         memory: &Memory,
@@ -64,14 +71,14 @@ impl Cache {
         F: Future<Output = R>,
     {
         let stats = &self.inner.stats;
-        let ticket = memory.ticket(value_key);
-        let joined = leader.joined();
+        let begun = memory.begin(value_key);
         stats.note(Event::Load, policy.name());
         let started = Instant::now();
-        let result = loader.await;
+        let (result, abandoned) = self
+            .bounded_load(&mut leader, value_key, policy, loader)
+            .await;
         let took = started.elapsed();
         stats.note_load_time(policy.name(), took);
-        leader.close();
         let (value, ttl) = match result.split(policy).shared() {
             Ok(shared) => shared,
             Err((result, failed)) => {
@@ -82,33 +89,57 @@ impl Cache {
                 return (result, Outcome::Miss, took);
             }
         };
-        let Some(bytes) = self.encoded(&value, took, policy, value_key) else {
+        let encoded = self.encoded(&value, took, policy, value_key);
+        let (Some(bytes), false) = (encoded, abandoned) else {
             leader.finish(Shared::LoadYourself);
             return (R::from_value(value), Outcome::Miss, took);
         };
-        let shared: std::sync::Arc<[u8]> = std::sync::Arc::from(bytes.as_slice());
-        let stored = match ttl {
-            Some(ttl) => {
-                let ttl = Duration::from_millis(policy.draw_ttl_ms(ttl));
-                Some(memory.store(value_key, ticket, bytes, ttl))
+        let shared: Arc<[u8]> = Arc::from(bytes.as_slice());
+        // Fresh for whoever joined before the store checked for invalidations.
+        let joined = leader.joined();
+        if let Some(ttl) = ttl {
+            let ttl = Duration::from_millis(policy.draw_ttl_ms(ttl));
+            if !memory.store(begun, bytes, ttl) {
+                stats.note(Event::StaleRefused, policy.name());
+                leader.finish(Shared::Reread);
+                return (R::from_value(value), Outcome::StaleRefused, took);
             }
-            None => None,
-        };
-        if stored == Some(false) {
-            stats.note(Event::StaleRefused, policy.name());
-            leader.finish(Shared::Reread);
-            return (R::from_value(value), Outcome::StaleRefused, took);
         }
-        let joined = if stored == Some(true) {
-            Joined::EVERYONE
-        } else {
-            joined
-        };
         leader.finish(Shared::Value {
             bytes: shared,
             joined,
             unleased: false,
         });
         (R::from_value(value), Outcome::Miss, took)
+    }
+
+    /// Runs the loader; past `max_load` the callers that joined, and new ones, load for
+    /// themselves, and this one still waits for its own loader (`true`: its value is not to be
+    /// stored).
+    async fn bounded_load<R, F>(
+        &self,
+        leader: &mut Leader<'_>,
+        value_key: &str,
+        policy: &Policy,
+        loader: F,
+    ) -> (R, bool)
+    where
+        F: Future<Output = R>,
+    {
+        let max_load = self.max_load_for(policy);
+        tokio::pin!(loader);
+        tokio::select! {
+            biased;
+            result = &mut loader => (result, false),
+            () = tokio::time::sleep(max_load) => {
+                tracing::warn!(
+                    key = %value_key,
+                    ?max_load,
+                    "a load is taking longer than max_load: other callers load for themselves"
+                );
+                leader.abandon();
+                (loader.await, true)
+            }
+        }
     }
 }

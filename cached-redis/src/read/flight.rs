@@ -101,12 +101,6 @@ impl Flights {
         })
     }
 
-    /// The keys of the loads in flight.
-    pub(crate) fn keys(&self) -> Vec<String> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.keys().cloned().collect()
-    }
-
     /// How many loads are in flight (for tests of cleanup).
     pub(crate) fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).len()

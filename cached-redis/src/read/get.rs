@@ -90,7 +90,7 @@ impl Cache {
     }
 
     /// Counts and logs a stored value that does not decode (it is then loaded again).
-    pub(super) fn undecodable(
+    pub(crate) fn undecodable(
         &self,
         value_key: &str,
         function: &'static str,

@@ -79,6 +79,18 @@ impl Cache {
         (R::from_value(value), outcome, load_time)
     }
 
+    /// How long one load may keep others waiting: the policy's `max_load`, else the cache's,
+    /// else three lease TTLs.
+    pub(crate) fn max_load_for(&self, policy: &Policy) -> Duration {
+        let inner = &self.inner;
+        let lock_ttl = policy.lock_ttl().unwrap_or(inner.lock_ttl);
+        policy
+            .max_load()
+            .or(inner.max_load)
+            .unwrap_or(lock_ttl.saturating_mul(3))
+            .min(crate::policy::LONGEST)
+    }
+
     /// A loaded value's stored form, in its policy's format (`None`, logged, if it does not
     /// encode: it is returned but not cached).
     pub(crate) fn encoded<T: CacheValue>(
@@ -176,12 +188,7 @@ impl Cache {
         let inner = &self.inner;
         inner.stats.note(Event::Load, policy.name());
         let started = Instant::now();
-        let lock_ttl = policy.lock_ttl().unwrap_or(inner.lock_ttl);
-        let max_load = policy
-            .max_load()
-            .or(inner.max_load)
-            .unwrap_or(lock_ttl.saturating_mul(3))
-            .min(crate::policy::LONGEST);
+        let max_load = self.max_load_for(policy);
         let load = async {
             match lease {
                 Some(lease) => lease.hold_while(loader, max_load).await,

@@ -75,8 +75,19 @@ impl Cache {
     /// ```
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
         if let Some(memory) = &self.inner.memory {
-            let start = format!("{}:{{{prefix}", self.inner.namespace);
-            return Ok(self.remove_in_memory(memory, |key| key.starts_with(&start)));
+            let start = format!("{}:{{", self.inner.namespace);
+            // As the patterns match: a shortened key by its readable part, too.
+            let shortened =
+                crate::key::readable_part_of_long_prefix(prefix).map(|r| format!("{r}\\#"));
+            let matches = |key: &str| {
+                key.strip_prefix(&start).is_some_and(|rendered| {
+                    rendered.starts_with(prefix)
+                        || shortened
+                            .as_deref()
+                            .is_some_and(|s| rendered.starts_with(s))
+                })
+            };
+            return Ok(self.remove_in_memory(memory, matches));
         }
         let patterns = prefix_patterns(&self.inner.namespace, prefix);
         remove_matching(&self.inner, &patterns, &|_| true).await
