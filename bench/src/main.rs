@@ -24,7 +24,7 @@ use std::process::Command;
 use cached_redis_tests::RedisServer;
 
 use scenarios::{Config, Scenario};
-use systems::System;
+use systems::{NearCache, System};
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
@@ -57,49 +57,51 @@ fn machine(url: &str) -> String {
     )
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    // Child processes of the stampede and Redis-down scenarios.
+/// The child processes of the stampede and Redis-down scenarios: runs the one
+/// `args` names and returns true, or returns false.
+fn child(args: &[String]) -> bool {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let system = |name: &str| System::parse(name).unwrap_or_else(|| usage());
     match args.first().map(String::as_str) {
         Some("stampede-child") => {
-            let [_, system, url, id, tasks, loader_ms] = args.as_slice() else {
+            let [_, name, url, id, tasks, loader_ms] = args else {
                 usage()
             };
-            let system = System::parse(system).unwrap_or_else(|| usage());
-            runtime.block_on(async {
-                systems::connect(url).await;
+            runtime().block_on(async {
+                systems::connect(url, NearCache::Off).await;
                 scenarios::stampede_child(
-                    system,
+                    system(name),
                     id.parse().expect("id"),
                     tasks.parse().expect("tasks"),
                     loader_ms.parse().expect("ms"),
                 )
                 .await;
             });
-            return;
         }
         Some("down-child") => {
-            let [_, system] = args.as_slice() else {
-                usage()
-            };
-            let system = System::parse(system).unwrap_or_else(|| usage());
+            let [_, name] = args else { usage() };
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("port")
                 .port();
-            runtime.block_on(async {
-                systems::connect(&format!("redis://127.0.0.1:{port}")).await;
-                scenarios::down_child(system).await;
+            runtime().block_on(async {
+                let url = format!("redis://127.0.0.1:{port}");
+                systems::connect(&url, NearCache::Off).await;
+                scenarios::down_child(system(name)).await;
             });
-            return;
         }
-        _ => {}
+        _ => return false,
     }
+    true
+}
 
+/// The scenarios chosen and the settings given on the command line.
+fn options(args: &[String]) -> (Vec<Scenario>, usize, f64) {
     let mut chosen = Vec::new();
     let (mut rounds, mut secs) = (5, 2.0);
     let mut it = args.iter();
@@ -123,6 +125,15 @@ fn main() {
     if chosen.is_empty() {
         chosen = Scenario::ALL.to_vec();
     }
+    (chosen, rounds, secs)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if child(&args) {
+        return;
+    }
+    let (chosen, rounds, secs) = options(&args);
     let server = std::env::var("REDIS_URL").is_err().then(RedisServer::start);
     let url = server.as_ref().map_or_else(
         || std::env::var("REDIS_URL").unwrap_or_default(),
@@ -140,8 +151,12 @@ fn main() {
         machine(&url),
         command.trim_end()
     );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
-        systems::connect(&url).await;
+        systems::connect(&url, NearCache::On).await;
         for scenario in &chosen {
             let table = scenario.run(&cfg).await;
             let md = table.markdown();

@@ -4,9 +4,9 @@ use std::ops::{Index, IndexMut};
 
 use crate::systems::System;
 
-/// A value for each of the four systems (a series of samples, a count), indexed by [`System`].
+/// A value for each system (a series of samples, a count), indexed by [`System`].
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PerSystem<T>([T; 4]);
+pub(crate) struct PerSystem<T>([T; System::ALL.len()]);
 
 impl<T> Index<System> for PerSystem<T> {
     type Output = T;

@@ -9,7 +9,7 @@ pub(crate) struct Series {
     pub(crate) points: Vec<f64>,
 }
 
-const COLOURS: [&str; 4] = ["#777777", "#e69f00", "#56b4e9", "#009e73"];
+const COLOURS: [&str; 5] = ["#777777", "#e69f00", "#56b4e9", "#009e73", "#cc79a7"];
 
 /// The geometry every panel shares: sizes, margins and the log scale's decades.
 struct Frame<'a> {

@@ -15,6 +15,7 @@ pub(super) async fn allocations(cfg: &Config) -> Table {
     let mut per_hit = Samples::default();
     for round in 0..cfg.rounds {
         for s in rotated(System::ALL, round) {
+            systems::ready(s, 1, VALUE).await;
             let before = crate::alloc::allocations();
             for _ in 0..n {
                 systems::get(s, 1, VALUE, 0).await.expect("hit");

@@ -18,6 +18,7 @@ pub(super) async fn hit_latency(cfg: &Config) -> Table {
     let mut p99 = Samples::default();
     for round in 0..cfg.rounds {
         for s in rotated(System::ALL, round) {
+            systems::ready(s, 1, VALUE).await;
             let mut lat = Vec::with_capacity(iters);
             for _ in 0..iters {
                 let started = Instant::now();

@@ -1,7 +1,11 @@
-//! The four systems under test, each reading the same value shape through Redis.
+//! The five systems under test, each reading the same value shape through Redis (the near
+//! cache's system answers most reads from process memory).
 
-use std::sync::OnceLock;
+mod near;
+
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cached::AsyncRedisCache;
@@ -44,6 +48,8 @@ impl std::fmt::Display for BenchError {
 /// Loader invocations across all systems in this process.
 pub(crate) static LOADS: AtomicU64 = AtomicU64::new(0);
 
+pub(crate) use near::{NearCache, make_near, near_get};
+
 async fn load(id: u64, size: usize, delay_ms: u64) -> Result<Payload, BenchError> {
     LOADS.fetch_add(1, Ordering::Relaxed);
     if delay_ms > 0 {
@@ -59,16 +65,21 @@ pub(crate) enum System {
     HandWritten,
     Cached,
     CachedRedis,
+    /// cached-redis with `near = "5s"` on a cache with a near cache (see [`near`]).
+    CachedRedisNear,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 4] = [
+    pub(crate) const ALL: [System; 5] = [
         System::Raw,
         System::HandWritten,
         System::Cached,
         System::CachedRedis,
+        System::CachedRedisNear,
     ];
-    /// The systems that load on a miss (raw only reads).
+    /// The systems that load on a miss (raw only reads). The near system is left out: a miss,
+    /// a stampede and a Redis that is down take cached-redis's own path with it, the near
+    /// cache holding nothing yet.
     pub(crate) const LOADING: [System; 3] =
         [System::HandWritten, System::Cached, System::CachedRedis];
 
@@ -78,6 +89,7 @@ impl System {
             System::HandWritten => "hand-written",
             System::Cached => "cached",
             System::CachedRedis => "cached-redis",
+            System::CachedRedisNear => "cached-redis near",
         }
     }
 
@@ -90,13 +102,15 @@ impl System {
 pub(crate) struct Clients {
     conn: ConnectionManager,
     pub(crate) cache: Cache,
+    /// The near system's cache, if this process has one.
+    near: Option<Cache>,
 }
 
 static URL: OnceLock<String> = OnceLock::new();
 static CLIENTS: OnceLock<Clients> = OnceLock::new();
 
-/// Connects every system to `url` (once per process).
-pub(crate) async fn connect(url: &str) -> &'static Clients {
+/// Connects every system to `url` (once per process), the near system with `near`.
+pub(crate) async fn connect(url: &str, near: NearCache) -> &'static Clients {
     URL.set(url.to_owned()).expect("connect once");
     let client = redis::Client::open(url).expect("valid url");
     let conn = ConnectionManager::new_lazy_with_config(
@@ -111,7 +125,8 @@ pub(crate) async fn connect(url: &str) -> &'static Clients {
         .build()
         .await
         .expect("cache");
-    let _ = CLIENTS.set(Clients { conn, cache });
+    let near = near.build(url).await;
+    let _ = CLIENTS.set(Clients { conn, cache, near });
     CLIENTS.get().expect("set")
 }
 
@@ -205,27 +220,61 @@ pub(crate) async fn cached_redis_get(
     load(id, size, delay_ms).await
 }
 
+/// What a read returns: a payload decoded for this call, or the near cache's shared one.
+#[derive(Debug)]
+pub(crate) enum Value {
+    Decoded(Payload),
+    Shared(Arc<Payload>),
+}
+
+impl Deref for Value {
+    type Target = Payload;
+
+    fn deref(&self) -> &Payload {
+        match self {
+            Value::Decoded(p) => p,
+            Value::Shared(p) => p,
+        }
+    }
+}
+
 /// One read through `system`. Raw reads primed keys only.
 pub(crate) async fn get(
     system: System,
     id: u64,
     size: usize,
     delay_ms: u64,
-) -> Result<Payload, BenchError> {
-    match system {
+) -> Result<Value, BenchError> {
+    let decoded = match system {
         System::Raw => raw_get(id, size)
             .await
             .ok_or_else(|| BenchError("raw: key not primed or redis down".into())),
         System::HandWritten => hand_written_get(id, size, delay_ms).await,
         System::Cached => cached_get(id, size, delay_ms).await,
         System::CachedRedis => cached_redis_get(id, size, delay_ms).await,
+        System::CachedRedisNear => return near_get(id, size, delay_ms).await.map(Value::Shared),
+    };
+    decoded.map(Value::Decoded)
+}
+
+/// Makes `id` a near hit again before a measurement of the near system (copies live at most
+/// 5 s); nothing for the others, whose keys stay warm.
+pub(crate) async fn ready(system: System, id: u64, size: usize) {
+    if system == System::CachedRedisNear {
+        warm(system, id, size).await;
     }
 }
 
-/// Makes `id` a hit for `system`.
+/// Makes `id` a hit for `system` (for the near system, a near hit).
 pub(crate) async fn warm(system: System, id: u64, size: usize) {
     match system {
         System::Raw => prime_raw(id, size).await,
+        System::CachedRedisNear => {
+            make_near(|| async move {
+                near_get(id, size, 0).await.expect("warm-up read");
+            })
+            .await;
+        }
         other => {
             get(other, id, size, 0).await.expect("warm-up read");
         }
