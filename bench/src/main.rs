@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Scenarios: hit-latency, hit-throughput, matrix, miss, stampede, down, allocations, cluster,
-//! large. It starts its own `redis-server` on a free port unless `REDIS_URL` is set (and its
-//! own cluster for the cluster scenario), prints a markdown report and writes it to
+//! large, near. It starts its own `redis-server` on a free port unless `REDIS_URL` is set (and
+//! its own cluster for the cluster scenario), prints a markdown report and writes it to
 //! `bench/results/latest.md` (a partial run: `bench/results/<scenarios>.md`), with the plot in
 //! `bench/results/throughput.svg`.
 
@@ -158,11 +158,12 @@ fn main() {
     runtime.block_on(async {
         systems::connect(&url, NearCache::On).await;
         for scenario in &chosen {
-            let table = scenario.run(&cfg).await;
-            let md = table.markdown();
-            println!("{md}");
-            report.push_str(&md);
-            report.push('\n');
+            for table in scenario.run(&cfg).await {
+                let md = table.markdown();
+                println!("{md}");
+                report.push_str(&md);
+                report.push('\n');
+            }
         }
     });
     // A run of every scenario is the report; a partial run is written beside it.

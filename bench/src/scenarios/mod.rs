@@ -8,12 +8,13 @@ mod down;
 mod large;
 mod latency;
 mod miss;
+mod near;
 mod stampede;
 mod throughput;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::report::Table;
@@ -44,10 +45,11 @@ pub(crate) enum Scenario {
     Allocations,
     Cluster,
     Large,
+    Near,
 }
 
 impl Scenario {
-    pub(crate) const ALL: [Scenario; 9] = [
+    pub(crate) const ALL: [Scenario; 10] = [
         Scenario::HitLatency,
         Scenario::HitThroughput,
         Scenario::Matrix,
@@ -57,6 +59,7 @@ impl Scenario {
         Scenario::Allocations,
         Scenario::Cluster,
         Scenario::Large,
+        Scenario::Near,
     ];
 
     /// The name it is chosen by on the command line.
@@ -71,6 +74,7 @@ impl Scenario {
             Scenario::Allocations => "allocations",
             Scenario::Cluster => "cluster",
             Scenario::Large => "large",
+            Scenario::Near => "near",
         }
     }
 
@@ -78,9 +82,9 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// Runs it and returns its table (the matrix also writes its plot).
-    pub(crate) async fn run(self, cfg: &Config) -> Table {
-        match self {
+    /// Runs it and returns its tables (the matrix also writes its plot).
+    pub(crate) async fn run(self, cfg: &Config) -> Vec<Table> {
+        let table = match self {
             Scenario::HitLatency => latency::hit_latency(cfg).await,
             Scenario::HitThroughput => throughput::hit_throughput(cfg).await,
             Scenario::Matrix => {
@@ -95,7 +99,9 @@ impl Scenario {
             Scenario::Allocations => allocations::allocations(cfg).await,
             Scenario::Cluster => cluster::cluster(cfg).await,
             Scenario::Large => large::large_values(cfg).await,
-        }
+            Scenario::Near => return near::near(cfg).await,
+        };
+        vec![table]
     }
 }
 
@@ -120,23 +126,79 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// Which ids a throughput measurement's tasks read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    /// Task `t` reads id `t % n`, always.
+    PerTask(u64),
+    /// Every task reads id 0.
+    Hot,
+    /// Each call reads an id drawn uniformly from `0..n` (a xorshift per task).
+    Uniform(u64),
+}
+
+impl Keys {
+    /// The ids task `task` reads, one per call.
+    fn ids(self, task: usize) -> impl FnMut() -> u64 {
+        let mut state = (task as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        move || match self {
+            Keys::PerTask(n) => task as u64 % n,
+            Keys::Hot => 0,
+            Keys::Uniform(n) => {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % n
+            }
+        }
+    }
+}
+
 /// `tasks` tasks calling `read(id)` over 16 ids for `secs`: operations per second.
 async fn ops_per_second<F, Fut>(tasks: usize, secs: f64, read: F) -> f64
 where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
+    ops_per_second_over(Keys::PerTask(16), tasks, secs, read)
+        .await
+        .per_second
+}
+
+/// What a throughput measurement counted.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    /// Calls completed.
+    ops: u64,
+    per_second: f64,
+}
+
+/// `tasks` tasks calling `read(id)` on `keys` for `secs`: operations per second. A timer
+/// stops them through a flag rather than each call reading the clock, which would be a
+/// noticeable share of a near hit.
+async fn ops_per_second_over<F, Fut>(keys: Keys, tasks: usize, secs: f64, read: F) -> Rate
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let ops = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let timer = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
-            let (ops, read) = (ops.clone(), read.clone());
+            let (ops, stop, read) = (ops.clone(), stop.clone(), read.clone());
             tokio::spawn(async move {
-                let id = (t % 16) as u64;
+                let mut next = keys.ids(t);
                 let mut n = 0;
-                while Instant::now() < deadline {
-                    read(id).await;
+                while !stop.load(Ordering::Relaxed) {
+                    read(next()).await;
                     n += 1;
                 }
                 ops.fetch_add(n, Ordering::Relaxed);
@@ -146,5 +208,10 @@ where
     for h in handles {
         h.await.expect("task");
     }
-    ops.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    timer.await.expect("timer");
+    let ops = ops.load(Ordering::Relaxed);
+    Rate {
+        ops,
+        per_second: ops as f64 / started.elapsed().as_secs_f64(),
+    }
 }
