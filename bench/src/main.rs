@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Scenarios: hit-latency, hit-throughput, matrix, miss, stampede, down, allocations, cluster,
-//! large, near. It starts its own `redis-server` on a free port unless `REDIS_URL` is set (and
-//! its own cluster for the cluster scenario), prints a markdown report and writes it to
+//! large, near, instructions (which needs `valgrind`). It starts its own `redis-server` on a
+//! free port unless `REDIS_URL` is set (and its own cluster for the cluster scenario), prints
+//! a markdown report and writes it to
 //! `bench/results/latest.md` (a partial run: `bench/results/<scenarios>.md`), with the plot in
 //! `bench/results/throughput.svg`.
 
@@ -57,7 +58,7 @@ fn machine(url: &str) -> String {
     )
 }
 
-/// The child processes of the stampede and Redis-down scenarios: runs the one
+/// The child processes of the stampede, Redis-down and instructions scenarios: runs the one
 /// `args` names and returns true, or returns false.
 fn child(args: &[String]) -> bool {
     let runtime = || {
@@ -94,6 +95,13 @@ fn child(args: &[String]) -> bool {
                 systems::connect(&url, NearCache::Off).await;
                 scenarios::down_child(system(name)).await;
             });
+        }
+        // Its own current-thread runtime.
+        Some("instructions-child") => {
+            let [_, probe, calls, url] = args else {
+                usage()
+            };
+            scenarios::instructions_child(probe, calls, url);
         }
         _ => return false,
     }

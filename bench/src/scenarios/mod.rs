@@ -5,6 +5,7 @@
 mod allocations;
 mod cluster;
 mod down;
+mod instructions;
 mod large;
 mod latency;
 mod miss;
@@ -21,6 +22,7 @@ use crate::report::Table;
 use crate::systems::System;
 
 pub(crate) use down::down_child;
+pub(crate) use instructions::instructions_child;
 pub(crate) use stampede::stampede_child;
 
 /// Run settings.
@@ -46,10 +48,11 @@ pub(crate) enum Scenario {
     Cluster,
     Large,
     Near,
+    Instructions,
 }
 
 impl Scenario {
-    pub(crate) const ALL: [Scenario; 10] = [
+    pub(crate) const ALL: [Scenario; 11] = [
         Scenario::HitLatency,
         Scenario::HitThroughput,
         Scenario::Matrix,
@@ -60,6 +63,7 @@ impl Scenario {
         Scenario::Cluster,
         Scenario::Large,
         Scenario::Near,
+        Scenario::Instructions,
     ];
 
     /// The name it is chosen by on the command line.
@@ -75,6 +79,7 @@ impl Scenario {
             Scenario::Cluster => "cluster",
             Scenario::Large => "large",
             Scenario::Near => "near",
+            Scenario::Instructions => "instructions",
         }
     }
 
@@ -100,6 +105,7 @@ impl Scenario {
             Scenario::Cluster => cluster::cluster(cfg).await,
             Scenario::Large => large::large_values(cfg).await,
             Scenario::Near => return near::near(cfg).await,
+            Scenario::Instructions => instructions::instructions(cfg).await,
         };
         vec![table]
     }

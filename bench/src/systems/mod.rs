@@ -48,7 +48,7 @@ impl std::fmt::Display for BenchError {
 /// Loader invocations across all systems in this process.
 pub(crate) static LOADS: AtomicU64 = AtomicU64::new(0);
 
-pub(crate) use near::{NearCache, make_near, near_get, near_stats};
+pub(crate) use near::{NearCache, make_near, near_get, near_owned_get, near_stats};
 
 async fn load(id: u64, size: usize, delay_ms: u64) -> Result<Payload, BenchError> {
     LOADS.fetch_add(1, Ordering::Relaxed);

@@ -15,6 +15,8 @@ pub(crate) enum NearCache {
     Off,
     /// `.near_cache(10_000)` with the default lag.
     On,
+    /// The same with `near_max_lag(lag)`: the heartbeat runs every fifth of it.
+    Lag(Duration),
 }
 
 impl NearCache {
@@ -24,10 +26,12 @@ impl NearCache {
         let builder = Cache::builder(url)
             .namespace("bench-near")
             .near_cache(10_000);
-        match self {
-            NearCache::Off => None,
-            NearCache::On => Some(builder.build().await.expect("near cache")),
-        }
+        let builder = match self {
+            NearCache::Off => return None,
+            NearCache::On => builder,
+            NearCache::Lag(lag) => builder.near_max_lag(lag),
+        };
+        Some(builder.build().await.expect("near cache"))
     }
 }
 
@@ -52,6 +56,17 @@ pub(crate) async fn near_get(
     delay_ms: u64,
 ) -> Result<Arc<Payload>, BenchError> {
     load(id, size, delay_ms).await.map(Arc::new)
+}
+
+/// The same with the `Payload` by value: each near hit clones it (the instructions scenario
+/// only).
+#[redis_cached(key = "owned:<size>:<id>", ttl = "10m", near = "5s", cache = cache(), skip = "delay_ms")]
+pub(crate) async fn near_owned_get(
+    id: u64,
+    size: usize,
+    delay_ms: u64,
+) -> Result<Payload, BenchError> {
+    load(id, size, delay_ms).await
 }
 
 /// Waits until near copies are served: the tracking connection is up, and a heartbeat has
