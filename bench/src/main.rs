@@ -52,9 +52,13 @@ fn machine(url: &str) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
+    // Other work on the machine makes every figure slower and noisier: say how much there was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     format!(
-        "{cpu}, {cores} cores, Linux {}; {redis}; Redis at {url} (loopback)",
-        kernel.trim()
+        "{cpu}, {cores} cores, Linux {}; {redis}; Redis at {url} (loopback); load average {} at the start",
+        kernel.trim(),
+        load.join(" ")
     )
 }
 
