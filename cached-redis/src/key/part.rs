@@ -17,18 +17,85 @@ macro_rules! display_key_part {
             }
         }
     )*};
-    (integers: $($t:ty),* $(,)?) => {$(
+}
+
+/// Integers write their decimal digits (and a `-`), which need no escaping, without going
+/// through `fmt`: an integer id is in most keys, and a near hit renders its key every call.
+macro_rules! integer_key_part {
+    ($wide:ty: $($t:ty),* $(,)?) => {$(
         impl KeyPart for $t {
             fn write_key_part(&self, out: &mut KeyWriter) {
-                use fmt::Write as _;
-                let _ = write!(out, "{self}");
+                write_decimal(out, <$wide>::from(*self));
             }
             const INTEGER: bool = true;
         }
     )*};
 }
 
-display_key_part!(integers: u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+integer_key_part!(i128: u8, u16, u32, u64, i8, i16, i32, i64);
+
+impl KeyPart for usize {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        write_decimal(out, *self as i128);
+    }
+    const INTEGER: bool = true;
+}
+
+impl KeyPart for isize {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        write_decimal(out, *self as i128);
+    }
+    const INTEGER: bool = true;
+}
+
+impl KeyPart for u128 {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        write_unsigned(out, *self);
+    }
+    const INTEGER: bool = true;
+}
+
+impl KeyPart for i128 {
+    fn write_key_part(&self, out: &mut KeyWriter) {
+        write_decimal(out, *self);
+    }
+    const INTEGER: bool = true;
+}
+
+fn write_decimal(out: &mut KeyWriter, value: i128) {
+    if value < 0 {
+        out.0.push('-');
+    }
+    write_unsigned(out, value.unsigned_abs());
+}
+
+fn write_unsigned(out: &mut KeyWriter, value: u128) {
+    let mut digits = [0u8; 39];
+    let mut at = digits.len();
+    match u64::try_from(value) {
+        // 64-bit division for the ids that fit, which is most of them.
+        Ok(mut small) => loop {
+            at -= 1;
+            digits[at] = b'0' + (small % 10) as u8;
+            small /= 10;
+            if small == 0 {
+                break;
+            }
+        },
+        Err(_) => {
+            let mut large = value;
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (large % 10) as u8;
+                large /= 10;
+                if large == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    out.0.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
 display_key_part!(bool, char);
 
 // Foreign id and date types, whose `Display` is injective (one text per value), behind the
@@ -151,4 +218,25 @@ impl<T: KeyPart, const N: usize> KeyPart for [T; N] {
         self.as_slice().write_key_part(out);
     }
     const IS_OPTION: bool = T::IS_OPTION;
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::key::written_part;
+
+    #[test]
+    fn integers_write_what_display_writes() {
+        for n in [0i64, 1, 9, 10, 42, -1, -10, i64::MAX, i64::MIN] {
+            assert_eq!(written_part(&n), n.to_string());
+        }
+        for n in [0u128, 7, u128::from(u64::MAX) + 1, u128::MAX] {
+            assert_eq!(written_part(&n), n.to_string());
+        }
+        for n in [i128::MIN, i128::MAX, -1] {
+            assert_eq!(written_part(&n), n.to_string());
+        }
+        assert_eq!(written_part(&usize::MAX), usize::MAX.to_string());
+        assert_eq!(written_part(&isize::MIN), isize::MIN.to_string());
+        assert_eq!(written_part(&u8::MAX), "255");
+    }
 }

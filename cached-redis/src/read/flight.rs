@@ -124,6 +124,11 @@ impl Leader<'_> {
         Joined(self.slot.joined.load(Ordering::SeqCst))
     }
 
+    /// Whether no caller joined (once closed: none ever will).
+    pub(crate) fn nobody_joined(&self) -> bool {
+        self.slot.joined.load(Ordering::SeqCst) == 0
+    }
+
     /// Stops new callers from joining; those already joined still get [`Leader::finish`]'s result.
     pub(crate) fn close(&mut self) {
         if !self.registered {

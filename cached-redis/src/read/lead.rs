@@ -62,6 +62,13 @@ impl Cache {
                 return (result, outcome, load_time);
             }
         };
+        if lease.is_none() {
+            // Nothing is written without a lease: the value is encoded only for joiners.
+            leader.close();
+            if leader.nobody_joined() {
+                return (R::from_value(value), outcome, load_time);
+            }
+        }
         let Some(bytes) = self.encoded(&value, load_time, policy, &keys.value) else {
             give_up(leader, lease.take()).await;
             return (R::from_value(value), outcome, load_time);
