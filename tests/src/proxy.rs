@@ -17,6 +17,9 @@ pub struct Proxy {
     port: u16,
     /// Per connection, in accept order: whether its replies are held.
     held: Arc<Mutex<Vec<watch::Sender<bool>>>>,
+    /// Per connection, in accept order: the local port of its connection to the server (the
+    /// client's port in the server's `CLIENT LIST`).
+    upstream_ports: Arc<Mutex<Vec<u16>>>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
@@ -32,10 +35,18 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let held: Arc<Mutex<Vec<watch::Sender<bool>>>> = Arc::default();
-        let accepting = tokio::spawn(accept(listener, upstream_port, delay, held.clone()));
+        let upstream_ports: Arc<Mutex<Vec<u16>>> = Arc::default();
+        let accepting = tokio::spawn(accept(
+            listener,
+            upstream_port,
+            delay,
+            held.clone(),
+            upstream_ports.clone(),
+        ));
         Proxy {
             port,
             held,
+            upstream_ports,
             accepting,
         }
     }
@@ -53,6 +64,14 @@ impl Proxy {
     /// How many connections it has accepted.
     pub fn connections(&self) -> usize {
         self.held.lock().unwrap().len()
+    }
+
+    /// The connection (in accept order) whose connection to the server has local port `port`,
+    /// if it is one of this proxy's (the newest, should a port be reused): how a client in the
+    /// server's `CLIENT LIST` is found here.
+    pub fn connection_from_port(&self, port: u16) -> Option<usize> {
+        let ports = self.upstream_ports.lock().unwrap();
+        ports.iter().rposition(|&p| p == port)
     }
 
     /// Keeps what the server sends on connection `index` (in accept order) from the client
@@ -78,6 +97,7 @@ async fn accept(
     upstream_port: u16,
     delay: Duration,
     held: Arc<Mutex<Vec<watch::Sender<bool>>>>,
+    upstream_ports: Arc<Mutex<Vec<u16>>>,
 ) {
     let mut pumps = JoinSet::new();
     while let Ok((client, _)) = listener.accept().await {
@@ -85,7 +105,11 @@ async fn accept(
             continue;
         };
         let (hold, holding) = watch::channel(false);
+        // The port becomes visible (its lock released) only once the connection can be held.
+        let mut ports = upstream_ports.lock().unwrap();
+        ports.push(server.local_addr().map_or(0, |a| a.port()));
         held.lock().unwrap().push(hold);
+        drop(ports);
         let (mut client_read, client_write) = client.into_split();
         let (server_read, mut server_write) = server.into_split();
         pumps.spawn(async move {

@@ -3,23 +3,30 @@
 //! write followed by `invalidate_*`, and it prints every event with wall-clock timestamps.
 //!
 //! Usage: `consistency-worker <cache-url> <truth-url> <seed> <tasks> <millis> <keys> <op-timeout-ms>`
+//!
+//! `CONSISTENCY_WRITE_PERCENT` is the share of writes among a task's operations (15 unless
+//! set). With `CONSISTENCY_NEAR_LAG_MS` set, the cache keeps near copies (`near_cache`, with that
+//! `near_max_lag`) and reads go through a function with `near`; a writer then reads its key
+//! back at once (the tightest test of its own process's reads), and after the run, once all
+//! `CONSISTENCY_WORKERS` workers are done writing and the lag has passed, it reads every key
+//! until one read is a near hit ("settled" reads).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cached_redis::{Cache, redis_cached};
-use serde_json::json;
+use serde_json::{Value, json};
 
 static CACHE: OnceLock<Cache> = OnceLock::new();
 static TRUTH: OnceLock<redis::aio::MultiplexedConnection> = OnceLock::new();
-static LOADS: Mutex<Vec<serde_json::Value>> = Mutex::new(Vec::new());
+static LOADS: Mutex<Vec<Value>> = Mutex::new(Vec::new());
 static NONCE: AtomicU64 = AtomicU64::new(1);
 
 tokio::task_local! {
-    /// When the current task's `read_row` call began. The loader runs inside that call (in the
-    /// caller's own task), after the call took the key's lease, so this is a lower bound on
-    /// when the lease was taken, recorded by the process that took it.
+    /// When the current task's `read_row` (or `read_row_near`) call began. The loader runs
+    /// inside that call (in the caller's own task), after the call took the key's lease, so
+    /// this is a lower bound on when the lease was taken, recorded by the process that took it.
     static CALL_START: u64;
 }
 
@@ -30,8 +37,31 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
+/// What every task of this process shares.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    seed: u64,
+    keys: u64,
+    /// The share of writes among the operations, in percent.
+    write_percent: u64,
+    deadline: Instant,
+    /// The cache keeps near copies, and reads go through [`read_row_near`].
+    near: bool,
+}
+
 #[redis_cached(key = "row:<k>", ttl = "30s", cache = CACHE.get().expect("cache"))]
 async fn read_row(k: u32) -> Result<u64, String> {
+    load_row(k).await
+}
+
+/// [`read_row`]'s entries, with near copies kept for up to 5 s.
+#[redis_cached(key = "row:<k>", ttl = "30s", near = "5s", cache = CACHE.get().expect("cache"))]
+async fn read_row_near(k: u32) -> Result<u64, String> {
+    load_row(k).await
+}
+
+/// The loader: reads the truth, and records the load.
+async fn load_row(k: u32) -> Result<u64, String> {
     let called = CALL_START.with(|start| *start);
     let start = now_us();
     let mut truth = TRUTH.get().expect("truth").clone();
@@ -50,6 +80,130 @@ async fn read_row(k: u32) -> Result<u64, String> {
     Ok(version)
 }
 
+/// One read, recorded with whether any call of this process had Redis trouble while it ran
+/// (then it may not have reached Redis).
+async fn read(k: u32, near: bool) -> Value {
+    let trouble = || {
+        let stats = CACHE.get().unwrap().stats();
+        stats.redis_errors + stats.fallbacks
+    };
+    let trouble_before = trouble();
+    let start = now_us();
+    let call = async {
+        if near {
+            read_row_near(k).await
+        } else {
+            read_row(k).await
+        }
+    };
+    let version = CALL_START.scope(start, call).await.unwrap();
+    let troubled = trouble() != trouble_before;
+    json!({"k": k, "start": start, "end": now_us(), "version": version, "troubled": troubled})
+}
+
+/// One write: `INCR` the truth, then invalidate the entry.
+async fn write(k: u32, near: bool) -> Value {
+    let mut truth = TRUTH.get().unwrap().clone();
+    let version: u64 = redis::cmd("INCR")
+        .arg(format!("truth:{k}"))
+        .query_async(&mut truth)
+        .await
+        .unwrap();
+    let inv_start = now_us();
+    let ok = if near {
+        invalidate_read_row_near(k).await.is_ok()
+    } else {
+        invalidate_read_row(k).await.is_ok()
+    };
+    json!({"k": k, "version": version, "inv_start": inv_start, "inv_end": now_us(), "ok": ok})
+}
+
+/// One task: random reads and writes until the deadline. Returns its reads and writes.
+async fn task(run: Run, t: u64) -> (Vec<Value>, Vec<Value>) {
+    let mut rng = cached_redis_tests::Rng::seeded(
+        run.seed.wrapping_mul(1_000_003) ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
+    while Instant::now() < run.deadline {
+        let k = rng.below(run.keys) as u32;
+        if rng.below(100) < run.write_percent {
+            writes.push(write(k, run.near).await);
+            if run.near {
+                reads.push(read(k, true).await);
+            }
+        } else {
+            reads.push(read(k, run.near).await);
+        }
+        tokio::time::sleep(Duration::from_micros(rng.below(1500))).await;
+    }
+    (reads, writes)
+}
+
+/// The settled reads: once all `workers` are done writing (a count in the truth Redis) and
+/// `lag` has passed, every process's reads must see the truth, near hits included. Reads
+/// every key until one read is a near hit; returns the reads and the near hits among them.
+async fn settle(keys: u64, workers: u64, lag: Duration) -> (Vec<Value>, u64) {
+    let mut truth = TRUTH.get().unwrap().clone();
+    let count = |command: &str| redis::cmd(command).arg("settled").clone();
+    let _: u64 = count("INCR").query_async(&mut truth).await.unwrap();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done: u64 = count("GET").query_async(&mut truth).await.unwrap();
+        if done >= workers {
+            break;
+        }
+        assert!(Instant::now() < give_up, "the other workers never finished");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(lag).await;
+    let cache = CACHE.get().unwrap();
+    let hits_before = cache.stats().near_hits;
+    let mut reads = Vec::new();
+    for k in 0..keys as u32 {
+        // Bounded in time: a starved process's heartbeat may fail, and near hits pause.
+        let give_up = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < give_up {
+            let before = cache.stats().near_hits;
+            let mut r = read(k, true).await;
+            r["settled"] = json!(true);
+            reads.push(r);
+            if cache.stats().near_hits > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    (reads, cache.stats().near_hits - hits_before)
+}
+
+/// The cache under test; with `near_lag`, keeping near copies, and once its tracking
+/// connection is live (copies are served only then).
+async fn build_cache(url: &str, op_timeout: Duration, near_lag: Option<Duration>) -> Cache {
+    let mut builder = Cache::builder(url)
+        .namespace("consistency")
+        .op_timeout(op_timeout)
+        .lock_ttl(Duration::from_secs(2))
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_millis(100));
+    if let Some(lag) = near_lag {
+        builder = builder.near_cache(1_000).near_max_lag(lag);
+    }
+    let cache = builder.build().await.unwrap();
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while near_lag.is_some() && !cache.near_is_live() {
+        assert!(
+            Instant::now() < give_up,
+            "the tracking connection never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cache
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.parse().expect(name))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -58,78 +212,51 @@ async fn main() {
             "usage: consistency-worker <cache-url> <truth-url> <seed> <tasks> <millis> <keys> <op-timeout-ms>"
         );
     };
-    let seed: u64 = seed.parse().unwrap();
-    let tasks: u64 = tasks.parse().unwrap();
-    let keys: u64 = keys.parse().unwrap();
-    let run_for = Duration::from_millis(millis.parse().unwrap());
-    let cache = Cache::builder(cache_url)
-        .namespace("consistency")
-        .op_timeout(Duration::from_millis(op_timeout.parse().unwrap()))
-        .lock_ttl(Duration::from_secs(2))
-        .breaker_threshold(3)
-        .breaker_cooldown(Duration::from_millis(100))
-        .build()
-        .await
+    let near_lag = env_u64("CONSISTENCY_NEAR_LAG_MS").map(Duration::from_millis);
+    let op_timeout = Duration::from_millis(op_timeout.parse().unwrap());
+    CACHE
+        .set(build_cache(cache_url, op_timeout, near_lag).await)
         .unwrap();
-    CACHE.set(cache).unwrap();
-    let truth = redis::Client::open(truth_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    // No response timeout (redis-rs's default is 500 ms): a stalled worker's calls in flight
+    // must not fail when it resumes.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let truth = redis::Client::open(truth_url.as_str()).unwrap();
+    let truth = truth.get_multiplexed_async_connection_with_config(&config);
+    let truth = truth.await.unwrap();
     TRUTH.set(truth).unwrap();
 
-    let deadline = Instant::now() + run_for;
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            tokio::spawn(async move {
-                let mut rng = cached_redis_tests::Rng::seeded(
-                    seed.wrapping_mul(1_000_003) ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                );
-                let mut reads = Vec::new();
-                let mut writes = Vec::new();
-                let mut truth = TRUTH.get().unwrap().clone();
-                while Instant::now() < deadline {
-                    let k = rng.below(keys) as u32;
-                    if rng.below(100) < 15 {
-                        let version: u64 = redis::cmd("INCR")
-                            .arg(format!("truth:{k}"))
-                            .query_async(&mut truth)
-                            .await
-                            .unwrap();
-                        let inv_start = now_us();
-                        let ok = invalidate_read_row(k).await.is_ok();
-                        writes.push(json!({"k": k, "version": version, "inv_start": inv_start, "inv_end": now_us(), "ok": ok}));
-                    } else {
-                        let trouble = || {
-                            let stats = CACHE.get().unwrap().stats();
-                            stats.redis_errors + stats.fallbacks
-                        };
-                        let trouble_before = trouble();
-                        let start = now_us();
-                        let version = CALL_START.scope(start, read_row(k)).await.unwrap();
-                        // Whether any call of this process had Redis trouble meanwhile: then
-                        // this read may not have reached Redis.
-                        let troubled = trouble() != trouble_before;
-                        reads.push(json!({"k": k, "start": start, "end": now_us(), "version": version, "troubled": troubled}));
-                    }
-                    tokio::time::sleep(Duration::from_micros(rng.below(1500))).await;
-                }
-                (reads, writes)
-            })
-        })
-        .collect();
-    let mut reads = Vec::new();
-    let mut writes = Vec::new();
+    let run = Run {
+        seed: seed.parse().unwrap(),
+        keys: keys.parse().unwrap(),
+        write_percent: env_u64("CONSISTENCY_WRITE_PERCENT").unwrap_or(15),
+        deadline: Instant::now() + Duration::from_millis(millis.parse().unwrap()),
+        near: near_lag.is_some(),
+    };
+    let tasks: u64 = tasks.parse().unwrap();
+    let handles: Vec<_> = (0..tasks).map(|t| tokio::spawn(task(run, t))).collect();
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
     for handle in handles {
         let (r, w) = handle.await.unwrap();
         reads.extend(r);
         writes.extend(w);
     }
+    let mut settled_hits = 0;
+    if let Some(lag) = near_lag {
+        let workers = env_u64("CONSISTENCY_WORKERS").expect("CONSISTENCY_WORKERS");
+        let (settled, hits) = settle(run.keys, workers, lag).await;
+        reads.extend(settled);
+        settled_hits = hits;
+    }
     let stats = CACHE.get().unwrap().stats();
     let loads = std::mem::take(&mut *LOADS.lock().unwrap());
+    let near = json!({
+        "hits": stats.near_hits,
+        "settled_hits": settled_hits,
+        "flushes": stats.near_flushes,
+        "rejected": stats.near_rejected,
+    });
     println!(
         "{}",
-        json!({"reads": reads, "writes": writes, "loads": loads, "redis_errors": stats.redis_errors})
+        json!({"reads": reads, "writes": writes, "loads": loads, "redis_errors": stats.redis_errors, "near": near})
     );
 }
