@@ -96,6 +96,7 @@ fn write_unsigned(out: &mut KeyWriter, value: u128) {
     }
     out.0.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
+
 display_key_part!(bool, char);
 
 // Foreign id and date types, whose `Display` is injective (one text per value), behind the

@@ -19,9 +19,9 @@ use super::versions::Ticket;
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) value: Arc<dyn Any + Send + Sync>,
-    /// When it was kept: a function whose `near` is shorter than the one that kept it counts
-    /// from here.
-    pub(crate) kept: Instant,
+    /// When it was kept, in [`Versions::nanos`](super::versions::Versions::nanos): a function
+    /// whose `near` is shorter than the one that kept it counts from here.
+    pub(crate) kept: u64,
     /// When its Redis entry expires, or the `near` of the function that kept it ends.
     pub(crate) deadline: Instant,
     /// The read it came from: served only while no invalidation of its stripe, and no flush,

@@ -116,12 +116,19 @@ impl Versions {
 
     /// Whether, at `now`, every invalidation sent more than `lag` ago is known applied.
     pub(crate) fn confirmed_within(&self, now: Instant, lag: Duration) -> bool {
+        self.confirmed_within_nanos(self.nanos(now), lag)
+    }
+
+    /// [`Versions::confirmed_within`] with `now` as [`Versions::nanos`] gives it.
+    pub(crate) fn confirmed_within_nanos(&self, now: u64, lag: Duration) -> bool {
         let confirmed = self.confirmed.load(Ordering::Acquire);
-        if confirmed == 0 {
-            return false;
-        }
-        let now = now.saturating_duration_since(self.base).as_nanos();
-        now.saturating_sub(u128::from(confirmed)) <= lag.as_nanos()
+        confirmed != 0 && u128::from(now.saturating_sub(confirmed)) <= lag.as_nanos()
+    }
+
+    /// `at` as nanoseconds since these versions were made: one clock subtraction, which the
+    /// hit path's other time checks then compare against as integers.
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 }
 

@@ -128,7 +128,7 @@ impl Memory {
     fn insert(&self, key: &str, bytes: Vec<u8>, deadline: Instant) {
         let entry = Entry {
             value: Arc::new(bytes) as Arc<dyn Any + Send + Sync>,
-            kept: Instant::now(),
+            kept: 0,
             deadline,
             ticket: self.unversioned,
         };

@@ -73,11 +73,13 @@ impl Near {
         let entry = shared.store.get(key)?;
         let now = Instant::now();
         let versions = &shared.versions;
+        let now_ns = versions.nanos(now);
+        let keep_ns = u64::try_from(keep_for.as_nanos()).unwrap_or(u64::MAX);
         if now >= entry.deadline
-            || now.saturating_duration_since(entry.kept) >= keep_for
+            || now_ns.saturating_sub(entry.kept) >= keep_ns
             || entry.ticket.epoch != versions.epoch()
             || !versions.stripe_still(entry.ticket)
-            || !versions.confirmed_within(now, shared.lag)
+            || !versions.confirmed_within_nanos(now_ns, shared.lag)
         {
             return None;
         }
@@ -112,7 +114,7 @@ impl Near {
         }
         let entry = Entry {
             value: Arc::new(value) as Arc<dyn Any + Send + Sync>,
-            kept: Instant::now(),
+            kept: shared.versions.nanos(Instant::now()),
             deadline: until,
             ticket,
         };
