@@ -23,7 +23,9 @@ pub(super) fn policy_setup(
             quote!(static __CACHED_REDIS_POLICY: ::cached_redis::__private::Policy = #policy;);
         return (
             setup,
-            quote!(async move #block),
+            // A block around the async block: an inner attribute of the body
+            // (`#![allow(..)]`) is refused on a closure's bare body expression.
+            quote!(move || { async move #block }),
             quote!(&__CACHED_REDIS_POLICY),
         );
     };
@@ -39,10 +41,10 @@ pub(super) fn policy_setup(
         static __CACHED_REDIS_POLICY: ::std::sync::LazyLock<
             ::core::result::Result<::cached_redis::__private::Policy, ::cached_redis::Error>,
         > = ::std::sync::LazyLock::new(|| ::cached_redis::__private::policy_at_run_time(#policy, #ttl));
-        let #loader = async move #block;
+        let #loader = move || { async move #block };
         let #checked = match ::cached_redis::__private::checked_policy(&__CACHED_REDIS_POLICY) {
             ::core::option::Option::Some(policy) => policy,
-            ::core::option::Option::None => return #loader.await,
+            ::core::option::Option::None => return #loader().await,
         };
     };
     (setup, quote!(#loader), quote!(#checked))

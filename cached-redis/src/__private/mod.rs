@@ -32,28 +32,32 @@ pub use update_target::UpdateTarget;
 
 use crate::{Cache, Cacheable, Error, KeyFamily, KeyFamilyBuilder};
 
-/// A cached call: through `cache` if there is one, otherwise straight to the loader.
-pub async fn fetch<M: Mode<R>, N, R, F: Future<Output = R>>(
+/// A cached call: through `cache` if there is one, otherwise straight to the loader. The
+/// loader comes as a closure that makes its future: a call answered from the cache (a near
+/// hit above all) never builds it, nor moves it from caller to callee.
+pub async fn fetch<M: Mode<R>, N, R, L, F>(
     _mode: M,
     near: N,
     cache: Option<&Cache>,
     key: Key,
     policy: &'static Policy,
-    loader: F,
+    loader: L,
 ) -> R
 where
     M::Stored: Cacheable,
     N: NearChoice<<M::Stored as Cacheable>::Value>,
+    L: FnOnce() -> F,
+    F: Future<Output = R>,
 {
     match cache {
         Some(cache) => {
-            let load = async { M::wrap(loader.await) };
+            let load = move || async move { M::wrap(loader().await) };
             let stored = cache.fetch_with(&key, policy, load, near.copies()).await;
             M::unwrap(stored)
         }
         None => {
             warn_not_configured(policy.name());
-            loader.await
+            loader().await
         }
     }
 }
@@ -62,25 +66,26 @@ where
 /// (and shared with callers that joined its load) but not stored. `keep` comes after the
 /// loader, so that a closure without a type annotation is checked once the value's type is
 /// known.
-pub async fn fetch_if<M: Mode<R>, N, R, F, K>(
+pub async fn fetch_if<M: Mode<R>, N, R, L, F, K>(
     _mode: M,
     near: N,
     cache: Option<&Cache>,
     key: Key,
     policy: &'static Policy,
-    loader: F,
+    loader: L,
     keep: K,
 ) -> R
 where
     M::Stored: Cacheable,
     N: NearChoice<<M::Stored as Cacheable>::Value>,
     K: Fn(&<M::Stored as Cacheable>::Value) -> bool,
+    L: FnOnce() -> F,
     F: Future<Output = R>,
 {
     match cache {
         Some(cache) => {
-            let load = async {
-                let stored = M::wrap(loader.await);
+            let load = move || async move {
+                let stored = M::wrap(loader().await);
                 crate::stored::cacheable::Conditional::new(stored, keep)
             };
             let stored = cache.fetch_with(&key, policy, load, near.copies()).await;
@@ -88,7 +93,7 @@ where
         }
         None => {
             warn_not_configured(policy.name());
-            loader.await
+            loader().await
         }
     }
 }

@@ -44,7 +44,7 @@ impl Cache {
         R: Cacheable,
         F: Future<Output = R>,
     {
-        self.fetch_with(key, policy, loader, None).await
+        self.fetch_with(key, policy, move || loader, None).await
     }
 
     /// [`Cache::fetch`], also keeping values in this process's memory for the policy's
@@ -69,21 +69,23 @@ impl Cache {
         R::Value: Clone + Send + Sync + 'static,
         F: Future<Output = R>,
     {
-        self.fetch_with(key, policy, loader, Some(Copies::of()))
+        self.fetch_with(key, policy, move || loader, Some(Copies::of()))
             .await
     }
 
     /// [`Cache::fetch`], with the near cache's operations for this value type if it may be
-    /// kept near.
-    pub(crate) async fn fetch_with<R, F>(
+    /// kept near, and the loader as a closure that makes its future, called only when the
+    /// cache does not answer.
+    pub(crate) async fn fetch_with<R, L, F>(
         &self,
         key: &Key,
         policy: &Policy,
-        loader: F,
+        loader: L,
         copies: Option<Copies<R::Value>>,
     ) -> R
     where
         R: Cacheable,
+        L: FnOnce() -> F,
         F: Future<Output = R>,
     {
         let inner = &self.inner;
@@ -108,11 +110,11 @@ impl Cache {
         let value_key = lease::value_key(&inner.namespace, key);
         span.record("key", value_key.as_str());
         if inner.disabled {
-            return self.disabled_call(policy, loader, &span).await;
+            return self.disabled_call(policy, loader(), &span).await;
         }
         if let Some(memory) = &inner.memory {
             return self
-                .memory_call(memory, &value_key, policy, loader, &span)
+                .memory_call(memory, &value_key, policy, loader(), &span)
                 .await;
         }
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
@@ -132,7 +134,7 @@ impl Cache {
             return R::from_value(value);
         }
         // The miss path is boxed so the future of a hit stays small.
-        let miss = self.miss(EntryKeys::for_value(value_key), read, policy, loader);
+        let miss = self.miss(EntryKeys::for_value(value_key), read, policy, loader());
         let (result, outcome, load_time) =
             Box::pin(tracing::Instrument::instrument(miss, span.clone())).await;
         inner.stats.note_call(outcome, policy.name());
