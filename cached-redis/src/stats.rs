@@ -158,6 +158,13 @@ impl Counters {
         let _ = function;
     }
 
+    /// Counts `event` for `function` if `happened`.
+    pub(crate) fn note_if(&self, happened: bool, event: Event, function: &'static str) {
+        if happened {
+            self.note(event, function);
+        }
+    }
+
     /// Counts a near hit's call with `metrics` (`cached_redis_near_hits_total` and the call's
     /// outcome); the count in [`Stats`] is the near cache's own, which threads do not
     /// contend on.

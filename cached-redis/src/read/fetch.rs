@@ -109,12 +109,9 @@ impl Cache {
         let started = (!span.is_disabled()).then(Instant::now);
         let value_key = lease::value_key(&inner.namespace, key);
         span.record("key", value_key.as_str());
-        if inner.disabled {
-            return self.disabled_call(policy, loader(), &span).await;
-        }
-        if let Some(memory) = &inner.memory {
+        if inner.disabled || inner.memory.is_some() {
             return self
-                .memory_call(memory, &value_key, policy, loader(), &span)
+                .without_redis(&value_key, policy, loader(), &span)
                 .await;
         }
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
@@ -126,24 +123,38 @@ impl Cache {
                 near.keep(key.as_str(), ticket, &value, expires);
             }
             inner.stats.note(Event::Hit, policy.name());
-            inner.stats.note_call(Outcome::Hit, policy.name());
-            span.record("outcome", Outcome::Hit.as_str());
-            if let Some(started) = started {
-                span.record("redis_us", started.elapsed().as_micros() as u64);
-            }
+            self.note_answered(
+                Outcome::Hit,
+                policy,
+                &span,
+                started.map(|s| (s, Duration::ZERO)),
+            );
             return R::from_value(value);
         }
         // The miss path is boxed so the future of a hit stays small.
         let miss = self.miss(EntryKeys::for_value(value_key), read, policy, loader());
         let (result, outcome, load_time) =
             Box::pin(tracing::Instrument::instrument(miss, span.clone())).await;
-        inner.stats.note_call(outcome, policy.name());
+        self.note_answered(outcome, policy, &span, started.map(|s| (s, load_time)));
+        result
+    }
+
+    /// Counts how a call was answered and records it on its span, with the time it spent
+    /// outside its loader if the span is listened to (`timed`: when it started, and how long
+    /// its load took).
+    fn note_answered(
+        &self,
+        outcome: Outcome,
+        policy: &Policy,
+        span: &tracing::Span,
+        timed: Option<(Instant, Duration)>,
+    ) {
+        self.inner.stats.note_call(outcome, policy.name());
         span.record("outcome", outcome.as_str());
-        if let Some(started) = started {
+        if let Some((started, load_time)) = timed {
             let redis_time = started.elapsed().saturating_sub(load_time);
             span.record("redis_us", redis_time.as_micros() as u64);
         }
-        result
     }
 
     /// Counts a near hit, and records it on the call's span if one is listened to.
@@ -156,15 +167,17 @@ impl Cache {
         }
     }
 
-    /// A call on an in-memory cache.
-    async fn memory_call<R: Cacheable, F: Future<Output = R>>(
+    /// A call on a cache that never asks Redis: disabled, or in memory.
+    async fn without_redis<R: Cacheable, F: Future<Output = R>>(
         &self,
-        memory: &crate::memory::Memory,
         value_key: &str,
         policy: &Policy,
         loader: F,
         span: &tracing::Span,
     ) -> R {
+        let Some(memory) = &self.inner.memory else {
+            return self.disabled_call(policy, loader, span).await;
+        };
         let call = self.fetch_memory(memory, value_key, policy, loader);
         let (result, outcome, _) = tracing::Instrument::instrument(call, span.clone()).await;
         self.inner.stats.note_call(outcome, policy.name());

@@ -54,20 +54,15 @@ impl Cache {
         let (value, ttl) = match result.split(policy).shared() {
             Ok(shared) => shared,
             Err((result, failed)) => {
-                if failed {
-                    self.inner.stats.note(Event::LoadError, policy.name());
-                }
-                leader.close();
+                self.inner
+                    .stats
+                    .note_if(failed, Event::LoadError, policy.name());
                 give_up(leader, lease.take()).await;
                 return (result, outcome, load_time);
             }
         };
-        if lease.is_none() {
-            // Nothing is written without a lease: the value is encoded only for joiners.
-            leader.close();
-            if leader.nobody_joined() {
-                return (R::from_value(value), outcome, load_time);
-            }
+        if lease.is_none() && unshared(&mut leader) {
+            return (R::from_value(value), outcome, load_time);
         }
         let Some(bytes) = self.encoded(&value, load_time, policy, &keys.value) else {
             give_up(leader, lease.take()).await;
@@ -236,8 +231,17 @@ struct Stored {
     leased: bool,
 }
 
-/// A load that stores nothing: the lease goes back, and the joiners load for themselves.
-async fn give_up(leader: Leader<'_>, lease: Option<LeaseGuard>) {
+/// Whether a load without a lease has nobody to share its value with: nothing is written
+/// without a lease, so the value is encoded only for callers that joined (none can from now).
+fn unshared(leader: &mut Leader<'_>) -> bool {
+    leader.close();
+    leader.nobody_joined()
+}
+
+/// A load that stores nothing: new callers start their own, the lease goes back, and the
+/// joiners load for themselves.
+async fn give_up(mut leader: Leader<'_>, lease: Option<LeaseGuard>) {
+    leader.close();
     if let Some(lease) = lease {
         lease.release().await;
     }
