@@ -34,6 +34,16 @@ pub(crate) struct Ticket {
     seq: u64,
 }
 
+impl Ticket {
+    /// The ticket of a copy whose versions are kept elsewhere (the in-memory cache's entries):
+    /// never compared.
+    pub(crate) const UNVERSIONED: Ticket = Ticket {
+        epoch: 0,
+        stripe: 0,
+        seq: 0,
+    };
+}
+
 impl Versions {
     pub(crate) fn new() -> Versions {
         Versions {

@@ -16,15 +16,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::local::store::{Entry, Store};
-use crate::local::versions::{Ticket, Versions};
+use crate::local::versions::Ticket;
 
 /// The entries of an in-memory cache.
 pub(crate) struct Memory {
     store: Store,
     /// The keys with a load or an update under way, by key.
     pending: Mutex<HashMap<String, Pending>>,
-    /// What entries carry in place of a near copy's ticket (never checked here).
-    unversioned: Ticket,
 }
 
 struct Pending {
@@ -63,7 +61,6 @@ impl Memory {
         Memory {
             store: Store::new(entries),
             pending: Mutex::new(HashMap::new()),
-            unversioned: Versions::new().ticket(0),
         }
     }
 
@@ -130,7 +127,7 @@ impl Memory {
             value: Arc::new(bytes) as Arc<dyn Any + Send + Sync>,
             kept: 0,
             deadline,
-            ticket: self.unversioned,
+            ticket: Ticket::UNVERSIONED,
         };
         self.store.insert(key, entry);
     }
