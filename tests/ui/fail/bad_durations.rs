@@ -30,4 +30,14 @@ async fn lease_over_a_day(id: u64) -> Result<u64, String> {
     Ok(id)
 }
 
+#[redis_cached(key = "g:<id>", ttl = "60s", near = "0ms")]
+async fn near_zero(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "h:<id>", ttl = "60s", near = "2d")]
+async fn near_over_a_day(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
 fn main() {}
