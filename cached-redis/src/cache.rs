@@ -11,6 +11,7 @@ use crate::memory::Memory;
 use crate::read::flight::Flights;
 use crate::read::near::Near;
 use crate::read::wake::Wakeups;
+use crate::read::write_backs::WriteBacks;
 use crate::stats::{Counters, Stats};
 use crate::stored::format::Format;
 use crate::write::replicated::{Replicated, Report};
@@ -56,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) guard: Guard,
     pub(crate) stats: Counters,
     pub(crate) flights: Flights,
+    /// The write-backs left running after their callers had their values.
+    pub(crate) write_backs: WriteBacks,
     pub(crate) updates: UpdateQueue,
     pub(crate) wakeups: Wakeups,
     /// Set by [`CacheBuilder::near_cache`](crate::CacheBuilder::near_cache).
@@ -173,6 +176,26 @@ impl Cache {
     /// ```
     pub fn redis_key(&self, key: &Key) -> String {
         lease::value_key(&self.inner.namespace, key)
+    }
+
+    /// Waits until the write-backs this process has started are done.
+    ///
+    /// On a miss, the caller gets the loaded value as soon as it is loaded, and the value is
+    /// stored in Redis in the background: the miss costs the caller two round trips (the read
+    /// and the lease), not three. Callers of the same key in this process wait for that
+    /// store, and callers in other processes are woken by it, so no guarantee depends on it;
+    /// call `settle` where a program needs the stores to have landed: before it exits (a
+    /// write-back still running when the runtime shuts down is lost, and the entry is loaded
+    /// again by the next caller), or in a test that looks at Redis right after a miss.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) {
+    /// // At shutdown, after the server stopped taking requests:
+    /// cache.settle().await;
+    /// # }
+    /// ```
+    pub async fn settle(&self) {
+        self.inner.write_backs.settled().await;
     }
 
     /// Asks Redis for `PING` (bounded by `op_timeout`, through the breaker) and returns how long

@@ -29,6 +29,7 @@ async fn argument_values_never_share_a_key_and_keys_stay_readable() {
     assert_eq!(pair(&cache, "x:y", "z").await.as_deref(), Ok("x:y|z"));
     assert_eq!(pair(&cache, "x", "y:z").await.as_deref(), Ok("x|y:z"));
     assert_eq!(pair(&cache, "{x}", "\\").await.as_deref(), Ok("{x}|\\"));
+    cache.settle().await;
     assert_eq!(PAIR_LOADS.load(Ordering::SeqCst), 3);
     assert_eq!(
         scan(&server, "*pair:*").await,
@@ -52,6 +53,7 @@ async fn an_omitted_key_is_the_function_path_and_every_argument() {
     let server = RedisServer::start();
     let cache = server.cache("derived").await;
     assert_eq!(derived(&cache, 7, "abc".into()).await, 17);
+    cache.settle().await;
     // A plain return type is cached too.
     let mut conn = server.conn().await;
     let stored = get_raw(&mut conn, "derived:{attribute::derived:7:abc}")
@@ -262,6 +264,7 @@ async fn ping_and_ttl_report_on_redis_and_an_entry() {
     let key = cached_redis::Key::raw("attribute::derived:5:");
     assert_eq!(cache.ttl(&key).await.unwrap(), None, "nothing cached yet");
     derived(&cache, 5, String::new()).await;
+    cache.settle().await;
     let left = cache.ttl(&key).await.unwrap().expect("cached");
     assert!(
         left > std::time::Duration::from_secs(59) && left <= std::time::Duration::from_secs(60)
@@ -329,15 +332,18 @@ async fn the_key_helper_names_the_entry_the_function_caches_under() {
         }
     };
     pair(&cache, "x:y", "z").await.unwrap();
+    cache.settle().await;
     assert_eq!(pair_key("x:y", "z").as_str(), r"pair:x\:y:z");
     assert!(stored(pair_key("x:y", "z")).await);
     derived(&cache, 7, "abc".into()).await;
+    cache.settle().await;
     assert_eq!(
         derived_key(7, "abc".into()).as_str(),
         "attribute::derived:7:abc"
     );
     assert!(stored(derived_key(7, "abc".into())).await);
     Posts::<u16>::by_id(&cache, 1).await;
+    cache.settle().await;
     assert!(stored(Posts::<u16>::by_id_key(1)).await);
     assert!(
         !stored(Posts::<u8>::by_id_key(1)).await,
@@ -353,6 +359,7 @@ async fn the_key_helper_names_the_entry_the_function_caches_under() {
         name: "Ada".into(),
     };
     dir.display_name(&ada).await;
+    cache.settle().await;
     assert_eq!(dir.display_name_key(&ada).as_str(), "name:acme:1");
     assert!(
         cache
@@ -383,6 +390,7 @@ async fn uuids_and_dates_are_key_parts() {
     let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
     let at = time::Time::from_hms(9, 30, 0).unwrap();
     let first = booking(&cache, id, day, at).await.unwrap();
+    cache.settle().await;
     assert_eq!(booking(&cache, id, day, at).await.unwrap(), first);
     assert_eq!(cache.stats().hits, 1);
     assert_eq!(

@@ -46,6 +46,7 @@ async fn on_a_cluster(
 async fn hits_and_errors_never_cached_on_a_cluster() {
     let (_alone, _cluster, cache, db) = on_a_cluster("cl").await;
     assert_eq!(row(&cache, 1, &db).await, Ok(1));
+    cache.settle().await;
     assert_eq!(row(&cache, 1, &db).await, Ok(1));
     assert_eq!(cache.stats().hits, 1);
     db.fail(true);
@@ -66,6 +67,7 @@ async fn ttls_and_jitter_hold_on_a_cluster() {
         .unwrap();
     for id in 100..140 {
         row(&cache, id, &db).await.unwrap();
+        cache.settle().await;
         let key = cache.redis_key(&Key::builder().text("row:").part(&id).build());
         let pttl: i64 = redis::cmd("PTTL")
             .arg(&key)
@@ -98,6 +100,7 @@ async fn an_invalidation_racing_a_load_wins_on_a_cluster() {
     );
     db.release();
     assert_eq!(stale.await.unwrap(), Ok(1_000_007));
+    cache.settle().await;
     assert_eq!(cache.stats().stale_refused, 1);
     assert_eq!(row(&cache, 7, &db).await, Ok(2_000_007));
 }

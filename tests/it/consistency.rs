@@ -283,25 +283,17 @@ async fn stall_in_turn(
 }
 
 /// Among `proxy`'s connections, the near cache's tracking connection: the client Redis flags
-/// `t` (tracking), found by its port.
+/// `t` (tracking).
 async fn tracking_connection(
     proxy: &Proxy,
     redis: &mut redis::aio::MultiplexedConnection,
 ) -> Option<usize> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(redis)
-        .await
-        .unwrap();
-    let fields = |line: &str| line.split(' ').map(str::to_owned).collect::<Vec<_>>();
-    list.lines()
-        .map(fields)
-        .filter(|f| f.iter().any(|f| f.starts_with("flags=") && f.contains('t')))
-        .filter_map(|f| {
-            f.iter()
-                .find_map(|f| f.strip_prefix("addr=")?.rsplit(':').next()?.parse().ok())
-        })
-        .find_map(|port| proxy.connection_from_port(port))
+    let tracking = |fields: &[&str]| {
+        fields
+            .iter()
+            .any(|f| f.starts_with("flags=") && f.contains('t'))
+    };
+    proxy.connection_of_client(redis, tracking).await
 }
 
 fn signal(signal: &str, pid: &str) {

@@ -39,6 +39,7 @@ async fn undecodable_values_are_misses_that_get_overwritten() {
             .unwrap();
 
         assert_eq!(account(&cache, id).await, Ok(Account { id, balance: 100 }));
+        cache.settle().await;
         let stored = get_raw(&mut conn, &key).await.unwrap();
         assert!(
             stored.starts_with(br#"{"v":{"id":"#),

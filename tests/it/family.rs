@@ -140,6 +140,7 @@ async fn a_load_in_flight_is_revoked_and_stores_nothing() {
         Ok(7),
         "the caller still gets its value"
     );
+    cache.settle().await;
     assert!(
         !present(&server, &cache, &held_key(7)).await,
         "a load that began before the removal stores nothing"

@@ -382,6 +382,7 @@ async fn wrong_typed_and_enormous_values_are_handled() {
         value(&cache, 7, Duration::ZERO, &loads).await.unwrap(),
         "value-7"
     );
+    cache.settle().await;
     let kind: String = redis::cmd("TYPE")
         .arg(&key)
         .query_async(&mut conn)

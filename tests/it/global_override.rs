@@ -59,7 +59,8 @@ async fn body_of_get(addr: SocketAddr, path: &str) -> String {
 async fn an_override_reaches_an_axum_servers_handlers_and_the_real_redis_is_untouched() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let real = RedisServer::start();
-    cached_redis::set_global(real.cache("real").await);
+    let cache = real.cache("real").await;
+    cached_redis::set_global(cache.clone());
     let mut conn = real.conn().await;
 
     let guard = cached_redis::override_global(Cache::disabled());
@@ -79,6 +80,7 @@ async fn an_override_reaches_an_axum_servers_handlers_and_the_real_redis_is_unto
 
     drop(guard);
     assert_eq!(body_of_get(addr, "/price/3").await, "300 400");
+    cache.settle().await;
     assert_eq!(
         scan_keys(&mut conn, "*").await,
         ["real:{price:3}", "real:{price:4}"],

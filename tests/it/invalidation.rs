@@ -60,6 +60,7 @@ async fn invalidate_removes_the_entry_and_reports_it() {
     let db = db();
     let repo = repo(&server, &db).await;
     assert_eq!(repo.version(1).await, Ok(1));
+    repo.cache.settle().await;
     assert!(repo.write(1, 2).await.unwrap(), "an entry was removed");
     assert!(
         !repo.invalidate_version(1).await.unwrap(),
@@ -140,6 +141,7 @@ async fn a_read_in_another_process_after_the_invalidation_sees_the_write() {
     );
     db.release();
     assert_eq!(stale_read.await.unwrap(), Ok(1));
+    here.cache.settle().await;
     assert_eq!(here.cache.stats().stale_refused, 1);
     assert_eq!(
         here.version(1).await,

@@ -243,7 +243,8 @@ async fn a_reply_an_invalidation_overtook_is_not_kept() {
     // The first call's GET is the first command on a connection made after the tracker's:
     // the reads connection, which only reads.
     let reads = proxy.connections();
-    assert_eq!(row(&cache, &db, 1).await, Ok(1)); // stored in Redis, not near
+    assert_eq!(row(&cache, &db, 1).await, Ok(1));
+    cache.settle().await; // stored in Redis, not near
     proxy.hold_replies(reads);
     let held = tokio::spawn({
         let (cache, db) = (cache.clone(), Arc::new(HeldDb::new(99)));
@@ -382,6 +383,7 @@ async fn a_copy_never_outlives_the_redis_ttl() {
     let db = HeldDb::new(1);
     let mut conn = server.conn().await;
     assert_eq!(short(&cache, &db, 1).await, Ok(1));
+    cache.settle().await;
     let redis_key = cache.redis_key(&Key::builder().text("short:").part(&1u32).build());
     let left = cached_redis_tests::pttl(&mut conn, &redis_key).await;
     let expires = Instant::now() + Duration::from_millis(left as u64);

@@ -43,6 +43,7 @@ async fn store(cache: &Cache, key: &Key, value: &str) {
     let value = value.to_owned();
     let stored: Result<String, String> = cache.fetch(key, &policy, async move { Ok(value) }).await;
     assert!(stored.is_ok());
+    cache.settle().await;
 }
 
 /// Holds the replication stream, runs `invalidate` on the primary, kills the primary (its

@@ -153,6 +153,7 @@ async fn a_lease_that_is_never_released_is_taken_over_after_lock_ttl() {
         waited < Duration::from_millis(2400),
         "took over too late: {waited:?}"
     );
+    cache.settle().await;
     let stored = cached_redis_tests::get_raw(&mut conn, &cache.redis_key(&key)).await;
     assert!(stored.is_some(), "the take-over stored its value");
 }

@@ -138,6 +138,7 @@ async fn a_hundred_concurrent_increments_from_two_processes_lose_none() {
     ];
     let db = Db::default();
     product(&caches[0], &db, 3).await.unwrap();
+    caches[0].settle().await;
     let updates = (0..100).map(|i| {
         let cache = caches[i % 2].clone();
         tokio::spawn(async move { update_product(&cache, 3, |p| p.stock += 1).await })
@@ -391,6 +392,7 @@ async fn a_cached_ok_none_is_removed_and_a_change_to_none_is_not_stored() {
     let cache = server.cache("update-found").await;
     let mut conn = server.conn().await;
     assert_eq!(find(&cache, 0).await, Ok(None));
+    cache.settle().await;
     let none_key = cache.redis_key(&find_key(0));
     assert!(
         get_raw(&mut conn, &none_key).await.is_some(),

@@ -74,6 +74,29 @@ impl Proxy {
         ports.iter().rposition(|&p| p == port)
     }
 
+    /// The connection (in accept order) of the first client in `redis`'s `CLIENT LIST` for
+    /// which `client` holds (given its `name=value` fields) that is one of this proxy's.
+    pub async fn connection_of_client(
+        &self,
+        redis: &mut redis::aio::MultiplexedConnection,
+        client: impl Fn(&[&str]) -> bool,
+    ) -> Option<usize> {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(redis)
+            .await
+            .unwrap();
+        list.lines()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+            .filter(|fields| client(fields))
+            .filter_map(|fields| {
+                fields
+                    .iter()
+                    .find_map(|f| f.strip_prefix("addr=")?.rsplit(':').next()?.parse().ok())
+            })
+            .find_map(|port| self.connection_from_port(port))
+    }
+
     /// Keeps what the server sends on connection `index` (in accept order) from the client
     /// until [`Proxy::release_replies`]; requests still reach the server.
     pub fn hold_replies(&self, index: usize) {

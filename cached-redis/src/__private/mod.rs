@@ -152,11 +152,12 @@ pub async fn update<R: UpdateTarget<T>, T>(
     cache.update_with(&key, Some(policy), apply).await
 }
 
-/// How many loads and updates are in flight and how many channels are waited on, in this
-/// process: for tests that check a cache leaves nothing behind.
+/// How many loads, write-backs and updates are in flight and how many channels are waited
+/// on, in this process: for tests that check a cache leaves nothing behind.
 pub fn in_flight(cache: &crate::Cache) -> (usize, usize) {
-    let running = cache.inner.flights.len() + cache.inner.updates.len();
-    (running, cache.inner.wakeups.channels())
+    let inner = &cache.inner;
+    let running = inner.flights.len() + inner.write_backs.len() + inner.updates.len();
+    (running, inner.wakeups.channels())
 }
 
 /// Says once per process that a cached function runs uncached for want of a cache: through

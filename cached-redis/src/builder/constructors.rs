@@ -13,6 +13,7 @@ use crate::conn::guard::Guard;
 use crate::error::redact_url;
 use crate::memory::Memory;
 use crate::read::flight::Flights;
+use crate::read::write_backs::WriteBacks;
 use crate::stats::Counters;
 use crate::stored::format::Format;
 use crate::write::turns::UpdateQueue;
@@ -229,6 +230,7 @@ impl CacheBuilder {
                 ),
                 stats: Counters::default(),
                 flights: Flights::default(),
+                write_backs: WriteBacks::default(),
                 updates: UpdateQueue::default(),
                 wakeups,
                 near,

@@ -61,7 +61,7 @@ impl Cache {
     async fn lead_in_memory<R, F>(
         &self,
         memory: &Memory,
-        mut leader: Leader<'_>,
+        mut leader: Leader,
         value_key: &str,
         policy: &Policy,
         loader: F,
@@ -118,7 +118,7 @@ impl Cache {
     /// stored).
     async fn bounded_load<R, F>(
         &self,
-        leader: &mut Leader<'_>,
+        leader: &mut Leader,
         value_key: &str,
         policy: &Policy,
         loader: F,

@@ -114,6 +114,10 @@ impl Cache {
                 .without_redis(&value_key, policy, loader(), &span)
                 .await;
         }
+        if inner.write_backs.any() {
+            // An earlier call's write-back of this key may still run: read what it stores.
+            inner.write_backs.done_with(&value_key).await;
+        }
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
         let read = self
             .read::<R::Value>(&value_key, policy.name(), ticket.is_some())

@@ -58,16 +58,20 @@ struct Flight {
 
 type Slot = Arc<Flight>;
 
+/// The flights by value key, shared with their leaders (a write-back may outlive its
+/// caller's call).
+type Map = Arc<Mutex<HashMap<String, Slot>>>;
+
 /// The loads in flight in this process, by value key.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<String, Slot>>,
+    map: Map,
 }
 
 /// A caller's part in a flight.
 #[derive(Debug)]
-pub(crate) enum Role<'a> {
-    Lead(Leader<'a>),
+pub(crate) enum Role {
+    Lead(Leader),
     Join(Joiner),
 }
 
@@ -80,7 +84,7 @@ pub(crate) struct Joiner {
 }
 
 impl Flights {
-    pub(crate) fn join_or_lead(&self, key: &str) -> Role<'_> {
+    pub(crate) fn join_or_lead(&self, key: &str) -> Role {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = map.get(key) {
             return Role::Join(Joiner {
@@ -94,7 +98,7 @@ impl Flights {
         });
         map.insert(key.to_owned(), slot.clone());
         Role::Lead(Leader {
-            flights: self,
+            flights: self.map.clone(),
             key: key.to_owned(),
             slot,
             registered: true,
@@ -110,14 +114,14 @@ impl Flights {
 /// The caller running a load. Dropping it (cancellation, panic) removes the flight and closes
 /// it, so joiners start over instead of waiting.
 #[derive(Debug)]
-pub(crate) struct Leader<'a> {
-    flights: &'a Flights,
+pub(crate) struct Leader {
+    flights: Map,
     key: String,
     slot: Slot,
     registered: bool,
 }
 
-impl Leader<'_> {
+impl Leader {
     /// How many callers have joined so far. Taken just before a Redis read whose answer may be
     /// shared, it names the joiners that answer is fresh enough for.
     pub(crate) fn joined(&self) -> Joined {
@@ -135,7 +139,7 @@ impl Leader<'_> {
             return;
         }
         self.registered = false;
-        let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         if map
             .get(&self.key)
             .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
@@ -159,7 +163,7 @@ impl Leader<'_> {
     }
 }
 
-impl Drop for Leader<'_> {
+impl Drop for Leader {
     fn drop(&mut self) {
         self.close();
     }

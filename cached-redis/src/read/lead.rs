@@ -20,7 +20,7 @@ impl Cache {
     /// The local leader: get the value or the lease, load, store, and tell the joiners.
     pub(super) async fn lead<R, F>(
         &self,
-        mut leader: Leader<'_>,
+        mut leader: Leader,
         keys: &EntryKeys,
         policy: &Policy,
         loader: F,
@@ -45,7 +45,6 @@ impl Cache {
             }
             Lease::Unavailable => (None, Outcome::Fallback),
         };
-        let leased = lease.is_some();
         // The load starts after everyone who joined so far: its value is fresh for them.
         let joined = leader.joined();
         let (result, load_time) = self
@@ -68,17 +67,38 @@ impl Cache {
             give_up(leader, lease.take()).await;
             return (R::from_value(value), outcome, load_time);
         };
-        let stored = Stored {
-            bytes,
-            ttl,
-            joined,
-            leased,
-        };
-        let outcome = self
-            .store_and_share(leader, lease, keys, policy, stored)
-            .await
-            .unwrap_or(outcome);
+        let stored = Stored { bytes, ttl, joined };
+        match lease {
+            // The write-back (or release) is a round trip the caller need not wait for.
+            Some(lease) => self.store_in_background(leader, lease, keys, policy, stored),
+            None => share_unleased(leader, stored),
+        }
         (R::from_value(value), outcome, load_time)
+    }
+
+    /// Writes the value back under the lease in a task of its own, which the joiners wait
+    /// for and [`Cache::settle`] counts; the caller returns at once. Its outcome is counted
+    /// in the stats (a refused write-back as `stale_refused`), not in the caller's.
+    fn store_in_background(
+        &self,
+        mut leader: Leader,
+        lease: LeaseGuard,
+        keys: &EntryKeys,
+        policy: &Policy,
+        stored: Stored,
+    ) {
+        // From here on, new callers start a load of their own: one that joined now could have
+        // started after an invalidation that our write-back will not see.
+        leader.close();
+        let running = self.inner.write_backs.start(&keys.value);
+        let (cache, keys, policy) = (self.clone(), keys.clone(), policy.clone());
+        let write_back = async move {
+            cache
+                .store_and_share(leader, lease, &keys, &policy, stored)
+                .await;
+            drop(running);
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(write_back));
     }
 
     /// How long one load may keep others waiting: the policy's `max_load`, else the cache's,
@@ -113,7 +133,7 @@ impl Cache {
     /// The lease, unless Redis is unavailable (then the load runs without one).
     async fn lease_for<T: CacheValue>(
         &self,
-        leader: &Leader<'_>,
+        leader: &Leader,
         keys: &EntryKeys,
         policy: &Policy,
         missed: Missed,
@@ -133,46 +153,41 @@ impl Cache {
     }
 
     /// Writes the loaded value back under the lease (or only lets the lease go, for a value
-    /// not to be cached) and hands it to the joiners. `Some(StaleRefused)` when an
-    /// invalidation revoked the lease; otherwise `None`, the load's own outcome stands.
+    /// not to be cached) and hands it to the joiners, who read again if an invalidation
+    /// revoked the lease.
     async fn store_and_share(
         &self,
-        mut leader: Leader<'_>,
-        lease: Option<LeaseGuard>,
+        leader: Leader,
+        lease: LeaseGuard,
         keys: &EntryKeys,
         policy: &Policy,
         stored: Stored,
-    ) -> Option<Outcome> {
-        // From here on, new callers start a load of their own: one that joined now could have
-        // started after an invalidation that our write-back will not see.
-        leader.close();
-        let current = match (lease, stored.ttl) {
-            (Some(lease), Some(ttl)) => {
+    ) {
+        let current = match stored.ttl {
+            Some(ttl) => {
                 let ttl_ms = policy.draw_ttl_ms(ttl);
                 lease.write_back(&stored.bytes, ttl_ms).await
             }
-            (Some(lease), None) => lease.release().await,
-            (None, _) => None,
+            None => lease.release().await,
         };
         if current == Some(false) {
             self.inner.stats.note(Event::StaleRefused, policy.name());
             tracing::debug!(key = %keys.value, "an invalidation revoked this load; not stored");
             leader.finish(Shared::Reread);
-            return Some(Outcome::StaleRefused);
+            return;
         }
-        // Only a load that started without a lease is an outage's value; one whose lease's
-        // fate is unknown may have been revoked.
-        let held = current == Some(true);
+        // A value stored under a lease that was still held is fresh for every joiner; one
+        // whose lease's fate is unknown may have been revoked.
+        let joined = if current == Some(true) {
+            Joined::EVERYONE
+        } else {
+            stored.joined
+        };
         leader.finish(Shared::Value {
             bytes: Arc::from(stored.bytes),
-            joined: if held {
-                Joined::EVERYONE
-            } else {
-                stored.joined
-            },
-            unleased: !stored.leased,
+            joined,
+            unleased: false,
         });
-        None
     }
 
     /// Runs the loader, renewing the lease, for as long as it runs but at most `max_load`: past
@@ -182,7 +197,7 @@ impl Cache {
     async fn timed_load<R: Cacheable>(
         &self,
         lease: Option<&LeaseGuard>,
-        leader: &mut Leader<'_>,
+        leader: &mut Leader,
         keys: &EntryKeys,
         policy: &Policy,
         loader: impl Future<Output = R>,
@@ -227,23 +242,31 @@ struct Stored {
     ttl: Option<Duration>,
     /// The callers that joined before the load started.
     joined: Joined,
-    /// Whether the load ran under the lease.
-    leased: bool,
 }
 
 /// Whether a load without a lease has nobody to share its value with: nothing is written
 /// without a lease, so the value is encoded only for callers that joined (none can from now).
-fn unshared(leader: &mut Leader<'_>) -> bool {
+fn unshared(leader: &mut Leader) -> bool {
     leader.close();
     leader.nobody_joined()
 }
 
 /// A load that stores nothing: new callers start their own, the lease goes back, and the
 /// joiners load for themselves.
-async fn give_up(mut leader: Leader<'_>, lease: Option<LeaseGuard>) {
+async fn give_up(mut leader: Leader, lease: Option<LeaseGuard>) {
     leader.close();
     if let Some(lease) = lease {
         lease.release().await;
     }
     leader.finish(Shared::LoadYourself);
+}
+
+/// Hands a value loaded without a lease (Redis unavailable or refusing writes) to the
+/// joiners: nothing is written.
+fn share_unleased(leader: Leader, stored: Stored) {
+    leader.finish(Shared::Value {
+        bytes: Arc::from(stored.bytes),
+        joined: stored.joined,
+        unleased: true,
+    });
 }

@@ -1,6 +1,7 @@
 //! The read path, in the order a call takes it: [`fetch`] (the entry: the first GET, [`get`];
 //! a hit answers, a miss joins or leads the process's one load of the key, [`flight`]),
-//! [`lead`] (take the key's lease, held by a [`lease_guard`], load, write back under it),
+//! [`lead`] (take the key's lease, held by a [`lease_guard`], load, write back under it, in the
+//! background once the caller has its value: [`write_backs`]),
 //! [`wait`] (a leader that found the lease held waits for its holder), [`wake`] (waiters
 //! in other processes woken through pub/sub when the value lands), and [`near`] (decoded
 //! values kept in process memory, dropped by Redis's invalidation messages).
@@ -13,3 +14,4 @@ pub(crate) mod lease_guard;
 pub(crate) mod near;
 mod wait;
 pub(crate) mod wake;
+pub(crate) mod write_backs;

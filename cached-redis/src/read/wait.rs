@@ -35,7 +35,7 @@ impl Cache {
     /// Takes the lease, or waits (woken by Redis) until its holder stores a value or lets go.
     pub(super) async fn lease_or_value<T: CacheValue>(
         &self,
-        leader: &Leader<'_>,
+        leader: &Leader,
         keys: &EntryKeys,
         policy: &Policy,
         mut corrupt: Option<Vec<u8>>,
