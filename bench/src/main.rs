@@ -1,5 +1,6 @@
 //! Side-by-side benchmarks of cached-redis against the raw redis-rs client, hand-written
-//! cache-aside and the `cached` crate, in one process run with interleaved rounds.
+//! cache-aside and the `cached` crate (and, in the near-cache tables, oxcache's moka L1 in front
+//! of Redis), in one process run with interleaved rounds.
 //!
 //! ```text
 //! cargo run --release -p bench                 # every scenario, 5 rounds
@@ -145,6 +146,10 @@ fn main() {
     if child(&args) {
         return;
     }
+    // oxcache's Redis backend refuses a `redis://` URL unless this variable says so (its
+    // "development only" switch); the bench's Redis is on loopback.
+    // SAFETY: no other thread exists yet to read the environment meanwhile.
+    unsafe { std::env::set_var("OXCACHE_ALLOW_INSECURE_REDIS", "I_UNDERSTAND_THE_RISKS") };
     let (chosen, rounds, secs) = options(&args);
     let server = std::env::var("REDIS_URL").is_err().then(RedisServer::start);
     let url = server.as_ref().map_or_else(

@@ -6,7 +6,7 @@ use crate::systems::System;
 
 /// A value for each system (a series of samples, a count), indexed by [`System`].
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PerSystem<T>([T; System::ALL.len()]);
+pub(crate) struct PerSystem<T>([T; System::COUNT]);
 
 impl<T> Index<System> for PerSystem<T> {
     type Output = T;

@@ -1,7 +1,9 @@
-//! The five systems under test, each reading the same value shape through Redis (the near
-//! cache's system answers most reads from process memory).
+//! The systems under test, each reading the same value shape through Redis (the near cache's
+//! system and oxcache answer most reads from process memory; oxcache is in the near-cache
+//! tables only).
 
 mod near;
+mod ox;
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +51,7 @@ impl std::fmt::Display for BenchError {
 pub(crate) static LOADS: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) use near::{NearCache, make_near, near_get, near_owned_get, near_stats};
+pub(crate) use ox::{OxCache, ox_l1_misses, oxcache_get};
 
 async fn load(id: u64, size: usize, delay_ms: u64) -> Result<Payload, BenchError> {
     LOADS.fetch_add(1, Ordering::Relaxed);
@@ -67,9 +70,12 @@ pub(crate) enum System {
     CachedRedis,
     /// cached-redis with `near = "5s"` on a cache with a near cache (see [`near`]).
     CachedRedisNear,
+    /// oxcache, a moka L1 in front of Redis (see [`ox`]): the near-cache tables only.
+    Oxcache,
 }
 
 impl System {
+    /// The systems of every scenario but the near cache's, in table order.
     pub(crate) const ALL: [System; 5] = [
         System::Raw,
         System::HandWritten,
@@ -77,6 +83,17 @@ impl System {
         System::CachedRedis,
         System::CachedRedisNear,
     ];
+    /// The near-cache tables' systems: [`System::ALL`] and oxcache.
+    pub(crate) const NEAR: [System; 6] = [
+        System::Raw,
+        System::HandWritten,
+        System::Cached,
+        System::CachedRedis,
+        System::CachedRedisNear,
+        System::Oxcache,
+    ];
+    /// How many systems there are (every one is in [`System::NEAR`]).
+    pub(crate) const COUNT: usize = System::NEAR.len();
     /// The systems that load on a miss (raw only reads). The near system is left out: a miss,
     /// a stampede and a Redis that is down take cached-redis's own path with it, the near
     /// cache holding nothing yet.
@@ -90,11 +107,12 @@ impl System {
             System::Cached => "cached",
             System::CachedRedis => "cached-redis",
             System::CachedRedisNear => "cached-redis near",
+            System::Oxcache => "oxcache (moka L1 + Redis)",
         }
     }
 
     pub(crate) fn parse(name: &str) -> Option<System> {
-        System::ALL.into_iter().find(|s| s.name() == name)
+        System::NEAR.into_iter().find(|s| s.name() == name)
     }
 }
 
@@ -104,12 +122,15 @@ pub(crate) struct Clients {
     pub(crate) cache: Cache,
     /// The near system's cache, if this process has one.
     near: Option<Cache>,
+    /// oxcache's, in the process that runs the near-cache tables (`NearCache::On`).
+    oxcache: Option<OxCache>,
 }
 
 static URL: OnceLock<String> = OnceLock::new();
 static CLIENTS: OnceLock<Clients> = OnceLock::new();
 
-/// Connects every system to `url` (once per process), the near system with `near`.
+/// Connects every system to `url` (once per process), the near system with `near`, and
+/// oxcache if `near` is [`NearCache::On`].
 pub(crate) async fn connect(url: &str, near: NearCache) -> &'static Clients {
     URL.set(url.to_owned()).expect("connect once");
     let client = redis::Client::open(url).expect("valid url");
@@ -125,8 +146,17 @@ pub(crate) async fn connect(url: &str, near: NearCache) -> &'static Clients {
         .build()
         .await
         .expect("cache");
+    let oxcache = match near {
+        NearCache::On => Some(ox::build(url).await),
+        NearCache::Off | NearCache::Lag(_) => None,
+    };
     let near = near.build(url).await;
-    let _ = CLIENTS.set(Clients { conn, cache, near });
+    let _ = CLIENTS.set(Clients {
+        conn,
+        cache,
+        near,
+        oxcache,
+    });
     CLIENTS.get().expect("set")
 }
 
@@ -253,19 +283,21 @@ pub(crate) async fn get(
         System::Cached => cached_get(id, size, delay_ms).await,
         System::CachedRedis => cached_redis_get(id, size, delay_ms).await,
         System::CachedRedisNear => return near_get(id, size, delay_ms).await.map(Value::Shared),
+        System::Oxcache => oxcache_get(id, size, delay_ms).await,
     };
     decoded.map(Value::Decoded)
 }
 
 /// Makes `id` a near hit again before a measurement of the near system (copies live at most
-/// 5 s); nothing for the others, whose keys stay warm.
+/// 5 s), and an L1 hit of oxcache's (the same); nothing for the others, whose keys stay warm.
 pub(crate) async fn ready(system: System, id: u64, size: usize) {
-    if system == System::CachedRedisNear {
+    if matches!(system, System::CachedRedisNear | System::Oxcache) {
         warm(system, id, size).await;
     }
 }
 
-/// Makes `id` a hit for `system` (for the near system, a near hit).
+/// Makes `id` a hit for `system` (for the near system, a near hit; for oxcache, in its L1: a
+/// read that misses it writes the value from Redis, or the loaded one, back to it).
 pub(crate) async fn warm(system: System, id: u64, size: usize) {
     match system {
         System::Raw => prime_raw(id, size).await,
