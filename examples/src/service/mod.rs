@@ -96,10 +96,13 @@ pub async fn run_from_env() -> Result<(), Box<dyn std::error::Error>> {
         "service example listening on http://{}",
         listener.local_addr()?
     );
+    let cache = state.repo.cache().clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    // The last misses' write-backs run in the background: let them land before exiting.
+    cache.settle().await;
     Ok(())
 }
