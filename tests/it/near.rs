@@ -397,3 +397,55 @@ async fn a_copy_never_outlives_the_redis_ttl() {
         "the Redis entry has expired"
     );
 }
+
+async fn config_set(conn: &mut redis::aio::MultiplexedConnection, name: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+/// Redis answering reads but refusing writes (`min-replicas-to-write` with no replica): near
+/// hits go on, since the tracking connection only reads; an `invalidate_*` that Redis refused
+/// still drops this process's copy before it returns `Err`; and once writes are taken again,
+/// another process's invalidation drops the copy as before (tracking was never lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_writes_refused_near_hits_go_on_and_a_refused_invalidation_drops_the_copy() {
+    let server = RedisServer::start();
+    let cache = near_cache(&server.url(), "near-refused", Duration::from_secs(5)).await;
+    let other = server.cache("near-refused").await; // another process
+    let db = HeldDb::new(1);
+    let mut conn = server.conn().await;
+    warm(&cache, &db, 1).await;
+    config_set(&mut conn, "min-replicas-to-write", "1").await;
+    let before = cache.stats();
+    assert_eq!(row(&cache, &db, 1).await, Ok(1));
+    assert_eq!(cache.stats().near_hits, before.near_hits + 1, "near hits go on");
+    assert!(
+        invalidate_row(&cache, 1).await.is_err(),
+        "Redis refused the removal"
+    );
+    let before = cache.stats();
+    assert_eq!(row(&cache, &db, 1).await, Ok(1), "Redis still holds it");
+    assert_eq!(
+        cache.stats().near_hits,
+        before.near_hits,
+        "the copy went with the refused invalidation"
+    );
+
+    config_set(&mut conn, "min-replicas-to-write", "0").await;
+    warm(&cache, &db, 1).await;
+    db.set_version(2);
+    assert!(invalidate_row(&other, 1).await.unwrap());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            row(&cache, &db, 1).await == Ok(2)
+        })
+        .await,
+        "the other process's invalidation reached this one's copy"
+    );
+    assert_eq!(db.reads(), 2);
+}
