@@ -65,16 +65,23 @@ async fn read_near(cache: &Cache, key: &Key, db: &AtomicU64) -> Result<u64, Stri
 // 4. Hangs: a write-back no runtime drives.
 // ---------------------------------------------------------------------------------------------
 
-/// A `Cache` built on a multi-thread runtime is used from another thread's current-thread
-/// runtime (`block_on` per request, the runtime kept for the next request). The miss's
-/// write-back is spawned on that runtime, and `block_on` returns as soon as the caller has its
-/// value: the write-back is never polled while that runtime sits idle. Every later call of the
-/// key from any other runtime waits on `done_with`, which has no bound, and `settle()` never
-/// returns. Guarantee: nobody hangs; Redis trouble (here, none) costs at most `op_timeout`.
+/// A `Cache` built on a multi-thread runtime is used first from another thread's
+/// current-thread runtime (`block_on` per request, the runtime kept for the next request).
+/// Found by the adversary: the miss's write-back was spawned on that runtime, never polled
+/// while it sat idle, and every later call of the key and `settle()` waited for it forever.
+/// Write-backs now run on the runtime the cache was built on, and a later call waits for one
+/// at most `op_timeout`. (The connections themselves are driven by the runtime that first used
+/// them, redis-rs's driver tasks: an idle one stalls them, each command bounded by
+/// `op_timeout`, which the setup guide states.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_back_spawned_on_an_idle_current_thread_runtime_does_not_hang_later_calls() {
     let server = RedisServer::start();
-    let cache = server.cache("adv-strand").await;
+    let cache = server
+        .cache_builder("adv-strand")
+        .op_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
     let key = Key::raw("row:stranded");
     let (answered_tx, answered_rx) = std::sync::mpsc::channel();
     let (drop_tx, drop_rx) = std::sync::mpsc::channel::<()>();
@@ -103,7 +110,7 @@ async fn a_write_back_spawned_on_an_idle_current_thread_runtime_does_not_hang_la
         cache.fetch(&key, &policy(), async { Ok(2) }),
     )
     .await;
-    let settled = tokio::time::timeout(Duration::from_secs(1), cache.settle()).await;
+    let settled = tokio::time::timeout(Duration::from_secs(2), cache.settle()).await;
     let in_flight = cached_redis::__private::in_flight(&cache);
     // Let the worker go (dropping its runtime drops the stranded task) before asserting.
     drop_tx.send(()).unwrap();

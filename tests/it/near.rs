@@ -423,7 +423,11 @@ async fn with_writes_refused_near_hits_go_on_and_a_refused_invalidation_drops_th
     config_set(&mut conn, "min-replicas-to-write", "1").await;
     let before = cache.stats();
     assert_eq!(row(&cache, &db, 1).await, Ok(1));
-    assert_eq!(cache.stats().near_hits, before.near_hits + 1, "near hits go on");
+    assert_eq!(
+        cache.stats().near_hits,
+        before.near_hits + 1,
+        "near hits go on"
+    );
     assert!(
         invalidate_row(&cache, 1).await.is_err(),
         "Redis refused the removal"

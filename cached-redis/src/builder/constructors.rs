@@ -230,7 +230,7 @@ impl CacheBuilder {
                 ),
                 stats: Counters::default(),
                 flights: Flights::default(),
-                write_backs: WriteBacks::default(),
+                write_backs: WriteBacks::on_this_runtime(),
                 updates: UpdateQueue::default(),
                 wakeups,
                 near,

@@ -114,14 +114,21 @@ impl Cache {
                 .without_redis(&value_key, policy, loader(), &span)
                 .await;
         }
-        if inner.write_backs.any() {
-            // An earlier call's write-back of this key may still run: read what it stores.
-            inner.write_backs.done_with(&value_key).await;
-        }
+        // An earlier call's write-back of this key may still run: read what it stores. If Redis
+        // did not answer it, the write path is in trouble: load as when Redis cannot be read,
+        // rather than wait for a lease script in turn.
+        let write_failed = inner.write_backs.any()
+            && !inner
+                .write_backs
+                .done_with(&value_key, inner.guard.op_timeout())
+                .await;
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
-        let read = self
-            .read::<R::Value>(&value_key, policy.name(), ticket.is_some())
-            .await;
+        let read = if write_failed {
+            Read::Missed(Missed::Unavailable)
+        } else {
+            self.read::<R::Value>(&value_key, policy.name(), ticket.is_some())
+                .await
+        };
         if let Read::Hit(value, expires) = read {
             if let (Some(near), Some(ticket), Some(expires)) = (&near, ticket, expires) {
                 near.keep(key.as_str(), ticket, &value, expires);

@@ -93,12 +93,15 @@ impl Cache {
         let running = self.inner.write_backs.start(&keys.value);
         let (cache, keys, policy) = (self.clone(), keys.clone(), policy.clone());
         let write_back = async move {
-            cache
+            let answered = cache
                 .store_and_share(leader, lease, &keys, &policy, stored)
                 .await;
-            drop(running);
+            if !answered {
+                running.unanswered();
+            }
         };
-        tokio::spawn(tracing::Instrument::in_current_span(write_back));
+        let write_back = tracing::Instrument::in_current_span(write_back);
+        self.inner.write_backs.spawn(write_back);
     }
 
     /// How long one load may keep others waiting: the policy's `max_load`, else the cache's,
@@ -154,7 +157,7 @@ impl Cache {
 
     /// Writes the loaded value back under the lease (or only lets the lease go, for a value
     /// not to be cached) and hands it to the joiners, who read again if an invalidation
-    /// revoked the lease.
+    /// revoked the lease. Returns whether Redis answered.
     async fn store_and_share(
         &self,
         leader: Leader,
@@ -162,7 +165,7 @@ impl Cache {
         keys: &EntryKeys,
         policy: &Policy,
         stored: Stored,
-    ) {
+    ) -> bool {
         let current = match stored.ttl {
             Some(ttl) => {
                 let ttl_ms = policy.draw_ttl_ms(ttl);
@@ -174,7 +177,7 @@ impl Cache {
             self.inner.stats.note(Event::StaleRefused, policy.name());
             tracing::debug!(key = %keys.value, "an invalidation revoked this load; not stored");
             leader.finish(Shared::Reread);
-            return;
+            return true;
         }
         // A value stored under a lease that was still held is fresh for every joiner; one
         // whose lease's fate is unknown may have been revoked.
@@ -188,6 +191,7 @@ impl Cache {
             joined,
             unleased: false,
         });
+        current.is_some()
     }
 
     /// Runs the loader, renewing the lease, for as long as it runs but at most `max_load`: past

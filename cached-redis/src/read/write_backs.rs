@@ -1,26 +1,36 @@
 //! The write-backs a leader leaves running once its caller has the loaded value: the caller
 //! pays for the GET and the lease, not for the store. A later call for the same key in this
-//! process waits for its write-back before reading, so it reads what was stored, and
-//! [`Cache::settle`](crate::Cache::settle) waits for all of them.
+//! process waits for its write-back before reading, so it reads what was stored (or, if Redis
+//! did not answer it, skips the write path), and [`Cache::settle`](crate::Cache::settle)
+//! waits for all of them.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 /// The write-backs this process has running, by value key.
 #[derive(Debug, Default)]
 pub(crate) struct WriteBacks {
     state: Arc<State>,
+    /// The runtime the cache was built on, where its write-backs run: a caller's own runtime
+    /// may be a current-thread one that nothing polls once the caller has its value.
+    runtime: Option<Handle>,
 }
+
+/// Per key: how many of its write-backs run, and a channel that says whether one went
+/// unanswered, closed when the last ends.
+type Keys = HashMap<String, (usize, watch::Sender<bool>)>;
 
 #[derive(Debug, Default)]
 struct State {
     /// How many are running: the read path's check, one atomic load when none is.
     running: AtomicUsize,
-    /// For each key, how many of its write-backs run, and a channel closed when the last ends.
-    keys: Mutex<HashMap<String, (usize, watch::Sender<()>)>>,
+    keys: Mutex<Keys>,
 }
 
 /// One running write-back; dropped when it is done (or its task is dropped).
@@ -31,11 +41,27 @@ pub(crate) struct Running {
 }
 
 impl WriteBacks {
+    /// Write-backs run on the runtime this is made on, if any (else on their caller's).
+    pub(crate) fn on_this_runtime() -> WriteBacks {
+        WriteBacks {
+            state: Arc::default(),
+            runtime: Handle::try_current().ok(),
+        }
+    }
+
+    /// Runs a write-back in a task of its own.
+    pub(crate) fn spawn(&self, write_back: impl Future<Output = ()> + Send + 'static) {
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(write_back)),
+            None => drop(tokio::spawn(write_back)),
+        }
+    }
+
     /// Counts a write-back of `key` until the returned guard is dropped.
     pub(crate) fn start(&self, key: &str) -> Running {
         let mut keys = self.state.lock();
         keys.entry(key.to_owned())
-            .or_insert_with(|| (0, watch::Sender::new(())))
+            .or_insert_with(|| (0, watch::Sender::new(false)))
             .0 += 1;
         self.state.running.fetch_add(1, Ordering::SeqCst);
         Running {
@@ -54,13 +80,18 @@ impl WriteBacks {
         self.len() != 0
     }
 
-    /// Waits until no write-back of `key` started before this call runs.
-    pub(crate) async fn done_with(&self, key: &str) {
-        let done = self.state.lock().get(key).map(|(_, tx)| tx.subscribe());
-        if let Some(mut done) = done {
-            // Nothing is sent: `changed` returns when the last write-back of the key ends.
-            let _ = done.changed().await;
-        }
+    /// Waits, at most `bound`, until no write-back of `key` started before this call runs:
+    /// `false` if one went unanswered by Redis (or outlasted `bound`).
+    pub(crate) async fn done_with(&self, key: &str, bound: Duration) -> bool {
+        let Some(mut done) = self.state.lock().get(key).map(|(_, tx)| tx.subscribe()) else {
+            return true;
+        };
+        let ended = async {
+            // `changed` errs once the last write-back of the key has ended.
+            while done.changed().await.is_ok() {}
+            !*done.borrow()
+        };
+        tokio::time::timeout(bound, ended).await.unwrap_or(false)
     }
 
     /// Waits until none is running.
@@ -82,8 +113,17 @@ impl WriteBacks {
     }
 }
 
+impl Running {
+    /// Tells those waiting for the key that Redis did not answer this write-back.
+    pub(crate) fn unanswered(&self) {
+        if let Some((_, tx)) = self.state.lock().get(&self.key) {
+            tx.send_replace(true);
+        }
+    }
+}
+
 impl State {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (usize, watch::Sender<()>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -112,19 +152,23 @@ mod tests {
         let (first, second) = (write_backs.start("k"), write_backs.start("k"));
         let other = write_backs.start("other");
         assert_eq!(write_backs.len(), 3);
-        let waiting = write_backs.done_with("k");
+        let waiting = write_backs.done_with("k", Duration::from_secs(60));
         tokio::pin!(waiting);
         drop(first);
         assert!(futures_poll_once(&mut waiting).await.is_none());
+        second.unanswered();
         drop(second);
-        waiting.await;
+        assert!(!waiting.await, "one went unanswered");
         assert_eq!(write_backs.len(), 1);
         let settled = write_backs.settled();
         tokio::pin!(settled);
         assert!(futures_poll_once(&mut settled).await.is_none());
         drop(other);
         settled.await;
-        write_backs.done_with("k").await;
+        assert!(
+            write_backs.done_with("k", Duration::ZERO).await,
+            "none runs"
+        );
     }
 
     /// Polls a future once: `Some` if it finished.

@@ -89,7 +89,8 @@ impl Cache {
         }
         if self.inner.write_backs.any() {
             // A load's write-back from an earlier call here: the update applies to its value.
-            self.inner.write_backs.done_with(&keys.value).await;
+            // Bounded like the write-back itself; the update's own rounds are bounded again.
+            let _ = self.inner.write_backs.done_with(&keys.value, bound).await;
         }
         let updated = self.update_rounds(key, &keys, policy, change).await;
         // After Redis's reply: this process's copy goes before the update returns.
