@@ -19,24 +19,6 @@ fn near_policy() -> Policy {
     policy().with_near(Duration::from_secs(5)).unwrap()
 }
 
-/// A cache through `proxy` built from `builder`, warmed by one miss so that its writes
-/// connection (the client whose last command was a script) can be found; returns its index.
-async fn through_proxy(
-    proxy: &Proxy,
-    admin: &mut redis::aio::MultiplexedConnection,
-    builder: cached_redis::CacheBuilder,
-) -> (Cache, usize) {
-    let cache = builder.build().await.unwrap();
-    let warm: Result<u64, String> = cache
-        .fetch(&Key::raw("warm"), &policy(), async { Ok(0) })
-        .await;
-    assert_eq!(warm, Ok(0));
-    cache.settle().await;
-    let wrote = |fields: &[&str]| fields.contains(&"cmd=evalsha");
-    let writes = proxy.connection_of_client(admin, wrote).await;
-    (cache, writes.expect("the writes connection"))
-}
-
 /// Waits (bounded) until Redis holds `value` (decoded as the cache's `u64`) at `key`'s entry,
 /// i.e. until a write-back whose reply is held has run on the server.
 async fn until_stored(admin: &redis::aio::MultiplexedConnection, cache: &Cache, key: &Key) {
@@ -191,7 +173,7 @@ async fn a_black_holed_write_back_does_not_hang_settle_or_later_calls() {
     let builder = Cache::builder(&proxy.url())
         .namespace("adv-hole")
         .op_timeout(op_timeout);
-    let (cache, writes) = through_proxy(&proxy, &mut admin, builder).await;
+    let (cache, writes) = proxy.cache_and_writes(&mut admin, builder).await;
     let key = Key::raw("row:hole");
     let first: Result<u64, String> = cache
         .fetch(&key, &policy(), async {
@@ -234,7 +216,7 @@ async fn no_stale_read_anywhere_after_an_invalidation_while_the_write_back_is_he
         .namespace(ns)
         .op_timeout(Duration::from_secs(5))
         .near_cache(100);
-    let (p1, writes) = through_proxy(&proxy, &mut admin, builder).await;
+    let (p1, writes) = proxy.cache_and_writes(&mut admin, builder).await;
     assert!(eventually(Duration::from_secs(10), || async { p1.near_is_live() }).await);
     let p2 = cached_redis_tests::near_cache(&server.url(), ns, Duration::from_millis(500)).await;
     let p3 = server.cache(ns).await;
@@ -340,7 +322,7 @@ async fn a_revoked_write_back_is_refused_counted_once_and_its_joiner_reads_again
     let builder = Cache::builder(&proxy.url())
         .namespace(ns)
         .op_timeout(Duration::from_secs(5));
-    let (p1, writes) = through_proxy(&proxy, &mut admin, builder).await;
+    let (p1, writes) = proxy.cache_and_writes(&mut admin, builder).await;
     let p2 = server.cache(ns).await;
     p1.reset_stats();
     let db = Arc::new(AtomicU64::new(1));
@@ -409,7 +391,7 @@ async fn updates_here_and_there_while_the_write_back_is_held_are_not_lost() {
     let builder = Cache::builder(&proxy.url())
         .namespace(ns)
         .op_timeout(Duration::from_secs(5));
-    let (p1, writes) = through_proxy(&proxy, &mut admin, builder).await;
+    let (p1, writes) = proxy.cache_and_writes(&mut admin, builder).await;
     let p2 = server.cache(ns).await;
     let db = Arc::new(AtomicU64::new(1));
     let newer = |to: u64| {
@@ -612,7 +594,7 @@ async fn cancellations_panics_and_many_held_write_backs_leave_nothing_behind() {
     let builder = Cache::builder(&proxy.url())
         .namespace(ns)
         .op_timeout(Duration::from_secs(5));
-    let (p1, writes) = through_proxy(&proxy, &mut admin, builder).await;
+    let (p1, writes) = proxy.cache_and_writes(&mut admin, builder).await;
     let db = Arc::new(AtomicU64::new(1));
 
     // A caller dropped in `done_with`, and a joiner dropped while the verdict is held.
@@ -757,7 +739,7 @@ fn a_write_back_dropped_at_runtime_shutdown_leaves_nobody_waiting() {
             .namespace("adv-shutdown")
             .op_timeout(Duration::from_secs(5))
             .lock_ttl(Duration::from_millis(500));
-        through_proxy(&proxy, &mut admin, builder).await
+        proxy.cache_and_writes(&mut admin, builder).await
     });
     let key = Key::raw("row:shutdown");
     {

@@ -239,6 +239,8 @@ async fn clear_removes_every_entry_of_the_namespace_and_nothing_else() {
         derived(&cache, id, String::new()).await;
     }
     derived(&other, 1, String::new()).await;
+    cache.settle().await;
+    other.settle().await;
     let mut conn = server.conn().await;
     let lease = format!("{}:lease", cache.redis_key(&cached_redis::Key::raw("x")));
     let _: () = redis::cmd("SET")
@@ -463,6 +465,7 @@ async fn cache_if_skips_storing_values_it_rejects() {
         3,
         "the empty page loads every time"
     );
+    cache.settle().await;
     assert_eq!(scan(&server, "cache-if:*").await, ["cache-if:{page:1}"]);
 }
 
@@ -543,6 +546,7 @@ async fn computed_parts_lists_display_raw_names_and_type_parameters_render_reada
         4,
         "other types and lists load"
     );
+    cache.settle().await;
     let mut keys = scan(&server, "forms:*").await;
     keys.sort();
     assert_eq!(

@@ -61,6 +61,7 @@ async fn compressed(
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 async fn stored(server: &RedisServer, cache: &Cache, key: &cached_redis::Key) -> Vec<u8> {
+    cache.settle().await;
     let mut conn = server.conn().await;
     get_raw(&mut conn, &cache.redis_key(key))
         .await

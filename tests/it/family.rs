@@ -64,6 +64,7 @@ async fn an_integer_argument_matches_only_integers() {
 }
 
 async fn present(server: &RedisServer, cache: &Cache, key: &cached_redis::Key) -> bool {
+    cache.settle().await;
     let mut conn = server.conn().await;
     get_raw(&mut conn, &cache.redis_key(key)).await.is_some()
 }

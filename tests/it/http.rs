@@ -261,6 +261,7 @@ async fn nothing_personal_is_stored() {
         10,
         "every request ran its handler"
     );
+    cache.settle().await;
     let mut conn = server.conn().await;
     assert_eq!(
         scan_keys(&mut conn, "http-personal:*").await,
@@ -310,6 +311,7 @@ async fn each_variant_of_a_varying_response_is_stored_apart() {
     }
     // The first run learns that the URL varies; each variant then runs once and is stored.
     assert_eq!(answers, ["MISS", "MISS", "MISS", "HIT", "HIT"]);
+    cache.settle().await;
     let mut conn = server.conn().await;
     let mut keys = scan_keys(&mut conn, "http-vary:*").await;
     keys.sort();
@@ -334,6 +336,7 @@ async fn a_body_over_the_limit_streams_through_unstored() {
         assert_eq!((status, x_cache.as_deref()), (StatusCode::OK, Some("MISS")));
         assert_eq!(body.len(), 2 << 20, "the whole body reaches the client");
     }
+    cache.settle().await;
     let mut conn = server.conn().await;
     assert_eq!(
         scan_keys(&mut conn, "http-big:*").await,
@@ -356,6 +359,7 @@ async fn a_shorter_max_age_is_the_entrys_ttl() {
     let handlers = Shared::default();
     let app = app(&cache, &handlers);
     get_path(&app, "/short").await;
+    cache.settle().await;
     let mut conn = server.conn().await;
     let left = pttl(&mut conn, "http-max-age:{http:GET:/short}").await;
     assert!(
@@ -453,6 +457,7 @@ async fn each_host_has_its_own_entries() {
             .await
             .unwrap()
     );
+    cache.settle().await;
     let mut conn = server.conn().await;
     assert_eq!(
         scan_keys(&mut conn, "http-hosts:*").await,

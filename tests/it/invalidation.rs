@@ -85,6 +85,7 @@ async fn a_load_that_raced_an_invalidation_does_not_store_its_stale_value() {
         "its own caller started before the write"
     );
 
+    repo.cache.settle().await;
     let mut conn = server.conn().await;
     let key = repo.cache.redis_key(&cached_redis::Key::raw("row:1"));
     assert_eq!(

@@ -9,26 +9,14 @@ use std::time::Duration;
 use cached_redis::{Cache, Key, Policy};
 use cached_redis_tests::{Proxy, RedisServer, get_raw};
 
-/// A cache through `proxy`, and the proxy's index of its writes connection: the client whose
-/// last command was the write-back script of a first miss.
+/// A cache through `proxy`, and the proxy's index of its writes connection.
 async fn cache_and_writes(
     proxy: &Proxy,
     admin: &mut redis::aio::MultiplexedConnection,
     namespace: &str,
 ) -> (Cache, usize) {
-    let cache = Cache::builder(&proxy.url())
-        .namespace(namespace)
-        .build()
-        .await
-        .unwrap();
-    let warm: Result<u32, String> = cache
-        .fetch(&Key::raw("warm"), &policy(), async { Ok(0) })
-        .await;
-    assert_eq!(warm, Ok(0));
-    cache.settle().await;
-    let wrote = |fields: &[&str]| fields.contains(&"cmd=evalsha");
-    let writes = proxy.connection_of_client(admin, wrote).await;
-    (cache, writes.expect("the writes connection"))
+    let builder = Cache::builder(&proxy.url()).namespace(namespace);
+    proxy.cache_and_writes(admin, builder).await
 }
 
 fn policy() -> Policy {

@@ -398,16 +398,6 @@ async fn a_copy_never_outlives_the_redis_ttl() {
     );
 }
 
-async fn config_set(conn: &mut redis::aio::MultiplexedConnection, name: &str, value: &str) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query_async(conn)
-        .await
-        .unwrap();
-}
-
 /// Redis answering reads but refusing writes (`min-replicas-to-write` with no replica): near
 /// hits go on, since the tracking connection only reads; an `invalidate_*` that Redis refused
 /// still drops this process's copy before it returns `Err`; and once writes are taken again,
@@ -420,7 +410,7 @@ async fn with_writes_refused_near_hits_go_on_and_a_refused_invalidation_drops_th
     let db = HeldDb::new(1);
     let mut conn = server.conn().await;
     warm(&cache, &db, 1).await;
-    config_set(&mut conn, "min-replicas-to-write", "1").await;
+    cached_redis_tests::config_set(&mut conn, "min-replicas-to-write", "1").await;
     let before = cache.stats();
     assert_eq!(row(&cache, &db, 1).await, Ok(1));
     assert_eq!(
@@ -440,7 +430,7 @@ async fn with_writes_refused_near_hits_go_on_and_a_refused_invalidation_drops_th
         "the copy went with the refused invalidation"
     );
 
-    config_set(&mut conn, "min-replicas-to-write", "0").await;
+    cached_redis_tests::config_set(&mut conn, "min-replicas-to-write", "0").await;
     warm(&cache, &db, 1).await;
     db.set_version(2);
     assert!(invalidate_row(&other, 1).await.unwrap());

@@ -40,16 +40,6 @@ async fn read(cache: &Cache, db: &Arc<Db>, key: &str) -> Result<u64, String> {
     cache.fetch(&Key::raw(key), &policy, loader).await
 }
 
-async fn config_set(conn: &mut redis::aio::MultiplexedConnection, name: &str, value: &str) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query_async(conn)
-        .await
-        .unwrap();
-}
-
 /// What the three refusals have in common, once `refuse` has turned one on for `cache`.
 async fn reads_go_on_and_a_stampede_loads_once(cache: &Cache, db: &Arc<Db>, what: &str) {
     // 20 concurrent callers of a cold key, released together; the first load answers only
@@ -113,6 +103,7 @@ async fn prepared(server_url: &str, db: &Arc<Db>) -> Cache {
         .await
         .unwrap();
     assert_eq!(read(&cache, db, "hot").await, Ok(0));
+    cache.settle().await; // stored before writes are refused
     db.version.store(1, Ordering::SeqCst);
     db.loads.store(0, Ordering::SeqCst);
     cache
@@ -124,8 +115,8 @@ async fn oom_under_noeviction() {
     let db = Arc::new(Db::default());
     let cache = prepared(&server.url(), &db).await;
     let mut admin = server.conn().await;
-    config_set(&mut admin, "maxmemory-policy", "noeviction").await;
-    config_set(&mut admin, "maxmemory", "1").await;
+    cached_redis_tests::config_set(&mut admin, "maxmemory-policy", "noeviction").await;
+    cached_redis_tests::config_set(&mut admin, "maxmemory", "1").await;
     reads_go_on_and_a_stampede_loads_once(&cache, &db, "OOM").await;
 
     // Deleting is allowed at maxmemory, so invalidation works, and a read after it sees the
@@ -141,7 +132,7 @@ async fn noreplicas_below_min_replicas_to_write() {
     let db = Arc::new(Db::default());
     let cache = prepared(&server.url(), &db).await;
     let mut admin = server.conn().await;
-    config_set(&mut admin, "min-replicas-to-write", "1").await;
+    cached_redis_tests::config_set(&mut admin, "min-replicas-to-write", "1").await;
     reads_go_on_and_a_stampede_loads_once(&cache, &db, "NOREPLICAS").await;
     assert!(
         cache.invalidate(&Key::raw("hot")).await.is_err(),

@@ -105,6 +105,7 @@ async fn a_sentinel_failover_is_followed_without_a_restart() {
     );
 
     // Invalidation reaches the new primary, and a read after it sees the write.
+    here.settle().await;
     let mut on_new_primary = replica.conn().await;
     assert!(
         get_raw(&mut on_new_primary, &here.redis_key(&probe))
@@ -282,6 +283,7 @@ async fn right_after_a_promotion_invalidations_reach_the_new_primary() {
         ),
         "sent to the new primary, which has no replica yet (not to the dead one): {confirmed_removal:?}"
     );
+    cache.settle().await;
     let mut on_new_primary = replica.conn().await;
     for key in [&plain, &waited] {
         assert!(
@@ -345,6 +347,7 @@ async fn right_after_a_promotion_one_load_serves_two_caches() {
     );
     assert_eq!(here.stats().loads - here_loads, 1);
     assert_eq!(there.stats().loads - there_loads, 0);
+    here.settle().await;
     let mut on_new_primary = replica.conn().await;
     assert!(
         get_raw(&mut on_new_primary, &here.redis_key(&key))

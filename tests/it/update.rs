@@ -35,6 +35,7 @@ async fn product(cache: &Cache, db: &Db, id: u32) -> Result<Product, String> {
 
 /// What is cached for `product(id)`, decoded.
 async fn cached_stock(server: &RedisServer, cache: &Cache, id: u32) -> Option<i64> {
+    cache.settle().await;
     let mut conn = server.conn().await;
     let bytes = get_raw(&mut conn, &cache.redis_key(&product_key(id))).await?;
     let stored: serde_json::Value = serde_json::from_slice(&bytes).unwrap();

@@ -88,3 +88,14 @@ pub async fn assert_no_state_left(cache: &Cache) {
         cached_redis::__private::in_flight(cache)
     );
 }
+
+/// `CONFIG SET name value`.
+pub async fn config_set(conn: &mut redis::aio::MultiplexedConnection, name: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query_async(conn)
+        .await
+        .unwrap();
+}

@@ -97,6 +97,26 @@ impl Proxy {
             .find_map(|port| self.connection_from_port(port))
     }
 
+    /// A cache through this proxy built from `builder`, and this proxy's index of its writes
+    /// connection: the client whose last command was the write-back script of a first miss
+    /// (of the key `warm`), found in `admin`'s `CLIENT LIST`.
+    pub async fn cache_and_writes(
+        &self,
+        admin: &mut redis::aio::MultiplexedConnection,
+        builder: cached_redis::CacheBuilder,
+    ) -> (cached_redis::Cache, usize) {
+        let cache = builder.build().await.expect("valid cache configuration");
+        let policy = cached_redis::Policy::new("warm", Duration::from_secs(60)).unwrap();
+        let warm: Result<u64, String> = cache
+            .fetch(&cached_redis::Key::raw("warm"), &policy, async { Ok(0) })
+            .await;
+        assert_eq!(warm, Ok(0));
+        cache.settle().await;
+        let wrote = |fields: &[&str]| fields.contains(&"cmd=evalsha");
+        let writes = self.connection_of_client(admin, wrote).await;
+        (cache, writes.expect("the writes connection"))
+    }
+
     /// Keeps what the server sends on connection `index` (in accept order) from the client
     /// until [`Proxy::release_replies`]; requests still reach the server.
     pub fn hold_replies(&self, index: usize) {
