@@ -529,7 +529,7 @@ async fn a_loop_of_misses_and_invalidations_never_reads_a_version_older_than_a_c
                     violations.push((who, value, floor));
                 }
                 n += 1;
-                if n % 16 == 0 {
+                if n.is_multiple_of(16) {
                     tokio::task::yield_now().await;
                 }
             }
@@ -551,7 +551,7 @@ async fn a_loop_of_misses_and_invalidations_never_reads_a_version_older_than_a_c
         if through_p1 {
             done_p1.store(i, Ordering::SeqCst);
         }
-        if i % 8 == 0 {
+        if i.is_multiple_of(8) {
             tokio::task::yield_now().await;
         }
     }

@@ -91,7 +91,7 @@ impl Cache {
         // started after an invalidation that our write-back will not see.
         leader.close();
         let running = self.inner.write_backs.start(&keys.value);
-        let (cache, keys, policy) = (self.clone(), keys.clone(), policy.clone());
+        let (cache, keys, policy) = (self.clone(), keys.clone(), *policy);
         let write_back = async move {
             let answered = cache
                 .store_and_share(leader, lease, &keys, &policy, stored)
