@@ -114,14 +114,7 @@ impl Cache {
                 .without_redis(&value_key, policy, loader(), &span)
                 .await;
         }
-        // An earlier call's write-back of this key may still run: read what it stores. If Redis
-        // did not answer it, the write path is in trouble: load as when Redis cannot be read,
-        // rather than wait for a lease script in turn.
-        let write_failed = inner.write_backs.any()
-            && !inner
-                .write_backs
-                .done_with(&value_key, inner.guard.op_timeout())
-                .await;
+        let write_failed = self.earlier_write_back_failed(&value_key).await;
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
         let read = if write_failed {
             Read::Missed(Missed::Unavailable)
@@ -133,13 +126,7 @@ impl Cache {
             if let (Some(near), Some(ticket), Some(expires)) = (&near, ticket, expires) {
                 near.keep(key.as_str(), ticket, &value, expires);
             }
-            inner.stats.note(Event::Hit, policy.name());
-            self.note_answered(
-                Outcome::Hit,
-                policy,
-                &span,
-                started.map(|s| (s, Duration::ZERO)),
-            );
+            self.note_hit(policy, &span, started);
             return R::from_value(value);
         }
         // The miss path is boxed so the future of a hit stays small.
@@ -148,6 +135,26 @@ impl Cache {
             Box::pin(tracing::Instrument::instrument(miss, span.clone())).await;
         self.note_answered(outcome, policy, &span, started.map(|s| (s, load_time)));
         result
+    }
+
+    /// Waits for a write-back of the key that an earlier call here left running, so that the
+    /// read sees what it stored (one atomic load when none runs). `true` if Redis did not
+    /// answer it: the write path is in trouble, and the call loads as when Redis cannot be
+    /// read rather than wait for a lease script in turn.
+    async fn earlier_write_back_failed(&self, value_key: &str) -> bool {
+        let inner = &self.inner;
+        inner.write_backs.any()
+            && !inner
+                .write_backs
+                .done_with(value_key, inner.guard.op_timeout())
+                .await
+    }
+
+    /// Counts a Redis hit, and records it on its span.
+    fn note_hit(&self, policy: &Policy, span: &tracing::Span, started: Option<Instant>) {
+        self.inner.stats.note(Event::Hit, policy.name());
+        let timed = started.map(|s| (s, Duration::ZERO));
+        self.note_answered(Outcome::Hit, policy, span, timed);
     }
 
     /// Counts how a call was answered and records it on its span, with the time it spent
