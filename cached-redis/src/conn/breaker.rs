@@ -65,8 +65,10 @@ impl Breaker {
         })
     }
 
-    /// Whether calls are being skipped right now (without claiming a probe).
-    #[cfg(test)]
+    /// Whether calls are being skipped right now (without claiming a probe): [`admit`] would
+    /// refuse one.
+    ///
+    /// [`admit`]: Breaker::admit
     pub(crate) fn is_open(&self) -> bool {
         let until = self.open_until_ms.load(Ordering::Acquire);
         until != 0 && (self.now_ms() < until || self.probing.load(Ordering::Acquire))

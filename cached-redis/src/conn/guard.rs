@@ -45,7 +45,7 @@ impl Guard {
     }
 
     /// Whether the read breaker is open right now (without claiming a probe).
-    #[cfg(test)]
+    /// Whether reads are being skipped right now: a caller can skip building one.
     pub(crate) fn is_open(&self) -> bool {
         self.reads.is_open()
     }

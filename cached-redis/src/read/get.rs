@@ -33,6 +33,10 @@ impl Cache {
         with_ttl: bool,
     ) -> Read<T> {
         let inner = &self.inner;
+        if inner.guard.is_open() {
+            // The breaker would refuse the GET: do not build it.
+            return Read::Missed(Missed::Unavailable);
+        }
         let sent = Instant::now();
         let reply = if with_ttl {
             self.get_and_pttl(value_key).await
