@@ -368,6 +368,7 @@ async fn a_write_pause_on_a_primary_keeps_hits_going() {
     for key in &hot {
         assert!(read(&cache, key, "v").await.is_ok());
     }
+    cache.settle().await; // stored before writes pause
     for primary in cluster.primaries() {
         assert!(
             cluster
@@ -596,6 +597,7 @@ async fn cached_on(cluster: &RedisCluster, cache: &Cache, primary: u16, value: &
         let key = Key::raw(format!("wait:{i}"));
         assert_eq!(read(cache, &key, value).await.as_deref(), Ok(value));
         if cluster.primary_holding(&cache.redis_key(&key)) == Some(primary) {
+            cache.settle().await; // stored, not only leased
             return key;
         }
     }

@@ -50,6 +50,7 @@ async fn a_paused_redis_costs_op_timeout_then_nothing_and_a_probe_resumes_cachin
         value(&cache, 1, Duration::ZERO, &loads).await.unwrap(),
         "value-1"
     );
+    cache.settle().await; // stored before Redis pauses
 
     let mut admin = server.conn().await;
     let _: () = redis::cmd("CLIENT")

@@ -183,6 +183,7 @@ async fn a_write_pause_is_not_an_outage_for_reads() {
             .await;
         assert_eq!(cached, Ok(0));
     }
+    cache.settle().await; // stored before writes pause
     let mut admin = server.conn().await;
     let pause = Duration::from_millis(1500);
     let _: () = redis::cmd("CLIENT")
