@@ -44,6 +44,16 @@ impl EntryKeys {
         }
     }
 
+    /// The names of an entry whose load takes no lease (Redis could not be read): the value
+    /// key only, the lease's and the channel's left empty, since nothing is sent for them.
+    pub(crate) fn unleased(value: String) -> EntryKeys {
+        EntryKeys {
+            value,
+            lease: String::new(),
+            channel: String::new(),
+        }
+    }
+
     pub(crate) fn new(namespace: &str, key: &Key) -> EntryKeys {
         EntryKeys::for_value(value_key(namespace, key))
     }

@@ -130,7 +130,7 @@ impl Cache {
             return R::from_value(value);
         }
         // The miss path is boxed so the future of a hit stays small.
-        let miss = self.miss(EntryKeys::for_value(value_key), read, policy, loader());
+        let miss = self.miss(value_key, read, policy, loader());
         let (result, outcome, load_time) =
             Box::pin(tracing::Instrument::instrument(miss, span.clone())).await;
         self.note_answered(outcome, policy, &span, started.map(|s| (s, load_time)));
@@ -222,7 +222,7 @@ impl Cache {
     /// Everything after a first GET that found no usable value.
     async fn miss<R, F>(
         &self,
-        keys: EntryKeys,
+        value_key: String,
         mut read: Read<R::Value>,
         policy: &Policy,
         mut loader: F,
@@ -249,8 +249,14 @@ impl Cache {
                 }
             };
             let redis_ok = !matches!(missed, Missed::Unavailable);
-            match inner.flights.join_or_lead(&keys.value) {
+            match inner.flights.join_or_lead(&value_key) {
                 Role::Lead(leader) => {
+                    // A load without Redis takes no lease: its names are not built.
+                    let keys = if redis_ok {
+                        EntryKeys::for_value(value_key)
+                    } else {
+                        EntryKeys::unleased(value_key)
+                    };
                     return self.lead(leader, &keys, policy, loader, missed).await;
                 }
                 Role::Join(joiner) => match self.join(joiner, policy, loader, redis_ok).await {
@@ -259,7 +265,7 @@ impl Cache {
                 },
             }
             read = self
-                .read::<R::Value>(&keys.value, policy.name(), false)
+                .read::<R::Value>(&value_key, policy.name(), false)
                 .await;
         }
     }
