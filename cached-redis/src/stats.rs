@@ -107,7 +107,9 @@ pub(crate) enum Outcome {
     Fallback,
     /// Redis answered reads but refused writes; the loader answered, nothing was stored.
     WritesRefused,
-    /// This caller's load was revoked by an invalidation and not stored.
+    /// This caller's load was revoked by an invalidation and not stored: an in-memory cache's
+    /// call. On Redis the write-back's verdict comes after its caller is answered (a `Miss`),
+    /// and is counted in the `stale_refused` stat only.
     StaleRefused,
     /// The cache is disabled; the loader answered.
     Disabled,

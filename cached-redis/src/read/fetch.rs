@@ -143,11 +143,8 @@ impl Cache {
     /// read rather than wait for a lease script in turn.
     async fn earlier_write_back_failed(&self, value_key: &str) -> bool {
         let inner = &self.inner;
-        inner.write_backs.any()
-            && !inner
-                .write_backs
-                .done_with(value_key, inner.guard.op_timeout())
-                .await
+        let bound = inner.guard.op_timeout();
+        !inner.write_backs.done_with(value_key, bound).await
     }
 
     /// Counts a Redis hit, and records it on its span.

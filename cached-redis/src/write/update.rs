@@ -87,11 +87,9 @@ impl Cache {
             let format = policy.map(|p| p.format(self.inner.format));
             return Ok(self.update_in_memory(memory, &keys.value, format, change));
         }
-        if self.inner.write_backs.any() {
-            // A load's write-back from an earlier call here: the update applies to its value.
-            // Bounded like the write-back itself; the update's own rounds are bounded again.
-            let _ = self.inner.write_backs.done_with(&keys.value, bound).await;
-        }
+        // A load's write-back from an earlier call here: the update applies to its value.
+        // Bounded like the write-back itself; the update's own rounds are bounded again.
+        let _ = self.inner.write_backs.done_with(&keys.value, bound).await;
         let updated = self.update_rounds(key, &keys, policy, change).await;
         // After Redis's reply: this process's copy goes before the update returns.
         self.forget_near(key);
