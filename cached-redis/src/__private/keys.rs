@@ -4,6 +4,7 @@
 use crate::Key;
 
 /// A key renderer for a template.
+#[inline]
 pub fn key() -> crate::KeyBuilder {
     Key::builder()
 }

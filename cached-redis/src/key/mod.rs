@@ -15,6 +15,7 @@
 pub(crate) mod family;
 mod part;
 pub(crate) mod pattern;
+mod spare;
 
 use std::fmt;
 
@@ -36,6 +37,15 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Key(String);
 
+/// A dropped key's buffer becomes the thread's spare ([`spare`]): the next key rendered there
+/// reuses it.
+impl Drop for Key {
+    #[inline]
+    fn drop(&mut self) {
+        spare::give_back(std::mem::take(&mut self.0));
+    }
+}
+
 impl Key {
     /// Starts a key; append template text with [`KeyBuilder::text`] and values with
     /// [`KeyBuilder::part`].
@@ -44,9 +54,10 @@ impl Key {
     /// let key = cached_redis::Key::builder().text("user:").part(&42u64).text(":v1").build();
     /// assert_eq!(key.as_str(), "user:42:v1");
     /// ```
+    #[inline]
     pub fn builder() -> KeyBuilder {
         KeyBuilder {
-            out: KeyWriter(String::with_capacity(48)),
+            out: KeyWriter(spare::take()),
             after_part: false,
         }
     }
@@ -89,13 +100,20 @@ pub const MAX_KEY_LEN: usize = 256;
 /// How much of an over-long key stays readable.
 const KEPT_PREFIX: usize = 120;
 
+#[inline]
 fn shorten(key: String) -> String {
-    use sha2::{Digest, Sha256};
-    use std::fmt::Write as _;
-
     if key.len() <= MAX_KEY_LEN {
         return key;
     }
+    hashed(key)
+}
+
+/// [`shorten`] for a key that is too long.
+#[cold]
+fn hashed(key: String) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+
     let cut = readable_len(&key);
     let digest = Sha256::digest(key.as_bytes());
     let mut short = String::with_capacity(cut + 2 + 64);
@@ -161,9 +179,10 @@ impl KeyBuilder {
     /// let key = cached_redis::Key::builder().text("report:daily").build();
     /// assert_eq!(key.as_str(), "report:daily");
     /// ```
+    #[inline]
     pub fn text(mut self, text: &str) -> Self {
         self.out.0.push_str(text);
-        self.after_part &= !text.contains(':');
+        self.after_part &= !text.bytes().any(|b| b == b':');
         self
     }
 
@@ -211,6 +230,7 @@ impl KeyBuilder {
     /// assert!(key.as_str().len() <= cached_redis::MAX_KEY_LEN, "{}", key.as_str().len());
     /// assert!(key.as_str().contains(r"\#"), "a readable start, a marker and a hash");
     /// ```
+    #[inline]
     pub fn build(self) -> Key {
         Key(shorten(self.out.0))
     }
@@ -428,7 +448,7 @@ mod tests {
         for p in parts {
             b = p(b);
         }
-        b.build().0
+        b.build().as_str().to_owned()
     }
 
     #[test]

@@ -138,7 +138,12 @@ impl Versions {
     /// `at` as nanoseconds since these versions were made: one clock subtraction, which the
     /// hit path's other time checks then compare against as integers.
     pub(crate) fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+        let since = at.saturating_duration_since(self.base);
+        // In u64 (585 years of nanoseconds), not `as_nanos`'s u128.
+        since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()))
     }
 }
 
