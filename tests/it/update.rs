@@ -49,6 +49,8 @@ async fn an_update_changes_the_cached_value_and_keeps_its_ttl() {
     let db = Db::default();
     db.stock.store(10, Ordering::SeqCst);
     assert_eq!(product(&cache, &db, 1).await.unwrap().stock, 10);
+    // The miss's write-back runs after its caller returns: the entry is shortened after it.
+    cache.settle().await;
     let mut conn = server.conn().await;
     let redis_key = cache.redis_key(&product_key(1));
     let _: () = redis::cmd("PEXPIRE")
