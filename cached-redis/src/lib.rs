@@ -66,6 +66,7 @@ pub mod guide;
 #[cfg(feature = "http")]
 pub mod http;
 mod key;
+mod keyed;
 mod lease;
 mod local;
 mod memory;

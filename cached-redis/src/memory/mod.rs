@@ -10,8 +10,8 @@
 mod read;
 mod write;
 
+use crate::keyed::KeyMap;
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use crate::local::versions::Ticket;
 pub(crate) struct Memory {
     store: Store,
     /// The keys with a load or an update under way, by key.
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: Mutex<KeyMap<Pending>>,
 }
 
 struct Pending {
@@ -60,11 +60,11 @@ impl Memory {
     pub(crate) fn new(entries: usize) -> Memory {
         Memory {
             store: Store::new(entries),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::default(),
         }
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
+    fn pending(&self) -> MutexGuard<'_, KeyMap<Pending>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -116,7 +116,7 @@ impl Memory {
     }
 
     /// The lock, if no invalidation of `begun`'s key came since it began.
-    fn still(&self, begun: &Begun<'_>) -> Option<MutexGuard<'_, HashMap<String, Pending>>> {
+    fn still(&self, begun: &Begun<'_>) -> Option<MutexGuard<'_, KeyMap<Pending>>> {
         let pending = self.pending();
         let version = pending.get(&begun.key).map(|p| p.version);
         (version == Some(begun.version)).then_some(pending)
@@ -165,7 +165,7 @@ impl Memory {
 }
 
 /// An invalidation of `key`: a load or update of it under way will not store.
-fn bump(pending: &mut HashMap<String, Pending>, key: &str) {
+fn bump(pending: &mut KeyMap<Pending>, key: &str) {
     if let Some(slot) = pending.get_mut(key) {
         slot.version += 1;
     }

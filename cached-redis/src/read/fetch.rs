@@ -114,9 +114,16 @@ impl Cache {
                 .without_redis(&value_key, policy, loader(), &span)
                 .await;
         }
-        let write_failed = self.earlier_write_back_failed(&value_key).await;
+        let write_failed = match inner
+            .write_backs
+            .running(&value_key, inner.guard.op_timeout())
+        {
+            Some(done) => !done.await,
+            None => false,
+        };
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
-        let read = if write_failed {
+        // The breaker would refuse the GET: it is not built.
+        let read = if write_failed || inner.guard.is_open() {
             Read::Missed(Missed::Unavailable)
         } else {
             self.read::<R::Value>(&value_key, policy.name(), ticket.is_some())
@@ -129,22 +136,13 @@ impl Cache {
             self.note_hit(policy, &span, started);
             return R::from_value(value);
         }
-        // The miss path is boxed so the future of a hit stays small.
-        let miss = self.miss(value_key, read, policy, loader());
+        // The miss path is boxed so the future of a hit stays small, and boxed before it is
+        // instrumented so that it is moved once.
+        let miss = Box::pin(self.miss(value_key, read, policy, loader()));
         let (result, outcome, load_time) =
-            Box::pin(tracing::Instrument::instrument(miss, span.clone())).await;
+            tracing::Instrument::instrument(miss, span.clone()).await;
         self.note_answered(outcome, policy, &span, started.map(|s| (s, load_time)));
         result
-    }
-
-    /// Waits for a write-back of the key that an earlier call here left running, so that the
-    /// read sees what it stored (one atomic load when none runs). `true` if Redis did not
-    /// answer it: the write path is in trouble, and the call loads as when Redis cannot be
-    /// read rather than wait for a lease script in turn.
-    async fn earlier_write_back_failed(&self, value_key: &str) -> bool {
-        let inner = &self.inner;
-        let bound = inner.guard.op_timeout();
-        !inner.write_backs.done_with(value_key, bound).await
     }
 
     /// Counts a Redis hit, and records it on its span.

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::keyed::KeyHasher;
+
 /// What a load's leader hands to the callers that joined it.
 #[derive(Debug, Clone)]
 pub(crate) enum Shared {
@@ -59,8 +61,8 @@ struct Flight {
 type Slot = Arc<Flight>;
 
 /// The flights by value key, shared with their leaders (a write-back may outlive its
-/// caller's call).
-type Map = Arc<Mutex<HashMap<String, Slot>>>;
+/// caller's call). The map and the leader share the key's one copy.
+type Map = Arc<Mutex<HashMap<Arc<str>, Slot, KeyHasher>>>;
 
 /// The loads in flight in this process, by value key.
 #[derive(Debug, Default)]
@@ -96,10 +98,11 @@ impl Flights {
             result: watch::Sender::new(None),
             joined: AtomicU64::new(0),
         });
-        map.insert(key.to_owned(), slot.clone());
+        let key: Arc<str> = Arc::from(key);
+        map.insert(Arc::clone(&key), slot.clone());
         Role::Lead(Leader {
             flights: self.map.clone(),
-            key: key.to_owned(),
+            key,
             slot,
             registered: true,
         })
@@ -116,7 +119,7 @@ impl Flights {
 #[derive(Debug)]
 pub(crate) struct Leader {
     flights: Map,
-    key: String,
+    key: Arc<str>,
     slot: Slot,
     registered: bool,
 }
@@ -141,10 +144,10 @@ impl Leader {
         self.registered = false;
         let mut map = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         if map
-            .get(&self.key)
+            .get(&*self.key)
             .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
         {
-            map.remove(&self.key);
+            map.remove(&*self.key);
         }
     }
 

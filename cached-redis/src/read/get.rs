@@ -33,13 +33,11 @@ impl Cache {
         with_ttl: bool,
     ) -> Read<T> {
         let inner = &self.inner;
-        if inner.guard.is_open() {
-            // The breaker would refuse the GET: do not build it.
-            return Read::Missed(Missed::Unavailable);
-        }
         let sent = Instant::now();
         let reply = if with_ttl {
-            self.get_and_pttl(value_key).await
+            // Boxed: two commands' futures would double the size of every call's future,
+            // which each call moves (a near hit and a refused read too).
+            Box::pin(self.get_and_pttl(value_key)).await
         } else {
             let mut conn = inner.reads.clone();
             let mut get = redis::cmd("GET");

@@ -16,7 +16,7 @@
 //! When it drops, every waiter is woken to check again; a waiter never sleeps past the lease's
 //! expiry, so a lost message costs at most one lease TTL.
 
-use std::collections::HashMap;
+use crate::keyed::KeyMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,9 +39,9 @@ struct Channel {
     commands: Arc<tokio::sync::Mutex<()>>,
 }
 
-type Registry = Arc<Mutex<HashMap<String, Channel>>>;
+type Registry = Arc<Mutex<KeyMap<Channel>>>;
 
-fn lock(registry: &Registry) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
+fn lock(registry: &Registry) -> std::sync::MutexGuard<'_, KeyMap<Channel>> {
     registry.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -4,7 +4,7 @@
 //! did not answer it, skips the write path), and [`Cache::settle`](crate::Cache::settle)
 //! waits for all of them.
 
-use std::collections::HashMap;
+use crate::keyed::KeyMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,10 @@ pub(crate) struct WriteBacks {
 
 /// Per key: how many of its write-backs run, and a channel that says whether one went
 /// unanswered, closed when the last ends.
-type Keys = HashMap<String, (usize, watch::Sender<bool>)>;
+/// A wait for write-backs ([`WriteBacks::running`]).
+pub(crate) type Done = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
+type Keys = KeyMap<(usize, watch::Sender<bool>)>;
 
 #[derive(Debug, Default)]
 struct State {
@@ -75,22 +78,24 @@ impl WriteBacks {
         self.state.running.load(Ordering::SeqCst)
     }
 
-    /// Waits, at most `bound`, until no write-back of `key` started before this call runs:
-    /// `false` if one went unanswered by Redis (or outlasted `bound`). One atomic load when
-    /// none runs.
-    pub(crate) async fn done_with(&self, key: &str, bound: Duration) -> bool {
+    /// The wait for the write-backs of `key` that run now, if any (one atomic load when none
+    /// runs): it ends, at most `bound` later, once none started before this call runs, with
+    /// `false` if one went unanswered by Redis (or outlasted `bound`). Boxed, and made only
+    /// when one runs: a call's future, which every call moves, then holds a pointer rather
+    /// than a timer.
+    pub(crate) fn running(&self, key: &str, bound: Duration) -> Option<Done> {
         if self.len() == 0 {
-            return true;
+            return None;
         }
-        let Some(mut done) = self.state.lock().get(key).map(|(_, tx)| tx.subscribe()) else {
-            return true;
-        };
-        let ended = async {
+        let mut done = self.state.lock().get(key).map(|(_, tx)| tx.subscribe())?;
+        let ended = async move {
             // `changed` errs once the last write-back of the key has ended.
             while done.changed().await.is_ok() {}
             !*done.borrow()
         };
-        tokio::time::timeout(bound, ended).await.unwrap_or(false)
+        Some(Box::pin(async move {
+            tokio::time::timeout(bound, ended).await.unwrap_or(false)
+        }))
     }
 
     /// Waits until none is running.
@@ -151,7 +156,9 @@ mod tests {
         let (first, second) = (write_backs.start("k"), write_backs.start("k"));
         let other = write_backs.start("other");
         assert_eq!(write_backs.len(), 3);
-        let waiting = write_backs.done_with("k", Duration::from_secs(60));
+        let waiting = write_backs
+            .running("k", Duration::from_secs(60))
+            .expect("two run");
         tokio::pin!(waiting);
         drop(first);
         assert!(futures_poll_once(&mut waiting).await.is_none());
@@ -165,7 +172,7 @@ mod tests {
         drop(other);
         settled.await;
         assert!(
-            write_backs.done_with("k", Duration::ZERO).await,
+            write_backs.running("k", Duration::ZERO).is_none(),
             "none runs"
         );
     }

@@ -1,7 +1,7 @@
 //! Updates of one entry take turns in this process, so that only other processes' updates
 //! make a compare-and-set fail (`update.rs` runs the rounds).
 
-use std::collections::HashMap;
+use crate::keyed::KeyMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio::sync::OwnedMutexGuard;
 /// only other processes' updates make a compare-and-set fail.
 #[derive(Default)]
 pub(crate) struct UpdateQueue {
-    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    turns: Mutex<KeyMap<Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// An update's turn on its entry; the queue forgets the entry when no one else waits for it.

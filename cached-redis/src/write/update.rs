@@ -89,7 +89,9 @@ impl Cache {
         }
         // A load's write-back from an earlier call here: the update applies to its value.
         // Bounded like the write-back itself; the update's own rounds are bounded again.
-        let _ = self.inner.write_backs.done_with(&keys.value, bound).await;
+        if let Some(done) = self.inner.write_backs.running(&keys.value, bound) {
+            done.await;
+        }
         let updated = self.update_rounds(key, &keys, policy, change).await;
         // After Redis's reply: this process's copy goes before the update returns.
         self.forget_near(key);
