@@ -7,7 +7,7 @@
 //! gated loaders and stalled futures, never with a sleep standing in for an event (the few
 //! sleeps let a time-based bound pass: a breaker's cooldown, a TTL, a tracking lag).
 //!
-//! One test fails against the current code (a finding, explained at the test):
+//! One test failed when it was written (a finding, fixed since, explained at the test):
 //! `a_cold_key_is_loaded_once_per_process_while_the_breakers_probe_is_in_flight`. The others
 //! are attacks that held.
 
@@ -989,7 +989,8 @@ async fn while_the_breaker_is_open_refused_callers_share_one_load_per_key_and_hi
     assert_no_state_left(&cache).await;
 }
 
-/// FINDING. The breaker's cooldown is over and one call's GET is the probe (its reply held):
+/// FINDING (fixed: a joiner is now judged by when its call began, `read/flight.rs` `Began`).
+/// The breaker's cooldown is over and one call's GET is the probe (its reply held):
 /// four callers of the same cold key that come meanwhile are refused Redis and share one load
 /// without a lease. The probe's GET then answers (a miss): the probe joins that load, but as
 /// a caller that reached Redis and joined after the load began it may not take its value,
@@ -997,9 +998,9 @@ async fn while_the_breaker_is_open_refused_callers_share_one_load_per_key_and_hi
 /// process, where the guarantees promise one ("concurrent callers of a key in one process
 /// still share one load, so the database sees one query per key per process"). The probe
 /// could safely take the shared value: its call began before that load did, so the load
-/// postdates any invalidation it saw; the join rule goes by when it joined instead. Not
-/// introduced by the last commits: the refused read returned `Unavailable` the same way
-/// when the breaker check sat in `read()`.
+/// postdates any invalidation it saw; the join rule went by when it joined instead. Not
+/// introduced by the commits attacked here: the refused read returned `Unavailable` the same
+/// way when the breaker check sat in `read()`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_key_is_loaded_once_per_process_while_the_breakers_probe_is_in_flight() {
     let server = RedisServer::start();

@@ -29,6 +29,7 @@ impl Cache {
         F: Future<Output = R>,
     {
         let stats = &self.inner.stats;
+        let began = self.inner.flights.now();
         loop {
             if let Some(found) = memory.get(value_key) {
                 match codec::decode(found.bytes()) {
@@ -40,7 +41,7 @@ impl Cache {
                 }
             }
             stats.note(Event::Miss, policy.name());
-            let joiner = match self.inner.flights.join_or_lead(value_key) {
+            let joiner = match self.inner.flights.join_or_lead(value_key, began) {
                 Role::Lead(leader) => {
                     return self
                         .lead_in_memory(memory, leader, value_key, policy, loader)

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::lease::{self, EntryKeys};
-use crate::read::flight::{self, Joiner, Role, Shared};
+use crate::read::flight::{self, Began, Joiner, Role, Shared};
 use crate::read::get::{Missed, Read};
 use crate::read::near::{Copies, NearUse};
 use crate::stats::{Event, Outcome};
@@ -107,6 +107,8 @@ impl Cache {
         }
         // The clock is read only for a span someone listens to.
         let started = (!span.is_disabled()).then(Instant::now);
+        // Before the read: a load that started since may answer this call.
+        let began = inner.flights.now();
         let value_key = lease::value_key(&inner.namespace, key);
         span.record("key", value_key.as_str());
         if inner.disabled || inner.memory.is_some() {
@@ -138,7 +140,7 @@ impl Cache {
         }
         // The miss path is boxed so the future of a hit stays small, and boxed before it is
         // instrumented so that it is moved once.
-        let miss = Box::pin(self.miss(value_key, read, policy, loader()));
+        let miss = Box::pin(self.miss(value_key, began, read, policy, loader()));
         let (result, outcome, load_time) =
             tracing::Instrument::instrument(miss, span.clone()).await;
         self.note_answered(outcome, policy, &span, started.map(|s| (s, load_time)));
@@ -218,6 +220,7 @@ impl Cache {
     async fn miss<R, F>(
         &self,
         value_key: String,
+        began: Began,
         mut read: Read<R::Value>,
         policy: &Policy,
         mut loader: F,
@@ -244,7 +247,7 @@ impl Cache {
                 }
             };
             let redis_ok = !matches!(missed, Missed::Unavailable);
-            match inner.flights.join_or_lead(&value_key) {
+            match inner.flights.join_or_lead(&value_key, began) {
                 Role::Lead(leader) => {
                     // A load without Redis takes no lease: its names are not built.
                     let keys = if redis_ok {

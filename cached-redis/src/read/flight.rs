@@ -12,8 +12,8 @@ use crate::keyed::KeyHasher;
 #[derive(Debug, Clone)]
 pub(crate) enum Shared {
     /// The stored form of the value; each joiner decodes its own copy. `joined` says which
-    /// joiners it is fresh for: a value read from Redis, or loaded, after a caller joined is
-    /// newer than any invalidation that returned before that caller started. A value stored
+    /// joiners it is fresh for: a value read from Redis, or loaded, after a caller's call
+    /// began is newer than any invalidation that returned before that call began. A value stored
     /// under a lease that was still held is fresh for everyone ([`Joined::EVERYONE`]).
     /// `unleased` marks a value whose load started without a lease (Redis unreachable, or
     /// refusing writes): a joiner that could not reach Redis either takes it whenever it
@@ -30,8 +30,7 @@ pub(crate) enum Shared {
 }
 
 impl Shared {
-    /// A value read from Redis (another process stored it) by a request sent when `joined`
-    /// callers had joined.
+    /// A value read from Redis (another process stored it) by a request sent at `joined`.
     pub(crate) fn found(bytes: Vec<u8>, joined: Joined) -> Shared {
         Shared::Value {
             bytes: Arc::from(bytes),
@@ -41,9 +40,16 @@ impl Shared {
     }
 }
 
-/// How many callers had joined a flight at some moment.
+/// A moment on the flights' clock at which a load started or its Redis read was sent: what
+/// it found is fresh for the calls that began before ([`Began`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Joined(u64);
+
+/// When a call began, on the flights' clock ([`Flights::now`]). A joiner is judged by when its
+/// call began, not by when it joined: a call whose read took long (a breaker's probe, a slow
+/// GET) joins a load late that still started after it began, and may take its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Began(u64);
 
 impl Joined {
     /// Every joiner, whenever it joined: for a value loaded under a lease that was still held
@@ -61,8 +67,22 @@ struct Flight {
 type Slot = Arc<Flight>;
 
 /// The flights by value key, shared with their leaders (a write-back may outlive its
-/// caller's call). The map and the leader share the key's one copy.
-type Map = Arc<Mutex<HashMap<Arc<str>, Slot, KeyHasher>>>;
+/// caller's call), and the clock that orders calls' beginnings and loads' starts.
+#[derive(Debug, Default)]
+struct Table {
+    /// The map and the leader share the key's one copy.
+    flights: Mutex<HashMap<Arc<str>, Slot, KeyHasher>>,
+    /// Ticks at every load start and every read whose answer is shared.
+    clock: AtomicU64,
+}
+
+type Map = Arc<Table>;
+
+impl Table {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Slot, KeyHasher>> {
+        self.flights.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// The loads in flight in this process, by value key.
 #[derive(Debug, Default)]
@@ -81,17 +101,24 @@ pub(crate) enum Role {
 #[derive(Debug)]
 pub(crate) struct Joiner {
     result: watch::Receiver<Option<Shared>>,
-    /// How many had joined before this one.
-    place: u64,
+    /// When its call began.
+    began: Began,
 }
 
 impl Flights {
-    pub(crate) fn join_or_lead(&self, key: &str) -> Role {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+    /// Now, on the clock loads are judged by: taken when a call begins, before it reads.
+    pub(crate) fn now(&self) -> Began {
+        Began(self.map.clock.load(Ordering::SeqCst))
+    }
+
+    /// Joins the load of `key` in flight, or leads one, for a call that began at `began`.
+    pub(crate) fn join_or_lead(&self, key: &str, began: Began) -> Role {
+        let mut map = self.map.lock();
         if let Some(slot) = map.get(key) {
+            slot.joined.fetch_add(1, Ordering::SeqCst);
             return Role::Join(Joiner {
                 result: slot.result.subscribe(),
-                place: slot.joined.fetch_add(1, Ordering::SeqCst),
+                began,
             });
         }
         let slot: Slot = Arc::new(Flight {
@@ -110,7 +137,7 @@ impl Flights {
 
     /// How many loads are in flight (for tests of cleanup).
     pub(crate) fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.map.lock().len()
     }
 }
 
@@ -125,10 +152,11 @@ pub(crate) struct Leader {
 }
 
 impl Leader {
-    /// How many callers have joined so far. Taken just before a Redis read whose answer may be
-    /// shared, it names the joiners that answer is fresh enough for.
+    /// Now, on the flights' clock, which ticks. Taken just before a load starts or a Redis
+    /// read whose answer may be shared is sent, it names the joiners that answer is fresh
+    /// enough for: those whose call began before.
     pub(crate) fn joined(&self) -> Joined {
-        Joined(self.slot.joined.load(Ordering::SeqCst))
+        Joined(self.flights.clock.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
     /// Whether no caller joined (once closed: none ever will).
@@ -142,7 +170,7 @@ impl Leader {
             return;
         }
         self.registered = false;
-        let mut map = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.flights.lock();
         if map
             .get(&*self.key)
             .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
@@ -185,7 +213,7 @@ pub(crate) async fn wait(mut joiner: Joiner, redis_ok: bool) -> Option<Shared> {
     Some(match shared {
         Shared::Value {
             joined, unleased, ..
-        } if joiner.place >= joined.0 && (redis_ok || !unleased) => Shared::Reread,
+        } if joiner.began.0 >= joined.0 && (redis_ok || !unleased) => Shared::Reread,
         shared => shared,
     })
 }
@@ -197,30 +225,33 @@ mod tests {
     #[tokio::test]
     async fn joiners_get_the_result_and_late_callers_lead_again() {
         let flights = Flights::default();
-        let Role::Lead(mut leader) = flights.join_or_lead("k") else {
+        let Role::Lead(mut leader) = flights.join_or_lead("k", flights.now()) else {
             panic!("first caller leads")
         };
-        let Role::Join(rx) = flights.join_or_lead("k") else {
+        let Role::Join(rx) = flights.join_or_lead("k", flights.now()) else {
             panic!("second caller joins")
         };
         leader.close();
-        assert!(matches!(flights.join_or_lead("k"), Role::Lead(_)));
+        assert!(matches!(
+            flights.join_or_lead("k", flights.now()),
+            Role::Lead(_)
+        ));
         leader.finish(Shared::Reread);
         assert!(matches!(wait(rx, true).await, Some(Shared::Reread)));
         assert_eq!(flights.len(), 0);
     }
 
     #[tokio::test]
-    async fn a_value_read_after_a_caller_joined_is_not_handed_to_it() {
+    async fn a_value_read_before_a_call_began_is_not_handed_to_it() {
         let flights = Flights::default();
-        let Role::Lead(leader) = flights.join_or_lead("k") else {
+        let Role::Lead(leader) = flights.join_or_lead("k", flights.now()) else {
             panic!("first caller leads")
         };
-        let Role::Join(early) = flights.join_or_lead("k") else {
+        let Role::Join(early) = flights.join_or_lead("k", flights.now()) else {
             panic!("second caller joins")
         };
         let joined = leader.joined();
-        let Role::Join(late) = flights.join_or_lead("k") else {
+        let Role::Join(late) = flights.join_or_lead("k", flights.now()) else {
             panic!("third caller joins")
         };
         leader.finish(Shared::Value {
@@ -238,14 +269,14 @@ mod tests {
     #[tokio::test]
     async fn during_an_outage_a_late_joiner_takes_an_unleased_value() {
         let flights = Flights::default();
-        let Role::Lead(leader) = flights.join_or_lead("k") else {
+        let Role::Lead(leader) = flights.join_or_lead("k", flights.now()) else {
             panic!("first caller leads")
         };
         let joined = leader.joined();
-        let Role::Join(reached_redis) = flights.join_or_lead("k") else {
+        let Role::Join(reached_redis) = flights.join_or_lead("k", flights.now()) else {
             panic!("joins")
         };
-        let Role::Join(could_not) = flights.join_or_lead("k") else {
+        let Role::Join(could_not) = flights.join_or_lead("k", flights.now()) else {
             panic!("joins")
         };
         leader.finish(Shared::Value {
@@ -266,8 +297,8 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_leader_releases_its_joiners() {
         let flights = Flights::default();
-        let leader = flights.join_or_lead("k");
-        let Role::Join(rx) = flights.join_or_lead("k") else {
+        let leader = flights.join_or_lead("k", flights.now());
+        let Role::Join(rx) = flights.join_or_lead("k", flights.now()) else {
             panic!("second caller joins")
         };
         drop(leader);
