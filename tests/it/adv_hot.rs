@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, KeyPart, KeyWriter, MAX_KEY_LEN, Policy, redis_cached};
 use cached_redis_tests::{
-    Proxy, RedisServer, Rng, assert_no_state_left, eventually, get_raw, near_cache, scan_keys,
-    until_near_hit,
+    Proxy, RedisServer, Rng, assert_no_state_left, command_calls, eventually, get_raw, near_cache,
+    scan_keys, until_near_hit,
 };
 use tokio::sync::watch;
 
@@ -50,20 +50,6 @@ impl Gate {
         let mut rx = self.0.subscribe();
         let _ = rx.wait_for(|open| *open).await;
     }
-}
-
-/// How many times Redis ran `name` (`INFO commandstats`).
-async fn commands(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await
-        .unwrap();
-    let prefix = format!("cmdstat_{name}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
 }
 
 /// Escapes a value as `KeyWriter::write_str` documents it, independently of the library.
@@ -929,7 +915,7 @@ async fn while_the_breaker_is_open_refused_callers_share_one_load_per_key_and_hi
         .await;
     assert_eq!(opener, Ok(0));
     proxy.release_replies(reads);
-    let gets = commands(&mut admin, "get").await;
+    let gets = command_calls(&mut admin, "get").await;
     let (gate, loads) = (
         Gate::new(),
         Arc::new(Mutex::new(HashMap::<usize, u32>::new())),
@@ -966,7 +952,11 @@ async fn while_the_breaker_is_open_refused_callers_share_one_load_per_key_and_hi
         "refused callers joined one load per key: {:?}",
         cache.stats()
     );
-    assert_eq!(commands(&mut admin, "get").await, gets, "no GET while open");
+    assert_eq!(
+        command_calls(&mut admin, "get").await,
+        gets,
+        "no GET while open"
+    );
     let loads_now = loads.lock().unwrap().clone();
     assert!(loads_now.values().all(|n| *n == 1), "{loads_now:?}");
     // Cooldown over: a probe gets through and closes the breaker.
@@ -1025,7 +1015,7 @@ async fn a_cold_key_is_loaded_once_per_process_while_the_breakers_probe_is_in_fl
     assert_eq!(opener, Ok(0));
     // The breaker's cooldown is time itself.
     tokio::time::sleep(cooldown + Duration::from_millis(50)).await;
-    let gets = commands(&mut admin, "get").await;
+    let gets = command_calls(&mut admin, "get").await;
     let (gate, loads) = (Gate::new(), Arc::new(AtomicU32::new(0)));
     let key = Key::raw("cold");
     let call = || {
@@ -1045,7 +1035,7 @@ async fn a_cold_key_is_loaded_once_per_process_while_the_breakers_probe_is_in_fl
     assert!(
         eventually(Duration::from_secs(5), || {
             let mut admin = admin.clone();
-            async move { commands(&mut admin, "get").await > gets }
+            async move { command_calls(&mut admin, "get").await > gets }
         })
         .await,
         "the probe's GET reached Redis"
@@ -1210,7 +1200,7 @@ async fn a_reply_overtaken_by_this_process_invalidation_is_never_kept() {
         .await
         .expect("the reads connection");
     proxy.hold_replies(reads);
-    let gets = commands(&mut admin, "pttl").await;
+    let gets = command_calls(&mut admin, "pttl").await;
     let held = {
         let (cache, key, db) = (cache.clone(), key.clone(), db.clone());
         tokio::spawn(async move {
@@ -1225,7 +1215,7 @@ async fn a_reply_overtaken_by_this_process_invalidation_is_never_kept() {
     assert!(
         eventually(Duration::from_secs(5), || {
             let mut admin = admin.clone();
-            async move { commands(&mut admin, "pttl").await > gets }
+            async move { command_calls(&mut admin, "pttl").await > gets }
         })
         .await,
         "the held read reached Redis"

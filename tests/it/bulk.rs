@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cached_redis::{Cache, Key, Policy};
-use cached_redis_tests::{Proxy, RedisServer, eventually, get_raw, scan_keys};
+use cached_redis_tests::{Proxy, RedisServer, command_calls, eventually, get_raw, scan_keys};
 
 const FILLERS: usize = 1500;
 
@@ -34,16 +34,6 @@ async fn first_batch(
             .arg(500),
     )
     .await
-}
-
-/// How many SCANs Redis has run.
-async fn scan_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = cmd(conn, redis::cmd("INFO").arg("commandstats")).await;
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_scan:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// An entry name whose value key, once it exists, comes in the first SCAN batch while its
@@ -120,14 +110,14 @@ async fn a_write_back_during_the_scan_leaves_no_stale_entry() {
     // The write, then its prefix invalidation, whose first SCAN batch is answered but held.
     assert!(invalidator.ping().await.is_ok());
     proxy.hold_replies(0);
-    let scans_before = scan_calls(&mut admin).await;
+    let scans_before = command_calls(&mut admin, "scan").await;
     let invalidation = {
         let invalidator = invalidator.clone();
         tokio::spawn(async move { invalidator.invalidate_prefix("user:").await })
     };
     assert!(
         eventually(Duration::from_secs(5), || async {
-            scan_calls(&mut admin.clone()).await > scans_before
+            command_calls(&mut admin.clone(), "scan").await > scans_before
         })
         .await,
         "the first SCAN reached Redis"

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, redis_cached};
-use cached_redis_tests::{HeldDb, Proxy, RedisServer, eventually, near_cache, until_near_hit};
+use cached_redis_tests::{
+    HeldDb, Proxy, RedisServer, command_calls, eventually, near_cache, until_near_hit,
+};
 
 #[redis_cached(key = "row:<id>", ttl = "60s", near = "30s", cache = cache)]
 async fn row(cache: &Cache, db: &HeldDb, id: u32) -> Result<u64, String> {
@@ -31,19 +33,6 @@ async fn warm(cache: &Cache, db: &HeldDb, id: u32) -> u64 {
     first
 }
 
-async fn commands(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await
-        .unwrap();
-    let prefix = format!("cmdstat_{name}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_hits_send_no_command() {
     let server = RedisServer::start();
@@ -51,8 +40,8 @@ async fn near_hits_send_no_command() {
     let db = HeldDb::new(1);
     warm(&cache, &db, 1).await;
     let mut conn = server.conn().await;
-    let gets = commands(&mut conn, "get").await;
-    let evals = commands(&mut conn, "evalsha").await;
+    let gets = command_calls(&mut conn, "get").await;
+    let evals = command_calls(&mut conn, "evalsha").await;
     let before = cache.stats();
     for _ in 0..1_000 {
         assert_eq!(row(&cache, &db, 1).await, Ok(1));
@@ -61,11 +50,11 @@ async fn near_hits_send_no_command() {
     assert_eq!(after.near_hits - before.near_hits, 1_000);
     assert_eq!(after.hits, before.hits, "no Redis hit");
     assert_eq!(
-        commands(&mut conn, "get").await,
+        command_calls(&mut conn, "get").await,
         gets,
         "no GET reached Redis"
     );
-    assert_eq!(commands(&mut conn, "evalsha").await, evals);
+    assert_eq!(command_calls(&mut conn, "evalsha").await, evals);
     assert_eq!(db.reads(), 1);
     assert_eq!(after.near_entries, 1);
 }

@@ -99,3 +99,17 @@ pub async fn config_set(conn: &mut redis::aio::MultiplexedConnection, name: &str
         .await
         .unwrap();
 }
+
+/// How many times Redis has run the command `name` (lower case), from `INFO commandstats`.
+pub async fn command_calls(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO commandstats");
+    let prefix = format!("cmdstat_{name}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a count"))
+}

@@ -20,7 +20,9 @@ mod tls;
 pub use cluster::{RedisCluster, one_cluster_at_a_time};
 pub use db::HeldDb;
 pub use held::{Answered, HeldLoad, timed_read};
-pub use inspect::{assert_no_state_left, config_set, get_raw, numsub, pttl, scan_keys, set_px};
+pub use inspect::{
+    assert_no_state_left, command_calls, config_set, get_raw, numsub, pttl, scan_keys, set_px,
+};
 pub use logs::{LogCapture, capture_logs};
 pub use near::{near_cache, until_near_hit};
 pub use proxy::Proxy;

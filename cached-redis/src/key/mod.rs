@@ -37,7 +37,7 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Key(String);
 
-/// A dropped key's buffer becomes the thread's spare ([`spare`]): the next key rendered there
+/// A dropped key's buffer becomes the thread's spare (`key/spare.rs`): the next key rendered there
 /// reuses it.
 impl Drop for Key {
     #[inline]
