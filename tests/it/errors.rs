@@ -115,6 +115,74 @@ async fn callers_that_joined_a_failed_load_each_get_an_error_of_their_own() {
     );
 }
 
+/// An error that can be cloned: the callers that joined a failed load each take a clone.
+#[derive(Debug, Clone, PartialEq)]
+struct NotFound(u32);
+
+/// Counts its loads; the first waits at `barrier` until every caller has joined it.
+#[redis_cached(key = "missing:<id>", ttl = "60s", cache = cache, skip = "loads, barrier")]
+async fn missing_row(
+    cache: &Cache,
+    id: u32,
+    loads: Arc<AtomicU32>,
+    barrier: Arc<Barrier>,
+) -> Result<u32, NotFound> {
+    if loads.fetch_add(1, Ordering::SeqCst) == 0 {
+        barrier.wait().await;
+    }
+    Err(NotFound(id))
+}
+
+/// 1 caller leads, `joiners` join its load, and the load fails: how many loads ran.
+async fn failed_load_with_joiners(cache: &Cache, joiners: u64) -> u32 {
+    let (loads, barrier) = (Arc::new(AtomicU32::new(0)), Arc::new(Barrier::new(2)));
+    let call = || {
+        let (cache, loads, barrier) = (cache.clone(), loads.clone(), barrier.clone());
+        tokio::spawn(async move { missing_row(&cache, 7, loads, barrier).await })
+    };
+    let coalesced = cache.stats().coalesced;
+    let first = call();
+    let running = || async { loads.load(Ordering::SeqCst) == 1 };
+    assert!(cached_redis_tests::eventually(Duration::from_secs(5), running).await);
+    let joined: Vec<_> = (0..joiners).map(|_| call()).collect();
+    let all_joined = || async { cache.stats().coalesced - coalesced == joiners };
+    assert!(cached_redis_tests::eventually(Duration::from_secs(5), all_joined).await);
+    barrier.wait().await;
+    assert_eq!(first.await.unwrap(), Err(NotFound(7)));
+    for caller in joined {
+        assert_eq!(caller.await.unwrap(), Err(NotFound(7)));
+    }
+    loads.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_joined_a_failed_load_share_a_clone_of_a_cloneable_error() {
+    let server = RedisServer::start();
+    let cache = server.cache("shared-errors").await;
+    assert_eq!(
+        failed_load_with_joiners(&cache, 50).await,
+        1,
+        "one load for 51 callers"
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.load_errors), (1, 1), "{stats:?}");
+    cache.settle().await;
+    cached_redis_tests::assert_no_state_left(&cache).await;
+    // Not cached: the next call loads again.
+    assert_eq!(failed_load_with_joiners(&cache, 0).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_callers_that_joined_a_failed_load_share_a_clone_of_its_error() {
+    let cache = Cache::in_memory(100);
+    assert_eq!(
+        failed_load_with_joiners(&cache, 50).await,
+        1,
+        "one load for 51 callers"
+    );
+    assert_eq!(failed_load_with_joiners(&cache, 0).await, 1, "not cached");
+}
+
 static LOOKUPS: AtomicU32 = AtomicU32::new(0);
 
 #[redis_cached(key = "lookup:<name>", ttl = "60s", cache = cache)]

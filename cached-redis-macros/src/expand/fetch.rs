@@ -80,8 +80,8 @@ impl Fetch {
     }
 }
 
-/// `fetch(mode, near, <args>)` (`fetch_if` with `cache_if`), spanned at the return type, whose
-/// bounds it checks; `near` says whether values are kept in memory too, spanned at the `near`
+/// `fetch(mode, near, failures, <args>)` (`fetch_if` with `cache_if`, without `failures`),
+/// spanned at the return type, whose bounds it checks; `near` says whether values are kept in memory too, spanned at the `near`
 /// literal, where a value that is not `Clone` is reported.
 fn fetch_call(model: &Model, args: TokenStream) -> TokenStream {
     let ret = &model.ret;
@@ -92,11 +92,18 @@ fn fetch_call(model: &Model, args: TokenStream) -> TokenStream {
         Some((_, span)) => quote_spanned!(span=> ::cached_redis::__private::KeepNear),
         None => quote!(::cached_redis::__private::NotNear),
     };
+    // Whether joiners of a failed load take a clone of its error: by type, for a `Result`
+    // whose error is `Clone` (autoref specialization).
+    let failures = quote_spanned! {ret_span=> {
+        #[allow(unused_imports)]
+        use ::cached_redis::__private::{OwnFailures as _, ShareFailures as _};
+        (&&::cached_redis::__private::FailureProbe::<#ret>::new()).failures()
+    }};
     let mode = quote!(#mode, #near);
     let fetch = quote_spanned!(ret_span=> ::cached_redis::__private::fetch);
     match &model.cache_if {
         None => quote_spanned! {ret_span=>
-            #fetch(#mode, #args).await
+            #fetch(#mode, #failures, #args).await
         },
         // The predicate is spanned where it is written: a wrong argument type is reported there.
         Some(predicate) => {

@@ -3,9 +3,11 @@
 //! child modules, re-exported here where the expansion names it: how a return type is cached
 //! (`returns`), what `update_*` changes (`update_target`), the key renderers (`keys`), a
 //! derived key's function path (`paths`), the compile-time checks (`checks`), the policy
-//! (`policy`) and whether values are kept near (`near`).
+//! (`policy`), whether values are kept near (`near`) and whether a failed load's joiners
+//! share its error (`failures`).
 
 mod checks;
+mod failures;
 mod keys;
 mod near;
 mod paths;
@@ -23,6 +25,7 @@ pub use checks::{
     helpers_generated, none_ttl_applies, zstd_enabled,
 };
 pub use core::time::Duration;
+pub use failures::{FailureProbe, Failures, OwnFailures, ShareFailures};
 pub use keys::{DerivedKeyBuilder, DerivedKeyPart, derived_key, key};
 pub use near::{Copies, KeepNear, NearChoice, NotNear, near_applied_since};
 pub use paths::{function_path, helper_function_path, update_function_path};
@@ -34,10 +37,12 @@ use crate::{Cache, Cacheable, Error, KeyFamily, KeyFamilyBuilder};
 
 /// A cached call: through `cache` if there is one, otherwise straight to the loader. The
 /// loader comes as a closure that makes its future: a call answered from the cache (a near
-/// hit above all) never builds it, nor moves it from caller to callee.
+/// hit above all) never builds it, nor moves it from caller to callee. `failures`: whether the
+/// callers that join a failed load take a clone of its error ([`FailureProbe`]).
 pub async fn fetch<M: Mode<R>, N, R, L, F>(
     _mode: M,
     near: N,
+    failures: Option<Failures<M::Stored>>,
     cache: Option<&Cache>,
     key: Key,
     policy: &'static Policy,
@@ -52,7 +57,9 @@ where
     match cache {
         Some(cache) => {
             let load = move || async move { M::wrap(loader().await) };
-            let stored = cache.fetch_with(&key, policy, load, near.copies()).await;
+            let stored = cache
+                .fetch_with(&key, policy, load, near.copies(), failures)
+                .await;
             M::unwrap(stored)
         }
         None => {
@@ -88,7 +95,10 @@ where
                 let stored = M::wrap(loader().await);
                 crate::stored::cacheable::Conditional::new(stored, keep)
             };
-            let stored = cache.fetch_with(&key, policy, load, near.copies()).await;
+            // With `cache_if`, the joiners of a failed load run their own loaders.
+            let stored = cache
+                .fetch_with(&key, policy, load, near.copies(), None)
+                .await;
             M::unwrap(stored.into_inner())
         }
         None => {

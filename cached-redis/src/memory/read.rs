@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Memory;
+use crate::read::failures::Failures;
 use crate::read::flight::{Leader, Role, Shared};
 use crate::stats::{Event, Outcome};
 use crate::stored::cacheable::Cacheable;
@@ -23,6 +24,7 @@ impl Cache {
         value_key: &str,
         policy: &Policy,
         mut loader: F,
+        failures: Option<Failures<R>>,
     ) -> (R, Outcome, Duration)
     where
         R: Cacheable,
@@ -44,12 +46,12 @@ impl Cache {
             let joiner = match self.inner.flights.join_or_lead(value_key, began) {
                 Role::Lead(leader) => {
                     return self
-                        .lead_in_memory(memory, leader, value_key, policy, loader)
+                        .lead_in_memory(memory, leader, value_key, policy, loader, failures)
                         .await;
                 }
                 Role::Join(joiner) => joiner,
             };
-            match self.join(joiner, policy, loader, true).await {
+            match self.join(joiner, policy, loader, true, failures).await {
                 Ok(answered) => return answered,
                 Err(again) => loader = again,
             }
@@ -66,6 +68,7 @@ impl Cache {
         value_key: &str,
         policy: &Policy,
         loader: F,
+        failures: Option<Failures<R>>,
     ) -> (R, Outcome, Duration)
     where
         R: Cacheable,
@@ -86,7 +89,8 @@ impl Cache {
                 if failed {
                     stats.note(Event::LoadError, policy.name());
                 }
-                leader.finish(Shared::LoadYourself);
+                let error = failures.and_then(|f| (f.share)(&result));
+                leader.finish(error.map_or(Shared::LoadYourself, Shared::Failed));
                 return (result, Outcome::Miss, took);
             }
         };

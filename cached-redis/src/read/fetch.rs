@@ -6,6 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::lease::{self, EntryKeys};
+use crate::read::failures::Failures;
 use crate::read::flight::{self, Began, Joiner, Role, Shared};
 use crate::read::get::{Missed, Read};
 use crate::read::near::{Copies, NearUse};
@@ -44,7 +45,8 @@ impl Cache {
         R: Cacheable,
         F: Future<Output = R>,
     {
-        self.fetch_with(key, policy, move || loader, None).await
+        self.fetch_with(key, policy, move || loader, None, None)
+            .await
     }
 
     /// [`Cache::fetch`], also keeping values in this process's memory for the policy's
@@ -69,19 +71,20 @@ impl Cache {
         R::Value: Clone + Send + Sync + 'static,
         F: Future<Output = R>,
     {
-        self.fetch_with(key, policy, move || loader, Some(Copies::of()))
+        self.fetch_with(key, policy, move || loader, Some(Copies::of()), None)
             .await
     }
 
     /// [`Cache::fetch`], with the near cache's operations for this value type if it may be
-    /// kept near, and the loader as a closure that makes its future, called only when the
-    /// cache does not answer.
+    /// kept near, how a failed load's error reaches its joiners if it can be cloned, and the
+    /// loader as a closure that makes its future, called only when the cache does not answer.
     pub(crate) async fn fetch_with<R, L, F>(
         &self,
         key: &Key,
         policy: &Policy,
         loader: L,
         copies: Option<Copies<R::Value>>,
+        failures: Option<Failures<R>>,
     ) -> R
     where
         R: Cacheable,
@@ -113,7 +116,7 @@ impl Cache {
         span.record("key", value_key.as_str());
         if inner.disabled || inner.memory.is_some() {
             return self
-                .without_redis(&value_key, policy, loader(), &span)
+                .without_redis(&value_key, policy, loader(), failures, &span)
                 .await;
         }
         let write_failed = match inner
@@ -140,7 +143,7 @@ impl Cache {
         }
         // The miss path is boxed so the future of a hit stays small, and boxed before it is
         // instrumented so that it is moved once.
-        let miss = Box::pin(self.miss(value_key, began, read, policy, loader()));
+        let miss = Box::pin(self.miss(value_key, began, read, policy, loader(), failures));
         let (result, outcome, load_time) =
             tracing::Instrument::instrument(miss, span.clone()).await;
         self.note_answered(outcome, policy, &span, started.map(|s| (s, load_time)));
@@ -188,12 +191,13 @@ impl Cache {
         value_key: &str,
         policy: &Policy,
         loader: F,
+        failures: Option<Failures<R>>,
         span: &tracing::Span,
     ) -> R {
         let Some(memory) = &self.inner.memory else {
             return self.disabled_call(policy, loader, span).await;
         };
-        let call = self.fetch_memory(memory, value_key, policy, loader);
+        let call = self.fetch_memory(memory, value_key, policy, loader, failures);
         let (result, outcome, _) = tracing::Instrument::instrument(call, span.clone()).await;
         self.inner.stats.note_call(outcome, policy.name());
         span.record("outcome", outcome.as_str());
@@ -224,6 +228,7 @@ impl Cache {
         mut read: Read<R::Value>,
         policy: &Policy,
         mut loader: F,
+        failures: Option<Failures<R>>,
     ) -> (R, Outcome, Duration)
     where
         R: Cacheable,
@@ -255,12 +260,16 @@ impl Cache {
                     } else {
                         EntryKeys::unleased(value_key)
                     };
-                    return self.lead(leader, &keys, policy, loader, missed).await;
+                    return self
+                        .lead(leader, &keys, policy, loader, missed, failures)
+                        .await;
                 }
-                Role::Join(joiner) => match self.join(joiner, policy, loader, redis_ok).await {
-                    Ok(answered) => return answered,
-                    Err(again) => loader = again,
-                },
+                Role::Join(joiner) => {
+                    match self.join(joiner, policy, loader, redis_ok, failures).await {
+                        Ok(answered) => return answered,
+                        Err(again) => loader = again,
+                    }
+                }
             }
             read = self
                 .read::<R::Value>(&value_key, policy.name(), false)
@@ -269,7 +278,8 @@ impl Cache {
     }
 
     /// A caller that joined the process's load of its key: the value that load shares, or a
-    /// load of its own (the shared load failed, or its value does not decode), or `Err` with
+    /// clone of its error (with `failures`), or a load of its own (the shared load failed
+    /// with an error that cannot be cloned, or its value does not decode), or `Err` with
     /// the loader back: too late for the value, an invalidation revoked the load, or its
     /// leader went away, so read again.
     pub(crate) async fn join<R, F>(
@@ -278,6 +288,7 @@ impl Cache {
         policy: &Policy,
         loader: F,
         redis_ok: bool,
+        failures: Option<Failures<R>>,
     ) -> Result<(R, Outcome, Duration), F>
     where
         R: Cacheable,
@@ -288,6 +299,10 @@ impl Cache {
             Some(Shared::Value { bytes, .. }) => match codec::decode(&bytes) {
                 Ok(value) => Ok((R::from_value(value), Outcome::Waited, Duration::ZERO)),
                 Err(_) => Ok(self.load_alone(policy, loader, redis_ok).await),
+            },
+            Some(Shared::Failed(error)) => match failures.and_then(|f| (f.take)(&error)) {
+                Some(result) => Ok((result, Outcome::Waited, Duration::ZERO)),
+                None => Ok(self.load_alone(policy, loader, redis_ok).await),
             },
             Some(Shared::LoadYourself) => Ok(self.load_alone(policy, loader, redis_ok).await),
             Some(Shared::Reread) | None => Err(loader),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::keyed::KeyHasher;
+use crate::read::failures::SharedFailure;
 
 /// What a load's leader hands to the callers that joined it.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub(crate) enum Shared {
     Reread,
     /// The load failed; its error belongs to the leader's caller. Run the loader yourself.
     LoadYourself,
+    /// The load failed with this error, which each joiner takes a clone of
+    /// ([`Failures`](super::failures::Failures)).
+    Failed(SharedFailure),
 }
 
 impl Shared {

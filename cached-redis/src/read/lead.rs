@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::lease::EntryKeys;
+use crate::read::failures::{Failures, SharedFailure};
 use crate::read::flight::{Joined, Leader, Shared};
 use crate::read::get::Missed;
 use crate::read::lease_guard::LeaseGuard;
@@ -25,6 +26,7 @@ impl Cache {
         policy: &Policy,
         loader: F,
         missed: Missed,
+        failures: Option<Failures<R>>,
     ) -> (R, Outcome, Duration)
     where
         R: Cacheable,
@@ -56,7 +58,8 @@ impl Cache {
                 self.inner
                     .stats
                     .note_if(failed, Event::LoadError, policy.name());
-                give_up(leader, lease.take()).await;
+                let error = failures.and_then(|f| (f.share)(&result));
+                give_up(leader, lease.take(), error).await;
                 return (result, outcome, load_time);
             }
         };
@@ -64,7 +67,7 @@ impl Cache {
             return (R::from_value(value), outcome, load_time);
         }
         let Some(bytes) = self.encoded(&value, load_time, policy, &keys.value) else {
-            give_up(leader, lease.take()).await;
+            give_up(leader, lease.take(), None).await;
             return (R::from_value(value), outcome, load_time);
         };
         let stored = Stored { bytes, ttl, joined };
@@ -256,13 +259,13 @@ fn unshared(leader: &mut Leader) -> bool {
 }
 
 /// A load that stores nothing: new callers start their own, the lease goes back, and the
-/// joiners load for themselves.
-async fn give_up(mut leader: Leader, lease: Option<LeaseGuard>) {
+/// joiners take a clone of its `error` if there is one to share, or load for themselves.
+async fn give_up(mut leader: Leader, lease: Option<LeaseGuard>, error: Option<SharedFailure>) {
     leader.close();
     if let Some(lease) = lease {
         lease.release().await;
     }
-    leader.finish(Shared::LoadYourself);
+    leader.finish(error.map_or(Shared::LoadYourself, Shared::Failed));
 }
 
 /// Hands a value loaded without a lease (Redis unavailable or refusing writes) to the
