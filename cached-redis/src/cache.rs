@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::conn::Conn;
@@ -14,6 +15,7 @@ use crate::read::wake::Wakeups;
 use crate::read::write_backs::WriteBacks;
 use crate::stats::{Counters, Stats};
 use crate::stored::format::Format;
+use crate::write::pending::Pending;
 use crate::write::replicated::{Replicated, Report};
 use crate::write::turns::UpdateQueue;
 use crate::{Error, Key};
@@ -65,6 +67,10 @@ pub(crate) struct Inner {
     pub(crate) near: Option<Near>,
     /// Set by [`Cache::in_memory`]: entries live in process memory, Redis is never asked.
     pub(crate) memory: Option<Memory>,
+    /// Invalidations Redis did not take, until they are replayed.
+    pub(crate) pending: Pending,
+    /// Whether the task replaying them runs.
+    pub(crate) replaying: std::sync::atomic::AtomicBool,
     /// Set by [`CacheBuilder::invalidate_replicas`](crate::CacheBuilder::invalidate_replicas).
     pub(crate) replicated: Option<Replicated>,
     /// How values are written unless a policy says otherwise.
@@ -118,6 +124,10 @@ impl Cache {
             stats.near_flushes = near.flushes;
             stats.near_rejected = near.rejected;
         }
+        let pending = &self.inner.pending;
+        stats.invalidations_pending = pending.len() as u64;
+        stats.invalidations_replayed = pending.replayed.load(Ordering::Relaxed);
+        stats.invalidations_dropped = pending.dropped.load(Ordering::Relaxed);
         stats
     }
 
@@ -133,6 +143,8 @@ impl Cache {
         if let Some(near) = &self.inner.near {
             near.reset_stats();
         }
+        self.inner.pending.replayed.store(0, Ordering::Relaxed);
+        self.inner.pending.dropped.store(0, Ordering::Relaxed);
     }
 
     /// The namespace every key of this cache starts with.

@@ -49,6 +49,15 @@ pub struct Stats {
     /// Values read from Redis and not kept near, because an invalidation of their key (or a
     /// key sharing its stripe) was applied while the read was in flight.
     pub near_rejected: u64,
+    /// Invalidations (of a key, or of many: a family, a prefix, everything) that Redis did not
+    /// take and that wait to be replayed now. This process does not read their entries from
+    /// Redis meanwhile.
+    pub invalidations_pending: u64,
+    /// Pending invalidations that Redis has taken since.
+    pub invalidations_replayed: u64,
+    /// Pending invalidations folded into one removal of the whole namespace, when more than
+    /// 10,000 were pending at once.
+    pub invalidations_dropped: u64,
 }
 
 #[derive(Debug, Default)]

@@ -412,14 +412,27 @@ async fn with_writes_refused_near_hits_go_on_and_a_refused_invalidation_drops_th
         "Redis refused the removal"
     );
     let before = cache.stats();
-    assert_eq!(row(&cache, &db, 1).await, Ok(1), "Redis still holds it");
+    assert_eq!(row(&cache, &db, 1).await, Ok(1));
+    let after = cache.stats();
     assert_eq!(
-        cache.stats().near_hits,
-        before.near_hits,
+        after.near_hits, before.near_hits,
         "the copy went with the refused invalidation"
+    );
+    assert_eq!(
+        (after.hits, after.loads),
+        (before.hits, before.loads + 1),
+        "the entry it covers is loaded, not read from Redis, until it is replayed"
     );
 
     cached_redis_tests::config_set(&mut conn, "min-replicas-to-write", "0").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            cache.stats().invalidations_pending == 0
+        })
+        .await,
+        "replayed once Redis takes writes"
+    );
+    let reads = db.reads();
     warm(&cache, &db, 1).await;
     db.set_version(2);
     assert!(invalidate_row(&other, 1).await.unwrap());
@@ -430,5 +443,9 @@ async fn with_writes_refused_near_hits_go_on_and_a_refused_invalidation_drops_th
         .await,
         "the other process's invalidation reached this one's copy"
     );
-    assert_eq!(db.reads(), 2);
+    assert_eq!(
+        db.reads(),
+        reads + 2,
+        "a load after the replay, one after the invalidation"
+    );
 }

@@ -16,6 +16,7 @@ use crate::read::flight::Flights;
 use crate::read::write_backs::WriteBacks;
 use crate::stats::Counters;
 use crate::stored::format::Format;
+use crate::write::pending::Pending;
 use crate::write::turns::UpdateQueue;
 
 impl Cache {
@@ -220,7 +221,7 @@ impl CacheBuilder {
                 reads,
                 writes,
                 disabled,
-                namespace: self.namespace,
+                namespace: self.namespace.clone(),
                 lock_ttl: self.lock_ttl,
                 max_load: self.max_load,
                 guard: Guard::new(
@@ -235,6 +236,8 @@ impl CacheBuilder {
                 wakeups,
                 near,
                 memory,
+                pending: Pending::new(&self.namespace),
+                replaying: Default::default(),
                 replicated,
                 format: self.format,
                 url: shown_url(disabled, in_memory.is_some(), &redacted),

@@ -127,8 +127,9 @@ impl Cache {
             None => false,
         };
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
-        // The breaker would refuse the GET: it is not built.
-        let read = if write_failed || inner.guard.is_open() {
+        // The breaker would refuse the GET: it is not built. An invalidation Redis did not take
+        // is pending for the key: what Redis holds is stale.
+        let read = if write_failed || inner.guard.is_open() || inner.pending.covers(&value_key) {
             Read::Missed(Missed::Unavailable)
         } else {
             self.read::<R::Value>(&value_key, policy.name(), ticket.is_some())
@@ -271,9 +272,12 @@ impl Cache {
                     }
                 }
             }
-            read = self
-                .read::<R::Value>(&value_key, policy.name(), false)
-                .await;
+            read = if inner.pending.covers(&value_key) {
+                Read::Missed(Missed::Unavailable)
+            } else {
+                self.read::<R::Value>(&value_key, policy.name(), false)
+                    .await
+            };
         }
     }
 

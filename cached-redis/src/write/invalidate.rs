@@ -5,6 +5,7 @@
 use crate::key::pattern::{glob_escape, prefix_patterns};
 use crate::lease::{self, EntryKeys};
 use crate::write::bulk::remove_matching;
+use crate::write::pending::Removal;
 use crate::{Cache, Error, Key, KeyFamily};
 
 impl Cache {
@@ -12,7 +13,9 @@ impl Cache {
     /// is not stored. Returns whether an entry was removed.
     ///
     /// Call it after every write to the data behind the entry. An `Err` means Redis could not be
-    /// told: the entry may live until its TTL.
+    /// told. The invalidation is then kept and replayed as soon as Redis answers again, and
+    /// until then this process does not read the entry from Redis (it loads it, storing
+    /// nothing); other processes may serve it until the replay.
     ///
     /// ```no_run
     /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
@@ -29,6 +32,7 @@ impl Cache {
         if let Some(memory) = &inner.memory {
             return Ok(memory.invalidate(&keys.value));
         }
+        let sent = inner.pending.now();
         let publish = inner.writes.publish_command();
         let removed = match &inner.replicated {
             None => {
@@ -41,6 +45,10 @@ impl Cache {
         // After Redis's reply, which comes before its invalidation message to this process:
         // a read here that started before the removal keeps nothing (whatever the reply).
         self.forget_near(key);
+        match &removed {
+            Ok(_) => inner.pending.key_done(&keys.value, sent),
+            Err(error) => self.keep_failed(error, |pending| pending.add_key(&keys.value, key)),
+        }
         let removed = removed?;
         tracing::debug!(key = %keys.value, removed, "invalidated");
         Ok(removed)
@@ -59,8 +67,7 @@ impl Cache {
         if let Some(memory) = &self.inner.memory {
             return Ok(memory.clear());
         }
-        let pattern = format!("{}:{{*", glob_escape(&self.inner.namespace));
-        remove_matching(&self.inner, &[pattern], &|_| true).await
+        self.remove_or_keep(Removal::All).await
     }
 
     /// Removes every entry whose key starts with `prefix` (as rendered, e.g. `"user:"` for all
@@ -89,8 +96,8 @@ impl Cache {
             };
             return Ok(self.remove_in_memory(memory, matches));
         }
-        let patterns = prefix_patterns(&self.inner.namespace, prefix);
-        remove_matching(&self.inner, &patterns, &|_| true).await
+        self.remove_or_keep(Removal::Prefix(prefix.to_owned()))
+            .await
     }
 
     /// Removes every entry `family`'s template renders (whatever its arguments) and revokes
@@ -109,21 +116,53 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_family(&self, family: &KeyFamily) -> Result<u64, Error> {
-        let namespace = &self.inner.namespace;
-        let start = format!("{namespace}:{{");
-        let patterns = prefix_patterns(&self.inner.namespace, &family.fixed_start());
-        let keep = |key: &str| {
-            let Some(inside) = key.strip_prefix(&start) else {
-                return false;
-            };
-            let rendered = inside
-                .strip_suffix("}:lease")
-                .or_else(|| inside.strip_suffix('}'));
-            rendered.is_some_and(|r| family.matches_rendered(r))
-        };
         if let Some(memory) = &self.inner.memory {
+            let start = format!("{}:{{", self.inner.namespace);
+            let keep = |key: &str| of_family(key, &start, family);
             return Ok(self.remove_in_memory(memory, keep));
         }
-        remove_matching(&self.inner, &patterns, &keep).await
+        self.remove_or_keep(Removal::Family(family.clone())).await
     }
+
+    /// A removal of many entries from Redis, kept for replay if Redis does not take it.
+    async fn remove_or_keep(&self, removal: Removal) -> Result<u64, Error> {
+        let removed = self.remove(&removal).await;
+        if let Err(error) = &removed {
+            self.keep_failed(error, |pending| pending.add_removal(removal));
+        }
+        removed
+    }
+
+    /// A removal of many entries from Redis (and this process's near copies).
+    pub(crate) async fn remove(&self, removal: &Removal) -> Result<u64, Error> {
+        let namespace = &self.inner.namespace;
+        match removal {
+            Removal::All => {
+                let pattern = format!("{}:{{*", glob_escape(namespace));
+                remove_matching(&self.inner, &[pattern], &|_| true).await
+            }
+            Removal::Prefix(prefix) => {
+                let patterns = prefix_patterns(namespace, prefix);
+                remove_matching(&self.inner, &patterns, &|_| true).await
+            }
+            Removal::Family(family) => {
+                let start = format!("{namespace}:{{");
+                let patterns = prefix_patterns(namespace, &family.fixed_start());
+                let keep = |key: &str| of_family(key, &start, family);
+                remove_matching(&self.inner, &patterns, &keep).await
+            }
+        }
+    }
+}
+
+/// Whether the Redis key `key` (a value or its lease; `start` is `<namespace>:{`) is an entry
+/// of `family`.
+fn of_family(key: &str, start: &str, family: &KeyFamily) -> bool {
+    let Some(inside) = key.strip_prefix(start) else {
+        return false;
+    };
+    let rendered = inside
+        .strip_suffix("}:lease")
+        .or_else(|| inside.strip_suffix('}'));
+    rendered.is_some_and(|r| family.matches_rendered(r))
 }

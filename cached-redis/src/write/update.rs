@@ -87,6 +87,11 @@ impl Cache {
             let format = policy.map(|p| p.format(self.inner.format));
             return Ok(self.update_in_memory(memory, &keys.value, format, change));
         }
+        // An invalidation Redis did not take goes first: an update of the stale entry would
+        // keep it. Once it is taken there is no entry to update.
+        if self.inner.pending.covers(&keys.value) {
+            self.invalidate(key).await?;
+        }
         // A load's write-back from an earlier call here: the update applies to its value.
         // Bounded like the write-back itself; the update's own rounds are bounded again.
         if let Some(done) = self.inner.write_backs.running(&keys.value, bound) {
@@ -95,6 +100,10 @@ impl Cache {
         let updated = self.update_rounds(key, &keys, policy, change).await;
         // After Redis's reply: this process's copy goes before the update returns.
         self.forget_near(key);
+        if let Err(error) = &updated {
+            // The data changed and the entry may not have: it goes once Redis answers.
+            self.keep_failed(error, |pending| pending.add_key(&keys.value, key));
+        }
         updated
     }
 

@@ -159,8 +159,8 @@ impl ProductRepo {
 
     /// Changes a price, then invalidates what cached it. Returns the product as stored and what
     /// the invalidation said: whether an entry was removed, or the error (logged too) when
-    /// Redis could not be told, the entry then living at most until its TTL. The write itself
-    /// succeeded either way.
+    /// Redis could not be told (the invalidation is then kept and replayed when Redis answers
+    /// again). The write itself succeeded either way.
     pub async fn set_price(
         &self,
         id: i64,

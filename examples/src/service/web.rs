@@ -177,8 +177,8 @@ async fn catalog(State(state): State<AppState>) -> Response {
     }
 }
 
-/// After a write: the catalog's stored response is stale (logged if Redis cannot be told: it
-/// then lives until its TTL).
+/// After a write: the catalog's stored response is stale (logged if Redis cannot be told: the
+/// invalidation is then kept and replayed when Redis answers again).
 async fn forget_catalog(state: &AppState) {
     if let Err(e) = CacheLayer::invalidate(state.repo.cache(), "GET", CATALOG).await {
         tracing::warn!(error = %e, "could not invalidate the catalog's response");

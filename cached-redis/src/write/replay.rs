@@ -1,0 +1,83 @@
+//! Replaying the invalidations Redis did not take ([`pending`](super::pending)): a task on the
+//! cache's runtime retries them until Redis takes every one, 50 ms after the failure at first,
+//! then backing off to once a second. The task holds the cache weakly: a dropped cache stops it.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::cache::Inner;
+use crate::lease::{self, EntryKeys};
+use crate::write::pending::Pending;
+use crate::{Cache, Error};
+
+/// The first wait before a replay, and the longest between two.
+const FIRST: Duration = Duration::from_millis(50);
+const LONGEST: Duration = Duration::from_secs(1);
+
+impl Cache {
+    /// Keeps an invalidation that failed with `error`, if the failure means Redis did not take
+    /// it, and starts replaying.
+    pub(crate) fn keep_failed(&self, error: &Error, keep: impl FnOnce(&Pending)) {
+        if !matches!(
+            error,
+            Error::Redis(_) | Error::Timeout(_) | Error::Unavailable
+        ) {
+            return;
+        }
+        keep(&self.inner.pending);
+        if !self.inner.replaying.swap(true, Ordering::SeqCst) {
+            let inner = Arc::downgrade(&self.inner);
+            self.inner.write_backs.spawn(replay_until_done(inner));
+        }
+    }
+
+    /// One pass over what is pending: `true` once nothing is.
+    async fn replay_once(&self) -> bool {
+        let inner = &self.inner;
+        let snapshot = inner.pending.snapshot();
+        for (value_key, key, seq) in snapshot.keys {
+            let keys = EntryKeys::new(&inner.namespace, &key);
+            let publish = inner.writes.publish_command();
+            let mut conn = inner.writes.clone();
+            let op = lease::invalidate(&mut conn, &keys, publish);
+            if inner.guard.write(&inner.stats, "replay", op).await.is_err() {
+                return false;
+            }
+            self.forget_near(&key);
+            inner.pending.key_done(&value_key, seq);
+            inner.pending.replayed.fetch_add(1, Ordering::Relaxed);
+        }
+        for (removal, seq) in snapshot.removals {
+            if self.remove(&removal).await.is_err() {
+                return false;
+            }
+            inner.pending.removal_done(seq);
+            inner.pending.replayed.fetch_add(1, Ordering::Relaxed);
+        }
+        inner.pending.len() == 0
+    }
+}
+
+/// Replays until nothing is pending, or the cache is gone.
+async fn replay_until_done(inner: Weak<Inner>) {
+    let mut wait = FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let cache = Cache { inner };
+        if !cache.replay_once().await {
+            wait = (wait * 2).min(LONGEST);
+            continue;
+        }
+        cache.inner.replaying.store(false, Ordering::SeqCst);
+        // A failure kept between the last pass and now found the task still running: carry on
+        // for it, unless a new task was started since.
+        if cache.inner.pending.len() == 0 || cache.inner.replaying.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        wait = FIRST;
+    }
+}
