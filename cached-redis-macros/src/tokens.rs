@@ -20,6 +20,20 @@ pub(crate) fn unraw(ident: &Ident) -> String {
     ident.to_string().trim_start_matches("r#").to_owned()
 }
 
+/// Whether `ty` holds a lifetime, a reference or `Self`: a type that may borrow, which a
+/// `'static` bound would reject with an error rather than pass over.
+pub(crate) fn may_borrow(ty: &syn::Type) -> bool {
+    fn any_borrow(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|t| match t {
+            TokenTree::Punct(p) => matches!(p.as_char(), '\'' | '&'),
+            TokenTree::Ident(i) => i == "Self",
+            TokenTree::Group(g) => any_borrow(g.stream()),
+            TokenTree::Literal(_) => false,
+        })
+    }
+    any_borrow(ty.to_token_stream())
+}
+
 /// Whether `ty` is or holds an `impl Trait` or one of `generics`' type parameters.
 pub(crate) fn names_generics(generics: &syn::Generics, ty: &syn::Type) -> bool {
     let tokens = ty.to_token_stream();

@@ -236,7 +236,8 @@ async fn with_cache_if(cache: &Cache, id: u32, db: Arc<HeldDb>) -> Result<u64, N
     Err(NotFound(id))
 }
 
-/// A cloneable error, generic: `<E>` is in the key, so each instance has its own entry.
+/// A cloneable error, generic: `<E>` is in the key, so each instance has its own entry. Its
+/// failures are not shared (the expansion leaves generic return types out).
 #[redis_cached(key = "gen:<E>:<id>", ttl = "60s", cache = cache, skip = "db")]
 async fn generic_error<E: Clone + Send + Sync + 'static + From<u32>>(
     cache: &Cache,
@@ -280,7 +281,7 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_alias_and_a_generic_error_share_one_failed_load_and_stats_stay_truthful() {
+async fn an_alias_shares_one_failed_load_a_generic_error_does_not_and_stats_stay_truthful() {
     let server = RedisServer::start();
     let cache = server.cache("adv-fail-alias").await;
     let (results, loads) =
@@ -304,13 +305,16 @@ async fn an_alias_and_a_generic_error_share_one_failed_load_and_stats_stay_truth
         results.iter().all(|r| *r == Err(NotFound(2))),
         "{results:?}"
     );
-    assert_eq!(loads, 1, "one load for 6 callers");
+    // A return type naming the function's generic parameters shares nothing: the sharing's
+    // `'static` bound is not weighed by method lookup, so the expansion leaves it out rather
+    // than risk an error for an `E` that borrows.
+    assert_eq!(loads, 6, "each caller of a generic function loads");
     // Not cached: the next call loads again.
     let (_, loads) =
         one_failed_load(&cache, 0, |c, db| async move { via_alias(&c, 2, db).await }).await;
     assert_eq!(loads, 1);
     let stats = cache.stats();
-    assert_eq!((stats.loads, stats.load_errors), (3, 3), "{stats:?}");
+    assert_eq!((stats.loads, stats.load_errors), (8, 8), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use super::render::render_key;
 use super::shared::{cache_binding, local};
 use super::trait_impl;
 use crate::model::Model;
+use crate::tokens::{may_borrow, names_generics};
 
 /// The cached function itself: its key, its cache and its policy, then `fetch`, which runs the
 /// body on a miss.
@@ -93,12 +94,19 @@ fn fetch_call(model: &Model, args: TokenStream) -> TokenStream {
         None => quote!(::cached_redis::__private::NotNear),
     };
     // Whether joiners of a failed load take a clone of its error: by type, for a `Result`
-    // whose error is `Clone` (autoref specialization).
-    let failures = quote_spanned! {ret_span=> {
-        #[allow(unused_imports)]
-        use ::cached_redis::__private::{OwnFailures as _, ShareFailures as _};
-        (&&::cached_redis::__private::FailureProbe::<#ret>::new()).failures()
-    }};
+    // whose error is `Clone` (autoref specialization). Its bound holds `'static`, which method
+    // lookup does not weigh: a return type that may borrow, or names the function's generic
+    // parameters, would fail the bound rather than fall back, so it shares nothing.
+    let shareable = !may_borrow(ret) && !names_generics(&model.item.sig.generics, ret);
+    let failures = if shareable {
+        quote_spanned! {ret_span=> {
+            #[allow(unused_imports)]
+            use ::cached_redis::__private::{OwnFailures as _, ShareFailures as _};
+            (&&::cached_redis::__private::FailureProbe::<#ret>::new()).failures()
+        }}
+    } else {
+        quote!(::core::option::Option::None)
+    };
     let mode = quote!(#mode, #near);
     let fetch = quote_spanned!(ret_span=> ::cached_redis::__private::fetch);
     match &model.cache_if {

@@ -32,7 +32,7 @@ pub trait ShareFailures<R> {
     fn failures(&self) -> Option<Failures<R>>;
 }
 
-impl<T, E: Clone + Send + Sync + 'static> ShareFailures<Result<T, E>>
+impl<T: 'static, E: Clone + Send + Sync + 'static> ShareFailures<Result<T, E>>
     for &FailureProbe<Result<T, E>>
 {
     fn failures(&self) -> Option<Failures<Result<T, E>>> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::Memory;
 use crate::read::failures::Failures;
-use crate::read::flight::{Leader, Role, Shared};
+use crate::read::flight::{Joined, Leader, Role, Shared};
 use crate::stats::{Event, Outcome};
 use crate::stored::cacheable::Cacheable;
 use crate::stored::codec;
@@ -76,6 +76,8 @@ impl Cache {
     {
         let stats = &self.inner.stats;
         let begun = memory.begin(value_key);
+        // The load starts after everyone who began so far: its error is theirs too.
+        let load_began = leader.joined();
         stats.note(Event::Load, policy.name());
         let started = Instant::now();
         let (result, abandoned) = self
@@ -90,7 +92,19 @@ impl Cache {
                     stats.note(Event::LoadError, policy.name());
                 }
                 let error = failures.and_then(|f| (f.share)(&result));
-                leader.finish(error.map_or(Shared::LoadYourself, Shared::Failed));
+                // No invalidation since the load began: its error is every joiner's.
+                let unchallenged = memory.still(&begun).is_some();
+                let joined = if unchallenged {
+                    Joined::EVERYONE
+                } else {
+                    load_began
+                };
+                let failed = error.map(|error| Shared::Failed {
+                    error,
+                    joined,
+                    unleased: false,
+                });
+                leader.finish(failed.unwrap_or(Shared::LoadYourself));
                 return (result, Outcome::Miss, took);
             }
         };

@@ -4,6 +4,7 @@
 //! runs its own loader, since only the leader's caller can own the one error there is.
 
 use std::any::Any;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 /// A failed load's error, as its joiners receive it.
@@ -17,15 +18,23 @@ pub struct Failures<R> {
     pub(crate) take: fn(&SharedFailure) -> Option<R>,
 }
 
-impl<T, E: Clone + Send + Sync + 'static> Failures<Result<T, E>> {
-    /// Errors of type `E`, cloned for each joiner.
+/// An error of a `Result<T, E>`, typed by the whole result: two functions that share a key
+/// template (and so a load in flight) share an error only if they share a value type too, as
+/// they would share a stored value.
+struct ErrorOf<T, E>(E, PhantomData<fn() -> T>);
+
+impl<T: 'static, E: Clone + Send + Sync + 'static> Failures<Result<T, E>> {
+    /// Errors of type `E`, cloned for each joiner of a function returning `Result<T, E>`.
     pub fn cloned() -> Failures<Result<T, E>> {
         Failures {
             share: |result| {
-                let error = result.as_ref().err()?;
-                Some(Arc::new(error.clone()) as SharedFailure)
+                let error = result.as_ref().err()?.clone();
+                Some(Arc::new(ErrorOf::<T, E>(error, PhantomData)) as SharedFailure)
             },
-            take: |shared| shared.downcast_ref::<E>().map(|error| Err(error.clone())),
+            take: |shared| {
+                let ErrorOf(error, _) = shared.downcast_ref::<ErrorOf<T, E>>()?;
+                Some(Err(error.clone()))
+            },
         }
     }
 }
@@ -55,5 +64,7 @@ mod tests {
         assert!((failures.share)(&Ok(1)).is_none());
         let other: SharedFailure = Arc::new(7u32);
         assert_eq!((failures.take)(&other), None, "another type");
+        let same_error = Failures::<Result<u16, String>>::cloned();
+        assert_eq!((same_error.take)(&shared), None, "another value type");
     }
 }

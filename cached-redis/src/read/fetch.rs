@@ -304,7 +304,7 @@ impl Cache {
                 Ok(value) => Ok((R::from_value(value), Outcome::Waited, Duration::ZERO)),
                 Err(_) => Ok(self.load_alone(policy, loader, redis_ok).await),
             },
-            Some(Shared::Failed(error)) => match failures.and_then(|f| (f.take)(&error)) {
+            Some(Shared::Failed { error, .. }) => match failures.and_then(|f| (f.take)(&error)) {
                 Some(result) => Ok((result, Outcome::Waited, Duration::ZERO)),
                 None => Ok(self.load_alone(policy, loader, redis_ok).await),
             },

@@ -29,8 +29,13 @@ pub(crate) enum Shared {
     /// The load failed; its error belongs to the leader's caller. Run the loader yourself.
     LoadYourself,
     /// The load failed with this error, which each joiner takes a clone of
-    /// ([`Failures`](super::failures::Failures)).
-    Failed(SharedFailure),
+    /// ([`Failures`](super::failures::Failures)), on the terms of a value: `joined` and
+    /// `unleased` as there (an error may predate an invalidation a later caller must see).
+    Failed {
+        error: SharedFailure,
+        joined: Joined,
+        unleased: bool,
+    },
 }
 
 impl Shared {
@@ -216,6 +221,9 @@ pub(crate) async fn wait(mut joiner: Joiner, redis_ok: bool) -> Option<Shared> {
         .and_then(|s| s.clone())?;
     Some(match shared {
         Shared::Value {
+            joined, unleased, ..
+        } if joiner.began.0 >= joined.0 && (redis_ok || !unleased) => Shared::Reread,
+        Shared::Failed {
             joined, unleased, ..
         } if joiner.began.0 >= joined.0 && (redis_ok || !unleased) => Shared::Reread,
         shared => shared,

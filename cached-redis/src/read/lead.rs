@@ -59,7 +59,7 @@ impl Cache {
                     .stats
                     .note_if(failed, Event::LoadError, policy.name());
                 let error = failures.and_then(|f| (f.share)(&result));
-                give_up(leader, lease.take(), error).await;
+                give_up(leader, lease.take(), error.map(|e| (e, joined))).await;
                 return (result, outcome, load_time);
             }
         };
@@ -259,13 +259,35 @@ fn unshared(leader: &mut Leader) -> bool {
 }
 
 /// A load that stores nothing: new callers start their own, the lease goes back, and the
-/// joiners take a clone of its `error` if there is one to share, or load for themselves.
-async fn give_up(mut leader: Leader, lease: Option<LeaseGuard>, error: Option<SharedFailure>) {
+/// joiners take its error if there is one to share (`failed`: the error, and when the load
+/// started), or load for themselves.
+async fn give_up(
+    mut leader: Leader,
+    lease: Option<LeaseGuard>,
+    failed: Option<(SharedFailure, Joined)>,
+) {
     leader.close();
-    if let Some(lease) = lease {
-        lease.release().await;
-    }
-    leader.finish(error.map_or(Shared::LoadYourself, Shared::Failed));
+    let unleased = lease.is_none();
+    let released = match lease {
+        Some(lease) => lease.release().await,
+        None => None,
+    };
+    let shared = match failed {
+        // The lease was ours to the end: no invalidation came during the load, and its error
+        // is every joiner's, as a value written back under it would be.
+        Some((error, _)) if released == Some(true) => Shared::Failed {
+            error,
+            joined: Joined::EVERYONE,
+            unleased,
+        },
+        Some((error, joined)) => Shared::Failed {
+            error,
+            joined,
+            unleased,
+        },
+        None => Shared::LoadYourself,
+    };
+    leader.finish(shared);
 }
 
 /// Hands a value loaded without a lease (Redis unavailable or refusing writes) to the
