@@ -1,7 +1,7 @@
 //! In-process single flight: one load per key per process; later callers join it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -71,6 +71,9 @@ impl Joined {
 struct Flight {
     result: watch::Sender<Option<Shared>>,
     joined: AtomicU64,
+    /// Set when its result may be stale for its joiners whatever it is (an invalidation Redis
+    /// did not take, or a load past `max_load`): they read again.
+    revoked: AtomicBool,
 }
 
 type Slot = Arc<Flight>;
@@ -133,6 +136,7 @@ impl Flights {
         let slot: Slot = Arc::new(Flight {
             result: watch::Sender::new(None),
             joined: AtomicU64::new(0),
+            revoked: AtomicBool::new(false),
         });
         let key: Arc<str> = Arc::from(key);
         map.insert(Arc::clone(&key), slot.clone());
@@ -142,6 +146,19 @@ impl Flights {
             slot,
             registered: true,
         })
+    }
+
+    /// Revokes the loads in flight of the keys `covered` accepts: new callers start a load of
+    /// their own, and those that joined read again, whatever the loads answer.
+    pub(crate) fn revoke_where(&self, covered: impl Fn(&str) -> bool) {
+        let mut map = self.map.lock();
+        map.retain(|key, slot| {
+            if !covered(key) {
+                return true;
+            }
+            slot.revoke();
+            false
+        });
     }
 
     /// How many loads are in flight (for tests of cleanup).
@@ -193,13 +210,31 @@ impl Leader {
     /// nobody.
     pub(crate) fn abandon(&mut self) {
         self.close();
-        self.slot.result.send_replace(Some(Shared::Reread));
+        self.slot.revoke();
     }
 
-    /// Hands the result to the joiners.
+    /// Hands the result to the joiners (unless the load was revoked: then they read again).
     pub(crate) fn finish(mut self, shared: Shared) {
         self.close();
-        self.slot.result.send_replace(Some(shared));
+        // Under the channel's lock, as a revocation is: one is never overwritten.
+        let revoked = &self.slot.revoked;
+        self.slot.result.send_if_modified(|result| {
+            if revoked.load(Ordering::SeqCst) {
+                return false;
+            }
+            *result = Some(shared);
+            true
+        });
+    }
+}
+
+impl Flight {
+    /// Its joiners read again, and a later [`Leader::finish`] reaches nobody.
+    fn revoke(&self) {
+        self.result.send_modify(|result| {
+            self.revoked.store(true, Ordering::SeqCst);
+            *result = Some(Shared::Reread);
+        });
     }
 }
 

@@ -13,7 +13,7 @@ use crate::{Key, KeyFamily};
 pub(crate) const MOST: usize = 10_000;
 
 /// A removal of many entries that could not reach Redis.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Removal {
     Family(KeyFamily),
     Prefix(String),
@@ -82,11 +82,12 @@ impl Pending {
         self.bound(&mut state);
     }
 
-    /// Keeps a removal of many entries.
+    /// Keeps a removal of many entries (once: the same removal failing again renews it).
     pub(crate) fn add_removal(&self, removal: Removal) {
         let mut state = self.lock();
         state.seq += 1;
         let seq = state.seq;
+        state.removals.retain(|(kept, _)| *kept != removal);
         state.removals.push((removal, seq));
         self.bound(&mut state);
     }

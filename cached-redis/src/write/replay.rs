@@ -25,7 +25,11 @@ impl Cache {
         ) {
             return;
         }
-        keep(&self.inner.pending);
+        let inner = &self.inner;
+        keep(&inner.pending);
+        // This process's loads of what it covers may have read the old data: their joiners
+        // read again (and skip Redis), whatever the loads answer.
+        inner.flights.revoke_where(|key| inner.pending.covers(key));
         if !self.inner.replaying.swap(true, Ordering::SeqCst) {
             let inner = Arc::downgrade(&self.inner);
             self.inner.write_backs.spawn(replay_until_done(inner));
@@ -38,10 +42,17 @@ impl Cache {
         let snapshot = inner.pending.snapshot();
         for (value_key, key, seq) in snapshot.keys {
             let keys = EntryKeys::new(&inner.namespace, &key);
-            let publish = inner.writes.publish_command();
-            let mut conn = inner.writes.clone();
-            let op = lease::invalidate(&mut conn, &keys, publish);
-            if inner.guard.write(&inner.stats, "replay", op).await.is_err() {
+            // As the call it replays: confirmed by the replicas where the cache asks for it.
+            let removed = match &inner.replicated {
+                None => {
+                    let publish = inner.writes.publish_command();
+                    let mut conn = inner.writes.clone();
+                    let op = lease::invalidate(&mut conn, &keys, publish);
+                    inner.guard.write(&inner.stats, "replay", op).await
+                }
+                Some(replicated) => replicated.invalidate(inner.report(), &keys).await,
+            };
+            if removed.is_err() {
                 return false;
             }
             self.forget_near(&key);
@@ -61,10 +72,11 @@ impl Cache {
 
 /// Replays until nothing is pending, or the cache is gone.
 async fn replay_until_done(inner: Weak<Inner>) {
+    let mut running = Running(inner, true);
     let mut wait = FIRST;
     loop {
         tokio::time::sleep(wait).await;
-        let Some(inner) = inner.upgrade() else {
+        let Some(inner) = running.0.upgrade() else {
             return;
         };
         let cache = Cache { inner };
@@ -73,11 +85,25 @@ async fn replay_until_done(inner: Weak<Inner>) {
             continue;
         }
         cache.inner.replaying.store(false, Ordering::SeqCst);
+        running.1 = false;
         // A failure kept between the last pass and now found the task still running: carry on
         // for it, unless a new task was started since.
         if cache.inner.pending.len() == 0 || cache.inner.replaying.swap(true, Ordering::SeqCst) {
             return;
         }
+        running.1 = true;
         wait = FIRST;
+    }
+}
+
+/// The replay task's hold on the `replaying` flag (`.1`: held): a task dropped without
+/// finishing (its runtime shut down) lets the next failure start another.
+struct Running(Weak<Inner>, bool);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let (true, Some(inner)) = (self.1, self.0.upgrade()) {
+            inner.replaying.store(false, Ordering::SeqCst);
+        }
     }
 }
