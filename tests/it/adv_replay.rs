@@ -445,7 +445,7 @@ async fn a_refused_family_removal_leaves_no_near_copy_to_serve() {
     let row = Arc::new(AtomicU64::new(1));
     let key = Key::raw("page:4");
     let call = || {
-        let (cache, row, key, near) = (cache.clone(), row.clone(), key.clone(), near.clone());
+        let (cache, row, key, near) = (cache.clone(), row.clone(), key.clone(), near);
         async move {
             let load = async move { Ok::<u64, String>(row.load(Ordering::SeqCst)) };
             cache.fetch_near(&key, &near, load).await
