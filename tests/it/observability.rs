@@ -126,6 +126,8 @@ async fn spans_carry_the_outcome_and_metrics_move() {
         "cached_redis_calls_total{function=\"observed\",outcome=\"writes-refused\"} 1",
         "cached_redis_redis_errors_total{operation=\"GET\"} 1",
         "cached_redis_redis_errors_total{operation=\"invalidate\"} 4",
+        // The four refused invalidations of one key: one kept, until Redis takes it.
+        "cached_redis_invalidations_pending{namespace=\"obs\"} 1",
     ] {
         assert!(
             rendered.contains(metric),

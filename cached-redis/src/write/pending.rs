@@ -40,6 +40,9 @@ pub(crate) struct Snapshot {
 pub(crate) struct Pending {
     /// What every value key of the cache starts with, `<namespace>:{`.
     value_prefix: String,
+    /// The namespace, for metrics.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    namespace: String,
     state: Mutex<State>,
     /// How many keys and removals are pending: reads skip the lock while it is 0.
     count: AtomicUsize,
@@ -51,6 +54,7 @@ impl Pending {
     pub(crate) fn new(namespace: &str) -> Pending {
         Pending {
             value_prefix: format!("{namespace}:{{"),
+            namespace: namespace.to_owned(),
             state: Mutex::default(),
             count: AtomicUsize::new(0),
             replayed: AtomicU64::new(0),
@@ -96,13 +100,38 @@ impl Pending {
     fn bound(&self, state: &mut State) {
         let kept = state.keys.len() + state.removals.len();
         if kept > MOST {
-            self.dropped.fetch_add(kept as u64 - 1, Ordering::Relaxed);
+            self.note_dropped(kept as u64 - 1);
             let seq = state.seq;
             state.keys.clear();
             state.removals = vec![(Removal::All, seq)];
         }
-        self.count
-            .store(state.keys.len() + state.removals.len(), Ordering::SeqCst);
+        self.counted(state);
+    }
+
+    /// Publishes how many are pending (`cached_redis_invalidations_pending` with `metrics`).
+    fn counted(&self, state: &State) {
+        let pending = state.keys.len() + state.removals.len();
+        self.count.store(pending, Ordering::SeqCst);
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("cached_redis_invalidations_pending", "namespace" => self.namespace.clone())
+            .set(pending as f64);
+    }
+
+    /// Counts one replayed (`cached_redis_invalidations_replayed_total` with `metrics`).
+    pub(crate) fn note_replayed(&self) {
+        self.replayed.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cached_redis_invalidations_replayed_total", "namespace" => self.namespace.clone())
+            .increment(1);
+    }
+
+    /// Counts `dropped` folded into a removal of everything
+    /// (`cached_redis_invalidations_dropped_total` with `metrics`).
+    fn note_dropped(&self, dropped: u64) {
+        self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cached_redis_invalidations_dropped_total", "namespace" => self.namespace.clone())
+            .increment(dropped);
     }
 
     /// Whether a pending invalidation covers the entry whose Redis key is `value_key`. One
@@ -137,8 +166,7 @@ impl Pending {
             .is_some_and(|(_, seq)| *seq <= sent)
         {
             state.keys.remove(value_key);
-            self.count
-                .store(state.keys.len() + state.removals.len(), Ordering::SeqCst);
+            self.counted(&state);
         }
     }
 
@@ -146,8 +174,7 @@ impl Pending {
     pub(crate) fn removal_done(&self, seq: u64) {
         let mut state = self.lock();
         state.removals.retain(|(_, s)| *s != seq);
-        self.count
-            .store(state.keys.len() + state.removals.len(), Ordering::SeqCst);
+        self.counted(&state);
     }
 
     /// What is pending now.

@@ -57,14 +57,14 @@ impl Cache {
             }
             self.forget_near(&key);
             inner.pending.key_done(&value_key, seq);
-            inner.pending.replayed.fetch_add(1, Ordering::Relaxed);
+            inner.pending.note_replayed();
         }
         for (removal, seq) in snapshot.removals {
             if self.remove(&removal).await.is_err() {
                 return false;
             }
             inner.pending.removal_done(seq);
-            inner.pending.replayed.fetch_add(1, Ordering::Relaxed);
+            inner.pending.note_replayed();
         }
         inner.pending.len() == 0
     }
