@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, KeyPart, KeyWriter, MAX_KEY_LEN, Policy, redis_cached};
 use cached_redis_tests::{
-    Proxy, RedisServer, Rng, assert_no_state_left, command_calls, eventually, get_raw, near_cache,
-    scan_keys, until_near_hit,
+    Gate, Proxy, RedisServer, Rng, assert_no_state_left, command_calls, eventually, get_raw,
+    near_cache, scan_keys, until_near_hit,
 };
-use tokio::sync::watch;
 
 fn policy() -> Policy {
     Policy::new("adv-hot", Duration::from_secs(60)).unwrap()
@@ -31,25 +30,6 @@ fn policy() -> Policy {
 
 fn near_policy() -> Policy {
     policy().with_near(Duration::from_secs(30)).unwrap()
-}
-
-/// A gate loaders wait at until the test opens it.
-#[derive(Clone)]
-struct Gate(watch::Sender<bool>);
-
-impl Gate {
-    fn new() -> Gate {
-        Gate(watch::Sender::new(false))
-    }
-
-    fn open(&self) {
-        self.0.send_replace(true);
-    }
-
-    async fn passed(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|open| *open).await;
-    }
 }
 
 /// Escapes a value as `KeyWriter::write_str` documents it, independently of the library.

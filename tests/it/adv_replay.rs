@@ -20,30 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, KeyFamily, Policy, redis_cached};
-use cached_redis_tests::{Proxy, RedisServer, config_set, eventually, get_raw};
-use tokio::sync::watch;
+use cached_redis_tests::{Gate, Proxy, RedisServer, config_set, eventually, get_raw};
 
 fn policy() -> Policy {
     Policy::new("adv-replay", Duration::from_secs(60)).unwrap()
-}
-
-/// A gate a loader waits at until the test opens it.
-#[derive(Clone)]
-struct Gate(watch::Sender<bool>);
-
-impl Gate {
-    fn new() -> Gate {
-        Gate(watch::Sender::new(false))
-    }
-
-    fn open(&self) {
-        self.0.send_replace(true);
-    }
-
-    async fn passed(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|open| *open).await;
-    }
 }
 
 /// A read through the cache whose loader reads `row`, the database.

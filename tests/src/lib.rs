@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 mod cluster;
 mod db;
+mod gate;
 mod held;
 mod inspect;
 mod logs;
@@ -19,6 +20,7 @@ mod tls;
 
 pub use cluster::{RedisCluster, one_cluster_at_a_time};
 pub use db::HeldDb;
+pub use gate::Gate;
 pub use held::{Answered, HeldLoad, timed_read};
 pub use inspect::{
     assert_no_state_left, command_calls, config_set, get_raw, numsub, pttl, scan_keys, set_px,
