@@ -123,3 +123,45 @@ async fn an_invalidation_while_the_write_back_is_held_is_not_undone() {
     let fresh: Result<u32, String> = writer.fetch(&key, &policy(), async { Ok(3) }).await;
     assert_eq!(fresh, Ok(2), "the fresh load is what Redis holds");
 }
+
+/// An `update_*` right after a miss whose write-back Redis does not answer (its reply held)
+/// fails after one `op_timeout`, not two (it does not queue its own script behind the stalled
+/// write-back), and is kept as an invalidation: once Redis answers, the replay removes the
+/// entry and the next call loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_after_an_unanswered_write_back_fails_within_one_op_timeout_and_is_kept() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let mut admin = server.conn().await;
+    let op_timeout = Duration::from_secs(1);
+    let builder = Cache::builder(&proxy.url())
+        .namespace("miss-update")
+        .op_timeout(op_timeout);
+    let (cache, writes) = proxy.cache_and_writes(&mut admin, builder).await;
+    let (key, loads) = (Key::raw("row:7"), AtomicU32::new(0));
+    let hold = || proxy.hold_replies(writes);
+    assert_eq!(read(&cache, &key, &loads, 1, hold).await, Ok(1));
+
+    let started = std::time::Instant::now();
+    let updated = cache.update(&key, |v: &mut u32| *v = 2).await;
+    let took = started.elapsed();
+    assert!(updated.is_err(), "{updated:?}");
+    assert!(
+        took < op_timeout * 9 / 5,
+        "one op_timeout for the write-back, none more: {took:?}"
+    );
+    assert_eq!(cache.stats().invalidations_pending, 1);
+
+    proxy.release_replies(writes);
+    let replayed = cached_redis_tests::eventually(Duration::from_secs(10), || async {
+        cache.stats().invalidations_pending == 0
+    })
+    .await;
+    assert!(replayed, "{:?}", cache.stats());
+    assert_eq!(
+        read(&cache, &key, &loads, 3, || ()).await,
+        Ok(3),
+        "loaded again"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+}

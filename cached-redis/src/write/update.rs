@@ -93,9 +93,15 @@ impl Cache {
             self.invalidate(key).await?;
         }
         // A load's write-back from an earlier call here: the update applies to its value.
-        // Bounded like the write-back itself; the update's own rounds are bounded again.
-        if let Some(done) = self.inner.write_backs.running(&keys.value, bound) {
-            done.await;
+        // Bounded like the write-back itself. Unanswered, Redis's writes are stalled and an
+        // update would queue behind it for another `op_timeout`: it fails now, kept as an
+        // invalidation to replay.
+        if let Some(done) = self.inner.write_backs.running(&keys.value, bound)
+            && !done.await
+        {
+            let stalled = Error::Timeout(bound);
+            self.keep_failed(&stalled, |pending| pending.add_key(&keys.value, key));
+            return Err(stalled);
         }
         let updated = self.update_rounds(key, &keys, policy, change).await;
         // After Redis's reply: this process's copy goes before the update returns.
