@@ -1,8 +1,9 @@
 //! The engine's guarantees with `near` switched on: one load per cold key in a process and
 //! across two, errors never cached nor kept, `None` kept only with `none_ttl`, a load racing an
-//! invalidation neither stored nor kept near, and `update_*` reaching this process's copy before
-//! it returns and another process's with Redis's message. (The near cache's own guarantees are
-//! in `near.rs` and `near_attack.rs`; the consistency checker runs with `near` in
+//! invalidation neither stored nor kept near, `update_*` reaching this process's copy before it
+//! returns and another process's with Redis's message, and an invalidation Redis refused kept
+//! by the writer and replayed into the other process's copy. (The near cache's own guarantees
+//! are in `near.rs` and `near_attack.rs`; the consistency checker runs with `near` in
 //! `consistency.rs`.)
 
 use std::sync::Arc;
@@ -154,4 +155,48 @@ async fn an_update_reaches_this_copy_at_once_and_the_other_with_redis() {
         "the other process's copy went with Redis's message"
     );
     assert_eq!(db.reads(), 1, "updated in place, not reloaded");
+}
+
+/// An invalidation Redis refused, with `near` on in both processes: the writer's process keeps
+/// no copy and loads the new row at once; the other keeps serving its copy (Redis still holds
+/// the old entry); the replay, once Redis takes writes, drops that copy through Redis's
+/// invalidation message, and the other process loads the new row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_invalidation_is_replayed_into_the_other_processes_near_copy() {
+    let server = RedisServer::start();
+    let (writer, other) = two(&server, "ne-replay").await;
+    let db = HeldDb::new(1);
+    let mut admin = server.conn().await;
+    for cache in [&writer, &other] {
+        until_near_hit(cache, || async {
+            assert_eq!(row(cache, &db, 1).await, Ok(1))
+        })
+        .await;
+    }
+    cached_redis_tests::config_set(&mut admin, "min-replicas-to-write", "1").await;
+    db.set_version(2);
+    assert!(
+        invalidate_row(&writer, 1).await.is_err(),
+        "Redis refused it"
+    );
+    let before = writer.stats();
+    assert_eq!(
+        row(&writer, &db, 1).await,
+        Ok(2),
+        "the writer sees its write"
+    );
+    assert_eq!(writer.stats().near_hits, before.near_hits);
+    assert_eq!(
+        row(&other, &db, 1).await,
+        Ok(1),
+        "the other's copy, until the replay"
+    );
+
+    cached_redis_tests::config_set(&mut admin, "min-replicas-to-write", "0").await;
+    let replayed = eventually(Duration::from_secs(10), || async {
+        row(&other, &db, 1).await == Ok(2)
+    })
+    .await;
+    assert!(replayed, "{:?}", writer.stats());
+    assert_eq!(writer.stats().invalidations_pending, 0);
 }
