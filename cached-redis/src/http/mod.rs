@@ -264,13 +264,19 @@ impl CacheLayer {
         method: &str,
         path_and_query: &str,
     ) -> Result<bool, Error> {
-        let mut removed = false;
+        // Every removal is sent even when one fails: each one Redis does not take is kept
+        // and replayed, and the first failure is the answer.
+        let mut removed = Ok(false);
         for method in key::methods_invalidated_by(method) {
             let base = key::base_of(method, path_and_query)?;
-            removed |= cache.invalidate(&crate::Key::raw(base.clone())).await?;
-            removed |= cache.invalidate_prefix(&key::variants_of(&base)).await? > 0;
+            let entry = cache.invalidate(&crate::Key::raw(base.clone())).await;
+            let variants = cache.invalidate_prefix(&key::variants_of(&base)).await;
+            removed = match (removed, entry, variants.map(|n| n > 0)) {
+                (Ok(any), Ok(entry), Ok(variants)) => Ok(any || entry || variants),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+            };
         }
-        Ok(removed)
+        removed
     }
 
     /// Removes every stored `GET` and `HEAD` response whose path starts with `path_prefix`
@@ -283,13 +289,18 @@ impl CacheLayer {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_prefix(cache: &Cache, path_prefix: &str) -> Result<u64, Error> {
-        let mut removed = 0;
+        // Both removals are sent even when one fails (see `invalidate`).
+        let mut removed = Ok(0);
         for method in ["GET", "HEAD"] {
-            removed += cache
+            let these = cache
                 .invalidate_prefix(&key::path_prefix(method, path_prefix))
-                .await?;
+                .await;
+            removed = match (removed, these) {
+                (Ok(total), Ok(these)) => Ok(total + these),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
         }
-        Ok(removed)
+        removed
     }
 }
 

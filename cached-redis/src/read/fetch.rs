@@ -255,6 +255,14 @@ impl Cache {
             let redis_ok = !matches!(missed, Missed::Unavailable);
             match inner.flights.join_or_lead(&value_key, began) {
                 Role::Lead(leader) => {
+                    // An invalidation Redis did not take covers the key: no lease, nothing read
+                    // from Redis (checked once the flight is in the map, where keeping the
+                    // invalidation revokes it).
+                    let (missed, redis_ok) = if inner.pending.covers(&value_key) {
+                        (Missed::Unavailable, false)
+                    } else {
+                        (missed, redis_ok)
+                    };
                     // A load without Redis takes no lease: its names are not built.
                     let keys = if redis_ok {
                         EntryKeys::for_value(value_key)
