@@ -454,6 +454,8 @@ async fn a_key_without_expiry_is_never_kept() {
     let cache = near_cache(&server.url(), "attack-persist", Duration::from_secs(5)).await;
     let db = HeldDb::new(1);
     assert_eq!(row(&cache, &db, 1).await, Ok(1));
+    // The miss's write-back (SET PX) lands first: PERSIST must come after it.
+    cache.settle().await;
     let mut conn = server.conn().await;
     let _: () = redis::cmd("PERSIST")
         .arg(cache.redis_key(&row_key(1)))

@@ -92,7 +92,9 @@ impl Cache {
                     stats.note(Event::LoadError, policy.name());
                 }
                 let error = failures.and_then(|f| (f.share)(&result));
-                // No invalidation since the load began: its error is every joiner's.
+                // No invalidation since the load began: its error is every joiner's. Closed
+                // first, so that nobody joins between that check and the error.
+                leader.close();
                 let unchallenged = memory.still(&begun).is_some();
                 let joined = if unchallenged {
                     Joined::EVERYONE

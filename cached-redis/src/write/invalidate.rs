@@ -42,12 +42,16 @@ impl Cache {
             }
             Some(replicated) => replicated.invalidate(inner.report(), &keys).await,
         };
+        // A refusal is kept first: a read that misses the near copy after it is dropped below
+        // then finds the key covered, and one that started before keeps nothing.
+        if let Err(error) = &removed {
+            self.keep_failed(error, |pending| pending.add_key(&keys.value, key));
+        }
         // After Redis's reply, which comes before its invalidation message to this process:
         // a read here that started before the removal keeps nothing (whatever the reply).
         self.forget_near(key);
-        match &removed {
-            Ok(_) => inner.pending.key_done(&keys.value, sent),
-            Err(error) => self.keep_failed(error, |pending| pending.add_key(&keys.value, key)),
+        if removed.is_ok() {
+            inner.pending.key_done(&keys.value, sent);
         }
         let removed = removed?;
         tracing::debug!(key = %keys.value, removed, "invalidated");
@@ -129,6 +133,11 @@ impl Cache {
         let removed = self.remove(&removal).await;
         if let Err(error) = &removed {
             self.keep_failed(error, |pending| pending.add_removal(removal));
+            // Again, now that it is kept: a read that took its near ticket after the flush in
+            // `remove` and before the keeping, and found nothing covered, keeps nothing.
+            if let Some(near) = &self.inner.near {
+                near.flush();
+            }
         }
         removed
     }

@@ -104,12 +104,13 @@ impl Cache {
             return Err(stalled);
         }
         let updated = self.update_rounds(key, &keys, policy, change).await;
-        // After Redis's reply: this process's copy goes before the update returns.
-        self.forget_near(key);
         if let Err(error) = &updated {
-            // The data changed and the entry may not have: it goes once Redis answers.
+            // The data changed and the entry may not have: it goes once Redis answers (kept
+            // before the copy goes, as `invalidate` does).
             self.keep_failed(error, |pending| pending.add_key(&keys.value, key));
         }
+        // After Redis's reply: this process's copy goes before the update returns.
+        self.forget_near(key);
         updated
     }
 
