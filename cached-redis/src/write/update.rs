@@ -36,8 +36,9 @@ impl Cache {
     /// entry after the update read it (that value is newer), or the entry was removed because
     /// the change could not be applied (it does not decode; it holds what `V` cannot, such as
     /// a field a newer build added, which a rewrite would drop; or it stays contended). An `Err`
-    /// means Redis could not be told: the entry may miss the change until its TTL. `V` is the
-    /// stored type: `T` for a `Result<T, E>` function, `Option<T>` for an `Option<T>` one.
+    /// means Redis did not take it: it is kept as an invalidation and replayed when Redis takes
+    /// writes again (other processes may serve the entry without the change until then). `V` is
+    /// the stored type: `T` for a `Result<T, E>` function, `Option<T>` for an `Option<T>` one.
     ///
     /// Set what your write committed rather than apply a delta (a load after the write
     /// already has it), and where writers race, keep the newer by a version (see [`crate::guide::helpers`]).
