@@ -745,12 +745,7 @@ async fn calls_right_after_a_miss_read_what_its_held_write_back_stored() {
         .op_timeout(Duration::from_secs(5));
     let (cache, writes) = proxy.cache_and_writes(&mut admin, builder).await;
     let key = Key::raw("after");
-    let first: Result<u64, String> = cache
-        .fetch(&key, &policy(), async {
-            proxy.hold_replies(writes);
-            Ok(1)
-        })
-        .await;
+    let first = proxy.miss_holding_write_back(&cache, writes, &key, 1).await;
     assert_eq!(first, Ok(1));
     let loads = Arc::new(AtomicU32::new(0));
     let later: Vec<_> = (0..12)
@@ -805,12 +800,7 @@ async fn calls_after_an_unanswered_write_back_share_one_load_without_a_lease() {
     let (cache, writes) = proxy.cache_and_writes(&mut admin, builder).await;
     let key = Key::raw("unanswered");
     let lease = format!("{}:lease", cache.redis_key(&key));
-    let first: Result<u64, String> = cache
-        .fetch(&key, &policy(), async {
-            proxy.hold_replies(writes);
-            Ok(1)
-        })
-        .await;
+    let first = proxy.miss_holding_write_back(&cache, writes, &key, 1).await;
     assert_eq!(first, Ok(1));
     let loads = Arc::new(AtomicU32::new(0));
     let leases_seen = Arc::new(AtomicU32::new(0));
@@ -1061,12 +1051,7 @@ async fn an_update_right_after_a_miss_applies_to_the_value_its_write_back_stored
         .op_timeout(Duration::from_secs(5));
     let (cache, writes) = proxy.cache_and_writes(&mut admin, builder).await;
     let key = Key::raw("update");
-    let first: Result<u64, String> = cache
-        .fetch(&key, &policy(), async {
-            proxy.hold_replies(writes);
-            Ok(1)
-        })
-        .await;
+    let first = proxy.miss_holding_write_back(&cache, writes, &key, 1).await;
     assert_eq!(first, Ok(1));
     let update = {
         let (cache, key) = (cache.clone(), key.clone());

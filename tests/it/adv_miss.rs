@@ -175,12 +175,7 @@ async fn a_black_holed_write_back_does_not_hang_settle_or_later_calls() {
         .op_timeout(op_timeout);
     let (cache, writes) = proxy.cache_and_writes(&mut admin, builder).await;
     let key = Key::raw("row:hole");
-    let first: Result<u64, String> = cache
-        .fetch(&key, &policy(), async {
-            proxy.hold_replies(writes);
-            Ok(1)
-        })
-        .await;
+    let first = proxy.miss_holding_write_back(&cache, writes, &key, 1).await;
     assert_eq!(first, Ok(1));
     let settled = tokio::time::timeout(op_timeout * 3, cache.settle()).await;
     assert!(

@@ -117,6 +117,25 @@ impl Proxy {
         (cache, writes.expect("the writes connection"))
     }
 
+    /// A first call of `key` through `cache` that loads `value` and, while loading, holds the
+    /// replies of `cache`'s writes connection (`writes`, as [`Proxy::cache_and_writes`] finds
+    /// it): the caller is answered, its write-back reaches Redis, and the write-back's reply
+    /// waits for [`Proxy::release_replies`].
+    pub async fn miss_holding_write_back(
+        &self,
+        cache: &cached_redis::Cache,
+        writes: usize,
+        key: &cached_redis::Key,
+        value: u64,
+    ) -> Result<u64, String> {
+        let policy = cached_redis::Policy::new("held-write-back", Duration::from_secs(60)).unwrap();
+        let load = async {
+            self.hold_replies(writes);
+            Ok(value)
+        };
+        cache.fetch(key, &policy, load).await
+    }
+
     /// Keeps what the server sends on connection `index` (in accept order) from the client
     /// until [`Proxy::release_replies`]; requests still reach the server.
     pub fn hold_replies(&self, index: usize) {
