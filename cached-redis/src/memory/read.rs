@@ -8,8 +8,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Memory;
-use crate::read::failures::Failures;
+use super::{Begun, Memory};
+use crate::read::failures::{Failures, SharedFailure};
 use crate::read::flight::{Joined, Leader, Role, Shared};
 use crate::stats::{Event, Outcome};
 use crate::stored::cacheable::Cacheable;
@@ -92,21 +92,7 @@ impl Cache {
                     stats.note(Event::LoadError, policy.name());
                 }
                 let error = failures.and_then(|f| (f.share)(&result));
-                // No invalidation since the load began: its error is every joiner's. Closed
-                // first, so that nobody joins between that check and the error.
-                leader.close();
-                let unchallenged = memory.still(&begun).is_some();
-                let joined = if unchallenged {
-                    Joined::EVERYONE
-                } else {
-                    load_began
-                };
-                let failed = error.map(|error| Shared::Failed {
-                    error,
-                    joined,
-                    unleased: false,
-                });
-                leader.finish(failed.unwrap_or(Shared::LoadYourself));
+                give_up_in_memory(memory, leader, &begun, load_began, error);
                 return (result, Outcome::Miss, took);
             }
         };
@@ -163,4 +149,29 @@ impl Cache {
             }
         }
     }
+}
+
+/// A load that stores nothing: its joiners take its `error` if there is one to share (all of
+/// them if no invalidation came since the load began, at `load_began`, else those whose call
+/// began before), or load for themselves.
+fn give_up_in_memory(
+    memory: &Memory,
+    mut leader: Leader,
+    begun: &Begun<'_>,
+    load_began: Joined,
+    error: Option<SharedFailure>,
+) {
+    // Closed first, so that nobody joins between the check and the error.
+    leader.close();
+    let joined = if memory.still(begun).is_some() {
+        Joined::EVERYONE
+    } else {
+        load_began
+    };
+    let failed = error.map(|error| Shared::Failed {
+        error,
+        joined,
+        unleased: false,
+    });
+    leader.finish(failed.unwrap_or(Shared::LoadYourself));
 }

@@ -92,13 +92,7 @@ impl Cache {
         F: Future<Output = R>,
     {
         let inner = &self.inner;
-        let span = tracing::debug_span!(
-            "cached",
-            function = policy.name(),
-            key = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            redis_us = tracing::field::Empty,
-        );
+        let span = call_span(policy);
         // A near hit first: it needs neither the Redis key nor the clock.
         let near = NearUse::new(inner.near.as_ref(), copies, policy.near());
         if let Some(value) = near.as_ref().and_then(|near| near.get(key.as_str())) {
@@ -119,13 +113,8 @@ impl Cache {
                 .without_redis(&value_key, policy, loader(), failures, &span)
                 .await;
         }
-        let write_failed = match inner
-            .write_backs
-            .running(&value_key, inner.guard.op_timeout())
-        {
-            Some(done) => !done.await,
-            None => false,
-        };
+        let bound = inner.guard.op_timeout();
+        let write_failed = !inner.write_backs.answered(&value_key, bound).await;
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
         // The breaker would refuse the GET: it is not built. An invalidation Redis did not take
         // is pending for the key: what Redis holds is stale.
@@ -255,19 +244,11 @@ impl Cache {
             let redis_ok = !matches!(missed, Missed::Unavailable);
             match inner.flights.join_or_lead(&value_key, began) {
                 Role::Lead(leader) => {
-                    // An invalidation Redis did not take covers the key: no lease, nothing read
-                    // from Redis (checked once the flight is in the map, where keeping the
-                    // invalidation revokes it).
-                    let (missed, redis_ok) = if inner.pending.covers(&value_key) {
-                        (Missed::Unavailable, false)
-                    } else {
-                        (missed, redis_ok)
-                    };
+                    let missed = self.unless_covered(&value_key, missed);
                     // A load without Redis takes no lease: its names are not built.
-                    let keys = if redis_ok {
-                        EntryKeys::for_value(value_key)
-                    } else {
-                        EntryKeys::unleased(value_key)
+                    let keys = match missed {
+                        Missed::Unavailable => EntryKeys::unleased(value_key),
+                        Missed::Absent { .. } => EntryKeys::for_value(value_key),
                     };
                     return self
                         .lead(leader, &keys, policy, loader, missed, failures)
@@ -286,6 +267,18 @@ impl Cache {
                 self.read::<R::Value>(&value_key, policy.name(), false)
                     .await
             };
+        }
+    }
+
+    /// Why a leader of `value_key`'s load found no value: `missed`, or unavailable when an
+    /// invalidation Redis did not take covers the key (no lease, nothing read from Redis;
+    /// checked once the flight is in the map, where keeping the invalidation revokes it).
+    #[inline]
+    fn unless_covered(&self, value_key: &str, missed: Missed) -> Missed {
+        if self.inner.pending.covers(value_key) {
+            Missed::Unavailable
+        } else {
+            missed
         }
     }
 
@@ -346,4 +339,16 @@ impl Cache {
         };
         (result, outcome, took)
     }
+}
+
+/// The span of one cached call, its key, outcome and time in Redis recorded as it goes.
+#[inline]
+fn call_span(policy: &Policy) -> tracing::Span {
+    tracing::debug_span!(
+        "cached",
+        function = policy.name(),
+        key = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        redis_us = tracing::field::Empty,
+    )
 }

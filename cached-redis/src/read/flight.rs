@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
@@ -69,7 +69,9 @@ impl Joined {
 /// One load in flight: where its result is sent, and how many callers joined it.
 #[derive(Debug)]
 struct Flight {
-    result: watch::Sender<Option<Shared>>,
+    /// Made by the first caller that joins: a load nobody joins (most of them) never makes
+    /// one, nor wakes its notifier when it is dropped (some 500 instructions a miss).
+    result: OnceLock<watch::Sender<Option<Shared>>>,
     joined: AtomicU64,
     /// Set when its result may be stale for its joiners whatever it is (an invalidation Redis
     /// did not take, or a load past `max_load`): they read again.
@@ -129,12 +131,15 @@ impl Flights {
         if let Some(slot) = map.get(key) {
             slot.joined.fetch_add(1, Ordering::SeqCst);
             return Role::Join(Joiner {
-                result: slot.result.subscribe(),
+                result: slot
+                    .result
+                    .get_or_init(|| watch::Sender::new(None))
+                    .subscribe(),
                 began,
             });
         }
         let slot: Slot = Arc::new(Flight {
-            result: watch::Sender::new(None),
+            result: OnceLock::new(),
             joined: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
         });
@@ -216,9 +221,13 @@ impl Leader {
     /// Hands the result to the joiners (unless the load was revoked: then they read again).
     pub(crate) fn finish(mut self, shared: Shared) {
         self.close();
+        // Closed, nobody joins any more: without a channel nobody joined.
+        let Some(result) = self.slot.result.get() else {
+            return;
+        };
         // Under the channel's lock, as a revocation is: one is never overwritten.
         let revoked = &self.slot.revoked;
-        self.slot.result.send_if_modified(|result| {
+        result.send_if_modified(|result| {
             if revoked.load(Ordering::SeqCst) {
                 return false;
             }
@@ -231,7 +240,12 @@ impl Leader {
 impl Flight {
     /// Its joiners read again, and a later [`Leader::finish`] reaches nobody.
     fn revoke(&self) {
-        self.result.send_modify(|result| {
+        // Without a channel nobody joined; the flag still stops a later `finish`.
+        let Some(channel) = self.result.get() else {
+            self.revoked.store(true, Ordering::SeqCst);
+            return;
+        };
+        channel.send_modify(|result| {
             self.revoked.store(true, Ordering::SeqCst);
             *result = Some(Shared::Reread);
         });

@@ -24,6 +24,23 @@ pub(crate) struct WriteBacks {
 
 /// Per key: how many of its write-backs run, and a channel that says whether one went
 /// unanswered, closed when the last ends.
+/// [`WriteBacks::answered`]: ready at once when nothing was running.
+pub(crate) struct Answered(Option<Done>);
+
+impl std::future::Future for Answered {
+    type Output = bool;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<bool> {
+        match &mut self.0 {
+            None => std::task::Poll::Ready(true),
+            Some(done) => done.as_mut().poll(cx),
+        }
+    }
+}
+
 /// A wait for write-backs ([`WriteBacks::running`]).
 pub(crate) type Done = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 
@@ -96,6 +113,15 @@ impl WriteBacks {
         Some(Box::pin(async move {
             tokio::time::timeout(bound, ended).await.unwrap_or(false)
         }))
+    }
+
+    /// Whether Redis answered the write-backs of `key` that run now: at once (`true`) when none
+    /// runs, else once they end, at most `bound` later ([`WriteBacks::running`]). A later call
+    /// waits for it so that its read sees what they stored; `false` tells it the write path is
+    /// in trouble, and it loads as when Redis cannot be read rather than queue its own lease
+    /// script behind them.
+    pub(crate) fn answered(&self, key: &str, bound: Duration) -> Answered {
+        Answered(self.running(key, bound))
     }
 
     /// Waits until none is running.

@@ -67,6 +67,7 @@ impl Pending {
     }
 
     /// How many invalidations are pending.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::SeqCst)
     }
@@ -135,11 +136,14 @@ impl Pending {
     }
 
     /// Whether a pending invalidation covers the entry whose Redis key is `value_key`. One
-    /// atomic load while none is pending.
+    /// atomic load while none is pending (inlined into every call's path).
+    #[inline]
     pub(crate) fn covers(&self, value_key: &str) -> bool {
-        if self.len() == 0 {
-            return false;
-        }
+        self.len() != 0 && self.covers_pending(value_key)
+    }
+
+    /// [`Pending::covers`] once something is pending.
+    fn covers_pending(&self, value_key: &str) -> bool {
         let rendered = value_key
             .strip_prefix(self.value_prefix.as_str())
             .and_then(|inside| inside.strip_suffix('}'))
