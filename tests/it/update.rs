@@ -495,6 +495,8 @@ async fn with_writes_refused_an_update_removes_the_entry() {
     let cache = server.cache("update-oom").await;
     let db = Db::default();
     product(&cache, &db, 11).await.unwrap();
+    // The entry is stored before Redis refuses writes.
+    cache.settle().await;
     let mut conn = server.conn().await;
     let _: () = redis::cmd("CONFIG")
         .arg("SET")

@@ -94,16 +94,8 @@ impl Cache {
             self.invalidate(key).await?;
         }
         // A load's write-back from an earlier call here: the update applies to its value.
-        // Bounded like the write-back itself. Unanswered, Redis's writes are stalled and an
-        // update would queue behind it for another `op_timeout`: it fails now, kept as an
-        // invalidation to replay.
-        if let Some(done) = self.inner.write_backs.running(&keys.value, bound)
-            && !done.await
-        {
-            let stalled = Error::Timeout(bound);
-            self.keep_failed(&stalled, |pending| pending.add_key(&keys.value, key));
-            return Err(stalled);
-        }
+        // Bounded like the write-back itself; the update's own rounds are bounded again.
+        self.inner.write_backs.answered(&keys.value, bound).await;
         let updated = self.update_rounds(key, &keys, policy, change).await;
         if let Err(error) = &updated {
             // The data changed and the entry may not have: it goes once Redis answers (kept
