@@ -163,15 +163,11 @@ fn give_up_in_memory(
 ) {
     // Closed first, so that nobody joins between the check and the error.
     leader.close();
-    let joined = if memory.still(begun).is_some() {
-        Joined::EVERYONE
-    } else {
-        load_began
-    };
-    let failed = error.map(|error| Shared::Failed {
+    let unchallenged = memory.still(begun).is_some();
+    leader.finish(Shared::after_failure(
         error,
-        joined,
-        unleased: false,
-    });
-    leader.finish(failed.unwrap_or(Shared::LoadYourself));
+        unchallenged,
+        load_began,
+        false,
+    ));
 }

@@ -39,6 +39,28 @@ pub(crate) enum Shared {
 }
 
 impl Shared {
+    /// What a failed load hands its joiners: a clone of its `error` if there is one to share,
+    /// for every joiner when nothing could have invalidated the entry during the load
+    /// (`unchallenged`: its lease held to the end, or no invalidation in memory), else for those
+    /// whose call began before it `started`; without one, each loads for itself.
+    pub(crate) fn after_failure(
+        error: Option<SharedFailure>,
+        unchallenged: bool,
+        started: Joined,
+        unleased: bool,
+    ) -> Shared {
+        let joined = if unchallenged {
+            Joined::EVERYONE
+        } else {
+            started
+        };
+        error.map_or(Shared::LoadYourself, |error| Shared::Failed {
+            error,
+            joined,
+            unleased,
+        })
+    }
+
     /// A value read from Redis (another process stored it) by a request sent at `joined`.
     pub(crate) fn found(bytes: Vec<u8>, joined: Joined) -> Shared {
         Shared::Value {

@@ -272,22 +272,17 @@ async fn give_up(
         Some(lease) => lease.release().await,
         None => None,
     };
-    let shared = match failed {
-        // The lease was ours to the end: no invalidation came during the load, and its error
-        // is every joiner's, as a value written back under it would be.
-        Some((error, _)) if released == Some(true) => Shared::Failed {
-            error,
-            joined: Joined::EVERYONE,
-            unleased,
-        },
-        Some((error, joined)) => Shared::Failed {
-            error,
-            joined,
-            unleased,
-        },
-        None => Shared::LoadYourself,
-    };
-    leader.finish(shared);
+    let (error, started) = failed.unzip();
+    // The lease was ours to the end: no invalidation came during the load, and its error is
+    // every joiner's, as a value written back under it would be.
+    let unchallenged = released == Some(true);
+    let started = started.unwrap_or(Joined::EVERYONE);
+    leader.finish(Shared::after_failure(
+        error,
+        unchallenged,
+        started,
+        unleased,
+    ));
 }
 
 /// Hands a value loaded without a lease (Redis unavailable or refusing writes) to the
