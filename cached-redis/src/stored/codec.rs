@@ -163,7 +163,24 @@ fn write<T: CacheValue>(
 
 /// Decodes a stored value, in whichever format it was written.
 pub(crate) fn decode<T: CacheValue>(bytes: &[u8]) -> Result<T, CodecError> {
+    if let Some(value) = value_first(bytes) {
+        return Ok(value);
+    }
     read::<Envelope<T>>(bytes).map(|(e, _)| e.v)
+}
+
+/// `v` of a JSON envelope that starts with it, as this crate writes them, read without the
+/// metadata after it: skipping those fields cost more than half of what a hit spends over a
+/// plain `GET` and decode. `None` when the bytes are not of that shape or `v` does not decode;
+/// the envelope is then read whole, which also says why.
+fn value_first<T: CacheValue>(bytes: &[u8]) -> Option<T> {
+    let rest = bytes.strip_prefix(br#"{"v":"#)?;
+    if bytes.last() != Some(&b'}') {
+        return None;
+    }
+    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
+    let value = values.next()?.ok()?;
+    matches!(rest.get(values.byte_offset()), Some(b',' | b'}')).then_some(value)
 }
 
 /// Decodes a stored value with the load it descends from and the format it was written in.
@@ -348,6 +365,31 @@ mod tests {
                 .contains("empty")
         );
         assert!(decode::<Option<u64>>(br#"{"v":null}"#).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_value_first_shortcut_reads_what_the_whole_envelope_reads() {
+        let written = [
+            br#"{"v":12,"at":1,"load_ms":2,"id":3}"#.as_slice(),
+            br#"{"v":12}"#,
+            br#"{"at":1,"v":12}"#,
+            br#"{ "v": 12 , "at": 1 }"#,
+            br#"{"v":12 ,"at":1}"#,
+        ];
+        for bytes in written {
+            assert_eq!(decode::<u64>(bytes).unwrap(), 12, "{bytes:?}");
+        }
+        let refused = [
+            br#"{"v":12"#.as_slice(),
+            br#"{"v":12x}"#,
+            br#"{"v":12,"at":1"#,
+            br#"{"v":"12","at":1}"#,
+            br#"{"v":12]"#,
+        ];
+        for bytes in refused {
+            assert!(decode::<u64>(bytes).is_err(), "{bytes:?}");
+            assert!(value_first::<u64>(bytes).is_none(), "{bytes:?}");
+        }
     }
 
     #[test]
