@@ -187,7 +187,7 @@ impl Cache {
     /// # }
     /// ```
     pub fn redis_key(&self, key: &Key) -> String {
-        lease::value_key(&self.inner.namespace, key)
+        lease::value_key(&self.inner.namespace, key).into_string()
     }
 
     /// Waits until the write-backs this process has started are done.
@@ -253,12 +253,11 @@ impl Cache {
         }
         if let Some(memory) = &inner.memory {
             let found = memory.get(&lease::value_key(&inner.namespace, key));
-            let now = std::time::Instant::now();
-            return Ok(found.map(|found| found.expires().saturating_duration_since(now)));
+            return Ok(found.map(|found| memory.remaining(&found)));
         }
         let mut conn = inner.reads.clone();
         let mut pttl = redis::cmd("PTTL");
-        pttl.arg(lease::value_key(&inner.namespace, key));
+        pttl.arg(lease::value_key(&inner.namespace, key).as_str());
         let millis = inner
             .guard
             .read(&inner.stats, "PTTL", pttl.query_async::<i64>(&mut conn))

@@ -15,7 +15,7 @@
 pub(crate) mod family;
 mod part;
 pub(crate) mod pattern;
-mod spare;
+pub(crate) mod spare;
 
 use std::fmt;
 

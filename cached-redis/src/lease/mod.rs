@@ -8,6 +8,7 @@ pub(crate) use scripts::{
 };
 
 use crate::Key;
+use crate::key::spare;
 
 /// The Redis names of one entry.
 #[derive(Debug, Clone)]
@@ -18,14 +19,45 @@ pub(crate) struct EntryKeys {
 }
 
 /// The Redis key of an entry's value: `<namespace>:{<key>}`. The only name a hit needs.
-pub(crate) fn value_key(namespace: &str, key: &Key) -> String {
+pub(crate) fn value_key(namespace: &str, key: &Key) -> ValueKey {
     let key = key.as_str();
-    let mut value = String::with_capacity(namespace.len() + key.len() + 3);
+    let mut value = spare::take();
+    value.reserve(namespace.len() + key.len() + 3);
     value.push_str(namespace);
     value.push_str(":{");
     value.push_str(key);
     value.push('}');
-    value
+    ValueKey(value)
+}
+
+/// An entry's value key, in one of the thread's spare buffers: a call renders one and drops
+/// it, and the buffer is the next call's.
+pub(crate) struct ValueKey(String);
+
+impl ValueKey {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key as a `String` of its own: its buffer is not handed back.
+    pub(crate) fn into_string(mut self) -> String {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for ValueKey {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for ValueKey {
+    #[inline]
+    fn drop(&mut self) {
+        spare::give_back(std::mem::take(&mut self.0));
+    }
 }
 
 /// Whether a Redis key is an entry's lease (`<value key>:lease`): a value key ends with its
@@ -55,7 +87,7 @@ impl EntryKeys {
     }
 
     pub(crate) fn new(namespace: &str, key: &Key) -> EntryKeys {
-        EntryKeys::for_value(value_key(namespace, key))
+        EntryKeys::for_value(value_key(namespace, key).into_string())
     }
 }
 

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::lease::{self, EntryKeys};
+use crate::lease::{self, EntryKeys, ValueKey};
 use crate::read::failures::Failures;
 use crate::read::flight::{self, Began, Joiner, Role, Shared};
 use crate::read::get::{Missed, Read};
@@ -213,7 +213,7 @@ impl Cache {
     /// Everything after a first GET that found no usable value.
     async fn miss<R, F>(
         &self,
-        value_key: String,
+        value_key: ValueKey,
         began: Began,
         mut read: Read<R::Value>,
         policy: &Policy,
@@ -247,8 +247,8 @@ impl Cache {
                     let missed = self.unless_covered(&value_key, missed);
                     // A load without Redis takes no lease: its names are not built.
                     let keys = match missed {
-                        Missed::Unavailable => EntryKeys::unleased(value_key),
-                        Missed::Absent { .. } => EntryKeys::for_value(value_key),
+                        Missed::Unavailable => EntryKeys::unleased(value_key.into_string()),
+                        Missed::Absent { .. } => EntryKeys::for_value(value_key.into_string()),
                     };
                     return self
                         .lead(leader, &keys, policy, loader, missed, failures)
