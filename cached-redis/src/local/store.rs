@@ -11,7 +11,6 @@
 use std::any::Any;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::versions::Ticket;
 
@@ -19,11 +18,12 @@ use super::versions::Ticket;
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) value: Arc<dyn Any + Send + Sync>,
-    /// When it was kept, in [`Versions::nanos`](super::versions::Versions::nanos): a function
-    /// whose `near` is shorter than the one that kept it counts from here.
+    /// When it was kept, as [`Versions::now`](super::versions::Versions::now) reads it: a
+    /// function whose `near` is shorter than the one that kept it counts from here.
     pub(crate) kept: u64,
-    /// When its Redis entry expires, or the `near` of the function that kept it ends.
-    pub(crate) deadline: Instant,
+    /// When its Redis entry expires, or the `near` of the function that kept it ends, on the
+    /// same scale.
+    pub(crate) deadline: u64,
     /// The read it came from: served only while no invalidation of its stripe, and no flush,
     /// has been applied since (an invalidation applied between the check before the insert
     /// and the insert finds nothing to remove).

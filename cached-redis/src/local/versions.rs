@@ -8,7 +8,9 @@
 //! either rejects the insert (applied before) or removes the copy (applied after).
 
 use std::sync::atomic::{AtomicU64, Ordering, fence};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use super::clock::Clock;
 
 /// Stripes of keys: enough that a write to one key seldom drops or rejects another key's copy
 /// (128 KiB of counters).
@@ -21,9 +23,9 @@ pub(crate) struct Versions {
     /// dropped.
     session: AtomicU64,
     stripes: Box<[AtomicU64]>,
-    /// Nanoseconds after `base` up to which every invalidation is applied; 0: not yet.
+    /// Nanoseconds on `clock` up to which every invalidation is applied; 0: not yet.
     confirmed: AtomicU64,
-    base: Instant,
+    clock: Clock,
 }
 
 /// What a read saw before it asked Redis.
@@ -51,10 +53,11 @@ impl Versions {
             session: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             confirmed: AtomicU64::new(0),
-            base: Instant::now(),
+            clock: Clock::new(),
         }
     }
 
+    #[inline]
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
@@ -70,6 +73,7 @@ impl Versions {
 
     /// Whether no invalidation of `ticket`'s stripe was applied since it was taken (flushes
     /// are checked by epoch, where a copy is served).
+    #[inline]
     pub(crate) fn stripe_still(&self, ticket: Ticket) -> bool {
         self.stripes[ticket.stripe].load(Ordering::Acquire) == ticket.seq
     }
@@ -108,9 +112,7 @@ impl Versions {
     /// Every invalidation Redis sent before `at` has been applied, in `session` (a
     /// confirmation that a loss overtook is dropped).
     pub(crate) fn confirm(&self, session: u64, at: Instant) {
-        let nanos = u64::try_from(at.saturating_duration_since(self.base).as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let nanos = self.clock.at(at).max(1);
         self.confirmed.fetch_max(nanos, Ordering::SeqCst);
         if self.session.load(Ordering::SeqCst) != session {
             self.confirmed.store(0, Ordering::SeqCst);
@@ -120,30 +122,27 @@ impl Versions {
     /// Whether every invalidation sent before `at` is known applied.
     pub(crate) fn confirmed_since(&self, at: Instant) -> bool {
         let confirmed = self.confirmed.load(Ordering::Acquire);
-        confirmed != 0
-            && u128::from(confirmed) >= at.saturating_duration_since(self.base).as_nanos()
+        confirmed != 0 && confirmed >= self.clock.at(at)
     }
 
-    /// Whether, at `now`, every invalidation sent more than `lag` ago is known applied.
-    pub(crate) fn confirmed_within(&self, now: Instant, lag: Duration) -> bool {
-        self.confirmed_within_nanos(self.nanos(now), lag)
-    }
-
-    /// [`Versions::confirmed_within`] with `now` as [`Versions::nanos`] gives it.
-    pub(crate) fn confirmed_within_nanos(&self, now: u64, lag: Duration) -> bool {
+    /// Whether, at `now` (as [`Versions::now`] reads it), every invalidation sent more than
+    /// `lag_ns` nanoseconds ago is known applied.
+    #[inline]
+    pub(crate) fn confirmed_within(&self, now: u64, lag_ns: u64) -> bool {
         let confirmed = self.confirmed.load(Ordering::Acquire);
-        confirmed != 0 && u128::from(now.saturating_sub(confirmed)) <= lag.as_nanos()
+        confirmed != 0 && now.saturating_sub(confirmed) <= lag_ns
     }
 
-    /// `at` as nanoseconds since these versions were made: one clock subtraction, which the
-    /// hit path's other time checks then compare against as integers.
+    /// Now, as nanoseconds since these versions were made: the hit path's time checks
+    /// compare against it as integers.
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// `at` on the same scale as [`Versions::now`].
     pub(crate) fn nanos(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.base);
-        // In u64 (585 years of nanoseconds), not `as_nanos`'s u128.
-        since
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()))
+        self.clock.at(at)
     }
 }
 
@@ -154,6 +153,8 @@ fn stripe_of(hash: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local::clock;
+    use std::time::Duration;
 
     #[test]
     fn a_ticket_outlives_only_what_does_not_concern_it() {
@@ -173,20 +174,23 @@ mod tests {
         let versions = Versions::new();
         let now = Instant::now();
         let second = Duration::from_secs(1);
-        assert!(!versions.confirmed_within(now, second));
+        assert!(!versions.confirmed_within(versions.nanos(now), clock::nanos(second)));
         versions.confirm(versions.session(), now);
-        assert!(versions.confirmed_within(now, second));
+        assert!(versions.confirmed_within(versions.nanos(now), clock::nanos(second)));
         assert!(versions.confirmed_since(now));
         assert!(!versions.confirmed_since(now + second));
-        assert!(!versions.confirmed_within(now + 2 * second, second));
+        assert!(!versions.confirmed_within(versions.nanos(now + 2 * second), clock::nanos(second)));
         versions.flush();
-        assert!(versions.confirmed_within(now, second), "a flush is no loss");
+        assert!(
+            versions.confirmed_within(versions.nanos(now), clock::nanos(second)),
+            "a flush is no loss"
+        );
         let session = versions.session();
         versions.lose();
-        assert!(!versions.confirmed_within(now, second));
+        assert!(!versions.confirmed_within(versions.nanos(now), clock::nanos(second)));
         versions.confirm(session, now);
         assert!(
-            !versions.confirmed_within(now, second),
+            !versions.confirmed_within(versions.nanos(now), clock::nanos(second)),
             "a confirmation from before the loss"
         );
     }

@@ -13,14 +13,17 @@ mod write;
 use crate::keyed::KeyMap;
 use std::any::Any;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::local::clock::Clock;
 use crate::local::store::{Entry, Store};
 use crate::local::versions::Ticket;
 
 /// The entries of an in-memory cache.
 pub(crate) struct Memory {
     store: Store,
+    /// The scale of the entries' deadlines.
+    clock: Clock,
     /// The keys with a load or an update under way, by key.
     pending: Mutex<KeyMap<Pending>>,
 }
@@ -50,16 +53,13 @@ impl Found {
             .downcast_ref::<Vec<u8>>()
             .map_or(&[], Vec::as_slice)
     }
-
-    pub(crate) fn expires(&self) -> Instant {
-        self.entry.deadline
-    }
 }
 
 impl Memory {
     pub(crate) fn new(entries: usize) -> Memory {
         Memory {
             store: Store::new(entries),
+            clock: Clock::new(),
             pending: Mutex::default(),
         }
     }
@@ -71,7 +71,12 @@ impl Memory {
     /// `key`'s entry, if it is live.
     pub(crate) fn get(&self, key: &str) -> Option<Found> {
         let entry = self.store.get(key)?;
-        (Instant::now() < entry.deadline).then_some(Found { entry })
+        (self.clock.now() < entry.deadline).then_some(Found { entry })
+    }
+
+    /// How long `found` stays live.
+    pub(crate) fn remaining(&self, found: &Found) -> Duration {
+        Duration::from_nanos(found.entry.deadline.saturating_sub(self.clock.now()))
     }
 
     /// A load or update of `key` begins.
@@ -95,7 +100,8 @@ impl Memory {
         let Some(_locked) = self.still(&begun) else {
             return false;
         };
-        self.insert(&begun.key, bytes, Instant::now() + ttl);
+        let ttl_ns = crate::local::clock::nanos(ttl);
+        self.insert(&begun.key, bytes, self.clock.now().saturating_add(ttl_ns));
         true
     }
 
@@ -111,7 +117,7 @@ impl Memory {
             return false;
         }
         bump(&mut pending, &begun.key);
-        self.insert(&begun.key, bytes, found.expires());
+        self.insert(&begun.key, bytes, found.entry.deadline);
         true
     }
 
@@ -122,7 +128,7 @@ impl Memory {
         (version == Some(begun.version)).then_some(pending)
     }
 
-    fn insert(&self, key: &str, bytes: Vec<u8>, deadline: Instant) {
+    fn insert(&self, key: &str, bytes: Vec<u8>, deadline: u64) {
         let entry = Entry {
             value: Arc::new(bytes) as Arc<dyn Any + Send + Sync>,
             kept: 0,

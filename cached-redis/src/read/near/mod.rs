@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::local::clock;
 use crate::local::store::Entry;
 use crate::local::versions::Ticket;
 use shared::Shared;
@@ -71,15 +72,14 @@ impl Near {
     pub(crate) fn get<T: Clone + 'static>(&self, key: &str, keep_for: Duration) -> Option<T> {
         let shared = &*self.shared;
         let entry = shared.store.get(key)?;
-        let now = Instant::now();
         let versions = &shared.versions;
-        let now_ns = versions.nanos(now);
-        let keep_ns = u64::try_from(keep_for.as_nanos()).unwrap_or(u64::MAX);
+        let now = versions.now();
+        let keep_ns = clock::nanos(keep_for);
         if now >= entry.deadline
-            || now_ns.saturating_sub(entry.kept) >= keep_ns
+            || now.saturating_sub(entry.kept) >= keep_ns
             || entry.ticket.epoch != versions.epoch()
             || !versions.stripe_still(entry.ticket)
-            || !versions.confirmed_within_nanos(now_ns, shared.lag)
+            || !versions.confirmed_within(now, shared.lag_ns)
         {
             return None;
         }
@@ -92,7 +92,10 @@ impl Near {
     /// `None` while the tracking connection is not confirmed live.
     pub(crate) fn ticket(&self, key: &str) -> Option<Ticket> {
         let shared = &*self.shared;
-        if !shared.versions.confirmed_within(Instant::now(), shared.lag) {
+        if !shared
+            .versions
+            .confirmed_within(shared.versions.now(), shared.lag_ns)
+        {
             return None;
         }
         Some(shared.versions.ticket(shared.store.hash(key)))
@@ -114,8 +117,8 @@ impl Near {
         }
         let entry = Entry {
             value: Arc::new(value) as Arc<dyn Any + Send + Sync>,
-            kept: shared.versions.nanos(Instant::now()),
-            deadline: until,
+            kept: shared.versions.now(),
+            deadline: shared.versions.nanos(until),
             ticket,
         };
         shared.store.insert(key, entry.clone());
@@ -162,7 +165,9 @@ impl Near {
     /// Whether copies may be served now (the tracking connection is confirmed live).
     pub(crate) fn is_live(&self) -> bool {
         let shared = &*self.shared;
-        shared.versions.confirmed_within(Instant::now(), shared.lag)
+        shared
+            .versions
+            .confirmed_within(shared.versions.now(), shared.lag_ns)
     }
 }
 

@@ -15,6 +15,8 @@ pub(super) struct Shared {
     /// The longest a copy is served after Redis sent its invalidation, whatever happens to
     /// the tracking connection.
     pub(super) lag: Duration,
+    /// `lag` in nanoseconds, as the hit path compares it.
+    pub(super) lag_ns: u64,
     /// What every value key of the cache starts with, `<namespace>:{`: copies are kept by the
     /// rendered key inside the braces, which a call has without building the Redis key.
     value_prefix: String,
@@ -30,6 +32,7 @@ impl Shared {
             store: Store::new(entries),
             versions: Versions::new(),
             lag,
+            lag_ns: crate::local::clock::nanos(lag),
             hits: Striped::default(),
             flushes: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
