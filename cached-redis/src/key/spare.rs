@@ -67,7 +67,8 @@ mod tests {
         let at = [first.as_ptr(), second.as_ptr()];
         give_back(first);
         give_back(second);
-        let again = [take().as_ptr(), take().as_ptr()];
+        let again = (take(), take());
+        let again = [again.0.as_ptr(), again.1.as_ptr()];
         assert!(again.iter().all(|p| at.contains(p)), "the same allocations");
     }
 
