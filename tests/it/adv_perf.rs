@@ -8,9 +8,11 @@
 //! `{"v": T}` with serde's derive, read by `serde_json::from_slice` (what `decode` did for a
 //! JSON value before the shortcut, and what `update_*` still does).
 //!
-//! Tests named `bug_*` FAIL on the code they were written against (commit be1d18c), and pass
-//! with `stored/codec.rs` as it was before the shortcut (bcb253b's parent): each says why. All
-//! three come from one cause, the shortcut accepting bytes the whole read refuses. The others
+//! Three tests (marked "Found") failed on the code they were written against (commit be1d18c)
+//! and passed with `stored/codec.rs` as it was before the shortcut (bcb253b's parent). All
+//! three came from one cause, the shortcut accepting bytes the whole read refuses; the shortcut
+//! now reads only the exact shape this build writes (`stored/value_first.rs`), and an update
+//! reads through it too. The others
 //! are attacks that held: crafted well-formed envelopes, hit/update agreement on entries this
 //! crate writes, key storms over the spare buffers (four threads, nested calls, cancellation,
 //! panicking loaders, hashed keys), and the nanosecond clock's deadlines (in-memory TTL and
@@ -279,7 +281,7 @@ async fn crafted_well_formed_envelopes_read_as_the_whole_envelope_reads_them() {
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
-/// BUG (fails on be1d18c). Envelopes that start with a well-formed `{"v":<value>` and end in
+/// Found (failed on be1d18c). Envelopes that start with a well-formed `{"v":<value>` and end in
 /// `}` but are not one JSON object: a second `v`, bytes after the envelope's end (two
 /// envelopes back to back, as an `APPEND` makes), a trailing comma, a field that does not
 /// parse, invalid UTF-8 or unbalanced brackets after the value. The whole-envelope read
@@ -290,7 +292,7 @@ async fn crafted_well_formed_envelopes_read_as_the_whole_envelope_reads_them() {
 /// With `{"v":7,"v":8}` a reader that keeps the last duplicate (JavaScript's `JSON.parse`,
 /// Python's `json`) reads 8 where this one serves 7.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_redis_hit_serves_the_first_v_of_an_envelope_the_whole_read_refuses() {
+async fn a_redis_hit_does_not_serve_an_envelope_the_whole_read_refuses() {
     let server = RedisServer::start();
     let cache = server.cache("adv-perf-malformed").await;
     let malformed: &[&[u8]] = &[
@@ -317,12 +319,12 @@ async fn bug_a_redis_hit_serves_the_first_v_of_an_envelope_the_whole_read_refuse
     );
 }
 
-/// BUG (fails on be1d18c). A hit and `update_*` disagree on the same bytes: the hit serves the
+/// Found (failed on be1d18c). A hit and `update_*` disagree on the same bytes: the hit serves the
 /// first `v` of `{"v":7,"v":8}` (see above), while `Cache::update` reads the whole envelope,
 /// finds it undecodable and removes the entry instead of applying the change. A caller that
 /// just read 7 and updates it to 8 is told `Ok(false)`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_hit_serves_an_entry_that_update_calls_undecodable_and_removes() {
+async fn a_hit_and_an_update_agree_on_an_envelope_the_whole_read_refuses() {
     let server = RedisServer::start();
     let cache = server.cache("adv-perf-agree").await;
     let mut conn = server.conn().await;
@@ -363,14 +365,14 @@ fn nested(depth: usize) -> serde_json::Value {
     value
 }
 
-/// BUG (fails on be1d18c; low severity). serde_json's recursion limit counts the envelope's
+/// Found (failed on be1d18c; low severity). serde_json's recursion limit counts the envelope's
 /// own `{`: a value this crate wrote itself, nested one level short of the limit, decodes when
 /// read alone (the shortcut) but not inside its envelope (the whole read). A hit now serves it
 /// (before, every hit counted a decode error and reloaded), while `update_*` still reads the
 /// whole envelope, calls it undecodable and removes the entry: an update of such an entry
 /// never applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_an_entry_nested_to_the_recursion_limit_hits_but_update_removes_it() {
+async fn an_entry_nested_to_the_recursion_limit_is_updated_if_it_hits() {
     // The deepest value that reads alone but not inside an envelope, found rather than assumed.
     let depth = (1..400)
         .find(|&d| {
