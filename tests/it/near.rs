@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, redis_cached};
 use cached_redis_tests::{
-    HeldDb, Proxy, RedisServer, command_calls, eventually, near_cache, until_near_hit,
+    HeldDb, Proxy, RedisServer, command_calls, eventually, near_cache, near_cache_timed,
+    until_near_hit,
 };
 
 #[redis_cached(key = "row:<id>", ttl = "60s", near = "30s", cache = cache)]
@@ -226,7 +227,10 @@ async fn this_caches_own_writes_drop_the_copy_before_they_return() {
 async fn a_reply_an_invalidation_overtook_is_not_kept() {
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port()).await;
-    let cache = near_cache(&proxy.url(), "near-race", Duration::from_secs(5)).await;
+    // The held GET waits for a heartbeat to confirm the invalidation: a minute, not the usual
+    // 5 s, before it would time out and load (as it did once on a loaded machine).
+    let patient = Duration::from_secs(60);
+    let cache = near_cache_timed(&proxy.url(), "near-race", Duration::from_secs(5), patient).await;
     let writer = server.cache("near-race").await;
     let db = HeldDb::new(1);
     // The first call's GET is the first command on a connection made after the tracker's:

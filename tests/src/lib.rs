@@ -26,7 +26,7 @@ pub use inspect::{
     assert_no_state_left, command_calls, config_set, get_raw, numsub, pttl, scan_keys, set_px,
 };
 pub use logs::{LogCapture, capture_logs};
-pub use near::{near_cache, until_near_hit};
+pub use near::{near_cache, near_cache_timed, until_near_hit};
 pub use proxy::Proxy;
 pub use rng::Rng;
 pub use sentinel::{MASTER, RedisSentinel};

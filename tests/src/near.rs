@@ -9,9 +9,20 @@ use crate::eventually;
 
 /// A cache on `url` with a near cache allowing `lag`, once its tracking connection is live.
 pub async fn near_cache(url: &str, namespace: &str, lag: Duration) -> Cache {
+    near_cache_timed(url, namespace, lag, Duration::from_secs(5)).await
+}
+
+/// [`near_cache`] with Redis calls bounded by `op_timeout`: a test that holds a reply while it
+/// waits for something else gives the held call room on a loaded machine.
+pub async fn near_cache_timed(
+    url: &str,
+    namespace: &str,
+    lag: Duration,
+    op_timeout: Duration,
+) -> Cache {
     let cache = Cache::builder(url)
         .namespace(namespace)
-        .op_timeout(Duration::from_secs(5))
+        .op_timeout(op_timeout)
         .near_cache(1_000)
         .near_max_lag(lag)
         .build()
