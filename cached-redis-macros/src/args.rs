@@ -12,7 +12,7 @@ use crate::errors::Errors;
 use crate::format::{CodecSpec, parse_codec, parse_size};
 use crate::template::{self, Segment};
 
-const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `near`, `codec`, `compress_above`, `cache`, `cache_if`, `skip` and `helpers`";
+const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `near`, `stale`, `refresh`, `beta`, `codec`, `compress_above`, `cache`, `cache_if`, `skip` and `helpers`";
 
 /// A value with the span of the literal it came from.
 #[derive(Debug, Clone)]
@@ -34,6 +34,12 @@ pub(crate) struct Args {
     pub(crate) none_ttl: Option<Spanned<Duration>>,
     /// How long decoded values are also kept in process memory.
     pub(crate) near: Option<Spanned<Duration>>,
+    /// How long past its TTL an entry is served while one caller refreshes it.
+    pub(crate) stale: Option<Spanned<Duration>>,
+    /// `refresh = "early"`: hits refresh their entry early, by the XFetch rule.
+    pub(crate) refresh: Option<Spanned<()>>,
+    /// Early refresh's β.
+    pub(crate) beta: Option<Spanned<f64>>,
     pub(crate) codec: Option<Spanned<CodecSpec>>,
     /// `compress_above = "16KiB"` (`None` inside: `"never"`).
     pub(crate) compress_above: Option<Spanned<Option<usize>>>,
@@ -142,6 +148,9 @@ impl Args {
             "max_load" => self.max_load = duration(meta, "max_load", errors)?,
             "none_ttl" => self.none_ttl = duration(meta, "none_ttl", errors)?,
             "near" => self.near = duration(meta, "near", errors)?,
+            "stale" => self.stale = duration(meta, "stale", errors)?,
+            "refresh" => self.refresh = parsed(meta, "refresh", "early", parse_refresh, errors)?,
+            "beta" => self.beta = beta(meta, errors)?,
             "jitter" => self.jitter = parsed(meta, "jitter", "10%", parse_jitter, errors)?,
             "codec" => self.codec = parsed(meta, "codec", "msgpack", parse_codec, errors)?,
             "compress_above" => {
@@ -199,6 +208,39 @@ fn parsed<T>(
         })),
         Err(message) => {
             errors.at(lit.span(), message);
+            Ok(None)
+        }
+    }
+}
+
+/// `refresh`'s one value.
+fn parse_refresh(text: &str) -> Result<(), String> {
+    match text {
+        "early" => Ok(()),
+        _ => Err(format!(
+            "unknown refresh `{text}`; the one refresh is \"early\" (XFetch: hits refresh an entry shortly before it expires)"
+        )),
+    }
+}
+
+/// `beta = 1.0`: a number in (0, 1000], or `None` with the problem recorded at it.
+fn beta(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<Spanned<f64>>> {
+    let lit: syn::Lit = meta.value()?.parse()?;
+    let value = match &lit {
+        syn::Lit::Float(f) => f.base10_parse::<f64>().ok(),
+        syn::Lit::Int(i) => i.base10_parse::<u32>().ok().map(f64::from),
+        _ => None,
+    };
+    match value {
+        Some(value) if value > 0.0 && value <= 1000.0 => Ok(Some(Spanned {
+            value,
+            span: lit.span(),
+        })),
+        _ => {
+            errors.at(
+                lit.span(),
+                "`beta` must be a number in (0, 1000], such as `beta = 1.0` (above 1 refreshes earlier)",
+            );
             Ok(None)
         }
     }

@@ -67,6 +67,12 @@ use proc_macro::TokenStream;
 ///   entry's Redis TTL), on a cache built with `.near_cache(entries)`; hits on them ask Redis
 ///   nothing, and Redis's invalidation messages drop them. Values must be `Clone` (`Arc<T>`
 ///   clones cheaply).
+/// - `stale = "5m"`: keep entries this long past their TTL; a call that finds one answers with
+///   it at once while one caller (in any process) refreshes it under the lease. An
+///   invalidated entry is removed whole, never served stale.
+/// - `refresh = "early"` (with `beta = 1.0`, optional): a hit refreshes its entry shortly
+///   before it expires, by the XFetch rule on the recorded load time, so a steadily read key
+///   does not expire in front of its callers.
 /// - `codec = "msgpack"` or `"json"`: how this function's values are serialised (default: the
 ///   cache's, JSON unless set). Values in any codec are read.
 /// - `compress_above = "16KiB"` (`B`, `KiB`, `MiB`) or `"never"`: zstd-compress values that

@@ -29,6 +29,12 @@ pub struct Stats {
     pub stale_refused: u64,
     /// Stored values that did not decode and were treated as a miss.
     pub decode_errors: u64,
+    /// Calls answered with an entry past its TTL, within the function's `stale`, while
+    /// another caller refreshed it (not counted in `hits`).
+    pub stale_served: u64,
+    /// Refreshes of an entry past its TTL (`stale`) or drawn early (`refresh = "early"`)
+    /// that took the lease; each is also a load.
+    pub refreshes: u64,
     /// Redis calls that failed or timed out.
     pub redis_errors: u64,
     /// Calls that ran the loader without the cache because Redis was unavailable (the GET
@@ -70,6 +76,8 @@ pub(crate) struct Counters {
     pub(crate) lock_waits: AtomicU64,
     pub(crate) stale_refused: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
     pub(crate) redis_errors: AtomicU64,
     pub(crate) fallbacks: AtomicU64,
     pub(crate) writes_refused: AtomicU64,
@@ -96,6 +104,8 @@ pub(crate) enum Event {
     Fallback,
     WritesRefused,
     DecodeError,
+    StaleServed,
+    Refresh,
 }
 
 /// How a call was answered: recorded on its span (`outcome`) and, with the `metrics` feature,
@@ -122,6 +132,10 @@ pub(crate) enum Outcome {
     StaleRefused,
     /// The cache is disabled; the loader answered.
     Disabled,
+    /// An entry past its TTL answered (within `stale`) while another caller refreshed it.
+    Stale,
+    /// This caller refreshed an entry past its TTL or drawn early, under the lease.
+    Refreshed,
 }
 
 impl Outcome {
@@ -144,6 +158,8 @@ impl Outcome {
             Outcome::WritesRefused => "writes-refused",
             Outcome::StaleRefused => "stale-refused",
             Outcome::Disabled => "disabled",
+            Outcome::Stale => "stale",
+            Outcome::Refreshed => "refreshed",
         }
     }
 }
@@ -162,6 +178,8 @@ impl Counters {
             Event::Fallback => (&self.fallbacks, "cached_redis_fallbacks_total"),
             Event::WritesRefused => (&self.writes_refused, "cached_redis_writes_refused_total"),
             Event::DecodeError => (&self.decode_errors, "cached_redis_decode_errors_total"),
+            Event::StaleServed => (&self.stale_served, "cached_redis_stale_served_total"),
+            Event::Refresh => (&self.refreshes, "cached_redis_refreshes_total"),
         };
         bump(counter);
         #[cfg(feature = "metrics")]
@@ -227,6 +245,8 @@ impl Counters {
             lock_waits: get(&self.lock_waits),
             stale_refused: get(&self.stale_refused),
             decode_errors: get(&self.decode_errors),
+            stale_served: get(&self.stale_served),
+            refreshes: get(&self.refreshes),
             redis_errors: get(&self.redis_errors),
             fallbacks: get(&self.fallbacks),
             writes_refused: get(&self.writes_refused),
@@ -244,6 +264,8 @@ impl Counters {
             &self.lock_waits,
             &self.stale_refused,
             &self.decode_errors,
+            &self.stale_served,
+            &self.refreshes,
             &self.redis_errors,
             &self.fallbacks,
             &self.writes_refused,

@@ -78,8 +78,13 @@ pub(super) fn policy(model: &Model) -> TokenStream {
     let max_load = optional(model.max_load);
     let near = optional(model.near.map(|(d, _)| d));
     let format = format(model);
+    let stale = optional(model.stale);
+    let early = match model.early {
+        Some(ppm) => quote!(::core::option::Option::Some(#ppm)),
+        None => quote!(::core::option::Option::None),
+    };
     quote!(::cached_redis::__private::policy(
-        #name, #ttl, #jitter, (#lock_ttl, #max_load), #none_ttl, #near, #format
+        #name, #ttl, #jitter, (#lock_ttl, #max_load), #none_ttl, (#near, #stale, #early), #format
     ))
 }
 

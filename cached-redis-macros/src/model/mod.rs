@@ -53,6 +53,10 @@ pub(crate) struct Model {
     pub(crate) none_ttl_span: Option<Span>,
     /// `near`, and where it was written: the expansion checks there that values are `Clone`.
     pub(crate) near: Option<(Duration, Span)>,
+    /// `stale`: how long past its TTL an entry is served while it is refreshed.
+    pub(crate) stale: Option<Duration>,
+    /// `refresh = "early"`, with its β in millionths (1,000,000 without `beta`).
+    pub(crate) early: Option<u32>,
     pub(crate) codec: Option<CodecSpec>,
     /// `compress_above`, as bytes or `None` for `"never"`, and where it was written (a build
     /// without the `zstd` feature is reported there).
@@ -72,6 +76,10 @@ pub(crate) struct Model {
 pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
     let sig = &item.sig;
     signature::check_signature_and_ttl(sig, &args, errors);
+    if let (Some(beta), None) = (&args.beta, &args.refresh) {
+        let message = "`beta` tunes early refresh: add `refresh = \"early\"`, or leave `beta` out";
+        errors.at(beta.span, message);
+    }
     let ret = signature::return_type(sig, errors);
     let params = signature::named_params(sig, args.key.is_none() && !args.key_invalid, errors);
     let handle = args.cache.as_ref().and_then(cache_expr::root_ident);
@@ -140,6 +148,11 @@ fn assemble(item: ItemFn, args: Args, ret: Type, params: Vec<Param>, key: Resolv
         none_ttl_span: args.none_ttl.as_ref().map(|d| d.span),
         none_ttl: args.none_ttl.map(|d| d.value),
         near: args.near.map(|d| (d.value, d.span)),
+        stale: args.stale.map(|d| d.value),
+        early: args.refresh.as_ref().map(|_| {
+            let beta = args.beta.as_ref().map_or(1.0, |b| b.value);
+            ((beta * 1_000_000.0).round() as u32).max(1)
+        }),
         codec: args.codec.map(|c| c.value),
         compress_above: args.compress_above.map(|c| (c.value, c.span)),
         cache: args.cache,

@@ -3,6 +3,7 @@
 
 use core::time::Duration;
 
+use crate::policy::Freshness;
 use crate::{Codec, Compression, Error, Jitter, Policy};
 
 /// The policy of a cached function, from values the attribute checked at compile time.
@@ -12,7 +13,8 @@ pub const fn policy(
     jitter: Jitter,
     (lock_ttl, max_load): (Option<Duration>, Option<Duration>),
     none_ttl: Option<Duration>,
-    near: Option<Duration>,
+    // `near`, `stale` and early refresh's β in millionths: what a hit does besides reading.
+    (near, stale, early): (Option<Duration>, Option<Duration>, Option<u32>),
     format: (Option<Codec>, Option<Compression>),
 ) -> Policy {
     Policy {
@@ -25,6 +27,7 @@ pub const fn policy(
         near,
         codec: format.0,
         compression: format.1,
+        freshness: Freshness { stale, early },
     }
 }
 

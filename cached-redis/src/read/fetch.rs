@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::lease::{self, EntryKeys, ValueKey};
 use crate::read::failures::Failures;
 use crate::read::flight::{self, Began, Joiner, Role, Shared};
-use crate::read::get::{Missed, Read};
+use crate::read::get::{Missed, Read, Refresh};
 use crate::read::near::{Copies, NearUse};
 use crate::stats::{Event, Outcome};
 use crate::stored::cacheable::Cacheable;
@@ -97,8 +97,8 @@ impl Cache {
         let near = NearUse::new(inner.near.as_ref(), copies, policy.near());
         if let Some(value) = near.as_ref().and_then(|near| near.get(key.as_str())) {
             self.note_near_hit(key, policy, &span);
-            // No await answered this call: let the runtime's budget see it, so that a task
-            // looping over near hits still yields to its neighbours.
+            // No await answered: the runtime's budget sees it, so a task looping over near hits
+            // still yields to its neighbours.
             tokio::task::consume_budget().await;
             return R::from_value(value);
         }
@@ -121,7 +121,7 @@ impl Cache {
         let read = if write_failed || inner.guard.is_open() || inner.pending.covers(&value_key) {
             Read::Missed(Missed::Unavailable)
         } else {
-            self.read::<R::Value>(&value_key, policy.name(), ticket.is_some())
+            self.read::<R::Value>(&value_key, policy, ticket.is_some())
                 .await
         };
         if let Read::Hit(value, expires) = read {
@@ -131,9 +131,9 @@ impl Cache {
             self.note_hit(policy, &span, started);
             return R::from_value(value);
         }
-        // The miss path is boxed so the future of a hit stays small, and boxed before it is
-        // instrumented so that it is moved once.
-        let miss = Box::pin(self.miss(value_key, began, read, policy, loader(), failures));
+        // The miss (or refresh) path is boxed so the future of a hit stays small, and boxed
+        // before it is instrumented so that it is moved once.
+        let miss = Box::pin(self.after_read(value_key, began, read, policy, loader(), failures));
         let (result, outcome, load_time) =
             tracing::Instrument::instrument(miss, span.clone()).await;
         self.note_answered(outcome, policy, &span, started.map(|s| (s, load_time)));
@@ -211,7 +211,7 @@ impl Cache {
     }
 
     /// Everything after a first GET that found no usable value.
-    async fn miss<R, F>(
+    pub(super) async fn miss<R, F>(
         &self,
         value_key: ValueKey,
         began: Began,
@@ -227,7 +227,7 @@ impl Cache {
         let inner = &self.inner;
         loop {
             let missed = match read {
-                Read::Hit(value, _) => {
+                Read::Hit(value, _) | Read::Due(Refresh { value, .. }) => {
                     inner.stats.note(Event::Hit, policy.name());
                     return (R::from_value(value), Outcome::Hit, Duration::ZERO);
                 }
@@ -264,8 +264,7 @@ impl Cache {
             read = if inner.pending.covers(&value_key) {
                 Read::Missed(Missed::Unavailable)
             } else {
-                self.read::<R::Value>(&value_key, policy.name(), false)
-                    .await
+                self.read::<R::Value>(&value_key, policy, false).await
             };
         }
     }

@@ -3,16 +3,28 @@
 
 use std::time::{Duration, Instant};
 
+use crate::policy::Due;
 use crate::stats::Event;
 use crate::stored::codec;
-use crate::{Cache, CacheValue};
+use crate::{Cache, CacheValue, Policy};
 
 /// What the first GET found.
 pub(super) enum Read<T> {
-    /// A value, and when its entry expires (counted from before the GET was sent), if that
-    /// was asked for.
+    /// A value, and when its entry expires (counted from before the GET was sent; for a
+    /// policy with `stale`, the end of its TTL, not Redis's), if that was asked for.
     Hit(T, Option<Instant>),
+    /// A value due for a refresh: past its TTL (`stale`) or drawn for an early refresh.
+    Due(Refresh<T>),
     Missed(Missed),
+}
+
+/// A value due for a refresh, with the bytes it was read from (the lease script takes the
+/// lease only while the entry still holds them).
+pub(super) struct Refresh<T> {
+    pub(super) value: T,
+    pub(super) bytes: Vec<u8>,
+    /// Past its TTL, rather than drawn early.
+    pub(super) stale: bool,
 }
 
 /// Why a GET found no usable value.
@@ -25,14 +37,16 @@ pub(super) enum Missed {
 }
 
 impl Cache {
-    /// The first, uncoalesced GET; `with_ttl`: with the entry's PTTL, for the hit's expiry.
+    /// The first, uncoalesced GET; `near`: with the entry's PTTL, for the hit's expiry (a
+    /// policy with `stale` or early refresh reads it anyway, for what the hit is due for).
     pub(super) async fn read<T: CacheValue>(
         &self,
         value_key: &str,
-        function: &'static str,
-        with_ttl: bool,
+        policy: &Policy,
+        near: bool,
     ) -> Read<T> {
         let inner = &self.inner;
+        let (function, with_ttl) = (policy.name(), near || policy.watches_expiry());
         // Read only when a near copy is kept by it: the clock is a tenth of a hit's own cost.
         let sent = with_ttl.then(Instant::now);
         let reply = if with_ttl {
@@ -54,6 +68,9 @@ impl Cache {
         };
         match reply {
             Ok((None, _)) => Read::Missed(Missed::Absent { corrupt: None }),
+            Ok((Some(bytes), pttl)) if policy.watches_expiry() => {
+                self.hit_due(value_key, policy, bytes, pttl, sent)
+            }
             Ok((Some(bytes), pttl)) => match codec::decode(&bytes) {
                 Ok(value) => Read::Hit(value, expires(pttl)),
                 Err(e) => {
@@ -69,6 +86,43 @@ impl Cache {
                 Read::Missed(Missed::Absent { corrupt: None })
             }
             Err(_) => Read::Missed(Missed::Unavailable),
+        }
+    }
+
+    /// What a hit of a policy with `stale` or early refresh found: a value fresh until the
+    /// end of its TTL, or one due for a refresh. An entry Redis keeps without an expiry
+    /// (written by hand) is fresh.
+    fn hit_due<T: CacheValue>(
+        &self,
+        value_key: &str,
+        policy: &Policy,
+        bytes: Vec<u8>,
+        pttl: i64,
+        sent: Option<Instant>,
+    ) -> Read<T> {
+        let (value, origin, _) = match codec::decode_with_origin(&bytes) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                self.undecodable(value_key, policy.name(), &e);
+                let corrupt = Some(bytes);
+                return Read::Missed(Missed::Absent { corrupt });
+            }
+        };
+        let Ok(pttl) = u64::try_from(pttl) else {
+            return Read::Hit(value, None);
+        };
+        match policy.due(pttl, origin.load_ms()) {
+            Due::Fresh(left) => Read::Hit(value, sent.map(|sent| sent + left)),
+            Due::Early => Read::Due(Refresh {
+                value,
+                bytes,
+                stale: false,
+            }),
+            Due::Stale => Read::Due(Refresh {
+                value,
+                bytes,
+                stale: true,
+            }),
         }
     }
 

@@ -17,11 +17,17 @@ use crate::stored::cacheable::Cacheable;
 use crate::stored::codec;
 use crate::{Cache, CacheValue, Policy};
 
+/// A load about to run: under a lease or without one, and how its caller is answered.
+pub(super) struct Load {
+    pub(super) lease: Option<LeaseGuard>,
+    pub(super) outcome: Outcome,
+}
+
 impl Cache {
     /// The local leader: get the value or the lease, load, store, and tell the joiners.
     pub(super) async fn lead<R, F>(
         &self,
-        mut leader: Leader,
+        leader: Leader,
         keys: &EntryKeys,
         policy: &Policy,
         loader: F,
@@ -32,7 +38,7 @@ impl Cache {
         R: Cacheable,
         F: Future<Output = R>,
     {
-        let (mut lease, outcome) = match self
+        let (lease, outcome) = match self
             .lease_for::<R::Value>(&leader, keys, policy, missed)
             .await
         {
@@ -47,6 +53,28 @@ impl Cache {
             }
             Lease::Unavailable => (None, Outcome::Fallback),
         };
+        let load = Load { lease, outcome };
+        let loaded = self.load_under(leader, load, keys, policy, loader, failures);
+        let (result, outcome, load_time, _) = loaded.await;
+        (result, outcome, load_time)
+    }
+
+    /// Loads under `load`'s lease (or without one), stores in the background and tells the
+    /// joiners; also whether the load failed (its result not stored).
+    pub(super) async fn load_under<R, F>(
+        &self,
+        mut leader: Leader,
+        load: Load,
+        keys: &EntryKeys,
+        policy: &Policy,
+        loader: F,
+        failures: Option<Failures<R>>,
+    ) -> (R, Outcome, Duration, bool)
+    where
+        R: Cacheable,
+        F: Future<Output = R>,
+    {
+        let Load { mut lease, outcome } = load;
         // The load starts after everyone who joined so far: its value is fresh for them.
         let joined = leader.joined();
         let (result, load_time) = self
@@ -60,15 +88,15 @@ impl Cache {
                     .note_if(failed, Event::LoadError, policy.name());
                 let error = failures.and_then(|f| (f.share)(&result));
                 give_up(leader, lease.take(), error.map(|e| (e, joined))).await;
-                return (result, outcome, load_time);
+                return (result, outcome, load_time, failed);
             }
         };
         if lease.is_none() && unshared(&mut leader) {
-            return (R::from_value(value), outcome, load_time);
+            return (R::from_value(value), outcome, load_time, false);
         }
         let Some(bytes) = self.encoded(&value, load_time, policy, &keys.value) else {
             give_up(leader, lease.take(), None).await;
-            return (R::from_value(value), outcome, load_time);
+            return (R::from_value(value), outcome, load_time, false);
         };
         let stored = Stored { bytes, ttl, joined };
         match lease {
@@ -76,7 +104,7 @@ impl Cache {
             Some(lease) => self.store_in_background(leader, lease, keys, policy, stored),
             None => share_unleased(leader, stored),
         }
-        (R::from_value(value), outcome, load_time)
+        (R::from_value(value), outcome, load_time, false)
     }
 
     /// Writes the value back under the lease in a task of its own, which the joiners wait
@@ -171,7 +199,7 @@ impl Cache {
     ) -> bool {
         let current = match stored.ttl {
             Some(ttl) => {
-                let ttl_ms = policy.draw_ttl_ms(ttl);
+                let ttl_ms = policy.draw_ttl_ms(ttl).saturating_add(policy.stale_ms());
                 lease.write_back(&stored.bytes, ttl_ms).await
             }
             None => lease.release().await,

@@ -14,6 +14,7 @@ mod get;
 mod lead;
 pub(crate) mod lease_guard;
 pub(crate) mod near;
+mod refresh;
 mod wait;
 pub(crate) mod wake;
 pub(crate) mod write_backs;

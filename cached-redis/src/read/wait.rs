@@ -41,10 +41,7 @@ impl Cache {
         mut corrupt: Option<Vec<u8>>,
     ) -> Lease<T> {
         let inner = &self.inner;
-        let lock_ttl = policy
-            .lock_ttl()
-            .unwrap_or(inner.lock_ttl)
-            .min(crate::policy::LONGEST);
+        let lock_ttl = self.lock_ttl_for(policy);
         let lock_ms = u64::try_from(lock_ttl.as_millis()).unwrap_or(1).max(1);
         let mut claim = LeaseGuard::claim(self, keys, lock_ms);
         let mut subscription = None;
@@ -75,6 +72,14 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// How long a lease of `policy`'s entries lasts unless renewed.
+    pub(super) fn lock_ttl_for(&self, policy: &Policy) -> Duration {
+        policy
+            .lock_ttl()
+            .unwrap_or(self.inner.lock_ttl)
+            .min(crate::policy::LONGEST)
     }
 
     /// One wait for the lease's holder: the first subscribes to the entry's wake-ups (then

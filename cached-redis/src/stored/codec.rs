@@ -30,6 +30,11 @@ pub(crate) struct Origin {
 }
 
 impl Origin {
+    /// How long the load took, in milliseconds.
+    pub(crate) fn load_ms(&self) -> u64 {
+        self.load_ms
+    }
+
     /// The origin of a value computed just now by a load that took `load_time`.
     pub(crate) fn now(load_time: Duration) -> Origin {
         let at = SystemTime::now()

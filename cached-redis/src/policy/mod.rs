@@ -1,5 +1,10 @@
 //! Per-function caching policy: TTL, jitter, lease TTL, the bound on one load and how long
-//! `None` is cached.
+//! `None` is cached; how entries are refreshed before callers wait for them is
+//! [`freshness`]'s.
+
+mod freshness;
+
+pub(crate) use freshness::{Due, Freshness};
 
 use std::time::Duration;
 
@@ -49,6 +54,8 @@ pub struct Policy {
     pub(crate) codec: Option<Codec>,
     /// `None`: the cache's compression.
     pub(crate) compression: Option<Compression>,
+    /// Stale-while-revalidate and early refresh.
+    pub(crate) freshness: Freshness,
 }
 
 const MILLION: u64 = 1_000_000;
@@ -82,6 +89,7 @@ impl Policy {
             near: None,
             codec: None,
             compression: None,
+            freshness: Freshness::NONE,
         })
     }
 

@@ -1,0 +1,194 @@
+//! When an entry is refreshed before its callers wait for a load: kept `stale` past its TTL and
+//! served while one caller refreshes it, or refreshed early by a hit that draws it (the XFetch
+//! rule of Vattani, Chierichetti and Lowenstein, "Optimal Probabilistic Cache Stampede
+//! Prevention", VLDB 2015).
+//!
+//! Redis keeps such an entry for its drawn TTL plus `stale`, and a hit reads the entry's PTTL
+//! with it: the entry's TTL ends `stale` before Redis's expiry. The stored form is unchanged.
+
+use std::time::Duration;
+
+use super::{MILLION, Policy};
+use crate::{Error, random};
+
+/// Stale-while-revalidate and early refresh, as a policy asks for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Freshness {
+    /// How long past its TTL an entry is kept and served while it is refreshed.
+    pub(crate) stale: Option<Duration>,
+    /// Early refresh's β, in millionths.
+    pub(crate) early: Option<u32>,
+}
+
+impl Freshness {
+    pub(crate) const NONE: Freshness = Freshness {
+        stale: None,
+        early: None,
+    };
+}
+
+/// What a hit's remaining time says about its entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// Fresh for this long yet.
+    Fresh(Duration),
+    /// Fresh, but this hit drew an early refresh.
+    Early,
+    /// Past its TTL, within `stale`.
+    Stale,
+}
+
+/// The largest β accepted: past it, every hit of a slow load would refresh.
+const MAX_BETA: f64 = 1_000.0;
+
+impl Policy {
+    /// Keeps entries `stale` past their TTL. A call that finds an entry past its TTL is
+    /// answered with it at once while one caller (in any process) refreshes it under the
+    /// lease; that caller waits for its load. An invalidated entry is removed whole and never
+    /// served stale.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = cached_redis::Policy::new("catalog", Duration::from_secs(60))?
+    ///     .with_stale(Duration::from_secs(300))?;
+    /// assert_eq!(policy.stale(), Some(Duration::from_secs(300)));
+    /// # Ok::<(), cached_redis::Error>(())
+    /// ```
+    pub fn with_stale(mut self, stale: Duration) -> Result<Policy, Error> {
+        if stale.as_millis() == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "stale of `{}` must be at least 1ms",
+                self.name
+            )));
+        }
+        self.freshness.stale = Some(stale);
+        Ok(self)
+    }
+
+    /// Refreshes entries early, by the XFetch rule: a hit refreshes its entry when
+    /// `load time × beta × −ln(u) ≥ time left` (`u` uniform in (0, 1]), so the entry of a
+    /// key read steadily is reloaded about once per TTL, shortly before it expires, by one
+    /// caller (who waits for the load) while the others are answered from the cache. `beta`
+    /// above 1 refreshes earlier; it must be in (0, 1000].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = cached_redis::Policy::new("prices", Duration::from_secs(60))?
+    ///     .with_early_refresh(1.0)?;
+    /// assert_eq!(policy.early_refresh(), Some(1.0));
+    /// assert!(policy.with_early_refresh(0.0).is_err());
+    /// # Ok::<(), cached_redis::Error>(())
+    /// ```
+    pub fn with_early_refresh(mut self, beta: f64) -> Result<Policy, Error> {
+        if !(beta > 0.0 && beta <= MAX_BETA) {
+            return Err(Error::InvalidConfig(format!(
+                "the early refresh beta of `{}` must be in (0, 1000], got {beta}",
+                self.name
+            )));
+        }
+        self.freshness.early = Some(((beta * MILLION as f64).round() as u32).max(1));
+        Ok(self)
+    }
+
+    /// How long entries are kept and served past their TTL, if they are.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.stale(), None);
+    /// ```
+    pub fn stale(&self) -> Option<Duration> {
+        self.freshness.stale
+    }
+
+    /// Early refresh's beta, if entries are refreshed early.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.early_refresh(), None);
+    /// ```
+    pub fn early_refresh(&self) -> Option<f64> {
+        self.freshness
+            .early
+            .map(|ppm| f64::from(ppm) / MILLION as f64)
+    }
+
+    /// Whether a hit needs its entry's remaining time.
+    pub(crate) fn watches_expiry(&self) -> bool {
+        self.freshness != Freshness::NONE
+    }
+
+    /// What Redis keeps an entry for beyond its drawn TTL: `stale`, in milliseconds.
+    pub(crate) fn stale_ms(&self) -> u64 {
+        self.freshness.stale.map_or(0, |stale| {
+            u64::try_from(stale.as_millis()).unwrap_or(u64::MAX)
+        })
+    }
+
+    /// What a hit of an entry with `pttl_ms` left in Redis, loaded in `load_ms`, is due for.
+    pub(crate) fn due(&self, pttl_ms: u64, load_ms: u64) -> Due {
+        let left = pttl_ms.saturating_sub(self.stale_ms());
+        if left == 0 && self.freshness.stale.is_some() {
+            return Due::Stale;
+        }
+        match self.freshness.early {
+            Some(beta) if draws_refresh(left, load_ms, beta) => Due::Early,
+            _ => Due::Fresh(Duration::from_millis(left)),
+        }
+    }
+}
+
+/// XFetch's draw: `load_ms × β × −ln(u) ≥ left_ms`, `u` uniform in (0, 1].
+fn draws_refresh(left_ms: u64, load_ms: u64, beta_ppm: u32) -> bool {
+    let u = ((random::next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    let beta = f64::from(beta_ppm) / MILLION as f64;
+    load_ms as f64 * beta * -u.ln() >= left_ms as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::new("f", Duration::from_secs(60)).unwrap()
+    }
+
+    #[test]
+    fn the_stale_window_follows_the_ttl() {
+        let p = policy().with_stale(Duration::from_secs(10)).unwrap();
+        assert_eq!(p.due(15_000, 5), Due::Fresh(Duration::from_secs(5)));
+        assert_eq!(p.due(10_000, 5), Due::Stale);
+        assert_eq!(p.due(1, 5), Due::Stale);
+        assert_eq!(policy().due(1, 5), Due::Fresh(Duration::from_millis(1)));
+        assert!(policy().with_stale(Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn early_refresh_draws_more_often_as_expiry_nears() {
+        let p = policy().with_early_refresh(1.0).unwrap();
+        let share = |left: u64| {
+            let early = (0..20_000)
+                .filter(|_| p.due(left, 100) == Due::Early)
+                .count();
+            early as f64 / 20_000.0
+        };
+        // P(refresh) = exp(-left / (load × β)).
+        for (left, expected) in [(0, 1.0), (100, (-1.0f64).exp()), (300, (-3.0f64).exp())] {
+            assert!(
+                (share(left) - expected).abs() < 0.02,
+                "{left}: {}",
+                share(left)
+            );
+        }
+        assert_eq!(share(10_000), 0.0);
+        let never = policy().with_early_refresh(1.0).unwrap();
+        assert!(
+            (0..1000).all(|_| never.due(1, 0) != Due::Early),
+            "a load of 0 ms"
+        );
+        for beta in [0.0, -1.0, f64::NAN, f64::INFINITY, 1_000.5] {
+            assert!(policy().with_early_refresh(beta).is_err(), "{beta}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! A hit due for a refresh: an entry past its TTL but within `stale`, or one a hit drew for an
+//! early refresh. One caller, in one process, refreshes it under the lease and waits for its
+//! load; every other caller is answered with the entry as read.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::lease::{Acquire, EntryKeys, ValueKey};
+use crate::read::failures::Failures;
+use crate::read::flight::{Began, Role, Shared};
+use crate::read::get::{Read, Refresh};
+use crate::read::lead::Load;
+use crate::read::lease_guard::LeaseGuard;
+use crate::stats::{Event, Outcome};
+use crate::stored::cacheable::Cacheable;
+use crate::stored::codec;
+use crate::{Cache, Policy};
+
+impl Cache {
+    /// After the first GET: a refresh if the value it read is due for one, else the miss path.
+    pub(super) async fn after_read<R, F>(
+        &self,
+        value_key: ValueKey,
+        began: Began,
+        read: Read<R::Value>,
+        policy: &Policy,
+        loader: F,
+        failures: Option<Failures<R>>,
+    ) -> (R, Outcome, Duration)
+    where
+        R: Cacheable,
+        F: Future<Output = R>,
+    {
+        match read {
+            Read::Due(due) => {
+                self.refresh(value_key, began, due, policy, loader, failures)
+                    .await
+            }
+            read => {
+                self.miss(value_key, began, read, policy, loader, failures)
+                    .await
+            }
+        }
+    }
+
+    /// A load of the key running in this process refreshes it: this caller is answered with
+    /// what it read. Else this caller leads, and takes the lease only while the entry still
+    /// holds what it read: with the lease it loads as on a miss (an early refresh whose load
+    /// fails is answered with the entry, still fresh); if the entry changed meanwhile, it is
+    /// answered with the new value; if another process holds the lease, or Redis does not
+    /// take it, with what it read.
+    async fn refresh<R, F>(
+        &self,
+        value_key: ValueKey,
+        began: Began,
+        due: Refresh<R::Value>,
+        policy: &Policy,
+        loader: F,
+        failures: Option<Failures<R>>,
+    ) -> (R, Outcome, Duration)
+    where
+        R: Cacheable,
+        F: Future<Output = R>,
+    {
+        let Role::Lead(leader) = self.inner.flights.join_or_lead(&value_key, began) else {
+            return self.serve_due(due, policy);
+        };
+        let keys = EntryKeys::for_value(value_key.into_string());
+        let lock_ms = u64::try_from(self.lock_ttl_for(policy).as_millis()).unwrap_or(1);
+        let mut claim = LeaseGuard::claim(self, &keys, lock_ms.max(1));
+        let (reply, joined) = claim.acquire(Some(&due.bytes), || leader.joined()).await;
+        match reply {
+            Ok(Acquire::Leased) => {}
+            Ok(Acquire::Value(bytes)) => {
+                if let Ok(value) = codec::decode(&bytes) {
+                    leader.finish(Shared::found(bytes, joined));
+                    self.inner.stats.note(Event::Hit, policy.name());
+                    return (R::from_value(value), Outcome::Hit, Duration::ZERO);
+                }
+                leader.finish(Shared::Reread);
+                return self.serve_due(due, policy);
+            }
+            _ => {
+                leader.finish(Shared::Reread);
+                return self.serve_due(due, policy);
+            }
+        }
+        self.inner.stats.note(Event::Refresh, policy.name());
+        let load = Load {
+            lease: Some(claim),
+            outcome: Outcome::Refreshed,
+        };
+        let loaded = self.load_under(leader, load, &keys, policy, loader, failures);
+        match loaded.await {
+            (_, _, load_time, true) if !due.stale => {
+                (R::from_value(due.value), Outcome::Hit, load_time)
+            }
+            (result, outcome, load_time, _) => (result, outcome, load_time),
+        }
+    }
+
+    /// Answers with a value due for a refresh that another caller makes.
+    fn serve_due<R: Cacheable>(
+        &self,
+        due: Refresh<R::Value>,
+        policy: &Policy,
+    ) -> (R, Outcome, Duration) {
+        let stats = &self.inner.stats;
+        let outcome = if due.stale {
+            stats.note(Event::StaleServed, policy.name());
+            Outcome::Stale
+        } else {
+            stats.note(Event::Hit, policy.name());
+            Outcome::Hit
+        };
+        (R::from_value(due.value), outcome, Duration::ZERO)
+    }
+}

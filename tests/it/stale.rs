@@ -1,0 +1,237 @@
+//! `stale` and `refresh = "early"`: an entry past its TTL is served at once while one caller,
+//! in one process, refreshes it under the lease; a refresh an invalidation overtook stores
+//! nothing; early refresh keeps a steadily read key from expiring in front of its callers.
+//! An entry is made stale by shortening its Redis TTL into the stale window (`PEXPIRE`), not
+//! by waiting.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use cached_redis::{Cache, Key, Policy, redis_cached};
+use cached_redis_tests::{Gate, RedisServer, pttl};
+use tokio::sync::mpsc;
+
+const TTL: Duration = Duration::from_secs(60);
+const STALE: Duration = Duration::from_secs(60);
+
+fn policy(name: &'static str) -> Policy {
+    Policy::new(name, TTL).unwrap().with_stale(STALE).unwrap()
+}
+
+/// A loader whose first call answers at once and whose later calls wait at `gate`; each
+/// answers `v<n>`, `n` its turn.
+fn loader(
+    loads: &Arc<AtomicU32>,
+    gate: &Gate,
+) -> impl Future<Output = Result<String, String>> + Send + 'static {
+    let (loads, gate) = (loads.clone(), gate.clone());
+    async move {
+        let n = loads.fetch_add(1, Ordering::SeqCst);
+        if n > 0 {
+            gate.passed().await;
+        }
+        Ok(format!("v{n}"))
+    }
+}
+
+/// Moves the entry of `key` into its stale window: its TTL is over, `stale` is not.
+async fn make_stale(server: &RedisServer, cache: &Cache, key: &Key) {
+    let mut conn = server.conn().await;
+    let stale_ms = STALE.as_millis() as u64;
+    let _: bool = redis::cmd("PEXPIRE")
+        .arg(cache.redis_key(key))
+        .arg(stale_ms / 2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_entry_is_served_at_once_while_one_caller_of_three_processes_refreshes_it() {
+    let server = RedisServer::start();
+    let caches = [
+        server.cache("stale").await,
+        server.cache("stale").await,
+        server.cache("stale").await,
+    ];
+    let (key, loads, gate) = (
+        Key::raw("catalog"),
+        Arc::new(AtomicU32::new(0)),
+        Gate::new(),
+    );
+    let policy = policy("catalog");
+    let first = caches[0].fetch(&key, &policy, loader(&loads, &gate)).await;
+    assert_eq!(first.as_deref(), Ok("v0"));
+    caches[0].settle().await;
+    let mut conn = server.conn().await;
+    let stored = pttl(&mut conn, &caches[0].redis_key(&key)).await;
+    assert!(
+        stored > 61_000,
+        "Redis keeps the entry for ttl + stale: {stored} ms"
+    );
+    make_stale(&server, &caches[0], &key).await;
+
+    let (sender, mut answers) = mpsc::unbounded_channel();
+    for cache in &caches {
+        for _ in 0..100 {
+            let (cache, key, loads, gate, sender) = (
+                cache.clone(),
+                key.clone(),
+                loads.clone(),
+                gate.clone(),
+                sender.clone(),
+            );
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let value = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
+                let _ = sender.send((value, started.elapsed()));
+            });
+        }
+    }
+    // The refreshing caller waits at the gate: every other caller is answered before it opens.
+    for _ in 0..299 {
+        let (value, _) = tokio::time::timeout(Duration::from_secs(20), answers.recv())
+            .await
+            .expect("299 callers answered while the refresh is held")
+            .unwrap();
+        assert_eq!(value.as_deref(), Ok("v0"), "the stale value");
+    }
+    assert!(
+        answers.try_recv().is_err(),
+        "the refreshing caller waits for its load"
+    );
+    gate.open();
+    let (value, _) = answers.recv().await.unwrap();
+    assert_eq!(
+        value.as_deref(),
+        Ok("v1"),
+        "the refresh's own caller gets its load"
+    );
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        2,
+        "one refresh for 300 callers"
+    );
+    for cache in &caches {
+        cache.settle().await;
+    }
+    let stats: Vec<_> = caches.iter().map(Cache::stats).collect();
+    assert_eq!(
+        stats.iter().map(|s| s.refreshes).sum::<u64>(),
+        1,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.iter().map(|s| s.stale_served).sum::<u64>(),
+        299,
+        "{stats:?}"
+    );
+    // The refreshed entry is fresh again, for ttl + stale in Redis.
+    let again = caches[1].fetch(&key, &policy, loader(&loads, &gate)).await;
+    assert_eq!(again.as_deref(), Ok("v1"));
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    assert!(pttl(&mut conn, &caches[1].redis_key(&key)).await > 61_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_an_invalidation_overtook_stores_nothing() {
+    let server = RedisServer::start();
+    let cache = server.cache("stale-race").await;
+    let (key, loads, gate) = (Key::raw("stock"), Arc::new(AtomicU32::new(0)), Gate::new());
+    let policy = policy("stock");
+    assert_eq!(
+        cache
+            .fetch(&key, &policy, loader(&loads, &gate))
+            .await
+            .as_deref(),
+        Ok("v0")
+    );
+    cache.settle().await;
+    make_stale(&server, &cache, &key).await;
+    let refreshing = {
+        let (cache, key, loads, gate) = (cache.clone(), key.clone(), loads.clone(), gate.clone());
+        tokio::spawn(async move { cache.fetch(&key, &policy, loader(&loads, &gate)).await })
+    };
+    // The refresh holds the lease and waits at the gate; the write lands now.
+    let started = Instant::now();
+    while loads.load(Ordering::SeqCst) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the refresh never loaded"
+        );
+        tokio::task::yield_now().await;
+    }
+    cache.invalidate(&key).await.unwrap();
+    gate.open();
+    assert_eq!(refreshing.await.unwrap().as_deref(), Ok("v1"));
+    cache.settle().await;
+    assert_eq!(
+        cache.stats().stale_refused,
+        1,
+        "the refresh's write-back was refused"
+    );
+    let after = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
+    assert_eq!(
+        after.as_deref(),
+        Ok("v2"),
+        "the read after the invalidation loads"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_entry_is_never_served_stale() {
+    let server = RedisServer::start();
+    let cache = server.cache("stale-gone").await;
+    let (key, loads, gate) = (Key::raw("price"), Arc::new(AtomicU32::new(0)), Gate::new());
+    gate.open();
+    let policy = policy("price");
+    assert_eq!(
+        cache
+            .fetch(&key, &policy, loader(&loads, &gate))
+            .await
+            .as_deref(),
+        Ok("v0")
+    );
+    cache.settle().await;
+    make_stale(&server, &cache, &key).await;
+    cache.invalidate(&key).await.unwrap();
+    let after = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
+    assert_eq!(after.as_deref(), Ok("v1"));
+    assert_eq!(cache.stats().stale_served, 0);
+}
+
+static FLAKY_LOADS: AtomicU32 = AtomicU32::new(0);
+
+/// The attribute's form, with an early refresh whose load fails: the entry, still fresh,
+/// answers its caller.
+#[redis_cached(key = "quote:<id>", ttl = "60s", refresh = "early", beta = 1000.0, cache = cache, skip = "fail")]
+async fn quote(cache: &Cache, id: u64, fail: bool) -> Result<String, String> {
+    let n = FLAKY_LOADS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    if fail {
+        return Err("database down".into());
+    }
+    Ok(format!("quote {id} #{n}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_refresh_that_fails_answers_with_the_fresh_entry() {
+    let server = RedisServer::start();
+    let cache = server.cache("early-fail").await;
+    assert_eq!(quote(&cache, 1, false).await.as_deref(), Ok("quote 1 #0"));
+    cache.settle().await;
+    // 40 ms loads with beta 1000: a hit a minute before expiry draws a refresh every time
+    // (P = exp(-60 s / 40 s) ≈ 0.22 per hit; 40 tries).
+    let mut refreshed_or_not = Vec::new();
+    for _ in 0..40 {
+        refreshed_or_not.push(quote(&cache, 1, true).await);
+    }
+    assert!(
+        refreshed_or_not
+            .iter()
+            .all(|r| r.as_deref() == Ok("quote 1 #0"))
+    );
+    assert!(cache.stats().refreshes > 0, "{:?}", cache.stats());
+    assert_eq!(cache.stats().load_errors, cache.stats().refreshes);
+}

@@ -1,0 +1,33 @@
+use cached_redis::redis_cached;
+
+#[redis_cached(key = "a:<id>", ttl = "60s", beta = 2.0)]
+async fn beta_without_refresh(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "b:<id>", ttl = "60s", refresh = "late")]
+async fn unknown_refresh(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "c:<id>", ttl = "60s", refresh = "early", beta = 0.0)]
+async fn beta_out_of_range(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "d:<id>", ttl = "60s", refresh = "early", beta = "high")]
+async fn beta_not_a_number(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "e:<id>", ttl = "60s", stale = "soon")]
+async fn stale_unparsable(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "f:<id>", ttl = "60s", stale = "0s")]
+async fn stale_zero(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+fn main() {}
