@@ -235,3 +235,49 @@ async fn an_early_refresh_that_fails_answers_with_the_fresh_entry() {
     assert!(cache.stats().refreshes > 0, "{:?}", cache.stats());
     assert_eq!(cache.stats().load_errors, cache.stats().refreshes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_say_stale_and_refreshed() {
+    let logs = cached_redis_tests::capture_logs(tracing::Level::DEBUG);
+    let server = RedisServer::start();
+    let cache = server.cache("stale-spans").await;
+    let (key, loads, gate) = (Key::raw("spans"), Arc::new(AtomicU32::new(0)), Gate::new());
+    let policy = policy("spans_observed");
+    assert_eq!(
+        cache
+            .fetch(&key, &policy, loader(&loads, &gate))
+            .await
+            .as_deref(),
+        Ok("v0")
+    );
+    cache.settle().await;
+    make_stale(&server, &cache, &key).await;
+    let refreshing = {
+        let (cache, key, loads, gate) = (cache.clone(), key.clone(), loads.clone(), gate.clone());
+        tokio::spawn(async move { cache.fetch(&key, &policy, loader(&loads, &gate)).await })
+    };
+    let started = Instant::now();
+    while loads.load(Ordering::SeqCst) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the refresh never loaded"
+        );
+        tokio::task::yield_now().await;
+    }
+    let stale = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
+    assert_eq!(stale.as_deref(), Ok("v0"));
+    gate.open();
+    assert_eq!(refreshing.await.unwrap().as_deref(), Ok("v1"));
+    let text = logs.text();
+    let spans: Vec<_> = text
+        .lines()
+        .filter(|l| l.contains("spans_observed"))
+        .collect();
+    for outcome in ["stale", "refreshed"] {
+        let needle = format!("outcome=\"{outcome}\"");
+        assert!(
+            spans.iter().any(|l| l.contains(&needle)),
+            "{needle} in {spans:#?}"
+        );
+    }
+}
