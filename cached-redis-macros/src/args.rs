@@ -261,7 +261,7 @@ fn skipped(lit: &LitStr) -> Vec<Spanned<String>> {
 
 /// The options the runtime bounds to a day (a lease or a load longer than that is a mistake);
 /// a `ttl` or `none_ttl` may be longer.
-const BOUNDED_TO_A_DAY: [&str; 3] = ["lock_ttl", "max_load", "near"];
+const BOUNDED_TO_A_DAY: [&str; 4] = ["lock_ttl", "max_load", "near", "stale"];
 const A_DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Reads a non-zero duration literal (at most a day where the runtime says so).

@@ -1,8 +1,7 @@
 //! Adversarial tests of `stale` (stale-while-revalidate) and `refresh = "early"` (XFetch).
 //!
-//! Tests named `bug_*` FAIL on purpose: each shows a guarantee of the stale / early refresh
-//! commit that does not hold, explained in its doc comment. The others are attacks that held.
-//! Entries are made stale by shortening their Redis TTL into the stale window (`PEXPIRE`), as
+//! Tests marked "Found" failed on the code they were written against (f479ceb) and pass since
+//! the fixes (each doc comment says what failed and why); the rest held. Entries are made stale by shortening their Redis TTL into the stale window (`PEXPIRE`), as
 //! `stale.rs` does; races are held open with gates and channels, not sleeps.
 
 use std::future::Future;
@@ -114,7 +113,8 @@ async fn held_refresh(
 // ---------------------------------------------------------------------------------------------
 // 1. `update` racing a refresh.
 
-/// Guarantee attacked: "No stale value after a write" and `update`'s own contract (helpers
+/// Found (failed on f479ceb; the compare-and-set now deletes the lease). Guarantee attacked:
+/// "No stale value after a write" and `update`'s own contract (helpers
 /// guide: "It never creates an entry: with nothing cached it returns `Ok(false)`, and revokes
 /// any load in flight ... since that load may have read the row before your write").
 ///
@@ -126,7 +126,7 @@ async fn held_refresh(
 /// its value back under its still-valid lease, over the update, with a fresh TTL. Every read
 /// after the completed update gets the pre-write row for a whole TTL (plus `stale`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_an_update_during_a_stale_refresh_is_overwritten_by_the_refresh() {
+async fn an_update_during_a_stale_refresh_is_not_overwritten_by_it() {
     let server = RedisServer::start();
     let a = server.cache("adv-stale-update").await;
     let b = server.cache("adv-stale-update").await;
@@ -168,7 +168,7 @@ async fn bug_an_update_during_a_stale_refresh_is_overwritten_by_the_refresh() {
 /// process: an early refresh also takes the lease while the entry is cached, and also writes
 /// over an `update` that returned `Ok(true)` while it loaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_an_update_during_an_early_refresh_is_overwritten_by_the_refresh() {
+async fn an_update_during_an_early_refresh_is_not_overwritten_by_it() {
     let server = RedisServer::start();
     let a = server.cache("adv-early-update").await;
     let mut conn = server.conn().await;
@@ -243,19 +243,17 @@ async fn acl_row(cache: &Cache, id: u32) -> Result<u32, String> {
     Ok(id * 100 + ACL_LOADS.fetch_add(1, Ordering::SeqCst))
 }
 
-/// Guarantee attacked: "TTL. ... after it the loader runs again. With `stale`, Redis keeps
-/// the entry `stale` longer, and the TTL ends `stale` before Redis's expiry (read with the
-/// entry's `PTTL` on every hit)".
+/// Found (failed on f479ceb). Guarantee attacked: "TTL. ... after it the loader runs again.
+/// With `stale`, Redis keeps the entry `stale` longer, and the TTL ends `stale` before Redis's
+/// expiry (read with the entry's `PTTL` on every hit)".
 ///
-/// A refused PTTL (an ACL user without it, which `get_and_pttl` is written to tolerate) reads
-/// as -1, and `hit_due` takes a PTTL of -1 as "no expiry: fresh". So an entry past its TTL is
-/// answered as a fresh hit, and never refreshed, for the whole stale window: with
-/// `stale = "60s"` the function's values live 2 × its TTL and nobody reloads them. (A
-/// policy without `stale` has no such problem: Redis expires the entry at the TTL.) The
-/// unknown expiry is read the unsafe way round: `near` keeps nothing for it, `stale` treats
-/// it as fresh forever.
+/// A refused PTTL (an ACL user without it) read as -1, and `hit_due` took a PTTL of -1 as "no
+/// expiry: fresh", so an entry past its TTL was answered as a fresh hit, and never refreshed,
+/// for the whole stale window. Now a refused PTTL makes the entry's age its load time's (`at`):
+/// the entry below was loaded a TTL and a second ago by that clock (its `at` moved back), and
+/// the next call refreshes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_refused_pttl_serves_an_entry_past_its_ttl_as_fresh() {
+async fn a_refused_pttl_ages_an_entry_by_its_load_time() {
     let server = RedisServer::start_with(&[
         "--user", "app", "on", ">pw", "~*", "&*", "+@all", "-pttl", "--user", "default", "off",
     ]);
@@ -273,8 +271,23 @@ async fn bug_a_refused_pttl_serves_an_entry_past_its_ttl_as_fresh() {
         .unwrap();
     assert_eq!(acl_row(&cache, 1).await, Ok(100));
     cache.settle().await;
-    let key = acl_row_key(1);
-    make_stale(&mut conn, &cache, &key).await;
+    let redis_key = cache.redis_key(&acl_row_key(1));
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(&redis_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut envelope: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    let at = envelope["at"].as_u64().unwrap();
+    envelope["at"] = (at - TTL.as_millis() as u64 - 1_000).into();
+    let _: () = redis::cmd("SET")
+        .arg(&redis_key)
+        .arg(serde_json::to_vec(&envelope).unwrap())
+        .arg("PX")
+        .arg(110_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     // Past its TTL: the one caller refreshes it and gets its load.
     let after = acl_row(&cache, 1).await;
     let stats = cache.stats();
@@ -291,73 +304,30 @@ async fn bug_a_refused_pttl_serves_an_entry_past_its_ttl_as_fresh() {
 // ---------------------------------------------------------------------------------------------
 // 3. Bad input: a `stale` Redis cannot add to a TTL.
 
-static HUGE_LOADS: AtomicU32 = AtomicU32::new(0);
-
-// 200 billion days: parses (1.7e19 ms fits a u64), and the attribute accepts it.
-#[redis_cached(key = "huge:<id>", ttl = "60s", stale = "200000000000d", cache = cache)]
-async fn huge_stale(cache: &Cache, id: u32) -> Result<u32, String> {
-    HUGE_LOADS.fetch_add(1, Ordering::SeqCst);
-    Ok(id)
+/// Found (failed on f479ceb): `Policy::with_stale` accepted any duration of at least 1 ms, and
+/// the attribute any literal that fits a `u64` of milliseconds, while `lock_ttl`, `max_load` and
+/// `near` are bounded to a day. The write-back's `PX` is `drawn TTL + stale`, which Redis
+/// refuses past `i64::MAX - now` milliseconds; the refusal is a Redis answer, not an outage, so
+/// nothing was ever cached and every call loaded. `stale` is now bounded to a day too, refused
+/// by `Policy::with_stale` here and by the attribute at its literal (`ui/fail/freshness_args.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_too_large_for_redis_is_refused() {
+    let day = Duration::from_secs(24 * 3600);
+    for too_large in [Duration::MAX, day + Duration::from_millis(1)] {
+        let checked = Policy::new("forever", TTL).unwrap().with_stale(too_large);
+        assert!(checked.is_err(), "{too_large:?}");
+    }
+    assert!(Policy::new("forever", TTL).unwrap().with_stale(day).is_ok());
 }
 
-/// Guarantee attacked: one load per key (then hits). `Policy::with_stale` accepts any
-/// duration of at least 1 ms, and the attribute any literal that fits a `u64` of
-/// milliseconds; `lock_ttl`, `max_load` and `near` are bounded to a day, `stale` is not.
-/// The write-back's `PX` is `drawn TTL + stale` (saturating at `u64::MAX`), which Redis
-/// refuses ("invalid expire time" / "value is not an integer or out of range") once past
-/// `i64::MAX - now` milliseconds. The refusal is a Redis answer, not an outage: no breaker,
-/// no error reaches anyone, and nothing is ever cached; every call loads (a "stale forever"
-/// written as `Duration::MAX` turns the cache off for the function). Either the option
-/// should be refused (as `lock_ttl` over a day is) or capped.
+/// The largest `stale` (a day) is stored and served: Redis keeps the entry for TTL + stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_stale_too_large_for_redis_is_accepted_and_nothing_is_cached() {
-    let server = RedisServer::start();
-    let cache = server.cache("adv-huge").await;
-    let key = Key::raw("forever");
-    let loads = Arc::new(AtomicU32::new(0));
-    let load = || {
-        let loads = loads.clone();
-        async move { Ok::<_, String>(loads.fetch_add(1, Ordering::SeqCst)) }
-    };
-    let checked = Policy::new("forever", TTL)
-        .unwrap()
-        .with_stale(Duration::MAX);
-    let mut problems = Vec::new();
-    if let Ok(policy) = checked {
-        for _ in 0..3 {
-            let _ = cache.fetch(&key, &policy, load()).await;
-            cache.settle().await;
-        }
-        let n = loads.load(Ordering::SeqCst);
-        if n != 1 {
-            problems.push(format!(
-                "Policy::with_stale(Duration::MAX) was accepted, then 3 calls made {n} loads ({:?})",
-                cache.stats()
-            ));
-        }
-    }
-    for _ in 0..3 {
-        assert_eq!(huge_stale(&cache, 7).await, Ok(7));
-        cache.settle().await;
-    }
-    let n = HUGE_LOADS.load(Ordering::SeqCst);
-    if n != 1 {
-        problems.push(format!(
-            "stale = \"200000000000d\" compiled, then 3 calls made {n} loads"
-        ));
-    }
-    assert!(problems.is_empty(), "{problems:#?}");
-}
-
-/// A large `stale` that Redis can still add (a year) is stored and served: the saturating
-/// arithmetic is fine below Redis's limit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_of_a_year_is_stored_for_ttl_plus_stale() {
+async fn the_largest_stale_is_stored_for_ttl_plus_stale() {
     let server = RedisServer::start();
     let cache = server.cache("adv-year").await;
     let mut conn = server.conn().await;
     let key = Key::raw("year");
-    let year = Duration::from_secs(365 * 24 * 3600);
+    let year = Duration::from_secs(24 * 3600);
     let policy = Policy::new("year", TTL).unwrap().with_stale(year).unwrap();
     let db = Db::new("y0");
     assert_eq!(

@@ -79,10 +79,12 @@ return n
 ";
 
 /// Replaces the value with ARGV[2] only if it still holds the bytes ARGV[1] an update read,
-/// keeping its remaining TTL (`PTTL`, then `SET PX`: `KEEPTTL` needs Redis 6). Never creates an
-/// entry. Returns 1 when replaced, and when the value already is ARGV[2]: a run sent again
-/// after its reply was lost must not look like a conflict, or the change would be applied
-/// twice.
+/// keeping its remaining TTL (`PTTL`, then `SET PX`: `KEEPTTL` needs Redis 6), and deletes the
+/// entry's lease: a refresh of the entry (`stale`, early refresh) holds one while the value is
+/// there, and its load may have read the data before the write, so its write-back must be
+/// refused. Never creates an entry. Returns 1 when replaced, and when the value already is
+/// ARGV[2]: a run sent again after its reply was lost must not look like a conflict, or the
+/// change would be applied twice.
 static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| Script::new(COMPARE_AND_SET_SOURCE));
 
 const COMPARE_AND_SET_SOURCE: &str = r"
@@ -95,6 +97,7 @@ if ttl > 0 then
 else
   redis.call('SET', KEYS[1], ARGV[2])
 end
+redis.call('DEL', KEYS[2])
 return 1
 ";
 
@@ -228,7 +231,7 @@ pub(crate) async fn compare_and_set(
     replacement: &[u8],
 ) -> redis::RedisResult<bool> {
     let mut call = COMPARE_AND_SET.key(&keys.value);
-    call.arg(read).arg(replacement);
+    call.key(&keys.lease).arg(read).arg(replacement);
     invoke(&call, conn).await
 }
 
@@ -240,8 +243,9 @@ pub(crate) fn compare_and_set_eval(
 ) -> redis::Cmd {
     let mut eval = redis::cmd("EVAL");
     eval.arg(COMPARE_AND_SET_SOURCE)
-        .arg(1)
+        .arg(2)
         .arg(&keys.value)
+        .arg(&keys.lease)
         .arg(read)
         .arg(replacement);
     eval

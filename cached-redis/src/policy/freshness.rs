@@ -42,7 +42,7 @@ pub(crate) enum Due {
 const MAX_BETA: f64 = 1_000.0;
 
 impl Policy {
-    /// Keeps entries `stale` past their TTL. A call that finds an entry past its TTL is
+    /// Keeps entries `stale` (at least 1 ms, at most a day) past their TTL. A call that finds an entry past its TTL is
     /// answered with it at once while one caller (in any process) refreshes it under the
     /// lease; that caller waits for its load. An invalidated entry is removed whole and never
     /// served stale.
@@ -56,13 +56,7 @@ impl Policy {
     /// # Ok::<(), cached_redis::Error>(())
     /// ```
     pub fn with_stale(mut self, stale: Duration) -> Result<Policy, Error> {
-        if stale.as_millis() == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "stale of `{}` must be at least 1ms",
-                self.name
-            )));
-        }
-        self.freshness.stale = Some(stale);
+        self.freshness.stale = Some(self.at_least_1ms("stale", stale)?);
         Ok(self)
     }
 
@@ -162,6 +156,7 @@ mod tests {
         assert_eq!(p.due(1, 5), Due::Stale);
         assert_eq!(policy().due(1, 5), Due::Fresh(Duration::from_millis(1)));
         assert!(policy().with_stale(Duration::ZERO).is_err());
+        assert!(policy().with_stale(Duration::MAX).is_err(), "at most a day");
     }
 
     #[test]

@@ -59,11 +59,12 @@ impl Cache {
             get.arg(value_key);
             let get = get.query_async::<Option<Vec<u8>>>(&mut conn);
             let reply = inner.guard.read(&inner.stats, "GET", get).await;
-            reply.map(|bytes| (bytes, -1))
+            reply.map(|bytes| (bytes, None))
         };
-        // A PTTL of -1 (no expiry) or -2 (gone since the GET): no expiry to keep a copy by.
-        let expires = |pttl: i64| {
-            let ms = u64::try_from(pttl).ok()?;
+        // A PTTL of -1 (no expiry), -2 (gone since the GET) or refused: no expiry to keep a
+        // copy by.
+        let expires = |pttl: Option<i64>| {
+            let ms = u64::try_from(pttl?).ok()?;
             Some(sent? + Duration::from_millis(ms))
         };
         match reply {
@@ -91,13 +92,15 @@ impl Cache {
 
     /// What a hit of a policy with `stale` or early refresh found: a value fresh until the
     /// end of its TTL, or one due for a refresh. An entry Redis keeps without an expiry
-    /// (written by hand) is fresh.
+    /// (written by hand) is fresh. Where `PTTL` was refused (an ACL without it), the entry's
+    /// age is its load time's (`at`, the loading process's clock) against the full `ttl`,
+    /// and no near copy is kept by it.
     fn hit_due<T: CacheValue>(
         &self,
         value_key: &str,
         policy: &Policy,
         bytes: Vec<u8>,
-        pttl: i64,
+        pttl: Option<i64>,
         sent: Option<Instant>,
     ) -> Read<T> {
         let (value, origin, _) = match codec::decode_with_origin(&bytes) {
@@ -108,8 +111,10 @@ impl Cache {
                 return Read::Missed(Missed::Absent { corrupt });
             }
         };
-        let Ok(pttl) = u64::try_from(pttl) else {
-            return Read::Hit(value, None);
+        let (pttl, sent) = match pttl.map(u64::try_from) {
+            Some(Ok(pttl)) => (pttl, sent),
+            Some(Err(_)) => return Read::Hit(value, None),
+            None => (origin.left_ms(policy) + policy.stale_ms(), None),
         };
         match policy.due(pttl, origin.load_ms()) {
             Due::Fresh(left) => Read::Hit(value, sent.map(|sent| sent + left)),
@@ -129,8 +134,11 @@ impl Cache {
     /// GET and PTTL, as two commands rather than a pipeline: a refused PTTL (an ACL without
     /// it) must not fail the GET, whose own error (`WRONGTYPE`) must keep its code. The
     /// multiplexed connection sends them back to back all the same. A failed PTTL reads as
-    /// -1: no expiry known, nothing kept near.
-    async fn get_and_pttl(&self, value_key: &str) -> Result<(Option<Vec<u8>>, i64), crate::Error> {
+    /// `None`: no expiry known, nothing kept near.
+    async fn get_and_pttl(
+        &self,
+        value_key: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<i64>), crate::Error> {
         let inner = &self.inner;
         let (mut get_conn, mut pttl_conn) = (inner.reads.clone(), inner.reads.clone());
         let mut get = redis::cmd("GET");
@@ -141,7 +149,7 @@ impl Cache {
             let get = get.query_async::<Option<Vec<u8>>>(&mut get_conn);
             let pttl = pttl.query_async::<i64>(&mut pttl_conn);
             let (bytes, pttl) = tokio::join!(get, pttl);
-            bytes.map(|bytes| (bytes, pttl.unwrap_or(-1)))
+            bytes.map(|bytes| (bytes, pttl.ok()))
         };
         inner.guard.read(&inner.stats, "GET", both).await
     }

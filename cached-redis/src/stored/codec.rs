@@ -35,6 +35,19 @@ impl Origin {
         self.load_ms
     }
 
+    /// How long, by this process's clock, until `policy`'s full `ttl` has passed since the
+    /// load (0 for an entry written without its load time).
+    pub(crate) fn left_ms(&self, policy: &crate::Policy) -> u64 {
+        let ttl_ms = u64::try_from(policy.ttl().as_millis()).unwrap_or(u64::MAX);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        match self.at {
+            0 => 0,
+            at => at.saturating_add(ttl_ms).saturating_sub(now),
+        }
+    }
+
     /// The origin of a value computed just now by a load that took `load_time`.
     pub(crate) fn now(load_time: Duration) -> Origin {
         let at = SystemTime::now()

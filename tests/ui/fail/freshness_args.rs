@@ -30,4 +30,9 @@ async fn stale_zero(id: u64) -> Result<u64, String> {
     Ok(id)
 }
 
+#[redis_cached(key = "g:<id>", ttl = "60s", stale = "200000000000d")]
+async fn stale_over_a_day(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
 fn main() {}
