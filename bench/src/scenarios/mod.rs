@@ -5,6 +5,7 @@
 mod allocations;
 mod cluster;
 mod down;
+mod expiry;
 mod instructions;
 mod large;
 mod latency;
@@ -49,10 +50,11 @@ pub(crate) enum Scenario {
     Large,
     Near,
     Instructions,
+    Expiry,
 }
 
 impl Scenario {
-    pub(crate) const ALL: [Scenario; 11] = [
+    pub(crate) const ALL: [Scenario; 12] = [
         Scenario::HitLatency,
         Scenario::HitThroughput,
         Scenario::Matrix,
@@ -64,6 +66,7 @@ impl Scenario {
         Scenario::Large,
         Scenario::Near,
         Scenario::Instructions,
+        Scenario::Expiry,
     ];
 
     /// The name it is chosen by on the command line.
@@ -80,6 +83,7 @@ impl Scenario {
             Scenario::Large => "large",
             Scenario::Near => "near",
             Scenario::Instructions => "instructions",
+            Scenario::Expiry => "expiry",
         }
     }
 
@@ -106,6 +110,7 @@ impl Scenario {
             Scenario::Large => large::large_values(cfg).await,
             Scenario::Near => return near::near(cfg).await,
             Scenario::Instructions => instructions::instructions(cfg).await,
+            Scenario::Expiry => expiry::expiry(cfg).await,
         };
         vec![table]
     }

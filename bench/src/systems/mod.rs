@@ -2,6 +2,7 @@
 //! system and oxcache answer most reads from process memory; oxcache is in the near-cache
 //! tables only).
 
+pub(crate) mod expiry;
 mod near;
 mod ox;
 
