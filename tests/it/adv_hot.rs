@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, KeyPart, KeyWriter, MAX_KEY_LEN, Policy, redis_cached};
 use cached_redis_tests::{
-    Gate, Proxy, RedisServer, Rng, assert_no_state_left, command_calls, eventually, get_raw,
-    near_cache, scan_keys, until_near_hit,
+    Gate, Proxy, RedisServer, Rng, assert_no_state_left, command_calls, escaped, eventually,
+    get_raw, near_cache, scan_keys, until_near_hit,
 };
 
 fn policy() -> Policy {
@@ -30,18 +30,6 @@ fn policy() -> Policy {
 
 fn near_policy() -> Policy {
     policy().with_near(Duration::from_secs(30)).unwrap()
-}
-
-/// Escapes a value as `KeyWriter::write_str` documents it, independently of the library.
-fn escaped(text: &str) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        if matches!(c, '\\' | ':' | '{' | '}') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------

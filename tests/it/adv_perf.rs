@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Jitter, Key, MAX_KEY_LEN, Policy};
 use cached_redis_tests::{
-    Proxy, RedisServer, Rng, get_raw, near_cache, pttl, scan_keys, until_near_hit,
+    Proxy, RedisServer, Rng, escaped, get_raw, near_cache, pttl, scan_keys, until_near_hit,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -500,18 +500,6 @@ async fn a_hit_and_an_update_see_the_same_value() {
 // ---------------------------------------------------------------------------------------------
 // 2. Keys rendered into the per-thread spare buffers.
 // ---------------------------------------------------------------------------------------------
-
-/// Escapes a value as `KeyWriter::write_str` documents it, independently of the library.
-fn escaped(text: &str) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        if matches!(c, '\\' | ':' | '{' | '}') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// An argument of a call in the storm: short, kept-size, just under and over the length at
 /// which keys are hashed, with separators and multi-byte text.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use cached_redis::{Cache, Key, Policy, redis_cached};
 use cached_redis_tests::{Gate, RedisServer, pttl};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 const TTL: Duration = Duration::from_secs(60);
 const STALE: Duration = Duration::from_secs(60);
@@ -45,6 +46,42 @@ async fn make_stale(server: &RedisServer, cache: &Cache, key: &Key) {
         .query_async(&mut conn)
         .await
         .unwrap();
+}
+
+/// A stale entry of `name` whose refresh is running and held at the gate: the entry's first
+/// load (`v0`) stored, its TTL over, one call refreshing it. Returns the key, the policy, the
+/// load count, the gate and the refreshing call.
+async fn held_refresh(
+    server: &RedisServer,
+    cache: &Cache,
+    name: &'static str,
+) -> (
+    Key,
+    Policy,
+    Arc<AtomicU32>,
+    Gate,
+    JoinHandle<Result<String, String>>,
+) {
+    let (key, loads, gate) = (Key::raw(name), Arc::new(AtomicU32::new(0)), Gate::new());
+    let policy = policy(name);
+    let first = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
+    assert_eq!(first.as_deref(), Ok("v0"));
+    cache.settle().await;
+    make_stale(server, cache, &key).await;
+    let refreshing = {
+        let (cache, key, loads, gate) = (cache.clone(), key.clone(), loads.clone(), gate.clone());
+        tokio::spawn(async move { cache.fetch(&key, &policy, loader(&loads, &gate)).await })
+    };
+    // The refresh holds the lease and waits at the gate.
+    let started = Instant::now();
+    while loads.load(Ordering::SeqCst) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the refresh never loaded"
+        );
+        tokio::task::yield_now().await;
+    }
+    (key, policy, loads, gate, refreshing)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,30 +175,8 @@ async fn a_stale_entry_is_served_at_once_while_one_caller_of_three_processes_ref
 async fn a_refresh_an_invalidation_overtook_stores_nothing() {
     let server = RedisServer::start();
     let cache = server.cache("stale-race").await;
-    let (key, loads, gate) = (Key::raw("stock"), Arc::new(AtomicU32::new(0)), Gate::new());
-    let policy = policy("stock");
-    assert_eq!(
-        cache
-            .fetch(&key, &policy, loader(&loads, &gate))
-            .await
-            .as_deref(),
-        Ok("v0")
-    );
-    cache.settle().await;
-    make_stale(&server, &cache, &key).await;
-    let refreshing = {
-        let (cache, key, loads, gate) = (cache.clone(), key.clone(), loads.clone(), gate.clone());
-        tokio::spawn(async move { cache.fetch(&key, &policy, loader(&loads, &gate)).await })
-    };
-    // The refresh holds the lease and waits at the gate; the write lands now.
-    let started = Instant::now();
-    while loads.load(Ordering::SeqCst) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the refresh never loaded"
-        );
-        tokio::task::yield_now().await;
-    }
+    let (key, policy, loads, gate, refreshing) = held_refresh(&server, &cache, "stock").await;
+    // The write lands while the refresh waits at the gate.
     cache.invalidate(&key).await.unwrap();
     gate.open();
     assert_eq!(refreshing.await.unwrap().as_deref(), Ok("v1"));
@@ -241,29 +256,8 @@ async fn spans_say_stale_and_refreshed() {
     let logs = cached_redis_tests::capture_logs(tracing::Level::DEBUG);
     let server = RedisServer::start();
     let cache = server.cache("stale-spans").await;
-    let (key, loads, gate) = (Key::raw("spans"), Arc::new(AtomicU32::new(0)), Gate::new());
-    let policy = policy("spans_observed");
-    assert_eq!(
-        cache
-            .fetch(&key, &policy, loader(&loads, &gate))
-            .await
-            .as_deref(),
-        Ok("v0")
-    );
-    cache.settle().await;
-    make_stale(&server, &cache, &key).await;
-    let refreshing = {
-        let (cache, key, loads, gate) = (cache.clone(), key.clone(), loads.clone(), gate.clone());
-        tokio::spawn(async move { cache.fetch(&key, &policy, loader(&loads, &gate)).await })
-    };
-    let started = Instant::now();
-    while loads.load(Ordering::SeqCst) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the refresh never loaded"
-        );
-        tokio::task::yield_now().await;
-    }
+    let (key, policy, loads, gate, refreshing) =
+        held_refresh(&server, &cache, "spans_observed").await;
     let stale = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
     assert_eq!(stale.as_deref(), Ok("v0"));
     gate.open();

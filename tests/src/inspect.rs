@@ -113,3 +113,16 @@ pub async fn command_calls(conn: &mut redis::aio::MultiplexedConnection, name: &
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |n| n.parse().expect("a count"))
 }
+
+/// Escapes a key part as `KeyWriter::write_str` documents it (`\`, `:`, `{` and `}` behind a
+/// `\`), independently of the library: what a test expects a rendered key to hold.
+pub fn escaped(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if matches!(c, '\\' | ':' | '{' | '}') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

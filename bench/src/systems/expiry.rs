@@ -57,25 +57,10 @@ impl Expiry {
     }
 }
 
-/// GET, load on a miss, SET with the TTL: what the hand-written system does, expiring.
+/// What the hand-written system does, with entries that expire.
 async fn hand_written(id: u64, size: usize) -> Result<Payload, BenchError> {
-    let mut conn = clients().conn.clone();
     let key = format!("bench-exp-hw:{size}:{id}");
-    let cached: redis::RedisResult<Option<Vec<u8>>> =
-        redis::cmd("GET").arg(&key).query_async(&mut conn).await;
-    if let Ok(Some(bytes)) = cached
-        && let Ok(value) = serde_json::from_slice(&bytes)
-    {
-        return Ok(value);
-    }
-    let value = load(id, size, LOADER_MS).await?;
-    if let Ok(json) = serde_json::to_vec(&value) {
-        let ttl_ms = TTL.as_millis() as u64;
-        let mut set = redis::cmd("SET");
-        set.arg(&key).arg(json).arg("PX").arg(ttl_ms);
-        let _: redis::RedisResult<()> = set.query_async(&mut conn).await;
-    }
-    Ok(value)
+    super::hand_written(&key, TTL, load(id, size, LOADER_MS)).await
 }
 
 #[concurrent_cached(

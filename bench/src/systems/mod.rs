@@ -200,24 +200,30 @@ pub(crate) async fn hand_written_get(
     size: usize,
     delay_ms: u64,
 ) -> Result<Payload, BenchError> {
-    let mut conn = clients().conn.clone();
     let key = format!("bench-hw:{size}:{id}");
+    hand_written(&key, Duration::from_secs(600), load(id, size, delay_ms)).await
+}
+
+/// The hand-written pattern on `key`: GET; on a miss (or any Redis error) `load`, then `SET`
+/// with `ttl`, without a lock.
+pub(crate) async fn hand_written(
+    key: &str,
+    ttl: Duration,
+    load: impl std::future::Future<Output = Result<Payload, BenchError>>,
+) -> Result<Payload, BenchError> {
+    let mut conn = clients().conn.clone();
     let cached: redis::RedisResult<Option<Vec<u8>>> =
-        redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+        redis::cmd("GET").arg(key).query_async(&mut conn).await;
     if let Ok(Some(bytes)) = cached
         && let Ok(value) = serde_json::from_slice(&bytes)
     {
         return Ok(value);
     }
-    let value = load(id, size, delay_ms).await?;
+    let value = load.await?;
     if let Ok(json) = serde_json::to_vec(&value) {
-        let _: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(&key)
-            .arg(json)
-            .arg("EX")
-            .arg(600)
-            .query_async(&mut conn)
-            .await;
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg(json).arg("PX").arg(ttl.as_millis() as u64);
+        let _: redis::RedisResult<()> = set.query_async(&mut conn).await;
     }
     Ok(value)
 }
