@@ -275,3 +275,30 @@ async fn spans_say_stale_and_refreshed() {
         );
     }
 }
+
+static NEAR_EARLY_LOADS: AtomicU32 = AtomicU32::new(0);
+
+/// `near` with early refresh: copies end when the refresh window opens (here at once: 40 ms
+/// loads × beta 1000 × 3 is more than the TTL), so hits read Redis and draw their refreshes.
+#[redis_cached(key = "near-early:<id>", ttl = "60s", near = "30s", refresh = "early", beta = 1000.0, cache = cache)]
+async fn near_early(cache: &Cache, id: u64) -> Result<String, String> {
+    let n = NEAR_EARLY_LOADS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    Ok(format!("{id} #{n}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_copy_of_an_early_refresh_function_ends_when_the_window_opens() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let cache = cached_redis_tests::near_cache(&url, "near-early", Duration::from_secs(5)).await;
+    assert_eq!(near_early(&cache, 1).await.as_deref(), Ok("1 #0"));
+    cache.settle().await;
+    for _ in 0..40 {
+        assert!(near_early(&cache, 1).await.is_ok());
+        cache.settle().await;
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.near_hits, 0, "{stats:?}");
+    assert!(stats.refreshes > 0, "hits drew refreshes: {stats:?}");
+}

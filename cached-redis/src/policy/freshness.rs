@@ -30,7 +30,9 @@ impl Freshness {
 /// What a hit's remaining time says about its entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Due {
-    /// Fresh for this long yet.
+    /// Fresh; a near copy of it may be kept this long: until its TTL ends or, with early
+    /// refresh, until the draw's window opens (three load times × β before the end, when a
+    /// hit would draw a refresh one time in twenty), so that hits read Redis and draw again.
     Fresh(Duration),
     /// Fresh, but this hit drew an early refresh.
     Early,
@@ -128,7 +130,11 @@ impl Policy {
         }
         match self.freshness.early {
             Some(beta) if draws_refresh(left, load_ms, beta) => Due::Early,
-            _ => Due::Fresh(Duration::from_millis(left)),
+            Some(beta) => {
+                let window = 3.0 * load_ms as f64 * f64::from(beta) / MILLION as f64;
+                Due::Fresh(Duration::from_millis(left.saturating_sub(window as u64)))
+            }
+            None => Due::Fresh(Duration::from_millis(left)),
         }
     }
 }
@@ -177,6 +183,8 @@ mod tests {
             );
         }
         assert_eq!(share(10_000), 0.0);
+        // A near copy ends when the window opens: three load times × β before the TTL ends.
+        assert_eq!(p.due(10_000, 100), Due::Fresh(Duration::from_millis(9_700)));
         let never = policy().with_early_refresh(1.0).unwrap();
         assert!(
             (0..1000).all(|_| never.due(1, 0) != Due::Early),
