@@ -73,6 +73,9 @@ use proc_macro::TokenStream;
 /// - `refresh = "early"` (with `beta = 1.0`, optional): a hit refreshes its entry shortly
 ///   before it expires, by the XFetch rule on the recorded load time, so a steadily read key
 ///   does not expire in front of its callers.
+/// - `fail_safe = "1h"` (functions returning `Result`): keep entries this long past their TTL;
+///   when a load of an expired entry returns `Err`, answer with the entry instead, and do not
+///   load the key again in this process for a second.
 /// - `codec = "msgpack"` or `"json"`: how this function's values are serialised (default: the
 ///   cache's, JSON unless set). Values in any codec are read.
 /// - `compress_above = "16KiB"` (`B`, `KiB`, `MiB`) or `"never"`: zstd-compress values that

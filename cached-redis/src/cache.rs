@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     pub(crate) memory: Option<Memory>,
     /// Invalidations Redis did not take, until they are replayed.
     pub(crate) pending: Pending,
+    /// Keys answered by `fail_safe` lately, not loaded again for a moment.
+    pub(crate) back_off: crate::read::back_off::BackOff,
     /// Whether the task replaying them runs.
     pub(crate) replaying: std::sync::atomic::AtomicBool,
     /// Set by [`CacheBuilder::invalidate_replicas`](crate::CacheBuilder::invalidate_replicas).

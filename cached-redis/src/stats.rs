@@ -35,6 +35,9 @@ pub struct Stats {
     /// Refreshes of an entry past its TTL (`stale`) or drawn early (`refresh = "early"`)
     /// that took the lease; each is also a load.
     pub refreshes: u64,
+    /// Calls answered with an entry past its TTL, within `fail_safe`, in place of a failed
+    /// load's error, or without loading while its key was backed off after one.
+    pub fail_safe_served: u64,
     /// Redis calls that failed or timed out.
     pub redis_errors: u64,
     /// Calls that ran the loader without the cache because Redis was unavailable (the GET
@@ -78,6 +81,7 @@ pub(crate) struct Counters {
     pub(crate) decode_errors: AtomicU64,
     pub(crate) stale_served: AtomicU64,
     pub(crate) refreshes: AtomicU64,
+    pub(crate) fail_safe_served: AtomicU64,
     pub(crate) redis_errors: AtomicU64,
     pub(crate) fallbacks: AtomicU64,
     pub(crate) writes_refused: AtomicU64,
@@ -106,6 +110,7 @@ pub(crate) enum Event {
     DecodeError,
     StaleServed,
     Refresh,
+    FailSafe,
 }
 
 /// How a call was answered: recorded on its span (`outcome`) and, with the `metrics` feature,
@@ -136,6 +141,8 @@ pub(crate) enum Outcome {
     Stale,
     /// This caller refreshed an entry past its TTL or drawn early, under the lease.
     Refreshed,
+    /// An entry past its TTL (within `fail_safe`) answered in place of a load's error.
+    FailSafe,
 }
 
 impl Outcome {
@@ -160,6 +167,7 @@ impl Outcome {
             Outcome::Disabled => "disabled",
             Outcome::Stale => "stale",
             Outcome::Refreshed => "refreshed",
+            Outcome::FailSafe => "fail-safe",
         }
     }
 }
@@ -180,6 +188,10 @@ impl Counters {
             Event::DecodeError => (&self.decode_errors, "cached_redis_decode_errors_total"),
             Event::StaleServed => (&self.stale_served, "cached_redis_stale_served_total"),
             Event::Refresh => (&self.refreshes, "cached_redis_refreshes_total"),
+            Event::FailSafe => (
+                &self.fail_safe_served,
+                "cached_redis_fail_safe_served_total",
+            ),
         };
         bump(counter);
         #[cfg(feature = "metrics")]
@@ -247,6 +259,7 @@ impl Counters {
             decode_errors: get(&self.decode_errors),
             stale_served: get(&self.stale_served),
             refreshes: get(&self.refreshes),
+            fail_safe_served: get(&self.fail_safe_served),
             redis_errors: get(&self.redis_errors),
             fallbacks: get(&self.fallbacks),
             writes_refused: get(&self.writes_refused),
@@ -266,6 +279,7 @@ impl Counters {
             &self.decode_errors,
             &self.stale_served,
             &self.refreshes,
+            &self.fail_safe_served,
             &self.redis_errors,
             &self.fallbacks,
             &self.writes_refused,

@@ -8,81 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cached_redis::{Cache, Key, Policy, redis_cached};
+use cached_redis::{Cache, Key, redis_cached};
+use cached_redis_tests::stale::{held_refresh, loader, make_stale, policy};
 use cached_redis_tests::{Gate, RedisServer, pttl};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
-const TTL: Duration = Duration::from_secs(60);
-const STALE: Duration = Duration::from_secs(60);
-
-fn policy(name: &'static str) -> Policy {
-    Policy::new(name, TTL).unwrap().with_stale(STALE).unwrap()
-}
-
-/// A loader whose first call answers at once and whose later calls wait at `gate`; each
-/// answers `v<n>`, `n` its turn.
-fn loader(
-    loads: &Arc<AtomicU32>,
-    gate: &Gate,
-) -> impl Future<Output = Result<String, String>> + Send + 'static {
-    let (loads, gate) = (loads.clone(), gate.clone());
-    async move {
-        let n = loads.fetch_add(1, Ordering::SeqCst);
-        if n > 0 {
-            gate.passed().await;
-        }
-        Ok(format!("v{n}"))
-    }
-}
-
-/// Moves the entry of `key` into its stale window: its TTL is over, `stale` is not.
-async fn make_stale(server: &RedisServer, cache: &Cache, key: &Key) {
-    let mut conn = server.conn().await;
-    let stale_ms = STALE.as_millis() as u64;
-    let _: bool = redis::cmd("PEXPIRE")
-        .arg(cache.redis_key(key))
-        .arg(stale_ms / 2)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-}
-
-/// A stale entry of `name` whose refresh is running and held at the gate: the entry's first
-/// load (`v0`) stored, its TTL over, one call refreshing it. Returns the key, the policy, the
-/// load count, the gate and the refreshing call.
-async fn held_refresh(
-    server: &RedisServer,
-    cache: &Cache,
-    name: &'static str,
-) -> (
-    Key,
-    Policy,
-    Arc<AtomicU32>,
-    Gate,
-    JoinHandle<Result<String, String>>,
-) {
-    let (key, loads, gate) = (Key::raw(name), Arc::new(AtomicU32::new(0)), Gate::new());
-    let policy = policy(name);
-    let first = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
-    assert_eq!(first.as_deref(), Ok("v0"));
-    cache.settle().await;
-    make_stale(server, cache, &key).await;
-    let refreshing = {
-        let (cache, key, loads, gate) = (cache.clone(), key.clone(), loads.clone(), gate.clone());
-        tokio::spawn(async move { cache.fetch(&key, &policy, loader(&loads, &gate)).await })
-    };
-    // The refresh holds the lease and waits at the gate.
-    let started = Instant::now();
-    while loads.load(Ordering::SeqCst) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the refresh never loaded"
-        );
-        tokio::task::yield_now().await;
-    }
-    (key, policy, loads, gate, refreshing)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_entry_is_served_at_once_while_one_caller_of_three_processes_refreshes_it() {
@@ -249,31 +178,6 @@ async fn an_early_refresh_that_fails_answers_with_the_fresh_entry() {
     );
     assert!(cache.stats().refreshes > 0, "{:?}", cache.stats());
     assert_eq!(cache.stats().load_errors, cache.stats().refreshes);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_say_stale_and_refreshed() {
-    let logs = cached_redis_tests::capture_logs(tracing::Level::DEBUG);
-    let server = RedisServer::start();
-    let cache = server.cache("stale-spans").await;
-    let (key, policy, loads, gate, refreshing) =
-        held_refresh(&server, &cache, "spans_observed").await;
-    let stale = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
-    assert_eq!(stale.as_deref(), Ok("v0"));
-    gate.open();
-    assert_eq!(refreshing.await.unwrap().as_deref(), Ok("v1"));
-    let text = logs.text();
-    let spans: Vec<_> = text
-        .lines()
-        .filter(|l| l.contains("spans_observed"))
-        .collect();
-    for outcome in ["stale", "refreshed"] {
-        let needle = format!("outcome=\"{outcome}\"");
-        assert!(
-            spans.iter().any(|l| l.contains(&needle)),
-            "{needle} in {spans:#?}"
-        );
-    }
 }
 
 static NEAR_EARLY_LOADS: AtomicU32 = AtomicU32::new(0);

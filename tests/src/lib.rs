@@ -15,6 +15,7 @@ mod rng;
 mod sentinel;
 mod server;
 mod slot_move;
+pub mod stale;
 mod stampede;
 mod tls;
 

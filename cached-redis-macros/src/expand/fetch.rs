@@ -124,13 +124,17 @@ fn fetch_call(model: &Model, args: TokenStream) -> TokenStream {
 }
 
 /// Checks the compiler makes for the attribute, each spanned at the argument it is about:
-/// `none_ttl` on a return type that holds a `None`, `compress_above` in a build that
-/// compresses.
+/// `none_ttl` on a return type that holds a `None`, `fail_safe` on a `Result`,
+/// `compress_above` in a build that compresses.
 fn type_checks(model: &Model) -> TokenStream {
     let none_ttl_applies = model.none_ttl_span.map(|span| {
         // The return type, shown at the literal: the error is about `none_ttl`.
         let ret = located_at(model.ret.to_token_stream(), span);
         quote_spanned!(span=> ::cached_redis::__private::none_ttl_applies::<#ret>();)
+    });
+    let fail_safe_applies = model.fail_safe.map(|(_, span)| {
+        let ret = located_at(model.ret.to_token_stream(), span);
+        quote_spanned!(span=> ::cached_redis::__private::fail_safe_applies::<#ret>();)
     });
     let zstd_enabled = match model.compress_above {
         Some((Some(_), span)) => {
@@ -138,7 +142,7 @@ fn type_checks(model: &Model) -> TokenStream {
         }
         _ => None,
     };
-    quote!(#none_ttl_applies #zstd_enabled)
+    quote!(#none_ttl_applies #fail_safe_applies #zstd_enabled)
 }
 
 /// `tokens`, reported at `span` but resolved where they were written (hygiene kept).

@@ -57,6 +57,9 @@ pub(crate) struct Model {
     pub(crate) stale: Option<Duration>,
     /// `refresh = "early"`, with its β in millionths (1,000,000 without `beta`).
     pub(crate) early: Option<u32>,
+    /// `fail_safe`, and where it was written: the expansion checks there that the function
+    /// returns a `Result`.
+    pub(crate) fail_safe: Option<(Duration, Span)>,
     pub(crate) codec: Option<CodecSpec>,
     /// `compress_above`, as bytes or `None` for `"never"`, and where it was written (a build
     /// without the `zstd` feature is reported there).
@@ -149,6 +152,7 @@ fn assemble(item: ItemFn, args: Args, ret: Type, params: Vec<Param>, key: Resolv
         none_ttl: args.none_ttl.map(|d| d.value),
         near: args.near.map(|d| (d.value, d.span)),
         stale: args.stale.map(|d| d.value),
+        fail_safe: args.fail_safe.map(|d| (d.value, d.span)),
         early: args.refresh.as_ref().map(|_| {
             let beta = args.beta.as_ref().map_or(1.0, |b| b.value);
             ((beta * 1_000_000.0).round() as u32).max(1)

@@ -67,6 +67,20 @@ impl<T, E> NoneTtlApplies for Result<Option<T>, E> {}
 /// Checks, at compile time, that `none_ttl` applies to `R`.
 pub const fn none_ttl_applies<R: NoneTtlApplies>() {}
 
+/// A return type `fail_safe` applies to: `Result<T, E>` (through any alias). The attribute names
+/// the return type at the `fail_safe` literal, so the error is reported there.
+#[diagnostic::on_unimplemented(
+    message = "`fail_safe` applies to functions returning `Result<T, E>`, not `{Self}`",
+    label = "`{Self}` has no error for a stale entry to answer in place of",
+    note = "remove `fail_safe`, or return `Result<T, E>`"
+)]
+pub trait FailSafeApplies {}
+
+impl<T, E> FailSafeApplies for Result<T, E> {}
+
+/// Checks, at compile time, that `fail_safe` applies to `R`.
+pub const fn fail_safe_applies<R: FailSafeApplies>() {}
+
 /// What `Self::<fn>_key` names, inside a cached method, when there is no helper of that name:
 /// the method is in a trait impl, where the helpers generated beside it are not members of the
 /// trait (the compiler's E0407), so they are not associated functions of the type either.

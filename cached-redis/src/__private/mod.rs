@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use crate::global::global;
 pub use crate::{Codec, Compression, Jitter, Key, Plain, Policy};
 pub use checks::{
-    HelpersGenerated, InTraitImpl, NoneTtlApplies, Probe, ProbeKeyPart, ProbeOther,
-    helpers_generated, none_ttl_applies, zstd_enabled,
+    FailSafeApplies, HelpersGenerated, InTraitImpl, NoneTtlApplies, Probe, ProbeKeyPart,
+    ProbeOther, fail_safe_applies, helpers_generated, none_ttl_applies, zstd_enabled,
 };
 pub use core::time::Duration;
 pub use failures::{FailureProbe, Failures, OwnFailures, ShareFailures};

@@ -13,8 +13,14 @@ pub const fn policy(
     jitter: Jitter,
     (lock_ttl, max_load): (Option<Duration>, Option<Duration>),
     none_ttl: Option<Duration>,
-    // `near`, `stale` and early refresh's β in millionths: what a hit does besides reading.
-    (near, stale, early): (Option<Duration>, Option<Duration>, Option<u32>),
+    // `near`, `stale`, early refresh's β in millionths and `fail_safe`: what a hit does
+    // besides reading.
+    (near, stale, early, fail_safe): (
+        Option<Duration>,
+        Option<Duration>,
+        Option<u32>,
+        Option<Duration>,
+    ),
     format: (Option<Codec>, Option<Compression>),
 ) -> Policy {
     Policy {
@@ -27,7 +33,11 @@ pub const fn policy(
         near,
         codec: format.0,
         compression: format.1,
-        freshness: Freshness { stale, early },
+        freshness: Freshness {
+            stale,
+            early,
+            fail_safe,
+        },
     }
 }
 

@@ -237,6 +237,7 @@ impl CacheBuilder {
                 near,
                 memory,
                 pending: Pending::new(&self.namespace),
+                back_off: Default::default(),
                 replaying: Default::default(),
                 replicated,
                 format: self.format,

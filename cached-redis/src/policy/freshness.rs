@@ -1,10 +1,12 @@
-//! When an entry is refreshed before its callers wait for a load: kept `stale` past its TTL and
-//! served while one caller refreshes it, or refreshed early by a hit that draws it (the XFetch
-//! rule of Vattani, Chierichetti and Lowenstein, "Optimal Probabilistic Cache Stampede
-//! Prevention", VLDB 2015).
+//! When an entry is refreshed before its callers wait for a load, and what answers when the
+//! load fails: kept `stale` past its TTL and served while one caller refreshes it, refreshed
+//! early by a hit that draws it (the XFetch rule of Vattani, Chierichetti and Lowenstein,
+//! "Optimal Probabilistic Cache Stampede Prevention", VLDB 2015), or kept `fail_safe` past its
+//! TTL to answer in place of a load's error.
 //!
-//! Redis keeps such an entry for its drawn TTL plus `stale`, and a hit reads the entry's PTTL
-//! with it: the entry's TTL ends `stale` before Redis's expiry. The stored form is unchanged.
+//! Redis keeps such an entry for its drawn TTL plus the longer of `stale` and `fail_safe`, and
+//! a hit reads the entry's PTTL with it: the entry's TTL ends that much before Redis's expiry.
+//! The stored form is unchanged.
 
 use std::time::Duration;
 
@@ -18,12 +20,15 @@ pub(crate) struct Freshness {
     pub(crate) stale: Option<Duration>,
     /// Early refresh's β, in millionths.
     pub(crate) early: Option<u32>,
+    /// How long past its TTL an entry is kept to answer in place of a failed load's error.
+    pub(crate) fail_safe: Option<Duration>,
 }
 
 impl Freshness {
     pub(crate) const NONE: Freshness = Freshness {
         stale: None,
         early: None,
+        fail_safe: None,
     };
 }
 
@@ -38,6 +43,9 @@ pub(crate) enum Due {
     Early,
     /// Past its TTL, within `stale`.
     Stale,
+    /// Past its TTL and `stale`, within `fail_safe`: loaded as on a miss, and answering in
+    /// place of the load's error.
+    Expired,
 }
 
 /// The largest β accepted: past it, every hit of a slow load would refresh.
@@ -88,6 +96,35 @@ impl Policy {
         Ok(self)
     }
 
+    /// Keeps entries `fail_safe` (at least 1 ms, at most a day) past their TTL for when a
+    /// load fails: a call that finds an entry past its TTL (and past `stale`) loads as on a
+    /// miss; if the load returns `Err`, the call is answered with the entry instead, and for a
+    /// second this process answers the key's calls with the entry without loading. For
+    /// functions returning `Result`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = cached_redis::Policy::new("catalog", Duration::from_secs(60))?
+    ///     .with_fail_safe(Duration::from_secs(3600))?;
+    /// assert_eq!(policy.fail_safe(), Some(Duration::from_secs(3600)));
+    /// # Ok::<(), cached_redis::Error>(())
+    /// ```
+    pub fn with_fail_safe(mut self, fail_safe: Duration) -> Result<Policy, Error> {
+        self.freshness.fail_safe = Some(self.at_least_1ms("fail_safe", fail_safe)?);
+        Ok(self)
+    }
+
+    /// How long entries are kept past their TTL to answer for a failed load, if they are.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.fail_safe(), None);
+    /// ```
+    pub fn fail_safe(&self) -> Option<Duration> {
+        self.freshness.fail_safe
+    }
+
     /// How long entries are kept and served past their TTL, if they are.
     ///
     /// ```
@@ -115,18 +152,29 @@ impl Policy {
         self.freshness != Freshness::NONE
     }
 
-    /// What Redis keeps an entry for beyond its drawn TTL: `stale`, in milliseconds.
-    pub(crate) fn stale_ms(&self) -> u64 {
-        self.freshness.stale.map_or(0, |stale| {
-            u64::try_from(stale.as_millis()).unwrap_or(u64::MAX)
+    /// What Redis keeps an entry for beyond its drawn TTL, in milliseconds: the longer of
+    /// `stale` and `fail_safe`.
+    pub(crate) fn kept_ms(&self) -> u64 {
+        let Freshness {
+            stale, fail_safe, ..
+        } = self.freshness;
+        let kept = stale.max(fail_safe);
+        kept.map_or(0, |kept| {
+            u64::try_from(kept.as_millis()).unwrap_or(u64::MAX)
         })
     }
 
     /// What a hit of an entry with `pttl_ms` left in Redis, loaded in `load_ms`, is due for.
     pub(crate) fn due(&self, pttl_ms: u64, load_ms: u64) -> Due {
-        let left = pttl_ms.saturating_sub(self.stale_ms());
-        if left == 0 && self.freshness.stale.is_some() {
-            return Due::Stale;
+        let kept = self.kept_ms();
+        let left = pttl_ms.saturating_sub(kept);
+        if left == 0 && kept > 0 {
+            // How long past its TTL the entry is.
+            let past = kept - pttl_ms.min(kept);
+            return match self.freshness.stale {
+                Some(stale) if u128::from(past) <= stale.as_millis() => Due::Stale,
+                _ => Due::Expired,
+            };
         }
         match self.freshness.early {
             Some(beta) if draws_refresh(left, load_ms, beta) => Due::Early,
@@ -161,6 +209,18 @@ mod tests {
         assert_eq!(p.due(10_000, 5), Due::Stale);
         assert_eq!(p.due(1, 5), Due::Stale);
         assert_eq!(policy().due(1, 5), Due::Fresh(Duration::from_millis(1)));
+        let both = p.with_fail_safe(Duration::from_secs(30)).unwrap();
+        assert_eq!(both.due(30_001, 5), Due::Fresh(Duration::from_millis(1)));
+        assert_eq!(both.due(30_000, 5), Due::Stale, "at the TTL");
+        assert_eq!(both.due(20_000, 5), Due::Stale, "10 s past: within stale");
+        assert_eq!(
+            both.due(15_000, 5),
+            Due::Expired,
+            "15 s past: within fail_safe only"
+        );
+        let alone = policy().with_fail_safe(Duration::from_secs(30)).unwrap();
+        assert_eq!(alone.due(30_000, 5), Due::Expired);
+        assert!(policy().with_fail_safe(Duration::MAX).is_err());
         assert!(policy().with_stale(Duration::ZERO).is_err());
         assert!(policy().with_stale(Duration::MAX).is_err(), "at most a day");
     }

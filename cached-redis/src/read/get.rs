@@ -13,7 +13,8 @@ pub(super) enum Read<T> {
     /// A value, and when its entry expires (counted from before the GET was sent; for a
     /// policy with `stale`, the end of its TTL, not Redis's), if that was asked for.
     Hit(T, Option<Instant>),
-    /// A value due for a refresh: past its TTL (`stale`) or drawn for an early refresh.
+    /// A value due for a refresh: drawn for an early refresh, past its TTL within `stale`, or
+    /// past it within `fail_safe` only.
     Due(Refresh<T>),
     Missed(Missed),
 }
@@ -23,8 +24,8 @@ pub(super) enum Read<T> {
 pub(super) struct Refresh<T> {
     pub(super) value: T,
     pub(super) bytes: Vec<u8>,
-    /// Past its TTL, rather than drawn early.
-    pub(super) stale: bool,
+    /// `Early`, `Stale` or `Expired`.
+    pub(super) due: Due,
 }
 
 /// Why a GET found no usable value.
@@ -114,20 +115,11 @@ impl Cache {
         let (pttl, sent) = match pttl.map(u64::try_from) {
             Some(Ok(pttl)) => (pttl, sent),
             Some(Err(_)) => return Read::Hit(value, None),
-            None => (origin.left_ms(policy) + policy.stale_ms(), None),
+            None => (origin.left_ms(policy) + policy.kept_ms(), None),
         };
         match policy.due(pttl, origin.load_ms()) {
             Due::Fresh(left) => Read::Hit(value, sent.map(|sent| sent + left)),
-            Due::Early => Read::Due(Refresh {
-                value,
-                bytes,
-                stale: false,
-            }),
-            Due::Stale => Read::Due(Refresh {
-                value,
-                bytes,
-                stale: true,
-            }),
+            due => Read::Due(Refresh { value, bytes, due }),
         }
     }
 

@@ -199,7 +199,7 @@ impl Cache {
     ) -> bool {
         let current = match stored.ttl {
             Some(ttl) => {
-                let ttl_ms = policy.draw_ttl_ms(ttl).saturating_add(policy.stale_ms());
+                let ttl_ms = policy.draw_ttl_ms(ttl).saturating_add(policy.kept_ms());
                 lease.write_back(&stored.bytes, ttl_ms).await
             }
             None => lease.release().await,

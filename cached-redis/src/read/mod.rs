@@ -2,11 +2,14 @@
 //! a hit answers, a miss joins or leads the process's one load of the key, [`flight`]),
 //! [`lead`] (take the key's lease, held by a [`lease_guard`], load, write back under it, in the
 //! background once the caller has its value: [`write_backs`]),
-//! [`failures`] (how the callers that joined a failed load get its error),
+//! [`failures`] (how the callers that joined a failed load get its error), [`refresh`] and
+//! [`fail_safe`] (an entry due for a refresh, or past its TTL answering for a failed load),
 //! [`wait`] (a leader that found the lease held waits for its holder), [`wake`] (waiters
 //! in other processes woken through pub/sub when the value lands), and [`near`] (decoded
 //! values kept in process memory, dropped by Redis's invalidation messages).
 
+pub(crate) mod back_off;
+mod fail_safe;
 pub(crate) mod failures;
 pub(crate) mod fetch;
 pub(crate) mod flight;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::lease::{Acquire, EntryKeys, ValueKey};
+use crate::policy::Due;
 use crate::read::failures::Failures;
 use crate::read::flight::{Began, Role, Shared};
 use crate::read::get::{Read, Refresh};
@@ -32,6 +33,10 @@ impl Cache {
         F: Future<Output = R>,
     {
         match read {
+            Read::Due(due) if due.due == Due::Expired => {
+                self.expired(value_key, began, due, policy, loader, failures)
+                    .await
+            }
             Read::Due(due) => {
                 self.refresh(value_key, began, due, policy, loader, failures)
                     .await
@@ -62,6 +67,10 @@ impl Cache {
         R: Cacheable,
         F: Future<Output = R>,
     {
+        // Backed off after a fail-safe answer: the database is not asked again yet.
+        if self.inner.back_off.holds(&value_key) {
+            return self.serve_due(due, policy);
+        }
         let Role::Lead(leader) = self.inner.flights.join_or_lead(&value_key, began) else {
             return self.serve_due(due, policy);
         };
@@ -91,12 +100,31 @@ impl Cache {
             outcome: Outcome::Refreshed,
         };
         let loaded = self.load_under(leader, load, &keys, policy, loader, failures);
-        match loaded.await {
-            (_, _, load_time, true) if !due.stale => {
-                (R::from_value(due.value), Outcome::Hit, load_time)
-            }
-            (result, outcome, load_time, _) => (result, outcome, load_time),
+        self.refreshed(loaded.await, due, policy, &keys.value)
+    }
+
+    /// A refresh's answer: its load's result, or, if the load failed, the entry it refreshed
+    /// when that is still fresh (an early refresh) or within `fail_safe` (the key then backs
+    /// off).
+    fn refreshed<R: Cacheable>(
+        &self,
+        (result, outcome, load_time, failed): (R, Outcome, Duration, bool),
+        due: Refresh<R::Value>,
+        policy: &Policy,
+        value_key: &str,
+    ) -> (R, Outcome, Duration) {
+        if !failed {
+            return (result, outcome, load_time);
         }
+        if due.due == Due::Early {
+            return (R::from_value(due.value), Outcome::Hit, load_time);
+        }
+        if policy.fail_safe().is_none() {
+            return (result, outcome, load_time);
+        }
+        self.inner.back_off.start(value_key, policy.name());
+        self.inner.stats.note(Event::FailSafe, policy.name());
+        (R::from_value(due.value), Outcome::FailSafe, load_time)
     }
 
     /// Answers with a value due for a refresh that another caller makes.
@@ -106,7 +134,7 @@ impl Cache {
         policy: &Policy,
     ) -> (R, Outcome, Duration) {
         let stats = &self.inner.stats;
-        let outcome = if due.stale {
+        let outcome = if due.due == Due::Stale {
             stats.note(Event::StaleServed, policy.name());
             Outcome::Stale
         } else {

@@ -73,6 +73,11 @@ pub trait Cacheable: Sized {
 
     /// Rebuilds a result from a stored value.
     fn from_value(value: Self::Value) -> Self;
+
+    /// Whether this result is a failure (an `Err`), which `fail_safe` answers for.
+    fn is_failure(&self) -> bool {
+        false
+    }
 }
 
 /// `Ok(None)` of a `Result<Option<T>, E>` (what sqlx's `fetch_optional` returns) is treated
@@ -89,6 +94,10 @@ impl<T: CacheValue, E> Cacheable for Result<T, E> {
 
     fn from_value(value: T) -> Self {
         Ok(value)
+    }
+
+    fn is_failure(&self) -> bool {
+        self.is_err()
     }
 }
 

@@ -1,0 +1,59 @@
+//! The keys backed off after a `fail_safe` answer: for [`BACK_OFF`] their calls are answered with
+//! the expired entry without loading, so a database that fails is not asked again by every
+//! caller; and the rate limit of the warning that reports such answers.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::keyed::KeyMap;
+
+/// How long a key whose load failed is answered with its expired entry without loading.
+pub(crate) const BACK_OFF: Duration = Duration::from_secs(1);
+
+/// Past this many keys backed off at once, the expired ones are dropped.
+const PRUNE_ABOVE: usize = 10_000;
+
+/// How often a fail-safe answer is logged at most.
+const WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// The keys backed off after a fail-safe answer, and the warning's rate limit.
+#[derive(Default)]
+pub(crate) struct BackOff {
+    until: Mutex<KeyMap<Instant>>,
+    last_warning: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl BackOff {
+    /// Whether `key`'s loads are backed off now.
+    pub(crate) fn holds(&self, key: &str) -> bool {
+        let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        until.get(key).is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Backs `key` off, and logs the answer (at most once per [`WARN_EVERY`]).
+    pub(crate) fn start(&self, key: &str, function: &'static str) {
+        let now = Instant::now();
+        {
+            let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+            if until.len() > PRUNE_ABOVE {
+                until.retain(|_, until| now < *until);
+            }
+            until.insert(key.to_owned(), now + BACK_OFF);
+        }
+        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(now);
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            key,
+            function,
+            suppressed,
+            "a load failed; answered with the entry past its TTL (fail_safe)"
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! Entries past their TTL on purpose (`stale`): a policy with one, a loader a test holds at a
+//! gate, an entry moved into its stale window with `PEXPIRE` rather than by waiting, and a
+//! refresh held while it runs.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use cached_redis::{Cache, Key, Policy};
+use tokio::task::JoinHandle;
+
+use crate::{Gate, RedisServer};
+
+/// The TTL of [`policy`].
+pub const TTL: Duration = Duration::from_secs(60);
+/// The `stale` of [`policy`].
+pub const STALE: Duration = Duration::from_secs(60);
+
+/// A policy of `TTL`, with `stale` of `STALE`.
+pub fn policy(name: &'static str) -> Policy {
+    Policy::new(name, TTL).unwrap().with_stale(STALE).unwrap()
+}
+
+/// A loader whose first call answers at once and whose later calls wait at `gate`; each
+/// answers `v<n>`, `n` its turn.
+pub fn loader(
+    loads: &Arc<AtomicU32>,
+    gate: &Gate,
+) -> impl Future<Output = Result<String, String>> + Send + 'static {
+    let (loads, gate) = (loads.clone(), gate.clone());
+    async move {
+        let n = loads.fetch_add(1, Ordering::SeqCst);
+        if n > 0 {
+            gate.passed().await;
+        }
+        Ok(format!("v{n}"))
+    }
+}
+
+/// Moves the entry of `key` into its stale window: its TTL is over, `stale` is not.
+pub async fn make_stale(server: &RedisServer, cache: &Cache, key: &Key) {
+    let mut conn = server.conn().await;
+    let stale_ms = STALE.as_millis() as u64;
+    let _: bool = redis::cmd("PEXPIRE")
+        .arg(cache.redis_key(key))
+        .arg(stale_ms / 2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// A stale entry of `name` whose refresh is running and held at the gate: the entry's first
+/// load (`v0`) stored, its TTL over, one call refreshing it. Returns the key, the policy, the
+/// load count, the gate and the refreshing call.
+pub async fn held_refresh(
+    server: &RedisServer,
+    cache: &Cache,
+    name: &'static str,
+) -> (
+    Key,
+    Policy,
+    Arc<AtomicU32>,
+    Gate,
+    JoinHandle<Result<String, String>>,
+) {
+    let (key, loads, gate) = (Key::raw(name), Arc::new(AtomicU32::new(0)), Gate::new());
+    let policy = policy(name);
+    let first = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
+    assert_eq!(first.as_deref(), Ok("v0"));
+    cache.settle().await;
+    make_stale(server, cache, &key).await;
+    let refreshing = {
+        let (cache, key, loads, gate) = (cache.clone(), key.clone(), loads.clone(), gate.clone());
+        tokio::spawn(async move { cache.fetch(&key, &policy, loader(&loads, &gate)).await })
+    };
+    // The refresh holds the lease and waits at the gate.
+    let started = Instant::now();
+    while loads.load(Ordering::SeqCst) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the refresh never loaded"
+        );
+        tokio::task::yield_now().await;
+    }
+    (key, policy, loads, gate, refreshing)
+}
