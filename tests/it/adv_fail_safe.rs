@@ -2,8 +2,8 @@
 //! `fail_safe`, is loaded as on a miss and answers in place of the load's `Err`; the key then
 //! backs off in its process for a second.
 //!
-//! Tests named `bug_*` fail on caadc62; each doc comment says which documented guarantee they
-//! break and why. The others held. Entries are aged by shortening their Redis TTL (`PEXPIRE`),
+//! Five tests (marked "Found") failed on caadc62 and pass since the fixes; each doc comment
+//! says which documented guarantee they broke and why. The others held. Entries are aged by shortening their Redis TTL (`PEXPIRE`),
 //! races are held open with gates, held reads and the stats counters, never with sleeps (the
 //! one wait is for the one-second back-off itself to end, polled and bounded).
 
@@ -73,6 +73,7 @@ async fn conditional(cache: &Cache, db: &HeldDb, id: u64) -> Result<u64, String>
     db.read().await.map(|v| v * 100 + id)
 }
 
+/// Found: failed on caadc62, passes since the fix.
 /// Guarantee attacked (attribute guide, `fail_safe`): "A call that finds an entry past its
 /// TTL ... loads as on a miss; if the load returns `Err`, it is answered with the entry
 /// instead". `cache_if` is documented as an ordinary option beside it, and the attribute
@@ -83,7 +84,7 @@ async fn conditional(cache: &Cache, db: &HeldDb, id: u64) -> Result<u64, String>
 /// load for a success and returns its `Err` to the caller, with the entry in Redis. No
 /// back-off starts either: every call loads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_cache_if_function_gets_the_error_in_place_of_the_expired_entry() {
+async fn a_cache_if_function_is_answered_by_the_expired_entry() {
     let server = RedisServer::start();
     let cache = server.cache("adv-fs-cif").await;
     let db = HeldDb::new(1);
@@ -103,6 +104,7 @@ async fn bug_cache_if_function_gets_the_error_in_place_of_the_expired_entry() {
 // ---------------------------------------------------------------------------------------------
 // 2. Concurrent callers of a failing expired key.
 
+/// Found: failed on caadc62, passes since the fix.
 /// Guarantee attacked (guarantees item 10 and the attribute guide): "the key is then not
 /// loaded again in that process for a second ... so a failing database is not asked by every
 /// caller".
@@ -114,7 +116,7 @@ async fn bug_cache_if_function_gets_the_error_in_place_of_the_expired_entry() {
 /// back-off only stops callers that arrive after it started. (The same holds for attribute
 /// functions whose error is not `Clone`, such as `sqlx::Error`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_concurrent_callers_of_a_failing_expired_key_each_load() {
+async fn concurrent_callers_of_a_failing_expired_key_load_once() {
     let server = RedisServer::start();
     let cache = server.cache("adv-fs-storm").await;
     let (key, policy) = (Key::raw("storm"), policy("storm"));
@@ -197,6 +199,7 @@ async fn a_shared_error_makes_one_load_for_a_hundred_callers() {
 // ---------------------------------------------------------------------------------------------
 // 3. A joiner whose leader went away.
 
+/// Found: failed on caadc62, passes since the fix.
 /// Guarantee attacked (guarantees item 10): "an entry past its TTL (and past `stale`) is
 /// loaded as on a miss and answers in place of the load's `Err`", and item 9: a cancelled
 /// leader's "local joiners take over".
@@ -209,7 +212,7 @@ async fn a_shared_error_makes_one_load_for_a_hundred_callers() {
 /// answer for. (The same reread follows a load past `max_load`, and a joiner that arrived
 /// after the load began.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_joiner_of_a_cancelled_load_gets_the_expired_entry_without_loading() {
+async fn a_joiner_of_a_cancelled_load_loads_rather_than_take_the_expired_entry() {
     let server = RedisServer::start();
     let cache = server.cache("adv-fs-cancel").await;
     let (key, policy) = (Key::raw("cancel"), policy("cancel"));
@@ -244,6 +247,7 @@ async fn bug_a_joiner_of_a_cancelled_load_gets_the_expired_entry_without_loading
 // ---------------------------------------------------------------------------------------------
 // 4. `stale` longer than `fail_safe`.
 
+/// Found: failed on caadc62, passes since the fix.
 /// Guarantee attacked (attribute guide, `fail_safe`): "Past `fail_safe`, or with Redis
 /// unreachable, the error reaches the caller."
 ///
@@ -255,7 +259,7 @@ async fn bug_a_joiner_of_a_cancelled_load_gets_the_expired_entry_without_loading
 /// (and the key backs off). Guarantees item 10 says "a stale refresh whose load fails answers
 /// with the entry too": the two pages disagree for this case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_failed_stale_refresh_answers_with_an_entry_past_fail_safe() {
+async fn a_failed_stale_refresh_past_fail_safe_returns_the_error() {
     let server = RedisServer::start();
     let cache = server.cache("adv-fs-long-stale").await;
     let key = Key::raw("long-stale");
@@ -295,6 +299,7 @@ async fn acl_row(cache: &Cache, gate: &Gate, id: u32) -> Result<u32, String> {
     Ok(id * 100 + n)
 }
 
+/// Found: failed on caadc62, passes since the fix.
 /// Guarantee attacked (attribute guide, `stale`, and guarantees item 10): with `stale`, "a
 /// call that finds an entry past its TTL is answered with it at once, as `stale`", within
 /// `stale`; past `stale`, within `fail_safe`, it "loads as on a miss". And "where `PTTL` is
@@ -307,7 +312,7 @@ async fn acl_row(cache: &Cache, gate: &Gate, id: u32) -> Result<u32, String> {
 /// two (1 h here). Fails: an entry 30 minutes past its TTL (by its load time), `stale` 10 s,
 /// is served as `stale` to a caller while another refreshes it, with the database healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_with_pttl_refused_an_entry_past_stale_is_served_as_stale() {
+async fn with_pttl_refused_an_entry_past_stale_is_not_served_stale() {
     let server = RedisServer::start_with(&[
         "--user", "app", "on", ">pw", "~*", "&*", "+@all", "-pttl", "--user", "default", "off",
     ]);

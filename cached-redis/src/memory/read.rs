@@ -92,7 +92,7 @@ impl Cache {
                     stats.note(Event::LoadError, policy.name());
                 }
                 let error = failures.and_then(|f| (f.share)(&result));
-                give_up_in_memory(memory, leader, &begun, load_began, error);
+                give_up_in_memory(memory, leader, &begun, load_began, (error, failed));
                 return (result, Outcome::Miss, took);
             }
         };
@@ -159,7 +159,7 @@ fn give_up_in_memory(
     mut leader: Leader,
     begun: &Begun<'_>,
     load_began: Joined,
-    error: Option<SharedFailure>,
+    error: (Option<SharedFailure>, bool),
 ) {
     // Closed first, so that nobody joins between the check and the error.
     leader.close();

@@ -164,6 +164,15 @@ impl Policy {
         })
     }
 
+    /// Whether an entry with `pttl_ms` left in Redis is past its TTL by no more than
+    /// `fail_safe`.
+    pub(crate) fn within_fail_safe(&self, pttl_ms: u64) -> bool {
+        let past = self.kept_ms().saturating_sub(pttl_ms);
+        self.freshness
+            .fail_safe
+            .is_some_and(|fail_safe| u128::from(past) <= fail_safe.as_millis())
+    }
+
     /// What a hit of an entry with `pttl_ms` left in Redis, loaded in `load_ms`, is due for.
     pub(crate) fn due(&self, pttl_ms: u64, load_ms: u64) -> Due {
         let kept = self.kept_ms();

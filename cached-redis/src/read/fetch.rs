@@ -6,6 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::lease::{self, EntryKeys, ValueKey};
+use crate::policy::Due;
 use crate::read::failures::Failures;
 use crate::read::flight::{self, Began, Joiner, Role, Shared};
 use crate::read::get::{Missed, Read, Refresh};
@@ -227,6 +228,11 @@ impl Cache {
         let inner = &self.inner;
         loop {
             let missed = match read {
+                // Read again: past its TTL within `fail_safe` only, it is not a hit.
+                Read::Due(due) if due.due == Due::Expired => {
+                    let expired = self.expired(value_key, began, due, policy, loader, failures);
+                    return Box::pin(expired).await;
+                }
                 Read::Hit(value, _) | Read::Due(Refresh { value, .. }) => {
                     inner.stats.note(Event::Hit, policy.name());
                     return (R::from_value(value), Outcome::Hit, Duration::ZERO);
@@ -308,7 +314,9 @@ impl Cache {
                 Some(result) => Ok((result, Outcome::Waited, Duration::ZERO)),
                 None => Ok(self.load_alone(policy, loader, redis_ok).await),
             },
-            Some(Shared::LoadYourself) => Ok(self.load_alone(policy, loader, redis_ok).await),
+            Some(Shared::LoadYourself | Shared::FailedUnshared) => {
+                Ok(self.load_alone(policy, loader, redis_ok).await)
+            }
             Some(Shared::Reread) | None => Err(loader),
         }
     }

@@ -26,8 +26,11 @@ pub(crate) enum Shared {
     },
     /// An invalidation raced the load: read again.
     Reread,
-    /// The load failed; its error belongs to the leader's caller. Run the loader yourself.
+    /// The load's value is not for sharing (not cached): run the loader yourself.
     LoadYourself,
+    /// The load failed; its error belongs to the leader's caller. Run the loader yourself, or,
+    /// holding an entry past its TTL within `fail_safe`, answer with it.
+    FailedUnshared,
     /// The load failed with this error, which each joiner takes a clone of
     /// ([`Failures`](super::failures::Failures)), on the terms of a value: `joined` and
     /// `unleased` as there (an error may predate an invalidation a later caller must see).
@@ -39,12 +42,13 @@ pub(crate) enum Shared {
 }
 
 impl Shared {
-    /// What a failed load hands its joiners: a clone of its `error` if there is one to share,
-    /// for every joiner when nothing could have invalidated the entry during the load
-    /// (`unchallenged`: its lease held to the end, or no invalidation in memory), else for those
-    /// whose call began before it `started`; without one, each loads for itself.
+    /// What a load that stores nothing hands its joiners: a clone of its `error` if there is
+    /// one to share, for every joiner when nothing could have invalidated the entry during the
+    /// load (`unchallenged`: its lease held to the end, or no invalidation in memory), else for
+    /// those whose call began before it `started`; without one, each loads for itself, told
+    /// whether the load `failed`.
     pub(crate) fn after_failure(
-        error: Option<SharedFailure>,
+        (error, failed): (Option<SharedFailure>, bool),
         unchallenged: bool,
         started: Joined,
         unleased: bool,
@@ -54,11 +58,15 @@ impl Shared {
         } else {
             started
         };
-        error.map_or(Shared::LoadYourself, |error| Shared::Failed {
-            error,
-            joined,
-            unleased,
-        })
+        match error {
+            Some(error) => Shared::Failed {
+                error,
+                joined,
+                unleased,
+            },
+            None if failed => Shared::FailedUnshared,
+            None => Shared::LoadYourself,
+        }
     }
 
     /// A value read from Redis (another process stored it) by a request sent at `joined`.

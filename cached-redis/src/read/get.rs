@@ -26,6 +26,9 @@ pub(super) struct Refresh<T> {
     pub(super) bytes: Vec<u8>,
     /// `Early`, `Stale` or `Expired`.
     pub(super) due: Due,
+    /// Whether it is past its TTL by no more than `fail_safe`: it may answer for a failed
+    /// load.
+    pub(super) fail_safe: bool,
 }
 
 /// Why a GET found no usable value.
@@ -115,11 +118,19 @@ impl Cache {
         let (pttl, sent) = match pttl.map(u64::try_from) {
             Some(Ok(pttl)) => (pttl, sent),
             Some(Err(_)) => return Read::Hit(value, None),
-            None => (origin.left_ms(policy) + policy.kept_ms(), None),
+            None => (origin.left_ms(policy), None),
         };
         match policy.due(pttl, origin.load_ms()) {
             Due::Fresh(left) => Read::Hit(value, sent.map(|sent| sent + left)),
-            due => Read::Due(Refresh { value, bytes, due }),
+            due => {
+                let fail_safe = policy.within_fail_safe(pttl);
+                Read::Due(Refresh {
+                    value,
+                    bytes,
+                    due,
+                    fail_safe,
+                })
+            }
         }
     }
 

@@ -87,7 +87,7 @@ impl Cache {
                     .stats
                     .note_if(failed, Event::LoadError, policy.name());
                 let error = failures.and_then(|f| (f.share)(&result));
-                give_up(leader, lease.take(), error.map(|e| (e, joined))).await;
+                give_up(leader, lease.take(), error.map(|e| (e, joined)), failed).await;
                 return (result, outcome, load_time, failed);
             }
         };
@@ -95,7 +95,7 @@ impl Cache {
             return (R::from_value(value), outcome, load_time, false);
         }
         let Some(bytes) = self.encoded(&value, load_time, policy, &keys.value) else {
-            give_up(leader, lease.take(), None).await;
+            give_up(leader, lease.take(), None, false).await;
             return (R::from_value(value), outcome, load_time, false);
         };
         let stored = Stored { bytes, ttl, joined };
@@ -287,12 +287,13 @@ fn unshared(leader: &mut Leader) -> bool {
 }
 
 /// A load that stores nothing: new callers start their own, the lease goes back, and the
-/// joiners take its error if there is one to share (`failed`: the error, and when the load
-/// started), or load for themselves.
+/// joiners take its error if there is one to share (`shared`: the error, and when the load
+/// started), or load for themselves, told whether it `failed`.
 async fn give_up(
     mut leader: Leader,
     lease: Option<LeaseGuard>,
-    failed: Option<(SharedFailure, Joined)>,
+    shared: Option<(SharedFailure, Joined)>,
+    failed: bool,
 ) {
     leader.close();
     let unleased = lease.is_none();
@@ -300,13 +301,13 @@ async fn give_up(
         Some(lease) => lease.release().await,
         None => None,
     };
-    let (error, started) = failed.unzip();
+    let (error, started) = shared.unzip();
     // The lease was ours to the end: no invalidation came during the load, and its error is
     // every joiner's, as a value written back under it would be.
     let unchallenged = released == Some(true);
     let started = started.unwrap_or(Joined::EVERYONE);
     leader.finish(Shared::after_failure(
-        error,
+        (error, failed),
         unchallenged,
         started,
         unleased,

@@ -119,7 +119,7 @@ impl Cache {
         if due.due == Due::Early {
             return (R::from_value(due.value), Outcome::Hit, load_time);
         }
-        if policy.fail_safe().is_none() {
+        if !due.fail_safe {
             return (result, outcome, load_time);
         }
         self.inner.back_off.start(value_key, policy.name());

@@ -200,4 +200,8 @@ impl<C: Cacheable, K: Fn(&C::Value) -> bool> Cacheable for Conditional<C, K> {
             keep: None,
         }
     }
+
+    fn is_failure(&self) -> bool {
+        self.inner.is_failure()
+    }
 }

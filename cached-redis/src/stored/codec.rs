@@ -35,10 +35,13 @@ impl Origin {
         self.load_ms
     }
 
-    /// How long, by this process's clock, until `policy`'s full `ttl` has passed since the
-    /// load (0 for an entry written without its load time).
+    /// How long, by this process's clock, until Redis would drop an entry of `policy` loaded
+    /// then with its full `ttl`: the PTTL it would have (0 for an entry written without its
+    /// load time).
     pub(crate) fn left_ms(&self, policy: &crate::Policy) -> u64 {
-        let ttl_ms = u64::try_from(policy.ttl().as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = u64::try_from(policy.ttl().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(policy.kept_ms());
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
