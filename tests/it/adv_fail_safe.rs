@@ -333,22 +333,13 @@ async fn with_pttl_refused_an_entry_past_stale_is_not_served_stale() {
     cache.settle().await;
     // Loaded a TTL and 30 minutes ago, by its load time; Redis keeps it half an hour more.
     let redis_key = cache.redis_key(&acl_row_key(1));
-    let stored: Vec<u8> = redis::cmd("GET")
-        .arg(&redis_key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut envelope: serde_json::Value = serde_json::from_slice(&stored).unwrap();
-    let at = envelope["at"].as_u64().unwrap();
-    envelope["at"] = (at - TTL.as_millis() as u64 - 1_800_000).into();
-    let _: () = redis::cmd("SET")
-        .arg(&redis_key)
-        .arg(serde_json::to_vec(&envelope).unwrap())
-        .arg("PX")
-        .arg(1_800_000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    cached_redis_tests::stale::age_by_load_time(
+        &mut conn,
+        &redis_key,
+        TTL + Duration::from_millis(1_800_000),
+        1_800_000,
+    )
+    .await;
     // One caller loads (held at the gate); another comes meanwhile.
     let first = {
         let (cache, gate) = (cache.clone(), gate.clone());

@@ -272,22 +272,13 @@ async fn a_refused_pttl_ages_an_entry_by_its_load_time() {
     assert_eq!(acl_row(&cache, 1).await, Ok(100));
     cache.settle().await;
     let redis_key = cache.redis_key(&acl_row_key(1));
-    let stored: Vec<u8> = redis::cmd("GET")
-        .arg(&redis_key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut envelope: serde_json::Value = serde_json::from_slice(&stored).unwrap();
-    let at = envelope["at"].as_u64().unwrap();
-    envelope["at"] = (at - TTL.as_millis() as u64 - 1_000).into();
-    let _: () = redis::cmd("SET")
-        .arg(&redis_key)
-        .arg(serde_json::to_vec(&envelope).unwrap())
-        .arg("PX")
-        .arg(110_000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    cached_redis_tests::stale::age_by_load_time(
+        &mut conn,
+        &redis_key,
+        TTL + Duration::from_millis(1_000),
+        110_000,
+    )
+    .await;
     // Past its TTL: the one caller refreshes it and gets its load.
     let after = acl_row(&cache, 1).await;
     let stats = cache.stats();

@@ -85,3 +85,30 @@ pub async fn held_refresh(
     }
     (key, policy, loads, gate, refreshing)
 }
+
+/// Moves the load time (`at`) of the entry at `redis_key` back by `back`, and keeps it in Redis
+/// for `px` milliseconds: an entry that is old by its load time, for a cache that cannot read
+/// `PTTL`.
+pub async fn age_by_load_time(
+    conn: &mut redis::aio::MultiplexedConnection,
+    redis_key: &str,
+    back: Duration,
+    px: u64,
+) {
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(redis_key)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut envelope: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    let at = envelope["at"].as_u64().unwrap();
+    envelope["at"] = (at - back.as_millis() as u64).into();
+    let _: () = redis::cmd("SET")
+        .arg(redis_key)
+        .arg(serde_json::to_vec(&envelope).unwrap())
+        .arg("PX")
+        .arg(px)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
