@@ -2,8 +2,10 @@
 //! the call that refreshed it. Alone in its binary: the log capture is the process's global
 //! subscriber, which must be in place before any call's span is made.
 
-use cached_redis_tests::RedisServer;
+use std::time::Duration;
+
 use cached_redis_tests::stale::{held_refresh, loader};
+use cached_redis_tests::{RedisServer, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_say_stale_and_refreshed() {
@@ -16,16 +18,19 @@ async fn spans_say_stale_and_refreshed() {
     assert_eq!(stale.as_deref(), Ok("v0"));
     gate.open();
     assert_eq!(refreshing.await.unwrap().as_deref(), Ok("v1"));
-    let text = logs.text();
-    let spans: Vec<_> = text
-        .lines()
-        .filter(|l| l.contains("spans_observed"))
-        .collect();
+    // A call's span closes when the last of its work does: the refresh's write-back, which
+    // runs after its caller is answered, carries it.
+    cache.settle().await;
+    let spans = || {
+        let text = logs.text();
+        let lines = text.lines().filter(|l| l.contains("spans_observed"));
+        lines.map(str::to_owned).collect::<Vec<_>>()
+    };
     for outcome in ["stale", "refreshed"] {
         let needle = format!("outcome=\"{outcome}\"");
-        assert!(
-            spans.iter().any(|l| l.contains(&needle)),
-            "{needle} in {spans:#?}"
-        );
+        let closed = eventually(Duration::from_secs(10), || async {
+            spans().iter().any(|l| l.contains(&needle))
+        });
+        assert!(closed.await, "{needle} in {:#?}", spans());
     }
 }
