@@ -72,6 +72,7 @@ mod local;
 mod memory;
 mod policy;
 mod random;
+mod rate_limit;
 mod read;
 mod stats;
 mod stored;

@@ -5,12 +5,11 @@
 //! Errors Redis *answers* with (a wrong type, say) are not outages and do not count.
 
 use std::future::Future;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Error;
 use crate::conn::breaker::Breaker;
+use crate::rate_limit::RateLimit;
 use crate::stats::Counters;
 
 #[derive(Debug)]
@@ -21,8 +20,7 @@ pub(crate) struct Guard {
     /// Replica confirmations (`WAIT`, `invalidate_replicas`): their connections' trouble is
     /// their own, and must not stop the leases that share the write breaker.
     confirms: Breaker,
-    last_warning: Mutex<Option<Instant>>,
-    suppressed_warnings: AtomicU64,
+    warnings: RateLimit,
 }
 
 /// The interval between two warnings about Redis trouble.
@@ -35,8 +33,7 @@ impl Guard {
             reads: Breaker::new(threshold, cooldown),
             writes: Breaker::new(threshold, cooldown),
             confirms: Breaker::new(threshold, cooldown),
-            last_warning: Mutex::new(None),
-            suppressed_warnings: AtomicU64::new(0),
+            warnings: RateLimit::new(WARN_EVERY),
         }
     }
 
@@ -142,18 +139,9 @@ impl Guard {
 
     /// Logs Redis trouble at warn, at most once per [`WARN_EVERY`], counting what it skipped.
     fn warn(&self, what: &'static str, error: &Error) {
-        let now = Instant::now();
-        {
-            let Ok(mut last) = self.last_warning.lock() else {
-                return;
-            };
-            if last.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
-                self.suppressed_warnings.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            *last = Some(now);
-        }
-        let suppressed = self.suppressed_warnings.swap(0, Ordering::Relaxed);
+        let Some(suppressed) = self.warnings.allow() else {
+            return;
+        };
         let detail = match error {
             Error::Redis(e) => e.to_string(),
             other => other.to_string(),

@@ -3,10 +3,10 @@
 //! caller; and the rate limit of the warning that reports such answers.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::keyed::KeyMap;
+use crate::rate_limit::RateLimit;
 
 /// How long a key whose load failed is answered with its expired entry without loading.
 pub(crate) const BACK_OFF: Duration = Duration::from_secs(1);
@@ -18,11 +18,18 @@ const PRUNE_ABOVE: usize = 10_000;
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// The keys backed off after a fail-safe answer, and the warning's rate limit.
-#[derive(Default)]
 pub(crate) struct BackOff {
     until: Mutex<KeyMap<Instant>>,
-    last_warning: Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
+    warnings: RateLimit,
+}
+
+impl Default for BackOff {
+    fn default() -> BackOff {
+        BackOff {
+            until: Mutex::default(),
+            warnings: RateLimit::new(WARN_EVERY),
+        }
+    }
 }
 
 impl BackOff {
@@ -42,13 +49,9 @@ impl BackOff {
             }
             until.insert(key.to_owned(), now + BACK_OFF);
         }
-        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        let Some(suppressed) = self.warnings.allow() else {
             return;
-        }
-        *last = Some(now);
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        };
         tracing::warn!(
             key,
             function,
