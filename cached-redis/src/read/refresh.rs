@@ -18,7 +18,10 @@ use crate::stored::codec;
 use crate::{Cache, Policy};
 
 impl Cache {
-    /// After the first GET: a refresh if the value it read is due for one, else the miss path.
+    /// After the first GET: a refresh if the value it read is due for one, else the miss path
+    /// (which also takes an entry past its TTL within `fail_safe` only: it is loaded as a miss
+    /// is). The refresh is boxed: the miss path's future, which a call with Redis refusing
+    /// moves, stays its own size.
     pub(super) async fn after_read<R, F>(
         &self,
         value_key: ValueKey,
@@ -33,13 +36,9 @@ impl Cache {
         F: Future<Output = R>,
     {
         match read {
-            Read::Due(due) if due.due == Due::Expired => {
-                self.expired(value_key, began, due, policy, loader, failures)
-                    .await
-            }
-            Read::Due(due) => {
-                self.refresh(value_key, began, due, policy, loader, failures)
-                    .await
+            Read::Due(due) if due.due != Due::Expired => {
+                let refresh = self.refresh(value_key, began, due, policy, loader, failures);
+                Box::pin(refresh).await
             }
             read => {
                 self.miss(value_key, began, read, policy, loader, failures)
@@ -75,8 +74,7 @@ impl Cache {
             return self.serve_due(due, policy);
         };
         let keys = EntryKeys::for_value(value_key.into_string());
-        let lock_ms = u64::try_from(self.lock_ttl_for(policy).as_millis()).unwrap_or(1);
-        let mut claim = LeaseGuard::claim(self, &keys, lock_ms.max(1));
+        let mut claim = LeaseGuard::claim(self, &keys, self.lock_ms_for(policy));
         let (reply, joined) = claim.acquire(Some(&due.bytes), || leader.joined()).await;
         match reply {
             Ok(Acquire::Leased) => {}

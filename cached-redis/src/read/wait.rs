@@ -42,8 +42,7 @@ impl Cache {
     ) -> Lease<T> {
         let inner = &self.inner;
         let lock_ttl = self.lock_ttl_for(policy);
-        let lock_ms = u64::try_from(lock_ttl.as_millis()).unwrap_or(1).max(1);
-        let mut claim = LeaseGuard::claim(self, keys, lock_ms);
+        let mut claim = LeaseGuard::claim(self, keys, self.lock_ms_for(policy));
         let mut subscription = None;
         let mut waited = false;
         loop {
@@ -80,6 +79,12 @@ impl Cache {
             .lock_ttl()
             .unwrap_or(self.inner.lock_ttl)
             .min(crate::policy::LONGEST)
+    }
+
+    /// [`Cache::lock_ttl_for`] in whole milliseconds, at least 1: the lease script's `PX`.
+    pub(super) fn lock_ms_for(&self, policy: &Policy) -> u64 {
+        let lock_ttl = self.lock_ttl_for(policy);
+        u64::try_from(lock_ttl.as_millis()).unwrap_or(1).max(1)
     }
 
     /// One wait for the lease's holder: the first subscribes to the entry's wake-ups (then

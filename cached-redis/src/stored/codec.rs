@@ -42,26 +42,27 @@ impl Origin {
         let ttl_ms = u64::try_from(policy.ttl().as_millis())
             .unwrap_or(u64::MAX)
             .saturating_add(policy.kept_ms());
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         match self.at {
             0 => 0,
-            at => at.saturating_add(ttl_ms).saturating_sub(now),
+            at => at.saturating_add(ttl_ms).saturating_sub(unix_ms()),
         }
     }
 
     /// The origin of a value computed just now by a load that took `load_time`.
     pub(crate) fn now(load_time: Duration) -> Origin {
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Origin {
-            at,
+            at: unix_ms(),
             load_ms: load_time.as_millis() as u64,
             id: crate::random::next_u64(),
         }
     }
+}
+
+/// Now, in Unix milliseconds (0 for a clock before 1970).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 // The fields are spelled out, not `#[serde(flatten)]`ed: flattening buffers the value through
