@@ -283,10 +283,11 @@ fn duration_of(value: &Expr, name: &str, errors: &mut Errors) -> Option<Spanned<
     let lit = literal_of(value, name, "60s", errors)?;
     match parse_duration(&lit.value()) {
         Ok(d) if d.as_millis() == 0 => {
-            errors.at(
-                lit.span(),
-                format!("`{name}` must be at least 1ms; an entry that never lives caches nothing"),
-            );
+            let why = match name {
+                "stale" | "fail_safe" => "leave it out to keep no entry past its TTL",
+                _ => "an entry that never lives caches nothing",
+            };
+            errors.at(lit.span(), format!("`{name}` must be at least 1ms; {why}"));
             None
         }
         Ok(d) if BOUNDED_TO_A_DAY.contains(&name) && d > A_DAY => {

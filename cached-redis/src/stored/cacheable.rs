@@ -74,7 +74,16 @@ pub trait Cacheable: Sized {
     /// Rebuilds a result from a stored value.
     fn from_value(value: Self::Value) -> Self;
 
-    /// Whether this result is a failure (an `Err`), which `fail_safe` answers for.
+    /// Whether this result is a failure (an `Err`), which `fail_safe` answers for; `false`
+    /// unless overridden.
+    ///
+    /// ```
+    /// use cached_redis::Cacheable;
+    ///
+    /// assert!(Err::<u32, String>("down".into()).is_failure());
+    /// assert!(!Ok::<u32, String>(7).is_failure());
+    /// assert!(!None::<u32>.is_failure(), "a `None` is an answer, not a failure");
+    /// ```
     fn is_failure(&self) -> bool {
         false
     }

@@ -35,4 +35,14 @@ async fn stale_over_a_day(id: u64) -> Result<u64, String> {
     Ok(id)
 }
 
+#[redis_cached(key = "h:<id>", ttl = "60s", fail_safe = "0s")]
+async fn fail_safe_zero(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "i:<id>", ttl = "60s", fail_safe = "2d")]
+async fn fail_safe_over_a_day(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
 fn main() {}
