@@ -238,7 +238,9 @@ impl Cache {
         Ok(started.elapsed())
     }
 
-    /// How long `key`'s entry has left to live, or `None` if it is not cached.
+    /// How long Redis keeps `key`'s entry, or `None` if it is not cached. For a function with
+    /// `stale` or `fail_safe` this is past the end of its TTL by that much: the entry is
+    /// served stale (or kept for a failed load) after its TTL, until then.
     ///
     /// ```no_run
     /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {

@@ -3,7 +3,7 @@
 //! backs off in its process for a second.
 //!
 //! Five tests (marked "Found") failed on caadc62 and pass since the fixes; each doc comment
-//! says which documented guarantee they broke and why. The others held. Entries are aged by shortening their Redis TTL (`PEXPIRE`),
+//! says which documented guarantee they broke and why. The others held. Entries are aged by shortening their Redis TTL and moving their soft expiry back (`stale::expire_in`),
 //! races are held open with gates, held reads and the stats counters, never with sleeps (the
 //! one wait is for the one-second back-off itself to end, polled and bounded).
 
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, Policy, redis_cached};
-use cached_redis_tests::{Gate, HeldDb, RedisServer, config_set, eventually, pttl};
+use cached_redis_tests::{Gate, HeldDb, RedisServer, config_set, eventually, pttl, stale};
 
 const TTL: Duration = Duration::from_secs(60);
 const FAIL_SAFE: Duration = Duration::from_secs(60);
@@ -29,12 +29,8 @@ fn policy(name: &'static str) -> Policy {
 /// `kept - left` past its TTL.
 async fn expire_in(server: &RedisServer, cache: &Cache, key: &Key, left: Duration) {
     let mut conn = server.conn().await;
-    let moved: bool = redis::cmd("PEXPIRE")
-        .arg(cache.redis_key(key))
-        .arg(left.as_millis() as u64)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let left = left.as_millis() as u64;
+    let moved = stale::expire_in(&mut conn, &cache.redis_key(key), left).await;
     assert!(moved, "the entry exists");
 }
 
@@ -720,11 +716,12 @@ async fn early_refresh_beside_fail_safe() {
     let _: () = redis::cmd("SET")
         .arg(&redis_key)
         .arg(serde_json::to_vec(&envelope).unwrap())
-        .arg("PX")
-        .arg((FAIL_SAFE + Duration::from_secs(1)).as_millis() as u64)
+        .arg("KEEPTTL")
         .query_async(&mut conn)
         .await
         .unwrap();
+    let left = (FAIL_SAFE + Duration::from_secs(1)).as_millis() as u64;
+    assert!(stale::expire_in(&mut conn, &redis_key, left).await);
     let reads = db.reads();
     assert_eq!(early(&cache, &db, 1).await, Ok(101));
     assert!(db.reads() > reads, "an early refresh was drawn");

@@ -1,7 +1,7 @@
 //! Adversarial tests of `stale` (stale-while-revalidate) and `refresh = "early"` (XFetch).
 //!
 //! Tests marked "Found" failed on the code they were written against (f479ceb) and pass since
-//! the fixes (each doc comment says what failed and why); the rest held. Entries are made stale by shortening their Redis TTL into the stale window (`PEXPIRE`), as
+//! the fixes (each doc comment says what failed and why); the rest held. Entries are made stale by aging them into the stale window (`stale::expire_in`: Redis TTL and soft expiry), as
 //! `stale.rs` does; races are held open with gates and channels, not sleeps.
 
 use std::future::Future;
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use cached_redis::{Cache, Key, Policy, redis_cached};
 use cached_redis_tests::{
     Gate, RedisServer, assert_no_state_left, config_set, eventually, get_raw, near_cache, pttl,
+    stale,
 };
 use tokio::sync::mpsc;
 
@@ -68,12 +69,8 @@ impl Db {
 
 /// Moves the entry of `key` into its stale window: its TTL is over, `stale` is not.
 async fn make_stale(conn: &mut redis::aio::MultiplexedConnection, cache: &Cache, key: &Key) {
-    let moved: bool = redis::cmd("PEXPIRE")
-        .arg(cache.redis_key(key))
-        .arg(STALE.as_millis() as u64 / 2)
-        .query_async(conn)
-        .await
-        .unwrap();
+    let left = STALE.as_millis() as u64 / 2;
+    let moved = stale::expire_in(conn, &cache.redis_key(key), left).await;
     assert!(moved, "the entry exists");
 }
 
@@ -189,12 +186,7 @@ async fn an_update_during_an_early_refresh_is_not_overwritten_by_it() {
     assert_eq!(a.fetch(&key, &policy, slow).await.as_deref(), Ok("row v0"));
     a.settle().await;
     // 20 s left, 100 ms loads, beta 1000: each hit draws a refresh with P = exp(-0.2) = 0.82.
-    let _: bool = redis::cmd("PEXPIRE")
-        .arg(a.redis_key(&key))
-        .arg(20_000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    assert!(stale::expire_in(&mut conn, &a.redis_key(&key), 20_000).await);
 
     let gate = Gate::new();
     let mut drawn = None;
@@ -251,7 +243,8 @@ async fn acl_row(cache: &Cache, id: u32) -> Result<u32, String> {
 /// expiry: fresh", so an entry past its TTL was answered as a fresh hit, and never refreshed,
 /// for the whole stale window. Now a refused PTTL makes the entry's age its load time's (`at`):
 /// the entry below was loaded a TTL and a second ago by that clock (its `at` moved back), and
-/// the next call refreshes it.
+/// the next call refreshes it. Since the entry carries its soft expiry (`exp`), such a hit
+/// reads no `PTTL` at all; the ACL stays, to show it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_pttl_ages_an_entry_by_its_load_time() {
     let server = RedisServer::start_with(&[
@@ -457,12 +450,7 @@ async fn an_early_refresh_storm_over_three_processes_loads_once() {
         Ok("h0")
     );
     caches[0].settle().await;
-    let _: bool = redis::cmd("PEXPIRE")
-        .arg(caches[0].redis_key(&key))
-        .arg(20_000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    assert!(stale::expire_in(&mut conn, &caches[0].redis_key(&key), 20_000).await);
     db.set("h1");
     let (loads, gate) = (Arc::new(AtomicU32::new(0)), Gate::new());
     let (sender, mut answers) = mpsc::unbounded_channel();
@@ -734,7 +722,7 @@ async fn redis_down_mid_refresh_answers_everyone() {
 // 7. `near` with `stale`.
 
 /// A near copy of a `stale` function ends at the entry's TTL, not at Redis's expiry (TTL +
-/// stale): the entry is written by the cache with 300 ms of TTL left (PEXPIRE to stale +
+/// stale): the entry is written by the cache with 300 ms of TTL left (aged to stale +
 /// 300 ms), read into the near cache, and once the 300 ms are over (the one wait here is
 /// the time under test) the next call is no near hit of the old value but a refresh. Held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -750,12 +738,8 @@ async fn a_near_copy_of_a_stale_function_ends_at_the_ttl() {
         Ok("n0")
     );
     cache.settle().await;
-    let _: bool = redis::cmd("PEXPIRE")
-        .arg(cache.redis_key(&key))
-        .arg(STALE.as_millis() as u64 + 300)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let left = STALE.as_millis() as u64 + 300;
+    assert!(stale::expire_in(&mut conn, &cache.redis_key(&key), left).await);
     db.set("n1");
     // A Redis hit (fresh for 300 ms more), kept near, then near hits.
     for _ in 0..3 {

@@ -1,12 +1,12 @@
 //! `fail_safe`: an entry past its TTL (within `fail_safe`) answers in place of a failed load's
 //! error, the key is then not loaded again in that process for a moment, and an entry past
 //! `fail_safe` (gone from Redis) lets the error through. Entries are aged by shortening their
-//! Redis TTL (`PEXPIRE`), not by waiting.
+//! Redis TTL and moving their soft expiry back (`stale::expire_in`), not by waiting.
 
 use std::time::Duration;
 
 use cached_redis::{Cache, Key, Policy, redis_cached};
-use cached_redis_tests::{HeldDb, RedisServer};
+use cached_redis_tests::{HeldDb, RedisServer, stale};
 
 const TTL: Duration = Duration::from_secs(60);
 const FAIL_SAFE: Duration = Duration::from_secs(60);
@@ -22,12 +22,7 @@ fn policy(name: &'static str) -> Policy {
 async fn age(server: &RedisServer, cache: &Cache, key: &Key, past: Duration) {
     let mut conn = server.conn().await;
     let left = (FAIL_SAFE - past).as_millis() as u64;
-    let _: bool = redis::cmd("PEXPIRE")
-        .arg(cache.redis_key(key))
-        .arg(left)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    assert!(stale::expire_in(&mut conn, &cache.redis_key(key), left).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

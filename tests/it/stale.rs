@@ -1,7 +1,7 @@
 //! `stale` and `refresh = "early"`: an entry past its TTL is served at once while one caller,
 //! in one process, refreshes it under the lease; a refresh an invalidation overtook stores
 //! nothing; early refresh keeps a steadily read key from expiring in front of its callers.
-//! An entry is made stale by shortening its Redis TTL into the stale window (`PEXPIRE`), not
+//! An entry is made stale by aging it into the stale window (`stale::expire_in`), not
 //! by waiting.
 
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, redis_cached};
-use cached_redis_tests::stale::{held_refresh, loader, make_stale, policy};
-use cached_redis_tests::{Gate, RedisServer, pttl};
+use cached_redis_tests::stale::{STALE, TTL, held_refresh, loader, make_stale, policy};
+use cached_redis_tests::{Gate, RedisServer, command_calls, get_raw, pttl};
 use tokio::sync::mpsc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,6 +143,59 @@ async fn an_invalidated_entry_is_never_served_stale() {
     let after = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
     assert_eq!(after.as_deref(), Ok("v1"));
     assert_eq!(cache.stats().stale_served, 0);
+}
+
+/// The entry carries its soft expiry (`exp`): a hit is one `GET` (no `PTTL`), Redis keeps the
+/// entry `stale` past it, and an entry written before soft expiries were stored is read and
+/// aged by its load time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_is_one_get_and_reads_the_soft_expiry_in_the_entry() {
+    let server = RedisServer::start();
+    let cache = server.cache("stale-exp").await;
+    let mut conn = server.conn().await;
+    let (key, loads, gate) = (Key::raw("exp"), Arc::new(AtomicU32::new(0)), Gate::new());
+    gate.open();
+    let policy = policy("exp");
+    let fetch = || cache.fetch(&key, &policy, loader(&loads, &gate));
+    assert_eq!(fetch().await.as_deref(), Ok("v0"));
+    cache.settle().await;
+    let redis_key = cache.redis_key(&key);
+    let stored = get_raw(&mut conn, &redis_key).await.unwrap();
+    let envelope: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    let (at, exp) = (envelope["at"].as_u64().unwrap(), envelope["exp"].as_u64());
+    assert_eq!(exp, Some(at + TTL.as_millis() as u64), "{envelope}");
+    let kept = pttl(&mut conn, &redis_key).await;
+    assert!(kept > (TTL + STALE).as_millis() as i64 - 5_000, "{kept}");
+
+    let (gets, pttls) = (
+        command_calls(&mut conn, "get").await,
+        command_calls(&mut conn, "pttl").await,
+    );
+    for _ in 0..10 {
+        assert_eq!(fetch().await.as_deref(), Ok("v0"));
+    }
+    assert_eq!(command_calls(&mut conn, "get").await - gets, 10);
+    assert_eq!(command_calls(&mut conn, "pttl").await - pttls, 0, "no PTTL");
+
+    // Written by a build before soft expiries: no `exp`, loaded a TTL and a second ago.
+    let mut old = envelope.clone();
+    old.as_object_mut().unwrap().remove("exp");
+    old["at"] = (at - TTL.as_millis() as u64 - 1_000).into();
+    let _: () = redis::cmd("SET")
+        .arg(&redis_key)
+        .arg(serde_json::to_vec(&old).unwrap())
+        .arg("KEEPTTL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch().await.as_deref(),
+        Ok("v1"),
+        "past its TTL: refreshed"
+    );
+    assert_eq!(cache.stats().refreshes, 1);
+    cache.settle().await;
+    assert_eq!(fetch().await.as_deref(), Ok("v1"));
 }
 
 static FLAKY_LOADS: AtomicU32 = AtomicU32::new(0);

@@ -1,5 +1,5 @@
 //! Entries past their TTL on purpose (`stale`): a policy with one, a loader a test holds at a
-//! gate, an entry moved into its stale window with `PEXPIRE` rather than by waiting, and a
+//! gate, an entry aged into its stale window ([`expire_in`]) rather than by waiting, and a
 //! refresh held while it runs.
 
 use std::future::Future;
@@ -42,12 +42,51 @@ pub fn loader(
 pub async fn make_stale(server: &RedisServer, cache: &Cache, key: &Key) {
     let mut conn = server.conn().await;
     let stale_ms = STALE.as_millis() as u64;
-    let _: bool = redis::cmd("PEXPIRE")
-        .arg(cache.redis_key(key))
-        .arg(stale_ms / 2)
-        .query_async(&mut conn)
+    assert!(expire_in(&mut conn, &cache.redis_key(key), stale_ms / 2).await);
+}
+
+/// Ages the entry at `redis_key` as if time had passed until Redis has `left_ms` of it left:
+/// its Redis TTL is set to `left_ms`, and its soft expiry (`exp`) and load time (`at`) move
+/// back by as much as its TTL shortened. Returns whether the entry exists.
+pub async fn expire_in(
+    conn: &mut redis::aio::MultiplexedConnection,
+    redis_key: &str,
+    left_ms: u64,
+) -> bool {
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(redis_key)
+        .query_async(conn)
         .await
         .unwrap();
+    let stored: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(redis_key)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let (Some(stored), Ok(pttl)) = (stored, u64::try_from(pttl)) else {
+        return false;
+    };
+    let by = pttl.saturating_sub(left_ms);
+    let aged = match serde_json::from_slice::<serde_json::Value>(&stored) {
+        Ok(mut envelope) => {
+            for field in ["exp", "at"] {
+                if let Some(n) = envelope[field].as_u64().filter(|n| *n > 0) {
+                    envelope[field] = n.saturating_sub(by).into();
+                }
+            }
+            serde_json::to_vec(&envelope).unwrap()
+        }
+        Err(_) => stored,
+    };
+    let _: () = redis::cmd("SET")
+        .arg(redis_key)
+        .arg(aged)
+        .arg("PX")
+        .arg(left_ms)
+        .query_async(conn)
+        .await
+        .unwrap();
+    true
 }
 
 /// A stale entry of `name` whose refresh is running and held at the gate: the entry's first
@@ -86,9 +125,9 @@ pub async fn held_refresh(
     (key, policy, loads, gate, refreshing)
 }
 
-/// Moves the load time (`at`) of the entry at `redis_key` back by `back`, and keeps it in Redis
-/// for `px` milliseconds: an entry that is old by its load time, for a cache that cannot read
-/// `PTTL`.
+/// Moves the load time (`at`) and soft expiry (`exp`) of the entry at `redis_key` back by
+/// `back`, and keeps it in Redis for `px` milliseconds: an entry that is old by its metadata,
+/// whatever Redis's own expiry says.
 pub async fn age_by_load_time(
     conn: &mut redis::aio::MultiplexedConnection,
     redis_key: &str,
@@ -101,8 +140,11 @@ pub async fn age_by_load_time(
         .await
         .unwrap();
     let mut envelope: serde_json::Value = serde_json::from_slice(&stored).unwrap();
-    let at = envelope["at"].as_u64().unwrap();
-    envelope["at"] = (at - back.as_millis() as u64).into();
+    for field in ["at", "exp"] {
+        if let Some(n) = envelope[field].as_u64() {
+            envelope[field] = (n - back.as_millis() as u64).into();
+        }
+    }
     let _: () = redis::cmd("SET")
         .arg(redis_key)
         .arg(serde_json::to_vec(&envelope).unwrap())

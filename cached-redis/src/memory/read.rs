@@ -96,7 +96,7 @@ impl Cache {
                 return (result, Outcome::Miss, took);
             }
         };
-        let encoded = self.encoded(&value, took, policy, value_key);
+        let encoded = self.encoded(&value, (took, None), policy, value_key);
         let (Some(bytes), false) = (encoded, abandoned) else {
             leader.finish(Shared::LoadYourself);
             return (R::from_value(value), Outcome::Miss, took);

@@ -5,8 +5,9 @@
 //! TTL to answer in place of a load's error.
 //!
 //! Redis keeps such an entry for its drawn TTL plus the longer of `stale` and `fail_safe`, and
-//! a hit reads the entry's PTTL with it: the entry's TTL ends that much before Redis's expiry.
-//! The stored form is unchanged.
+//! the entry carries its soft expiry (`exp`, when its drawn TTL ends, in Unix milliseconds), so
+//! a hit is one `GET`. The writer's clock sets it and the reader's reads it: clocks that
+//! disagree by `d` move the end of the TTL by `d`, within Redis's own expiry.
 
 use std::time::Duration;
 

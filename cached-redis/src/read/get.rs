@@ -41,8 +41,9 @@ pub(super) enum Missed {
 }
 
 impl Cache {
-    /// The first, uncoalesced GET; `near`: with the entry's PTTL, for the hit's expiry (a
-    /// policy with `stale` or early refresh reads it anyway, for what the hit is due for).
+    /// The first, uncoalesced GET; `near`: with the hit's expiry, from the entry's PTTL (for
+    /// a policy with `stale`, early refresh or `fail_safe`, from the soft expiry stored in the
+    /// entry, which such a hit reads anyway, for what it is due for).
     pub(super) async fn read<T: CacheValue>(
         &self,
         value_key: &str,
@@ -50,10 +51,12 @@ impl Cache {
         near: bool,
     ) -> Read<T> {
         let inner = &self.inner;
-        let (function, with_ttl) = (policy.name(), near || policy.watches_expiry());
+        let function = policy.name();
+        let watches = policy.watches_expiry();
+        let with_pttl = near && !watches;
         // Read only when a near copy is kept by it: the clock is a tenth of a hit's own cost.
-        let sent = with_ttl.then(Instant::now);
-        let reply = if with_ttl {
+        let sent = near.then(Instant::now);
+        let reply = if with_pttl {
             // Boxed: two commands' futures would double the size of every call's future,
             // which each call moves (a near hit and a refused read too).
             Box::pin(self.get_and_pttl(value_key)).await
@@ -73,9 +76,7 @@ impl Cache {
         };
         match reply {
             Ok((None, _)) => Read::Missed(Missed::Absent { corrupt: None }),
-            Ok((Some(bytes), pttl)) if policy.watches_expiry() => {
-                self.hit_due(value_key, policy, bytes, pttl, sent)
-            }
+            Ok((Some(bytes), _)) if watches => self.hit_due(value_key, policy, bytes, sent),
             Ok((Some(bytes), pttl)) => match codec::decode(&bytes) {
                 Ok(value) => Read::Hit(value, expires(pttl)),
                 Err(e) => {
@@ -94,17 +95,15 @@ impl Cache {
         }
     }
 
-    /// What a hit of a policy with `stale` or early refresh found: a value fresh until the
-    /// end of its TTL, or one due for a refresh. An entry Redis keeps without an expiry
-    /// (written by hand) is fresh. Where `PTTL` was refused (an ACL without it), the entry's
-    /// age is its load time's (`at`, the loading process's clock) against the full `ttl`,
-    /// and no near copy is kept by it.
+    /// What a hit of a policy with `stale`, early refresh or `fail_safe` found: a value fresh
+    /// until the end of its TTL, or one due for a refresh. The end of its TTL is the soft
+    /// expiry stored in the entry, by the writer's clock against this process's (an entry
+    /// written before soft expiries were stored ends its full `ttl` after its load).
     fn hit_due<T: CacheValue>(
         &self,
         value_key: &str,
         policy: &Policy,
         bytes: Vec<u8>,
-        pttl: Option<i64>,
         sent: Option<Instant>,
     ) -> Read<T> {
         let (value, origin, _) = match codec::decode_with_origin(&bytes) {
@@ -115,15 +114,12 @@ impl Cache {
                 return Read::Missed(Missed::Absent { corrupt });
             }
         };
-        let (pttl, sent) = match pttl.map(u64::try_from) {
-            Some(Ok(pttl)) => (pttl, sent),
-            Some(Err(_)) => return Read::Hit(value, None),
-            None => (origin.left_ms(policy), None),
-        };
-        match policy.due(pttl, origin.load_ms()) {
-            Due::Fresh(left) => Read::Hit(value, sent.map(|sent| sent + left)),
+        // What Redis's PTTL would be, by the clocks.
+        let left = origin.left_ms(policy);
+        match policy.due(left, origin.load_ms()) {
+            Due::Fresh(fresh) => Read::Hit(value, sent.map(|sent| sent + fresh)),
             due => {
-                let fail_safe = policy.within_fail_safe(pttl);
+                let fail_safe = policy.within_fail_safe(left);
                 Read::Due(Refresh {
                     value,
                     bytes,

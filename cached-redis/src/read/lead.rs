@@ -94,11 +94,18 @@ impl Cache {
         if lease.is_none() && unshared(&mut leader) {
             return (R::from_value(value), outcome, load_time, false);
         }
-        let Some(bytes) = self.encoded(&value, load_time, policy, &keys.value) else {
+        // Drawn before the value is encoded: its soft expiry is stored with it.
+        let drawn = ttl.map(|ttl| policy.draw_ttl_ms(ttl));
+        let Some(bytes) = self.encoded(&value, (load_time, drawn), policy, &keys.value) else {
             give_up(leader, lease.take(), None, false).await;
             return (R::from_value(value), outcome, load_time, false);
         };
-        let stored = Stored { bytes, ttl, joined };
+        let ttl_ms = drawn.map(|drawn| drawn.saturating_add(policy.kept_ms()));
+        let stored = Stored {
+            bytes,
+            ttl_ms,
+            joined,
+        };
         match lease {
             // The write-back (or release) is a round trip the caller need not wait for.
             Some(lease) => self.store_in_background(leader, lease, keys, policy, stored),
@@ -147,17 +154,19 @@ impl Cache {
             .min(crate::policy::LONGEST)
     }
 
-    /// A loaded value's stored form, in its policy's format (`None`, logged, if it does not
-    /// encode: it is returned but not cached).
+    /// A loaded value's stored form, in its policy's format, with how long its load took and
+    /// (for a policy that keeps entries past their TTL) its drawn TTL, in milliseconds, for
+    /// its soft expiry. `None`, logged, if it does not encode: it is returned but not cached.
     pub(crate) fn encoded<T: CacheValue>(
         &self,
         value: &T,
-        load_time: Duration,
+        (load_time, drawn_ms): (Duration, Option<u64>),
         policy: &Policy,
         value_key: &str,
     ) -> Option<Vec<u8>> {
         let format = policy.format(self.inner.format);
-        codec::encode(value, load_time, format)
+        let soft_ttl_ms = drawn_ms.filter(|_| policy.watches_expiry());
+        codec::encode(value, load_time, soft_ttl_ms, format)
             .inspect_err(|error| {
                 tracing::warn!(key = %value_key, %error, "value does not encode; not cached");
             })
@@ -197,11 +206,8 @@ impl Cache {
         policy: &Policy,
         stored: Stored,
     ) -> bool {
-        let current = match stored.ttl {
-            Some(ttl) => {
-                let ttl_ms = policy.draw_ttl_ms(ttl).saturating_add(policy.kept_ms());
-                lease.write_back(&stored.bytes, ttl_ms).await
-            }
+        let current = match stored.ttl_ms {
+            Some(ttl_ms) => lease.write_back(&stored.bytes, ttl_ms).await,
             None => lease.release().await,
         };
         if current == Some(false) {
@@ -273,8 +279,9 @@ impl Cache {
 /// What a leader's load gives its joiners and writes back.
 struct Stored {
     bytes: Vec<u8>,
-    /// `None`: a value not to be cached (`None` without `none_ttl`).
-    ttl: Option<Duration>,
+    /// How long Redis keeps it, in milliseconds (its drawn TTL and what its policy keeps past
+    /// it); `None`: a value not to be cached (`None` without `none_ttl`).
+    ttl_ms: Option<u64>,
     /// The callers that joined before the load started.
     joined: Joined,
 }

@@ -2,10 +2,11 @@
 //! `redis-cli`) or MessagePack, compressed or not (see [`crate::stored::format`]).
 //!
 //! `{"v":<value>,"at":<unix ms when computed>,"load_ms":<how long the load took>,"id":<the
-//! load's random id>}`. Readers ignore fields they do not know, so later metadata (soft expiry,
-//! early refresh) can be added without invalidating entries. An update (`update_*`) rewrites
-//! `v`, keeps `at`, `load_ms` and `id` (which load the entry descends from) and adds a random
-//! `rev`.
+//! load's random id>}`, and `"exp":<unix ms when its TTL ends>` after `id` for a function with
+//! `stale`, early refresh or `fail_safe` (Redis keeps such an entry past it). Readers ignore
+//! fields they do not know, so later metadata can be added without invalidating entries. An
+//! update (`update_*`) rewrites `v`, keeps `at`, `load_ms`, `id` (which load the entry descends
+//! from) and `exp`, and adds a random `rev`.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,9 @@ pub(crate) struct Origin {
     load_ms: u64,
     /// Random per load (`0` in entries written before it existed).
     id: u64,
+    /// Unix milliseconds when the entry's TTL ends (its soft expiry), for an entry Redis keeps
+    /// past it; `0` when it is not stored.
+    exp: u64,
 }
 
 impl Origin {
@@ -35,25 +39,33 @@ impl Origin {
         self.load_ms
     }
 
-    /// How long, by this process's clock, until Redis would drop an entry of `policy` loaded
-    /// then with its full `ttl`: the PTTL it would have (0 for an entry written without its
-    /// load time).
+    /// How long, by this process's clock, until Redis drops an entry of `policy`: its soft
+    /// expiry plus what `policy` keeps past it, never more than its longest TTL plus that (a
+    /// writer whose clock runs ahead does not keep it fresh longer). An entry written without
+    /// its soft expiry (by a build before it was stored) is taken as loaded at `at` with the
+    /// full `ttl`; one without either, as gone.
     pub(crate) fn left_ms(&self, policy: &crate::Policy) -> u64 {
-        let ttl_ms = u64::try_from(policy.ttl().as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_add(policy.kept_ms());
-        match self.at {
-            0 => 0,
-            at => at.saturating_add(ttl_ms).saturating_sub(unix_ms()),
-        }
+        let kept = policy.kept_ms();
+        let longest = policy.ttl().max(policy.none_ttl().unwrap_or_default());
+        let longest = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX);
+        let now = unix_ms();
+        let ends = match (self.exp, self.at) {
+            (0, 0) => return 0,
+            (0, at) => at.saturating_add(longest),
+            (exp, _) => exp.min(now.saturating_add(longest)),
+        };
+        ends.saturating_add(kept).saturating_sub(now)
     }
 
-    /// The origin of a value computed just now by a load that took `load_time`.
-    pub(crate) fn now(load_time: Duration) -> Origin {
+    /// The origin of a value computed just now by a load that took `load_time`, whose TTL
+    /// ends `soft_ttl_ms` from now if its soft expiry is stored.
+    pub(crate) fn now(load_time: Duration, soft_ttl_ms: Option<u64>) -> Origin {
+        let at = unix_ms();
         Origin {
-            at: unix_ms(),
+            at,
             load_ms: load_time.as_millis() as u64,
             id: crate::random::next_u64(),
+            exp: soft_ttl_ms.map_or(0, |ttl| at.saturating_add(ttl)),
         }
     }
 }
@@ -73,6 +85,8 @@ struct EnvelopeRef<'a, T> {
     at: u64,
     load_ms: u64,
     id: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    exp: u64,
     /// Random per update (absent from a load's value): two updates that compute the same value
     /// still write different bytes, so a compare-and-set sent again after a lost reply can
     /// tell its own write from another's.
@@ -94,6 +108,12 @@ struct EnvelopeWithOrigin<T> {
     load_ms: u64,
     #[serde(default)]
     id: u64,
+    #[serde(default)]
+    exp: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a value did not encode or decode.
@@ -131,13 +151,15 @@ impl fmt::Display for CodecError {
     }
 }
 
-/// Encodes a value computed just now by a load that took `load_time`.
+/// Encodes a value computed just now by a load that took `load_time`, with its soft expiry
+/// `soft_ttl_ms` from now if it is to be stored.
 pub(crate) fn encode<T: CacheValue>(
     value: &T,
     load_time: Duration,
+    soft_ttl_ms: Option<u64>,
     format: Format,
 ) -> Result<Vec<u8>, CodecError> {
-    write(value, Origin::now(load_time), None, format)
+    write(value, Origin::now(load_time, soft_ttl_ms), None, format)
 }
 
 /// Encodes a value that descends from the load `origin` (an update's result), with a fresh
@@ -156,12 +178,18 @@ fn write<T: CacheValue>(
     rev: Option<u64>,
     format: Format,
 ) -> Result<Vec<u8>, CodecError> {
-    let Origin { at, load_ms, id } = origin;
+    let Origin {
+        at,
+        load_ms,
+        id,
+        exp,
+    } = origin;
     let envelope = EnvelopeRef {
         v: value,
         at,
         load_ms,
         id,
+        exp,
         rev,
     };
     let bytes = match format.codec {
@@ -200,6 +228,7 @@ pub(crate) fn decode_with_origin<T: CacheValue>(
             at: read.at,
             load_ms: read.load_ms,
             id: read.id,
+            exp: read.exp,
         };
         return Ok((read.v, origin, Format::default()));
     }
@@ -208,6 +237,7 @@ pub(crate) fn decode_with_origin<T: CacheValue>(
         at: e.at,
         load_ms: e.load_ms,
         id: e.id,
+        exp: e.exp,
     };
     Ok((e.v, origin, format))
 }
@@ -236,6 +266,7 @@ pub(crate) fn reads_whole<T: CacheValue>(stored: &[u8], value: &T) -> bool {
         at: 0,
         load_ms: 0,
         id: 0,
+        exp: 0,
     };
     let compression = Compression::None;
     let Ok(rewritten) = write(value, origin, None, Format { codec, compression }) else {
@@ -254,7 +285,7 @@ enum Data {
 
 /// The envelope's fields this build writes. An entry with others (metadata a newer build
 /// added) is not read whole either: an update would write it back without them.
-const ENVELOPE_FIELDS: [&str; 5] = ["v", "at", "load_ms", "id", "rev"];
+const ENVELOPE_FIELDS: [&str; 6] = ["v", "at", "load_ms", "id", "exp", "rev"];
 
 fn data_of(plain: &[u8]) -> Result<(Data, Codec), CodecError> {
     let unreadable = || CodecError::Unknown(plain.first().copied());
@@ -363,6 +394,7 @@ mod tests {
         let bytes = encode(
             &vec!["a".to_owned(), "b".to_owned()],
             Duration::from_millis(12),
+            None,
             JSON,
         )
         .unwrap();
@@ -375,7 +407,7 @@ mod tests {
     #[test]
     fn other_shapes_fail_to_decode() {
         for format in [JSON, MSGPACK] {
-            let bytes = encode(&"text".to_owned(), Duration::ZERO, format).unwrap();
+            let bytes = encode(&"text".to_owned(), Duration::ZERO, None, format).unwrap();
             assert!(decode::<u64>(&bytes).is_err());
         }
         assert!(decode::<u64>(b"garbage").is_err());
@@ -422,7 +454,7 @@ mod tests {
     #[test]
     fn an_update_keeps_its_origin_and_a_load_gets_a_new_one() {
         for format in [JSON, MSGPACK] {
-            let bytes = encode(&1u32, Duration::from_millis(3), format).unwrap();
+            let bytes = encode(&1u32, Duration::from_millis(3), None, format).unwrap();
             let (value, origin, found) = decode_with_origin::<u32>(&bytes).unwrap();
             assert_eq!(found, format);
             let updated = encode_from(&(value + 1), origin, found).unwrap();
@@ -435,15 +467,47 @@ mod tests {
                 updated, again,
                 "two updates to one value write different bytes"
             );
-            let reloaded = encode(&1u32, Duration::from_millis(3), format).unwrap();
+            let reloaded = encode(&1u32, Duration::from_millis(3), None, format).unwrap();
             assert_ne!(decode_with_origin::<u32>(&reloaded).unwrap().1, origin);
             // Values flattening would lose.
-            let big = encode(&u128::MAX, Duration::ZERO, format).unwrap();
+            let big = encode(&u128::MAX, Duration::ZERO, None, format).unwrap();
             assert_eq!(decode_with_origin::<u128>(&big).unwrap().0, u128::MAX);
+        }
+        // An update keeps the soft expiry; entries stored before it existed read without one.
+        for format in [JSON, MSGPACK] {
+            let bytes = encode(&1u32, Duration::ZERO, Some(60_000), format).unwrap();
+            let (_, origin, _) = decode_with_origin::<u32>(&bytes).unwrap();
+            assert!(origin.exp >= origin.at + 60_000, "{origin:?}");
+            let updated = encode_from(&2u32, origin, format).unwrap();
+            assert_eq!(decode_with_origin::<u32>(&updated).unwrap().1, origin);
+            assert!(reads_whole(&updated, &2u32));
         }
         // Entries stored before origins had ids still decode.
         let old = decode_with_origin::<u32>(br#"{"v":5,"at":1,"load_ms":2}"#).unwrap();
         assert_eq!(old.0, 5);
+    }
+
+    #[test]
+    fn an_entry_ends_at_its_soft_expiry_or_else_a_ttl_after_its_load() {
+        let policy = crate::Policy::new("f", Duration::from_secs(60))
+            .unwrap()
+            .with_stale(Duration::from_secs(10))
+            .unwrap();
+        let now = unix_ms();
+        let origin = |at, exp| Origin {
+            at,
+            load_ms: 0,
+            id: 1,
+            exp,
+        };
+        let near = |left: u64, expected: u64| left.abs_diff(expected) < 1_000;
+        // Soft expiry 5 s ago: Redis has the rest of `stale` left.
+        assert!(near(origin(now, now - 5_000).left_ms(&policy), 5_000));
+        // Written before soft expiries were stored: a TTL after its load.
+        assert!(near(origin(now - 65_000, 0).left_ms(&policy), 5_000));
+        assert_eq!(origin(0, 0).left_ms(&policy), 0);
+        // A writer's clock far ahead: no longer than the TTL from now.
+        assert!(near(origin(now, now + 3_600_000).left_ms(&policy), 70_000));
     }
 
     /// What serde attributes do to a value must survive MessagePack as it survives JSON.
@@ -507,7 +571,7 @@ mod tests {
 
     #[test]
     fn message_pack_keeps_what_serde_attributes_say() {
-        let bytes = encode(&row(), Duration::ZERO, MSGPACK).unwrap();
+        let bytes = encode(&row(), Duration::ZERO, None, MSGPACK).unwrap();
         assert!(matches!(bytes[0], 0x80..=0x8f), "a map: {:#04x}", bytes[0]);
         assert_eq!(decode::<Row>(&bytes).unwrap(), row());
         let with_unit = Row {
@@ -515,7 +579,7 @@ mod tests {
             any: Loose::Number(-3),
             ..row()
         };
-        let bytes = encode(&with_unit, Duration::ZERO, MSGPACK).unwrap();
+        let bytes = encode(&with_unit, Duration::ZERO, None, MSGPACK).unwrap();
         assert_eq!(decode::<Row>(&bytes).unwrap(), with_unit);
         // Values serde buffers (untagged, internally tagged, flattened) with an `IpAddr`.
         let ip = std::net::IpAddr::from([10, 0, 0, 1]);
@@ -526,7 +590,7 @@ mod tests {
                 rest: Tagged::Host { ip },
             },
         );
-        let bytes = encode(&buffered, Duration::ZERO, MSGPACK).unwrap();
+        let bytes = encode(&buffered, Duration::ZERO, None, MSGPACK).unwrap();
         assert_eq!(decode::<(Loose, Flat)>(&bytes).unwrap(), buffered);
         // A field added later with `default` reads entries written before it.
         #[derive(Debug, Serialize, Deserialize)]
@@ -539,7 +603,7 @@ mod tests {
             #[serde(default)]
             added: Option<String>,
         }
-        let bytes = encode(&Before { id: 9 }, Duration::ZERO, MSGPACK).unwrap();
+        let bytes = encode(&Before { id: 9 }, Duration::ZERO, None, MSGPACK).unwrap();
         let after = decode::<After>(&bytes).unwrap();
         assert_eq!((after.id, after.added), (9, None));
     }
@@ -553,15 +617,15 @@ mod tests {
         }
         // serde's buffering has no 128-bit integers: the codecs guide page says so.
         for format in [JSON, MSGPACK] {
-            let bytes = encode(&Big::Wide(7), Duration::ZERO, format).unwrap();
+            let bytes = encode(&Big::Wide(7), Duration::ZERO, None, format).unwrap();
             assert!(decode::<Big>(&bytes).is_err(), "{format:?}");
         }
     }
 
     #[test]
     fn every_format_reads_whatever_is_configured() {
-        let json = encode(&row(), Duration::ZERO, JSON).unwrap();
-        let msgpack = encode(&row(), Duration::ZERO, MSGPACK).unwrap();
+        let json = encode(&row(), Duration::ZERO, None, JSON).unwrap();
+        let msgpack = encode(&row(), Duration::ZERO, None, MSGPACK).unwrap();
         assert_ne!(json, msgpack);
         assert_eq!(decode::<Row>(&json).unwrap(), row());
         assert_eq!(decode::<Row>(&msgpack).unwrap(), row());
@@ -597,7 +661,7 @@ mod tests {
                 price_cents: 999,
                 tags: tags.clone(),
             };
-            let stored = encode(&newer, Duration::ZERO, format).unwrap();
+            let stored = encode(&newer, Duration::ZERO, None, format).unwrap();
             let older: Older = decode(&stored).unwrap();
             assert!(!reads_whole(&stored, &older), "{format:?}");
             let same: Newer = decode(&stored).unwrap();
@@ -637,7 +701,7 @@ mod tests {
             compression: Compression::Zstd { above: 0 },
         };
         for format in [MSGPACK, compressed] {
-            let stored = encode(&odd, Duration::ZERO, format).unwrap();
+            let stored = encode(&odd, Duration::ZERO, None, format).unwrap();
             let read: Odd = decode(&stored).unwrap();
             assert!(reads_whole(&stored, &read), "{format:?}");
         }
@@ -667,7 +731,7 @@ mod tests {
         };
         for codec in [Codec::Json, Codec::MessagePack] {
             let large = "word ".repeat(2000);
-            let bytes = encode(&large, Duration::ZERO, zstd(codec)).unwrap();
+            let bytes = encode(&large, Duration::ZERO, None, zstd(codec)).unwrap();
             assert!(compress::is_compressed(&bytes));
             assert!(bytes.len() < 1000, "{}", bytes.len());
             let (value, _, found) = decode_with_origin::<String>(&bytes).unwrap();
@@ -680,7 +744,7 @@ mod tests {
                     compression: rewritten
                 }
             );
-            let small = encode(&"word".to_owned(), Duration::ZERO, zstd(codec)).unwrap();
+            let small = encode(&"word".to_owned(), Duration::ZERO, None, zstd(codec)).unwrap();
             assert!(!compress::is_compressed(&small));
             assert_eq!(decode::<String>(&small).unwrap(), "word");
         }

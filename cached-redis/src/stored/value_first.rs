@@ -1,6 +1,6 @@
 //! The envelope exactly as this build writes it, read without serde's field machinery:
-//! `{"v":<value>,"at":<n>,"load_ms":<n>,"id":<n>}`, with `,"rev":<n>` before the `}` after an
-//! update.
+//! `{"v":<value>,"at":<n>,"load_ms":<n>,"id":<n>}`, with `,"exp":<n>` after `id` for an entry
+//! kept past its TTL, and `,"rev":<n>` before the `}` after an update.
 //!
 //! A hit reads stored values through here. The derived reader (`Envelope` in `codec.rs`)
 //! matched every field name through serde's identifier machinery and skipped the metadata value
@@ -22,13 +22,20 @@ pub(super) struct ValueFirst<T> {
     pub(super) at: u64,
     pub(super) load_ms: u64,
     pub(super) id: u64,
+    pub(super) exp: u64,
 }
 
 /// `bytes` as this build writes an envelope, with its metadata, or `None`.
 pub(super) fn read<T: DeserializeOwned>(bytes: &[u8]) -> Option<ValueFirst<T>> {
     let (v, tail) = value::<T>(bytes)?;
-    let [at, load_ms, id] = metadata::<true>(tail)?;
-    Some(ValueFirst { v, at, load_ms, id })
+    let [at, load_ms, id, exp] = metadata::<true>(tail)?;
+    Some(ValueFirst {
+        v,
+        at,
+        load_ms,
+        id,
+        exp,
+    })
 }
 
 /// The value of `bytes`, if they are an envelope as this build writes them (its metadata
@@ -46,16 +53,19 @@ fn value<T: DeserializeOwned>(bytes: &[u8]) -> Option<(T, &[u8])> {
     Some((v, &rest[values.byte_offset()..]))
 }
 
-/// `at`, `load_ms` and `id` from what follows the value (computed when `READ`, else 0), if it
-/// is exactly what this build writes there.
-fn metadata<const READ: bool>(tail: &[u8]) -> Option<[u64; 3]> {
-    let mut found = [0; 3];
+/// `at`, `load_ms`, `id` and `exp` (0 when absent) from what follows the value (computed when
+/// `READ`, else 0), if it is exactly what this build writes there.
+fn metadata<const READ: bool>(tail: &[u8]) -> Option<[u64; 4]> {
+    let mut found = [0; 4];
     let mut tail = tail;
     for (slot, name) in [&br#","at":"#[..], br#","load_ms":"#, br#","id":"#]
         .into_iter()
         .enumerate()
     {
         (found[slot], tail) = number::<READ>(tail.strip_prefix(name)?)?;
+    }
+    if let Some(after) = tail.strip_prefix(br#","exp":"#) {
+        (found[3], tail) = number::<READ>(after)?;
     }
     if let Some(after) = tail.strip_prefix(br#","rev":"#) {
         tail = number::<false>(after)?.1;
@@ -138,6 +148,14 @@ mod tests {
     fn reads_the_shape_this_build_writes_and_nothing_else() {
         let found = read::<u8>(br#"{"v":1,"at":2,"load_ms":3,"id":4,"rev":5}"#).unwrap();
         assert_eq!((found.v, found.at, found.load_ms, found.id), (1, 2, 3, 4));
+        let kept = read::<u8>(br#"{"v":1,"at":2,"load_ms":3,"id":4,"exp":9,"rev":5}"#).unwrap();
+        assert_eq!((kept.id, kept.exp), (4, 9));
+        assert_eq!(
+            read::<u8>(br#"{"v":1,"at":2,"load_ms":3,"id":4}"#)
+                .unwrap()
+                .exp,
+            0
+        );
         let max = br#"{"v":1,"at":0,"load_ms":0,"id":18446744073709551615}"#;
         assert_eq!(read::<u8>(max).unwrap().id, u64::MAX);
         for other in [
@@ -145,6 +163,9 @@ mod tests {
             br#"{"v":1,"at":2,"load_ms":3}"#,
             br#"{"v":1,"at":2,"load_ms":3,"id":4,"soft":5}"#,
             br#"{"v":1,"at":2,"load_ms":3,"id":4,"id":4}"#,
+            br#"{"v":1,"at":2,"load_ms":3,"id":4,"rev":5,"exp":9}"#,
+            br#"{"v":1,"at":2,"load_ms":3,"id":4,"exp":9,"exp":9}"#,
+            br#"{"v":1,"at":2,"load_ms":3,"id":4,"exp":"9"}"#,
             br#"{"v":1,"at":2,"load_ms":3,"id":18446744073709551616}"#,
             br#"{"v":1,"at":02,"load_ms":3,"id":4}"#,
             br#"{"v":1,"at":"2","load_ms":3,"id":4}"#,
