@@ -12,7 +12,7 @@ use crate::errors::Errors;
 use crate::format::{CodecSpec, parse_codec, parse_size};
 use crate::template::{self, Segment};
 
-const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `near`, `stale`, `refresh`, `beta`, `fail_safe`, `codec`, `compress_above`, `cache`, `cache_if`, `skip` and `helpers`";
+const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `near`, `stale`, `refresh`, `beta`, `fail_safe`, `back_off`, `codec`, `compress_above`, `cache`, `cache_if`, `skip` and `helpers`";
 
 /// A value with the span of the literal it came from.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub(crate) struct Args {
     pub(crate) beta: Option<Spanned<f64>>,
     /// How long past its TTL an entry is kept to answer for a failed load.
     pub(crate) fail_safe: Option<Spanned<Duration>>,
+    /// How long a key is answered by its entry without loading after a `fail_safe` answer.
+    pub(crate) back_off: Option<Spanned<Duration>>,
     pub(crate) codec: Option<Spanned<CodecSpec>>,
     /// `compress_above = "16KiB"` (`None` inside: `"never"`).
     pub(crate) compress_above: Option<Spanned<Option<usize>>>,
@@ -154,6 +156,7 @@ impl Args {
             "refresh" => self.refresh = parsed(meta, "refresh", "early", parse_refresh, errors)?,
             "beta" => self.beta = beta(meta, errors)?,
             "fail_safe" => self.fail_safe = duration(meta, "fail_safe", errors)?,
+            "back_off" => self.back_off = duration(meta, "back_off", errors)?,
             "jitter" => self.jitter = parsed(meta, "jitter", "10%", parse_jitter, errors)?,
             "codec" => self.codec = parsed(meta, "codec", "msgpack", parse_codec, errors)?,
             "compress_above" => {
@@ -264,7 +267,14 @@ fn skipped(lit: &LitStr) -> Vec<Spanned<String>> {
 
 /// The options the runtime bounds to a day (a lease or a load longer than that is a mistake);
 /// a `ttl` or `none_ttl` may be longer.
-const BOUNDED_TO_A_DAY: [&str; 5] = ["lock_ttl", "max_load", "near", "stale", "fail_safe"];
+const BOUNDED_TO_A_DAY: [&str; 6] = [
+    "lock_ttl",
+    "max_load",
+    "near",
+    "stale",
+    "fail_safe",
+    "back_off",
+];
 const A_DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Reads a non-zero duration literal (at most a day where the runtime says so).
@@ -285,6 +295,7 @@ fn duration_of(value: &Expr, name: &str, errors: &mut Errors) -> Option<Spanned<
         Ok(d) if d.as_millis() == 0 => {
             let why = match name {
                 "stale" | "fail_safe" => "leave it out to keep no entry past its TTL",
+                "back_off" => "a failing key would be loaded by every call",
                 _ => "an entry that never lives caches nothing",
             };
             errors.at(lit.span(), format!("`{name}` must be at least 1ms; {why}"));

@@ -75,7 +75,8 @@ use proc_macro::TokenStream;
 ///   does not expire in front of its callers.
 /// - `fail_safe = "1h"` (functions returning `Result`): keep entries this long past their TTL;
 ///   when a load of an expired entry returns `Err`, answer with the entry instead, and do not
-///   load the key again in this process for a second.
+///   load the key again in this process for `back_off` (default 1s; at least 1ms, at most a
+///   day; only with `fail_safe`).
 /// - `codec = "msgpack"` or `"json"`: how this function's values are serialised (default: the
 ///   cache's, JSON unless set). Values in any codec are read.
 /// - `compress_above = "16KiB"` (`B`, `KiB`, `MiB`) or `"never"`: zstd-compress values that

@@ -132,3 +132,48 @@ async fn with_stale_and_fail_safe_each_window_answers_as_its_option_says() {
     assert_eq!(price(&cache, &db, 7).await, Ok(107));
     assert!(cache.stats().fail_safe_served >= 1, "{:?}", cache.stats());
 }
+
+#[redis_cached(key = "rate:<id>", ttl = "60s", fail_safe = "60s", back_off = "300ms", cache = cache, skip = "db")]
+async fn rate(cache: &Cache, db: &HeldDb, id: u64) -> Result<u64, String> {
+    db.read().await.map(|v| v * 100 + id)
+}
+
+/// `back_off` sets how long a key is answered by its entry after a failed load: the database
+/// is not read again within it, and is read again once it is over (the one wait here is the
+/// interval under test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_off_sets_how_long_a_failing_key_is_not_loaded() {
+    let server = RedisServer::start();
+    let cache = server.cache("fail-safe-back-off").await;
+    let db = HeldDb::new(1);
+    assert_eq!(rate(&cache, &db, 1).await, Ok(101));
+    cache.settle().await;
+    age(&server, &cache, &rate_key(1), Duration::from_secs(30)).await;
+    db.fail(true);
+    // The back-off starts between these two instants.
+    let started = std::time::Instant::now();
+    assert_eq!(rate(&cache, &db, 1).await, Ok(101), "the expired entry");
+    let answered = std::time::Instant::now();
+    assert_eq!(db.reads(), 2);
+    while started.elapsed() < Duration::from_millis(200) {
+        assert_eq!(rate(&cache, &db, 1).await, Ok(101));
+    }
+    assert_eq!(db.reads(), 2, "backed off");
+    let over = Duration::from_millis(350).saturating_sub(answered.elapsed());
+    tokio::time::sleep(over).await;
+    assert_eq!(rate(&cache, &db, 1).await, Ok(101));
+    assert_eq!(
+        db.reads(),
+        3,
+        "loaded again after 300 ms, not after the default second"
+    );
+
+    let policy = policy("p").with_back_off(Duration::from_millis(1)).unwrap();
+    assert_eq!(policy.back_off(), Duration::from_millis(1));
+    assert!(policy.with_back_off(Duration::ZERO).is_err());
+    assert!(
+        policy
+            .with_back_off(Duration::from_secs(2 * 86_400))
+            .is_err()
+    );
+}

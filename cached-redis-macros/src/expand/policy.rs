@@ -80,12 +80,13 @@ pub(super) fn policy(model: &Model) -> TokenStream {
     let format = format(model);
     let stale = optional(model.stale);
     let fail_safe = optional(model.fail_safe.map(|(d, _)| d));
+    let back_off = optional(model.back_off);
     let early = match model.early {
         Some(ppm) => quote!(::core::option::Option::Some(#ppm)),
         None => quote!(::core::option::Option::None),
     };
     quote!(::cached_redis::__private::policy(
-        #name, #ttl, #jitter, (#lock_ttl, #max_load), #none_ttl, (#near, #stale, #early, #fail_safe), #format
+        #name, #ttl, #jitter, (#lock_ttl, #max_load), #none_ttl, (#near, #stale, #early, (#fail_safe, #back_off)), #format
     ))
 }
 

@@ -60,6 +60,9 @@ pub(crate) struct Model {
     /// `fail_safe`, and where it was written: the expansion checks there that the function
     /// returns a `Result`.
     pub(crate) fail_safe: Option<(Duration, Span)>,
+    /// `back_off`: how long a key is answered by its entry without loading after a
+    /// `fail_safe` answer.
+    pub(crate) back_off: Option<Duration>,
     pub(crate) codec: Option<CodecSpec>,
     /// `compress_above`, as bytes or `None` for `"never"`, and where it was written (a build
     /// without the `zstd` feature is reported there).
@@ -82,6 +85,10 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
     if let (Some(beta), None) = (&args.beta, &args.refresh) {
         let message = "`beta` tunes early refresh: add `refresh = \"early\"`, or leave `beta` out";
         errors.at(beta.span, message);
+    }
+    if let (Some(back_off), None) = (&args.back_off, &args.fail_safe) {
+        let message = "`back_off` is how long a key is answered by its entry after a failed load: add `fail_safe = \"1h\"`, or leave `back_off` out";
+        errors.at(back_off.span, message);
     }
     let ret = signature::return_type(sig, errors);
     let params = signature::named_params(sig, args.key.is_none() && !args.key_invalid, errors);
@@ -153,6 +160,7 @@ fn assemble(item: ItemFn, args: Args, ret: Type, params: Vec<Param>, key: Resolv
         near: args.near.map(|d| (d.value, d.span)),
         stale: args.stale.map(|d| d.value),
         fail_safe: args.fail_safe.map(|d| (d.value, d.span)),
+        back_off: args.back_off.map(|d| d.value),
         early: args.refresh.as_ref().map(|_| {
             let beta = args.beta.as_ref().map_or(1.0, |b| b.value);
             ((beta * 1_000_000.0).round() as u32).max(1)

@@ -13,13 +13,13 @@ pub const fn policy(
     jitter: Jitter,
     (lock_ttl, max_load): (Option<Duration>, Option<Duration>),
     none_ttl: Option<Duration>,
-    // `near`, `stale`, early refresh's β in millionths and `fail_safe`: what a hit does
-    // besides reading.
-    (near, stale, early, fail_safe): (
+    // `near`, `stale`, early refresh's β in millionths, and `fail_safe` with its `back_off`:
+    // what a hit does besides reading.
+    (near, stale, early, (fail_safe, back_off)): (
         Option<Duration>,
         Option<Duration>,
         Option<u32>,
-        Option<Duration>,
+        (Option<Duration>, Option<Duration>),
     ),
     format: (Option<Codec>, Option<Compression>),
 ) -> Policy {
@@ -37,6 +37,7 @@ pub const fn policy(
             stale,
             early,
             fail_safe,
+            back_off,
         },
     }
 }

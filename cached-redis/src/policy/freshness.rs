@@ -23,13 +23,21 @@ pub(crate) struct Freshness {
     pub(crate) early: Option<u32>,
     /// How long past its TTL an entry is kept to answer in place of a failed load's error.
     pub(crate) fail_safe: Option<Duration>,
+    /// How long a key is answered by its entry without loading after a `fail_safe` answer
+    /// (`None`: [`BACK_OFF`]).
+    pub(crate) back_off: Option<Duration>,
 }
+
+/// How long a key is answered by its entry without loading after a `fail_safe` answer, unless
+/// its policy says.
+pub(crate) const BACK_OFF: Duration = Duration::from_secs(1);
 
 impl Freshness {
     pub(crate) const NONE: Freshness = Freshness {
         stale: None,
         early: None,
         fail_safe: None,
+        back_off: None,
     };
 }
 
@@ -116,6 +124,34 @@ impl Policy {
         Ok(self)
     }
 
+    /// After a `fail_safe` answer, how long this process answers the key's calls with its
+    /// entry without loading (at least 1 ms, at most a day; 1 s unless set). It applies only
+    /// with [`with_fail_safe`](Policy::with_fail_safe).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = cached_redis::Policy::new("catalog", Duration::from_secs(60))?
+    ///     .with_fail_safe(Duration::from_secs(3600))?
+    ///     .with_back_off(Duration::from_secs(5))?;
+    /// assert_eq!(policy.back_off(), Duration::from_secs(5));
+    /// # Ok::<(), cached_redis::Error>(())
+    /// ```
+    pub fn with_back_off(mut self, back_off: Duration) -> Result<Policy, Error> {
+        self.freshness.back_off = Some(self.at_least_1ms("back_off", back_off)?);
+        Ok(self)
+    }
+
+    /// How long a key is answered by its entry without loading after a `fail_safe` answer.
+    ///
+    /// ```
+    /// let policy = cached_redis::Policy::new("price", std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(policy.back_off(), std::time::Duration::from_secs(1));
+    /// ```
+    pub fn back_off(&self) -> Duration {
+        self.freshness.back_off.unwrap_or(BACK_OFF)
+    }
+
     /// How long entries are kept past their TTL to answer for a failed load, if they are.
     ///
     /// ```
@@ -150,7 +186,13 @@ impl Policy {
 
     /// Whether a hit needs its entry's remaining time.
     pub(crate) fn watches_expiry(&self) -> bool {
-        self.freshness != Freshness::NONE
+        let Freshness {
+            stale,
+            early,
+            fail_safe,
+            ..
+        } = self.freshness;
+        stale.is_some() || early.is_some() || fail_safe.is_some()
     }
 
     /// What Redis keeps an entry for beyond its drawn TTL, in milliseconds: the longer of

@@ -1,15 +1,12 @@
-//! The keys backed off after a `fail_safe` answer: for [`BACK_OFF`] their calls are answered with
-//! the expired entry without loading, so a database that fails is not asked again by every
-//! caller; and the rate limit of the warning that reports such answers.
+//! The keys backed off after a `fail_safe` answer: for their policy's `back_off` their calls are
+//! answered with the expired entry without loading, so a database that fails is not asked again
+//! by every caller; and the rate limit of the warning that reports such answers.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::keyed::KeyMap;
 use crate::rate_limit::RateLimit;
-
-/// How long a key whose load failed is answered with its expired entry without loading.
-pub(crate) const BACK_OFF: Duration = Duration::from_secs(1);
 
 /// Past this many keys backed off at once, the expired ones are dropped.
 const PRUNE_ABOVE: usize = 10_000;
@@ -39,15 +36,15 @@ impl BackOff {
         until.get(key).is_some_and(|until| Instant::now() < *until)
     }
 
-    /// Backs `key` off, and logs the answer (at most once per [`WARN_EVERY`]).
-    pub(crate) fn start(&self, key: &str, function: &'static str) {
+    /// Backs `key` off for `back_off`, and logs the answer (at most once per [`WARN_EVERY`]).
+    pub(crate) fn start(&self, key: &str, function: &'static str, back_off: Duration) {
         let now = Instant::now();
         {
             let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
             if until.len() > PRUNE_ABOVE {
                 until.retain(|_, until| now < *until);
             }
-            until.insert(key.to_owned(), now + BACK_OFF);
+            until.insert(key.to_owned(), now + back_off);
         }
         let Some(suppressed) = self.warnings.allow() else {
             return;

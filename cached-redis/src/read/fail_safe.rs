@@ -48,7 +48,9 @@ impl Cache {
                     if !result.is_failure() {
                         return (result, outcome, load_time);
                     }
-                    self.inner.back_off.start(&keys.value, policy.name());
+                    self.inner
+                        .back_off
+                        .start(&keys.value, policy.name(), policy.back_off());
                     return self.fail_safe_answer(due.value, policy, load_time);
                 }
             };

@@ -67,7 +67,7 @@ impl Cache {
         F: Future<Output = R>,
     {
         // Backed off after a fail-safe answer: the database is not asked again yet.
-        if self.inner.back_off.holds(&value_key) {
+        if policy.fail_safe().is_some() && self.inner.back_off.holds(&value_key) {
             return self.serve_due(due, policy);
         }
         let Role::Lead(leader) = self.inner.flights.join_or_lead(&value_key, began) else {
@@ -120,7 +120,10 @@ impl Cache {
         if !due.fail_safe {
             return (result, outcome, load_time);
         }
-        self.inner.back_off.start(value_key, policy.name());
+        let back_off = policy.back_off();
+        self.inner
+            .back_off
+            .start(value_key, policy.name(), back_off);
         self.inner.stats.note(Event::FailSafe, policy.name());
         (R::from_value(due.value), Outcome::FailSafe, load_time)
     }

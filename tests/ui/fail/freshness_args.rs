@@ -45,4 +45,14 @@ async fn fail_safe_over_a_day(id: u64) -> Result<u64, String> {
     Ok(id)
 }
 
+#[redis_cached(key = "j:<id>", ttl = "60s", back_off = "5s")]
+async fn back_off_without_fail_safe(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[redis_cached(key = "k:<id>", ttl = "60s", fail_safe = "1h", back_off = "0s")]
+async fn back_off_zero(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
 fn main() {}
