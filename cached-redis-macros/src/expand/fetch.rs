@@ -11,7 +11,7 @@ use super::render::render_key;
 use super::shared::{cache_binding, local};
 use super::trait_impl;
 use crate::model::Model;
-use crate::tokens::{may_borrow, names_generics};
+use crate::tokens::{may_borrow, mentions, names_generics};
 
 /// The cached function itself: its key, its cache and its policy, then `fetch`, which runs the
 /// body on a miss.
@@ -68,7 +68,8 @@ impl Fetch {
         let (cache_binding, cache) = cache_binding(model, model.clone_cache);
         let checks = type_checks(model);
         let (policy_static, loader, policy_ref) = policy_setup(model, &policy, block);
-        let call = fetch_call(model, quote!(#cache, #key, #policy_ref, #loader));
+        let detach = refresh.is_none() && detachable(model, block);
+        let call = fetch_call(model, quote!(#cache, #key, #policy_ref, #loader), detach);
         Fetch {
             key,
             render,
@@ -84,7 +85,7 @@ impl Fetch {
 /// `fetch(mode, near, failures, <args>)` (`fetch_if` with `cache_if`, without `failures`),
 /// spanned at the return type, whose bounds it checks; `near` says whether values are kept in memory too, spanned at the `near`
 /// literal, where a value that is not `Clone` is reported.
-fn fetch_call(model: &Model, args: TokenStream) -> TokenStream {
+fn fetch_call(model: &Model, args: TokenStream, detach: bool) -> TokenStream {
     let ret = &model.ret;
     let ret_span = ret.span();
     let mode = quote_spanned!(ret_span=>
@@ -108,7 +109,11 @@ fn fetch_call(model: &Model, args: TokenStream) -> TokenStream {
         quote!(::core::option::Option::None)
     };
     let mode = quote!(#mode, #near);
-    let fetch = quote_spanned!(ret_span=> ::cached_redis::__private::fetch);
+    let fetch = if detach {
+        quote_spanned!(ret_span=> ::cached_redis::__private::fetch_detached)
+    } else {
+        quote_spanned!(ret_span=> ::cached_redis::__private::fetch)
+    };
     match &model.cache_if {
         None => quote_spanned! {ret_span=>
             #fetch(#mode, #failures, #args).await
@@ -121,6 +126,41 @@ fn fetch_call(model: &Model, args: TokenStream) -> TokenStream {
             }
         }
     }
+}
+
+/// Whether a refresh of the function runs in the background (`fetch_detached`): it has
+/// `stale` or early refresh, no `cache_if`, no generics and no `self`, and each argument that
+/// may borrow is not named in the body (as an identifier, or in a format string), so the body's
+/// future owns what it reads. Otherwise the refresh runs in its caller.
+fn detachable(model: &Model, block: &TokenStream) -> bool {
+    let sig = &model.item.sig;
+    if (model.stale.is_none() && model.early.is_none())
+        || model.cache_if.is_some()
+        || !sig.generics.params.is_empty()
+    {
+        return false;
+    }
+    sig.inputs.iter().all(|input| match input {
+        syn::FnArg::Receiver(_) => false,
+        syn::FnArg::Typed(arg) => {
+            let syn::Pat::Ident(name) = &*arg.pat else {
+                return !may_borrow(&arg.ty);
+            };
+            !may_borrow(&arg.ty) || !named_in(block, &name.ident)
+        }
+    })
+}
+
+/// Whether `block` names `ident`: as an identifier, or inside a literal (an inline format
+/// argument, `"{ident}"`).
+fn named_in(block: &TokenStream, ident: &Ident) -> bool {
+    let name = crate::tokens::unraw(ident);
+    mentions(block, ident)
+        || block.clone().into_iter().any(|t| match t {
+            TokenTree::Literal(lit) => lit.to_string().contains(&name),
+            TokenTree::Group(g) => named_in(&g.stream(), ident),
+            _ => false,
+        })
 }
 
 /// Checks the compiler makes for the attribute, each spanned at the argument it is about:

@@ -7,6 +7,7 @@
 //! share its error (`failures`).
 
 mod checks;
+mod detached;
 mod failures;
 mod keys;
 mod near;
@@ -19,12 +20,14 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use crate::global::global;
+pub use crate::read::detach::Detachable;
 pub use crate::{Codec, Compression, Jitter, Key, Plain, Policy};
 pub use checks::{
     FailSafeApplies, HelpersGenerated, InTraitImpl, NoneTtlApplies, Probe, ProbeKeyPart,
     ProbeOther, fail_safe_applies, helpers_generated, none_ttl_applies, zstd_enabled,
 };
 pub use core::time::Duration;
+pub use detached::fetch_detached;
 pub use failures::{FailureProbe, Failures, OwnFailures, ShareFailures};
 pub use keys::{DerivedKeyBuilder, DerivedKeyPart, derived_key, key};
 pub use near::{Copies, KeepNear, NearChoice, NotNear, near_applied_since};
@@ -54,18 +57,49 @@ where
     L: FnOnce() -> F,
     F: Future<Output = R>,
 {
-    match cache {
-        Some(cache) => {
-            let load = move || async move { M::wrap(loader().await) };
-            let stored = cache
-                .fetch_with(&key, policy, load, near.copies(), failures)
-                .await;
-            M::unwrap(stored)
-        }
-        None => {
-            warn_not_configured(policy.name());
-            loader().await
-        }
+    let Some(cache) = cache else {
+        warn_not_configured(policy.name());
+        return loader().await;
+    };
+    let loading = (failures, None);
+    let load = wrapped::<M, R, L, F>(loader);
+    let stored = cache
+        .fetch_with(&key, policy, load, near.copies(), loading)
+        .await;
+    M::unwrap(stored)
+}
+
+/// The loader, its result wrapped as the mode stores it. Its future is made when the loader
+/// is called (an `async fn`'s call does no work until polled), so it holds the loader's
+/// future and not the loader.
+fn wrapped<M: Mode<R>, R, L, F>(loader: L) -> impl FnOnce() -> WrapLoad<M, F>
+where
+    L: FnOnce() -> F,
+    F: Future<Output = R>,
+{
+    move || WrapLoad {
+        load: loader(),
+        mode: std::marker::PhantomData,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A loader's future whose result is wrapped as the mode `M` stores it.
+    struct WrapLoad<M, F> {
+        #[pin]
+        load: F,
+        mode: std::marker::PhantomData<fn() -> M>,
+    }
+}
+
+impl<M: Mode<R>, R, F: Future<Output = R>> Future for WrapLoad<M, F> {
+    type Output = M::Stored;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<M::Stored> {
+        self.project().load.poll(cx).map(M::wrap)
     }
 }
 
@@ -97,7 +131,7 @@ where
             };
             // With `cache_if`, the joiners of a failed load run their own loaders.
             let stored = cache
-                .fetch_with(&key, policy, load, near.copies(), None)
+                .fetch_with(&key, policy, load, near.copies(), (None, None))
                 .await;
             M::unwrap(stored.into_inner())
         }

@@ -6,6 +6,9 @@ use core::time::Duration;
 use crate::policy::Freshness;
 use crate::{Codec, Compression, Error, Jitter, Policy};
 
+/// `fail_safe` and its `back_off`.
+type FailSafe = (Option<Duration>, Option<Duration>);
+
 /// The policy of a cached function, from values the attribute checked at compile time.
 pub const fn policy(
     name: &'static str,
@@ -19,7 +22,7 @@ pub const fn policy(
         Option<Duration>,
         Option<Duration>,
         Option<u32>,
-        (Option<Duration>, Option<Duration>),
+        FailSafe,
     ),
     format: (Option<Codec>, Option<Compression>),
 ) -> Policy {

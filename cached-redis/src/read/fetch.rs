@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::lease::{self, EntryKeys, ValueKey};
 use crate::policy::Due;
+use crate::read::detach::Detach;
 use crate::read::failures::Failures;
 use crate::read::flight::{self, Began, Joiner, Role, Shared};
 use crate::read::get::{Missed, Read, Refresh};
@@ -46,7 +47,7 @@ impl Cache {
         R: Cacheable,
         F: Future<Output = R>,
     {
-        self.fetch_with(key, policy, move || loader, None, None)
+        self.fetch_with(key, policy, move || loader, None, (None, None))
             .await
     }
 
@@ -72,20 +73,22 @@ impl Cache {
         R::Value: Clone + Send + Sync + 'static,
         F: Future<Output = R>,
     {
-        self.fetch_with(key, policy, move || loader, Some(Copies::of()), None)
+        let copies = Some(Copies::of());
+        self.fetch_with(key, policy, move || loader, copies, (None, None))
             .await
     }
 
     /// [`Cache::fetch`], with the near cache's operations for this value type if it may be
-    /// kept near, how a failed load's error reaches its joiners if it can be cloned, and the
-    /// loader as a closure that makes its future, called only when the cache does not answer.
+    /// kept near, how a failed load's error reaches its joiners if it can be cloned and how a
+    /// refresh runs in the background if the loader's future can, and the loader as a closure
+    /// that makes its future, called only when the cache does not answer.
     pub(crate) async fn fetch_with<R, L, F>(
         &self,
         key: &Key,
         policy: &Policy,
         loader: L,
         copies: Option<Copies<R::Value>>,
-        failures: Option<Failures<R>>,
+        (failures, detach): (Option<Failures<R>>, Option<Detach<R, F>>),
     ) -> R
     where
         R: Cacheable,
@@ -134,7 +137,8 @@ impl Cache {
         }
         // The miss (or refresh) path is boxed so the future of a hit stays small, and boxed
         // before it is instrumented so that it is moved once.
-        let miss = Box::pin(self.after_read(value_key, began, read, policy, loader(), failures));
+        let loading = (loader(), failures, detach);
+        let miss = Box::pin(self.after_read(value_key, began, read, policy, loading));
         let (result, outcome, load_time) =
             tracing::Instrument::instrument(miss, span.clone()).await;
         self.note_answered(outcome, policy, &span, started.map(|s| (s, load_time)));

@@ -3,12 +3,14 @@
 //! [`lead`] (take the key's lease, held by a [`lease_guard`], load, write back under it, in the
 //! background once the caller has its value: [`write_backs`]),
 //! [`failures`] (how the callers that joined a failed load get its error), [`refresh`] and
-//! [`fail_safe`] (an entry due for a refresh, or past its TTL answering for a failed load),
+//! [`fail_safe`] (an entry due for a refresh, or past its TTL answering for a failed load;
+//! [`detach`]: a refresh in a task of its own),
 //! [`wait`] (a leader that found the lease held waits for its holder), [`wake`] (waiters
 //! in other processes woken through pub/sub when the value lands), and [`near`] (decoded
 //! values kept in process memory, dropped by Redis's invalidation messages).
 
 pub(crate) mod back_off;
+pub(crate) mod detach;
 mod fail_safe;
 pub(crate) mod failures;
 pub(crate) mod fetch;

@@ -1,12 +1,14 @@
 //! A hit due for a refresh: an entry past its TTL but within `stale`, or one a hit drew for an
-//! early refresh. One caller, in one process, refreshes it under the lease and waits for its
-//! load; every other caller is answered with the entry as read.
+//! early refresh. One caller, in one process, refreshes it under the lease: in the background
+//! where the loader's future can outlive the call ([`detach`](super::detach)), else waiting for
+//! its load; every other caller is answered with the entry as read.
 
 use std::future::Future;
 use std::time::Duration;
 
 use crate::lease::{Acquire, EntryKeys, ValueKey};
 use crate::policy::Due;
+use crate::read::detach::{Detach, Detached};
 use crate::read::failures::Failures;
 use crate::read::flight::{Began, Role, Shared};
 use crate::read::get::{Read, Refresh};
@@ -28,8 +30,7 @@ impl Cache {
         began: Began,
         read: Read<R::Value>,
         policy: &Policy,
-        loader: F,
-        failures: Option<Failures<R>>,
+        (loader, failures, detach): (F, Option<Failures<R>>, Option<Detach<R, F>>),
     ) -> (R, Outcome, Duration)
     where
         R: Cacheable,
@@ -37,7 +38,8 @@ impl Cache {
     {
         match read {
             Read::Due(due) if due.due != Due::Expired => {
-                let refresh = self.refresh(value_key, began, due, policy, loader, failures);
+                let loading = (loader, failures, detach);
+                let refresh = self.refresh(value_key, began, due, policy, loading);
                 Box::pin(refresh).await
             }
             read => {
@@ -52,15 +54,15 @@ impl Cache {
     /// holds what it read: with the lease it loads as on a miss (an early refresh whose load
     /// fails is answered with the entry, still fresh); if the entry changed meanwhile, it is
     /// answered with the new value; if another process holds the lease, or Redis does not
-    /// take it, with what it read.
+    /// take it, with what it read. A loader that can run in the background (`detach`) does,
+    /// and this caller too is answered with what it read.
     async fn refresh<R, F>(
         &self,
         value_key: ValueKey,
         began: Began,
         due: Refresh<R::Value>,
         policy: &Policy,
-        loader: F,
-        failures: Option<Failures<R>>,
+        (loader, failures, detach): (F, Option<Failures<R>>, Option<Detach<R, F>>),
     ) -> (R, Outcome, Duration)
     where
         R: Cacheable,
@@ -97,6 +99,19 @@ impl Cache {
             lease: Some(claim),
             outcome: Outcome::Refreshed,
         };
+        if let Some(detach) = detach {
+            detach.spawn(Detached {
+                cache: self.clone(),
+                leader,
+                load,
+                keys,
+                policy: *policy,
+                loader,
+                failures,
+                fail_safe: due.fail_safe && due.due != Due::Early,
+            });
+            return self.serve_due(due, policy);
+        }
         let loaded = self.load_under(leader, load, &keys, policy, loader, failures);
         self.refreshed(loaded.await, due, policy, &keys.value)
     }

@@ -2,7 +2,7 @@
 //! pays for the GET and the lease, not for the store. A later call for the same key in this
 //! process waits for its write-back before reading, so it reads what was stored (or, if Redis
 //! did not answer it, skips the write path), and [`Cache::settle`](crate::Cache::settle)
-//! waits for all of them.
+//! waits for all of them, and for the refreshes running in the background.
 
 use crate::keyed::KeyMap;
 use std::future::Future;
@@ -51,6 +51,17 @@ struct State {
     /// How many are running: the read path's check, one atomic load when none is.
     running: AtomicUsize,
     keys: Mutex<Keys>,
+    /// How many refreshes run in the background (loading; their write-backs count above).
+    refreshes: watch::Sender<usize>,
+}
+
+/// One background refresh, counted until it ends (or its task is dropped).
+struct Refreshing(Arc<State>);
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        self.0.refreshes.send_modify(|n| *n -= 1);
+    }
 }
 
 /// One running write-back; dropped when it is done (or its task is dropped).
@@ -75,6 +86,17 @@ impl WriteBacks {
             Some(runtime) => drop(runtime.spawn(write_back)),
             None => drop(tokio::spawn(write_back)),
         }
+    }
+
+    /// Runs a refresh (its load, then its write-back) in a task of its own, counted until it
+    /// ends: [`WriteBacks::settled`] waits for it.
+    pub(crate) fn spawn_refresh(&self, refresh: impl Future<Output = ()> + Send + 'static) {
+        self.state.refreshes.send_modify(|n| *n += 1);
+        let counted = Refreshing(self.state.clone());
+        self.spawn(async move {
+            let _counted = counted;
+            refresh.await;
+        });
     }
 
     /// Counts a write-back of `key` until the returned guard is dropped.
@@ -124,16 +146,19 @@ impl WriteBacks {
         Answered(self.running(key, bound))
     }
 
-    /// Waits until none is running.
+    /// Waits until none is running, nor any background refresh (whose write-back starts
+    /// before it ends).
     pub(crate) async fn settled(&self) {
         loop {
+            let mut refreshes = self.state.refreshes.subscribe();
+            let _ = refreshes.wait_for(|n| *n == 0).await;
             let running: Vec<_> = self
                 .state
                 .lock()
                 .values()
                 .map(|(_, tx)| tx.subscribe())
                 .collect();
-            if running.is_empty() {
+            if running.is_empty() && *self.state.refreshes.borrow() == 0 {
                 return;
             }
             for mut done in running {
