@@ -14,6 +14,10 @@
 //! were told so, and a stale entry can only stem from such a failed invalidation and expires
 //! with its TTL.
 //!
+//! Run again with reads through functions with `stale` and early refresh (a 20 ms TTL, fewer
+//! writes, refreshes in the background): checks 1 to 3 as above, with entries served stale and
+//! refreshed among the reads.
+//!
 //! Run again, twice as long, with near copies (`near_cache`, `near_max_lag` [`NEAR_LAG`], reads
 //! through a function with `near`, fewer writes: [`NEAR_WRITE_PERCENT`]), each worker in turn
 //! stopped (`SIGSTOP`) for longer than the lag while the others write, its tracking connection
@@ -106,6 +110,8 @@ struct Part {
     loads: Vec<Load>,
     redis_errors: u64,
     near: NearCounts,
+    stale_served: u64,
+    refreshes: u64,
 }
 
 /// Every worker's events, merged.
@@ -116,6 +122,9 @@ struct Events {
     loads: Vec<Load>,
     /// Redis calls that failed or timed out, over all workers.
     redis_errors: u64,
+    /// Calls answered with an entry past its TTL, and refreshes, over all workers.
+    stale_served: u64,
+    refreshes: u64,
     /// Per worker, in run order.
     workers: Vec<Worker>,
 }
@@ -123,6 +132,10 @@ struct Events {
 const KEYS: u32 = 6;
 const PROCESSES: u32 = 3;
 const TASKS: u32 = 6;
+
+/// The freshness run's share of writes, in percent: few enough that entries outlive their
+/// 20 ms TTL between invalidations, and are served stale.
+const FRESH_WRITE_PERCENT: u32 = 3;
 
 /// The near run's `near_max_lag`.
 const NEAR_LAG: Duration = Duration::from_millis(200);
@@ -152,6 +165,9 @@ enum Mode {
     /// Workers keep near copies ([`NEAR_LAG`]), each reaching Redis through a proxy of its
     /// own; each in turn is stopped for [`STALL`], its tracking connection held.
     Near,
+    /// Redis stays healthy; reads go through functions with a 20 ms TTL, `stale` and early
+    /// refresh, refreshed in the background; fewer writes ([`FRESH_WRITE_PERCENT`]).
+    Fresh,
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -191,7 +207,7 @@ async fn run(
         })
         .collect();
     let disturbances = match mode {
-        Mode::Healthy => 0,
+        Mode::Healthy | Mode::Fresh => 0,
         Mode::Restarts => restart_during(cache, millis).await,
         Mode::Near => stall_in_turn(cache, &workers, &proxies, millis).await,
     };
@@ -215,6 +231,7 @@ fn spawn_worker(cache_url: &str, truth: &RedisServer, seed: u64, millis: u64, mo
         ])
         .env_remove("CONSISTENCY_NEAR_LAG_MS")
         .env_remove("CONSISTENCY_WRITE_PERCENT")
+        .env_remove("CONSISTENCY_FRESHNESS")
         .stdout(Stdio::piped())
         .kill_on_drop(true);
     if mode == Mode::Near {
@@ -222,6 +239,11 @@ fn spawn_worker(cache_url: &str, truth: &RedisServer, seed: u64, millis: u64, mo
             .env("CONSISTENCY_NEAR_LAG_MS", NEAR_LAG.as_millis().to_string())
             .env("CONSISTENCY_WORKERS", PROCESSES.to_string())
             .env("CONSISTENCY_WRITE_PERCENT", NEAR_WRITE_PERCENT.to_string());
+    }
+    if mode == Mode::Fresh {
+        command
+            .env("CONSISTENCY_FRESHNESS", "1")
+            .env("CONSISTENCY_WRITE_PERCENT", FRESH_WRITE_PERCENT.to_string());
     }
     command.spawn().expect("spawn worker")
 }
@@ -323,6 +345,8 @@ async fn collect(workers: Vec<Child>) -> Events {
         events.writes.extend(writes);
         events.loads.extend(part.loads);
         events.redis_errors += part.redis_errors;
+        events.stale_served += part.stale_served;
+        events.refreshes += part.refreshes;
     }
     events
 }
@@ -594,6 +618,34 @@ async fn with_redis_restarts_failed_invalidations_are_reported_and_staleness_is_
     );
     let problems = final_state(&cache, &truth, &events).await;
     assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// Check 1 to 3 with reads through a function with `stale` and early refresh, whose refreshes
+/// run in the background: served-stale entries and refreshes are among the reads, and none
+/// of them goes back in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_stale_and_early_refresh_reads_never_go_back_in_time() {
+    let seed = env_u64("CACHED_REDIS_CHECK_SEED", 20261122) + 3000;
+    let (mut cache, truth) = (RedisServer::start(), RedisServer::start());
+    let (events, _) = run(&mut cache, &truth, seed, Mode::Fresh).await;
+    summary("stale and early refresh", seed, &events);
+    println!(
+        "  {} calls answered stale, {} refreshes",
+        events.stale_served, events.refreshes
+    );
+    assert!(
+        events.reads.len() > 300 && events.writes.len() > 30,
+        "too little happened"
+    );
+    assert!(
+        events.stale_served > 0 && events.refreshes > 0,
+        "entries were served stale and refreshed"
+    );
+    assert!(events.writes.iter().all(|w| w.ok));
+    assert_eq!(events.redis_errors, 0);
+    assert_none("stale reads", &reads_after_invalidation(&events));
+    assert_none("overlapping loads", &overlapping_loads(&events));
+    assert_none("entries off", &final_state(&cache, &truth, &events).await);
 }
 
 /// Fails with the first few of `found`, if any.

@@ -9,7 +9,9 @@
 //! `near_max_lag`) and reads go through a function with `near`; a writer then reads its key
 //! back at once (the tightest test of its own process's reads), and after the run, once all
 //! `CONSISTENCY_WORKERS` workers are done writing and the lag has passed, it reads every key
-//! until one read is a near hit ("settled" reads).
+//! until one read is a near hit ("settled" reads). With `CONSISTENCY_FRESHNESS` set, reads go
+//! through functions with a 20 ms TTL and `stale` (early refresh too, for odd keys), whose
+//! refreshes run in the background.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -45,24 +47,50 @@ struct Run {
     /// The share of writes among the operations, in percent.
     write_percent: u64,
     deadline: Instant,
-    /// The cache keeps near copies, and reads go through [`read_row_near`].
-    near: bool,
+    /// Which function reads.
+    reads: Reads,
+}
+
+/// Which function reads the rows (all three read and write the same entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// [`read_row`].
+    Plain,
+    /// [`read_row_near`]: the cache keeps near copies.
+    Near,
+    /// [`read_row_fresh`]: entries served stale and refreshed early, in the background.
+    Fresh,
 }
 
 #[redis_cached(key = "row:<k>", ttl = "30s", cache = CACHE.get().expect("cache"))]
 async fn read_row(k: u32) -> Result<u64, String> {
-    load_row(k).await
+    load_row(k, CALL_START.with(|start| *start)).await
 }
 
 /// [`read_row`]'s entries, with near copies kept for up to 5 s.
 #[redis_cached(key = "row:<k>", ttl = "30s", near = "5s", cache = CACHE.get().expect("cache"))]
 async fn read_row_near(k: u32) -> Result<u64, String> {
-    load_row(k).await
+    load_row(k, CALL_START.with(|start| *start)).await
 }
 
-/// The loader: reads the truth, and records the load.
-async fn load_row(k: u32) -> Result<u64, String> {
-    let called = CALL_START.with(|start| *start);
+/// [`read_row`]'s entries, past their 20 ms TTL served for 10 s more while one refresh runs,
+/// and refreshed early (loads of a few ms, `beta` 2). The body owns what it reads, so
+/// refreshes run in the background: the call's start comes as an argument, not from the
+/// task-local, which a refresh's own task does not have.
+#[redis_cached(key = "row:<k>", ttl = "20ms", stale = "10s", refresh = "early", beta = 2.0, cache = CACHE.get().expect("cache"), skip = "called")]
+async fn read_row_fresh(k: u32, called: u64) -> Result<u64, String> {
+    load_row(k, called).await
+}
+
+/// As [`read_row_fresh`] without early refresh: its entries expire, and are served stale.
+#[redis_cached(key = "row:<k>", ttl = "20ms", stale = "10s", cache = CACHE.get().expect("cache"), skip = "called")]
+async fn read_row_stale(k: u32, called: u64) -> Result<u64, String> {
+    load_row(k, called).await
+}
+
+/// The loader: reads the truth, and records the load (`called`: when the call that took the
+/// lease began).
+async fn load_row(k: u32, called: u64) -> Result<u64, String> {
     let start = now_us();
     let mut truth = TRUTH.get().expect("truth").clone();
     let version: Option<u64> = redis::cmd("GET")
@@ -82,7 +110,7 @@ async fn load_row(k: u32) -> Result<u64, String> {
 
 /// One read, recorded with whether any call of this process had Redis trouble while it ran
 /// (then it may not have reached Redis).
-async fn read(k: u32, near: bool) -> Value {
+async fn read(k: u32, reads: Reads) -> Value {
     let trouble = || {
         let stats = CACHE.get().unwrap().stats();
         stats.redis_errors + stats.fallbacks
@@ -90,10 +118,12 @@ async fn read(k: u32, near: bool) -> Value {
     let trouble_before = trouble();
     let start = now_us();
     let call = async {
-        if near {
-            read_row_near(k).await
-        } else {
-            read_row(k).await
+        match reads {
+            Reads::Plain => read_row(k).await,
+            Reads::Near => read_row_near(k).await,
+            // Odd keys are refreshed early, even ones served stale.
+            Reads::Fresh if k % 2 == 1 => read_row_fresh(k, start).await,
+            Reads::Fresh => read_row_stale(k, start).await,
         }
     };
     let version = CALL_START.scope(start, call).await.unwrap();
@@ -102,7 +132,7 @@ async fn read(k: u32, near: bool) -> Value {
 }
 
 /// One write: `INCR` the truth, then invalidate the entry.
-async fn write(k: u32, near: bool) -> Value {
+async fn write(k: u32, reads: Reads) -> Value {
     let mut truth = TRUTH.get().unwrap().clone();
     let version: u64 = redis::cmd("INCR")
         .arg(format!("truth:{k}"))
@@ -110,10 +140,10 @@ async fn write(k: u32, near: bool) -> Value {
         .await
         .unwrap();
     let inv_start = now_us();
-    let ok = if near {
-        invalidate_read_row_near(k).await.is_ok()
-    } else {
-        invalidate_read_row(k).await.is_ok()
+    let ok = match reads {
+        Reads::Plain => invalidate_read_row(k).await.is_ok(),
+        Reads::Near => invalidate_read_row_near(k).await.is_ok(),
+        Reads::Fresh => invalidate_read_row_fresh(k).await.is_ok(),
     };
     json!({"k": k, "version": version, "inv_start": inv_start, "inv_end": now_us(), "ok": ok})
 }
@@ -127,12 +157,12 @@ async fn task(run: Run, t: u64) -> (Vec<Value>, Vec<Value>) {
     while Instant::now() < run.deadline {
         let k = rng.below(run.keys) as u32;
         if rng.below(100) < run.write_percent {
-            writes.push(write(k, run.near).await);
-            if run.near {
-                reads.push(read(k, true).await);
+            writes.push(write(k, run.reads).await);
+            if run.reads == Reads::Near {
+                reads.push(read(k, Reads::Near).await);
             }
         } else {
-            reads.push(read(k, run.near).await);
+            reads.push(read(k, run.reads).await);
         }
         tokio::time::sleep(Duration::from_micros(rng.below(1500))).await;
     }
@@ -164,7 +194,7 @@ async fn settle(keys: u64, workers: u64, lag: Duration) -> (Vec<Value>, u64) {
         let give_up = Instant::now() + Duration::from_secs(3);
         while Instant::now() < give_up {
             let before = cache.stats().near_hits;
-            let mut r = read(k, true).await;
+            let mut r = read(k, Reads::Near).await;
             r["settled"] = json!(true);
             reads.push(r);
             if cache.stats().near_hits > before {
@@ -230,7 +260,11 @@ async fn main() {
         keys: keys.parse().unwrap(),
         write_percent: env_u64("CONSISTENCY_WRITE_PERCENT").unwrap_or(15),
         deadline: Instant::now() + Duration::from_millis(millis.parse().unwrap()),
-        near: near_lag.is_some(),
+        reads: match (near_lag, std::env::var_os("CONSISTENCY_FRESHNESS")) {
+            (Some(_), _) => Reads::Near,
+            (None, Some(_)) => Reads::Fresh,
+            (None, None) => Reads::Plain,
+        },
     };
     let tasks: u64 = tasks.parse().unwrap();
     let handles: Vec<_> = (0..tasks).map(|t| tokio::spawn(task(run, t))).collect();
@@ -247,6 +281,8 @@ async fn main() {
         reads.extend(settled);
         settled_hits = hits;
     }
+    // Refreshes running in the background load and store before the loads are taken.
+    CACHE.get().unwrap().settle().await;
     let stats = CACHE.get().unwrap().stats();
     let loads = std::mem::take(&mut *LOADS.lock().unwrap());
     let near = json!({
@@ -257,6 +293,6 @@ async fn main() {
     });
     println!(
         "{}",
-        json!({"reads": reads, "writes": writes, "loads": loads, "redis_errors": stats.redis_errors, "near": near})
+        json!({"reads": reads, "writes": writes, "loads": loads, "redis_errors": stats.redis_errors, "near": near, "stale_served": stats.stale_served, "refreshes": stats.refreshes})
     );
 }
