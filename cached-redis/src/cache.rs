@@ -14,6 +14,7 @@ use crate::read::near::Near;
 use crate::read::wake::Wakeups;
 use crate::read::write_backs::WriteBacks;
 use crate::stats::{Counters, Stats};
+use crate::stored::codec;
 use crate::stored::format::Format;
 use crate::write::pending::Pending;
 use crate::write::replicated::{Replicated, Report};
@@ -267,5 +268,36 @@ impl Cache {
             .read(&inner.stats, "PTTL", pttl.query_async::<i64>(&mut conn))
             .await?;
         Ok(u64::try_from(millis).ok().map(Duration::from_millis))
+    }
+
+    /// How long `key`'s entry stays fresh: until its TTL ends, `Some(ZERO)` once it has (an
+    /// entry of a function with `stale` or `fail_safe`, kept past it: see [`Cache::ttl`] for
+    /// how long), `None` if it is not cached. For a function without those, the same as
+    /// [`Cache::ttl`].
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// let key = cached_redis::Key::raw("featured");
+    /// if cache.fresh_for(&key).await? == Some(std::time::Duration::ZERO) {
+    ///     println!("served stale while it is refreshed");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn fresh_for(&self, key: &Key) -> Result<Option<Duration>, Error> {
+        let inner = &self.inner;
+        if inner.disabled || inner.memory.is_some() {
+            return self.ttl(key).await;
+        }
+        let mut conn = inner.reads.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(lease::value_key(&inner.namespace, key).as_str());
+        let read = get.query_async::<Option<Vec<u8>>>(&mut conn);
+        let Some(bytes) = inner.guard.read(&inner.stats, "GET", read).await? else {
+            return Ok(None);
+        };
+        match codec::origin_of(&bytes).and_then(|origin| origin.fresh_ms()) {
+            Some(ms) => Ok(Some(Duration::from_millis(ms))),
+            None => self.ttl(key).await,
+        }
     }
 }

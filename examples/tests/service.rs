@@ -231,6 +231,7 @@ async fn check_every_endpoint(addr: SocketAddr) {
         .map(|p| p["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, [1, 2, 4]);
+    assert_eq!(featured["stale"], false, "{featured}");
 
     let stampede = json(
         addr,
@@ -775,6 +776,26 @@ async fn the_page_works_in_headless_chromium() {
         .wait_for_text("#catalog-result", "X-Cache: HIT")
         .await;
     assert!(hit.contains("5 products"), "{hit}");
+
+    // The featured list, past its TTL (aged in Redis): answered stale while it refreshes.
+    browser.click("#featured").await;
+    browser
+        .wait_for_text("#featured-result", "3 featured products")
+        .await;
+    let mut conn = redis.conn().await;
+    let key = cached_redis_tests::scan_keys(&mut conn, "*featured*").await;
+    assert_eq!(key.len(), 1, "{key:?}");
+    assert!(cached_redis_tests::stale::expire_in(&mut conn, &key[0], 60_000).await);
+    browser.click("#featured").await;
+    let stale = browser
+        .wait_for_text("#featured-result", "stale, refreshing")
+        .await;
+    assert!(stale.contains("3 featured products"), "{stale}");
+    // The refresh ran in the background: the next answer is fresh.
+    let refreshed = || async { json(addr, "GET", "/api/featured", None).await["stale"] == false };
+    assert!(cached_redis_tests::eventually(std::time::Duration::from_secs(20), refreshed).await);
+    browser.click("#featured").await;
+    browser.wait_for_text("#featured-result", "fresh").await;
 
     browser.type_into("#stampede-n", "100").await;
     browser.click("#stampede").await;

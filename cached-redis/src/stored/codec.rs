@@ -57,6 +57,12 @@ impl Origin {
         ends.saturating_add(kept).saturating_sub(now)
     }
 
+    /// How long until the entry's TTL ends by this process's clock (0 once it has), if its soft
+    /// expiry is stored.
+    pub(crate) fn fresh_ms(&self) -> Option<u64> {
+        (self.exp > 0).then(|| self.exp.saturating_sub(unix_ms()))
+    }
+
     /// The origin of a value computed just now by a load that took `load_time`, whose TTL
     /// ends `soft_ttl_ms` from now if its soft expiry is stored.
     pub(crate) fn now(load_time: Duration, soft_ttl_ms: Option<u64>) -> Origin {
@@ -240,6 +246,18 @@ pub(crate) fn decode_with_origin<T: CacheValue>(
         exp: e.exp,
     };
     Ok((e.v, origin, format))
+}
+
+/// The origin of a stored value, in whichever format it was written, without decoding the
+/// value into a type.
+pub(crate) fn origin_of(bytes: &[u8]) -> Option<Origin> {
+    let (e, _) = read::<EnvelopeWithOrigin<serde::de::IgnoredAny>>(bytes).ok()?;
+    Some(Origin {
+        at: e.at,
+        load_ms: e.load_ms,
+        id: e.id,
+        exp: e.exp,
+    })
 }
 
 /// Whether `value`, decoded from `stored`, writes back everything `stored` holds, in its

@@ -130,17 +130,32 @@ impl ProductRepo {
             .ok_or(RepoError::NotFound)
     }
 
-    /// The featured products, cached for 30 seconds.
-    #[redis_cached(key = "featured", ttl = "30s", cache = &self.cache)]
+    /// The featured products: fresh for 30 seconds, then served stale for up to 5 minutes
+    /// while one refresh runs in the background (see [`ProductRepo::featured`]).
     pub async fn list_featured(&self) -> Result<Vec<Product>, RepoError> {
+        Self::featured(self.clone()).await
+    }
+
+    /// How long the featured list stays fresh: `Some(ZERO)` once its TTL is over (it is then
+    /// served stale while it is refreshed), `None` if it is not cached.
+    pub async fn featured_fresh_for(&self) -> Result<Option<Duration>, cached_redis::Error> {
+        self.cache.fresh_for(&Self::featured_key()).await
+    }
+
+    /// The featured products, cached for 30 seconds and kept 5 minutes past that: a read that
+    /// finds them past their TTL is answered with them at once while one refresh, across every
+    /// process, runs in the background. The repository comes by value (it clones cheaply), so
+    /// the body borrows nothing from its caller and the refresh can outlive the call.
+    #[redis_cached(key = "featured", ttl = "30s", stale = "5m", cache = &repo.cache, skip = "repo")]
+    async fn featured(repo: ProductRepo) -> Result<Vec<Product>, RepoError> {
         let started = Instant::now();
         let rows = sqlx::query(
             "SELECT id, name, price_cents, featured, stock, version FROM products WHERE featured = $1 ORDER BY id",
         )
         .bind(1_i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&repo.pool)
         .await?;
-        self.note_db_read(started);
+        repo.note_db_read(started);
         Ok(rows.iter().map(product).collect::<Result<_, _>>()?)
     }
 
@@ -185,7 +200,7 @@ impl ProductRepo {
         if let Err(e) = &removed {
             tracing::warn!(error = %e, id, "could not invalidate the cached product");
         }
-        if let Err(e) = self.invalidate_list_featured().await {
+        if let Err(e) = Self::invalidate_featured(self.clone()).await {
             tracing::warn!(error = %e, "could not invalidate the featured list");
         }
         let product = self.get_product(id).await?;
@@ -232,7 +247,7 @@ impl ProductRepo {
         if let Err(e) = &updated {
             tracing::warn!(error = %e, id, "could not update the cached product");
         }
-        if let Err(e) = self.invalidate_list_featured().await {
+        if let Err(e) = Self::invalidate_featured(self.clone()).await {
             tracing::warn!(error = %e, "could not invalidate the featured list");
         }
         let product = self.get_product(id).await?;

@@ -251,9 +251,18 @@ async fn stampede(
     .into_response()
 }
 
+/// The featured list, and whether it was past its TTL when the request came (then it is
+/// answered with the stale list at once while one refresh runs in the background). Read before
+/// the call: after it, the refresh may already have stored.
 async fn featured(State(state): State<AppState>) -> Response {
+    let fresh_for = state.repo.featured_fresh_for().await.ok().flatten();
     match state.repo.list_featured().await {
-        Ok(products) => Json(json!({ "products": products })).into_response(),
+        Ok(products) => Json(json!({
+            "products": products,
+            "stale": fresh_for == Some(Duration::ZERO),
+            "fresh_for_ms": fresh_for.map(|d| d.as_millis() as u64),
+        }))
+        .into_response(),
         Err(e) => error(&e),
     }
 }
