@@ -261,3 +261,34 @@ async fn a_near_copy_of_an_early_refresh_function_ends_when_the_window_opens() {
     assert_eq!(stats.near_hits, 0, "{stats:?}");
     assert!(stats.refreshes > 0, "hits drew refreshes: {stats:?}");
 }
+
+/// `Cache::fresh_for` reads the end of the TTL from the entry: the TTL's rest while fresh,
+/// zero once past it (while Redis keeps it `stale` longer, as `Cache::ttl` says), `None` once
+/// invalidated; for a function without `stale`, what `Cache::ttl` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_for_tells_a_fresh_entry_from_a_stale_one() {
+    let server = RedisServer::start();
+    let cache = server.cache("fresh-for").await;
+    let (key, loads, gate) = (Key::raw("fresh"), Arc::new(AtomicU32::new(0)), Gate::new());
+    gate.open();
+    let policy = policy("fresh");
+    assert_eq!(cache.fresh_for(&key).await.unwrap(), None);
+    let _ = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
+    cache.settle().await;
+    let fresh = cache.fresh_for(&key).await.unwrap().unwrap();
+    assert!(fresh > TTL - Duration::from_secs(5) && fresh <= TTL, "{fresh:?}");
+    make_stale(&server, &cache, &key).await;
+    assert_eq!(cache.fresh_for(&key).await.unwrap(), Some(Duration::ZERO));
+    let kept = cache.ttl(&key).await.unwrap().unwrap();
+    assert!(kept > Duration::from_secs(25), "Redis keeps it: {kept:?}");
+    cache.invalidate(&key).await.unwrap();
+    assert_eq!(cache.fresh_for(&key).await.unwrap(), None);
+
+    let plain = cached_redis::Policy::new("plain", TTL).unwrap();
+    let key = Key::raw("plain");
+    let _ = cache.fetch(&key, &plain, loader(&loads, &gate)).await;
+    cache.settle().await;
+    let (fresh, ttl) = (cache.fresh_for(&key).await.unwrap(), cache.ttl(&key).await.unwrap());
+    let (fresh, ttl) = (fresh.unwrap(), ttl.unwrap());
+    assert!(fresh.abs_diff(ttl) < Duration::from_secs(1), "{fresh:?} {ttl:?}");
+}
