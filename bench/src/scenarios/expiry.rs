@@ -120,7 +120,7 @@ pub(super) async fn expiry(cfg: &Config) -> Table {
         ]);
     }
     table.note = format!(
-        "{} rounds; each variant reads a key of its own for {WINDOWS} TTL windows of {} s, its loader taking {LOADER_MS} ms. \"hit p99\" is the same 64 tasks reading a key that does not expire through cached-redis for 2 s, every call a hit: {hit:.2} ms (median of rounds). The key is loaded once before the timed run. A call of 10 ms or more (half the loader's time) waited for a load: with `stale` or `refresh = \"early\"` that is the one caller who refreshes, which waits for its own load.",
+        "{} rounds; each variant reads a key of its own for {WINDOWS} TTL windows of {} s, its loader taking {LOADER_MS} ms. \"hit p99\" is the same 64 tasks reading a key that does not expire through cached-redis for 2 s, every call a hit: {hit:.2} ms (median of rounds). The key is loaded once before the timed run. A call of 10 ms or more (half the loader's time) waited for a load. The `stale` and `refresh = \"early\"` functions borrow nothing from their callers, so their refreshes run in the background: no caller waits for them.",
         cfg.rounds,
         TTL.as_secs()
     );
