@@ -276,7 +276,10 @@ async fn fresh_for_tells_a_fresh_entry_from_a_stale_one() {
     let _ = cache.fetch(&key, &policy, loader(&loads, &gate)).await;
     cache.settle().await;
     let fresh = cache.fresh_for(&key).await.unwrap().unwrap();
-    assert!(fresh > TTL - Duration::from_secs(5) && fresh <= TTL, "{fresh:?}");
+    assert!(
+        fresh > TTL - Duration::from_secs(5) && fresh <= TTL,
+        "{fresh:?}"
+    );
     make_stale(&server, &cache, &key).await;
     assert_eq!(cache.fresh_for(&key).await.unwrap(), Some(Duration::ZERO));
     let kept = cache.ttl(&key).await.unwrap().unwrap();
@@ -288,7 +291,13 @@ async fn fresh_for_tells_a_fresh_entry_from_a_stale_one() {
     let key = Key::raw("plain");
     let _ = cache.fetch(&key, &plain, loader(&loads, &gate)).await;
     cache.settle().await;
-    let (fresh, ttl) = (cache.fresh_for(&key).await.unwrap(), cache.ttl(&key).await.unwrap());
+    let (fresh, ttl) = (
+        cache.fresh_for(&key).await.unwrap(),
+        cache.ttl(&key).await.unwrap(),
+    );
     let (fresh, ttl) = (fresh.unwrap(), ttl.unwrap());
-    assert!(fresh.abs_diff(ttl) < Duration::from_secs(1), "{fresh:?} {ttl:?}");
+    assert!(
+        fresh.abs_diff(ttl) < Duration::from_secs(1),
+        "{fresh:?} {ttl:?}"
+    );
 }

@@ -5,6 +5,7 @@
 //! invalidation overtakes them. A body that uses a borrowed argument refreshes in its caller
 //! (`stale.rs`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -13,17 +14,28 @@ use cached_redis_tests::stale::{STALE, expire_in};
 use cached_redis_tests::{Gate, RedisServer, eventually};
 use tokio::sync::mpsc;
 
-static LOADS: AtomicU32 = AtomicU32::new(0);
-
-/// The database: the first load answers at once, later ones wait at `gate`. `gate` is owned
-/// (a clone of the test's), so the body borrows nothing: `cache` is not named in it.
-#[redis_cached(key = "catalog:<id>", ttl = "60s", stale = "60s", cache = cache, skip = "gate")]
-async fn catalog(cache: &Cache, gate: Gate, id: u64) -> Result<String, String> {
-    let n = LOADS.fetch_add(1, Ordering::SeqCst);
+/// The database: its first load (`loads` counts them) answers at once, later ones wait at
+/// `gate`. `gate` and `loads` are owned, so the body borrows nothing: `cache` is not named in it.
+#[redis_cached(key = "row:<id>", ttl = "60s", stale = "60s", cache = cache, skip = "gate, loads")]
+async fn row(cache: &Cache, gate: Gate, loads: Arc<AtomicU32>, id: u64) -> Result<u32, String> {
+    let n = loads.fetch_add(1, Ordering::SeqCst);
     if n > 0 {
         gate.passed().await;
     }
-    Ok(format!("catalog {id} v{n}"))
+    Ok(u32::try_from(id).unwrap() * 100 + n)
+}
+
+/// A row's first load done and stored, and the entry aged past its TTL: the next call
+/// refreshes it. Returns the gate the refresh waits at and the load count.
+async fn stale_row(server: &RedisServer, cache: &Cache, id: u64) -> (Gate, Arc<AtomicU32>) {
+    let (gate, loads) = (Gate::new(), Arc::new(AtomicU32::new(0)));
+    let first = row(cache, gate.clone(), loads.clone(), id).await;
+    assert_eq!(first, Ok(u32::try_from(id).unwrap() * 100));
+    cache.settle().await;
+    let mut conn = server.conn().await;
+    let left = STALE.as_millis() as u64 / 2;
+    assert!(expire_in(&mut conn, &cache.redis_key(&row_key(id)), left).await);
+    (gate, loads)
 }
 
 /// The call's answer, which must come while the refresh is held.
@@ -33,10 +45,12 @@ async fn at_once<T>(call: impl std::future::Future<Output = T>) -> T {
         .expect("answered while the refresh is held")
 }
 
-async fn make_stale(server: &RedisServer, cache: &Cache, id: u64) {
-    let mut conn = server.conn().await;
-    let left = STALE.as_millis() as u64 / 2;
-    assert!(expire_in(&mut conn, &cache.redis_key(&catalog_key(id)), left).await);
+/// Whether `loads` reaches `n` (a background refresh's load starts after its caller returned).
+async fn loaded(loads: &Arc<AtomicU32>, n: u32) -> bool {
+    eventually(Duration::from_secs(20), || async {
+        loads.load(Ordering::SeqCst) == n
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,122 +61,72 @@ async fn every_caller_of_three_processes_is_answered_at_once_while_one_refresh_r
         server.cache("bg").await,
         server.cache("bg").await,
     ];
-    let gate = Gate::new();
-    let first = catalog(&caches[0], gate.clone(), 1).await;
-    assert_eq!(first.as_deref(), Ok("catalog 1 v0"));
-    caches[0].settle().await;
-    make_stale(&server, &caches[0], 1).await;
-
+    let (gate, loads) = stale_row(&server, &caches[0], 1).await;
     let (sender, mut answers) = mpsc::unbounded_channel();
     for cache in &caches {
         for _ in 0..100 {
-            let (cache, gate, sender) = (cache.clone(), gate.clone(), sender.clone());
+            let (cache, gate, loads) = (cache.clone(), gate.clone(), loads.clone());
+            let sender = sender.clone();
             tokio::spawn(async move {
-                let _ = sender.send(catalog(&cache, gate, 1).await);
+                let _ = sender.send(row(&cache, gate, loads, 1).await);
             });
         }
     }
     // The refresh is held at the gate: all 300 callers are answered before it opens.
     for _ in 0..300 {
-        let value = tokio::time::timeout(Duration::from_secs(20), answers.recv())
-            .await
-            .expect("every caller answered while the refresh is held")
-            .unwrap();
-        assert_eq!(value.as_deref(), Ok("catalog 1 v0"), "the stale value");
+        let value = at_once(answers.recv()).await.unwrap();
+        assert_eq!(value, Ok(100), "the stale value");
     }
-    let loading = || async { LOADS.load(Ordering::SeqCst) == 2 };
-    assert!(
-        eventually(Duration::from_secs(20), loading).await,
-        "one refresh"
-    );
+    assert!(loaded(&loads, 2).await, "one refresh");
     let stats: Vec<_> = caches.iter().map(Cache::stats).collect();
-    assert_eq!(
-        stats.iter().map(|s| s.refreshes).sum::<u64>(),
-        1,
-        "{stats:?}"
-    );
+    let refreshes: u64 = stats.iter().map(|s| s.refreshes).sum();
+    assert_eq!(refreshes, 1, "{stats:?}");
     assert_eq!(stats.iter().map(|s| s.stale_served).sum::<u64>(), 300);
     gate.open();
     for cache in &caches {
         cache.settle().await;
     }
     // `settle` waited for the background refresh and its write-back.
-    let again = catalog(&caches[2], gate.clone(), 1).await;
-    assert_eq!(again.as_deref(), Ok("catalog 1 v1"));
-    assert_eq!(LOADS.load(Ordering::SeqCst), 2);
+    assert_eq!(row(&caches[2], gate, loads.clone(), 1).await, Ok(101));
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
 }
 
-static RACED_LOADS: AtomicU32 = AtomicU32::new(0);
-
-#[redis_cached(key = "stock:<id>", ttl = "60s", stale = "60s", cache = cache, skip = "gate")]
-async fn stock(cache: &Cache, gate: Gate, id: u64) -> Result<u32, String> {
-    let n = RACED_LOADS.fetch_add(1, Ordering::SeqCst);
-    if n > 0 {
-        gate.passed().await;
-    }
-    Ok(u32::try_from(id).unwrap() * 100 + n)
-}
-
-/// A background refresh that an invalidation overtook stores nothing, though its caller (and
-/// the task) are long gone; the read after the invalidation loads.
+/// A background refresh that an invalidation overtook stores nothing, though its caller is
+/// long gone; the read after the invalidation loads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_background_refresh_an_invalidation_overtook_stores_nothing() {
     let server = RedisServer::start();
     let cache = server.cache("bg-race").await;
-    let gate = Gate::new();
-    assert_eq!(stock(&cache, gate.clone(), 1).await, Ok(100));
-    cache.settle().await;
-    let mut conn = server.conn().await;
-    let left = STALE.as_millis() as u64 / 2;
-    assert!(expire_in(&mut conn, &cache.redis_key(&stock_key(1)), left).await);
+    let (gate, loads) = stale_row(&server, &cache, 1).await;
     // Answered at once; the refresh's task starts its load, which waits at the gate.
-    assert_eq!(at_once(stock(&cache, gate.clone(), 1)).await, Ok(100));
-    let loading = || async { RACED_LOADS.load(Ordering::SeqCst) == 2 };
-    assert!(eventually(Duration::from_secs(20), loading).await);
-    invalidate_stock(&cache, 1).await.unwrap();
+    let answer = at_once(row(&cache, gate.clone(), loads.clone(), 1)).await;
+    assert_eq!(answer, Ok(100));
+    assert!(loaded(&loads, 2).await);
+    invalidate_row(&cache, 1).await.unwrap();
     gate.open();
     cache.settle().await;
     assert_eq!(cache.stats().stale_refused, 1, "{:?}", cache.stats());
-    assert_eq!(
-        stock(&cache, gate.clone(), 1).await,
-        Ok(102),
-        "loaded after it"
-    );
+    let after = row(&cache, gate, loads, 1).await;
+    assert_eq!(after, Ok(102), "loaded after it");
 }
 
-static DROPPED_LOADS: AtomicU32 = AtomicU32::new(0);
-
-#[redis_cached(key = "price:<id>", ttl = "60s", stale = "60s", cache = cache, skip = "gate")]
-async fn price(cache: &Cache, gate: Gate, id: u64) -> Result<u32, String> {
-    let n = DROPPED_LOADS.fetch_add(1, Ordering::SeqCst);
-    if n > 0 {
-        gate.passed().await;
-    }
-    Ok(u32::try_from(id).unwrap() * 100 + n)
-}
-
-/// The caller that started the refresh is cancelled (its future dropped before it is polled
-/// again): the refresh runs on and stores.
+/// The caller that started the refresh is cancelled (its task aborted): the refresh runs on
+/// and stores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_outlives_its_cancelled_caller() {
     let server = RedisServer::start();
     let cache = server.cache("bg-cancel").await;
-    let gate = Gate::new();
-    assert_eq!(price(&cache, gate.clone(), 1).await, Ok(100));
-    cache.settle().await;
-    let mut conn = server.conn().await;
-    let left = STALE.as_millis() as u64 / 2;
-    assert!(expire_in(&mut conn, &cache.redis_key(&price_key(1)), left).await);
+    let (gate, loads) = stale_row(&server, &cache, 1).await;
     let caller = {
-        let (cache, gate) = (cache.clone(), gate.clone());
-        tokio::spawn(async move { at_once(price(&cache, gate, 1)).await })
+        let (cache, gate, loads) = (cache.clone(), gate.clone(), loads.clone());
+        tokio::spawn(async move { at_once(row(&cache, gate, loads, 1)).await })
     };
     // Once the refresh's load waits at the gate, the caller is cancelled (if it has not
     // returned already).
-    let loading = || async { DROPPED_LOADS.load(Ordering::SeqCst) == 2 };
-    assert!(eventually(Duration::from_secs(20), loading).await);
+    assert!(loaded(&loads, 2).await);
     caller.abort();
     gate.open();
     cache.settle().await;
-    assert_eq!(price(&cache, gate, 1).await, Ok(101), "the refresh stored");
+    let after = row(&cache, gate, loads, 1).await;
+    assert_eq!(after, Ok(101), "the refresh stored");
 }
