@@ -12,7 +12,7 @@ use crate::errors::Errors;
 use crate::format::{CodecSpec, parse_codec, parse_size};
 use crate::template::{self, Segment};
 
-const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `near`, `stale`, `refresh`, `beta`, `fail_safe`, `back_off`, `codec`, `compress_above`, `cache`, `cache_if`, `skip` and `helpers`";
+const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `near`, `stale`, `refresh`, `beta`, `fail_safe`, `back_off`, `codec`, `compress_above`, `cache`, `cache_if`, `skip`, `helpers` and `background`";
 
 /// A value with the span of the literal it came from.
 #[derive(Debug, Clone)]
@@ -53,6 +53,9 @@ pub(crate) struct Args {
     /// `helpers = false`: generate no helpers (a method of a trait impl, where they would not
     /// be members of the trait).
     pub(crate) helpers: Option<Spanned<bool>>,
+    /// `background = false` (or `true`): where a `stale` or early refresh runs, instead of
+    /// what the signature says.
+    pub(crate) background: Option<Spanned<bool>>,
     /// Arguments that do not change the result, left out of the key on purpose.
     pub(crate) skip: Vec<Spanned<String>>,
     /// Arguments seen, to reject repeats.
@@ -165,13 +168,8 @@ impl Args {
             "cache" => self.cache = Some(meta.value()?.parse()?),
             "cache_if" => self.cache_if = Some(meta.value()?.parse()?),
             "skip" => self.skip = skipped(&meta.value()?.parse()?),
-            "helpers" => {
-                let lit: syn::LitBool = meta.value()?.parse()?;
-                self.helpers = Some(Spanned {
-                    value: lit.value,
-                    span: lit.span,
-                });
-            }
+            "helpers" => self.helpers = Some(boolean(meta)?),
+            "background" => self.background = Some(boolean(meta)?),
             _ => {
                 let _: Expr = meta.value()?.parse()?;
                 let mut message = format!("unknown argument `{name}`; expected one of {KNOWN}");
@@ -263,6 +261,15 @@ fn skipped(lit: &LitStr) -> Vec<Spanned<String>> {
             span: lit.span(),
         })
         .collect()
+}
+
+/// `name = true` or `false`.
+fn boolean(meta: &ParseNestedMeta<'_>) -> syn::Result<Spanned<bool>> {
+    let lit: syn::LitBool = meta.value()?.parse()?;
+    Ok(Spanned {
+        value: lit.value,
+        span: lit.span,
+    })
 }
 
 /// The options the runtime bounds to a day (a lease or a load longer than that is a mistake);

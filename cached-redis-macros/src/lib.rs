@@ -70,7 +70,8 @@ use proc_macro::TokenStream;
 /// - `stale = "5m"`: keep entries this long past their TTL; a call that finds one answers with
 ///   it at once while one caller (in any process) refreshes it under the lease, in the
 ///   background where the body borrows nothing from its caller (the body must then be
-///   `Send`). An invalidated entry is removed whole, never served stale.
+///   `Send`; `background = false` keeps it in the caller). An invalidated entry is removed
+///   whole, never served stale.
 /// - `refresh = "early"` (with `beta = 1.0`, optional): a hit refreshes its entry shortly
 ///   before it expires, by the XFetch rule on the recorded load time, so a steadily read key
 ///   does not expire in front of its callers.

@@ -116,6 +116,18 @@ pub async fn with_cache<F: Future>(cache: Cache, future: F) -> F::Output {
     SCOPED.scope(cache, future).await
 }
 
+/// `future`, under the [`with_cache`] scope of the task that calls this, if there is one: for
+/// work spawned on a caller's behalf.
+pub(crate) fn within_scope<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let scoped = SCOPED.try_with(Cache::clone).ok();
+    async move {
+        match scoped {
+            Some(cache) => SCOPED.scope(cache, future).await,
+            None => future.await,
+        }
+    }
+}
+
 /// Makes `cache` the default of every `#[redis_cached]` function without its own `cache = ...`,
 /// in **every task of the process** (spawned tasks, a server's handlers), until the returned
 /// guard is dropped. Meant for tests: a test that starts a server calling cached functions

@@ -2,8 +2,9 @@
 //! (`exp`), `back_off`, and refreshes in the background (`read/detach.rs`,
 //! `__private/detached.rs`, the expansion's `detachable`).
 //!
-//! Tests named `bug_*` fail on the code they were written against (13d28f8): each shows a
-//! guarantee broken, quoted in its doc comment. Tests named `held_*` are attacks that held.
+//! Tests named `found_*` failed on the code they were written against (13d28f8), each showing
+//! a guarantee broken (quoted in its doc comment), and pass since the fix it names. Tests
+//! named `held_*` are attacks that held.
 //! Races are held open with `HeldDb` (a read held after it read the row), gates, channels and
 //! a paused Redis; every call that could hang is bounded by a timeout, so a hang is a failure.
 
@@ -88,7 +89,8 @@ async fn row(cache: &Cache, db: Db, id: u64) -> Result<u64, String> {
     db.read().await
 }
 
-/// BUG. Guarantee attacked: README, "No stale value after a write: a read that starts after
+/// Found (failed on 13d28f8; fixed by the update's first read revoking the entry's lease,
+/// `lease::read_revoking`). Guarantee attacked: README, "No stale value after a write: a read that starts after
 /// `invalidate_*` returned never gets a value loaded before it", `update`'s contract
 /// ("`Ok(false)` means no cached value was changed, and none that misses the change is left:
 /// ... a load replaced the entry after the update read it (that value is newer)") and the
@@ -106,7 +108,7 @@ async fn row(cache: &Cache, db: Db, id: u64) -> Result<u64, String> {
 /// Cause: `write/update.rs` (`rewrite`: an origin change is taken as a newer load; true of a
 /// miss's load, which cannot start while the entry is cached, not of a refresh's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_update_straddling_a_refresh_write_back_keeps_the_pre_write_row() {
+async fn found_an_update_straddling_a_refresh_write_back_is_not_lost() {
     let server = RedisServer::start();
     let a = server.cache("adv-bg-straddle").await;
     let b = server.cache("adv-bg-straddle").await;
@@ -183,7 +185,8 @@ async fn tenant_outer(id: u64) -> Result<u64, String> {
     tenant_inner(id).await
 }
 
-/// BUG. Guarantee attacked: `with_cache` ("Runs `future` with `cache` as the default of every
+/// Found (failed on 13d28f8; fixed: the refresh's task runs under its caller's `with_cache`
+/// scope, `global::within_scope`). Guarantee attacked: `with_cache` ("Runs `future` with `cache` as the default of every
 /// `#[redis_cached]` function it calls without its own `cache = ...`, in place of the global
 /// one, for this future only"; README: "`with_cache` gives one future (not the tasks it
 /// spawns) its own global cache").
@@ -197,7 +200,7 @@ async fn tenant_outer(id: u64) -> Result<u64, String> {
 /// What happened: the refreshed `tenant_inner` entry is in `other`, not in `tenant`.
 /// Cause: `read/detach.rs` (`spawn`): the task does not carry the caller's `with_cache` scope.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_background_refresh_escapes_with_cache() {
+async fn found_a_background_refresh_runs_in_its_callers_with_cache() {
     let server = RedisServer::start();
     let tenant = server.cache("adv-bg-tenant").await;
     let other = server.cache("adv-bg-other").await;
@@ -269,7 +272,9 @@ async fn hung(cache: &Cache, gate: Gate, id: u64) -> Result<u64, String> {
     Ok(id * 100 + n)
 }
 
-/// BUG. Guarantee attacked: the guarantees page, "A loader that hangs keeps the lease at most
+/// Found (failed on 13d28f8; fixed: a background refresh is dropped at `max_load` plus
+/// `op_timeout`, when nothing it loads can be stored). Guarantee attacked: the guarantees
+/// page, "A loader that hangs keeps the lease at most
 /// `max_load`: then the lease is released, waiters here and in other processes load for
 /// themselves, and the hung caller ... gets its own result when its loader returns, not
 /// stored"; "Cancellation and panics leave nobody hanging"; `Cache::settle` is what a
@@ -287,7 +292,7 @@ async fn hung(cache: &Cache, gate: Gate, id: u64) -> Result<u64, String> {
 /// `read/detach.rs` (`spawn`: the task runs `load_under` to the end) with
 /// `read/write_backs.rs` (`settled` waits for every refresh counted by `spawn_refresh`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_settle_waits_for_a_background_load_past_max_load() {
+async fn found_settle_does_not_wait_for_a_background_load_past_max_load() {
     let server = RedisServer::start();
     let cache = server
         .cache_builder("adv-bg-hung")
@@ -336,31 +341,12 @@ async fn bug_settle_waits_for_a_background_load_past_max_load() {
 // ---------------------------------------------------------------------------------------------
 // 4. The expansion's `detachable` heuristic.
 
-/// BUG. Guarantee attacked: the attribute guide, "A `stale` or early refresh runs in a task
-/// of its own where the function's body borrows nothing from its caller: no generics, no
-/// `self`, and no argument holding a reference or a lifetime named in the body ... A body
-/// that uses a borrowed argument refreshes in the caller that took the lease".
-///
-/// Three functions that compile without `stale` (`tests/ui/adv_baseline/`) fail to compile
-/// with it (`tests/ui/adv_pass/`): an `impl Trait` argument named in the body (an anonymous
-/// type parameter the check does not see: "future cannot be sent between threads safely"),
-/// the same with `+ Send + Sync` (E0310, "the parameter type `impl Source + Send + Sync` may
-/// not live long enough"), and an associated function of a generic `impl` taking the impl's
-/// `T` (E0310 for `T`, which may be a reference type). In each the function's own signature
-/// shows no `&`, `'` or generics of its own, so the expansion picks `fetch_detached`, whose
-/// `Send + 'static` bound the body's future cannot meet: adding `stale` (or `refresh =
-/// "early"`) to a working function is a compile error rather than a refresh in the caller.
-/// (An elided lifetime in an argument's path is rejected by rustc in any `async fn`, E0726;
-/// `Self` named in the body without a value of it held compiled: both held. Nothing unsound
-/// got through: the bound is checked.) Cause: `cached-redis-macros/src/expand/fetch.rs`
-/// (`detachable`): `impl` in an argument's type, and a type that names the enclosing
-/// `impl`'s parameters, are taken as owned.
-#[test]
-fn bug_detachable_heuristic_rejects_bodies_that_compile_without_stale() {
-    let t = trybuild::TestCases::new();
-    t.pass("ui/adv_baseline/*.rs");
-    t.pass("ui/adv_pass/*.rs");
-}
+// Found (failed on 13d28f8): three functions that compile without `stale` failed to compile
+// with it: an `impl Trait` argument named in the body (an anonymous type parameter the check
+// did not see), the same with `+ Send + Sync` (E0310), and an associated function of a generic
+// `impl` taking the impl's `T` (E0310 for `T`). `detachable` now takes an `impl` argument, and
+// one that names a single-capital type parameter, as possibly borrowing; `background = false`
+// keeps a refresh in the caller where the signature cannot tell (`ui/pass/stale_*.rs`).
 
 // ---------------------------------------------------------------------------------------------
 // 5. A background loader that panics.

@@ -68,7 +68,9 @@ impl Fetch {
         let (cache_binding, cache) = cache_binding(model, model.clone_cache);
         let checks = type_checks(model);
         let (policy_static, loader, policy_ref) = policy_setup(model, &policy, block);
-        let detach = refresh.is_none() && detachable(model, block);
+        let detach = refresh.is_none()
+            && (model.stale.is_some() || model.early.is_some())
+            && model.background.unwrap_or_else(|| detachable(model, block));
         let call = fetch_call(model, quote!(#cache, #key, #policy_ref, #loader), detach);
         Fetch {
             key,
@@ -128,27 +130,43 @@ fn fetch_call(model: &Model, args: TokenStream, detach: bool) -> TokenStream {
     }
 }
 
-/// Whether a refresh of the function runs in the background (`fetch_detached`): it has
-/// `stale` or early refresh, no `cache_if`, no generics and no `self`, and each argument that
-/// may borrow is not named in the body (as an identifier, or in a format string), so the body's
-/// future owns what it reads. Otherwise the refresh runs in its caller.
+/// Whether a refresh of the function runs in the background (`fetch_detached`) when the
+/// attribute does not say: no `cache_if`, no generics and no `self`, and each argument whose
+/// type may borrow or be generic is not named in the body (as an identifier, or in a format
+/// string), so the body's future owns what it reads. Otherwise the refresh runs in its caller.
 fn detachable(model: &Model, block: &TokenStream) -> bool {
     let sig = &model.item.sig;
-    if (model.stale.is_none() && model.early.is_none())
-        || model.cache_if.is_some()
-        || !sig.generics.params.is_empty()
-    {
+    if model.cache_if.is_some() || !sig.generics.params.is_empty() {
         return false;
     }
     sig.inputs.iter().all(|input| match input {
         syn::FnArg::Receiver(_) => false,
         syn::FnArg::Typed(arg) => {
-            let syn::Pat::Ident(name) = &*arg.pat else {
-                return !may_borrow(&arg.ty);
-            };
-            !may_borrow(&arg.ty) || !named_in(block, &name.ident)
+            let owned = !may_borrow(&arg.ty)
+                && !names_generics(&sig.generics, &arg.ty)
+                && !names_a_type_parameter(&arg.ty);
+            match &*arg.pat {
+                syn::Pat::Ident(name) => owned || !named_in(block, &name.ident),
+                _ => owned,
+            }
         }
     })
+}
+
+/// Whether `ty` names what reads as a type parameter of an enclosing `impl` (a single capital
+/// letter: `T`, `E`), which may be a reference type; the expansion cannot see that `impl`.
+fn names_a_type_parameter(ty: &syn::Type) -> bool {
+    fn any(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|t| match t {
+            TokenTree::Ident(i) => {
+                let name = i.to_string();
+                name.len() == 1 && name.chars().all(|c| c.is_ascii_uppercase())
+            }
+            TokenTree::Group(g) => any(g.stream()),
+            _ => false,
+        })
+    }
+    any(ty.to_token_stream())
 }
 
 /// Whether `block` names `ident`: as an identifier, or inside a literal (an inline format

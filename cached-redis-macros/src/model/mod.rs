@@ -72,6 +72,8 @@ pub(crate) struct Model {
     pub(crate) cache_if: Option<syn::Expr>,
     /// Whether to generate `invalidate_*`, `update_*` and `*_key` (not in a trait impl).
     pub(crate) helpers: bool,
+    /// `background`: where a refresh runs, if the attribute says (else by the signature).
+    pub(crate) background: Option<bool>,
     /// The cache expression starts from something the body takes by value or mutably
     /// (`&mut self`, `self`, a parameter `state: AppState`): its borrow cannot last while the
     /// body holds it, so the handle is cloned.
@@ -85,6 +87,16 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
     if let (Some(beta), None) = (&args.beta, &args.refresh) {
         let message = "`beta` tunes early refresh: add `refresh = \"early\"`, or leave `beta` out";
         errors.at(beta.span, message);
+    }
+    if let Some(background) = &args.background {
+        if args.stale.is_none() && args.refresh.is_none() {
+            let message = "`background` says where a `stale` or early refresh runs: add `stale = \"5m\"` or `refresh = \"early\"`, or leave `background` out";
+            errors.at(background.span, message);
+        } else if background.value && args.cache_if.is_some() {
+            let message =
+                "a function with `cache_if` refreshes in its caller: leave `background` out";
+            errors.at(background.span, message);
+        }
     }
     if let (Some(back_off), None) = (&args.back_off, &args.fail_safe) {
         let message = "`back_off` is how long a key is answered by its entry after a failed load: add `fail_safe = \"1h\"`, or leave `back_off` out";
@@ -170,6 +182,7 @@ fn assemble(item: ItemFn, args: Args, ret: Type, params: Vec<Param>, key: Resolv
         cache: args.cache,
         cache_if: args.cache_if,
         helpers: args.helpers.is_none_or(|h| h.value),
+        background: args.background.as_ref().map(|b| b.value),
         item,
     }
 }

@@ -4,7 +4,7 @@
 pub(crate) mod scripts;
 
 pub(crate) use scripts::{
-    Acquire, compare_and_set, compare_and_set_eval, invalidate, invalidate_eval,
+    Acquire, compare_and_set, compare_and_set_eval, invalidate, invalidate_eval, read_revoking,
 };
 
 use crate::Key;

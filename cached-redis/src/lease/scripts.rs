@@ -101,6 +101,29 @@ redis.call('DEL', KEYS[2])
 return 1
 ";
 
+/// Reads the value for an update's first round and deletes the entry's lease: a load that
+/// holds it (a refresh of a `stale` entry, say) may have read the data before the write, and
+/// its write-back, refused now, cannot replace the entry between the update's read and its
+/// compare-and-set, where the update would take it for a newer load.
+static READ_REVOKING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+redis.call('DEL', KEYS[2])
+return v
+",
+    )
+});
+
+pub(crate) async fn read_revoking(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &EntryKeys,
+) -> redis::RedisResult<Option<Vec<u8>>> {
+    let mut call = READ_REVOKING.key(&keys.value);
+    call.key(&keys.lease);
+    invoke(&call, conn).await
+}
+
 /// Runs a script over an entry's value and lease, again while a cluster answers that its slot
 /// is moving: a script over keys of a migrating slot, some moved or absent, is refused
 /// (`TRYAGAIN`) until the move ends, which a reshard does in moments, and redis-rs hands back

@@ -84,9 +84,17 @@ where
     } = refresh;
     let loader = loader.boxed();
     let spawner = cache.clone();
+    // Past `max_load` the lease is let go and nothing the load returns is stored: a load no
+    // caller waits for is then dropped, not awaited (nor waited for by `settle`).
+    let bound = cache
+        .max_load_for(&policy)
+        .saturating_add(cache.inner.guard.op_timeout());
     let run = async move {
         let loaded = cache.load_under(leader, load, &keys, &policy, loader, failures);
-        let (_, _, _, failed) = loaded.await;
+        let Ok((_, _, _, failed)) = tokio::time::timeout(bound, loaded).await else {
+            tracing::warn!(key = %keys.value, "a background refresh outlasted max_load; dropped");
+            return;
+        };
         if failed {
             tracing::debug!(key = %keys.value, "a background refresh's load failed");
             if fail_safe {
@@ -98,6 +106,7 @@ where
             }
         }
     };
-    let run = tracing::Instrument::in_current_span(run);
+    // Its body runs as it would in the caller: under the caller's `with_cache` scope, if any.
+    let run = crate::global::within_scope(tracing::Instrument::in_current_span(run));
     spawner.inner.write_backs.spawn_refresh(run);
 }

@@ -144,7 +144,7 @@ impl Cache {
         format: Option<Format>,
         change: &mut impl FnMut(&mut V) -> bool,
     ) -> Result<Round, Error> {
-        let Some(read) = self.read_for_update(keys).await? else {
+        let Some(read) = self.read_for_update(keys, origin.is_none()).await? else {
             // Nothing cached; a load in flight may have read the data before the change.
             return Ok(Round::Remove);
         };
@@ -202,10 +202,20 @@ impl Cache {
     }
 
     /// The entry's bytes, from the primary (over the write connection, as the update's write
-    /// follows).
-    async fn read_for_update(&self, keys: &EntryKeys) -> Result<Option<Vec<u8>>, Error> {
+    /// follows); in the `first` round, with the entry's lease revoked
+    /// ([`lease::read_revoking`]): a load that replaces the entry after that started after the
+    /// update, and is newer than its change.
+    async fn read_for_update(
+        &self,
+        keys: &EntryKeys,
+        first: bool,
+    ) -> Result<Option<Vec<u8>>, Error> {
         let inner = &self.inner;
         let mut conn = inner.writes.clone();
+        if first {
+            let read = lease::read_revoking(&mut conn, keys);
+            return inner.guard.write(&inner.stats, "update", read).await;
+        }
         let mut get = redis::cmd("GET");
         get.arg(&keys.value);
         let read = get.query_async::<Option<Vec<u8>>>(&mut conn);

@@ -131,7 +131,7 @@ impl ProductRepo {
     }
 
     /// The featured products: fresh for 30 seconds, then served stale for up to 5 minutes
-    /// while one refresh runs in the background (see [`ProductRepo::featured`]).
+    /// while one refresh runs in the background (see `ProductRepo::featured`).
     pub async fn list_featured(&self) -> Result<Vec<Product>, RepoError> {
         Self::featured(self.clone()).await
     }
