@@ -98,6 +98,7 @@ impl Primary {
                 }
                 if let Some((attempt, error)) = &now.failed
                     && *attempt > since
+                    && !promoting(now.generation, error)
                 {
                     return Err(error.clone());
                 }
@@ -161,6 +162,16 @@ impl Primary {
             tokio::spawn(discover(Arc::downgrade(&self.0)));
         }
     }
+}
+
+/// Whether a failed attempt is a promotion under way rather than a failure to report: a
+/// primary was known before (this is not a first discovery of a name the sentinels may not
+/// know), and the sentinels name a node that does not say it is the primary yet
+/// (`MasterNameNotFoundBySentinel`: redis-rs checks the node's `ROLE`). The call then waits
+/// for the next attempt, within its own bound, instead of failing: writes no longer fail once
+/// at a promotion for asking a moment too early.
+fn promoting(generation: u64, error: &redis::RedisError) -> bool {
+    generation > 0 && error.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel
 }
 
 /// The primaries the sentinels name, one after another.
