@@ -32,6 +32,8 @@ impl Cache {
     {
         let stats = &self.inner.stats;
         let began = self.inner.flights.now();
+        // As on the Redis path: a failed load's joiners share one more load, once.
+        let mut again = false;
         loop {
             if let Some(found) = memory.get(value_key) {
                 match codec::decode(found.bytes()) {
@@ -51,9 +53,12 @@ impl Cache {
                 }
                 Role::Join(joiner) => joiner,
             };
-            match self.join(joiner, policy, loader, true, failures).await {
+            match self
+                .join(joiner, policy, loader, (true, !again), failures)
+                .await
+            {
                 Ok(answered) => return answered,
-                Err(again) => loader = again,
+                Err(back) => (loader, again) = (back, true),
             }
         }
     }

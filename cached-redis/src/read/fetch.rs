@@ -15,7 +15,7 @@ use crate::read::near::{Copies, NearUse};
 use crate::stats::{Event, Outcome};
 use crate::stored::cacheable::Cacheable;
 use crate::stored::codec;
-use crate::{Cache, Key, Policy};
+use crate::{Cache, CacheValue, Key, Policy};
 
 impl Cache {
     /// Reads `key` through the cache: the stored value if there is one, otherwise `loader`'s
@@ -230,6 +230,8 @@ impl Cache {
         F: Future<Output = R>,
     {
         let inner = &self.inner;
+        // Read again after joining a load (its joiners share one more load if it failed, once).
+        let mut again = false;
         loop {
             let missed = match read {
                 // Read again: past its TTL within `fail_safe` only, it is not a hit.
@@ -265,17 +267,24 @@ impl Cache {
                         .await;
                 }
                 Role::Join(joiner) => {
-                    match self.join(joiner, policy, loader, redis_ok, failures).await {
+                    let waited = self.join(joiner, policy, loader, (redis_ok, !again), failures);
+                    match waited.await {
                         Ok(answered) => return answered,
-                        Err(again) => loader = again,
+                        Err(back) => (loader, again) = (back, true),
                     }
                 }
             }
-            read = if inner.pending.covers(&value_key) {
-                Read::Missed(Missed::Unavailable)
-            } else {
-                self.read::<R::Value>(&value_key, policy, false).await
-            };
+            read = self.read_again(&value_key, policy).await;
+        }
+    }
+
+    /// A joiner's read after the load it joined did not answer it: as Redis unavailable where
+    /// an invalidation Redis did not take covers the key.
+    async fn read_again<T: CacheValue>(&self, value_key: &str, policy: &Policy) -> Read<T> {
+        if self.inner.pending.covers(value_key) {
+            Read::Missed(Missed::Unavailable)
+        } else {
+            self.read::<T>(value_key, policy, false).await
         }
     }
 
@@ -292,16 +301,18 @@ impl Cache {
     }
 
     /// A caller that joined the process's load of its key: the value that load shares, or a
-    /// clone of its error (with `failures`), or a load of its own (the shared load failed
-    /// with an error that cannot be cloned, or its value does not decode), or `Err` with
-    /// the loader back: too late for the value, an invalidation revoked the load, or its
-    /// leader went away, so read again.
+    /// clone of its error (with `failures`), or a load of its own (its value does not decode;
+    /// or the shared load failed with an error that cannot be cloned, and this caller already
+    /// read again once), or `Err` with the loader back: too late for the value, an
+    /// invalidation revoked the load, its leader went away, or (`retry`) it failed with an
+    /// error that cannot be shared, so read again: the callers that joined it share one more
+    /// load rather than each run their own.
     pub(crate) async fn join<R, F>(
         &self,
         joiner: Joiner,
         policy: &Policy,
         loader: F,
-        redis_ok: bool,
+        (redis_ok, retry): (bool, bool),
         failures: Option<Failures<R>>,
     ) -> Result<(R, Outcome, Duration), F>
     where
@@ -316,8 +327,10 @@ impl Cache {
             },
             Some(Shared::Failed { error, .. }) => match failures.and_then(|f| (f.take)(&error)) {
                 Some(result) => Ok((result, Outcome::Waited, Duration::ZERO)),
+                None if retry => Err(loader),
                 None => Ok(self.load_alone(policy, loader, redis_ok).await),
             },
+            Some(Shared::FailedUnshared) if retry => Err(loader),
             Some(Shared::LoadYourself | Shared::FailedUnshared) => {
                 Ok(self.load_alone(policy, loader, redis_ok).await)
             }
