@@ -32,7 +32,8 @@ impl Cache {
     {
         let stats = &self.inner.stats;
         let began = self.inner.flights.now();
-        // As on the Redis path: a failed load's joiners share one more load, once.
+        // Whether a load this caller joined failed (as on the Redis path): its joiners share
+        // one more load, once.
         let mut again = false;
         loop {
             if let Some(found) = memory.get(value_key) {
@@ -58,7 +59,7 @@ impl Cache {
                 .await
             {
                 Ok(answered) => return answered,
-                Err(back) => (loader, again) = (back, true),
+                Err((back, failed)) => (loader, again) = (back, again || failed),
             }
         }
     }

@@ -230,7 +230,7 @@ impl Cache {
         F: Future<Output = R>,
     {
         let inner = &self.inner;
-        // Read again after joining a load (its joiners share one more load if it failed, once).
+        // Whether a load this caller joined failed: its joiners share one more load, once.
         let mut again = false;
         loop {
             let missed = match read {
@@ -270,7 +270,7 @@ impl Cache {
                     let waited = self.join(joiner, policy, loader, (redis_ok, !again), failures);
                     match waited.await {
                         Ok(answered) => return answered,
-                        Err(back) => (loader, again) = (back, true),
+                        Err((back, failed)) => (loader, again) = (back, again || failed),
                     }
                 }
             }
@@ -303,10 +303,10 @@ impl Cache {
     /// A caller that joined the process's load of its key: the value that load shares, or a
     /// clone of its error (with `failures`), or a load of its own (its value does not decode;
     /// or the shared load failed with an error that cannot be cloned, and this caller already
-    /// read again once), or `Err` with the loader back: too late for the value, an
-    /// invalidation revoked the load, its leader went away, or (`retry`) it failed with an
-    /// error that cannot be shared, so read again: the callers that joined it share one more
-    /// load rather than each run their own.
+    /// read again once), or `Err` with the loader back and whether the load failed: too late
+    /// for the value, an invalidation revoked the load, its leader went away, or (`retry`) it
+    /// failed with an error that cannot be shared, so read again: the callers that joined it
+    /// share one more load rather than each run their own.
     pub(crate) async fn join<R, F>(
         &self,
         joiner: Joiner,
@@ -314,7 +314,7 @@ impl Cache {
         loader: F,
         (redis_ok, retry): (bool, bool),
         failures: Option<Failures<R>>,
-    ) -> Result<(R, Outcome, Duration), F>
+    ) -> Result<(R, Outcome, Duration), (F, bool)>
     where
         R: Cacheable,
         F: Future<Output = R>,
@@ -327,14 +327,14 @@ impl Cache {
             },
             Some(Shared::Failed { error, .. }) => match failures.and_then(|f| (f.take)(&error)) {
                 Some(result) => Ok((result, Outcome::Waited, Duration::ZERO)),
-                None if retry => Err(loader),
+                None if retry => Err((loader, true)),
                 None => Ok(self.load_alone(policy, loader, redis_ok).await),
             },
-            Some(Shared::FailedUnshared) if retry => Err(loader),
+            Some(Shared::FailedUnshared) if retry => Err((loader, true)),
             Some(Shared::LoadYourself | Shared::FailedUnshared) => {
                 Ok(self.load_alone(policy, loader, redis_ok).await)
             }
-            Some(Shared::Reread) | None => Err(loader),
+            Some(Shared::Reread) | None => Err((loader, false)),
         }
     }
 
