@@ -9,16 +9,14 @@
 //! a paused Redis; every call that could hang is bounded by a timeout, so a hang is a failure.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cached_redis::{Cache, override_global, redis_cached, with_cache};
 use cached_redis_tests::{
-    Gate, HeldDb, RedisServer, assert_no_state_left, command_calls, config_set, eventually,
-    get_raw, pttl, stale,
+    CancelAfter, Gate, HeldDb, RedisServer, assert_no_state_left, command_calls, config_set,
+    eventually, get_raw, pttl, stale,
 };
 
 /// A database row owned by the function's future (an `Arc`, not a `&HeldDb`), so the
@@ -884,25 +882,6 @@ async fn held_an_update_keeps_the_soft_expiry() {
 // ---------------------------------------------------------------------------------------------
 // 12. The caller cancelled at every await.
 
-/// Drops the inner future once it has returned `Pending` `polls` times, answering `None`;
-/// `Some` if it finished first.
-struct CancelAfter<F> {
-    inner: Pin<Box<F>>,
-    polls: usize,
-}
-
-impl<F: Future> Future for CancelAfter<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.polls == 0 {
-            return Poll::Ready(None);
-        }
-        self.polls -= 1;
-        self.inner.as_mut().poll(cx).map(Some)
-    }
-}
-
 /// HELD. Guarantees attacked: "Cancellation and panics leave nobody hanging" and the
 /// background refresh "outlives a cancelled caller". The caller of a stale entry of a
 /// function that refreshes in the background is dropped after 1, 2, 3 ... polls (during its
@@ -921,10 +900,7 @@ async fn held_a_caller_cancelled_at_any_await() {
         let version = 1 + polls as u64;
         age(&server, &redis_key, STALE_LEFT_MS).await;
         db.set_version(version);
-        let call = CancelAfter {
-            inner: Box::pin(steady(&cache, db.clone(), 9)),
-            polls,
-        };
+        let call = CancelAfter::new(steady(&cache, db.clone(), 9), polls);
         let answered = within("a cancelled call", call).await;
         within("settle", cache.settle()).await;
         assert_no_state_left(&cache).await;

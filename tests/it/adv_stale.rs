@@ -5,16 +5,14 @@
 //! `stale.rs` does; races are held open with gates and channels, not sleeps.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, Policy, redis_cached};
 use cached_redis_tests::{
-    Gate, RedisServer, assert_no_state_left, config_set, eventually, get_raw, near_cache, pttl,
-    stale,
+    CancelAfter, Gate, RedisServer, assert_no_state_left, config_set, eventually, get_raw,
+    near_cache, pttl, stale,
 };
 use tokio::sync::mpsc;
 
@@ -504,25 +502,6 @@ async fn an_early_refresh_storm_over_three_processes_loads_once() {
 // ---------------------------------------------------------------------------------------------
 // 5. Cancellation of the refreshing caller at each await.
 
-/// Drops the inner future once it has returned `Pending` `polls` times (at its `polls`-th
-/// await), answering `None`; `Some` if it finished first.
-struct CancelAfter<F> {
-    inner: Pin<Box<F>>,
-    polls: usize,
-}
-
-impl<F: Future> Future for CancelAfter<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.polls == 0 {
-            return Poll::Ready(None);
-        }
-        self.polls -= 1;
-        self.inner.as_mut().poll(cx).map(Some)
-    }
-}
-
 /// The refreshing caller dropped after each number of polls in turn (during the GET, the
 /// lease script, the load, after): the lease is released at once, nothing is left in flight,
 /// and the next call of the still-stale entry refreshes it. Held.
@@ -552,10 +531,7 @@ async fn a_refresh_cancelled_at_any_await_releases_its_lease_and_the_next_refres
                 Ok::<_, String>(db.get())
             }
         };
-        let call = CancelAfter {
-            inner: Box::pin(cache.fetch(&key, &policy, loader)),
-            polls,
-        };
+        let call = CancelAfter::new(cache.fetch(&key, &policy, loader), polls);
         let answered = tokio::time::timeout(Duration::from_secs(10), call)
             .await
             .expect("a cancelled refresh never hangs");

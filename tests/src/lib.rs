@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+mod cancel;
 mod cluster;
 mod db;
 mod gate;
@@ -19,6 +20,7 @@ pub mod stale;
 mod stampede;
 mod tls;
 
+pub use cancel::CancelAfter;
 pub use cluster::{RedisCluster, one_cluster_at_a_time};
 pub use db::HeldDb;
 pub use gate::Gate;
