@@ -130,3 +130,80 @@ async fn a_refresh_outlives_its_cancelled_caller() {
     let after = row(&cache, gate, loads, 1).await;
     assert_eq!(after, Ok(101), "the refresh stored");
 }
+
+/// As [`row`], with `background = false`: its refresh runs in the caller that takes the
+/// lease, who waits for the load.
+#[redis_cached(key = "in-caller:<id>", ttl = "60s", stale = "60s", cache = cache, skip = "gate, loads", background = false)]
+async fn in_caller(
+    cache: &Cache,
+    gate: Gate,
+    loads: Arc<AtomicU32>,
+    id: u64,
+) -> Result<u32, String> {
+    let n = loads.fetch_add(1, Ordering::SeqCst);
+    if n > 0 {
+        gate.passed().await;
+    }
+    Ok(u32::try_from(id).unwrap() * 100 + n)
+}
+
+/// As [`row`], its body naming a `&'static str` argument (which the signature alone would
+/// refresh in the caller), with `background = true`.
+#[redis_cached(key = "labelled:<id>", ttl = "60s", stale = "60s", cache = cache, skip = "gate, loads, label", background = true)]
+async fn labelled(
+    cache: &Cache,
+    gate: Gate,
+    loads: Arc<AtomicU32>,
+    label: &'static str,
+    id: u64,
+) -> Result<String, String> {
+    let n = loads.fetch_add(1, Ordering::SeqCst);
+    if n > 0 {
+        gate.passed().await;
+    }
+    Ok(format!("{label} {id} v{n}"))
+}
+
+/// `background` overrides the signature: `false` keeps the refresh in its caller (who waits
+/// at the gate: the call is still pending while the gate is shut, then gets the load);
+/// `true` runs it in the background (the caller is answered at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_overrides_where_the_signature_would_refresh() {
+    let server = RedisServer::start();
+    let cache = server.cache("bg-override").await;
+    let mut conn = server.conn().await;
+    let left = STALE.as_millis() as u64 / 2;
+
+    let (gate, loads) = (Gate::new(), Arc::new(AtomicU32::new(0)));
+    assert_eq!(
+        in_caller(&cache, gate.clone(), loads.clone(), 1).await,
+        Ok(100)
+    );
+    cache.settle().await;
+    assert!(expire_in(&mut conn, &cache.redis_key(&in_caller_key(1)), left).await);
+    let call = tokio::spawn({
+        let (cache, gate, loads) = (cache.clone(), gate.clone(), loads.clone());
+        async move { in_caller(&cache, gate, loads, 1).await }
+    });
+    assert!(loaded(&loads, 2).await, "the refresh is loading");
+    assert!(!call.is_finished(), "its caller waits for it");
+    gate.open();
+    assert_eq!(
+        at_once(call).await.unwrap(),
+        Ok(101),
+        "the caller's own load"
+    );
+
+    let (gate, loads) = (Gate::new(), Arc::new(AtomicU32::new(0)));
+    let first = labelled(&cache, gate.clone(), loads.clone(), "shelf", 1).await;
+    assert_eq!(first.as_deref(), Ok("shelf 1 v0"));
+    cache.settle().await;
+    assert!(expire_in(&mut conn, &cache.redis_key(&labelled_key(1)), left).await);
+    let stale = at_once(labelled(&cache, gate.clone(), loads.clone(), "shelf", 1)).await;
+    assert_eq!(stale.as_deref(), Ok("shelf 1 v0"), "answered at once");
+    assert!(loaded(&loads, 2).await);
+    gate.open();
+    cache.settle().await;
+    let fresh = labelled(&cache, gate, loads, "shelf", 1).await;
+    assert_eq!(fresh.as_deref(), Ok("shelf 1 v1"));
+}
