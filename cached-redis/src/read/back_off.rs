@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::Policy;
 use crate::keyed::KeyMap;
 use crate::rate_limit::RateLimit;
 
@@ -36,8 +37,10 @@ impl BackOff {
         until.get(key).is_some_and(|until| Instant::now() < *until)
     }
 
-    /// Backs `key` off for `back_off`, and logs the answer (at most once per [`WARN_EVERY`]).
-    pub(crate) fn start(&self, key: &str, function: &'static str, back_off: Duration) {
+    /// Backs `key` off for its `policy`'s `back_off`, and logs the answer (at most once per
+    /// [`WARN_EVERY`]).
+    pub(crate) fn start(&self, key: &str, policy: &Policy) {
+        let (function, back_off) = (policy.name(), policy.back_off());
         let now = Instant::now();
         {
             let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());

@@ -98,11 +98,7 @@ where
         if failed {
             tracing::debug!(key = %keys.value, "a background refresh's load failed");
             if fail_safe {
-                let back_off = policy.back_off();
-                cache
-                    .inner
-                    .back_off
-                    .start(&keys.value, policy.name(), back_off);
+                cache.inner.back_off.start(&keys.value, &policy);
             }
         }
     };

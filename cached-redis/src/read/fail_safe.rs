@@ -48,9 +48,7 @@ impl Cache {
                     if !result.is_failure() {
                         return (result, outcome, load_time);
                     }
-                    self.inner
-                        .back_off
-                        .start(&keys.value, policy.name(), policy.back_off());
+                    self.inner.back_off.start(&keys.value, policy);
                     return self.fail_safe_answer(due.value, policy, load_time);
                 }
             };

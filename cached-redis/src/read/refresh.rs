@@ -135,10 +135,7 @@ impl Cache {
         if !due.fail_safe {
             return (result, outcome, load_time);
         }
-        let back_off = policy.back_off();
-        self.inner
-            .back_off
-            .start(value_key, policy.name(), back_off);
+        self.inner.back_off.start(value_key, policy);
         self.inner.stats.note(Event::FailSafe, policy.name());
         (R::from_value(due.value), Outcome::FailSafe, load_time)
     }
