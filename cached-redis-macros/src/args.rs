@@ -12,7 +12,7 @@ use crate::errors::Errors;
 use crate::format::{CodecSpec, parse_codec, parse_size};
 use crate::template::{self, Segment};
 
-const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `near`, `stale`, `refresh`, `beta`, `fail_safe`, `back_off`, `codec`, `compress_above`, `cache`, `cache_if`, `skip`, `helpers` and `background`";
+const KNOWN: &str = "`key`, `ttl`, `jitter`, `lock_ttl`, `max_load`, `none_ttl`, `near`, `stale`, `refresh`, `beta`, `fail_safe`, `back_off`, `codec`, `compress_above`, `cache`, `cache_if`, `skip`, `helpers`, `background` and `batch`";
 
 /// A value with the span of the literal it came from.
 #[derive(Debug, Clone)]
@@ -56,6 +56,8 @@ pub(crate) struct Args {
     /// `background = false` (or `true`): where a `stale` or early refresh runs, instead of
     /// what the signature says.
     pub(crate) background: Option<Spanned<bool>>,
+    /// `batch`: the function reads many ids, its key names one of them.
+    pub(crate) batch: Option<Span>,
     /// Arguments that do not change the result, left out of the key on purpose.
     pub(crate) skip: Vec<Spanned<String>>,
     /// Arguments seen, to reject repeats.
@@ -123,7 +125,9 @@ impl Args {
             .map_or_else(Span::call_site, |i| i.span());
         if self.seen.contains(&name) {
             // Still consume the value so parsing can go on.
-            let _: Expr = meta.value()?.parse()?;
+            if name != "batch" {
+                let _: Expr = meta.value()?.parse()?;
+            }
             errors.at(span, format!("`{name}` is given more than once"));
             return Ok(());
         }
@@ -170,6 +174,13 @@ impl Args {
             "skip" => self.skip = skipped(&meta.value()?.parse()?),
             "helpers" => self.helpers = Some(boolean(meta)?),
             "background" => self.background = Some(boolean(meta)?),
+            "batch" if meta.input.is_empty() || meta.input.peek(syn::Token![,]) => {
+                self.batch = Some(span);
+            }
+            "batch" => {
+                let _: Expr = meta.value()?.parse()?;
+                errors.at(span, "`batch` takes no value: write `batch` alone");
+            }
             _ => {
                 let _: Expr = meta.value()?.parse()?;
                 let mut message = format!("unknown argument `{name}`; expected one of {KNOWN}");

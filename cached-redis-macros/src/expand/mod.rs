@@ -2,6 +2,7 @@
 //! cache and hands the body to `::cached_redis::__private`. Each generated function has a
 //! file of its own; this one lists them.
 
+mod batch;
 mod family;
 mod fetch;
 mod invalidate;
@@ -65,7 +66,10 @@ fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
 
 /// The cached function, then its helpers.
 fn expand(model: &Model, body: &TokenStream) -> TokenStream {
-    let cached = fetch::cached_fn(model, body);
+    let cached = match &model.batch {
+        Some(batch) => batch::batch_fn(model, batch, body),
+        None => fetch::cached_fn(model, body),
+    };
     let helpers = helpers(model, &Bodies::Real { body });
     quote!(#cached #helpers)
 }
@@ -83,10 +87,22 @@ const HELPERS: [Helper; 5] = [
     refresh::refresh_fn,
 ];
 
+/// A `batch` function's helpers: no `update_*` or `refresh_*`, which change one entry (the
+/// single-id function with the same key has them, and shares the entries).
+const BATCH_HELPERS: [Helper; 3] = [
+    invalidate::invalidate_fn,
+    key_fn::key_fn,
+    family::invalidate_all_fn,
+];
+
 /// Every helper, or none (`helpers = false`).
 fn helpers(model: &Model, bodies: &Bodies<'_>) -> TokenStream {
     if !model.helpers {
         return TokenStream::new();
     }
-    HELPERS.iter().map(|helper| helper(model, bodies)).collect()
+    let helpers: &[Helper] = match model.batch {
+        Some(_) => &BATCH_HELPERS,
+        None => &HELPERS,
+    };
+    helpers.iter().map(|helper| helper(model, bodies)).collect()
 }

@@ -110,6 +110,21 @@ pub(super) fn helper_fn(
         Shape::Plain => (None, &model.key_params, None),
         Shape::Family => (Some(quote!(async)), &model.cache_params, None),
     };
+    // A batch function's async helpers take its ids where the key names one.
+    let params: Vec<Param> = match (&model.batch, asyncness.is_some()) {
+        (Some(batch), true) => params
+            .iter()
+            .map(|p| {
+                if p.ident == batch.id.ident {
+                    batch.ids.clone()
+                } else {
+                    p.clone()
+                }
+            })
+            .collect(),
+        _ => params.clone(),
+    };
+    let params = &params;
     let mut generics = helper_generics(model, params, extra.is_some());
     if let Some(extra) = extra {
         let param = &extra.param;

@@ -1,6 +1,7 @@
 //! The checked model of one cached function: its parameters, return kind, key and policy.
 //! `build` runs every check in order; each rule lives in the file named for what it reads.
 
+mod batch;
 mod cache_expr;
 mod key;
 mod signature;
@@ -17,6 +18,7 @@ use crate::errors::Errors;
 use crate::format::CodecSpec;
 use key::Scope;
 
+pub(crate) use batch::{Batch, Kind};
 pub(crate) use key::Part;
 pub(crate) use signature::Param;
 
@@ -78,6 +80,8 @@ pub(crate) struct Model {
     /// (`&mut self`, `self`, a parameter `state: AppState`): its borrow cannot last while the
     /// body holds it, so the handle is cloned.
     pub(crate) clone_cache: bool,
+    /// `batch`: the ids' argument and the key's id; the key's parameters name the id.
+    pub(crate) batch: Option<Batch>,
 }
 
 /// Checks the function against its arguments; records every problem found.
@@ -103,7 +107,19 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
         errors.at(back_off.span, message);
     }
     let ret = signature::return_type(sig, errors);
-    let params = signature::named_params(sig, args.key.is_none() && !args.key_invalid, errors);
+    let mut params = signature::named_params(sig, args.key.is_none() && !args.key_invalid, errors);
+    let batch = args
+        .batch
+        .and_then(|at| batch::batch_params(sig, &mut params, &args, at, errors));
+    if args.batch.is_some() && batch.is_none() {
+        // Its key would name an id that is not an argument: nothing more to report.
+        let key = ResolvedKey {
+            parts: Vec::new(),
+            span: Span::call_site(),
+            in_key: vec![false; params.len()],
+        };
+        return assemble(item, args, ret, params, key, None);
+    }
     let handle = args.cache.as_ref().and_then(cache_expr::root_ident);
     let (segments, key_span) = key::template(&params, &args, handle.as_ref());
     let scope = Scope::new(&params, sig);
@@ -123,7 +139,7 @@ pub(crate) fn build(item: ItemFn, args: Args, errors: &mut Errors) -> Model {
         span: key_span,
         in_key,
     };
-    assemble(item, args, ret, params, key)
+    assemble(item, args, ret, params, key, batch)
 }
 
 /// The key as [`key::resolve`] left it, with the span its errors point at.
@@ -135,7 +151,14 @@ struct ResolvedKey {
 }
 
 /// The model from the checked pieces: the parameters each helper takes, and the policy.
-fn assemble(item: ItemFn, args: Args, ret: Type, params: Vec<Param>, key: ResolvedKey) -> Model {
+fn assemble(
+    item: ItemFn,
+    args: Args,
+    ret: Type,
+    params: Vec<Param>,
+    key: ResolvedKey,
+    batch: Option<Batch>,
+) -> Model {
     let sig = &item.sig;
     let mut in_cache_expr = vec![false; params.len()];
     if let Some(cache) = &args.cache {
@@ -183,6 +206,7 @@ fn assemble(item: ItemFn, args: Args, ret: Type, params: Vec<Param>, key: Resolv
         cache_if: args.cache_if,
         helpers: args.helpers.is_none_or(|h| h.value),
         background: args.background.as_ref().map(|b| b.value),
+        batch,
         item,
     }
 }

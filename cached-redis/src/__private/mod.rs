@@ -6,6 +6,7 @@
 //! (`policy`), whether values are kept near (`near`) and whether a failed load's joiners
 //! share its error (`failures`).
 
+mod batch;
 mod checks;
 mod detached;
 mod failures;
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use crate::global::global;
 pub use crate::read::detach::Detachable;
 pub use crate::{Codec, Compression, Jitter, Key, Plain, Policy};
+pub use batch::{BatchReturn, fetch_batch, invalidate_batch};
 pub use checks::{
     FailSafeApplies, HelpersGenerated, InTraitImpl, NoneTtlApplies, Probe, ProbeKeyPart,
     ProbeOther, fail_safe_applies, helpers_generated, none_ttl_applies, zstd_enabled,

@@ -39,6 +39,11 @@ impl ValueKey {
         &self.0
     }
 
+    /// A key rendered elsewhere (a batch renders all of its keys before reading them).
+    pub(crate) fn owned(value: String) -> ValueKey {
+        ValueKey(value)
+    }
+
     /// The key as a `String` of its own: its buffer is not handed back.
     pub(crate) fn into_string(mut self) -> String {
         std::mem::take(&mut self.0)

@@ -67,7 +67,7 @@ impl Cache {
     /// The process's one load of a key: loads (at most `max_load` on behalf of others),
     /// stores unless an invalidation came since it began, and hands the value to the callers
     /// that joined.
-    async fn lead_in_memory<R, F>(
+    pub(crate) async fn lead_in_memory<R, F>(
         &self,
         memory: &Memory,
         mut leader: Leader,

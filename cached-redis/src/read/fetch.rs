@@ -292,7 +292,7 @@ impl Cache {
     /// invalidation Redis did not take covers the key (no lease, nothing read from Redis;
     /// checked once the flight is in the map, where keeping the invalidation revokes it).
     #[inline]
-    fn unless_covered(&self, value_key: &str, missed: Missed) -> Missed {
+    pub(super) fn unless_covered(&self, value_key: &str, missed: Missed) -> Missed {
         if self.inner.pending.covers(value_key) {
             Missed::Unavailable
         } else {

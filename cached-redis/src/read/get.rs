@@ -99,7 +99,7 @@ impl Cache {
     /// until the end of its TTL, or one due for a refresh. The end of its TTL is the soft
     /// expiry stored in the entry, by the writer's clock against this process's (an entry
     /// written before soft expiries were stored ends its full `ttl` after its load).
-    fn hit_due<T: CacheValue>(
+    pub(super) fn hit_due<T: CacheValue>(
         &self,
         value_key: &str,
         policy: &Policy,

@@ -1,4 +1,4 @@
-//! Removing entries: one ([`Cache::invalidate`]), every one of the namespace
+//! Removing entries: one ([`Cache::invalidate`]) or many ([`Cache::invalidate_many`]), every one of the namespace
 //! ([`Cache::clear`]), of a prefix ([`Cache::invalidate_prefix`]) or of a template
 //! ([`Cache::invalidate_family`]); each revokes the loads in flight it would make stale.
 
@@ -56,6 +56,34 @@ impl Cache {
         let removed = removed?;
         tracing::debug!(key = %keys.value, removed, "invalidated");
         Ok(removed)
+    }
+
+    /// Removes the entries of every key in `keys`, as [`Cache::invalidate`] removes one (the
+    /// invalidations are sent together), and returns how many were removed. Every key is
+    /// tried; if Redis could not be told of some, the first such error is returned, and
+    /// those invalidations are kept and replayed as for a single key.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cached_redis::Cache) -> Result<(), cached_redis::Error> {
+    /// let key_of = |id: u64| cached_redis::Key::builder().text("user:").part(&id).build();
+    /// let removed: u64 = cache.invalidate_many([7, 8, 9].map(key_of)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_many(&self, keys: impl IntoIterator<Item = Key>) -> Result<u64, Error> {
+        let keys: Vec<Key> = keys.into_iter().collect();
+        let each = keys.iter().map(|key| self.invalidate(key));
+        let mut removed = 0;
+        let mut failed = None;
+        for outcome in futures_util::future::join_all(each).await {
+            match outcome {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        failed.map_or(Ok(removed), Err)
     }
 
     /// Removes every entry and lease of this cache's namespace, waking any waiters, and returns

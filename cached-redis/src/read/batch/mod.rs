@@ -1,0 +1,277 @@
+//! Batch reads: many ids, one `MGET` ([`mget`]), the misses' leases sent together
+//! ([`claim`]), and one call of the loader with exactly the ids this call leads ([`loader`]).
+//! Every id's entry is the one a single read of its key reads and writes, under the same
+//! lease: each id that is not found goes on through the single read's own steps (its
+//! write-back under its lease with its own drawn TTL, a wait for a lease held elsewhere, a
+//! join of a load running in this process), with its share of the batch's load as its loader.
+
+mod claim;
+mod loader;
+mod mget;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::hash::{BuildHasher, Hash};
+
+use futures_util::future::join_all;
+use tokio::sync::oneshot;
+
+use self::claim::{Claimed, InMemory};
+use self::loader::{Loader, Part, received};
+use crate::lease::{self, ValueKey};
+use crate::memory::Memory;
+use crate::read::flight::Began;
+use crate::stats::{Event, Outcome};
+use crate::{Cache, CacheValue, Key, Policy};
+
+impl Cache {
+    /// Reads many ids through the cache at once: the values of the ids whose entries are
+    /// stored, and for the rest one call of `loader` with exactly those ids, each value
+    /// stored under its own key (rendered by `key_of`) with its own drawn TTL.
+    ///
+    /// Each id's entry is the one [`Cache::fetch`] reads and writes for that key, so a batch
+    /// and a single read of one id share it. One `MGET` reads every id; the leases of the
+    /// missing ids are sent together; an id another process is loading is waited for, not
+    /// loaded twice, and one whose load runs in this process is joined. Duplicate ids are
+    /// read once; no ids asks nothing.
+    ///
+    /// An id left out of the loader's map is not found: it is missing from the answer too, and
+    /// stored as absent only with the policy's [`none_ttl`](Policy::with_none_ttl). If the
+    /// loader returns an error, that error is the answer and nothing it loaded is stored.
+    /// `loader` may be called again, with one id, for an id whose load falls to this call
+    /// after the batch's (another process's load of it stored nothing).
+    ///
+    /// ```no_run
+    /// use std::collections::HashMap;
+    /// use std::time::Duration;
+    /// use cached_redis::{Cache, Key, Policy};
+    ///
+    /// # async fn load_prices(_: &[u64]) -> Result<HashMap<u64, u64>, std::io::Error> { Ok(HashMap::new()) }
+    /// # async fn demo(cache: Cache) -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = Policy::new("prices", Duration::from_secs(30))?;
+    /// let key_of = |id: &u64| Key::builder().text("price:").part(id).build();
+    /// let prices: HashMap<u64, u64> = cache
+    ///     .fetch_many([7, 8, 9], key_of, &policy, |ids| async move { load_prices(&ids).await })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn fetch_many<K, V, S, E, L, F>(
+        &self,
+        ids: impl IntoIterator<Item = K>,
+        key_of: impl Fn(&K) -> Key,
+        policy: &Policy,
+        mut loader: L,
+    ) -> Result<HashMap<K, V, S>, E>
+    where
+        K: Eq + Hash + Clone,
+        V: CacheValue,
+        S: BuildHasher + Default,
+        L: FnMut(Vec<K>) -> F,
+        F: Future<Output = Result<HashMap<K, V, S>, E>>,
+    {
+        let ids = distinct(ids);
+        if ids.is_empty() {
+            return Ok(HashMap::default());
+        }
+        let inner = &self.inner;
+        if inner.disabled {
+            for _ in &ids {
+                inner.stats.note(Event::Miss, policy.name());
+                inner.stats.note_call(Outcome::Disabled, policy.name());
+            }
+            return loader(ids).await;
+        }
+        let span = tracing::debug_span!("cached_batch", function = policy.name(), ids = ids.len());
+        let namespace = &inner.namespace;
+        let value_keys = ids
+            .iter()
+            .map(|id| lease::value_key(namespace, &key_of(id)));
+        let value_keys = value_keys.map(ValueKey::into_string).collect();
+        let loader = Loader::new(loader);
+        let parts = self.parts(&ids, value_keys, policy, &loader);
+        let parts = tracing::Instrument::instrument(parts, span).await;
+        match loader.into_error() {
+            Some(error) => Err(error),
+            None => Ok(found(ids, parts)),
+        }
+    }
+
+    /// Each id's part: what its entry held, or its share of the loads this call ran or
+    /// waited for.
+    async fn parts<K, V, S, E, L, F>(
+        &self,
+        ids: &[K],
+        value_keys: Vec<String>,
+        policy: &Policy,
+        loader: &Loader<L, E>,
+    ) -> Vec<Part<V>>
+    where
+        K: Eq + Hash + Clone,
+        V: CacheValue,
+        S: BuildHasher,
+        L: FnMut(Vec<K>) -> F,
+        F: Future<Output = Result<HashMap<K, V, S>, E>>,
+    {
+        let began = self.inner.flights.now();
+        if let Some(memory) = &self.inner.memory {
+            return self
+                .parts_in_memory(memory, ids, value_keys, began, policy, loader)
+                .await;
+        }
+        let reads = self.read_many::<Option<V>>(&value_keys, policy).await;
+        let claims = value_keys.into_iter().zip(reads);
+        let claims = claims.map(|(key, read)| self.claim(key, began, read, policy));
+        let claims = join_all(claims).await;
+        let mut leading = Leading::default();
+        let answers = ids.iter().zip(claims).map(|(id, claimed)| {
+            let slot = leading.slot(id, matches!(claimed, Claimed::Leads { .. }));
+            self.answer(id, claimed, slot, began, policy, loader)
+        });
+        let answers = join_all(answers);
+        let (_, parts) = tokio::join!(loader.many(leading.ids, leading.slots), answers);
+        parts
+    }
+
+    /// One id's part once its lease script answered: found, loaded with the batch under its
+    /// lease and written back, or answered as a single read would be.
+    async fn answer<K, V, S, E, L, F>(
+        &self,
+        id: &K,
+        claimed: Claimed<Option<V>>,
+        slot: oneshot::Receiver<Part<V>>,
+        began: Began,
+        policy: &Policy,
+        loader: &Loader<L, E>,
+    ) -> Part<V>
+    where
+        K: Eq + Hash + Clone,
+        V: CacheValue,
+        S: BuildHasher,
+        L: FnMut(Vec<K>) -> F,
+        F: Future<Output = Result<HashMap<K, V, S>, E>>,
+    {
+        let (part, outcome) = match claimed {
+            Claimed::Found(value) => return Ok(value),
+            Claimed::Leads { leader, load, keys } => {
+                let load = self.load_under(leader, load, &keys, policy, received(slot), None);
+                let (part, outcome, _, _) = load.await;
+                (part, outcome)
+            }
+            Claimed::Waits {
+                leader,
+                keys,
+                missed,
+            } => {
+                let alone = loader.one(id.clone());
+                let (part, outcome, _) =
+                    self.lead(leader, &keys, policy, alone, missed, None).await;
+                (part, outcome)
+            }
+            Claimed::Single { value_key, read } => {
+                let loading = (loader.one(id.clone()), None, None);
+                let value_key = ValueKey::owned(value_key);
+                let single = self.after_read(value_key, began, read, policy, loading);
+                let (part, outcome, _) = Box::pin(single).await;
+                (part, outcome)
+            }
+        };
+        self.inner.stats.note_call(outcome, policy.name());
+        part
+    }
+
+    /// [`Cache::parts`] in an in-memory cache: the entries live now, the ids this call leads
+    /// loaded together, the rest joined on the single path.
+    async fn parts_in_memory<K, V, S, E, L, F>(
+        &self,
+        memory: &Memory,
+        ids: &[K],
+        value_keys: Vec<String>,
+        began: Began,
+        policy: &Policy,
+        loader: &Loader<L, E>,
+    ) -> Vec<Part<V>>
+    where
+        K: Eq + Hash + Clone,
+        V: CacheValue,
+        S: BuildHasher,
+        L: FnMut(Vec<K>) -> F,
+        F: Future<Output = Result<HashMap<K, V, S>, E>>,
+    {
+        let claims = value_keys
+            .into_iter()
+            .map(|key| self.claim_in_memory::<Option<V>>(memory, key, began, policy));
+        let claims: Vec<_> = claims.collect();
+        let mut leading = Leading::default();
+        let answers = ids.iter().zip(claims).map(|(id, claimed)| {
+            let slot = leading.slot(id, matches!(claimed, InMemory::Leads { .. }));
+            async move {
+                let (part, outcome, _) = match claimed {
+                    InMemory::Found(value) => return Ok(value),
+                    InMemory::Leads { leader, key } => {
+                        let load = received(slot);
+                        let lead = self.lead_in_memory(memory, leader, &key, policy, load, None);
+                        lead.await
+                    }
+                    InMemory::Single(key) => {
+                        let alone = loader.one(id.clone());
+                        let single = self.fetch_memory(memory, &key, policy, alone, None);
+                        Box::pin(single).await
+                    }
+                };
+                self.inner.stats.note_call(outcome, policy.name());
+                part
+            }
+        });
+        let answers = join_all(answers);
+        let (_, parts) = tokio::join!(loader.many(leading.ids, leading.slots), answers);
+        parts
+    }
+}
+
+/// The ids a batch leads, in order, each with the slot its part is sent to.
+struct Leading<K, V> {
+    ids: Vec<K>,
+    slots: Vec<oneshot::Sender<Part<V>>>,
+}
+
+impl<K, V> Default for Leading<K, V> {
+    fn default() -> Self {
+        Leading {
+            ids: Vec::new(),
+            slots: Vec::new(),
+        }
+    }
+}
+
+impl<K: Clone, V> Leading<K, V> {
+    /// The slot an id's part arrives in: filled by the batch's load if this call `leads` the
+    /// id, else never (its part comes from its own path).
+    fn slot(&mut self, id: &K, leads: bool) -> oneshot::Receiver<Part<V>> {
+        let (sender, receiver) = oneshot::channel();
+        if leads {
+            self.ids.push(id.clone());
+            self.slots.push(sender);
+        }
+        receiver
+    }
+}
+
+/// The ids in their first order, each once.
+fn distinct<K: Eq + Hash + Clone>(ids: impl IntoIterator<Item = K>) -> Vec<K> {
+    let mut seen = HashSet::new();
+    ids.into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
+}
+
+/// The answer: each id with a value.
+fn found<K, V, S>(ids: Vec<K>, parts: Vec<Part<V>>) -> HashMap<K, V, S>
+where
+    K: Eq + Hash,
+    S: BuildHasher + Default,
+{
+    let found = ids.into_iter().zip(parts);
+    found
+        .filter_map(|(id, part)| Some((id, part.ok()??)))
+        .collect()
+}

@@ -1,0 +1,576 @@
+//! Batch reads (`batch` on the attribute, `Cache::fetch_many`): one `MGET` for every id, the
+//! loader called once with exactly the missing ids, each id's entry the one a single-id
+//! function with the same key reads and writes, errors never cached, leases kept.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cached_redis::{Cache, Key, Policy, redis_cached};
+use cached_redis_tests::{
+    RedisServer, RefusingPort, assert_no_state_left, command_calls, eventually, get_raw,
+};
+use tokio::sync::Notify;
+
+/// The loader's calls, each with the ids it was given (sorted).
+#[derive(Default)]
+struct Calls(Mutex<Vec<Vec<u64>>>);
+
+impl Calls {
+    fn note(&self, ids: impl IntoIterator<Item = u64>) {
+        let mut ids: Vec<u64> = ids.into_iter().collect();
+        ids.sort_unstable();
+        self.0.lock().unwrap().push(ids);
+    }
+
+    fn take(&self) -> Vec<Vec<u64>> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+fn product(id: u64) -> String {
+    format!("product {id}")
+}
+
+#[redis_cached(key = "product:<id>:v1", ttl = "60s", cache = cache, batch)]
+async fn products(
+    cache: &Cache,
+    calls: &Calls,
+    ids: &[u64],
+) -> Result<HashMap<u64, String>, String> {
+    calls.note(ids.iter().copied());
+    // Odd ids above 1000 do not exist.
+    let found = ids.iter().filter(|id| **id < 1000 || *id % 2 == 0);
+    Ok(found.map(|&id| (id, product(id))).collect())
+}
+
+#[redis_cached(key = "product:<id>:v1", ttl = "60s", cache = cache)]
+async fn one_product(cache: &Cache, calls: &Calls, id: u64) -> Result<String, String> {
+    calls.note([id]);
+    Ok(product(id))
+}
+
+#[redis_cached(key = "product:<id>:v1", ttl = "60s", cache = cache, batch)]
+async fn products_vec(cache: &Cache, calls: &Calls, ids: Vec<u64>) -> HashMap<u64, String> {
+    calls.note(ids.clone());
+    ids.into_iter().map(|id| (id, product(id))).collect()
+}
+
+#[redis_cached(key = "product:<id>:v1", ttl = "60s", cache = cache, batch)]
+async fn products_set(
+    cache: &Cache,
+    calls: &Calls,
+    ids: HashSet<u64>,
+) -> Result<HashMap<u64, String>, String> {
+    calls.note(ids.iter().copied());
+    Ok(ids.into_iter().map(|id| (id, product(id))).collect())
+}
+
+#[redis_cached(key = "product:<id>:v1", ttl = "60s", cache = cache, batch)]
+async fn products_btree(
+    cache: &Cache,
+    calls: &Calls,
+    ids: &BTreeSet<u64>,
+) -> Result<HashMap<u64, String>, String> {
+    calls.note(ids.iter().copied());
+    Ok(ids.iter().map(|&id| (id, product(id))).collect())
+}
+
+#[redis_cached(key = "product:<id>:v1", ttl = "60s", cache = cache, batch)]
+async fn products_iter(
+    cache: &Cache,
+    calls: &Calls,
+    ids: impl IntoIterator<Item = u64>,
+) -> Result<HashMap<u64, String>, String> {
+    let ids: Vec<u64> = ids.into_iter().collect();
+    calls.note(ids.iter().copied());
+    Ok(ids.into_iter().map(|id| (id, product(id))).collect())
+}
+
+#[redis_cached(key = "product:<id>:v1", ttl = "60s", cache = cache, batch)]
+async fn failing(
+    cache: &Cache,
+    calls: &Calls,
+    ids: &[u64],
+) -> Result<HashMap<u64, String>, String> {
+    calls.note(ids.iter().copied());
+    Err(format!("the database is down ({} ids)", ids.len()))
+}
+
+#[redis_cached(key = "product:<id>:v1", ttl = "60s", none_ttl = "60s", cache = cache, batch)]
+async fn products_remembering_absent(
+    cache: &Cache,
+    calls: &Calls,
+    ids: &[u64],
+) -> Result<HashMap<u64, String>, String> {
+    calls.note(ids.iter().copied());
+    Ok(ids
+        .iter()
+        .filter(|id| *id % 2 == 0)
+        .map(|&id| (id, product(id)))
+        .collect())
+}
+
+#[redis_cached(key = "tenant:<tenant>:product:<id>", ttl = "60s", cache = cache, batch)]
+async fn tenant_products(
+    cache: &Cache,
+    calls: &Calls,
+    tenant: &str,
+    ids: &[u64],
+) -> Result<HashMap<u64, String>, String> {
+    calls.note(ids.iter().copied());
+    Ok(ids
+        .iter()
+        .map(|&id| (id, format!("{tenant} {id}")))
+        .collect())
+}
+
+fn sorted(map: &HashMap<u64, String>) -> Vec<(u64, String)> {
+    let mut pairs: Vec<_> = map.iter().map(|(k, v)| (*k, v.clone())).collect();
+    pairs.sort();
+    pairs
+}
+
+fn expected(ids: impl IntoIterator<Item = u64>) -> Vec<(u64, String)> {
+    let mut pairs: Vec<_> = ids.into_iter().map(|id| (id, product(id))).collect();
+    pairs.sort();
+    pairs
+}
+
+#[tokio::test]
+async fn a_hundred_ids_with_ninety_cached_take_one_mget_and_one_load_of_the_ten_missing() {
+    let server = RedisServer::start();
+    let cache = server.cache("batch-hundred").await;
+    let mut admin = server.conn().await;
+    let calls = Calls::default();
+    let cached: Vec<u64> = (0..100).filter(|id| id % 10 != 3).collect();
+    assert_eq!(cached.len(), 90);
+    products(&cache, &calls, &cached).await.unwrap();
+    cache.settle().await;
+    calls.take();
+
+    let (mgets, scripts) = (
+        command_calls(&mut admin, "mget").await,
+        command_calls(&mut admin, "evalsha").await,
+    );
+    let all: Vec<u64> = (0..100).collect();
+    let found = products(&cache, &calls, &all).await.unwrap();
+    assert_eq!(sorted(&found), expected(0..100));
+    assert_eq!(
+        calls.take(),
+        vec![(0..100).filter(|id| id % 10 == 3).collect::<Vec<_>>()],
+        "one load, of exactly the ten missing ids"
+    );
+    assert_eq!(
+        command_calls(&mut admin, "mget").await - mgets,
+        1,
+        "one MGET"
+    );
+    cache.settle().await;
+    assert_eq!(
+        command_calls(&mut admin, "evalsha").await - scripts,
+        20,
+        "a lease script and a write-back for each missing id, none for the others"
+    );
+
+    // All cached now: one MGET, no load, no script.
+    let scripts = command_calls(&mut admin, "evalsha").await;
+    let found = products(&cache, &calls, &all).await.unwrap();
+    assert_eq!(found.len(), 100);
+    assert!(calls.take().is_empty(), "every id was a hit");
+    assert_eq!(command_calls(&mut admin, "mget").await - mgets, 2);
+    assert_eq!(
+        command_calls(&mut admin, "evalsha").await,
+        scripts,
+        "a hit runs no script"
+    );
+    assert_no_state_left(&cache).await;
+}
+
+#[tokio::test]
+async fn a_batch_and_a_single_id_function_with_the_same_key_share_their_entries() {
+    let server = RedisServer::start();
+    let cache = server.cache("batch-shared").await;
+    let calls = Calls::default();
+
+    // Stored by the single-id function, read by the batch.
+    assert_eq!(one_product(&cache, &calls, 7).await.unwrap(), product(7));
+    cache.settle().await;
+    calls.take();
+    let found = products(&cache, &calls, &[7, 8]).await.unwrap();
+    assert_eq!(sorted(&found), expected([7, 8]));
+    assert_eq!(
+        calls.take(),
+        vec![vec![8]],
+        "7 was the single function's entry"
+    );
+    cache.settle().await;
+
+    // Stored by the batch, read by the single-id function.
+    assert_eq!(one_product(&cache, &calls, 8).await.unwrap(), product(8));
+    assert!(calls.take().is_empty(), "8 was the batch's entry");
+
+    // Either function's invalidation removes the shared entry.
+    invalidate_one_product(&cache, 7).await.unwrap();
+    assert_eq!(
+        invalidate_products(&cache, &[8, 9]).await.unwrap(),
+        1,
+        "8 was there, 9 was not"
+    );
+    let found = products(&cache, &calls, &[7, 8]).await.unwrap();
+    assert_eq!(sorted(&found), expected([7, 8]));
+    assert_eq!(calls.take(), vec![vec![7, 8]]);
+    assert_no_state_left(&cache).await;
+}
+
+#[tokio::test]
+async fn every_collection_shape_reads_the_same_entries() {
+    let server = RedisServer::start();
+    let cache = server.cache("batch-shapes").await;
+    let calls = Calls::default();
+    let found = products_vec(&cache, &calls, vec![1, 2]).await;
+    assert_eq!(sorted(&found), expected([1, 2]));
+    cache.settle().await;
+    let set: HashSet<u64> = [2, 3].into_iter().collect();
+    let found = products_set(&cache, &calls, set).await.unwrap();
+    assert_eq!(sorted(&found), expected([2, 3]));
+    cache.settle().await;
+    let tree: BTreeSet<u64> = [3, 4].into_iter().collect();
+    let found = products_btree(&cache, &calls, &tree).await.unwrap();
+    assert_eq!(sorted(&found), expected([3, 4]));
+    cache.settle().await;
+    let found = products_iter(&cache, &calls, [4, 5]).await.unwrap();
+    assert_eq!(sorted(&found), expected([4, 5]));
+    assert_eq!(calls.take(), vec![vec![1, 2], vec![3], vec![4], vec![5]]);
+}
+
+#[tokio::test]
+async fn duplicates_are_read_once_and_no_ids_ask_nothing() {
+    let server = RedisServer::start();
+    let cache = server.cache("batch-dups").await;
+    let mut admin = server.conn().await;
+    let calls = Calls::default();
+    let found = products(&cache, &calls, &[5, 5, 6, 5, 6]).await.unwrap();
+    assert_eq!(sorted(&found), expected([5, 6]));
+    assert_eq!(calls.take(), vec![vec![5, 6]], "each id loaded once");
+    cache.settle().await;
+
+    let mgets = command_calls(&mut admin, "mget").await;
+    let found = products(&cache, &calls, &[]).await.unwrap();
+    assert!(found.is_empty());
+    assert!(calls.take().is_empty(), "no load for no ids");
+    assert_eq!(
+        command_calls(&mut admin, "mget").await,
+        mgets,
+        "no Redis call"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_load_is_the_answer_caches_nothing_and_lets_every_lease_go() {
+    let server = RedisServer::start();
+    let cache = server.cache("batch-errors").await;
+    let mut admin = server.conn().await;
+    let calls = Calls::default();
+    products(&cache, &calls, &[1]).await.unwrap();
+    cache.settle().await;
+    calls.take();
+
+    let error = failing(&cache, &calls, &[1, 2, 3]).await.unwrap_err();
+    assert_eq!(error, "the database is down (2 ids)");
+    assert_eq!(
+        calls.take(),
+        vec![vec![2, 3]],
+        "the one cached id was not loaded"
+    );
+    cache.settle().await;
+    for id in [2, 3] {
+        let key = cache.redis_key(&one_product_key(id));
+        assert_eq!(
+            get_raw(&mut admin, &key).await,
+            None,
+            "nothing stored for {id}"
+        );
+        let lease = format!("{key}:lease");
+        assert_eq!(
+            get_raw(&mut admin, &lease).await,
+            None,
+            "the lease of {id} was let go"
+        );
+    }
+    let found = products(&cache, &calls, &[1, 2, 3]).await.unwrap();
+    assert_eq!(sorted(&found), expected([1, 2, 3]));
+    assert_eq!(
+        calls.take(),
+        vec![vec![2, 3]],
+        "loaded again, not from the failure"
+    );
+    assert_no_state_left(&cache).await;
+}
+
+#[tokio::test]
+async fn an_id_the_loader_leaves_out_is_not_found_and_stored_as_absent_only_with_none_ttl() {
+    let server = RedisServer::start();
+    let cache = server.cache("batch-absent").await;
+    let calls = Calls::default();
+    let found = products(&cache, &calls, &[1001, 1002]).await.unwrap();
+    assert_eq!(sorted(&found), expected([1002]));
+    cache.settle().await;
+    let found = products(&cache, &calls, &[1001, 1002]).await.unwrap();
+    assert_eq!(sorted(&found), expected([1002]));
+    assert_eq!(
+        calls.take(),
+        vec![vec![1001, 1002], vec![1001]],
+        "without none_ttl, an absent id is asked for again"
+    );
+
+    let found = products_remembering_absent(&cache, &calls, &[3, 4])
+        .await
+        .unwrap();
+    assert_eq!(sorted(&found), expected([4]));
+    cache.settle().await;
+    let found = products_remembering_absent(&cache, &calls, &[3, 4])
+        .await
+        .unwrap();
+    assert_eq!(sorted(&found), expected([4]));
+    assert_eq!(
+        calls.take(),
+        vec![vec![3, 4]],
+        "with none_ttl, 3 is remembered as absent"
+    );
+}
+
+#[tokio::test]
+async fn other_arguments_take_their_part_in_each_key() {
+    let server = RedisServer::start();
+    let cache = server.cache("batch-tenant").await;
+    let calls = Calls::default();
+    let acme = tenant_products(&cache, &calls, "acme", &[1, 2])
+        .await
+        .unwrap();
+    let globex = tenant_products(&cache, &calls, "globex", &[1, 2])
+        .await
+        .unwrap();
+    assert_eq!(acme[&1], "acme 1");
+    assert_eq!(globex[&1], "globex 1");
+    cache.settle().await;
+    assert_eq!(calls.take().len(), 2, "each tenant loads its own");
+    assert_eq!(
+        invalidate_tenant_products(&cache, "acme", &[1])
+            .await
+            .unwrap(),
+        1
+    );
+    let globex = tenant_products(&cache, &calls, "globex", &[1, 2])
+        .await
+        .unwrap();
+    assert_eq!(globex[&1], "globex 1");
+    assert!(calls.take().is_empty(), "globex's entries stayed");
+    assert_eq!(
+        tenant_products_key("acme", 7).as_str(),
+        "tenant:acme:product:7"
+    );
+}
+
+/// Loads that wait at a gate until the test opens it, recording their ids.
+struct Gated {
+    calls: Calls,
+    entered: Notify,
+    open: Notify,
+}
+
+impl Gated {
+    fn new() -> Gated {
+        Gated {
+            calls: Calls::default(),
+            entered: Notify::new(),
+            open: Notify::new(),
+        }
+    }
+}
+
+#[redis_cached(key = "product:<id>:v1", ttl = "60s", cache = cache, batch)]
+async fn gated_products(
+    cache: &Cache,
+    gate: &Gated,
+    ids: &[u64],
+) -> Result<HashMap<u64, String>, String> {
+    gate.calls.note(ids.iter().copied());
+    gate.entered.notify_one();
+    gate.open.notified().await;
+    Ok(ids.iter().map(|&id| (id, product(id))).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_overlapping_ids_load_each_id_once() {
+    let server = RedisServer::start();
+    // Two caches: two processes, each with its own connections and loads in flight.
+    let (first, second) = (
+        server.cache("batch-two").await,
+        server.cache("batch-two").await,
+    );
+    let (gate_one, gate_two) = (Gated::new(), Gated::new());
+    let one = gated_products(&first, &gate_one, &[1, 2, 3, 4]);
+    let mut one = Box::pin(one);
+    // The first holds the leases of 1..=4 while its load runs.
+    tokio::select! {
+        _ = &mut one => panic!("the gated load answered"),
+        () = gate_one.entered.notified() => {}
+    }
+    let two = gated_products(&second, &gate_two, &[3, 4, 5, 6]);
+    let mut two = Box::pin(two);
+    tokio::select! {
+        _ = &mut two => panic!("the gated load answered"),
+        () = gate_two.entered.notified() => {}
+    }
+    assert_eq!(
+        gate_two.calls.take(),
+        vec![vec![5, 6]],
+        "3 and 4 are the first's to load"
+    );
+    gate_one.open.notify_one();
+    gate_two.open.notify_one();
+    let (one, two) = tokio::join!(one, two);
+    assert_eq!(sorted(&one.unwrap()), expected(1..=4));
+    assert_eq!(sorted(&two.unwrap()), expected(3..=6));
+    assert_eq!(gate_one.calls.take(), vec![vec![1, 2, 3, 4]]);
+    assert!(
+        gate_two.calls.take().is_empty(),
+        "3 and 4 were waited for, not loaded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_during_a_batch_load_keeps_that_id_out_of_the_cache() {
+    let server = RedisServer::start();
+    let cache = server.cache("batch-race").await;
+    let mut admin = server.conn().await;
+    let gate = Gated::new();
+    let load = gated_products(&cache, &gate, &[1, 2]);
+    let mut load = Box::pin(load);
+    tokio::select! {
+        _ = &mut load => panic!("the gated load answered"),
+        () = gate.entered.notified() => {}
+    }
+    // The data behind 1 changes while the load that read it runs.
+    invalidate_gated_products(&cache, &[1]).await.unwrap();
+    gate.open.notify_one();
+    let found = load.await.unwrap();
+    assert_eq!(
+        sorted(&found),
+        expected([1, 2]),
+        "its caller still gets what it loaded"
+    );
+    cache.settle().await;
+    let key_of = |id: u64| cache.redis_key(&one_product_key(id));
+    assert_eq!(
+        get_raw(&mut admin, &key_of(1)).await,
+        None,
+        "the stale value of 1 is not stored"
+    );
+    assert!(
+        get_raw(&mut admin, &key_of(2)).await.is_some(),
+        "2 is stored"
+    );
+}
+
+#[tokio::test]
+async fn a_local_caller_of_an_id_in_a_batch_load_joins_it() {
+    let server = RedisServer::start();
+    let cache = server.cache("batch-join").await;
+    let gate = Gated::new();
+    let calls = Calls::default();
+    let load = gated_products(&cache, &gate, &[1, 2]);
+    let mut load = Box::pin(load);
+    tokio::select! {
+        _ = &mut load => panic!("the gated load answered"),
+        () = gate.entered.notified() => {}
+    }
+    let single = one_product(&cache, &calls, 2);
+    let mut single = Box::pin(single);
+    let batch = products(&cache, &calls, &[2, 3]);
+    let mut batch = Box::pin(batch);
+    // Both park on the running load of 2 (the batch loads 3 meanwhile).
+    let joined = async {
+        let coalesced = || async { cache.stats().coalesced >= 2 };
+        assert!(
+            eventually(Duration::from_secs(10), coalesced).await,
+            "both joined"
+        );
+    };
+    tokio::select! {
+        _ = &mut single => panic!("answered before the load it joined"),
+        _ = &mut batch => panic!("answered before the load it joined"),
+        () = joined => {}
+    }
+    gate.open.notify_one();
+    let (found, single, batch) = tokio::join!(load, single, batch);
+    assert_eq!(sorted(&found.unwrap()), expected([1, 2]));
+    assert_eq!(single.unwrap(), product(2));
+    assert_eq!(sorted(&batch.unwrap()), expected([2, 3]));
+    assert_eq!(calls.take(), vec![vec![3]], "2 was joined, only 3 loaded");
+}
+
+#[tokio::test]
+async fn with_redis_down_the_loader_answers_every_id() {
+    let refusing = RefusingPort::new();
+    let cache = Cache::builder(&refusing.url())
+        .namespace("batch-down")
+        .op_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let calls = Calls::default();
+    let found = products(&cache, &calls, &[1, 2, 3]).await.unwrap();
+    assert_eq!(sorted(&found), expected([1, 2, 3]));
+    assert_eq!(calls.take(), vec![vec![1, 2, 3]]);
+    let error = failing(&cache, &calls, &[1]).await.unwrap_err();
+    assert!(error.contains("down"), "{error}");
+}
+
+#[tokio::test]
+async fn an_in_memory_cache_loads_the_missing_ids_once() {
+    let cache = Cache::in_memory(1_000);
+    let calls = Calls::default();
+    let found = products(&cache, &calls, &[1, 2]).await.unwrap();
+    assert_eq!(sorted(&found), expected([1, 2]));
+    let found = products(&cache, &calls, &[1, 2, 3, 4]).await.unwrap();
+    assert_eq!(sorted(&found), expected(1..=4));
+    assert_eq!(calls.take(), vec![vec![1, 2], vec![3, 4]]);
+    assert_eq!(invalidate_products(&cache, &[1, 2]).await.unwrap(), 2);
+    let found = products(&cache, &calls, &[1, 4]).await.unwrap();
+    assert_eq!(sorted(&found), expected([1, 4]));
+    assert_eq!(calls.take(), vec![vec![1]]);
+}
+
+#[tokio::test]
+async fn a_disabled_cache_calls_the_loader_with_every_id() {
+    let cache = Cache::disabled();
+    let calls = Calls::default();
+    let found = products(&cache, &calls, &[1, 2, 2]).await.unwrap();
+    assert_eq!(sorted(&found), expected([1, 2]));
+    assert_eq!(calls.take(), vec![vec![1, 2]]);
+}
+
+#[tokio::test]
+async fn fetch_many_is_the_engine_without_the_attribute() {
+    let server = RedisServer::start();
+    let cache = server.cache("batch-api").await;
+    let policy = Policy::new("api", Duration::from_secs(60)).unwrap();
+    let key_of = |id: &u64| Key::builder().text("product:").part(id).text(":v1").build();
+    let calls = Calls::default();
+    let load = |ids: Vec<u64>| {
+        calls.note(ids.iter().copied());
+        async move { Ok::<_, String>(ids.into_iter().map(|id| (id, product(id))).collect()) }
+    };
+    let found: HashMap<u64, String> = cache
+        .fetch_many([1, 2], key_of, &policy, load)
+        .await
+        .unwrap();
+    assert_eq!(sorted(&found), expected([1, 2]));
+    cache.settle().await;
+    // The attribute's function reads the same entries.
+    let found = products(&cache, &calls, &[1, 2, 3]).await.unwrap();
+    assert_eq!(sorted(&found), expected(1..=3));
+    assert_eq!(calls.take(), vec![vec![1, 2], vec![3]]);
+}
