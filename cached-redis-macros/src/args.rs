@@ -180,6 +180,8 @@ impl Args {
             "batch" => {
                 let _: Expr = meta.value()?.parse()?;
                 errors.at(span, "`batch` takes no value: write `batch` alone");
+                // Read as meant, so the key's id is not reported as an unknown argument too.
+                self.batch = Some(span);
             }
             _ => {
                 let _: Expr = meta.value()?.parse()?;

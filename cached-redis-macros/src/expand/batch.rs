@@ -29,21 +29,23 @@ pub(super) fn batch_fn(model: &Model, batch: &Batch, block: &TokenStream) -> Tok
         quote!(#[allow(unused_variables, unused_mut)] let #mutable #ident = ::core::clone::Clone::clone(&#ident);)
     });
     let ret = &model.ret;
-    let fetch =
-        quote_spanned!(ret.span()=> ::cached_redis::__private::fetch_batch::<#ret, _, _, _, _>);
+    // Spanned at the return type: one that is not a map is reported there.
+    let call = quote_spanned! {ret.span()=>
+        ::cached_redis::__private::fetch_batch::<#ret, _, _, _, _>(#cache, #policy_ref, #ids, #key_of, |#missing| {
+            #(#clones)*
+            async move {
+                #rebind
+                #block
+            }
+        })
+        .await
+    };
     quote! {
         #(#attrs)*
         #vis #sig {
             #cache_binding
             #policy_static
-            #fetch(#cache, #policy_ref, #ids, #key_of, |#missing| {
-                #(#clones)*
-                async move {
-                    #rebind
-                    #block
-                }
-            })
-            .await
+            #call
         }
     }
 }
