@@ -574,3 +574,75 @@ async fn fetch_many_is_the_engine_without_the_attribute() {
     assert_eq!(sorted(&found), expected(1..=3));
     assert_eq!(calls.take(), vec![vec![1, 2], vec![3]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_ids_spread_over_every_primary_are_read_and_loaded_once() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
+    let cluster = cached_redis_tests::RedisCluster::start();
+    let urls = cluster.urls();
+    let cache = Cache::cluster_builder(&urls.iter().map(String::as_str).collect::<Vec<_>>())
+        .namespace("batch-cluster")
+        .op_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let calls = Calls::default();
+    let ids: Vec<u64> = (0..60).collect();
+    let found = products(&cache, &calls, &ids[..40]).await.unwrap();
+    assert_eq!(sorted(&found), expected(0..40));
+    cache.settle().await;
+    let found = products(&cache, &calls, &ids).await.unwrap();
+    assert_eq!(sorted(&found), expected(0..60));
+    assert_eq!(
+        calls.take(),
+        vec![(0..40).collect::<Vec<_>>(), (40..60).collect()],
+        "each id loaded once, the cached ones read from their primaries"
+    );
+    cache.settle().await;
+    let owners: HashSet<u16> = ids
+        .iter()
+        .filter_map(|&id| cluster.primary_holding(&cache.redis_key(&one_product_key(id))))
+        .collect();
+    assert_eq!(
+        owners.len(),
+        cluster.primaries().len(),
+        "the ids cover every primary"
+    );
+    assert_eq!(invalidate_products(&cache, &ids).await.unwrap(), 60);
+    let found = products(&cache, &calls, &ids[..3]).await.unwrap();
+    assert_eq!(sorted(&found), expected(0..3));
+    assert_eq!(calls.take(), vec![vec![0, 1, 2]]);
+    assert_eq!(one_product(&cache, &calls, 1).await.unwrap(), product(1));
+    assert!(
+        calls.take().is_empty(),
+        "the single-id function reads the batch's entry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_batch_lets_every_lease_go_and_another_process_loads_at_once() {
+    let server = RedisServer::start();
+    let (first, second) = (
+        server.cache("batch-cancel").await,
+        server.cache("batch-cancel").await,
+    );
+    let gate = Gated::new();
+    let load = gated_products(&first, &gate, &[1, 2, 3]);
+    let mut load = Box::pin(load);
+    tokio::select! {
+        _ = &mut load => panic!("the gated load answered"),
+        () = gate.entered.notified() => {}
+    }
+    drop(load);
+    // The leases go back in the background; the other process does not wait out lock_ttl.
+    let calls = Calls::default();
+    let found = tokio::time::timeout(
+        Duration::from_secs(2),
+        products(&second, &calls, &[1, 2, 3]),
+    )
+    .await
+    .expect("answered well within the lease's TTL");
+    assert_eq!(sorted(&found.unwrap()), expected(1..=3));
+    assert_eq!(calls.take(), vec![vec![1, 2, 3]]);
+    assert_no_state_left(&first).await;
+}

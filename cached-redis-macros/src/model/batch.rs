@@ -66,7 +66,9 @@ pub(super) fn batch_params(
     let candidates: Vec<usize> = (0..params.len())
         .filter(|&i| !named(&params[i]) && collection(&params[i].ty).is_some())
         .collect();
-    let named_collection = params.iter().find(|p| named(p) && collection(&p.ty).is_some());
+    let named_collection = params
+        .iter()
+        .find(|p| named(p) && collection(&p.ty).is_some());
     if let (true, Some(param)) = (candidates.is_empty(), named_collection) {
         let message = format!(
             "`<{}>` names the collection of ids: a `batch` key names one id, e.g. key = \"product:<id>:v1\", where `<id>` stands for each of `{}`",

@@ -10,6 +10,7 @@
 //! - [`helpers`]: the functions the attribute generates (`invalidate_*`, `update_*`,
 //!   `refresh_*`, `invalidate_all_*`, `*_key`) and what each guarantees.
 //! - [`near`]: hits from process memory, kept coherent by Redis's invalidation messages.
+//! - [`batch`]: many ids in one round trip, each missing id loaded once.
 //! - [`codecs`]: JSON, MessagePack and zstd compression.
 //! - [`keys`]: how entries, leases and wake-up channels are named in Redis.
 //! - [`guarantees`]: each guarantee with the test that checks it, and every failure mode
@@ -40,6 +41,9 @@ pub mod helpers {}
 
 #[doc = include_str!("near.md")]
 pub mod near {}
+
+#[doc = include_str!("batch.md")]
+pub mod batch {}
 
 #[doc = include_str!("codecs.md")]
 pub mod codecs {}
