@@ -168,6 +168,8 @@ enum Mode {
     /// Redis stays healthy; reads go through functions with a 20 ms TTL, `stale` and early
     /// refresh, refreshed in the background; fewer writes ([`FRESH_WRITE_PERCENT`]).
     Fresh,
+    /// Redis stays healthy; each read reads three consecutive keys through a `batch` function.
+    Batch,
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -207,7 +209,7 @@ async fn run(
         })
         .collect();
     let disturbances = match mode {
-        Mode::Healthy | Mode::Fresh => 0,
+        Mode::Healthy | Mode::Fresh | Mode::Batch => 0,
         Mode::Restarts => restart_during(cache, millis).await,
         Mode::Near => stall_in_turn(cache, &workers, &proxies, millis).await,
     };
@@ -232,6 +234,7 @@ fn spawn_worker(cache_url: &str, truth: &RedisServer, seed: u64, millis: u64, mo
         .env_remove("CONSISTENCY_NEAR_LAG_MS")
         .env_remove("CONSISTENCY_WRITE_PERCENT")
         .env_remove("CONSISTENCY_FRESHNESS")
+        .env_remove("CONSISTENCY_BATCH")
         .stdout(Stdio::piped())
         .kill_on_drop(true);
     if mode == Mode::Near {
@@ -244,6 +247,9 @@ fn spawn_worker(cache_url: &str, truth: &RedisServer, seed: u64, millis: u64, mo
         command
             .env("CONSISTENCY_FRESHNESS", "1")
             .env("CONSISTENCY_WRITE_PERCENT", FRESH_WRITE_PERCENT.to_string());
+    }
+    if mode == Mode::Batch {
+        command.env("CONSISTENCY_BATCH", "1");
     }
     command.spawn().expect("spawn worker")
 }
@@ -640,6 +646,23 @@ async fn with_stale_and_early_refresh_reads_never_go_back_in_time() {
     assert!(
         events.stale_served > 0 && events.refreshes > 0,
         "entries were served stale and refreshed"
+    );
+    assert!(events.writes.iter().all(|w| w.ok));
+    assert_eq!(events.redis_errors, 0);
+    assert_none("stale reads", &reads_after_invalidation(&events));
+    assert_none("overlapping loads", &overlapping_loads(&events));
+    assert_none("entries off", &final_state(&cache, &truth, &events).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reads_never_go_back_in_time() {
+    let seed = env_u64("CACHED_REDIS_CHECK_SEED", 20261122) + 4000;
+    let (mut cache, truth) = (RedisServer::start(), RedisServer::start());
+    let (events, _) = run(&mut cache, &truth, seed, Mode::Batch).await;
+    summary("batch reads", seed, &events);
+    assert!(
+        events.reads.len() > 300 && events.writes.len() > 30,
+        "too little happened"
     );
     assert!(events.writes.iter().all(|w| w.ok));
     assert_eq!(events.redis_errors, 0);

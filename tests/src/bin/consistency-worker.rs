@@ -11,8 +11,11 @@
 //! `CONSISTENCY_WORKERS` workers are done writing and the lag has passed, it reads every key
 //! until one read is a near hit ("settled" reads). With `CONSISTENCY_FRESHNESS` set, reads go
 //! through functions with a 20 ms TTL and `stale` (early refresh too, for odd keys), whose
-//! refreshes run in the background.
+//! refreshes run in the background. With `CONSISTENCY_BATCH` set, each read reads three
+//! consecutive keys through a `batch` function (a read event for each), whose loader reads the
+//! truth of every id it is given.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -60,6 +63,8 @@ enum Reads {
     Near,
     /// [`read_row_fresh`]: entries served stale and refreshed early, in the background.
     Fresh,
+    /// [`read_rows`]: three keys a read, in one batch.
+    Batch,
 }
 
 #[redis_cached(key = "row:<k>", ttl = "30s", cache = CACHE.get().expect("cache"))]
@@ -86,6 +91,17 @@ async fn read_row_fresh(k: u32, called: u64) -> Result<u64, String> {
 #[redis_cached(key = "row:<k>", ttl = "20ms", stale = "10s", cache = CACHE.get().expect("cache"), skip = "called")]
 async fn read_row_stale(k: u32, called: u64) -> Result<u64, String> {
     load_row(k, called).await
+}
+
+/// [`read_row`]'s entries, many keys a call: the loader is given the keys not cached.
+#[redis_cached(key = "row:<k>", ttl = "30s", cache = CACHE.get().expect("cache"), batch)]
+async fn read_rows(ks: &[u32]) -> Result<HashMap<u32, u64>, String> {
+    let called = CALL_START.with(|start| *start);
+    let mut found = HashMap::new();
+    for &k in ks {
+        found.insert(k, load_row(k, called).await?);
+    }
+    Ok(found)
 }
 
 /// The loader: reads the truth, and records the load (`called`: when the call that took the
@@ -124,11 +140,28 @@ async fn read(k: u32, reads: Reads) -> Value {
             // Odd keys are refreshed early, even ones served stale.
             Reads::Fresh if k % 2 == 1 => read_row_fresh(k, start).await,
             Reads::Fresh => read_row_stale(k, start).await,
+            Reads::Batch => unreachable!("batch reads are read_batch's"),
         }
     };
     let version = CALL_START.scope(start, call).await.unwrap();
     let troubled = trouble() != trouble_before;
     json!({"k": k, "start": start, "end": now_us(), "version": version, "troubled": troubled})
+}
+
+/// One batch read of `k` and the two keys after it, recorded as a read of each (with whether
+/// any call of this process had Redis trouble while it ran).
+async fn read_batch(k: u32, keys: u64) -> Vec<Value> {
+    let stats = || {
+        let stats = CACHE.get().unwrap().stats();
+        stats.redis_errors + stats.fallbacks
+    };
+    let trouble_before = stats();
+    let start = now_us();
+    let ks: Vec<u32> = (0..3).map(|i| (k + i) % keys as u32).collect();
+    let found = CALL_START.scope(start, read_rows(&ks)).await.unwrap();
+    let (end, troubled) = (now_us(), stats() != trouble_before);
+    let read = |(k, version): (&u32, &u64)| json!({"k": k, "start": start, "end": end, "version": version, "troubled": troubled});
+    found.iter().map(read).collect()
 }
 
 /// One write: `INCR` the truth, then invalidate the entry.
@@ -144,6 +177,7 @@ async fn write(k: u32, reads: Reads) -> Value {
         Reads::Plain => invalidate_read_row(k).await.is_ok(),
         Reads::Near => invalidate_read_row_near(k).await.is_ok(),
         Reads::Fresh => invalidate_read_row_fresh(k).await.is_ok(),
+        Reads::Batch => invalidate_read_rows(&[k]).await.is_ok(),
     };
     json!({"k": k, "version": version, "inv_start": inv_start, "inv_end": now_us(), "ok": ok})
 }
@@ -161,6 +195,8 @@ async fn task(run: Run, t: u64) -> (Vec<Value>, Vec<Value>) {
             if run.reads == Reads::Near {
                 reads.push(read(k, Reads::Near).await);
             }
+        } else if run.reads == Reads::Batch {
+            reads.extend(read_batch(k, run.keys).await);
         } else {
             reads.push(read(k, run.reads).await);
         }
@@ -263,6 +299,7 @@ async fn main() {
         reads: match (near_lag, std::env::var_os("CONSISTENCY_FRESHNESS")) {
             (Some(_), _) => Reads::Near,
             (None, Some(_)) => Reads::Fresh,
+            (None, None) if std::env::var_os("CONSISTENCY_BATCH").is_some() => Reads::Batch,
             (None, None) => Reads::Plain,
         },
     };
