@@ -525,6 +525,46 @@ async fn a_stampede_at_a_missing_id_reads_the_database_once_and_n_is_bounded() {
     assert_eq!(stats["db_reads"], 1, "no stampede ran: {stats}");
 }
 
+/// The catalog reads its products through one batch: with one product cached, a cold catalog
+/// takes two database reads (the ids, and the other products in one query), not one a product;
+/// after a write to one product, only that product is read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_reads_its_products_in_one_batch() {
+    let redis = RedisServer::start();
+    let addr = start(redis.url(), sqlite_url("catalog-batch")).await;
+    let one = json(addr, "GET", "/api/products/1", None).await;
+    assert_eq!(one["outcome"], "miss", "{one}");
+    assert_eq!(http(addr, "POST", "/stats/reset", Some("{}")).await.0, 204);
+    let (status, body) = http(addr, "GET", "/api/catalog", None).await;
+    assert_eq!(status, 200, "{body}");
+    let catalog: Value = serde_json::from_str(&body).unwrap();
+    let products = catalog["products"].as_array().expect("a list");
+    assert!(products.len() > 2, "{catalog}");
+    assert_eq!(products[0], one["product"], "product 1 came from its entry");
+    let stats = json(addr, "GET", "/stats", None).await;
+    assert_eq!(
+        stats["db_reads"], 2,
+        "the ids, then the rest at once: {stats}"
+    );
+    assert_eq!(stats["hits"], 1, "product 1: {stats}");
+
+    json(
+        addr,
+        "POST",
+        "/api/products/2/price",
+        Some(r#"{"price_cents":555}"#),
+    )
+    .await;
+    assert_eq!(http(addr, "POST", "/stats/reset", Some("{}")).await.0, 204);
+    let catalog = json(addr, "GET", "/api/catalog", None).await;
+    assert_eq!(catalog["products"][1]["price_cents"], 555, "{catalog}");
+    let stats = json(addr, "GET", "/stats", None).await;
+    assert!(
+        matches!(stats["db_reads"].as_u64(), Some(1 | 2)),
+        "the ids, and at most product 2: {stats}"
+    );
+}
+
 /// Every state-changing endpoint needs a JSON body (`Content-Type: application/json`), which
 /// another site's page cannot send without the browser asking this service first (a CORS
 /// preflight it does not answer): a form post (urlencoded, multipart, or text/plain holding
