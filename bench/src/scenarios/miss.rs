@@ -15,7 +15,7 @@ use super::{Config, VALUE, micros, rotated};
 
 /// Counts the client commands (not those a script runs) that reach Redis while `work` runs,
 /// by reading `MONITOR` up to a marker.
-async fn client_commands<F: std::future::Future<Output = ()>>(
+pub(super) async fn client_commands<F: std::future::Future<Output = ()>>(
     cfg: &Config,
     marker: &str,
     work: F,

@@ -3,6 +3,7 @@
 //! beside them.
 
 mod allocations;
+mod batch;
 mod cluster;
 mod down;
 mod expiry;
@@ -51,10 +52,11 @@ pub(crate) enum Scenario {
     Near,
     Instructions,
     Expiry,
+    Batch,
 }
 
 impl Scenario {
-    pub(crate) const ALL: [Scenario; 12] = [
+    pub(crate) const ALL: [Scenario; 13] = [
         Scenario::HitLatency,
         Scenario::HitThroughput,
         Scenario::Matrix,
@@ -67,6 +69,7 @@ impl Scenario {
         Scenario::Near,
         Scenario::Instructions,
         Scenario::Expiry,
+        Scenario::Batch,
     ];
 
     /// The name it is chosen by on the command line.
@@ -84,6 +87,7 @@ impl Scenario {
             Scenario::Near => "near",
             Scenario::Instructions => "instructions",
             Scenario::Expiry => "expiry",
+            Scenario::Batch => "batch",
         }
     }
 
@@ -111,6 +115,7 @@ impl Scenario {
             Scenario::Near => return near::near(cfg).await,
             Scenario::Instructions => instructions::instructions(cfg).await,
             Scenario::Expiry => expiry::expiry(cfg).await,
+            Scenario::Batch => batch::batch(cfg).await,
         };
         vec![table]
     }

@@ -6,6 +6,7 @@ pub(crate) mod expiry;
 mod near;
 mod ox;
 
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -255,6 +256,17 @@ pub(crate) async fn cached_redis_get(
     delay_ms: u64,
 ) -> Result<Payload, BenchError> {
     load(id, size, delay_ms).await
+}
+
+/// cached-redis `batch`: [`cached_redis_get`]'s entries, many ids a call; one load of the ids
+/// not cached.
+#[redis_cached(key = "p:<size>:<id>", ttl = "10m", cache = &clients().cache, batch)]
+pub(crate) async fn cached_redis_batch(
+    size: usize,
+    ids: &[u64],
+) -> Result<HashMap<u64, Payload>, BenchError> {
+    LOADS.fetch_add(1, Ordering::Relaxed);
+    Ok(ids.iter().map(|&id| (id, payload(id, size))).collect())
 }
 
 /// What a read returns: a payload decoded for this call, or the near cache's shared one.
