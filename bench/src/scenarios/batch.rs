@@ -28,7 +28,12 @@ enum Way {
 }
 
 impl Way {
-    const ALL: [Way; 4] = [Way::Batch, Way::Sequential, Way::Concurrent, Way::CachedCrate];
+    const ALL: [Way; 4] = [
+        Way::Batch,
+        Way::Sequential,
+        Way::Concurrent,
+        Way::CachedCrate,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -46,7 +51,9 @@ impl Way {
             (Way::Batch, _) => "2 (MGET, the leases sent together)",
             (Way::Sequential, 100) => "100",
             (Way::Sequential, _) => "100 + 2 a miss",
-            (Way::Concurrent | Way::CachedCrate, _) => "as many as the connection's pipelining makes of them",
+            (Way::Concurrent | Way::CachedCrate, _) => {
+                "as many as the connection's pipelining makes of them"
+            }
         }
     }
 
@@ -54,7 +61,9 @@ impl Way {
     async fn read(self, ids: &[u64]) {
         match self {
             Way::Batch => {
-                let found = systems::cached_redis_batch(VALUE, ids).await.expect("batch");
+                let found = systems::cached_redis_batch(VALUE, ids)
+                    .await
+                    .expect("batch");
                 assert_eq!(found.len(), ids.len());
             }
             Way::Sequential => {
@@ -63,7 +72,9 @@ impl Way {
                 }
             }
             Way::Concurrent => {
-                let reads = ids.iter().map(|&id| systems::cached_redis_get(id, VALUE, 0));
+                let reads = ids
+                    .iter()
+                    .map(|&id| systems::cached_redis_get(id, VALUE, 0));
                 for read in futures_util::future::join_all(reads).await {
                     read.expect("read");
                 }
@@ -151,7 +162,9 @@ pub(super) async fn batch(cfg: &Config) -> Table {
 /// The note: how the table was made, and a single hit's p50 to compare a batch of hits with.
 async fn single_hit_note(cfg: &Config) -> String {
     let id = 3_999_999_999;
-    systems::cached_redis_get(id, VALUE, 0).await.expect("prime");
+    systems::cached_redis_get(id, VALUE, 0)
+        .await
+        .expect("prime");
     systems::clients().cache.settle().await;
     let mut lat = Vec::new();
     for _ in 0..1_000 {

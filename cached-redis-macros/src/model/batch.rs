@@ -62,6 +62,26 @@ pub(super) fn batch_params(
             Segment::Text(_) => None,
         })
         .collect();
+    let index = ids_param(sig, params, &roots, lit.span(), errors)?;
+    let id_name = id_placeholder(params, index, &roots, lit.span(), errors)?;
+    let (kind, id_ty) = collection(&params[index].ty)?;
+    let id = Param {
+        ident: Ident::new(id_name, lit.span()),
+        ty: id_ty,
+    };
+    let ids = std::mem::replace(&mut params[index], id.clone());
+    Some(Batch { ids, id, kind })
+}
+
+/// Which parameter holds the ids: the one collection of them the key (whose placeholders
+/// start with `roots`) does not name.
+fn ids_param(
+    sig: &syn::Signature,
+    params: &[Param],
+    roots: &[&str],
+    key: Span,
+    errors: &mut Errors,
+) -> Option<usize> {
     let named = |param: &Param| roots.iter().any(|root| param.ident == root);
     let candidates: Vec<usize> = (0..params.len())
         .filter(|&i| !named(&params[i]) && collection(&params[i].ty).is_some())
@@ -74,7 +94,7 @@ pub(super) fn batch_params(
             "`<{}>` names the collection of ids: a `batch` key names one id, e.g. key = \"product:<id>:v1\", where `<id>` stands for each of `{}`",
             param.ident, param.ident
         );
-        errors.at(lit.span(), message);
+        errors.at(key, message);
         return None;
     }
     let [index] = candidates[..] else {
@@ -85,30 +105,36 @@ pub(super) fn batch_params(
         errors.at(sig.ident.span(), message);
         return None;
     };
-    let is_param = |root: &&str| *root == "self" || params.iter().any(|p| p.ident == root);
+    Some(index)
+}
+
+/// The key's one placeholder that names no parameter: it stands for each id of
+/// `params[index]`.
+fn id_placeholder<'a>(
+    params: &[Param],
+    index: usize,
+    roots: &[&'a str],
+    key: Span,
+    errors: &mut Errors,
+) -> Option<&'a str> {
+    let is_param = |root: &&&str| **root == "self" || params.iter().any(|p| p.ident == **root);
     let mut free = roots.iter().filter(|root| !is_param(root));
     let Some(id_name) = free.next() else {
         let message = format!(
             "a `batch` key names one id with a placeholder that is not an argument, e.g. key = \"product:<id>:v1\": `<id>` stands for each of `{}`",
             params[index].ident
         );
-        errors.at(lit.span(), message);
+        errors.at(key, message);
         return None;
     };
     if let Some(other) = free.find(|root| *root != id_name) {
         let message = format!(
             "a `batch` key names one id: `<{id_name}>` stands for each id, and `<{other}>` is neither an argument nor the same id"
         );
-        errors.at(lit.span(), message);
+        errors.at(key, message);
         return None;
     }
-    let (kind, id_ty) = collection(&params[index].ty)?;
-    let id = Param {
-        ident: Ident::new(id_name, lit.span()),
-        ty: id_ty,
-    };
-    let ids = std::mem::replace(&mut params[index], id.clone());
-    Some(Batch { ids, id, kind })
+    Some(id_name)
 }
 
 /// The options a batch read does not take, each reported where it is written.

@@ -3,8 +3,8 @@
 //! child modules, re-exported here where the expansion names it: how a return type is cached
 //! (`returns`), what `update_*` changes (`update_target`), the key renderers (`keys`), a
 //! derived key's function path (`paths`), the compile-time checks (`checks`), the policy
-//! (`policy`), whether values are kept near (`near`) and whether a failed load's joiners
-//! share its error (`failures`).
+//! (`policy`), whether values are kept near (`near`), whether a failed load's joiners
+//! share its error (`failures`) and a `batch` function's calls (`batch`).
 
 mod batch;
 mod checks;

@@ -41,6 +41,10 @@ impl Cache {
     /// `loader` may be called again, with one id, for an id whose load falls to this call
     /// after the batch's (another process's load of it stored nothing).
     ///
+    /// Near copies are neither read nor kept, and a policy's `fail_safe` does not answer for
+    /// a failed load: the loader's error is the answer. An entry due for a `stale` or early
+    /// refresh is refreshed as a single read refreshes it, its id loaded alone.
+    ///
     /// ```no_run
     /// use std::collections::HashMap;
     /// use std::time::Duration;
