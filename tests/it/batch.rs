@@ -646,3 +646,50 @@ async fn a_cancelled_batch_lets_every_lease_go_and_another_process_loads_at_once
     assert_eq!(calls.take(), vec![vec![1, 2, 3]]);
     assert_no_state_left(&first).await;
 }
+
+#[redis_cached(key = "packed:<id>", ttl = "60s", codec = "msgpack", compress_above = "64B", cache = cache, batch)]
+async fn packed_products(
+    cache: &Cache,
+    calls: &Calls,
+    ids: &[u64],
+) -> Result<HashMap<u64, String>, String> {
+    calls.note(ids.iter().copied());
+    Ok(ids.iter().map(|&id| (id, product(id).repeat(20))).collect())
+}
+
+#[redis_cached(key = "packed:<id>", ttl = "60s", codec = "msgpack", compress_above = "64B", cache = cache)]
+async fn packed_product(cache: &Cache, calls: &Calls, id: u64) -> Result<String, String> {
+    calls.note([id]);
+    Ok(product(id).repeat(20))
+}
+
+#[tokio::test]
+async fn codecs_and_compression_apply_to_each_entry_and_invalidate_all_removes_them() {
+    let server = RedisServer::start();
+    let cache = server.cache("batch-codec").await;
+    let mut admin = server.conn().await;
+    let calls = Calls::default();
+    let found = packed_products(&cache, &calls, &[1, 2]).await.unwrap();
+    assert_eq!(found[&1], product(1).repeat(20));
+    cache.settle().await;
+    let stored = get_raw(&mut admin, &cache.redis_key(&packed_product_key(1)))
+        .await
+        .expect("stored");
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&stored).is_err(),
+        "stored in MessagePack, compressed, not JSON"
+    );
+    assert_eq!(
+        packed_product(&cache, &calls, 2).await.unwrap(),
+        product(2).repeat(20)
+    );
+    assert_eq!(
+        calls.take(),
+        vec![vec![1, 2]],
+        "the single function read the batch's entry"
+    );
+
+    assert_eq!(invalidate_all_packed_products(&cache).await.unwrap(), 2);
+    packed_products(&cache, &calls, &[1, 2]).await.unwrap();
+    assert_eq!(calls.take(), vec![vec![1, 2]], "both were removed");
+}
