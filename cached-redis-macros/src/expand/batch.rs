@@ -15,9 +15,8 @@ use crate::model::{Batch, Kind, Model};
 /// ones. The body may run more than once (an id whose load falls to this call later is loaded
 /// alone), so each call clones the other arguments (references are copied).
 pub(super) fn batch_fn(model: &Model, batch: &Batch, block: &TokenStream) -> TokenStream {
-    let ItemFn {
-        attrs, vis, sig, ..
-    } = &model.item;
+    let ItemFn { attrs, vis, .. } = &model.item;
+    let sig = outer_signature(&model.item.sig);
     let (cache_binding, cache) = cache_binding(model, model.clone_cache);
     let (policy_static, _, policy_ref) = policy_setup(model, &policy(model), block);
     let ids = ids_iter(batch);
@@ -48,6 +47,20 @@ pub(super) fn batch_fn(model: &Model, batch: &Batch, block: &TokenStream) -> Tok
             #call
         }
     }
+}
+
+/// The signature without `mut` on its arguments: each run of the body changes a clone of its
+/// own (see [`rebind`] and [`batch_fn`]), never the argument itself.
+fn outer_signature(sig: &syn::Signature) -> syn::Signature {
+    let mut sig = sig.clone();
+    for input in &mut sig.inputs {
+        if let FnArg::Typed(typed) = input
+            && let Pat::Ident(pat) = &mut *typed.pat
+        {
+            pat.mutability = None;
+        }
+    }
+    sig
 }
 
 /// `invalidate_<fn>(ids, ..)`'s body: every id's entry removed.

@@ -83,13 +83,14 @@ where
     L: FnMut(Vec<T::Id>) -> F,
     F: Future<Output = T>,
 {
-    let Some(cache) = cache else {
-        super::warn_not_configured(policy.name());
-        return loader(ids.into_iter().collect()).await;
-    };
-    let load = move |ids| {
+    let mut load = move |ids| {
         let load = loader(ids);
         async move { load.await.into_map() }
+    };
+    let Some(cache) = cache else {
+        super::warn_not_configured(policy.name());
+        let ids = crate::read::batch::distinct(ids);
+        return T::from_map(crate::read::batch::load_uncached(ids, &mut load).await);
     };
     T::from_map(cache.fetch_many(ids, key_of, policy, load).await)
 }

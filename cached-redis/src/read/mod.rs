@@ -10,7 +10,7 @@
 //! values kept in process memory, dropped by Redis's invalidation messages).
 
 pub(crate) mod back_off;
-mod batch;
+pub(crate) mod batch;
 pub(crate) mod detach;
 mod fail_safe;
 pub(crate) mod failures;

@@ -47,7 +47,8 @@ impl Cache {
     }
 
     /// What one key's bytes read as: a hit, a value due for a refresh, or nothing usable
-    /// (none, or bytes that do not decode, which the lease script replaces if still there).
+    /// (none, bytes that do not decode, or an entry past its TTL that a function with
+    /// `stale` or `fail_safe` keeps: the lease script replaces them if they are still there).
     fn judged<T: CacheValue>(&self, key: &str, bytes: Option<Vec<u8>>, policy: &Policy) -> Read<T> {
         let Some(bytes) = bytes else {
             return Read::Missed(Missed::Absent { corrupt: None });
@@ -55,8 +56,13 @@ impl Cache {
         if policy.watches_expiry() {
             return self.hit_due(key, policy, bytes, None);
         }
-        match codec::decode(&bytes) {
-            Ok(value) => Read::Hit(value, None),
+        match codec::decode_with_origin(&bytes) {
+            // Past its TTL, kept for another function's `stale` or `fail_safe`: not a hit for
+            // this one. The lease script takes these bytes for none.
+            Ok((_, origin, _)) if origin.fresh_ms() == Some(0) => Read::Missed(Missed::Absent {
+                corrupt: Some(bytes),
+            }),
+            Ok((value, _, _)) => Read::Hit(value, None),
             Err(e) => {
                 self.undecodable(key, policy.name(), &e);
                 Read::Missed(Missed::Absent {

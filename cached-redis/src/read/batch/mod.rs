@@ -64,7 +64,7 @@ impl Cache {
         ids: impl IntoIterator<Item = K>,
         key_of: impl Fn(&K) -> Key,
         policy: &Policy,
-        mut loader: L,
+        loader: L,
     ) -> Result<HashMap<K, V, S>, E>
     where
         K: Eq + Hash + Clone,
@@ -83,7 +83,7 @@ impl Cache {
                 inner.stats.note(Event::Miss, policy.name());
                 inner.stats.note_call(Outcome::Disabled, policy.name());
             }
-            return loader(ids).await;
+            return load_uncached(ids, loader).await;
         }
         let span = tracing::debug_span!("cached_batch", function = policy.name(), ids = ids.len());
         let namespace = &inner.namespace;
@@ -132,7 +132,9 @@ impl Cache {
             self.answer(id, claimed, slot, began, policy, loader)
         });
         let answers = join_all(answers);
-        let (_, parts) = tokio::join!(loader.many(leading.ids, leading.slots), answers);
+        // The answers first: each leading id's load is registered (its flight's start, an
+        // in-memory entry's version) before the loader is first polled and reads anything.
+        let (parts, ()) = tokio::join!(biased; answers, loader.many(leading.ids, leading.slots));
         parts
     }
 
@@ -227,7 +229,9 @@ impl Cache {
             }
         });
         let answers = join_all(answers);
-        let (_, parts) = tokio::join!(loader.many(leading.ids, leading.slots), answers);
+        // The answers first: each leading id's load is registered (its flight's start, an
+        // in-memory entry's version) before the loader is first polled and reads anything.
+        let (parts, ()) = tokio::join!(biased; answers, loader.many(leading.ids, leading.slots));
         parts
     }
 }
@@ -260,8 +264,25 @@ impl<K: Clone, V> Leading<K, V> {
     }
 }
 
+/// The loader's answer for `ids` (distinct), without a cache: the ids asked for only, as a
+/// cache's answer would hold.
+pub(crate) async fn load_uncached<K, V, S, E, F>(
+    ids: Vec<K>,
+    loader: impl FnOnce(Vec<K>) -> F,
+) -> Result<HashMap<K, V, S>, E>
+where
+    K: Eq + Hash + Clone,
+    S: BuildHasher + Default,
+    F: Future<Output = Result<HashMap<K, V, S>, E>>,
+{
+    let mut found = loader(ids.clone()).await?;
+    let asked: HashSet<K> = ids.into_iter().collect();
+    found.retain(|id, _| asked.contains(id));
+    Ok(found)
+}
+
 /// The ids in their first order, each once.
-fn distinct<K: Eq + Hash + Clone>(ids: impl IntoIterator<Item = K>) -> Vec<K> {
+pub(crate) fn distinct<K: Eq + Hash + Clone>(ids: impl IntoIterator<Item = K>) -> Vec<K> {
     let mut seen = HashSet::new();
     ids.into_iter()
         .filter(|id| seen.insert(id.clone()))
