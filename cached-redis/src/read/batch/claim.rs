@@ -49,6 +49,13 @@ pub(super) enum InMemory<T> {
 }
 
 impl Cache {
+    /// Counts one id of a batch answered by its entry, as a single read's hit is counted.
+    pub(super) fn note_batch_hit(&self, policy: &Policy) {
+        let stats = &self.inner.stats;
+        stats.note(Event::Hit, policy.name());
+        stats.note_call(Outcome::Hit, policy.name());
+    }
+
     /// The lease of one id a batch read found no usable value for (one script, sent with the
     /// other ids' so that they share a round trip), or what the read found.
     pub(super) async fn claim<T: CacheValue>(
@@ -61,8 +68,7 @@ impl Cache {
         let stats = &self.inner.stats;
         let missed = match read {
             Read::Hit(value, _) => {
-                stats.note(Event::Hit, policy.name());
-                stats.note_call(Outcome::Hit, policy.name());
+                self.note_batch_hit(policy);
                 return Claimed::Found(value);
             }
             Read::Missed(missed) => missed,
@@ -164,8 +170,7 @@ impl Cache {
         if let Some(found) = memory.get(&value_key) {
             match codec::decode(found.bytes()) {
                 Ok(value) => {
-                    stats.note(Event::Hit, policy.name());
-                    stats.note_call(Outcome::Hit, policy.name());
+                    self.note_batch_hit(policy);
                     return InMemory::Found(value);
                 }
                 Err(e) => self.undecodable(&value_key, policy.name(), &e),

@@ -19,10 +19,14 @@ impl Cache {
     ) -> Vec<Read<T>> {
         let inner = &self.inner;
         let bound = inner.guard.op_timeout();
-        let answered = value_keys
-            .iter()
-            .map(|key| inner.write_backs.answered(key, bound));
-        let answered = join_all(answered).await;
+        // Each key's wait for this process's write-back to it, if any runs (none: no wait).
+        let answered = match inner.write_backs.len() {
+            0 => vec![true; value_keys.len()],
+            _ => {
+                let each = value_keys.iter();
+                join_all(each.map(|key| inner.write_backs.answered(key, bound))).await
+            }
+        };
         let unavailable = || Read::Missed(Missed::Unavailable);
         if inner.guard.is_open() {
             return value_keys.iter().map(|_| unavailable()).collect();

@@ -17,10 +17,11 @@ use futures_util::future::join_all;
 use tokio::sync::oneshot;
 
 use self::claim::{Claimed, InMemory};
-use self::loader::{Loader, Part, received};
+use self::loader::{Failed, Loader, Part, received};
 use crate::lease::{self, ValueKey};
 use crate::memory::Memory;
 use crate::read::flight::Began;
+use crate::read::get::Read;
 use crate::stats::{Event, Outcome};
 use crate::{Cache, CacheValue, Key, Policy};
 
@@ -123,19 +124,56 @@ impl Cache {
                 .await;
         }
         let reads = self.read_many::<Option<V>>(&value_keys, policy).await;
-        let claims = value_keys.into_iter().zip(reads);
-        let claims = claims.map(|(key, read)| self.claim(key, began, read, policy));
+        let (mut parts, missing) = self.hits_first(value_keys.into_iter().zip(reads), policy);
+        if missing.is_empty() {
+            return parts;
+        }
+        let claims = missing
+            .into_iter()
+            .map(|(i, key, read)| async move { (i, self.claim(key, began, read, policy).await) });
         let claims = join_all(claims).await;
         let mut leading = Leading::default();
-        let answers = ids.iter().zip(claims).map(|(id, claimed)| {
+        let answers = claims.into_iter().map(|(i, claimed)| {
+            let id = &ids[i];
             let slot = leading.slot(id, matches!(claimed, Claimed::Leads { .. }));
-            self.answer(id, claimed, slot, began, policy, loader)
+            async move {
+                (
+                    i,
+                    self.answer(id, claimed, slot, began, policy, loader).await,
+                )
+            }
         });
         let answers = join_all(answers);
         // The answers first: each leading id's load is registered (its flight's start, an
         // in-memory entry's version) before the loader is first polled and reads anything.
-        let (parts, ()) = tokio::join!(biased; answers, loader.many(leading.ids, leading.slots));
+        let (answered, ()) = tokio::join!(biased; answers, loader.many(leading.ids, leading.slots));
+        for (i, part) in answered {
+            parts[i] = part;
+        }
         parts
+    }
+
+    /// The hits' parts, counted, and the others' places left to fill (as failed), each with
+    /// its key and what its read found.
+    fn hits_first<V>(
+        &self,
+        reads: impl Iterator<Item = (String, Read<Option<V>>)>,
+        policy: &Policy,
+    ) -> (Vec<Part<V>>, Vec<(usize, String, Read<Option<V>>)>) {
+        let (mut parts, mut missing) = (Vec::new(), Vec::new());
+        for (i, (key, read)) in reads.enumerate() {
+            match read {
+                Read::Hit(value, _) => {
+                    self.note_batch_hit(policy);
+                    parts.push(Ok(value));
+                }
+                read => {
+                    parts.push(Err(Failed));
+                    missing.push((i, key, read));
+                }
+            }
+        }
+        (parts, missing)
     }
 
     /// One id's part once its lease script answered: found, loaded with the batch under its
