@@ -183,6 +183,25 @@ pub(crate) async fn raw_get(id: u64, size: usize) -> Option<Payload> {
     serde_json::from_slice(&bytes?).ok()
 }
 
+/// raw, many ids: one `MGET` of keys [`prime_raw`] wrote, each value decoded. The floor a
+/// batch of hits is measured against.
+pub(crate) async fn raw_mget(ids: &[u64], size: usize) -> Vec<Payload> {
+    let mut conn = clients().conn.clone();
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| format!("bench-raw:{size}:{id}"))
+        .collect();
+    let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+        .arg(keys)
+        .query_async(&mut conn)
+        .await
+        .expect("MGET");
+    let decoded = values.into_iter().flatten();
+    decoded
+        .map(|bytes| serde_json::from_slice(&bytes).expect("a payload"))
+        .collect()
+}
+
 pub(crate) async fn prime_raw(id: u64, size: usize) {
     let mut conn = clients().conn.clone();
     let json = serde_json::to_vec(&payload(id, size)).expect("json");
