@@ -869,13 +869,20 @@ async fn a_read_only_replica_still_answers_every_id_from_the_loader() {
 
 #[redis_cached(key = "item:<id>", ttl = "60s", none_ttl = "60s", cache = cache)]
 async fn item(cache: &Cache, rows: &Rows, id: u64) -> Result<Option<u64>, String> {
-    Ok(rows.load(&[id]).get(&id).copied().filter(|_| id % 2 == 0))
+    Ok(rows
+        .load(&[id])
+        .get(&id)
+        .copied()
+        .filter(|_| id.is_multiple_of(2)))
 }
 
 #[redis_cached(key = "item:<id>", ttl = "60s", none_ttl = "60s", cache = cache, batch)]
 async fn items(cache: &Cache, rows: &Rows, ids: &[u64]) -> Result<HashMap<u64, u64>, String> {
     let found = rows.load(ids);
-    Ok(found.into_iter().filter(|(id, _)| id % 2 == 0).collect())
+    Ok(found
+        .into_iter()
+        .filter(|(id, _)| id.is_multiple_of(2))
+        .collect())
 }
 
 #[redis_cached(key = "item:<id>", ttl = "60s", cache = cache, batch)]
@@ -885,7 +892,10 @@ async fn items_without_none_ttl(
     ids: &[u64],
 ) -> Result<HashMap<u64, u64>, String> {
     let found = rows.load(ids);
-    Ok(found.into_iter().filter(|(id, _)| id % 2 == 0).collect())
+    Ok(found
+        .into_iter()
+        .filter(|(id, _)| id.is_multiple_of(2))
+        .collect())
 }
 
 /// Absent entries (`none_ttl`) written by either function are absent for the other, without

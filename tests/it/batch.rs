@@ -40,7 +40,7 @@ async fn products(
 ) -> Result<HashMap<u64, String>, String> {
     calls.note(ids.iter().copied());
     // Odd ids above 1000 do not exist.
-    let found = ids.iter().filter(|id| **id < 1000 || *id % 2 == 0);
+    let found = ids.iter().filter(|id| **id < 1000 || id.is_multiple_of(2));
     Ok(found.map(|&id| (id, product(id))).collect())
 }
 
@@ -106,7 +106,7 @@ async fn products_remembering_absent(
     calls.note(ids.iter().copied());
     Ok(ids
         .iter()
-        .filter(|id| *id % 2 == 0)
+        .filter(|id| id.is_multiple_of(2))
         .map(|&id| (id, product(id)))
         .collect())
 }

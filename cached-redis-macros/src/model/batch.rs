@@ -28,7 +28,7 @@ pub(crate) enum Kind {
     /// `&[K]`.
     Slice,
     /// `&Vec<K>`, `&HashSet<K>`, `&BTreeSet<K>`: `owned` is the collection behind the reference.
-    Borrowed { owned: Type },
+    Borrowed { owned: Box<Type> },
     /// `Vec<K>` or `impl IntoIterator<Item = K>`: the body is given a `Vec<K>`.
     Owned,
     /// `HashSet<K>`, `BTreeSet<K>`: collected into that type.
@@ -179,12 +179,8 @@ fn collection(ty: &Type) -> Option<(Kind, Type)> {
             Type::Slice(slice) => Some((Kind::Slice, (*slice.elem).clone())),
             owned => {
                 let id = owned_collection(owned)?;
-                Some((
-                    Kind::Borrowed {
-                        owned: owned.clone(),
-                    },
-                    id,
-                ))
+                let owned = Box::new(owned.clone());
+                Some((Kind::Borrowed { owned }, id))
             }
         },
         Type::ImplTrait(bounds) => bounds.bounds.iter().find_map(into_iterator_item),

@@ -26,10 +26,16 @@ pub trait BatchReturn: Sized {
     /// The error (`Infallible` for a bare map).
     type Error;
     /// The map, or the error.
-    fn into_map(self) -> Result<HashMap<Self::Id, Self::Value, Self::Hasher>, Self::Error>;
+    fn into_map(self) -> Found<Self>;
     /// Back from the map or the error.
-    fn from_map(map: Result<HashMap<Self::Id, Self::Value, Self::Hasher>, Self::Error>) -> Self;
+    fn from_map(map: Found<Self>) -> Self;
 }
+
+/// What a [`BatchReturn`] holds: the map of what was found, or the error.
+pub type Found<T> = Result<
+    HashMap<<T as BatchReturn>::Id, <T as BatchReturn>::Value, <T as BatchReturn>::Hasher>,
+    <T as BatchReturn>::Error,
+>;
 
 impl<K, V, S, E> BatchReturn for Result<HashMap<K, V, S>, E> {
     type Id = K;

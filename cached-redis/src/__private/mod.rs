@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use crate::global::global;
 pub use crate::read::detach::Detachable;
 pub use crate::{Codec, Compression, Jitter, Key, Plain, Policy};
-pub use batch::{BatchReturn, fetch_batch, invalidate_batch};
+pub use batch::{BatchReturn, Found, fetch_batch, invalidate_batch};
 pub use checks::{
     FailSafeApplies, HelpersGenerated, InTraitImpl, NoneTtlApplies, Probe, ProbeKeyPart,
     ProbeOther, fail_safe_applies, helpers_generated, none_ttl_applies, zstd_enabled,

@@ -159,7 +159,7 @@ impl Cache {
         &self,
         reads: impl Iterator<Item = (String, Read<Option<V>>)>,
         policy: &Policy,
-    ) -> (Vec<Part<V>>, Vec<(usize, String, Read<Option<V>>)>) {
+    ) -> (Vec<Part<V>>, Missing<V>) {
         let (mut parts, mut missing) = (Vec::new(), Vec::new());
         for (i, (key, read)) in reads.enumerate() {
             match read {
@@ -273,6 +273,10 @@ impl Cache {
         parts
     }
 }
+
+/// The ids a read found no hit for: each with its place among the ids, its key and what its
+/// read found.
+type Missing<V> = Vec<(usize, String, Read<Option<V>>)>;
 
 /// The ids a batch leads, in order, each with the slot its part is sent to.
 struct Leading<K, V> {
