@@ -3,12 +3,13 @@
 //! function with the same key reads and writes, errors never cached, leases kept.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cached_redis::{Cache, Key, Policy, redis_cached};
 use cached_redis_tests::{
-    RedisServer, RefusingPort, assert_no_state_left, command_calls, eventually, get_raw,
+    HeldDb, Proxy, RedisServer, RefusingPort, assert_no_state_left, command_calls, eventually,
+    get_raw, near_cache, near_cache_timed,
 };
 use tokio::sync::Notify;
 
@@ -692,4 +693,137 @@ async fn codecs_and_compression_apply_to_each_entry_and_invalidate_all_removes_t
     assert_eq!(invalidate_all_packed_products(&cache).await.unwrap(), 2);
     packed_products(&cache, &calls, &[1, 2]).await.unwrap();
     assert_eq!(calls.take(), vec![vec![1, 2]], "both were removed");
+}
+
+#[redis_cached(key = "near:<id>", ttl = "60s", near = "5s", cache = cache, batch)]
+async fn near_rows(cache: &Cache, db: &HeldDb, ids: &[u32]) -> Result<HashMap<u32, u64>, String> {
+    let version = db.read().await?;
+    Ok(ids
+        .iter()
+        .map(|&id| (id, version * 1000 + u64::from(id)))
+        .collect())
+}
+
+#[redis_cached(key = "near:<id>", ttl = "60s", near = "5s", cache = cache)]
+async fn near_row(cache: &Cache, db: &HeldDb, id: u32) -> Result<u64, String> {
+    Ok(db.read().await? * 1000 + u64::from(id))
+}
+
+fn rows(version: u64, ids: impl IntoIterator<Item = u32>) -> HashMap<u32, u64> {
+    ids.into_iter()
+        .map(|id| (id, version * 1000 + u64::from(id)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_near_a_batch_answers_from_copies_without_a_command_and_reads_only_the_rest() {
+    let server = RedisServer::start();
+    let cache = near_cache(&server.url(), "batch-near", Duration::from_secs(5)).await;
+    let mut admin = server.conn().await;
+    let db = HeldDb::new(1);
+    assert_eq!(near_rows(&cache, &db, &[1, 2, 3]).await, Ok(rows(1, 1..=3)));
+    cache.settle().await;
+    // Read from Redis, and kept near.
+    assert_eq!(near_rows(&cache, &db, &[1, 2, 3]).await, Ok(rows(1, 1..=3)));
+    assert_eq!(cache.stats().near_entries, 3);
+
+    let (mgets, near_hits) = (
+        command_calls(&mut admin, "mget").await,
+        cache.stats().near_hits,
+    );
+    db.set_version(2);
+    assert_eq!(near_rows(&cache, &db, &[1, 2, 3]).await, Ok(rows(1, 1..=3)));
+    assert_eq!(command_calls(&mut admin, "mget").await, mgets, "no command");
+    assert_eq!(cache.stats().near_hits - near_hits, 3);
+    // The single-id function with the same key shares the copies.
+    assert_eq!(near_row(&cache, &db, 2).await, Ok(1002));
+    assert_eq!(cache.stats().near_hits - near_hits, 4);
+
+    // Only the id without a copy is read.
+    let reads = db.reads();
+    let found = near_rows(&cache, &db, &[1, 4]).await.unwrap();
+    assert_eq!(found, HashMap::from([(1, 1001), (4, 2004)]));
+    assert_eq!(db.reads() - reads, 1, "4 loaded");
+    assert_eq!(command_calls(&mut admin, "mget").await - mgets, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_from_another_process_or_connection_drops_a_batchs_copies() {
+    let server = RedisServer::start();
+    let cache = near_cache(&server.url(), "batch-near-other", Duration::from_secs(5)).await;
+    let writer = server.cache("batch-near-other").await;
+    let mut admin = server.conn().await;
+    let db = HeldDb::new(1);
+    near_rows(&cache, &db, &[1, 2]).await.unwrap();
+    cache.settle().await;
+    near_rows(&cache, &db, &[1, 2]).await.unwrap();
+    assert_eq!(cache.stats().near_entries, 2);
+    db.set_version(2);
+    // Another process's invalidation of 1, a plain DEL of 2 from another connection.
+    invalidate_near_row(&writer, 1).await.unwrap();
+    let _: u64 = redis::cmd("DEL")
+        .arg(cache.redis_key(&near_row_key(2)))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            near_rows(&cache, &db, &[1, 2]).await == Ok(rows(2, 1..=2))
+        })
+        .await,
+        "both copies were dropped"
+    );
+}
+
+/// The in-flight race: the batch's `MGET` reply is held while another process invalidates
+/// the key, then let through. The caller that asked first may get the old value, but it must
+/// not become a near copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reply_an_invalidation_overtook_is_not_kept() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let patient = Duration::from_secs(60);
+    let cache = near_cache_timed(
+        &proxy.url(),
+        "batch-near-race",
+        Duration::from_secs(5),
+        patient,
+    )
+    .await;
+    let writer = server.cache("batch-near-race").await;
+    let db = HeldDb::new(1);
+    // The first call's MGET is the first command on a connection made after the tracker's:
+    // the reads connection, which only reads.
+    let reads = proxy.connections();
+    assert_eq!(near_rows(&cache, &db, &[1]).await, Ok(rows(1, [1])));
+    cache.settle().await; // stored in Redis, not near
+    proxy.hold_replies(reads);
+    let held = tokio::spawn({
+        let (cache, db) = (cache.clone(), Arc::new(HeldDb::new(99)));
+        async move { near_rows(&cache, &db, &[1]).await }
+    });
+    db.set_version(2);
+    assert_eq!(invalidate_near_row(&writer, 1).await.unwrap(), true);
+    let invalidated = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            cached_redis::__private::near_applied_since(&cache, invalidated)
+        })
+        .await,
+        "the tracking connection applied the invalidation"
+    );
+    proxy.release_replies(reads);
+    assert_eq!(
+        held.await.unwrap(),
+        Ok(rows(1, [1])),
+        "the call that asked first"
+    );
+    let before = cache.stats();
+    assert_eq!(
+        near_rows(&cache, &db, &[1]).await,
+        Ok(rows(2, [1])),
+        "not the overtaken reply"
+    );
+    assert_eq!(cache.stats().near_hits, before.near_hits);
+    assert!(cache.stats().near_rejected > 0);
 }

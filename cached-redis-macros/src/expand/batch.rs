@@ -27,10 +27,15 @@ pub(super) fn batch_fn(model: &Model, batch: &Batch, block: &TokenStream) -> Tok
         let mutable = mutable.then(|| quote!(mut));
         quote!(#[allow(unused_variables, unused_mut)] let #mutable #ident = ::core::clone::Clone::clone(&#ident);)
     });
+    // Spanned at `near`: a value that cannot be copied is reported there.
+    let near = match model.near {
+        Some((_, span)) => quote_spanned!(span=> ::cached_redis::__private::KeepNear),
+        None => quote!(::cached_redis::__private::NotNear),
+    };
     let ret = &model.ret;
     // Spanned at the return type: one that is not a map is reported there.
     let call = quote_spanned! {ret.span()=>
-        ::cached_redis::__private::fetch_batch::<#ret, _, _, _, _>(#cache, #policy_ref, #ids, #key_of, |#missing| {
+        ::cached_redis::__private::fetch_batch::<#ret, _, _, _, _, _>(#cache, #policy_ref, #near, #ids, #key_of, |#missing| {
             #(#clones)*
             async move {
                 #rebind

@@ -144,7 +144,6 @@ fn refuse_options(sig: &syn::Signature, args: &Args, errors: &mut Errors) {
         ("refresh", args.refresh.as_ref().map(|s| s.span)),
         ("fail_safe", args.fail_safe.as_ref().map(|s| s.span)),
         ("back_off", args.back_off.as_ref().map(|s| s.span)),
-        ("near", args.near.as_ref().map(|s| s.span)),
         ("background", args.background.as_ref().map(|s| s.span)),
         ("cache_if", args.cache_if.as_ref().map(|e| e.span())),
         ("ttl = EXPR", args.ttl_expr.as_ref().map(|e| e.span())),

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
 
+use super::NearChoice;
 use crate::{Cache, CacheValue, Error, Key, Policy};
 
 /// A `batch` function's return: `HashMap<K, V>` or `Result<HashMap<K, V>, E>` (aliases
@@ -70,11 +71,12 @@ impl<K, V, S> BatchReturn for HashMap<K, V, S> {
     }
 }
 
-/// A `batch` function's call: its ids read through `cache`, the body (`loader`) called with
-/// those not found.
-pub async fn fetch_batch<T, I, KF, L, F>(
+/// A `batch` function's call: its ids read through `cache` (from near copies too, with
+/// [`KeepNear`](super::KeepNear)), the body (`loader`) called with those not found.
+pub async fn fetch_batch<T, N, I, KF, L, F>(
     cache: Option<&Cache>,
     policy: &'static Policy,
+    near: N,
     ids: I,
     key_of: KF,
     mut loader: L,
@@ -86,6 +88,7 @@ where
     T::Id: Eq + Hash + Clone,
     T::Value: CacheValue,
     T::Hasher: BuildHasher + Default,
+    N: NearChoice<T::Value>,
     L: FnMut(Vec<T::Id>) -> F,
     F: Future<Output = T>,
 {
@@ -98,7 +101,12 @@ where
         let ids = crate::read::batch::distinct(ids);
         return T::from_map(crate::read::batch::load_uncached(ids, &mut load).await);
     };
-    T::from_map(cache.fetch_many(ids, key_of, policy, load).await)
+    let copies = near.copies();
+    T::from_map(
+        cache
+            .fetch_many_with(ids, key_of, policy, load, copies)
+            .await,
+    )
 }
 
 /// `invalidate_<fn>(ids)` of a `batch` function: every id's entry removed.

@@ -27,7 +27,7 @@ async fn batch_without_a_key(ids: &[u64]) -> Result<HashMap<u64, String>, String
     Ok(ids.iter().map(|id| (*id, String::new())).collect())
 }
 
-#[redis_cached(key = "e:<id>", ttl = "60s", stale = "5m", near = "5s", batch)]
+#[redis_cached(key = "e:<id>", ttl = "60s", stale = "5m", fail_safe = "1h", batch)]
 async fn batch_with_freshness(ids: &[u64]) -> Result<HashMap<u64, String>, String> {
     Ok(ids.iter().map(|id| (*id, String::new())).collect())
 }

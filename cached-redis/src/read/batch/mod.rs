@@ -19,9 +19,11 @@ use tokio::sync::oneshot;
 use self::claim::{Claimed, InMemory};
 use self::loader::{Failed, Loader, Part, received};
 use crate::lease::{self, ValueKey};
+use crate::local::versions::Ticket;
 use crate::memory::Memory;
 use crate::read::flight::Began;
 use crate::read::get::Read;
+use crate::read::near::{Copies, NearUse};
 use crate::stats::{Event, Outcome};
 use crate::{Cache, CacheValue, Key, Policy};
 
@@ -42,9 +44,10 @@ impl Cache {
     /// `loader` may be called again, with one id, for an id whose load falls to this call
     /// after the batch's (another process's load of it stored nothing).
     ///
-    /// Near copies are neither read nor kept, and a policy's `fail_safe` does not answer for
-    /// a failed load: the loader's error is the answer. An entry due for a `stale` or early
-    /// refresh is refreshed as a single read refreshes it, its id loaded alone.
+    /// Near copies are neither read nor kept ([`Cache::fetch_many_near`] does both), and a
+    /// policy's `fail_safe` does not answer for a failed load: the loader's error is the
+    /// answer. An entry due for a `stale` or early refresh is refreshed as a single read
+    /// refreshes it, its id loaded alone.
     ///
     /// ```no_run
     /// use std::collections::HashMap;
@@ -74,6 +77,65 @@ impl Cache {
         L: FnMut(Vec<K>) -> F,
         F: Future<Output = Result<HashMap<K, V, S>, E>>,
     {
+        self.fetch_many_with(ids, key_of, policy, loader, None)
+            .await
+    }
+
+    /// [`Cache::fetch_many`], also keeping the values it reads from Redis in this process's
+    /// memory for the policy's [`near`](Policy::with_near) time on a cache with a
+    /// [near cache](crate::CacheBuilder::near_cache): those ids are then answered without
+    /// asking Redis, and only the rest are read (the copies are [`Cache::fetch_near`]'s, kept
+    /// coherent the same way, and shared with it). Values must be `Clone`.
+    ///
+    /// ```no_run
+    /// use std::collections::HashMap;
+    /// use std::time::Duration;
+    /// use cached_redis::{Cache, Key, Policy};
+    ///
+    /// # async fn load_flags(_: &[u64]) -> Result<HashMap<u64, bool>, std::io::Error> { Ok(HashMap::new()) }
+    /// # async fn demo(cache: Cache) -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = Policy::new("flags", Duration::from_secs(60))?.with_near(Duration::from_secs(5))?;
+    /// let key_of = |id: &u64| Key::builder().text("flag:").part(id).build();
+    /// let load = |ids: Vec<u64>| async move { load_flags(&ids).await };
+    /// let flags: HashMap<u64, bool> = cache.fetch_many_near([1, 2], key_of, &policy, load).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn fetch_many_near<K, V, S, E, L, F>(
+        &self,
+        ids: impl IntoIterator<Item = K>,
+        key_of: impl Fn(&K) -> Key,
+        policy: &Policy,
+        loader: L,
+    ) -> Result<HashMap<K, V, S>, E>
+    where
+        K: Eq + Hash + Clone,
+        V: CacheValue + Clone + Send + Sync + 'static,
+        S: BuildHasher + Default,
+        L: FnMut(Vec<K>) -> F,
+        F: Future<Output = Result<HashMap<K, V, S>, E>>,
+    {
+        let copies = Some(Copies::of());
+        self.fetch_many_with(ids, key_of, policy, loader, copies)
+            .await
+    }
+
+    /// [`Cache::fetch_many`], with the near cache's operations for the value type if its
+    /// values may be kept near.
+    pub(crate) async fn fetch_many_with<K, V, S, E, L, F>(
+        &self,
+        ids: impl IntoIterator<Item = K>,
+        key_of: impl Fn(&K) -> Key,
+        policy: &Policy,
+        loader: L,
+        copies: Option<Copies<V>>,
+    ) -> Result<HashMap<K, V, S>, E>
+    where
+        K: Eq + Hash + Clone,
+        V: CacheValue,
+        S: BuildHasher + Default,
+        L: FnMut(Vec<K>) -> F,
+        F: Future<Output = Result<HashMap<K, V, S>, E>>,
+    {
         let ids = distinct(ids);
         if ids.is_empty() {
             return Ok(HashMap::default());
@@ -93,7 +155,7 @@ impl Cache {
             .map(|id| lease::value_key(namespace, &key_of(id)));
         let value_keys = value_keys.map(ValueKey::into_string).collect();
         let loader = Loader::new(loader);
-        let parts = self.parts(&ids, value_keys, policy, &loader);
+        let parts = self.parts(&ids, value_keys, policy, &loader, copies);
         let parts = tracing::Instrument::instrument(parts, span).await;
         match loader.into_error() {
             Some(error) => Err(error),
@@ -109,6 +171,7 @@ impl Cache {
         value_keys: Vec<String>,
         policy: &Policy,
         loader: &Loader<L, E>,
+        copies: Option<Copies<V>>,
     ) -> Vec<Part<V>>
     where
         K: Eq + Hash + Clone,
@@ -123,8 +186,12 @@ impl Cache {
                 .parts_in_memory(memory, ids, value_keys, began, policy, loader)
                 .await;
         }
-        let reads = self.read_many::<Option<V>>(&value_keys, policy).await;
-        let (mut parts, missing) = self.hits_first(value_keys.into_iter().zip(reads), policy);
+        let near = NearUse::new(self.inner.near.as_ref(), copies, policy.near());
+        let (mut parts, asked) = self.near_first(near.as_ref(), value_keys, policy);
+        let expiry = asked.tickets.iter().any(Option::is_some);
+        let reads = self.read_many::<Option<V>>(&asked.keys, policy, expiry);
+        let reads = reads.await;
+        let missing = self.hits_first(&mut parts, asked, reads, near.as_ref(), policy);
         if missing.is_empty() {
             return parts;
         }
@@ -153,27 +220,66 @@ impl Cache {
         parts
     }
 
-    /// The hits' parts, counted, and the others' places left to fill (as failed), each with
-    /// its key and what its read found.
-    fn hits_first<V>(
+    /// The ids answered by near copies (counted), and the rest to ask Redis for, each with
+    /// the ticket its read is kept under (taken before the read is sent), if it may be kept.
+    fn near_first<V>(
         &self,
-        reads: impl Iterator<Item = (String, Read<Option<V>>)>,
+        near: Option<&NearUse<'_, V>>,
+        value_keys: Vec<String>,
         policy: &Policy,
-    ) -> (Vec<Part<V>>, Missing<V>) {
-        let (mut parts, mut missing) = (Vec::new(), Vec::new());
-        for (i, (key, read)) in reads.enumerate() {
-            match read {
-                Read::Hit(value, _) => {
-                    self.note_batch_hit(policy);
-                    parts.push(Ok(value));
+    ) -> (Vec<Part<V>>, Asked) {
+        let mut parts = Vec::with_capacity(value_keys.len());
+        let mut asked = Asked::default();
+        for (i, key) in value_keys.into_iter().enumerate() {
+            let Some(near) = near else {
+                parts.push(Err(Failed));
+                asked.push(i, key, None);
+                continue;
+            };
+            let namespaced = key_in_namespace(&key, &self.inner.namespace);
+            match near.get(namespaced) {
+                Some(value) => {
+                    self.inner.stats.note_near_hit(policy.name());
+                    parts.push(Ok(Some(value)));
                 }
-                read => {
+                None => {
                     parts.push(Err(Failed));
-                    missing.push((i, key, read));
+                    let ticket = near.ticket(namespaced);
+                    asked.push(i, key, ticket);
                 }
             }
         }
-        (parts, missing)
+        (parts, asked)
+    }
+
+    /// The hits' parts, counted (each kept near, under its ticket, where it may be), and the
+    /// others, with their places, keys and what their reads found.
+    fn hits_first<V>(
+        &self,
+        parts: &mut [Part<V>],
+        asked: Asked,
+        reads: Vec<Read<Option<V>>>,
+        near: Option<&NearUse<'_, V>>,
+        policy: &Policy,
+    ) -> Missing<V> {
+        let mut missing = Vec::new();
+        let each = asked.places.into_iter().zip(asked.keys).zip(asked.tickets);
+        for (((i, key), ticket), read) in each.zip(reads) {
+            match read {
+                Read::Hit(value, expires) => {
+                    if let (Some(near), Some(ticket), Some(expires), Some(value)) =
+                        (near, ticket, expires, &value)
+                    {
+                        let namespaced = key_in_namespace(&key, &self.inner.namespace);
+                        near.keep(namespaced, ticket, value, expires);
+                    }
+                    self.note_batch_hit(policy);
+                    parts[i] = Ok(value);
+                }
+                read => missing.push((i, key, read)),
+            }
+        }
+        missing
     }
 
     /// One id's part once its lease script answered: found, loaded with the batch under its
@@ -272,6 +378,30 @@ impl Cache {
         let (parts, ()) = tokio::join!(biased; answers, loader.many(leading.ids, leading.slots));
         parts
     }
+}
+
+/// The ids a batch asks Redis for: their places among the ids, their value keys and the
+/// tickets their reads may be kept near under.
+#[derive(Default)]
+struct Asked {
+    places: Vec<usize>,
+    keys: Vec<String>,
+    tickets: Vec<Option<Ticket>>,
+}
+
+impl Asked {
+    fn push(&mut self, place: usize, key: String, ticket: Option<Ticket>) {
+        self.places.push(place);
+        self.keys.push(key);
+        self.tickets.push(ticket);
+    }
+}
+
+/// The key a near copy of the entry `value_key` is kept by: the rendered key, without the
+/// namespace around it (`<namespace>:{<key>}`).
+fn key_in_namespace<'a>(value_key: &'a str, namespace: &str) -> &'a str {
+    let inner = value_key.get(namespace.len() + 2..value_key.len().saturating_sub(1));
+    inner.unwrap_or(value_key)
 }
 
 /// The ids a read found no hit for: each with its place among the ids, its key and what its
