@@ -1,5 +1,6 @@
-//! Batch reads: many ids, one `MGET` ([`mget`]), the misses' leases sent together
-//! ([`claim`]), and one call of the loader with exactly the ids this call leads ([`loader`]).
+//! Batch reads: many ids, the near copies first and one `MGET` for the rest ([`near`],
+//! [`mget`]), the misses' leases sent together ([`claim`]), and one call of the loader with
+//! exactly the ids this call leads ([`loader`]); in an in-memory cache, [`memory`].
 //! Every id's entry is the one a single read of its key reads and writes, under the same
 //! lease: each id that is not found goes on through the single read's own steps (its
 //! write-back under its lease with its own drawn TTL, a wait for a lease held elsewhere, a
@@ -7,7 +8,9 @@
 
 mod claim;
 mod loader;
+mod memory;
 mod mget;
+mod near;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -16,13 +19,10 @@ use std::hash::{BuildHasher, Hash};
 use futures_util::future::join_all;
 use tokio::sync::oneshot;
 
-use self::claim::{Claimed, InMemory};
-use self::loader::{Failed, Loader, Part, received};
+use self::claim::Claimed;
+use self::loader::{Loader, Part, received};
 use crate::lease::{self, ValueKey};
-use crate::local::versions::Ticket;
-use crate::memory::Memory;
 use crate::read::flight::Began;
-use crate::read::get::Read;
 use crate::read::near::{Copies, NearUse};
 use crate::stats::{Event, Outcome};
 use crate::{Cache, CacheValue, Key, Policy};
@@ -220,68 +220,6 @@ impl Cache {
         parts
     }
 
-    /// The ids answered by near copies (counted), and the rest to ask Redis for, each with
-    /// the ticket its read is kept under (taken before the read is sent), if it may be kept.
-    fn near_first<V>(
-        &self,
-        near: Option<&NearUse<'_, V>>,
-        value_keys: Vec<String>,
-        policy: &Policy,
-    ) -> (Vec<Part<V>>, Asked) {
-        let mut parts = Vec::with_capacity(value_keys.len());
-        let mut asked = Asked::default();
-        for (i, key) in value_keys.into_iter().enumerate() {
-            let Some(near) = near else {
-                parts.push(Err(Failed));
-                asked.push(i, key, None);
-                continue;
-            };
-            let namespaced = key_in_namespace(&key, &self.inner.namespace);
-            match near.get(namespaced) {
-                Some(value) => {
-                    self.inner.stats.note_near_hit(policy.name());
-                    parts.push(Ok(Some(value)));
-                }
-                None => {
-                    parts.push(Err(Failed));
-                    let ticket = near.ticket(namespaced);
-                    asked.push(i, key, ticket);
-                }
-            }
-        }
-        (parts, asked)
-    }
-
-    /// The hits' parts, counted (each kept near, under its ticket, where it may be), and the
-    /// others, with their places, keys and what their reads found.
-    fn hits_first<V>(
-        &self,
-        parts: &mut [Part<V>],
-        asked: Asked,
-        reads: Vec<Read<Option<V>>>,
-        near: Option<&NearUse<'_, V>>,
-        policy: &Policy,
-    ) -> Missing<V> {
-        let mut missing = Vec::new();
-        let each = asked.places.into_iter().zip(asked.keys).zip(asked.tickets);
-        for (((i, key), ticket), read) in each.zip(reads) {
-            match read {
-                Read::Hit(value, expires) => {
-                    if let (Some(near), Some(ticket), Some(expires), Some(value)) =
-                        (near, ticket, expires, &value)
-                    {
-                        let namespaced = key_in_namespace(&key, &self.inner.namespace);
-                        near.keep(namespaced, ticket, value, expires);
-                    }
-                    self.note_batch_hit(policy);
-                    parts[i] = Ok(value);
-                }
-                read => missing.push((i, key, read)),
-            }
-        }
-        missing
-    }
-
     /// One id's part once its lease script answered: found, loaded with the batch under its
     /// lease and written back, or answered as a single read would be.
     async fn answer<K, V, S, E, L, F>(
@@ -328,85 +266,7 @@ impl Cache {
         self.inner.stats.note_call(outcome, policy.name());
         part
     }
-
-    /// [`Cache::parts`] in an in-memory cache: the entries live now, the ids this call leads
-    /// loaded together, the rest joined on the single path.
-    async fn parts_in_memory<K, V, S, E, L, F>(
-        &self,
-        memory: &Memory,
-        ids: &[K],
-        value_keys: Vec<String>,
-        began: Began,
-        policy: &Policy,
-        loader: &Loader<L, E>,
-    ) -> Vec<Part<V>>
-    where
-        K: Eq + Hash + Clone,
-        V: CacheValue,
-        S: BuildHasher,
-        L: FnMut(Vec<K>) -> F,
-        F: Future<Output = Result<HashMap<K, V, S>, E>>,
-    {
-        let claims = value_keys
-            .into_iter()
-            .map(|key| self.claim_in_memory::<Option<V>>(memory, key, began, policy));
-        let claims: Vec<_> = claims.collect();
-        let mut leading = Leading::default();
-        let answers = ids.iter().zip(claims).map(|(id, claimed)| {
-            let slot = leading.slot(id, matches!(claimed, InMemory::Leads { .. }));
-            async move {
-                let (part, outcome, _) = match claimed {
-                    InMemory::Found(value) => return Ok(value),
-                    InMemory::Leads { leader, key } => {
-                        let load = received(slot);
-                        let lead = self.lead_in_memory(memory, leader, &key, policy, load, None);
-                        lead.await
-                    }
-                    InMemory::Single(key) => {
-                        let alone = loader.one(id.clone());
-                        let single = self.fetch_memory(memory, &key, policy, alone, None);
-                        Box::pin(single).await
-                    }
-                };
-                self.inner.stats.note_call(outcome, policy.name());
-                part
-            }
-        });
-        let answers = join_all(answers);
-        // The answers first: each leading id's load is registered (its flight's start, an
-        // in-memory entry's version) before the loader is first polled and reads anything.
-        let (parts, ()) = tokio::join!(biased; answers, loader.many(leading.ids, leading.slots));
-        parts
-    }
 }
-
-/// The ids a batch asks Redis for: their places among the ids, their value keys and the
-/// tickets their reads may be kept near under.
-#[derive(Default)]
-struct Asked {
-    places: Vec<usize>,
-    keys: Vec<String>,
-    tickets: Vec<Option<Ticket>>,
-}
-
-impl Asked {
-    fn push(&mut self, place: usize, key: String, ticket: Option<Ticket>) {
-        self.places.push(place);
-        self.keys.push(key);
-        self.tickets.push(ticket);
-    }
-}
-
-/// The key a near copy of the entry `value_key` is kept by: the rendered key, without the
-/// namespace around it (`<namespace>:{<key>}`).
-fn key_in_namespace<'a>(value_key: &'a str, namespace: &str) -> &'a str {
-    let inner = value_key.get(namespace.len() + 2..value_key.len().saturating_sub(1));
-    inner.unwrap_or(value_key)
-}
-
-/// The ids a read found no hit for: each with its place among the ids, its key and what its
-/// read found.
-type Missing<V> = Vec<(usize, String, Read<Option<V>>)>;
 
 /// The ids a batch leads, in order, each with the slot its part is sent to.
 struct Leading<K, V> {
