@@ -26,6 +26,10 @@ impl Cache {
         expiry: bool,
     ) -> Vec<Read<T>> {
         let inner = &self.inner;
+        if value_keys.is_empty() {
+            // Every id had a near copy: nothing to ask (an `MGET` of no key is an error).
+            return Vec::new();
+        }
         let bound = inner.guard.op_timeout();
         // Each key's wait for this process's write-back to it, if any runs (none: no wait).
         let answered = match inner.write_backs.len() {
@@ -113,7 +117,17 @@ impl Cache {
             Ok((_, origin, _)) if origin.fresh_ms() == Some(0) => Read::Missed(Missed::Absent {
                 corrupt: Some(bytes),
             }),
-            Ok((value, _, _)) => Read::Hit(value, expires),
+            // A copy is kept no longer than the entry is fresh: its PTTL also counts what
+            // another function's `stale` or `fail_safe` keeps past the TTL.
+            Ok((value, origin, _)) => {
+                let fresh = origin.fresh_ms().zip(sent);
+                let fresh = fresh.map(|(ms, sent)| sent + Duration::from_millis(ms));
+                let expires = match (expires, fresh) {
+                    (Some(expires), Some(fresh)) => Some(expires.min(fresh)),
+                    (expires, _) => expires,
+                };
+                Read::Hit(value, expires)
+            }
             Err(e) => {
                 self.undecodable(key, policy.name(), &e);
                 Read::Missed(Missed::Absent {

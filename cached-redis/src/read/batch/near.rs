@@ -4,14 +4,25 @@
 use crate::local::versions::Ticket;
 use crate::read::get::Read;
 use crate::read::near::NearUse;
-use crate::{Cache, Policy};
+use crate::stored::none_probe::{Shape, shape};
+use crate::{Cache, CacheValue, Policy};
 
 use super::loader::{Failed, Part};
+
+/// A near copy's value as the batch's part: absent when it is a `None` (a single-id function
+/// returning `Option` keeps its copy of an entry stored as absent), as the entry read from
+/// Redis would be.
+fn present<V: CacheValue>(value: V) -> Option<V> {
+    match shape(&value) {
+        Shape::None => None,
+        _ => Some(value),
+    }
+}
 
 impl Cache {
     /// The ids answered by near copies (counted), and the rest to ask Redis for, each with
     /// the ticket its read is kept under (taken before the read is sent), if it may be kept.
-    pub(super) fn near_first<V>(
+    pub(super) fn near_first<V: CacheValue>(
         &self,
         near: Option<&NearUse<'_, V>>,
         value_keys: Vec<String>,
@@ -29,7 +40,7 @@ impl Cache {
             match near.get(namespaced) {
                 Some(value) => {
                     self.inner.stats.note_near_hit(policy.name());
-                    parts.push(Ok(Some(value)));
+                    parts.push(Ok(present(value)));
                 }
                 None => {
                     parts.push(Err(Failed));
