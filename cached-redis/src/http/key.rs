@@ -21,14 +21,17 @@ pub(crate) fn base(method: &Method, uri: &Uri) -> String {
     key
 }
 
-/// [`base`] from a method and a path with its query, as invalidation gets them.
-pub(crate) fn base_of(method: &str, path_and_query: &str) -> Result<String, Error> {
+/// A method and a path with its query, as invalidation gets them, checked.
+pub(crate) fn parse_request_line(
+    method: &str,
+    path_and_query: &str,
+) -> Result<(Method, Uri), Error> {
     let invalid = |what: &str| Error::InvalidConfig(format!("`{path_and_query}` is not {what}"));
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| invalid("a method's path"))?;
     let uri: Uri = path_and_query
         .parse()
         .map_err(|_| invalid("a path and query"))?;
-    Ok(base(&method, &uri))
+    Ok((method, uri))
 }
 
 /// The prefix every variant of `base` (hosts, users, `Vary`) starts with.
@@ -41,15 +44,6 @@ pub(crate) fn path_prefix(method: &str, prefix: &str) -> String {
     let mut key = format!("http:{method}:");
     encode_into(&mut key, prefix.as_bytes(), URL_RESERVED);
     key
-}
-
-/// A `GET`'s entries go with its `HEAD`'s: the same resource.
-pub(crate) fn methods_invalidated_by(method: &str) -> Vec<&str> {
-    if method.eq_ignore_ascii_case("GET") {
-        vec!["GET", "HEAD"]
-    } else {
-        vec![method]
-    }
 }
 
 /// `key` with the part `|<label>=<value>`, the value's bytes as they are.

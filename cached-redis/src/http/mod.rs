@@ -31,6 +31,7 @@ mod key;
 mod rules;
 mod service;
 mod uncacheable;
+mod writes;
 
 use std::fmt;
 use std::sync::Arc;
@@ -98,6 +99,8 @@ pub(crate) struct Config {
     pub(crate) user: Option<UserKey>,
     /// Request headers treated as credentials besides the built-in ones.
     pub(crate) credentials: Vec<::http::HeaderName>,
+    /// Whether a successful unsafe request removes what is stored for its URL.
+    pub(crate) invalidate_writes: bool,
 }
 
 /// Says whose a request with credentials is (`None`: do not cache it).
@@ -113,6 +116,7 @@ impl fmt::Debug for CacheLayer {
             .field("max_body", &self.config.max_body)
             .field("keyed_by_user", &self.config.user.is_some())
             .field("credential_headers", &self.config.credentials)
+            .field("invalidate_writes", &self.config.invalidate_writes)
             .finish()
     }
 }
@@ -152,6 +156,7 @@ impl CacheLayer {
             max_body: DEFAULT_MAX_BODY,
             user: None,
             credentials: Vec::new(),
+            invalidate_writes: true,
         };
         Ok(CacheLayer {
             cache,
@@ -248,6 +253,24 @@ impl CacheLayer {
         self
     }
 
+    /// Whether a `POST`, `PUT`, `PATCH` or `DELETE` (any method but `GET`, `HEAD`, `OPTIONS`
+    /// and `TRACE`) that passes through the layer and is answered with a 2xx or 3xx status
+    /// removes the stored responses to its URL, and to the URLs its response's `Location` and
+    /// `Content-Location` name on the same host (RFC 9111 §4.4), with every variant, in every
+    /// process, before the answer goes out: on by default. The removal finds variants with a
+    /// scan of the namespace, as [`CacheLayer::invalidate`] does; a removal Redis does not
+    /// take is logged, kept and replayed. Turn it off for a service that invalidates by hand.
+    ///
+    /// ```
+    /// # let cache = cached_redis::Cache::disabled();
+    /// let layer = cached_redis::http::CacheLayer::new(cache, std::time::Duration::from_secs(30))
+    ///     .invalidate_on_writes(false);
+    /// ```
+    pub fn invalidate_on_writes(mut self, on: bool) -> CacheLayer {
+        Arc::make_mut(&mut self.config).invalidate_writes = on;
+        self
+    }
+
     /// Removes the stored response to `method` `path_and_query` (`"/products?page=2"`, query
     /// parameters in any order), with every variant of it (`Vary`, users), and revokes any
     /// handler run in flight for it. `GET` removes the `HEAD` entries too. Returns whether
@@ -264,19 +287,13 @@ impl CacheLayer {
         method: &str,
         path_and_query: &str,
     ) -> Result<bool, Error> {
-        // Every removal is sent even when one fails: each one Redis does not take is kept
-        // and replayed, and the first failure is the answer.
-        let mut removed = Ok(false);
-        for method in key::methods_invalidated_by(method) {
-            let base = key::base_of(method, path_and_query)?;
-            let entry = cache.invalidate(&crate::Key::raw(base.clone())).await;
-            let variants = cache.invalidate_prefix(&key::variants_of(&base)).await;
-            removed = match (removed, entry, variants.map(|n| n > 0)) {
-                (Ok(any), Ok(entry), Ok(variants)) => Ok(any || entry || variants),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
-            };
+        let (method, uri) = key::parse_request_line(method, path_and_query)?;
+        // A `GET`'s entries go with its `HEAD`'s: the same resource.
+        if method.as_str().eq_ignore_ascii_case("GET") {
+            writes::remove_resource(cache, &uri).await
+        } else {
+            writes::remove(cache, [method], &uri).await
         }
-        removed
     }
 
     /// Removes every stored `GET` and `HEAD` response whose path starts with `path_prefix`

@@ -14,7 +14,7 @@ use tower_service::Service;
 use super::body::{self, Buffered, CacheBody};
 use super::entry::{HttpEntry, Loaded, StoredResponse};
 use super::rules::{self, Vary, Verdict};
-use super::{CacheLayer, Config, key};
+use super::{CacheLayer, Config, key, writes};
 use crate::Key;
 
 /// The [`CacheLayer`]'s service around `S`.
@@ -81,6 +81,9 @@ where
     ResB: Body<Data = Bytes>,
 {
     let (parts, body) = request.into_parts();
+    if layer.config.invalidate_writes && writes::is_unsafe(&parts.method) {
+        return written(&layer, inner, parts, body).await;
+    }
     // A handler may read a `GET`'s body, which is not in the key: only requests without one
     // are cached (HTTP/2 needs no `Content-Length` to send one).
     let bodiless = body.is_end_stream() || body.size_hint().exact() == Some(0);
@@ -118,6 +121,32 @@ where
         Some(HttpEntry::Response(stored)) => run.hit(stored, &varied).await,
         _ => run.pass_through().await,
     }
+}
+
+/// An unsafe request: the handler's answer, after what it invalidates is removed (so a read
+/// that starts once the answer is out never gets what was stored before the write).
+async fn written<S, ReqB, ResB>(
+    layer: &CacheLayer,
+    inner: S,
+    parts: ::http::request::Parts,
+    body: ReqB,
+) -> Answer<ResB, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body<Data = Bytes>,
+{
+    let request = writes::Request::of(&parts);
+    let answer = Run::new(inner, Request::from_parts(parts, body))
+        .pass_through()
+        .await;
+    if let Ok(response) = &answer {
+        for target in writes::targets(&request, response.status(), response.headers()) {
+            if let Err(error) = writes::remove_resource(&layer.cache, &target).await {
+                tracing::warn!(uri = %target, %error, "stored responses a write changed could not be removed; the removal is kept and replayed");
+            }
+        }
+    }
+    answer
 }
 
 /// The handler and its request, until it runs, and what it answered.
