@@ -211,6 +211,7 @@ mod tests {
             max_body: 1024,
             user: None,
             credentials: Vec::new(),
+            invalidate_writes: true,
         }
     }
 

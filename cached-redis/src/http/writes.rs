@@ -91,3 +91,47 @@ pub(crate) async fn remove<const N: usize>(
     }
     removed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, host: &str) -> Request {
+        let (parts, ()) = ::http::Request::post(uri)
+            .header(HOST, host)
+            .body(())
+            .unwrap()
+            .into_parts();
+        Request::of(&parts)
+    }
+
+    fn answer(location: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(LOCATION, location.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_targets_are_the_url_and_locations_on_its_host() {
+        let post = request("/a", "shop.example:8080");
+        let targets = |status, location| targets(&post, status, &answer(location));
+        assert_eq!(targets(StatusCode::CREATED, "/b"), ["/a", "/b"]);
+        let same = targets(StatusCode::SEE_OTHER, "http://SHOP.example/c");
+        assert_eq!(same, ["/a", "http://SHOP.example/c"]);
+        assert_eq!(targets(StatusCode::OK, "https://other.example/d"), ["/a"]);
+        assert_eq!(targets(StatusCode::OK, "relative"), ["/a"]);
+        assert!(targets(StatusCode::NOT_FOUND, "/b").is_empty());
+        assert!(targets(StatusCode::CONTINUE, "/b").is_empty());
+    }
+
+    #[test]
+    fn safe_methods_invalidate_nothing() {
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE] {
+            assert!(!is_unsafe(&method), "{method}");
+        }
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            assert!(is_unsafe(&method), "{method}");
+        }
+        assert!(is_unsafe(&Method::from_bytes(b"PURGE").unwrap()));
+    }
+}
