@@ -97,7 +97,7 @@ fn expires(headers: &HeaderMap) -> Option<Option<SystemTime>> {
     earliest.map(Some)
 }
 
-fn http_date(bytes: &[u8]) -> Option<SystemTime> {
+pub(crate) fn http_date(bytes: &[u8]) -> Option<SystemTime> {
     httpdate::parse_http_date(std::str::from_utf8(bytes).ok()?.trim()).ok()
 }
 

@@ -22,6 +22,7 @@
 //! ```
 
 mod body;
+mod conditional;
 mod credentials;
 mod directives;
 mod entry;
@@ -101,6 +102,8 @@ pub(crate) struct Config {
     pub(crate) credentials: Vec<::http::HeaderName>,
     /// Whether a successful unsafe request removes what is stored for its URL.
     pub(crate) invalidate_writes: bool,
+    /// Whether a stored response without an `ETag` is given one.
+    pub(crate) etag: bool,
 }
 
 /// Says whose a request with credentials is (`None`: do not cache it).
@@ -117,6 +120,7 @@ impl fmt::Debug for CacheLayer {
             .field("keyed_by_user", &self.config.user.is_some())
             .field("credential_headers", &self.config.credentials)
             .field("invalidate_writes", &self.config.invalidate_writes)
+            .field("etag", &self.config.etag)
             .finish()
     }
 }
@@ -157,6 +161,7 @@ impl CacheLayer {
             user: None,
             credentials: Vec::new(),
             invalidate_writes: true,
+            etag: false,
         };
         Ok(CacheLayer {
             cache,
@@ -268,6 +273,19 @@ impl CacheLayer {
     /// ```
     pub fn invalidate_on_writes(mut self, on: bool) -> CacheLayer {
         Arc::make_mut(&mut self.config).invalidate_writes = on;
+        self
+    }
+
+    /// Gives each response the layer stores without an `ETag` a strong one (a hash of its
+    /// body), so the clients and caches in front of it revalidate with `If-None-Match` and get
+    /// a `304` from the layer. Off by default: it adds a header the handler did not write.
+    ///
+    /// ```
+    /// # let cache = cached_redis::Cache::disabled();
+    /// let layer = cached_redis::http::CacheLayer::new(cache, std::time::Duration::from_secs(30)).etag();
+    /// ```
+    pub fn etag(mut self) -> CacheLayer {
+        Arc::make_mut(&mut self.config).etag = true;
         self
     }
 

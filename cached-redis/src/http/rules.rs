@@ -4,8 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use ::http::header::{
-    CONTENT_TYPE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
-    PRAGMA, RANGE, SET_COOKIE, VARY,
+    CONTENT_TYPE, IF_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, PRAGMA, RANGE, SET_COOKIE, VARY,
 };
 use ::http::{HeaderMap, HeaderName, Method, request, response};
 
@@ -13,16 +12,11 @@ use super::directives::Directives;
 use super::freshness::{Freshness, freshness};
 use super::{Config, credentials, host, key};
 
-/// Request headers that ask for part of a resource or a conditional answer (a `206`, a `304`):
-/// such answers are their own request's, never another's.
-const PARTIAL_OR_CONDITIONAL: [::http::HeaderName; 6] = [
-    RANGE,
-    IF_RANGE,
-    IF_NONE_MATCH,
-    IF_MODIFIED_SINCE,
-    IF_MATCH,
-    IF_UNMODIFIED_SINCE,
-];
+/// Request headers that ask for part of a resource or an answer that depends on it (a `206`,
+/// a `412`): such answers are their own request's, never another's, and go to the handler.
+/// `If-None-Match` and `If-Modified-Since` are the layer's to answer (`conditional.rs`).
+const PARTIAL_OR_CONDITIONAL: [::http::HeaderName; 4] =
+    [RANGE, IF_RANGE, IF_MATCH, IF_UNMODIFIED_SINCE];
 
 /// The key a request is looked up under, or `None` when it must go to the handler uncached:
 /// not a `GET` or `HEAD`, partial or conditional, asking that nothing of it be stored
@@ -212,6 +206,7 @@ mod tests {
             user: None,
             credentials: Vec::new(),
             invalidate_writes: true,
+            etag: false,
         }
     }
 

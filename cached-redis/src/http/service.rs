@@ -5,13 +5,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use ::http::header::HeaderValue;
+use ::http::header::{ETAG, HeaderValue};
 use ::http::{HeaderMap, HeaderName, Request, Response};
 use bytes::Bytes;
 use http_body::Body;
 use tower_service::Service;
 
 use super::body::{self, Buffered, CacheBody};
+use super::conditional::{self, Conditions};
 use super::entry::{HttpEntry, Loaded, StoredResponse};
 use super::rules::{self, Vary, Verdict};
 use super::{CacheLayer, Config, key, writes};
@@ -80,7 +81,7 @@ where
     ReqB: Body,
     ResB: Body<Data = Bytes>,
 {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     if layer.config.invalidate_writes && writes::is_unsafe(&parts.method) {
         return written(&layer, inner, parts, body).await;
     }
@@ -88,16 +89,20 @@ where
     // are cached (HTTP/2 needs no `Content-Length` to send one).
     let bodiless = body.is_end_stream() || body.size_hint().exact() == Some(0);
     let base = rules::request_key(&parts, &layer.config).filter(|_| bodiless);
-    let request = Request::from_parts(parts, body);
     let Some(base) = base else {
-        return Run::new(inner, request).pass_through().await;
+        let request = Request::from_parts(parts, body);
+        return Run::new(inner, request, Conditions::default())
+            .pass_through()
+            .await;
     };
-    let mut run = Run::new(inner, request);
+    // The handler answers in full when the layer asks it; the conditions apply to the answer.
+    let conditions = Conditions::take(&mut parts.headers);
+    let mut run = Run::new(inner, Request::from_parts(parts, body), conditions);
     if layer.uncacheable.holds(&base) {
         return run.pass_through().await.map(missed);
     }
     let entry = run.fetch(&layer, &base, None).await;
-    if let Some(own) = run.own.take() {
+    if let Some(own) = run.own_answer() {
         return own;
     }
     let names = match entry {
@@ -114,7 +119,7 @@ where
         return run.pass_through().await.map(missed);
     }
     let entry = run.fetch(&layer, &varied, Some(names)).await;
-    if let Some(own) = run.own.take() {
+    if let Some(own) = run.own_answer() {
         return own;
     }
     match entry {
@@ -136,9 +141,12 @@ where
     ResB: Body<Data = Bytes>,
 {
     let request = writes::Request::of(&parts);
-    let answer = Run::new(inner, Request::from_parts(parts, body))
-        .pass_through()
-        .await;
+    let handler = Run::new(
+        inner,
+        Request::from_parts(parts, body),
+        Conditions::default(),
+    );
+    let answer = handler.pass_through().await;
     if let Ok(response) = &answer {
         for target in writes::targets(&request, response.status(), response.headers()) {
             if let Err(error) = writes::remove_resource(&layer.cache, &target).await {
@@ -155,6 +163,9 @@ struct Run<S, ReqB, ResB: Body, E> {
     own: Option<Answer<ResB, E>>,
     /// The handler's response was not stored (its caller's only, or shared and dropped).
     unstored: bool,
+    /// The request's validators, taken off it: the answer the layer gives is checked
+    /// against them; a request the handler answers itself gets them back.
+    conditions: Conditions,
 }
 
 impl<S, ReqB, ResB> Run<S, ReqB, ResB, S::Error>
@@ -162,12 +173,21 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body<Data = Bytes>,
 {
-    fn new(inner: S, request: Request<ReqB>) -> Self {
+    fn new(inner: S, request: Request<ReqB>, conditions: Conditions) -> Self {
         Run {
             handler: Some((inner, request)),
             own: None,
             unstored: false,
+            conditions,
         }
+    }
+
+    /// What the handler answered when the layer ran it, as this request's answer (a `304`
+    /// where its validators match).
+    fn own_answer(&mut self) -> Option<Answer<ResB, S::Error>> {
+        let own = self.own.take()?;
+        let empty = || CacheBody::full(Bytes::new());
+        Some(own.map(|response| self.conditions.answer(response, empty)))
     }
 
     fn request_headers(&self) -> &HeaderMap {
@@ -218,6 +238,7 @@ where
             self.own = Some(Ok(missed(Response::from_parts(parts, body))));
             return Loaded::Alone;
         }
+        let mut parts = parts;
         let bytes = match body::buffer(body, config.max_body).await {
             Buffered::Whole(bytes) => bytes,
             Buffered::Passed(body) => {
@@ -226,6 +247,10 @@ where
                 return Loaded::Alone;
             }
         };
+        let stored = matches!(verdict, Verdict::Store { .. });
+        if config.etag && stored && !parts.headers.contains_key(ETAG) {
+            parts.headers.insert(ETAG, conditional::etag_of(&bytes));
+        }
         let loaded = classify(&parts, &bytes, verdict, (vary, key));
         self.unstored = matches!(loaded, Loaded::Alone | Loaded::Share(_));
         self.own = Some(Ok(missed(Response::from_parts(
@@ -247,15 +272,18 @@ where
                 parts
                     .headers
                     .insert(X_CACHE, HeaderValue::from_static("HIT"));
-                Ok(Response::from_parts(parts, CacheBody::full(bytes)))
+                let response = Response::from_parts(parts, CacheBody::full(bytes));
+                let empty = || CacheBody::full(Bytes::new());
+                Ok(self.conditions.answer(response, empty))
             }
             None => self.pass_through().await,
         }
     }
 
-    /// The handler's answer, untouched.
+    /// The handler's answer to the request as it came (its validators put back), untouched.
     async fn pass_through(mut self) -> Answer<ResB, S::Error> {
-        let (mut inner, request) = self.handler.take().expect("the handler has not run");
+        let (mut inner, mut request) = self.handler.take().expect("the handler has not run");
+        std::mem::take(&mut self.conditions).restore(request.headers_mut());
         Ok(inner.call(request).await?.map(CacheBody::streaming))
     }
 }
