@@ -47,11 +47,56 @@ pub(crate) fn with_hosts(mut base: String, parts: &Parts) -> String {
 /// The path and query the request had before a router changed them (an axum `Router::nest`
 /// strips its prefix, `/t/acme/products` to `/products`; a rewrite may move a tenant from the
 /// query into the path), from axum's `OriginalUri`, when they differ from what the layer sees.
-fn original_uri(parts: &Parts) -> Option<&str> {
+pub(crate) fn original_uri(parts: &Parts) -> Option<&str> {
     let original = parts.extensions.get::<axum::extract::OriginalUri>()?;
     let original = original.path_and_query().map_or("", |p| p.as_str());
     let seen = parts.uri.path_and_query().map_or("", |p| p.as_str());
     (original != seen).then_some(original)
+}
+
+/// Every host the request names, lowercased, without a port: its URI's, `Host`'s,
+/// `X-Forwarded-Host`'s (each of a list) and each `host` pair of `Forwarded`.
+pub(crate) fn names(parts: &Parts) -> Vec<String> {
+    let headers = &parts.headers;
+    let mut names: Vec<String> = parts.uri.host().map(str::to_owned).into_iter().collect();
+    let text = |name| {
+        headers
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    };
+    for value in text(HOST) {
+        names.push(host_of(value.trim()).to_owned());
+    }
+    for value in text(::http::HeaderName::from_static("x-forwarded-host")) {
+        names.extend(value.split(',').map(|host| host_of(host.trim()).to_owned()));
+    }
+    for value in text(FORWARDED) {
+        let pairs = value
+            .split([',', ';'])
+            .filter_map(|pair| pair.split_once('='));
+        let hosts = pairs.filter(|(name, _)| name.trim().eq_ignore_ascii_case("host"));
+        names.extend(hosts.map(|(_, host)| host_of(host.trim().trim_matches('"')).to_owned()));
+    }
+    names
+        .iter_mut()
+        .for_each(|name| name.make_ascii_lowercase());
+    names
+}
+
+/// The host of an authority (`shop.example:8080`, `[::1]:80`): without its port, an IPv6
+/// literal with its brackets.
+pub(crate) fn host_of(authority: &str) -> &str {
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
 }
 
 /// A `Forwarded` line less its `for` and `by` pairs (the client's address and the proxy's),

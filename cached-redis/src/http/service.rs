@@ -129,7 +129,8 @@ where
 }
 
 /// An unsafe request: the handler's answer, after what it invalidates is removed (so a read
-/// that starts once the answer is out never gets what was stored before the write).
+/// that starts once the answer is out never gets what was stored before the write), or after
+/// `op_timeout` when Redis does not answer in time.
 async fn written<S, ReqB, ResB>(
     layer: &CacheLayer,
     inner: S,
@@ -148,10 +149,9 @@ where
     );
     let answer = handler.pass_through().await;
     if let Ok(response) = &answer {
-        for target in writes::targets(&request, response.status(), response.headers()) {
-            if let Err(error) = writes::remove_resource(&layer.cache, &target).await {
-                tracing::warn!(uri = %target, %error, "stored responses a write changed could not be removed; the removal is kept and replayed");
-            }
+        let targets = writes::targets(&request, response.status(), response.headers());
+        if !targets.is_empty() {
+            writes::remove_targets(&layer.cache, targets).await;
         }
     }
     answer
