@@ -313,7 +313,12 @@ mod tests {
             Some("http:GET:/p?a=1&b=2|host=A.example.com")
         );
         assert_eq!(ask("GET", &[("range", "bytes=0-1")], &plain), None);
-        assert_eq!(ask("GET", &[("if-none-match", "\"x\"")], &plain), None);
+        assert_eq!(ask("GET", &[("if-match", "\"x\"")], &plain), None);
+        assert_eq!(
+            ask("GET", &[("if-none-match", "\"x\"")], &plain).as_deref(),
+            Some("http:GET:/p?a=1&b=2"),
+            "the layer answers If-None-Match itself, under the same key"
+        );
         assert_eq!(
             ask("HEAD", &[], &plain).as_deref(),
             Some("http:HEAD:/p?a=1&b=2")
