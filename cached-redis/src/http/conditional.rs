@@ -15,18 +15,20 @@ pub(crate) struct Conditions {
     modified_since: Option<HeaderValue>,
 }
 
-/// The headers a `304` keeps from the `200` it stands for (RFC 9110 §15.4.5), with the
-/// layer's own `X-Cache` and `Age`.
-const KEPT: [&str; 9] = [
-    "cache-control",
-    "content-location",
-    "date",
-    "etag",
-    "expires",
-    "vary",
-    "last-modified",
-    "x-cache",
-    "age",
+/// What a `304` does not carry of the `200` it stands for: the representation's own metadata
+/// and framing (RFC 9110 §15.4.5). Everything else stays, every line of it: the headers
+/// §15.4.5 asks for, `X-Cache` and `Age`, and what is not about the body (a `Set-Cookie` on a
+/// response the layer does not store, which is this caller's alone).
+const DROPPED: [&str; 9] = [
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-language",
+    "content-range",
+    "content-disposition",
+    "content-digest",
+    "repr-digest",
+    "transfer-encoding",
 ];
 
 impl Conditions {
@@ -49,8 +51,8 @@ impl Conditions {
         }
     }
 
-    /// `response` as this request's answer: a `304` with no body if it is a `200` whose
-    /// validators these conditions match, else as it is.
+    /// `response` as this request's answer: a `304` with no body and no representation
+    /// metadata if it is a `200` whose validators these conditions match, else as it is.
     pub(crate) fn answer<B>(
         &self,
         response: Response<B>,
@@ -61,14 +63,14 @@ impl Conditions {
         }
         let (mut parts, _) = response.into_parts();
         parts.status = StatusCode::NOT_MODIFIED;
-        let kept: HeaderMap = std::mem::take(&mut parts.headers)
-            .into_iter()
-            .filter_map(|(name, value)| Some((name?, value)))
-            .filter(|(name, _)| KEPT.contains(&name.as_str()))
-            .fold(HeaderMap::new(), |mut kept, (name, value)| {
-                kept.append(name, value);
-                kept
-            });
+        // Every line of each kept header: a cache in front replaces its stored lines with
+        // these (RFC 9111 §4.3.4).
+        let mut kept = HeaderMap::new();
+        for (name, value) in &parts.headers {
+            if !DROPPED.contains(&name.as_str()) {
+                kept.append(name.clone(), value.clone());
+            }
+        }
         parts.headers = kept;
         Response::from_parts(parts, empty())
     }
@@ -82,10 +84,11 @@ impl Conditions {
             let Some(etag) = headers.get(ETAG).and_then(|e| opaque_tag(e.as_bytes())) else {
                 return false;
             };
-            return none_match
-                .as_bytes()
-                .split(|b| *b == b',')
-                .any(|tag| tag.trim_ascii() == b"*" || opaque_tag(tag) == Some(etag));
+            let none_match = none_match.as_bytes().trim_ascii();
+            if none_match == b"*" {
+                return true;
+            }
+            return entity_tags(none_match).is_some_and(|tags| tags.contains(&etag));
         }
         let Some(since) = self
             .modified_since
@@ -115,6 +118,32 @@ fn joined(headers: &mut HeaderMap, name: HeaderName) -> Option<HeaderValue> {
     headers.remove(&name);
     // Not a header value once joined (it was one before): no condition, the full answer.
     HeaderValue::from_bytes(&bytes).ok()
+}
+
+/// The entity tags of an `If-None-Match` list, each as [`opaque_tag`] gives it, reading
+/// quotes as quotes (a comma or `*` inside a tag is part of it); `None` if it is not such a
+/// list, which then matches nothing.
+fn entity_tags(list: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut tags = Vec::new();
+    let mut rest = list;
+    loop {
+        rest = rest.trim_ascii_start();
+        while let Some(after) = rest.strip_prefix(b",") {
+            rest = after.trim_ascii_start();
+        }
+        if rest.is_empty() {
+            return Some(tags);
+        }
+        let weak = rest.starts_with(b"W/");
+        let quoted = if weak { &rest[2..] } else { rest };
+        let close = quoted.get(1..)?.iter().position(|&b| b == b'"')? + 2;
+        let end = close + if weak { 2 } else { 0 };
+        tags.push(opaque_tag(&rest[..end])?);
+        rest = &rest[end..];
+        if !(rest.is_empty() || rest.trim_ascii_start().starts_with(b",")) {
+            return None;
+        }
+    }
 }
 
 /// An entity tag's opaque part, `W/` dropped (weak comparison, RFC 9110 §8.8.3.2): `"v1"` of
@@ -166,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn a_304_keeps_only_what_rfc_9110_asks_for() {
+    fn a_304_drops_the_representation_metadata() {
         let conditions = Conditions {
             none_match: Some(HeaderValue::from_static("*")),
             modified_since: None,
@@ -182,7 +211,11 @@ mod tests {
         let answer = conditions.answer(response, || "");
         assert_eq!(answer.status(), StatusCode::NOT_MODIFIED);
         let names: Vec<&str> = answer.headers().keys().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["etag", "cache-control", "x-cache"]);
+        assert_eq!(
+            names,
+            ["etag", "cache-control", "x-cache"],
+            "no representation metadata"
+        );
         assert_eq!(*answer.body(), "");
     }
 }

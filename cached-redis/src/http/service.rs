@@ -223,6 +223,7 @@ where
         let Some((mut inner, request)) = self.handler.take() else {
             return Loaded::Alone;
         };
+        let head = request.method() == ::http::Method::HEAD;
         let (parts, body) = match inner.call(request).await {
             Ok(response) => response.into_parts(),
             Err(error) => {
@@ -247,8 +248,11 @@ where
                 return Loaded::Alone;
             }
         };
+        // A `HEAD` whose body a router outside the layer stripped is not tagged: the empty
+        // body's tag would not be its `GET`'s.
+        let tag = config.etag && !(head && bytes.is_empty());
         let stored = matches!(verdict, Verdict::Store { .. });
-        if config.etag && stored && !parts.headers.contains_key(ETAG) {
+        if tag && stored && !parts.headers.contains_key(ETAG) {
             parts.headers.insert(ETAG, conditional::etag_of(&bytes));
         }
         let loaded = classify(&parts, &bytes, verdict, (vary, key));

@@ -187,22 +187,26 @@ pub(crate) async fn remove<const N: usize>(
     removed
 }
 
-/// Removes what a write invalidates, in a task of its own, so a client that goes away does
-/// not stop it, and waits for it at most the cache's `op_timeout`: Redis trouble delays the
-/// write's answer by no more, and a removal Redis did not take is logged, kept and replayed.
+/// Removes what a write invalidates, in a task of its own that [`Cache::settle`] counts, so a
+/// client that goes away does not stop it, and waits for it at most the cache's `op_timeout`:
+/// Redis trouble delays the write's answer by no more, and a removal Redis did not take is
+/// logged, kept and replayed.
 pub(crate) async fn remove_targets(cache: &Cache, targets: Vec<Uri>) {
-    let cache = cache.clone();
     let bound = cache.inner.guard.op_timeout();
-    let removals = tokio::spawn(async move {
-        let each = targets.iter().map(|target| remove_resource(&cache, target));
+    let (done, removed) = tokio::sync::oneshot::channel::<()>();
+    let owned = cache.clone();
+    let removals = async move {
+        let each = targets.iter().map(|target| remove_resource(&owned, target));
         let outcomes = futures_util::future::join_all(each).await;
         for (target, outcome) in targets.iter().zip(outcomes) {
             if let Err(error) = outcome {
                 tracing::warn!(uri = %target, %error, "stored responses a write changed could not be removed; the removal is kept and replayed");
             }
         }
-    });
-    let _ = tokio::time::timeout(bound, removals).await;
+        let _ = done.send(());
+    };
+    cache.inner.write_backs.spawn_refresh(removals);
+    let _ = tokio::time::timeout(bound, removed).await;
 }
 
 #[cfg(test)]

@@ -88,8 +88,9 @@ impl WriteBacks {
         }
     }
 
-    /// Runs a refresh (its load, then its write-back) in a task of its own, counted until it
-    /// ends: [`WriteBacks::settled`] waits for it.
+    /// Runs a refresh (its load, then its write-back), or the HTTP layer's removals after a
+    /// write, in a task of its own, counted until it ends: [`WriteBacks::settled`] waits for
+    /// it.
     pub(crate) fn spawn_refresh(&self, refresh: impl Future<Output = ()> + Send + 'static) {
         self.state.refreshes.send_modify(|n| *n += 1);
         let counted = Refreshing(self.state.clone());
