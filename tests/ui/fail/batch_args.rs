@@ -37,4 +37,23 @@ async fn batch_with_a_value(ids: &[u64]) -> Result<HashMap<u64, String>, String>
     Ok(ids.iter().map(|id| (*id, String::new())).collect())
 }
 
+#[redis_cached(key = "g:<id>", ttl = "60s", batch)]
+async fn batch_generic<K: Clone>(ids: &[u64], _k: K) -> Result<HashMap<u64, String>, String> {
+    Ok(ids.iter().map(|id| (*id, String::new())).collect())
+}
+
+#[redis_cached(key = "h:<id>", ttl = "60s", batch)]
+async fn batch_two_collections(ids: &[u64], more: Vec<u64>) -> Result<HashMap<u64, String>, String> {
+    Ok(ids.iter().chain(&more).map(|id| (*id, String::new())).collect())
+}
+
+struct Repo;
+
+impl Repo {
+    #[redis_cached(key = "i:<id>", ttl = "60s", cache = &cached_redis::Cache::disabled(), batch)]
+    async fn batch_by_value_self(self, ids: &[u64]) -> Result<HashMap<u64, String>, String> {
+        Ok(ids.iter().map(|id| (*id, String::new())).collect())
+    }
+}
+
 fn main() {}
