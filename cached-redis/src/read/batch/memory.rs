@@ -60,9 +60,6 @@ impl Cache {
             }
         });
         let answers = join_all(answers);
-        // The answers first: each leading id's load is registered (its flight's start, an
-        // in-memory entry's version) before the loader is first polled and reads anything.
-        let (parts, ()) = tokio::join!(biased; answers, loader.many(leading.ids, leading.slots));
-        parts
+        leading.alongside(answers, loader).await
     }
 }

@@ -211,9 +211,7 @@ impl Cache {
             }
         });
         let answers = join_all(answers);
-        // The answers first: each leading id's load is registered (its flight's start, an
-        // in-memory entry's version) before the loader is first polled and reads anything.
-        let (answered, ()) = tokio::join!(biased; answers, loader.many(leading.ids, leading.slots));
+        let answered = leading.alongside(answers, loader).await;
         for (i, part) in answered {
             parts[i] = part;
         }
@@ -293,6 +291,25 @@ impl<K: Clone, V> Leading<K, V> {
             self.slots.push(sender);
         }
         receiver
+    }
+
+    /// Runs `answers` and the one load of the ids this call leads together, the answers
+    /// polled first: each leading id's load is registered (its flight's start, an in-memory
+    /// entry's version) before the loader is first polled and reads anything.
+    async fn alongside<T, L, E, S, F>(
+        self,
+        answers: impl Future<Output = T>,
+        loader: &Loader<L, E>,
+    ) -> T
+    where
+        K: Eq + Hash,
+        S: BuildHasher,
+        L: FnMut(Vec<K>) -> F,
+        F: Future<Output = Result<HashMap<K, V, S>, E>>,
+    {
+        let load = loader.many(self.ids, self.slots);
+        let (answered, ()) = tokio::join!(biased; answers, load);
+        answered
     }
 }
 
