@@ -709,6 +709,18 @@ async fn near_row(cache: &Cache, db: &HeldDb, id: u32) -> Result<u64, String> {
     Ok(db.read().await? * 1000 + u64::from(id))
 }
 
+/// Waits for this cache's write-backs, and for the invalidation messages they caused to be
+/// applied to its near copies: a copy read afterwards is not dropped by its own store.
+async fn settle_near(cache: &Cache) {
+    cache.settle().await;
+    let stored = std::time::Instant::now();
+    let applied = || async { cached_redis::__private::near_applied_since(cache, stored) };
+    assert!(
+        eventually(Duration::from_secs(10), applied).await,
+        "the store's messages applied"
+    );
+}
+
 fn rows(version: u64, ids: impl IntoIterator<Item = u32>) -> HashMap<u32, u64> {
     ids.into_iter()
         .map(|id| (id, version * 1000 + u64::from(id)))
@@ -722,7 +734,7 @@ async fn with_near_a_batch_answers_from_copies_without_a_command_and_reads_only_
     let mut admin = server.conn().await;
     let db = HeldDb::new(1);
     assert_eq!(near_rows(&cache, &db, &[1, 2, 3]).await, Ok(rows(1, 1..=3)));
-    cache.settle().await;
+    settle_near(&cache).await;
     // Read from Redis, and kept near.
     assert_eq!(near_rows(&cache, &db, &[1, 2, 3]).await, Ok(rows(1, 1..=3)));
     assert_eq!(cache.stats().near_entries, 3);
@@ -755,7 +767,7 @@ async fn a_write_from_another_process_or_connection_drops_a_batchs_copies() {
     let mut admin = server.conn().await;
     let db = HeldDb::new(1);
     near_rows(&cache, &db, &[1, 2]).await.unwrap();
-    cache.settle().await;
+    settle_near(&cache).await;
     near_rows(&cache, &db, &[1, 2]).await.unwrap();
     assert_eq!(cache.stats().near_entries, 2);
     db.set_version(2);
