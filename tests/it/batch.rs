@@ -635,7 +635,25 @@ async fn a_cancelled_batch_lets_every_lease_go_and_another_process_loads_at_once
         () = gate.entered.notified() => {}
     }
     drop(load);
-    // The leases go back in the background; the other process does not wait out lock_ttl.
+    // The leases go back in the background, at once: not after lock_ttl (5 s).
+    let admin = server.conn().await;
+    let leases: Vec<String> = [1, 2, 3]
+        .map(|id| format!("{}:lease", first.redis_key(&one_product_key(id))))
+        .to_vec();
+    let released = eventually(Duration::from_secs(2), || {
+        let (mut admin, leases) = (admin.clone(), leases.clone());
+        async move {
+            for lease in &leases {
+                if get_raw(&mut admin, lease).await.is_some() {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(released, "every lease let go well within its TTL");
+    // The other process then takes them and loads the three at once.
     let calls = Calls::default();
     let found = tokio::time::timeout(
         Duration::from_secs(2),
