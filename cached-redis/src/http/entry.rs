@@ -10,6 +10,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::freshness::Windows;
 use crate::Policy;
 use crate::stored::cacheable::{Cacheable, Split};
 
@@ -39,6 +40,23 @@ pub(crate) struct StoredResponse {
     /// with write access to Redis) is not replayed.
     #[serde(default)]
     key: String,
+    /// Unix milliseconds when it stops being fresh (`0`: stored by a build before stale
+    /// responses were served, which kept none past it).
+    #[serde(default)]
+    fresh_until: u64,
+    /// Its `stale-while-revalidate` and `stale-if-error`, in seconds (`0`: none).
+    #[serde(default)]
+    stale_while_revalidate: u64,
+    #[serde(default)]
+    stale_if_error: u64,
+}
+
+/// How long a response is stored: fresh for `ttl`, `age` old already, and what it allows
+/// past that.
+pub(crate) struct Lifetime {
+    pub(crate) ttl: Duration,
+    pub(crate) age: Duration,
+    pub(crate) windows: Windows,
 }
 
 /// Bytes as JSON: text when they are UTF-8, base64 otherwise.
@@ -103,14 +121,30 @@ fn connection_options(headers: &::http::HeaderMap) -> Vec<String> {
     options
 }
 
+impl HttpEntry {
+    /// What a stored response allows past its freshness; `None` for a `Vary` record.
+    fn windows(&self) -> Option<Windows> {
+        let HttpEntry::Response(stored) = self else {
+            return None;
+        };
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        Some((
+            secs(stored.stale_while_revalidate),
+            secs(stored.stale_if_error),
+        ))
+    }
+}
+
 impl StoredResponse {
-    /// The response a handler produced, body read, `age` old already.
+    /// The response a handler produced, body read, to be stored for `lifetime`.
     pub(crate) fn capture(
         parts: &response::Parts,
         body: &Bytes,
-        age: Duration,
+        lifetime: Lifetime,
         key: &str,
     ) -> StoredResponse {
+        let Lifetime { ttl, age, windows } = lifetime;
+        let secs = |w: Option<Duration>| w.map_or(0, |w| w.as_secs());
         let per_connection = connection_options(&parts.headers);
         let headers = parts
             .headers
@@ -119,14 +153,23 @@ impl StoredResponse {
             .filter(|(name, _)| !per_connection.iter().any(|o| o == name.as_str()))
             .map(|(name, value)| (name.as_str().to_owned(), Blob::of(value.as_bytes())))
             .collect();
+        let stored_at = unix_ms();
         StoredResponse {
             status: parts.status.as_u16(),
             headers,
             body: Blob::of(body),
-            stored_at: unix_ms(),
+            stored_at,
             age: age.as_secs(),
             key: key.to_owned(),
+            fresh_until: stored_at.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(0)),
+            stale_while_revalidate: secs(windows.0),
+            stale_if_error: secs(windows.1),
         }
+    }
+
+    /// Whether it is past its freshness (one stored by an older build never is).
+    pub(crate) fn is_stale(&self) -> bool {
+        self.fresh_until != 0 && unix_ms() >= self.fresh_until
     }
 
     /// The stored response, with `Age` (whole seconds since it was stored, plus the age it
@@ -168,8 +211,12 @@ pub(crate) enum Loaded {
     Share(HttpEntry),
     /// Nothing to store or share: the response is its own caller's.
     Alone,
-    /// The handler failed (its service's error): its caller gets the error.
+    /// The handler failed (its service's error): its caller gets the error, unless a stored
+    /// response answers in its place.
     Failed,
+    /// The handler answered with a server error: its caller's, unless a stored response
+    /// answers in its place.
+    Errored,
     /// What Redis, or a run that this request waited for, had.
     Cached(HttpEntry),
 }
@@ -183,17 +230,34 @@ impl Cacheable for Loaded {
             Loaded::Share(entry) | Loaded::Cached(entry) => Split::Pass(entry),
             Loaded::Alone => Split::Alone(Loaded::Alone),
             Loaded::Failed => Split::Keep(Loaded::Failed),
+            Loaded::Errored => Split::Keep(Loaded::Errored),
         }
     }
 
     fn from_value(entry: HttpEntry) -> Loaded {
         Loaded::Cached(entry)
     }
+
+    fn is_failure(&self) -> bool {
+        matches!(self, Loaded::Failed | Loaded::Errored)
+    }
+
+    fn windows(entry: &HttpEntry) -> Option<Windows> {
+        entry.windows()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lifetime() -> Lifetime {
+        Lifetime {
+            ttl: Duration::from_secs(30),
+            age: Duration::ZERO,
+            windows: (None, Some(Duration::from_secs(60))),
+        }
+    }
 
     #[test]
     fn a_response_round_trips_with_its_age() {
@@ -210,12 +274,17 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = response.into_parts();
-        let stored =
-            StoredResponse::capture(&parts, &Bytes::from_static(b"[1]"), Duration::ZERO, "k");
+        let stored = StoredResponse::capture(&parts, &Bytes::from_static(b"[1]"), lifetime(), "k");
         let json = serde_json::to_string(&HttpEntry::Response(stored)).unwrap();
         assert!(json.contains(r#""body":{"text":"[1]"}"#), "{json}");
         let HttpEntry::Response(stored) = serde_json::from_str(&json).unwrap() else {
             panic!("{json}")
+        };
+        assert!(!stored.is_stale());
+        let entry = HttpEntry::Response(stored);
+        assert_eq!(entry.windows(), Some((None, Some(Duration::from_secs(60)))));
+        let HttpEntry::Response(stored) = entry else {
+            unreachable!()
         };
         let (parts, body) = stored.replay("k").unwrap();
         assert_eq!(parts.status, 201);
@@ -235,12 +304,8 @@ mod tests {
     #[test]
     fn binary_bodies_are_base64() {
         let (parts, ()) = Response::new(()).into_parts();
-        let stored = StoredResponse::capture(
-            &parts,
-            &Bytes::from_static(&[0xff, 0, 1]),
-            Duration::ZERO,
-            "k",
-        );
+        let stored =
+            StoredResponse::capture(&parts, &Bytes::from_static(&[0xff, 0, 1]), lifetime(), "k");
         let json = serde_json::to_string(&stored).unwrap();
         assert!(json.contains(r#""base64":"/wAB""#), "{json}");
         let stored: StoredResponse = serde_json::from_str(&json).unwrap();

@@ -5,6 +5,10 @@
 //! (its first `Age`, or how old its `Date` says it is). The layer's TTL bounds it. Freshness
 //! information that cannot be read makes the response stale: not stored. (An `Age` that is
 //! not a number is ignored, as RFC 9111 §5.1 has it.)
+//!
+//! How long past that a stored response may still answer ([`stale_windows`], RFC 5861): while
+//! it is refreshed (`stale-while-revalidate`), and in place of a handler's error
+//! (`stale-if-error`).
 
 use std::time::{Duration, SystemTime};
 
@@ -57,6 +61,33 @@ pub(crate) fn freshness(
     }
     Freshness::Fresh { ttl, age }
 }
+
+/// How long past its freshness a response may be served while the handler refreshes it
+/// (`stale-while-revalidate`), and in place of the handler's error (`stale-if-error`), each
+/// from the first of `CDN-Cache-Control` (when valid), `Surrogate-Control` and
+/// `Cache-Control` that has it; a value that is not a number gives no window. None at all for
+/// a response that forbids serving it stale (RFC 9111 §4.2.4): `must-revalidate`,
+/// `proxy-revalidate` or `s-maxage`, in any of them.
+pub(crate) fn stale_windows([cdn, surrogate, directives]: [&Directives; 3]) -> Windows {
+    let all = [cdn, surrogate, directives];
+    let forbidden = ["must-revalidate", "proxy-revalidate", "s-maxage"];
+    if forbidden.iter().any(|d| all.iter().any(|of| of.has(d))) {
+        return (None, None);
+    }
+    let valid_cdn = cdn.exact().then_some(cdn);
+    let window = |name: &str| {
+        let first = [valid_cdn, Some(surrogate), Some(directives)]
+            .into_iter()
+            .flatten()
+            .find_map(|of| of.seconds(name))?;
+        first.filter(|secs| *secs > 0).map(Duration::from_secs)
+    };
+    (window("stale-while-revalidate"), window("stale-if-error"))
+}
+
+/// Stale windows: how long past its freshness a response may answer while it is refreshed,
+/// and in place of an error.
+pub(crate) type Windows = (Option<Duration>, Option<Duration>);
 
 /// `s-maxage`, else `max-age`: `Some(None)` when the one that applies is not a number.
 fn explicit(directives: &Directives) -> Option<Option<u64>> {
@@ -208,6 +239,69 @@ mod tests {
             "invalid: ignored"
         );
         assert_eq!(fresh(&[cdn("max-age= 100"), one]), stored(1, 0));
+    }
+
+    fn windows(headers: &[(&str, &str)]) -> Windows {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                ::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let cdn = Directives::of_cdn(&map).unwrap();
+        let surrogate = Directives::of_surrogate(&map).unwrap();
+        let directives = Directives::of(&map).unwrap();
+        stale_windows([&cdn, &surrogate, &directives])
+    }
+
+    #[test]
+    fn stale_windows_come_from_the_response_unless_it_forbids_them() {
+        let secs = |s| Some(Duration::from_secs(s));
+        fn cc(v: &str) -> (&'static str, &str) {
+            ("cache-control", v)
+        }
+        assert_eq!(windows(&[cc("max-age=1")]), (None, None));
+        assert_eq!(
+            windows(&[cc(
+                "max-age=1, stale-while-revalidate=30, stale-if-error=600"
+            )]),
+            (secs(30), secs(600))
+        );
+        assert_eq!(
+            windows(&[cc("stale-while-revalidate=30, stale-while-revalidate=10")]),
+            (secs(10), None),
+            "the least"
+        );
+        for none in [
+            "stale-if-error=-1",
+            "stale-if-error=\"60\"",
+            "stale-if-error",
+            "stale-if-error=0",
+        ] {
+            assert_eq!(windows(&[cc(none)]), (None, None), "{none}");
+        }
+        for forbids in ["must-revalidate", "proxy-revalidate", "s-maxage=60"] {
+            let line =
+                format!("max-age=1, stale-while-revalidate=30, stale-if-error=60, {forbids}");
+            assert_eq!(windows(&[cc(&line)]), (None, None), "{forbids}");
+        }
+        let cdn = ("cdn-cache-control", "stale-if-error=5");
+        assert_eq!(
+            windows(&[cdn, cc("stale-if-error=600, stale-while-revalidate=9")]),
+            (secs(9), secs(5)),
+            "CDN-Cache-Control first, each directive on its own"
+        );
+        let invalid = ("cdn-cache-control", "stale-if-error =5");
+        assert_eq!(
+            windows(&[invalid, cc("stale-if-error=600")]),
+            (None, secs(600))
+        );
+        let cdn_forbids = ("cdn-cache-control", "must-revalidate");
+        assert_eq!(
+            windows(&[cdn_forbids, cc("stale-if-error=600")]),
+            (None, None)
+        );
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub(crate) struct Config {
     pub(crate) invalidate_writes: bool,
     /// Whether a stored response without an `ETag` is given one.
     pub(crate) etag: bool,
+    /// Whether a stored response answers past its freshness as its `stale-while-revalidate`
+    /// and `stale-if-error` allow.
+    pub(crate) stale: bool,
 }
 
 /// Says whose a request with credentials is (`None`: do not cache it).
@@ -121,6 +124,7 @@ impl fmt::Debug for CacheLayer {
             .field("credential_headers", &self.config.credentials)
             .field("invalidate_writes", &self.config.invalidate_writes)
             .field("etag", &self.config.etag)
+            .field("serve_stale", &self.config.stale)
             .finish()
     }
 }
@@ -154,14 +158,18 @@ impl CacheLayer {
     /// # demo(cached_redis::Cache::disabled());
     /// ```
     pub fn try_new(cache: Cache, ttl: Duration) -> Result<CacheLayer, Error> {
+        let mut policy = Policy::new("http", ttl)?;
+        // Each response says how long it may answer stale (`serve_stale`).
+        policy.freshness.per_entry = true;
         let config = Config {
-            policy: Policy::new("http", ttl)?,
+            policy,
             statuses: vec![StatusCode::OK],
             max_body: DEFAULT_MAX_BODY,
             user: None,
             credentials: Vec::new(),
             invalidate_writes: true,
             etag: false,
+            stale: true,
         };
         Ok(CacheLayer {
             cache,
@@ -286,6 +294,36 @@ impl CacheLayer {
     /// ```
     pub fn etag(mut self) -> CacheLayer {
         Arc::make_mut(&mut self.config).etag = true;
+        self
+    }
+
+    /// Whether a stored response answers past its freshness as its own `Cache-Control` allows
+    /// (RFC 5861): on by default.
+    ///
+    /// - `stale-while-revalidate=N`: for `N` seconds past it, requests are answered with it
+    ///   (`X-Cache: STALE`) while one request, in one process, runs the handler and waits for
+    ///   it; its answer replaces the entry.
+    /// - `stale-if-error=N`: for `N` seconds past it, a request runs the handler as on a miss
+    ///   (one per process; the others wait for it), and if the handler answers `500`, `502`,
+    ///   `503` or `504` (a status not in [`CacheLayer::statuses`]) or fails, each is answered
+    ///   with the stored response instead, and for a second this process answers the URL with
+    ///   it without running the handler.
+    ///
+    /// Neither applies to a response with `must-revalidate`, `proxy-revalidate` or `s-maxage`
+    /// (RFC 9111 §4.2.4), each window is at most a day, and Redis keeps the entry for its
+    /// freshness plus the longer window. An invalidated response is removed whole and never
+    /// served stale. A cache built in memory ([`Cache::in_memory`]) keeps no entry past its
+    /// freshness.
+    ///
+    /// ```
+    /// # let cache = cached_redis::Cache::disabled();
+    /// let layer = cached_redis::http::CacheLayer::new(cache, std::time::Duration::from_secs(30))
+    ///     .serve_stale(false);
+    /// ```
+    pub fn serve_stale(mut self, on: bool) -> CacheLayer {
+        let config = Arc::make_mut(&mut self.config);
+        config.stale = on;
+        config.policy.freshness.per_entry = on;
         self
     }
 

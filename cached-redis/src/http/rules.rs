@@ -9,7 +9,7 @@ use ::http::header::{
 use ::http::{HeaderMap, HeaderName, Method, request, response};
 
 use super::directives::Directives;
-use super::freshness::{Freshness, freshness};
+use super::freshness::{Freshness, Windows, freshness, stale_windows};
 use super::{Config, credentials, host, key};
 
 /// Request headers that ask for part of a resource or an answer that depends on it (a `206`,
@@ -63,28 +63,44 @@ fn declares_a_body(headers: &HeaderMap) -> bool {
 /// What becomes of a handler's response.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Verdict {
-    /// Stored for `ttl`, and shared; `age`: how old it already was.
-    Store { ttl: Duration, age: Duration },
+    /// Stored for `ttl`, and shared; `age`: how old it already was; `windows`: how long past
+    /// `ttl` it may still answer (none unless the layer serves stale responses).
+    Store {
+        ttl: Duration,
+        age: Duration,
+        windows: Windows,
+    },
     /// Not stored, but shared with requests that waited for the same handler run.
     Share,
     /// Its own caller's only: personal, or not buffered.
     Alone,
+    /// A server error (`500`, `502`, `503`, `504`, RFC 5861 §4) the layer was not told to
+    /// store: its own caller's, unless a stored response may answer in its place.
+    Error,
 }
 
+/// The statuses a stored response may answer in place of, with `stale-if-error`.
+const ERRORS: [u16; 4] = [500, 502, 503, 504];
+
 /// Whether a response with this head and `verdict` is its caller's only before its body is
-/// read: then it streams through as the handler writes it (an event stream among them).
+/// read: then it streams through as the handler writes it (an event stream among them, and an
+/// error).
 pub(crate) fn streams_through(parts: &response::Parts, verdict: &Verdict) -> bool {
     let event_stream = parts
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
-    event_stream || *verdict == Verdict::Alone
+    event_stream || matches!(verdict, Verdict::Alone | Verdict::Error)
 }
 
 /// The verdict on a response under `config` (its body already known to fit).
 pub(crate) fn verdict(parts: &response::Parts, config: &Config) -> Verdict {
     let headers = &parts.headers;
+    let status = &parts.status;
+    if ERRORS.contains(&status.as_u16()) && !config.statuses.contains(status) {
+        return Verdict::Error;
+    }
     let (Some(cdn), Some(directives), Some(surrogate)) = (
         Directives::of_cdn(headers),
         Directives::of(headers),
@@ -102,10 +118,15 @@ pub(crate) fn verdict(parts: &response::Parts, config: &Config) -> Verdict {
     let Freshness::Fresh { ttl, age } = freshness(headers, all, ttl, SystemTime::now()) else {
         return Verdict::Alone;
     };
-    if !config.statuses.contains(&parts.status) {
+    if !config.statuses.contains(status) {
         return Verdict::Share;
     }
-    Verdict::Store { ttl, age }
+    let windows = if config.stale {
+        stale_windows(all)
+    } else {
+        (None, None)
+    };
+    Verdict::Store { ttl, age, windows }
 }
 
 /// Whether a response read from Redis is one the layer would have stored: nothing personal
@@ -207,6 +228,7 @@ mod tests {
             credentials: Vec::new(),
             invalidate_writes: true,
             etag: false,
+            stale: true,
         }
     }
 
@@ -244,6 +266,13 @@ mod tests {
         );
         assert_eq!(respond(200, &[("vary", "*")]), Verdict::Alone);
         assert_eq!(respond(404, &[]), Verdict::Share);
+        assert_eq!(respond(503, &[]), Verdict::Error);
+        assert_eq!(respond(503, &[("set-cookie", "s=1")]), Verdict::Error);
+        assert_eq!(
+            respond(501, &[]),
+            Verdict::Share,
+            "not an error RFC 5861 names"
+        );
         assert_eq!(respond(404, &[("set-cookie", "s=1")]), Verdict::Alone);
         assert_eq!(respond(200, &[("pragma", "no-cache")]), Verdict::Alone);
         assert_eq!(
@@ -256,6 +285,7 @@ mod tests {
         Verdict::Store {
             ttl: Duration::from_secs(secs),
             age: Duration::ZERO,
+            windows: (None, None),
         }
     }
 

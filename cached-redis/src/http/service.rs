@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use super::body::{self, Buffered, CacheBody};
 use super::conditional::{self, Conditions};
-use super::entry::{HttpEntry, Loaded, StoredResponse};
+use super::entry::{HttpEntry, Lifetime, Loaded, StoredResponse};
 use super::rules::{self, Vary, Verdict};
 use super::{CacheLayer, Config, key, writes};
 use crate::Key;
@@ -161,6 +161,11 @@ where
 struct Run<S, ReqB, ResB: Body, E> {
     handler: Option<(S, Request<ReqB>)>,
     own: Option<Answer<ResB, E>>,
+    /// The handler's failure (an error, or a server error status), when a stored response
+    /// answered in its place: this request's answer if that response cannot be replayed.
+    failure: Option<Answer<ResB, E>>,
+    /// The handler ran and failed.
+    failed: bool,
     /// The handler's response was not stored (its caller's only, or shared and dropped).
     unstored: bool,
     /// The request's validators, taken off it: the answer the layer gives is checked
@@ -177,6 +182,8 @@ where
         Run {
             handler: Some((inner, request)),
             own: None,
+            failure: None,
+            failed: false,
             unstored: false,
             conditions,
         }
@@ -212,9 +219,13 @@ where
         if self.unstored {
             layer.uncacheable.remember(key, config.policy.ttl());
         }
+        // A stored response answered in place of the handler's failure (`stale-if-error`).
+        if matches!(loaded, Loaded::Cached(_)) && self.failed {
+            self.failure = self.own.take();
+        }
         match loaded {
             Loaded::Cached(entry) | Loaded::Share(entry) | Loaded::Store(entry, _) => Some(entry),
-            Loaded::Alone | Loaded::Failed => None,
+            Loaded::Alone | Loaded::Failed | Loaded::Errored => None,
         }
     }
 
@@ -228,16 +239,22 @@ where
             Ok(response) => response.into_parts(),
             Err(error) => {
                 self.own = Some(Err(error));
+                self.failed = true;
                 return Loaded::Failed;
             }
         };
         // What its head already says is not stored is not read first: it streams.
         let verdict = rules::verdict(&parts, config);
         if rules::streams_through(&parts, &verdict) {
-            self.unstored = true;
+            let error = verdict == Verdict::Error;
+            (self.unstored, self.failed) = (!error, error);
             let body = CacheBody::streaming(body);
             self.own = Some(Ok(missed(Response::from_parts(parts, body))));
-            return Loaded::Alone;
+            return if error {
+                Loaded::Errored
+            } else {
+                Loaded::Alone
+            };
         }
         let mut parts = parts;
         let bytes = match body::buffer(body, config.max_body).await {
@@ -267,7 +284,8 @@ where
     /// The response stored at `key`, replayed; the handler if it does not decode as one, was
     /// stored under another key (copied there by someone with write access to Redis), or is
     /// one the layer would not have stored.
-    async fn hit(self, stored: StoredResponse, key: &str) -> Answer<ResB, S::Error> {
+    async fn hit(mut self, stored: StoredResponse, key: &str) -> Answer<ResB, S::Error> {
+        let label = if stored.is_stale() { "STALE" } else { "HIT" };
         let replay = stored
             .replay(key)
             .filter(|(parts, _)| rules::may_replay(&parts.headers));
@@ -275,17 +293,25 @@ where
             Some((mut parts, bytes)) => {
                 parts
                     .headers
-                    .insert(X_CACHE, HeaderValue::from_static("HIT"));
+                    .insert(X_CACHE, HeaderValue::from_static(label));
                 let response = Response::from_parts(parts, CacheBody::full(bytes));
                 let empty = || CacheBody::full(Bytes::new());
                 Ok(self.conditions.answer(response, empty))
             }
-            None => self.pass_through().await,
+            None => match self.failure.take() {
+                Some(failure) => failure,
+                None => self.pass_through().await,
+            },
         }
     }
 
-    /// The handler's answer to the request as it came (its validators put back), untouched.
+    /// The handler's answer to the request as it came (its validators put back), untouched;
+    /// if it already ran and failed (a stored response answered in its place, and turned out
+    /// to be no answer at all), that failure.
     async fn pass_through(mut self) -> Answer<ResB, S::Error> {
+        if let Some(failure) = self.failure.take() {
+            return failure;
+        }
         let (mut inner, mut request) = self.handler.take().expect("the handler has not run");
         std::mem::take(&mut self.conditions).restore(request.headers_mut());
         Ok(inner.call(request).await?.map(CacheBody::streaming))
@@ -305,25 +331,32 @@ fn classify(
     };
     match (verdict, vary) {
         (Verdict::Alone, _) => Loaded::Alone,
+        (Verdict::Error, _) => Loaded::Errored,
         // A response that varies, at the URL's own key: the key records the names, and each
-        // variant is stored apart from the next request on (this one is its caller's).
-        (Verdict::Store { ttl, .. }, None) if !names.is_empty() => {
+        // variant is stored apart from the next request on (this one is its caller's). The
+        // record lasts as long as the variant may answer, stale too.
+        (Verdict::Store { ttl, windows, .. }, None) if !names.is_empty() => {
             let names = names.iter().map(|n| n.as_str().to_owned()).collect();
-            Loaded::Store(HttpEntry::Vary(names), ttl)
+            let longer = windows.0.max(windows.1).unwrap_or_default();
+            Loaded::Store(HttpEntry::Vary(names), ttl.saturating_add(longer))
         }
         (Verdict::Share, None) if !names.is_empty() => Loaded::Alone,
         // It varies on other headers than the key was made for (a deploy changed them).
         (_, Some(expected)) if expected != names => Loaded::Alone,
-        (Verdict::Store { ttl, age }, _) => Loaded::Store(
-            HttpEntry::Response(StoredResponse::capture(parts, bytes, age, key)),
-            ttl,
-        ),
-        (Verdict::Share, _) => Loaded::Share(HttpEntry::Response(StoredResponse::capture(
-            parts,
-            bytes,
-            std::time::Duration::ZERO,
-            key,
-        ))),
+        (Verdict::Store { ttl, age, windows }, _) => {
+            let lifetime = Lifetime { ttl, age, windows };
+            let stored = StoredResponse::capture(parts, bytes, lifetime, key);
+            Loaded::Store(HttpEntry::Response(stored), ttl)
+        }
+        (Verdict::Share, _) => {
+            let lifetime = Lifetime {
+                ttl: std::time::Duration::ZERO,
+                age: std::time::Duration::ZERO,
+                windows: (None, None),
+            };
+            let shared = StoredResponse::capture(parts, bytes, lifetime, key);
+            Loaded::Share(HttpEntry::Response(shared))
+        }
     }
 }
 

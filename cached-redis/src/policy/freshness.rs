@@ -26,7 +26,15 @@ pub(crate) struct Freshness {
     /// How long a key is answered by its entry without loading after a `fail_safe` answer
     /// (`None`: [`BACK_OFF`]).
     pub(crate) back_off: Option<Duration>,
+    /// Whether each entry says its own `stale` and `fail_safe` ([`Windows`]), in place of
+    /// these (an HTTP response's `stale-while-revalidate` and `stale-if-error`).
+    pub(crate) per_entry: bool,
 }
+
+/// How long past its TTL one entry is kept and served while it is refreshed (`stale`), and
+/// kept to answer in place of a failed load's error (`fail_safe`), where the entry says so
+/// itself ([`Cacheable::windows`](crate::Cacheable::windows)).
+pub(crate) type Windows = (Option<Duration>, Option<Duration>);
 
 /// How long a key is answered by its entry without loading after a `fail_safe` answer, unless
 /// its policy says.
@@ -38,6 +46,7 @@ impl Freshness {
         early: None,
         fail_safe: None,
         back_off: None,
+        per_entry: false,
     };
 }
 
@@ -190,9 +199,24 @@ impl Policy {
             stale,
             early,
             fail_safe,
+            per_entry,
             ..
         } = self.freshness;
-        stale.is_some() || early.is_some() || fail_safe.is_some()
+        stale.is_some() || early.is_some() || fail_safe.is_some() || per_entry
+    }
+
+    /// This policy for an entry whose windows are `windows` (`None`: the entry says nothing):
+    /// with them, if the policy takes each entry's own; as it is otherwise. Each window is
+    /// bounded as the policy's own are, at most a day.
+    pub(crate) fn for_entry(&self, windows: Option<Windows>) -> Policy {
+        let mut policy = *self;
+        if self.freshness.per_entry {
+            let (stale, fail_safe) = windows.unwrap_or_default();
+            let bounded = |w: Option<Duration>| w.map(|w| w.min(super::LONGEST));
+            policy.freshness.stale = bounded(stale).filter(|w| !w.is_zero());
+            policy.freshness.fail_safe = bounded(fail_safe).filter(|w| !w.is_zero());
+        }
+        policy
     }
 
     /// What Redis keeps an entry for beyond its drawn TTL, in milliseconds: the longer of

@@ -4,7 +4,7 @@
 
 mod freshness;
 
-pub(crate) use freshness::{Due, Freshness};
+pub(crate) use freshness::{Due, Freshness, Windows};
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@ use crate::policy::Due;
 use crate::read::detach::Detach;
 use crate::read::failures::Failures;
 use crate::read::flight::{self, Began, Joiner, Role, Shared};
-use crate::read::get::{Missed, Read, Refresh};
+use crate::read::get::{Missed, Read, Refresh, WindowsOf};
 use crate::read::near::{Copies, NearUse};
 use crate::stats::{Event, Outcome};
 use crate::stored::cacheable::Cacheable;
@@ -125,7 +125,7 @@ impl Cache {
         let read = if write_failed || inner.guard.is_open() || inner.pending.covers(&value_key) {
             Read::Missed(Missed::Unavailable)
         } else {
-            self.read::<R::Value>(&value_key, policy, ticket.is_some())
+            self.read::<R::Value>(&value_key, policy, ticket.is_some(), R::windows)
                 .await
         };
         if let Read::Hit(value, expires) = read {
@@ -274,17 +274,22 @@ impl Cache {
                     }
                 }
             }
-            read = self.read_again(&value_key, policy).await;
+            read = self.read_again(&value_key, policy, R::windows).await;
         }
     }
 
     /// A joiner's read after the load it joined did not answer it: as Redis unavailable where
     /// an invalidation Redis did not take covers the key.
-    async fn read_again<T: CacheValue>(&self, value_key: &str, policy: &Policy) -> Read<T> {
+    async fn read_again<T: CacheValue>(
+        &self,
+        value_key: &str,
+        policy: &Policy,
+        windows: WindowsOf<T>,
+    ) -> Read<T> {
         if self.inner.pending.covers(value_key) {
             Read::Missed(Missed::Unavailable)
         } else {
-            self.read::<T>(value_key, policy, false).await
+            self.read::<T>(value_key, policy, false, windows).await
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::policy::Due;
+use crate::policy::{Due, Windows};
 use crate::stats::Event;
 use crate::stored::codec;
 use crate::{Cache, CacheValue, Policy};
@@ -31,6 +31,9 @@ pub(super) struct Refresh<T> {
     pub(super) fail_safe: bool,
 }
 
+/// What a value says of its own windows: [`Cacheable::windows`](crate::Cacheable::windows).
+pub(crate) type WindowsOf<T> = fn(&T) -> Option<Windows>;
+
 /// Why a GET found no usable value.
 pub(super) enum Missed {
     /// Redis answered with nothing usable: no value, or `corrupt` bytes that do not decode
@@ -49,6 +52,7 @@ impl Cache {
         value_key: &str,
         policy: &Policy,
         near: bool,
+        windows: WindowsOf<T>,
     ) -> Read<T> {
         let inner = &self.inner;
         let function = policy.name();
@@ -76,7 +80,9 @@ impl Cache {
         };
         match reply {
             Ok((None, _)) => Read::Missed(Missed::Absent { corrupt: None }),
-            Ok((Some(bytes), _)) if watches => self.hit_due(value_key, policy, bytes, sent),
+            Ok((Some(bytes), _)) if watches => {
+                self.hit_due(value_key, policy, bytes, (sent, windows))
+            }
             Ok((Some(bytes), pttl)) => match codec::decode(&bytes) {
                 Ok(value) => Read::Hit(value, expires(pttl)),
                 Err(e) => {
@@ -98,13 +104,15 @@ impl Cache {
     /// What a hit of a policy with `stale`, early refresh or `fail_safe` found: a value fresh
     /// until the end of its TTL, or one due for a refresh. The end of its TTL is the soft
     /// expiry stored in the entry, by the writer's clock against this process's (an entry
-    /// written before soft expiries were stored ends its full `ttl` after its load).
+    /// written before soft expiries were stored ends its full `ttl` after its load). What it
+    /// is due for follows the entry's own windows (`windows` of its value) where the policy
+    /// takes them.
     pub(super) fn hit_due<T: CacheValue>(
         &self,
         value_key: &str,
         policy: &Policy,
         bytes: Vec<u8>,
-        sent: Option<Instant>,
+        (sent, windows): (Option<Instant>, WindowsOf<T>),
     ) -> Read<T> {
         let (value, origin, _) = match codec::decode_with_origin(&bytes) {
             Ok(decoded) => decoded,
@@ -114,6 +122,7 @@ impl Cache {
                 return Read::Missed(Missed::Absent { corrupt });
             }
         };
+        let policy = &policy.for_entry(windows(&value));
         // What Redis's PTTL would be, by the clocks.
         let left = origin.left_ms(policy);
         match policy.due(left, origin.load_ms()) {

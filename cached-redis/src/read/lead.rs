@@ -94,13 +94,15 @@ impl Cache {
         if lease.is_none() && unshared(&mut leader) {
             return (R::from_value(value), outcome, load_time, false);
         }
-        // Drawn before the value is encoded: its soft expiry is stored with it.
+        // Drawn before the value is encoded: its soft expiry is stored with it. Redis keeps
+        // it past that as long as its policy, or the entry itself, says.
         let drawn = ttl.map(|ttl| policy.draw_ttl_ms(ttl));
+        let kept = policy.for_entry(R::windows(&value)).kept_ms();
         let Some(bytes) = self.encoded(&value, (load_time, drawn), policy, &keys.value) else {
             give_up(leader, lease.take(), None, false).await;
             return (R::from_value(value), outcome, load_time, false);
         };
-        let ttl_ms = drawn.map(|drawn| drawn.saturating_add(policy.kept_ms()));
+        let ttl_ms = drawn.map(|drawn| drawn.saturating_add(kept));
         let stored = Stored {
             bytes,
             ttl_ms,

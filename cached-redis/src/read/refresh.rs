@@ -69,7 +69,8 @@ impl Cache {
         F: Future<Output = R>,
     {
         // Backed off after a fail-safe answer: the database is not asked again yet.
-        if policy.fail_safe().is_some() && self.inner.back_off.holds(&value_key) {
+        let fail_safe = policy.fail_safe().is_some() || due.fail_safe;
+        if fail_safe && self.inner.back_off.holds(&value_key) {
             return self.serve_due(due, policy);
         }
         let Role::Lead(leader) = self.inner.flights.join_or_lead(&value_key, began) else {

@@ -87,6 +87,15 @@ pub trait Cacheable: Sized {
     fn is_failure(&self) -> bool {
         false
     }
+
+    /// How long past its TTL `value`'s entry is kept and served while it is refreshed, and
+    /// kept to answer for a failed load, where the value says so itself (an HTTP response's
+    /// `stale-while-revalidate` and `stale-if-error`); only a policy that takes each entry's
+    /// own windows asks. `None` unless overridden.
+    #[doc(hidden)]
+    fn windows(_value: &Self::Value) -> Option<(Option<Duration>, Option<Duration>)> {
+        None
+    }
 }
 
 /// `Ok(None)` of a `Result<Option<T>, E>` (what sqlx's `fetch_optional` returns) is treated
@@ -212,5 +221,9 @@ impl<C: Cacheable, K: Fn(&C::Value) -> bool> Cacheable for Conditional<C, K> {
 
     fn is_failure(&self) -> bool {
         self.inner.is_failure()
+    }
+
+    fn windows(value: &C::Value) -> Option<(Option<Duration>, Option<Duration>)> {
+        C::windows(value)
     }
 }

@@ -109,7 +109,8 @@ impl Cache {
             return Read::Missed(Missed::Absent { corrupt: None });
         };
         if policy.watches_expiry() {
-            return self.hit_due(key, policy, bytes, sent);
+            // A batch's values say no windows of their own (HTTP responses are not read in batches).
+            return self.hit_due(key, policy, bytes, (sent, |_| None));
         }
         match codec::decode_with_origin(&bytes) {
             // Past its TTL, kept for another function's `stale` or `fail_safe`: not a hit for
