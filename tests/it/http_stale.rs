@@ -1,6 +1,6 @@
 //! Stale answers from `http::CacheLayer` (RFC 5861), as the response's own `Cache-Control`
 //! allows: `stale-while-revalidate` answers with the stored response while one request, in one
-//! process, runs the handler; `stale-if-error` answers in place of a `500`, `502`, `503` or
+//! process, runs the handler in the background; `stale-if-error` answers in place of a `500`, `502`, `503` or
 //! `504` or a failing service; neither for a response that forbids it, nor after an
 //! invalidation, nor with `serve_stale(false)`. On a real axum app over real Redis; each
 //! response is fresh for the layer's 300 ms TTL, and the tests wait that out.
@@ -142,18 +142,19 @@ async fn stale_while_revalidate_answers_stale_while_one_request_refreshes() {
     let (here, there) = (app(layer(&cache), &origin), app(layer(&other), &origin));
     stored_then_stale(&here, &cache).await;
     origin.version.store(2, Ordering::SeqCst);
-    // One request refreshes, in this process; the handler is held.
+    // One request takes the refresh, in this process: the handler runs in the background,
+    // held, and that request too is answered stale at once.
     let refreshing = held_request(&here, &origin).await;
-    // Every other request, in this process and the other, is answered stale at once.
+    assert_eq!(
+        refreshing.await.unwrap(),
+        answer(StatusCode::OK, "STALE", V1)
+    );
+    // Every other request, in this process and the other, is answered stale too.
     for app in [&here, &there, &there] {
         assert_eq!(get_page(app).await, answer(StatusCode::OK, "STALE", V1));
     }
     assert_eq!(origin.runs.load(Ordering::SeqCst), 2, "one refresh");
     origin.held.add_permits(1);
-    assert_eq!(
-        refreshing.await.unwrap(),
-        answer(StatusCode::OK, "MISS", V2)
-    );
     cache.settle().await;
     assert_eq!(get_page(&there).await, answer(StatusCode::OK, "HIT", V2));
     assert_eq!(origin.runs.load(Ordering::SeqCst), 2);
@@ -191,9 +192,16 @@ async fn a_variant_is_answered_stale_too() {
         "STALE",
         "the record outlives the variant's freshness"
     );
+    let refreshing = refreshing.await.unwrap().unwrap();
+    assert_eq!(
+        x_cache(&refreshing),
+        "STALE",
+        "the refresh runs in the background"
+    );
     origin.held.add_permits(1);
-    let refreshed = refreshing.await.unwrap().unwrap();
-    assert_eq!(x_cache(&refreshed), "MISS");
+    cache.settle().await;
+    let response = here.clone().oneshot(french()).await.unwrap();
+    assert_eq!(x_cache(&response), "HIT");
     assert_eq!(origin.runs.load(Ordering::SeqCst), runs + 1);
 }
 
@@ -343,8 +351,12 @@ async fn an_invalidation_racing_a_stale_refresh_is_never_undone() {
     );
     let (here, there) = (app(layer(&cache), &origin), app(layer(&other), &origin));
     stored_then_stale(&here, &cache).await;
-    // A refresh reads the data as it was (v1), and is held.
+    // A refresh reads the data as it was (v1), and is held in the background.
     let refreshing = held_request(&here, &origin).await;
+    assert_eq!(
+        refreshing.await.unwrap(),
+        answer(StatusCode::OK, "STALE", V1)
+    );
     // The data changes and the other process invalidates.
     origin.version.store(2, Ordering::SeqCst);
     assert!(
@@ -356,8 +368,7 @@ async fn an_invalidation_racing_a_stale_refresh_is_never_undone() {
     assert_eq!(get_page(&there).await, answer(StatusCode::OK, "MISS", V2));
     other.settle().await;
     origin.held.add_permits(1);
-    let (_, _, refreshed) = refreshing.await.unwrap();
-    assert_eq!(refreshed, V1, "its own caller's, read before the write");
+    // The refresh read v1 before the write: its write-back is refused.
     cache.settle().await;
     for app in [&here, &there] {
         assert_eq!(get_page(app).await, answer(StatusCode::OK, "HIT", V2));
@@ -371,4 +382,48 @@ async fn an_invalidation_racing_a_stale_refresh_is_never_undone() {
     );
     let (status, _, _) = get_page(&there).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_entry_that_cannot_be_replayed_waits_for_the_refresh() {
+    let server = RedisServer::start();
+    let origin = origin("stale-while-revalidate=60");
+    let cache = server.cache("http-swr-planted").await;
+    let here = app(layer(&cache), &origin);
+    stored_then_stale(&here, &cache).await;
+    // Someone with write access to Redis adds a `Set-Cookie` to the stored response: the
+    // layer would never have stored it, and does not replay it.
+    let mut conn = server.conn().await;
+    let keys = cached_redis_tests::scan_keys(&mut conn, "http-swr-planted:*").await;
+    let key = keys.iter().find(|k| k.contains("http:GET")).unwrap();
+    let stored =
+        String::from_utf8(cached_redis_tests::get_raw(&mut conn, key).await.unwrap()).unwrap();
+    let planted = stored.replacen(
+        r#""headers":["#,
+        r#""headers":[["set-cookie",{"text":"s=1"}],"#,
+        1,
+    );
+    assert_ne!(planted, stored);
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(planted)
+        .arg("KEEPTTL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    origin.version.store(2, Ordering::SeqCst);
+    // The request takes the refresh; the entry it would be answered with cannot be replayed,
+    // so it is answered by the handler: the run it started in the background (waited for),
+    // or, if that has not started yet, its own call (and the background run stores nothing).
+    origin.hold.store(true, Ordering::SeqCst);
+    let entered = origin.entered.notified();
+    let app = here.clone();
+    let waiting = tokio::spawn(async move { get_page(&app).await });
+    entered.await;
+    origin.held.add_permits(1);
+    let (status, x_cache, body) = waiting.await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, V2));
+    assert_ne!(x_cache.as_deref(), Some("STALE"));
+    cache.settle().await;
+    assert_eq!(origin.runs.load(Ordering::SeqCst), 2, "one handler run");
 }

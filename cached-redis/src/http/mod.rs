@@ -29,7 +29,9 @@ mod entry;
 mod freshness;
 mod host;
 mod key;
+mod load;
 mod rules;
+mod run;
 mod service;
 mod uncacheable;
 mod writes;
@@ -300,9 +302,9 @@ impl CacheLayer {
     /// Whether a stored response answers past its freshness as its own `Cache-Control` allows
     /// (RFC 5861): on by default.
     ///
-    /// - `stale-while-revalidate=N`: for `N` seconds past it, requests are answered with it
-    ///   (`X-Cache: STALE`) while one request, in one process, runs the handler and waits for
-    ///   it; its answer replaces the entry.
+    /// - `stale-while-revalidate=N`: for `N` seconds past it, requests are answered with it at
+    ///   once (`X-Cache: STALE`) while the handler runs once, in one process, in the
+    ///   background; its answer replaces the entry.
     /// - `stale-if-error=N`: for `N` seconds past it, a request runs the handler as on a miss
     ///   (one per process; the others wait for it), and if the handler answers `500`, `502`,
     ///   `503` or `504` (a status not in [`CacheLayer::statuses`]) or fails, each is answered
