@@ -17,8 +17,10 @@ use axum::routing::any;
 use cached_redis::Cache;
 use cached_redis::http::CacheLayer;
 use cached_redis_tests::{Proxy, RedisServer, command_calls, eventually};
-use http_body_util::BodyExt as _;
-use tower::ServiceExt as _;
+
+#[path = "support/http_call.rs"]
+mod http_call;
+use http_call::call;
 
 /// The data's version, bumped by every write.
 type Version = Arc<AtomicU32>;
@@ -68,18 +70,6 @@ async fn resource(
         }
     }
     response
-}
-
-/// `X-Cache` and the body of one request.
-async fn call(app: &Router, request: Request<Body>) -> (StatusCode, Option<String>, String) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let x_cache = response
-        .headers()
-        .get("x-cache")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, x_cache, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {

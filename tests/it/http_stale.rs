@@ -21,6 +21,10 @@ use cached_redis_tests::{RedisServer, pttl};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
+#[path = "support/http_call.rs"]
+mod http_call;
+use http_call::call;
+
 /// The origin behind the layer: its data's version, what it answers with, how often it ran,
 /// and a gate a run can be held at.
 struct Origin {
@@ -91,15 +95,7 @@ fn layer(cache: &Cache) -> CacheLayer {
 
 /// Status, `X-Cache` and body of a `GET /page`.
 async fn get_page(app: &Router) -> (StatusCode, Option<String>, String) {
-    let request = Request::get("/page").body(Body::empty()).unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let x_cache = response
-        .headers()
-        .get("x-cache")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, x_cache, String::from_utf8_lossy(&body).into_owned())
+    call(app, Request::get("/page").body(Body::empty()).unwrap()).await
 }
 
 fn answer(status: StatusCode, x_cache: &str, body: &str) -> (StatusCode, Option<String>, String) {

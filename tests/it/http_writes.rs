@@ -17,8 +17,10 @@ use axum::routing::get;
 use cached_redis::Cache;
 use cached_redis::http::CacheLayer;
 use cached_redis_tests::RedisServer;
-use http_body_util::BodyExt as _;
-use tower::ServiceExt as _;
+
+#[path = "support/http_call.rs"]
+mod http_call;
+use http_call::call;
 
 /// The items' versions, bumped by every write, and a gate a read can be held at.
 struct Items {
@@ -87,18 +89,6 @@ async fn moved(State(items): State<Shared>) -> impl IntoResponse {
             (header::CONTENT_LOCATION, "http://elsewhere.example/items/3"),
         ],
     )
-}
-
-/// `X-Cache` and the body of one request.
-async fn call(app: &Router, request: Request<Body>) -> (StatusCode, Option<String>, String) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let x_cache = response
-        .headers()
-        .get("x-cache")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, x_cache, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn request(method: &str, path: &str) -> Request<Body> {

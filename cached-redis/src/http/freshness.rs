@@ -143,8 +143,9 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(30);
 
-    fn fresh(headers: &[(&str, &str)]) -> Freshness {
-        let now = httpdate::parse_http_date("Sat, 05 Dec 2026 08:00:00 GMT").unwrap();
+    /// `headers` as a map, and their `CDN-Cache-Control`, `Surrogate-Control` and
+    /// `Cache-Control` directives, to `judge`.
+    fn read<T>(headers: &[(&str, &str)], judge: impl Fn(&HeaderMap, [&Directives; 3]) -> T) -> T {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             map.append(
@@ -155,7 +156,12 @@ mod tests {
         let cdn = Directives::of_cdn(&map).unwrap();
         let surrogate = Directives::of_surrogate(&map).unwrap();
         let directives = Directives::of(&map).unwrap();
-        freshness(&map, [&cdn, &surrogate, &directives], TTL, now)
+        judge(&map, [&cdn, &surrogate, &directives])
+    }
+
+    fn fresh(headers: &[(&str, &str)]) -> Freshness {
+        let now = httpdate::parse_http_date("Sat, 05 Dec 2026 08:00:00 GMT").unwrap();
+        read(headers, |map, all| freshness(map, all, TTL, now))
     }
 
     fn stored(ttl: u64, age: u64) -> Freshness {
@@ -242,17 +248,7 @@ mod tests {
     }
 
     fn windows(headers: &[(&str, &str)]) -> Windows {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.append(
-                ::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.parse().unwrap(),
-            );
-        }
-        let cdn = Directives::of_cdn(&map).unwrap();
-        let surrogate = Directives::of_surrogate(&map).unwrap();
-        let directives = Directives::of(&map).unwrap();
-        stale_windows([&cdn, &surrogate, &directives])
+        read(headers, |_, all| stale_windows(all))
     }
 
     #[test]
