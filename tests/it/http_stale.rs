@@ -32,6 +32,8 @@ struct Origin {
     runs: AtomicU32,
     status: AtomicU16,
     cache_control: Mutex<&'static str>,
+    /// What `/varied` varies on.
+    vary: Mutex<&'static str>,
     hold: AtomicBool,
     held: tokio::sync::Semaphore,
     entered: tokio::sync::Notify,
@@ -45,6 +47,7 @@ fn origin(cache_control: &'static str) -> Shared {
         runs: AtomicU32::new(0),
         status: AtomicU16::new(200),
         cache_control: Mutex::new(cache_control),
+        vary: Mutex::new("accept-language"),
         hold: AtomicBool::new(false),
         held: tokio::sync::Semaphore::new(0),
         entered: tokio::sync::Notify::new(),
@@ -73,7 +76,7 @@ async fn page(
     );
     let mut response = (status, [(header::CACHE_CONTROL, cache_control)], body).into_response();
     if uri.path() == "/varied" {
-        let vary = header::HeaderValue::from_static("accept-language");
+        let vary = header::HeaderValue::from_static(*origin.vary.lock().unwrap());
         response.headers_mut().insert(header::VARY, vary);
     }
     response
@@ -300,13 +303,22 @@ async fn without_a_window_or_where_forbidden_the_error_is_answered() {
 async fn redis_keeps_an_entry_only_as_long_as_it_may_answer() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
-    for (name, cache_control, at_most_ms) in [
-        ("plain", "max-age=60", 300),
-        ("forbidden", "s-maxage=60, stale-while-revalidate=600", 300),
+    // The variant: its freshness plus its longer window; the `Vary` record of responses that
+    // may answer stale: a day past it (any variant stored later is reached through it).
+    const DAY: i64 = 24 * 60 * 60 * 1000;
+    for (name, cache_control, variant_ms, record_ms) in [
+        ("plain", "max-age=60", 300, 300),
+        (
+            "forbidden",
+            "s-maxage=60, stale-while-revalidate=600",
+            300,
+            300,
+        ),
         (
             "windows",
             "stale-while-revalidate=5, stale-if-error=20",
             20_300,
+            DAY + 300,
         ),
     ] {
         let origin = origin(cache_control);
@@ -330,6 +342,11 @@ async fn redis_keeps_an_entry_only_as_long_as_it_may_answer() {
             "{name}: the record and the variant: {keys:?}"
         );
         for key in keys {
+            let at_most_ms = if key.contains("|vary:") {
+                variant_ms
+            } else {
+                record_ms
+            };
             let left = pttl(&mut conn, &key).await;
             assert!(left > 0 && left <= at_most_ms, "{name}: {key}: {left} ms");
             assert!(left > at_most_ms - 1_000, "{name}: {key}: {left} ms");
@@ -422,4 +439,35 @@ async fn a_stale_entry_that_cannot_be_replayed_waits_for_the_refresh() {
     assert_ne!(x_cache.as_deref(), Some("STALE"));
     cache.settle().await;
     assert_eq!(origin.runs.load(Ordering::SeqCst), 2, "one handler run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vary_record_is_made_anew_when_the_response_varies_otherwise() {
+    let server = RedisServer::start();
+    let origin = origin("stale-if-error=600");
+    let cache = server.cache("http-swr-revary").await;
+    let here = app(layer(&cache), &origin);
+    let with_language = |language: &'static str| {
+        Request::get("/varied")
+            .header(header::ACCEPT_LANGUAGE, language)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // The record (kept a day: the response may answer stale) and the French variant.
+    for expected in ["MISS", "MISS", "HIT"] {
+        let (_, x_cache, _) = call(&here, with_language("fr")).await;
+        assert_eq!(x_cache.as_deref(), Some(expected));
+    }
+    // A deploy: the URL now varies on another header. The first variant read under the old
+    // record answers otherwise, and removes the record with itself.
+    *origin.vary.lock().unwrap() = "x-region";
+    let (_, x_cache, _) = call(&here, with_language("de")).await;
+    assert_eq!(x_cache.as_deref(), Some("MISS"));
+    cache.settle().await;
+    tokio::time::sleep(TTL).await; // this process's memory of the URL as not stored
+    // The next requests make the record anew, then store and hit the new variant.
+    for expected in ["MISS", "MISS", "HIT"] {
+        let (_, x_cache, _) = call(&here, with_language("de")).await;
+        assert_eq!(x_cache.as_deref(), Some(expected));
+    }
 }

@@ -41,7 +41,7 @@ pub const fn policy(
             early,
             fail_safe,
             back_off,
-            per_entry: false,
+            per_entry: crate::policy::PerEntry::No,
         },
     }
 }

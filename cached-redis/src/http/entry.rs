@@ -25,6 +25,16 @@ pub(crate) enum HttpEntry {
     Vary(Vec<String>),
 }
 
+fn whole_seconds(window: Option<Duration>) -> u64 {
+    window.map_or(0, |w| w.as_secs())
+}
+
+/// Windows from whole seconds (`0`: none).
+fn windows_of(stale_while_revalidate: u64, stale_if_error: u64) -> Windows {
+    let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    (secs(stale_while_revalidate), secs(stale_if_error))
+}
+
 /// A response as stored: readable JSON, the body as text when it is UTF-8.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct StoredResponse {
@@ -122,16 +132,15 @@ fn connection_options(headers: &::http::HeaderMap) -> Vec<String> {
 }
 
 impl HttpEntry {
-    /// What a stored response allows past its freshness; `None` for a `Vary` record.
-    fn windows(&self) -> Option<Windows> {
-        let HttpEntry::Response(stored) = self else {
-            return None;
-        };
-        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
-        Some((
-            secs(stored.stale_while_revalidate),
-            secs(stored.stale_if_error),
-        ))
+    /// What a stored response allows past its freshness (a `Vary` record: nothing; it is
+    /// stored for longer than any of its variants may answer).
+    fn windows(&self) -> Windows {
+        match self {
+            HttpEntry::Response(stored) => {
+                windows_of(stored.stale_while_revalidate, stored.stale_if_error)
+            }
+            HttpEntry::Vary(_) => (None, None),
+        }
     }
 }
 
@@ -144,7 +153,6 @@ impl StoredResponse {
         key: &str,
     ) -> StoredResponse {
         let Lifetime { ttl, age, windows } = lifetime;
-        let secs = |w: Option<Duration>| w.map_or(0, |w| w.as_secs());
         let per_connection = connection_options(&parts.headers);
         let headers = parts
             .headers
@@ -162,8 +170,8 @@ impl StoredResponse {
             age: age.as_secs(),
             key: key.to_owned(),
             fresh_until: stored_at.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(0)),
-            stale_while_revalidate: secs(windows.0),
-            stale_if_error: secs(windows.1),
+            stale_while_revalidate: whole_seconds(windows.0),
+            stale_if_error: whole_seconds(windows.1),
         }
     }
 
@@ -243,7 +251,7 @@ impl Cacheable for Loaded {
     }
 
     fn windows(entry: &HttpEntry) -> Option<Windows> {
-        entry.windows()
+        Some(entry.windows())
     }
 }
 
@@ -282,7 +290,7 @@ mod tests {
         };
         assert!(!stored.is_stale());
         let entry = HttpEntry::Response(stored);
-        assert_eq!(entry.windows(), Some((None, Some(Duration::from_secs(60)))));
+        assert_eq!(entry.windows(), (None, Some(Duration::from_secs(60))));
         let HttpEntry::Response(stored) = entry else {
             unreachable!()
         };

@@ -67,7 +67,7 @@ pub(crate) fn freshness(
 /// from the first of `CDN-Cache-Control` (when valid), `Surrogate-Control` and
 /// `Cache-Control` that has it; a value that is not a number gives no window. None at all for
 /// a response that forbids serving it stale (RFC 9111 §4.2.4): `must-revalidate`,
-/// `proxy-revalidate` or `s-maxage`, in any of them.
+/// `proxy-revalidate` or `s-maxage`, in any of them. Each window is at most a day.
 pub(crate) fn stale_windows([cdn, surrogate, directives]: [&Directives; 3]) -> Windows {
     let all = [cdn, surrogate, directives];
     let forbidden = ["must-revalidate", "proxy-revalidate", "s-maxage"];
@@ -80,10 +80,15 @@ pub(crate) fn stale_windows([cdn, surrogate, directives]: [&Directives; 3]) -> W
             .into_iter()
             .flatten()
             .find_map(|of| of.seconds(name))?;
-        first.filter(|secs| *secs > 0).map(Duration::from_secs)
+        first
+            .filter(|secs| *secs > 0)
+            .map(|secs| Duration::from_secs(secs).min(LONGEST_WINDOW))
     };
     (window("stale-while-revalidate"), window("stale-if-error"))
 }
+
+/// The longest stale window a response may have: a day.
+pub(crate) const LONGEST_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Stale windows: how long past its freshness a response may answer while it is refreshed,
 /// and in place of an error.
@@ -277,6 +282,11 @@ mod tests {
         ] {
             assert_eq!(windows(&[cc(none)]), (None, None), "{none}");
         }
+        assert_eq!(
+            windows(&[cc("stale-if-error=99999999999")]),
+            (None, secs(24 * 60 * 60)),
+            "at most a day"
+        );
         for forbids in ["must-revalidate", "proxy-revalidate", "s-maxage=60"] {
             let line =
                 format!("max-age=1, stale-while-revalidate=30, stale-if-error=60, {forbids}");

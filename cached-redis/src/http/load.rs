@@ -14,8 +14,9 @@ use tower_service::Service;
 
 use super::body::{self, Buffered, CacheBody};
 use super::entry::{HttpEntry, Lifetime, Loaded, StoredResponse};
+use super::freshness::LONGEST_WINDOW;
 use super::rules::{self, Vary, Verdict};
-use super::{Config, conditional};
+use super::{CacheLayer, Config, conditional};
 
 /// A response through the layer, or the handler's error.
 pub(crate) type Answer<B, E> = Result<Response<CacheBody<B>>, E>;
@@ -24,8 +25,6 @@ pub(crate) type Answer<B, E> = Result<Response<CacheBody<B>>, E>;
 pub(crate) struct Slot<S, ReqB, ResB: Body, E> {
     pub(crate) handler: Option<(S, Request<ReqB>)>,
     pub(crate) own: Option<Answer<ResB, E>>,
-    /// The run's response was not stored (its caller's only, or shared and dropped).
-    pub(crate) unstored: bool,
     /// The run failed: its service's error, or a server error status.
     pub(crate) failed: bool,
     /// The run is over, answered or dropped.
@@ -44,7 +43,6 @@ impl<S, ReqB, ResB: Body, E> Shared<S, ReqB, ResB, E> {
             slot: Mutex::new(Slot {
                 handler: Some((handler, request)),
                 own: None,
-                unstored: false,
                 failed: false,
                 finished: false,
             }),
@@ -84,28 +82,55 @@ impl<S, ReqB, ResB: Body, E> Drop for Over<S, ReqB, ResB, E> {
     }
 }
 
-/// The engine's loader for `key` (varied on `vary`: `None` for the URL's own key): runs the
-/// handler from `shared` if no run has taken it yet, and leaves its answer there.
+/// The engine's loader for `key` (varied on `vary`: `None` for the URL's own key, `base`):
+/// runs the handler from `shared` if no run has taken it yet (if one has, and failed, this load
+/// fails too: a stored response may answer for it), and leaves its answer there. An answer that
+/// is not stored removes what was stored at `key` (a refresh whose answer is now a `404` or
+/// `private` ends the stale one), and sends the URL's next requests in this process straight
+/// to the handler for a while; one that varies on other headers than the URL's `Vary` record
+/// says (a deploy changed them) removes the record too, for the next request to make anew.
 pub(crate) async fn loader<S, ReqB, ResB>(
     shared: Arc<Shared<S, ReqB, ResB, S::Error>>,
-    config: Arc<Config>,
+    layer: CacheLayer,
     vary: Option<Vec<HeaderName>>,
-    key: String,
+    (key, base): (String, String),
 ) -> Loaded
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body<Data = Bytes>,
 {
-    let Some((inner, request)) = shared.lock().handler.take() else {
-        return Loaded::Alone;
+    let taken = shared.lock().handler.take();
+    let Some((inner, request)) = taken else {
+        return match shared.lock().failed {
+            true => Loaded::Failed,
+            false => Loaded::Alone,
+        };
     };
     let over = Over(shared);
-    let (loaded, own) = run(inner, request, &config, (vary, &key)).await;
-    let mut slot = over.0.lock();
-    slot.unstored = matches!(loaded, Loaded::Alone | Loaded::Share(_));
-    slot.failed = matches!(loaded, Loaded::Failed | Loaded::Errored);
-    slot.own = Some(own);
+    let (loaded, own, revaried) = run(inner, request, &layer.config, (vary, &key)).await;
+    let unstored = matches!(loaded, Loaded::Alone | Loaded::Share(_));
+    {
+        let mut slot = over.0.lock();
+        slot.failed = matches!(loaded, Loaded::Failed | Loaded::Errored);
+        slot.own = Some(own);
+    }
+    if unstored {
+        layer.uncacheable.remember(&key, layer.config.policy.ttl());
+        let keys = if revaried { vec![key, base] } else { vec![key] };
+        remove(&layer.cache, keys);
+    }
     loaded
+}
+
+/// Removes `keys` in a task of its own, which `Cache::settle` counts: the answer does not
+/// wait for Redis. A removal Redis refuses is logged, kept and replayed.
+fn remove(cache: &crate::Cache, keys: Vec<String>) {
+    let removing = cache.clone();
+    let removal = async move {
+        let keys = keys.iter().map(crate::Key::raw);
+        let _ = removing.invalidate_many(keys).await;
+    };
+    cache.inner.write_backs.spawn_refresh(removal);
 }
 
 /// Runs the handler, and reads its body when it may be stored.
@@ -114,7 +139,7 @@ async fn run<S, ReqB, ResB>(
     request: Request<ReqB>,
     config: &Config,
     (vary, key): (Option<Vec<HeaderName>>, &str),
-) -> (Loaded, Answer<ResB, S::Error>)
+) -> (Loaded, Answer<ResB, S::Error>, bool)
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body<Data = Bytes>,
@@ -122,8 +147,12 @@ where
     let head = request.method() == ::http::Method::HEAD;
     let (mut parts, body) = match inner.call(request).await {
         Ok(response) => response.into_parts(),
-        Err(error) => return (Loaded::Failed, Err(error)),
+        Err(error) => return (Loaded::Failed, Err(error), false),
     };
+    // A variant's response that varies on other headers than its URL's record says.
+    let revaried = vary
+        .as_ref()
+        .is_some_and(|expected| rules::vary(&parts.headers) != Vary::Names(expected.clone()));
     // What its head already says is not stored is not read first: it streams.
     let verdict = rules::verdict(&parts, config);
     if rules::streams_through(&parts, &verdict) {
@@ -132,12 +161,17 @@ where
             _ => Loaded::Alone,
         };
         let body = CacheBody::streaming(body);
-        return (loaded, Ok(missed(Response::from_parts(parts, body))));
+        return (
+            loaded,
+            Ok(missed(Response::from_parts(parts, body))),
+            revaried,
+        );
     }
     let bytes = match body::buffer(body, config.max_body).await {
         Buffered::Whole(bytes) => bytes,
         Buffered::Passed(body) => {
-            return (Loaded::Alone, Ok(missed(Response::from_parts(parts, body))));
+            let own = Ok(missed(Response::from_parts(parts, body)));
+            return (Loaded::Alone, own, revaried);
         }
     };
     // A `HEAD` whose body a router outside the layer stripped is not tagged: the empty
@@ -149,7 +183,7 @@ where
     }
     let loaded = classify(&parts, &bytes, verdict, (vary, key));
     let own = Response::from_parts(parts, CacheBody::full(bytes));
-    (loaded, Ok(missed(own)))
+    (loaded, Ok(missed(own)), revaried)
 }
 
 /// What becomes of a response read whole, with its head's `verdict`, in a run for `key`, varied
@@ -167,12 +201,17 @@ fn classify(
         (Verdict::Alone, _) => Loaded::Alone,
         (Verdict::Error, _) => Loaded::Errored,
         // A response that varies, at the URL's own key: the key records the names, and each
-        // variant is stored apart from the next request on (this one is its caller's). The
-        // record lasts as long as the variant may answer, stale too.
+        // variant is stored apart from the next request on (this one is its caller's). A
+        // record of responses that may answer stale is kept a day past their freshness, as
+        // long as any variant may answer (a variant stored later outlives the first): the
+        // variants are reached through it.
         (Verdict::Store { ttl, windows, .. }, None) if !names.is_empty() => {
             let names = names.iter().map(|n| n.as_str().to_owned()).collect();
-            let longer = windows.0.max(windows.1).unwrap_or_default();
-            Loaded::Store(HttpEntry::Vary(names), ttl.saturating_add(longer))
+            let kept = match windows {
+                (None, None) => ttl,
+                _ => ttl.saturating_add(LONGEST_WINDOW),
+            };
+            Loaded::Store(HttpEntry::Vary(names), kept)
         }
         (Verdict::Share, None) if !names.is_empty() => Loaded::Alone,
         // It varies on other headers than the key was made for (a deploy changed them).

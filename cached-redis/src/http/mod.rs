@@ -46,6 +46,7 @@ use ::http::request::Parts;
 pub use body::CacheBody;
 pub use service::CacheService;
 
+use crate::policy::PerEntry;
 use crate::{Cache, Error, Policy};
 
 /// The default bound on a response body the layer buffers to store: 1 MiB.
@@ -161,8 +162,8 @@ impl CacheLayer {
     /// ```
     pub fn try_new(cache: Cache, ttl: Duration) -> Result<CacheLayer, Error> {
         let mut policy = Policy::new("http", ttl)?;
-        // Each response says how long it may answer stale (`serve_stale`).
-        policy.freshness.per_entry = true;
+        // Each response says how long it is fresh, and may answer stale (`serve_stale`).
+        policy.freshness.per_entry = PerEntry::Windows;
         let config = Config {
             policy,
             statuses: vec![StatusCode::OK],
@@ -314,8 +315,9 @@ impl CacheLayer {
     /// Neither applies to a response with `must-revalidate`, `proxy-revalidate` or `s-maxage`
     /// (RFC 9111 §4.2.4), each window is at most a day, and Redis keeps the entry for its
     /// freshness plus the longer window. An invalidated response is removed whole and never
-    /// served stale. A cache built in memory ([`Cache::in_memory`]) keeps no entry past its
-    /// freshness.
+    /// served stale; so is one whose refresh answers with a response the layer does not store.
+    /// Off, the layer still serves no entry past its freshness, whoever stored it. A cache
+    /// built in memory ([`Cache::in_memory`]) keeps no entry past its freshness.
     ///
     /// ```
     /// # let cache = cached_redis::Cache::disabled();
@@ -325,7 +327,13 @@ impl CacheLayer {
     pub fn serve_stale(mut self, on: bool) -> CacheLayer {
         let config = Arc::make_mut(&mut self.config);
         config.stale = on;
-        config.policy.freshness.per_entry = on;
+        // Judged by its own freshness either way: another layer's entry with a window is not
+        // fresh here past its freshness.
+        config.policy.freshness.per_entry = if on {
+            PerEntry::Windows
+        } else {
+            PerEntry::Expiry
+        };
         self
     }
 

@@ -164,11 +164,13 @@ fn personal(headers: &HeaderMap, directives: [&Directives; 3]) -> bool {
 
 /// Whether a response header's name says it carries a per-visitor secret besides
 /// `Set-Cookie`: a session or CSRF token, `Authentication-Info`'s next nonce.
+/// `Proxy-Authentication-Info` is not one: it belongs to one connection's proxy
+/// authentication, and is never stored with the response (RFC 9111 §3.1, `entry.rs`).
 fn carries_a_token(name: &str) -> bool {
-    ["session", "token", "csrf", "xsrf", "authentication-info"]
+    let word = ["session", "token", "csrf", "xsrf", "authentication-info"]
         .iter()
-        .any(|word| name.contains(word))
-        || name.starts_with("x-auth")
+        .any(|word| name.contains(word));
+    (word && name != "proxy-authentication-info") || name.starts_with("x-auth")
 }
 
 /// What a response says to keep it from shared caches.
@@ -315,6 +317,11 @@ mod tests {
         assert_eq!(with("cache-control", b"max-age=-1"), Verdict::Alone);
         assert_eq!(with("x-csrf-token", b"abc"), Verdict::Alone);
         assert_eq!(with("authentication-info", b"nextnonce=1"), Verdict::Alone);
+        let per_connection = with("proxy-authentication-info", b"nextnonce=1");
+        assert!(
+            matches!(per_connection, Verdict::Store { .. }),
+            "dropped when stored"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use ::http::header::HeaderValue;
-use ::http::{HeaderName, Request, Response, StatusCode};
+use ::http::{HeaderMap, HeaderName, Request, Response, StatusCode};
 use bytes::Bytes;
 use http_body::Body;
 use tower_service::Service;
@@ -22,6 +22,9 @@ use crate::read::detach::Detach;
 /// A request, its handler, and what the handler answered once it ran.
 pub(crate) struct Run<S, ReqB, ResB: Body, E> {
     shared: Arc<Shared<S, ReqB, ResB, E>>,
+    /// The request's headers, for the key of its variant once a run may have taken the
+    /// request (a stale `Vary` record refreshed in the background).
+    headers: HeaderMap,
     /// The handler's failure (an error, or a server error status), when a stored response
     /// answered in its place: this request's answer if that response cannot be replayed.
     failure: Option<Answer<ResB, E>>,
@@ -41,6 +44,7 @@ where
 {
     pub(crate) fn new(inner: S, request: Request<ReqB>, conditions: Conditions) -> Self {
         Run {
+            headers: request.headers().clone(),
             shared: Shared::new(inner, request),
             failure: None,
             conditions,
@@ -59,25 +63,23 @@ where
         self.conditions.answer(response, empty)
     }
 
-    /// The key of the variant of `base` this request is, by the request headers `names`;
-    /// `None` once the handler has run.
-    pub(crate) fn varied(&self, base: &str, names: &[HeaderName]) -> Option<String> {
-        let slot = self.shared.lock();
-        let (_, request) = slot.handler.as_ref()?;
-        Some(key::varied(base, names, request.headers()))
+    /// The key of the variant of `base` this request is, by the request headers `names`.
+    pub(crate) fn varied(&self, base: &str, names: &[HeaderName]) -> String {
+        key::varied(base, names, &self.headers)
     }
 
-    /// The entry at `key`, through the engine: the handler runs (at most once per request)
+    /// The entry at `key` (a variant of `base`, or `base` itself), through the engine: the handler runs (at most once per request)
     /// if the engine asks for a load, in this request or, for a `stale-while-revalidate`
     /// refresh, in a task of its own while this request is answered stale.
     pub(crate) async fn fetch(
         &mut self,
         layer: &CacheLayer,
-        key: &str,
+        (key, base): (&str, &str),
         vary: Option<Vec<HeaderName>>,
     ) -> Option<HttpEntry> {
         let config = &layer.config;
-        let loader = load::loader(self.shared.clone(), config.clone(), vary, key.to_owned());
+        let keys = (key.to_owned(), base.to_owned());
+        let loader = load::loader(self.shared.clone(), layer.clone(), vary, keys);
         let detach = Some(Detach::new());
         let loaded = layer
             .cache
@@ -90,9 +92,6 @@ where
             )
             .await;
         let mut slot = self.shared.lock();
-        if slot.unstored {
-            layer.uncacheable.remember(key, config.policy.ttl());
-        }
         // A stored response answered in place of the handler's failure (`stale-if-error`).
         if matches!(loaded, Loaded::Cached(_)) && slot.failed {
             self.failure = slot.own.take();

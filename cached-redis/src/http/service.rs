@@ -99,7 +99,7 @@ where
     if layer.uncacheable.holds(&base) {
         return run.pass_through().await.map(missed);
     }
-    let entry = run.fetch(&layer, &base, None).await;
+    let entry = run.fetch(&layer, (&base, &base), None).await;
     if let Some(own) = run.own_answer() {
         return own;
     }
@@ -112,13 +112,11 @@ where
     let Some(names) = header_names(&names) else {
         return run.pass_through().await;
     };
-    let Some(varied) = run.varied(&base, &names) else {
-        return run.pass_through().await;
-    };
+    let varied = run.varied(&base, &names);
     if layer.uncacheable.holds(&varied) {
         return run.pass_through().await.map(missed);
     }
-    let entry = run.fetch(&layer, &varied, Some(names)).await;
+    let entry = run.fetch(&layer, (&varied, &base), Some(names)).await;
     if let Some(own) = run.own_answer() {
         return own;
     }

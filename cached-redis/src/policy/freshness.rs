@@ -26,9 +26,24 @@ pub(crate) struct Freshness {
     /// How long a key is answered by its entry without loading after a `fail_safe` answer
     /// (`None`: [`BACK_OFF`]).
     pub(crate) back_off: Option<Duration>,
-    /// Whether each entry says its own `stale` and `fail_safe` ([`Windows`]), in place of
-    /// these (an HTTP response's `stale-while-revalidate` and `stale-if-error`).
-    pub(crate) per_entry: bool,
+    /// Whether each entry is judged by its own soft expiry (past it, outside any window, it is
+    /// a miss, whatever Redis keeps it for: another reader's windows), and whether its own
+    /// `stale` and `fail_safe` ([`Windows`]) replace these: an HTTP response's
+    /// `stale-while-revalidate` and `stale-if-error`.
+    pub(crate) per_entry: PerEntry,
+}
+
+/// How a policy judges each entry by what the entry says of itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Only the HTTP layer's policy judges its entries.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) enum PerEntry {
+    /// It does not: the policy's own windows, and Redis's TTL.
+    No,
+    /// By its soft expiry, with no window past it.
+    Expiry,
+    /// By its soft expiry and its own windows.
+    Windows,
 }
 
 /// How long past its TTL one entry is kept and served while it is refreshed (`stale`), and
@@ -46,7 +61,7 @@ impl Freshness {
         early: None,
         fail_safe: None,
         back_off: None,
-        per_entry: false,
+        per_entry: PerEntry::No,
     };
 }
 
@@ -202,21 +217,28 @@ impl Policy {
             per_entry,
             ..
         } = self.freshness;
-        stale.is_some() || early.is_some() || fail_safe.is_some() || per_entry
+        stale.is_some() || early.is_some() || fail_safe.is_some() || per_entry != PerEntry::No
     }
 
     /// This policy for an entry whose windows are `windows` (`None`: the entry says nothing):
-    /// with them, if the policy takes each entry's own; as it is otherwise. Each window is
-    /// bounded as the policy's own are, at most a day.
+    /// with them, if the policy takes each entry's own; with none, if it judges each entry by
+    /// its expiry alone; as it is otherwise. Each window is bounded as the policy's own are,
+    /// at most a day.
     pub(crate) fn for_entry(&self, windows: Option<Windows>) -> Policy {
         let mut policy = *self;
-        if self.freshness.per_entry {
-            let (stale, fail_safe) = windows.unwrap_or_default();
+        if self.freshness.per_entry != PerEntry::No {
+            let taken = windows.filter(|_| self.freshness.per_entry == PerEntry::Windows);
+            let (stale, fail_safe) = taken.unwrap_or_default();
             let bounded = |w: Option<Duration>| w.map(|w| w.min(super::LONGEST));
             policy.freshness.stale = bounded(stale).filter(|w| !w.is_zero());
             policy.freshness.fail_safe = bounded(fail_safe).filter(|w| !w.is_zero());
         }
         policy
+    }
+
+    /// Whether each entry is judged by its own soft expiry.
+    pub(crate) fn judges_entries(&self) -> bool {
+        self.freshness.per_entry != PerEntry::No
     }
 
     /// What Redis keeps an entry for beyond its drawn TTL, in milliseconds: the longer of

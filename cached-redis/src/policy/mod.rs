@@ -4,7 +4,7 @@
 
 mod freshness;
 
-pub(crate) use freshness::{Due, Freshness, Windows};
+pub(crate) use freshness::{Due, Freshness, PerEntry, Windows};
 
 use std::time::Duration;
 

@@ -126,6 +126,13 @@ impl Cache {
         // What Redis's PTTL would be, by the clocks.
         let left = origin.left_ms(policy);
         match policy.due(left, origin.load_ms()) {
+            // Past its soft expiry with no window of its own left: kept by Redis for another
+            // reader's windows, a miss for this one (the lease script replaces these bytes).
+            Due::Fresh(_) if policy.judges_entries() && origin.fresh_ms() == Some(0) => {
+                Read::Missed(Missed::Absent {
+                    corrupt: Some(bytes),
+                })
+            }
             Due::Fresh(fresh) => Read::Hit(value, sent.map(|sent| sent + fresh)),
             due => {
                 let fail_safe = policy.within_fail_safe(left);
