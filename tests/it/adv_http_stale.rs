@@ -62,7 +62,7 @@ async fn page(
     let version = origin.version.load(Ordering::SeqCst);
     if origin.hold.swap(false, Ordering::SeqCst) {
         origin.entered.notify_one();
-        let _permit = origin.held.acquire().await.unwrap();
+        origin.held.acquire().await.unwrap().forget();
     }
     let status = StatusCode::from_u16(origin.status.load(Ordering::SeqCst)).unwrap();
     let cache_control = origin.cache_control.lock().unwrap().clone();

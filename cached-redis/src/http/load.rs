@@ -122,13 +122,29 @@ where
     loaded
 }
 
-/// Removes `keys` in a task of its own, which `Cache::settle` counts: the answer does not
-/// wait for Redis. A removal Redis refuses is logged, kept and replayed.
+/// Deletes the entries at `keys` from Redis in a task of its own, which `Cache::settle`
+/// counts: the answer does not wait for Redis. No more than that: no load in flight is revoked
+/// (the requests that waited for this run share its answer) and no other process is told. One
+/// Redis refuses is logged, and answers until its window ends. A cache in memory, or disabled,
+/// keeps nothing past its freshness to delete.
 fn remove(cache: &crate::Cache, keys: Vec<String>) {
-    let removing = cache.clone();
+    let inner = &cache.inner;
+    if inner.disabled || inner.memory.is_some() {
+        return;
+    }
+    let deleting = cache.clone();
     let removal = async move {
-        let keys = keys.iter().map(crate::Key::raw);
-        let _ = removing.invalidate_many(keys).await;
+        let inner = &deleting.inner;
+        for key in keys {
+            let value_key = crate::lease::value_key(&inner.namespace, &crate::Key::raw(&key));
+            let mut conn = inner.writes.clone();
+            let mut del = redis::cmd("DEL");
+            del.arg(value_key.as_str());
+            let deleted = del.query_async::<u64>(&mut conn);
+            if let Err(error) = inner.guard.write(&inner.stats, "DEL", deleted).await {
+                tracing::warn!(key = %value_key.as_str(), %error, "could not delete an entry no longer cached");
+            }
+        }
     };
     cache.inner.write_backs.spawn_refresh(removal);
 }
@@ -149,12 +165,15 @@ where
         Ok(response) => response.into_parts(),
         Err(error) => return (Loaded::Failed, Err(error), false),
     };
-    // A variant's response that varies on other headers than its URL's record says.
-    let revaried = vary
-        .as_ref()
-        .is_some_and(|expected| rules::vary(&parts.headers) != Vary::Names(expected.clone()));
-    // What its head already says is not stored is not read first: it streams.
+    // A variant's response the layer would store, but varying on other headers than its
+    // URL's record says (a deploy changed them). One it would not store (a `406` for an
+    // `Accept` it refuses, without a `Vary`) says nothing of the URL's variants.
     let verdict = rules::verdict(&parts, config);
+    let revaried = matches!(verdict, Verdict::Store { .. })
+        && vary
+            .as_ref()
+            .is_some_and(|expected| rules::vary(&parts.headers) != Vary::Names(expected.clone()));
+    // What its head already says is not stored is not read first: it streams.
     if rules::streams_through(&parts, &verdict) {
         let loaded = match verdict {
             Verdict::Error => Loaded::Errored,
@@ -201,17 +220,13 @@ fn classify(
         (Verdict::Alone, _) => Loaded::Alone,
         (Verdict::Error, _) => Loaded::Errored,
         // A response that varies, at the URL's own key: the key records the names, and each
-        // variant is stored apart from the next request on (this one is its caller's). A
-        // record of responses that may answer stale is kept a day past their freshness, as
-        // long as any variant may answer (a variant stored later outlives the first): the
-        // variants are reached through it.
-        (Verdict::Store { ttl, windows, .. }, None) if !names.is_empty() => {
+        // variant is stored apart from the next request on (this one is its caller's). The
+        // record is kept a day past its freshness: as long as any variant may answer,
+        // whichever response, and whichever process, made it (a variant stored later, with a
+        // window, outlives the first). A variant whose response varies otherwise removes it.
+        (Verdict::Store { ttl, .. }, None) if !names.is_empty() => {
             let names = names.iter().map(|n| n.as_str().to_owned()).collect();
-            let kept = match windows {
-                (None, None) => ttl,
-                _ => ttl.saturating_add(LONGEST_WINDOW),
-            };
-            Loaded::Store(HttpEntry::Vary(names), kept)
+            Loaded::Store(HttpEntry::Vary(names), ttl.saturating_add(LONGEST_WINDOW))
         }
         (Verdict::Share, None) if !names.is_empty() => Loaded::Alone,
         // It varies on other headers than the key was made for (a deploy changed them).
