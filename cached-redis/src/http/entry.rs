@@ -132,9 +132,9 @@ fn connection_options(headers: &::http::HeaderMap) -> Vec<String> {
 }
 
 impl HttpEntry {
-    /// What a stored response allows past its freshness (a `Vary` record: nothing; it is
-    /// stored for longer than any of its variants may answer).
-    fn windows(&self) -> Windows {
+    /// What a stored response allows past its freshness (a `Vary` record: nothing; it lasts as
+    /// long as its variants may answer).
+    pub(crate) fn windows(&self) -> Windows {
         match self {
             HttpEntry::Response(stored) => {
                 windows_of(stored.stale_while_revalidate, stored.stale_if_error)

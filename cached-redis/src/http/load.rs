@@ -14,9 +14,8 @@ use tower_service::Service;
 
 use super::body::{self, Buffered, CacheBody};
 use super::entry::{HttpEntry, Lifetime, Loaded, StoredResponse};
-use super::freshness::LONGEST_WINDOW;
 use super::rules::{self, Vary, Verdict};
-use super::{CacheLayer, Config, conditional};
+use super::{CacheLayer, Config, conditional, record};
 
 /// A response through the layer, or the handler's error.
 pub(crate) type Answer<B, E> = Result<Response<CacheBody<B>>, E>;
@@ -107,7 +106,7 @@ where
         };
     };
     let over = Over(shared);
-    let (loaded, own, revaried) = run(inner, request, &layer.config, (vary, &key)).await;
+    let (loaded, own, revaried) = run(inner, request, &layer.config, (vary.clone(), &key)).await;
     let unstored = matches!(loaded, Loaded::Alone | Loaded::Share(_));
     {
         let mut slot = over.0.lock();
@@ -118,6 +117,13 @@ where
         layer.uncacheable.remember(&key, layer.config.policy.ttl());
         let keys = if revaried { vec![key, base] } else { vec![key] };
         remove(&layer.cache, keys);
+    } else if let (Some(names), Loaded::Store(variant, ttl)) = (vary, &loaded) {
+        // A variant stored: its URL's record lasts at least as long.
+        let policy = &layer.config.policy;
+        let kept = policy.for_entry(Some(variant.windows())).kept_ms();
+        let lifetime = ttl.saturating_add(std::time::Duration::from_millis(kept));
+        let names = names.iter().map(|n| n.as_str().to_owned()).collect();
+        record::extend(&layer.cache, policy, &base, names, lifetime);
     }
     loaded
 }
@@ -125,8 +131,9 @@ where
 /// Deletes the entries at `keys` from Redis in a task of its own, which `Cache::settle`
 /// counts: the answer does not wait for Redis. No more than that: no load in flight is revoked
 /// (the requests that waited for this run share its answer) and no other process is told. One
-/// Redis refuses is logged, and answers until its window ends. A cache in memory, or disabled,
-/// keeps nothing past its freshness to delete.
+/// Redis does not take is logged, kept and replayed as an invalidation, and this process reads
+/// it from Redis no more meanwhile. A cache in memory, or disabled, keeps nothing past its
+/// freshness to delete.
 fn remove(cache: &crate::Cache, keys: Vec<String>) {
     let inner = &cache.inner;
     if inner.disabled || inner.memory.is_some() {
@@ -143,6 +150,10 @@ fn remove(cache: &crate::Cache, keys: Vec<String>) {
             let deleted = del.query_async::<u64>(&mut conn);
             if let Err(error) = inner.guard.write(&inner.stats, "DEL", deleted).await {
                 tracing::warn!(key = %value_key.as_str(), %error, "could not delete an entry no longer cached");
+                // Kept and replayed as an invalidation; this process reads the key from Redis
+                // no more meanwhile.
+                let key = crate::Key::raw(&key);
+                deleting.keep_failed(&error, |pending| pending.add_key(value_key.as_str(), &key));
             }
         }
     };
@@ -221,12 +232,13 @@ fn classify(
         (Verdict::Error, _) => Loaded::Errored,
         // A response that varies, at the URL's own key: the key records the names, and each
         // variant is stored apart from the next request on (this one is its caller's). The
-        // record is kept a day past its freshness: as long as any variant may answer,
-        // whichever response, and whichever process, made it (a variant stored later, with a
-        // window, outlives the first). A variant whose response varies otherwise removes it.
-        (Verdict::Store { ttl, .. }, None) if !names.is_empty() => {
+        // record lasts as long as the response may answer, stale too (whichever process made
+        // it), and each variant stored later extends it to its own life (`record.rs`). A
+        // variant whose response varies otherwise removes it.
+        (Verdict::Store { ttl, windows, .. }, None) if !names.is_empty() => {
             let names = names.iter().map(|n| n.as_str().to_owned()).collect();
-            Loaded::Store(HttpEntry::Vary(names), ttl.saturating_add(LONGEST_WINDOW))
+            let longer = windows.0.max(windows.1).unwrap_or_default();
+            Loaded::Store(HttpEntry::Vary(names), ttl.saturating_add(longer))
         }
         (Verdict::Share, None) if !names.is_empty() => Loaded::Alone,
         // It varies on other headers than the key was made for (a deploy changed them).

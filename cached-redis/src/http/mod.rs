@@ -30,6 +30,7 @@ mod freshness;
 mod host;
 mod key;
 mod load;
+mod record;
 mod rules;
 mod run;
 mod service;

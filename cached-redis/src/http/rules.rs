@@ -64,7 +64,7 @@ fn declares_a_body(headers: &HeaderMap) -> bool {
 #[derive(Debug, PartialEq)]
 pub(crate) enum Verdict {
     /// Stored for `ttl`, and shared; `age`: how old it already was; `windows`: how long past
-    /// `ttl` it may still answer (none unless the layer serves stale responses).
+    /// `ttl` it says it may still answer.
     Store {
         ttl: Duration,
         age: Duration,
@@ -121,12 +121,13 @@ pub(crate) fn verdict(parts: &response::Parts, config: &Config) -> Verdict {
     if !config.statuses.contains(status) {
         return Verdict::Share;
     }
-    let windows = if config.stale {
-        stale_windows(all)
-    } else {
-        (None, None)
-    };
-    Verdict::Store { ttl, age, windows }
+    // What the response allows, stored with it whether this layer serves stale answers or
+    // not: a layer that does not keeps it no longer, and reads it as fresh no longer.
+    Verdict::Store {
+        ttl,
+        age,
+        windows: stale_windows(all),
+    }
 }
 
 /// Whether a response read from Redis is one the layer would have stored: nothing personal
