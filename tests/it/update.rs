@@ -270,6 +270,8 @@ async fn an_option_updates_its_some_and_removes_a_cached_none() {
     assert_eq!(maybe(&cache, 7).await.unwrap().stock, 3);
 
     assert_eq!(maybe(&cache, 0).await, None);
+    // The write-back runs after the call returns: read Redis once it is done.
+    cache.settle().await;
     let mut conn = server.conn().await;
     let none_key = cache.redis_key(&maybe_key(0));
     assert!(
