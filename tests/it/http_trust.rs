@@ -124,8 +124,10 @@ async fn answered_twice_unstored(app: &Router, lines: &[&str]) {
     }
 }
 
-/// Asserts that no key of the namespace `namespace` is in Redis.
-async fn assert_nothing_stored(server: &RedisServer, namespace: &str) {
+/// Asserts that no key of the namespace `namespace` is in Redis, once `cache`'s background
+/// work (lease releases, removals) is done.
+async fn assert_nothing_stored(server: &RedisServer, cache: &Cache, namespace: &str) {
+    cache.settle().await;
     let mut conn = server.conn().await;
     let keys = scan_keys(&mut conn, &format!("{namespace}:*")).await;
     assert_eq!(keys, Vec::<String>::new(), "nothing stored");
@@ -223,7 +225,7 @@ async fn a_private_response_with_a_byte_that_is_not_utf8_is_never_stored() {
             (Some("MISS"), format!("run {run}"))
         );
     }
-    assert_nothing_stored(&server, "trust-latin1").await;
+    assert_nothing_stored(&server, &cache, "trust-latin1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,7 +314,7 @@ async fn a_response_is_never_stored_past_what_its_own_headers_allow() {
             );
         }
     }
-    assert_nothing_stored(&server, "trust-fresh").await;
+    assert_nothing_stored(&server, &cache, "trust-fresh").await;
 
     // An origin's Age counts against its max-age, and downstream caches are told the whole age.
     let aged = || responding(&["cache-control:max-age=60", "age:50"]);
@@ -344,7 +346,7 @@ async fn a_request_that_asks_for_no_store_is_not_stored() {
             "the handler's to answer"
         );
     }
-    assert_nothing_stored(&server, "trust-no-store").await;
+    assert_nothing_stored(&server, &cache, "trust-no-store").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,7 +398,7 @@ async fn inside_a_nest_the_stripped_prefix_keeps_tenants_apart() {
             .await
             .unwrap()
     );
-    assert_nothing_stored(&server, "trust-nest").await;
+    assert_nothing_stored(&server, &cache, "trust-nest").await;
 }
 
 async fn link(uri: axum::http::Uri) -> String {
@@ -479,7 +481,7 @@ async fn a_sloppy_private_cache_control_is_never_stored() {
         ],
     )
     .await;
-    assert_nothing_stored(&server, "trust-sloppy").await;
+    assert_nothing_stored(&server, &cache, "trust-sloppy").await;
 }
 
 // The third adversarial pass.
@@ -503,7 +505,7 @@ async fn a_prohibition_after_a_malformed_value_is_never_stored() {
         ],
     )
     .await;
-    assert_nothing_stored(&server, "trust-values").await;
+    assert_nothing_stored(&server, &cache, "trust-values").await;
     let no_store = request("/me", &[("cache-control", b"max-age=0; no-store")]);
     assert_eq!(
         call(&app, no_store).await.0,
