@@ -15,7 +15,7 @@ use tower_service::Service;
 use super::body::{self, Buffered, CacheBody};
 use super::entry::{HttpEntry, Lifetime, Loaded, StoredResponse};
 use super::rules::{self, Vary, Verdict};
-use super::{CacheLayer, Config, conditional, record};
+use super::{CacheLayer, Config, conditional, upkeep};
 
 /// A response through the layer, or the handler's error.
 pub(crate) type Answer<B, E> = Result<Response<CacheBody<B>>, E>;
@@ -116,48 +116,16 @@ where
     if unstored {
         layer.uncacheable.remember(&key, layer.config.policy.ttl());
         let keys = if revaried { vec![key, base] } else { vec![key] };
-        remove(&layer.cache, keys);
+        upkeep::remove(&layer.cache, keys);
     } else if let (Some(names), Loaded::Store(variant, ttl)) = (vary, &loaded) {
         // A variant stored: its URL's record lasts at least as long.
         let policy = &layer.config.policy;
         let kept = policy.for_entry(Some(variant.windows())).kept_ms();
         let lifetime = ttl.saturating_add(std::time::Duration::from_millis(kept));
         let names = names.iter().map(|n| n.as_str().to_owned()).collect();
-        record::extend(&layer.cache, policy, &base, names, lifetime);
+        upkeep::extend_record(&layer.cache, policy, &base, names, lifetime);
     }
     loaded
-}
-
-/// Deletes the entries at `keys` from Redis in a task of its own, which `Cache::settle`
-/// counts: the answer does not wait for Redis. No more than that: no load in flight is revoked
-/// (the requests that waited for this run share its answer) and no other process is told. One
-/// Redis does not take is logged, kept and replayed as an invalidation, and this process reads
-/// it from Redis no more meanwhile. A cache in memory, or disabled, keeps nothing past its
-/// freshness to delete.
-fn remove(cache: &crate::Cache, keys: Vec<String>) {
-    let inner = &cache.inner;
-    if inner.disabled || inner.memory.is_some() {
-        return;
-    }
-    let deleting = cache.clone();
-    let removal = async move {
-        let inner = &deleting.inner;
-        for key in keys {
-            let value_key = crate::lease::value_key(&inner.namespace, &crate::Key::raw(&key));
-            let mut conn = inner.writes.clone();
-            let mut del = redis::cmd("DEL");
-            del.arg(value_key.as_str());
-            let deleted = del.query_async::<u64>(&mut conn);
-            if let Err(error) = inner.guard.write(&inner.stats, "DEL", deleted).await {
-                tracing::warn!(key = %value_key.as_str(), %error, "could not delete an entry no longer cached");
-                // Kept and replayed as an invalidation; this process reads the key from Redis
-                // no more meanwhile.
-                let key = crate::Key::raw(&key);
-                deleting.keep_failed(&error, |pending| pending.add_key(value_key.as_str(), &key));
-            }
-        }
-    };
-    cache.inner.write_backs.spawn_refresh(removal);
 }
 
 /// Runs the handler, and reads its body when it may be stored.

@@ -30,11 +30,11 @@ mod freshness;
 mod host;
 mod key;
 mod load;
-mod record;
 mod rules;
 mod run;
 mod service;
 mod uncacheable;
+mod upkeep;
 mod writes;
 
 use std::fmt;
