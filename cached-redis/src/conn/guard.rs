@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::conn::breaker::Breaker;
+use crate::conn::timer_anchor::TimerAnchor;
 use crate::rate_limit::RateLimit;
 use crate::stats::Counters;
 
@@ -21,6 +22,8 @@ pub(crate) struct Guard {
     /// their own, and must not stop the leases that share the write breaker.
     confirms: Breaker,
     warnings: RateLimit,
+    /// Keeps each call's timeout from waking the runtime's timer driver.
+    anchor: TimerAnchor,
 }
 
 /// The interval between two warnings about Redis trouble.
@@ -34,6 +37,7 @@ impl Guard {
             writes: Breaker::new(threshold, cooldown),
             confirms: Breaker::new(threshold, cooldown),
             warnings: RateLimit::new(WARN_EVERY),
+            anchor: TimerAnchor::new(op_timeout),
         }
     }
 
@@ -125,6 +129,7 @@ impl Guard {
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
+        self.anchor.touch();
         let result = match tokio::time::timeout(bound, op).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Error::Redis(e)),

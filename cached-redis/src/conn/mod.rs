@@ -6,6 +6,7 @@ pub(crate) mod breaker;
 pub(crate) mod guard;
 #[cfg(feature = "sentinel")]
 pub(crate) mod sentinel;
+pub(crate) mod timer_anchor;
 pub(crate) mod topology;
 
 use std::sync::Arc;

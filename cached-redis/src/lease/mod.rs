@@ -75,8 +75,8 @@ impl EntryKeys {
     /// All names of the entry whose value key is `value`.
     pub(crate) fn for_value(value: String) -> EntryKeys {
         EntryKeys {
-            lease: format!("{value}:lease"),
-            channel: format!("{value}:wake"),
+            lease: suffixed(&value, ":lease"),
+            channel: suffixed(&value, ":wake"),
             value,
         }
     }
@@ -94,6 +94,15 @@ impl EntryKeys {
     pub(crate) fn new(namespace: &str, key: &Key) -> EntryKeys {
         EntryKeys::for_value(value_key(namespace, key).into_string())
     }
+}
+
+/// `value` followed by `suffix`, allocated once (`format!` costs a miss ~600 instructions more
+/// per name).
+fn suffixed(value: &str, suffix: &str) -> String {
+    let mut name = String::with_capacity(value.len() + suffix.len());
+    name.push_str(value);
+    name.push_str(suffix);
+    name
 }
 
 #[cfg(test)]
