@@ -51,6 +51,11 @@ impl Guard {
         self.reads.is_open()
     }
 
+    /// Whether writes are being skipped right now.
+    pub(crate) fn writes_open(&self) -> bool {
+        self.writes.is_open()
+    }
+
     /// Runs a Redis call that only reads (a GET, a SCAN, a PING) under the timeout and the
     /// read breaker.
     pub(crate) async fn read<T>(

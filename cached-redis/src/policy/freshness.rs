@@ -208,6 +208,14 @@ impl Policy {
             .map(|ppm| f64::from(ppm) / MILLION as f64)
     }
 
+    /// Whether a hit needs nothing but the value: no near copy to keep, no remaining time or
+    /// metadata to judge it by (such a call may start with the lease script,
+    /// [`first_read`](crate::read::first_read)).
+    #[inline]
+    pub(crate) fn reads_value_only(&self) -> bool {
+        self.near.is_none() && !self.watches_expiry()
+    }
+
     /// Whether a hit needs its entry's remaining time.
     pub(crate) fn watches_expiry(&self) -> bool {
         let Freshness {

@@ -124,6 +124,11 @@ impl Cache {
         // is pending for the key: what Redis holds is stale.
         let read = if write_failed || inner.guard.is_open() || inner.pending.covers(&value_key) {
             Read::Missed(Missed::Unavailable)
+        } else if ticket.is_none()
+            && inner.first_reads.lease_first(policy)
+            && !inner.guard.writes_open()
+        {
+            Read::Missed(Missed::Unread)
         } else {
             self.read::<R::Value>(&value_key, policy, ticket.is_some(), R::windows)
                 .await
@@ -132,6 +137,7 @@ impl Cache {
             if let (Some(near), Some(ticket), Some(expires)) = (&near, ticket, expires) {
                 near.keep(key.as_str(), ticket, &value, expires);
             }
+            inner.first_reads.hit(policy);
             self.note_hit(policy, &span, started);
             return R::from_value(value);
         }
@@ -143,6 +149,13 @@ impl Cache {
             tracing::Instrument::instrument(miss, span.clone()).await;
         self.note_answered(outcome, policy, &span, started.map(|s| (s, load_time)));
         result
+    }
+
+    /// Counts a call that found no value in Redis.
+    pub(super) fn note_miss(&self, policy: &Policy) {
+        self.inner.stats.note(Event::Miss, policy.name());
+        self.inner.first_reads.miss(policy);
+        tracing::debug!("cache miss");
     }
 
     /// Counts a Redis hit, and records it on its span.
@@ -244,10 +257,11 @@ impl Cache {
                     return (R::from_value(value), Outcome::Hit, Duration::ZERO);
                 }
                 Read::Missed(missed @ Missed::Absent { .. }) => {
-                    inner.stats.note(Event::Miss, policy.name());
-                    tracing::debug!("cache miss");
+                    self.note_miss(policy);
                     missed
                 }
+                // Counted when the lease script answers (`lead`).
+                Read::Missed(Missed::Unread) => Missed::Unread,
                 Read::Missed(Missed::Unavailable) => {
                     inner.stats.note(Event::Fallback, policy.name());
                     Missed::Unavailable
@@ -260,7 +274,9 @@ impl Cache {
                     // A load without Redis takes no lease: its names are not built.
                     let keys = match missed {
                         Missed::Unavailable => EntryKeys::unleased(value_key.into_string()),
-                        Missed::Absent { .. } => EntryKeys::for_value(value_key.into_string()),
+                        Missed::Absent { .. } | Missed::Unread => {
+                            EntryKeys::for_value(value_key.into_string())
+                        }
                     };
                     return self
                         .lead(leader, &keys, policy, loader, missed, failures)

@@ -39,8 +39,22 @@ pub(super) enum Missed {
     /// Redis answered with nothing usable: no value, or `corrupt` bytes that do not decode
     /// (the lease script replaces them only if they are still there).
     Absent { corrupt: Option<Vec<u8>> },
+    /// Not read: the call starts with the lease script, which reads the entry
+    /// ([`first_read`](super::first_read)); a hit or a miss is counted by its answer.
+    Unread,
     /// Redis could not be asked.
     Unavailable,
+}
+
+impl Missed {
+    /// The bytes found undecodable, if any: the lease script replaces them only if they are
+    /// still there.
+    pub(super) fn into_corrupt(self) -> Option<Vec<u8>> {
+        match self {
+            Missed::Absent { corrupt } => corrupt,
+            Missed::Unread | Missed::Unavailable => None,
+        }
+    }
 }
 
 impl Cache {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::lease::EntryKeys;
 use crate::read::failures::{Failures, SharedFailure};
 use crate::read::flight::{Joined, Leader, Shared};
-use crate::read::get::Missed;
+use crate::read::get::{Missed, Read, Refresh};
 use crate::read::lease_guard::LeaseGuard;
 use crate::read::wait::Lease;
 use crate::stats::{Event, Outcome};
@@ -38,11 +38,26 @@ impl Cache {
         R: Cacheable,
         F: Future<Output = R>,
     {
-        let (lease, outcome) = match self
+        let unread = matches!(missed, Missed::Unread);
+        let mut lease = self
             .lease_for::<R::Value>(&leader, keys, policy, missed)
-            .await
-        {
-            Lease::Value(bytes, value, joined) => {
+            .await;
+        if unread {
+            match self.first_read_answered(keys, policy, lease).await {
+                Ok(answered) => lease = answered,
+                Err(value) => {
+                    // Read by a GET: the callers that joined read again.
+                    leader.finish(Shared::Reread);
+                    return (R::from_value(value), Outcome::Hit, Duration::ZERO);
+                }
+            }
+        }
+        let (lease, outcome) = match lease {
+            Lease::Value(bytes, value, joined) if unread => {
+                leader.finish(Shared::found(bytes, joined));
+                return (R::from_value(value), Outcome::Hit, Duration::ZERO);
+            }
+            Lease::Value(bytes, value, joined) | Lease::Waited(bytes, value, joined) => {
                 leader.finish(Shared::found(bytes, joined));
                 return (R::from_value(value), Outcome::Waited, Duration::ZERO);
             }
@@ -184,17 +199,55 @@ impl Cache {
         missed: Missed,
     ) -> Lease<T> {
         match missed {
-            Missed::Absent { corrupt } => {
+            // Counted when the GET failed.
+            Missed::Unavailable => Lease::Unavailable,
+            missed => {
+                let unread = matches!(missed, Missed::Unread);
+                let corrupt = missed.into_corrupt();
                 let lease = self.lease_or_value(leader, keys, policy, corrupt).await;
-                if matches!(lease, Lease::Unavailable) {
+                if matches!(lease, Lease::Unavailable) && !unread {
                     // The GET was answered, the lease script was not: the load falls back.
                     self.inner.stats.note(Event::Fallback, policy.name());
                 }
                 lease
             }
-            // Counted when the GET failed.
-            Missed::Unavailable => Lease::Unavailable,
         }
+    }
+
+    /// Counts a call that started with the lease script ([`first_read`](super::first_read))
+    /// by the script's answer: a hit if it found a value, a miss if it took the lease or
+    /// waited for another process's load. Where Redis did not take the script (writes
+    /// refused, paused or failing), the function's calls start with a `GET` again, and this
+    /// one reads the entry as they do: `Err` with the value it found.
+    async fn first_read_answered<T: CacheValue>(
+        &self,
+        keys: &EntryKeys,
+        policy: &Policy,
+        lease: Lease<T>,
+    ) -> Result<Lease<T>, T> {
+        let inner = &self.inner;
+        match &lease {
+            Lease::Value(..) => {
+                inner.stats.note(Event::Hit, policy.name());
+                inner.first_reads.hit(policy);
+            }
+            Lease::Held(_) | Lease::Waited(..) => self.note_miss(policy),
+            Lease::WritesRefused | Lease::Unavailable => {
+                inner.first_reads.reset(policy);
+                match self.read::<T>(&keys.value, policy, false, |_| None).await {
+                    Read::Hit(value, _) | Read::Due(Refresh { value, .. }) => {
+                        inner.stats.note(Event::Hit, policy.name());
+                        return Err(value);
+                    }
+                    Read::Missed(Missed::Absent { .. }) => self.note_miss(policy),
+                    Read::Missed(Missed::Unread | Missed::Unavailable) => {}
+                }
+                if matches!(lease, Lease::Unavailable) {
+                    inner.stats.note(Event::Fallback, policy.name());
+                }
+            }
+        }
+        Ok(lease)
     }
 
     /// Writes the loaded value back under the lease (or only lets the lease go, for a value

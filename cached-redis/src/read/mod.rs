@@ -1,4 +1,5 @@
-//! The read path, in the order a call takes it: [`fetch`] (the entry: the first GET, [`get`];
+//! The read path, in the order a call takes it: [`fetch`] (the entry: the first GET, [`get`],
+//! or for a function whose calls nearly all miss the lease script at once, [`first_read`];
 //! a hit answers, a miss joins or leads the process's one load of the key, [`flight`]),
 //! [`lead`] (take the key's lease, held by a [`lease_guard`], load, write back under it, in the
 //! background once the caller has its value: [`write_backs`]),
@@ -15,6 +16,7 @@ pub(crate) mod detach;
 mod fail_safe;
 pub(crate) mod failures;
 pub(crate) mod fetch;
+pub(crate) mod first_read;
 pub(crate) mod flight;
 mod get;
 mod lead;

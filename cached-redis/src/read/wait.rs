@@ -23,6 +23,8 @@ pub(super) enum Lease<T> {
     /// A value appeared (another process loaded it), read by a lease script sent when
     /// `Joined` callers had joined the local load.
     Value(Vec<u8>, T, Joined),
+    /// A value, as `Value`, found after waiting for the lease's holder in another process.
+    Waited(Vec<u8>, T, Joined),
     /// We hold the lease with this token.
     Held(LeaseGuard),
     /// Redis answered, refusing writes (`OOM`, `READONLY`, ...): load without the lease.
@@ -52,6 +54,7 @@ impl Cache {
                 Err(e) if crate::conn::guard::refuses_writes(&e) => return Lease::WritesRefused,
                 Err(_) => return Lease::Unavailable,
                 Ok(Acquire::Value(bytes)) => match codec::decode(&bytes) {
+                    Ok(value) if waited => return Lease::Waited(bytes, value, joined),
                     Ok(value) => return Lease::Value(bytes, value, joined),
                     Err(e) => {
                         self.undecodable(&keys.value, policy.name(), &e);

@@ -89,15 +89,16 @@ impl Cache {
             }
         };
         match self.unless_covered(&value_key, missed) {
-            Missed::Absent { corrupt } => {
-                stats.note(Event::Miss, policy.name());
-                self.lease_one(leader, EntryKeys::for_value(value_key), policy, corrupt)
-                    .await
-            }
             Missed::Unavailable => {
                 stats.note(Event::Fallback, policy.name());
                 let keys = EntryKeys::unleased(value_key);
                 unleased(leader, keys, Outcome::Fallback)
+            }
+            missed => {
+                stats.note(Event::Miss, policy.name());
+                let corrupt = missed.into_corrupt();
+                self.lease_one(leader, EntryKeys::for_value(value_key), policy, corrupt)
+                    .await
             }
         }
     }
