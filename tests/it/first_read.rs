@@ -180,7 +180,11 @@ async fn a_write_pause_sends_the_function_back_to_get() {
     // entry with a GET, which reads are still served.
     let errors = cache.stats().redis_errors;
     assert_eq!(call(&cache, 7, &loads).await, Ok(7));
-    assert_eq!(cache.stats().redis_errors, errors + 1, "its script timed out");
+    assert_eq!(
+        cache.stats().redis_errors,
+        errors + 1,
+        "its script timed out"
+    );
     // The next calls start with a GET: none waits for a held script.
     for id in 8..18 {
         assert_eq!(call(&cache, id, &loads).await, Ok(id));

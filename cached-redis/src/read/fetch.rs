@@ -120,14 +120,12 @@ impl Cache {
         let bound = inner.guard.op_timeout();
         let write_failed = !inner.write_backs.answered(&value_key, bound).await;
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
+        let score = inner.first_reads.of(policy);
         // The breaker would refuse the GET: it is not built. An invalidation Redis did not take
         // is pending for the key: what Redis holds is stale.
         let read = if write_failed || inner.guard.is_open() || inner.pending.covers(&value_key) {
             Read::Missed(Missed::Unavailable)
-        } else if ticket.is_none()
-            && inner.first_reads.lease_first(policy)
-            && !inner.guard.writes_open()
-        {
+        } else if score.is_some_and(|s| s.lease_first()) && !inner.guard.writes_open() {
             Read::Missed(Missed::Unread)
         } else {
             self.read::<R::Value>(&value_key, policy, ticket.is_some(), R::windows)
@@ -137,7 +135,9 @@ impl Cache {
             if let (Some(near), Some(ticket), Some(expires)) = (&near, ticket, expires) {
                 near.keep(key.as_str(), ticket, &value, expires);
             }
-            inner.first_reads.hit(policy);
+            if let Some(score) = score {
+                score.hit();
+            }
             self.note_hit(policy, &span, started);
             return R::from_value(value);
         }

@@ -47,49 +47,66 @@ impl FirstReads {
         }
     }
 
-    /// Whether a call of `policy` starts with the lease script rather than a `GET`.
+    /// The score of `policy`'s function, if its calls take part: picked by where its name
+    /// lives (a literal, for the attribute and for `Policy::new("..")`), hashed so that
+    /// neighbouring names spread.
     #[inline]
-    pub(crate) fn lease_first(&self, policy: &Policy) -> bool {
-        policy.reads_value_only() && self.score(policy).load(Relaxed) >= LEADS_FROM
+    pub(crate) fn of(&self, policy: &Policy) -> Option<Score<'_>> {
+        if !policy.reads_value_only() {
+            return None;
+        }
+        let at = policy.name().as_ptr() as u64;
+        let slot = at.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SLOTS.trailing_zeros());
+        Some(Score(&self.scores[slot as usize]))
     }
 
     /// A call of `policy` found a value.
-    #[inline]
     pub(crate) fn hit(&self, policy: &Policy) {
-        if !policy.reads_value_only() {
-            return;
-        }
-        let score = self.score(policy);
-        let now = score.load(Relaxed);
-        if now > 0 {
-            score.store(now.saturating_sub(HIT_LOWERS), Relaxed);
+        if let Some(score) = self.of(policy) {
+            score.hit();
         }
     }
 
     /// A call of `policy` found no value.
     pub(crate) fn miss(&self, policy: &Policy) {
-        if !policy.reads_value_only() {
-            return;
-        }
-        let score = self.score(policy);
-        let now = score.load(Relaxed);
-        if now < CEILING {
-            score.store(now + 1, Relaxed);
+        if let Some(score) = self.of(policy) {
+            score.miss();
         }
     }
 
     /// Redis did not take a call's lease script: `policy`'s calls start with a `GET` again.
     pub(crate) fn reset(&self, policy: &Policy) {
-        self.score(policy).store(0, Relaxed);
+        if let Some(score) = self.of(policy) {
+            score.0.store(0, Relaxed);
+        }
+    }
+}
+
+/// One function's score.
+#[derive(Clone, Copy)]
+pub(crate) struct Score<'a>(&'a AtomicU8);
+
+impl Score<'_> {
+    /// Whether a call starts with the lease script rather than a `GET`.
+    #[inline]
+    pub(crate) fn lease_first(self) -> bool {
+        self.0.load(Relaxed) >= LEADS_FROM
     }
 
-    /// The score of `policy`'s function: picked by where its name lives (a literal, for the
-    /// attribute and for `Policy::new("..")`), hashed so that neighbouring names spread.
+    /// A call found a value: a score at zero is not written.
     #[inline]
-    fn score(&self, policy: &Policy) -> &AtomicU8 {
-        let at = policy.name().as_ptr() as u64;
-        let slot = at.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SLOTS.trailing_zeros());
-        &self.scores[slot as usize]
+    pub(crate) fn hit(self) {
+        let now = self.0.load(Relaxed);
+        if now > 0 {
+            self.0.store(now.saturating_sub(HIT_LOWERS), Relaxed);
+        }
+    }
+
+    fn miss(self) {
+        let now = self.0.load(Relaxed);
+        if now < CEILING {
+            self.0.store(now + 1, Relaxed);
+        }
     }
 }
 
@@ -105,22 +122,23 @@ mod tests {
     #[test]
     fn starts_with_the_lease_script_only_while_nearly_every_call_misses() {
         let (reads, policy) = (FirstReads::new(), policy());
-        assert!(!reads.lease_first(&policy), "a new function reads first");
+        let lease_first = |reads: &FirstReads| reads.of(&policy).unwrap().lease_first();
+        assert!(!lease_first(&reads), "a new function reads first");
         for _ in 0..LEADS_FROM {
             reads.miss(&policy);
         }
-        assert!(reads.lease_first(&policy));
+        assert!(lease_first(&reads));
         // Nine misses in ten keep it; eight in ten do not.
         for _ in 0..50 {
             (0..9).for_each(|_| reads.miss(&policy));
             reads.hit(&policy);
         }
-        assert!(reads.lease_first(&policy));
+        assert!(lease_first(&reads));
         for _ in 0..50 {
             (0..8).for_each(|_| reads.miss(&policy));
             (0..2).for_each(|_| reads.hit(&policy));
         }
-        assert!(!reads.lease_first(&policy));
+        assert!(!lease_first(&reads));
     }
 
     #[test]
@@ -130,7 +148,7 @@ mod tests {
         let near = policy().with_near(Duration::from_secs(5)).unwrap();
         for policy in [stale, near] {
             (0..100).for_each(|_| reads.miss(&policy));
-            assert!(!reads.lease_first(&policy));
+            assert!(reads.of(&policy).is_none());
         }
     }
 }
