@@ -117,20 +117,11 @@ impl Cache {
                 .without_redis(&value_key, policy, loader(), failures, &span)
                 .await;
         }
-        let bound = inner.guard.op_timeout();
-        let write_failed = !inner.write_backs.answered(&value_key, bound).await;
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
         let score = inner.first_reads.of(policy);
-        // The breaker would refuse the GET: it is not built. An invalidation Redis did not take
-        // is pending for the key: what Redis holds is stale.
-        let read = if write_failed || inner.guard.is_open() || inner.pending.covers(&value_key) {
-            Read::Missed(Missed::Unavailable)
-        } else if score.is_some_and(|s| s.lease_first()) && !inner.guard.writes_open() {
-            Read::Missed(Missed::Unread)
-        } else {
-            self.read::<R::Value>(&value_key, policy, ticket.is_some(), R::windows)
-                .await
-        };
+        let read = self
+            .first_read::<R::Value>(&value_key, policy, (score, ticket.is_some()), R::windows)
+            .await;
         if let Read::Hit(value, expires) = read {
             if let (Some(near), Some(ticket), Some(expires)) = (&near, ticket, expires) {
                 near.keep(key.as_str(), ticket, &value, expires);
@@ -274,9 +265,7 @@ impl Cache {
                     // A load without Redis takes no lease: its names are not built.
                     let keys = match missed {
                         Missed::Unavailable => EntryKeys::unleased(value_key.into_string()),
-                        Missed::Absent { .. } | Missed::Unread => {
-                            EntryKeys::for_value(value_key.into_string())
-                        }
+                        _ => EntryKeys::for_value(value_key.into_string()),
                     };
                     return self
                         .lead(leader, &keys, policy, loader, missed, failures)

@@ -25,7 +25,8 @@
 
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
-use crate::Policy;
+use crate::read::get::{Missed, Read, WindowsOf};
+use crate::{Cache, CacheValue, Policy};
 
 /// How many scores a cache keeps.
 const SLOTS: usize = 64;
@@ -89,7 +90,7 @@ pub(crate) struct Score<'a>(&'a AtomicU8);
 impl Score<'_> {
     /// Whether a call starts with the lease script rather than a `GET`.
     #[inline]
-    pub(crate) fn lease_first(self) -> bool {
+    fn lease_first(self) -> bool {
         self.0.load(Relaxed) >= LEADS_FROM
     }
 
@@ -106,6 +107,32 @@ impl Score<'_> {
         let now = self.0.load(Relaxed);
         if now < CEILING {
             self.0.store(now + 1, Relaxed);
+        }
+    }
+}
+
+impl Cache {
+    /// A call's first request: none where Redis is not to be asked (a write-back of the key
+    /// Redis did not answer; the breaker would refuse the GET, so it is not built; an
+    /// invalidation Redis did not take is pending for the key, so what Redis holds is stale),
+    /// none yet for a function whose calls start with the lease script (`score`), else the
+    /// GET (`near`: with the hit's expiry).
+    pub(super) async fn first_read<T: CacheValue>(
+        &self,
+        value_key: &str,
+        policy: &Policy,
+        (score, near): (Option<Score<'_>>, bool),
+        windows: WindowsOf<T>,
+    ) -> Read<T> {
+        let inner = &self.inner;
+        let bound = inner.guard.op_timeout();
+        let write_failed = !inner.write_backs.answered(value_key, bound).await;
+        if write_failed || inner.guard.is_open() || inner.pending.covers(value_key) {
+            Read::Missed(Missed::Unavailable)
+        } else if score.is_some_and(|s| s.lease_first()) && !inner.guard.writes_open() {
+            Read::Missed(Missed::Unread)
+        } else {
+            self.read::<T>(value_key, policy, near, windows).await
         }
     }
 }
