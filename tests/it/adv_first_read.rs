@@ -141,6 +141,11 @@ fn bug_a_forked_process_draws_its_parents_lease_token_and_both_load() {
             .await
             .map_err(|_| "hung".to_string())?;
             cache.settle().await;
+            // Both reached Redis: neither load ran for want of it.
+            let stats = cache.stats();
+            if stats.fallbacks + stats.writes_refused + stats.redis_errors > 0 {
+                return Err(format!("Redis trouble: {stats:?}"));
+            }
             answer
         })
     };
@@ -264,64 +269,94 @@ async fn bug_concurrent_lease_first_hits_are_not_counted_as_hits() {
         let server = RedisServer::start();
         let proxy = Proxy::start(server.port()).await;
         let mut admin = server.conn().await;
+        // Control: a function reading first with a GET counts seven hits.
+        let (cache, writes) = proxied(&proxy, &mut admin, "joined-get").await;
+        let (hits, misses, coalesced) =
+            seven_calls_of_a_key_being_written_back(&cache, "joined", &proxy, writes, &mut admin)
+                .await;
+        assert_eq!((hits, misses, coalesced), (7, 0, 0), "control, GET-first");
+
+        // A proxy of its own: the writes connection found is this cache's.
+        let proxy = Proxy::start(server.port()).await;
         let (cache, writes) = proxied(&proxy, &mut admin, "joined").await;
         lease_first(&cache, "joined", 0).await;
-
-        // A miss of row 500 whose write-back's reply is held.
-        let loads = Arc::new(AtomicU32::new(0));
-        let key = Key::raw("joined:500");
-        let load = async {
-            loads.fetch_add(1, SeqCst);
-            proxy.hold_replies(writes);
-            Ok::<u32, String>(500)
-        };
-        assert_eq!(cache.fetch(&key, &policy("joined"), load).await, Ok(500));
-        let before = cache.stats();
-
-        // Seven calls of the row begin, and wait for its write-back.
-        let begun = Arc::new(AtomicU32::new(0));
-        let mut calls = Vec::new();
-        for _ in 0..7 {
-            let (cache, loads, begun) = (cache.clone(), loads.clone(), begun.clone());
-            calls.push(tokio::spawn(async move {
-                let read = call(&cache, "joined", 500, &loads);
-                FirstPoll::new(read, begun).await
-            }));
-        }
-        let all_begun = || async { begun.load(SeqCst) == 7 };
-        assert!(eventually(Duration::from_secs(10), all_begun).await);
-        let () = redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(20_000)
-            .arg("WRITE")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        proxy.release_replies(writes);
-        let joined = || async { cache.stats().coalesced == before.coalesced + 6 };
-        let all_joined = eventually(Duration::from_secs(10), joined).await;
-        let () = redis::cmd("CLIENT")
-            .arg("UNPAUSE")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        assert!(all_joined, "six calls join the first: {:?}", cache.stats());
-        for call in calls {
-            assert_eq!(call.await.unwrap(), Ok(500));
-        }
-        assert_eq!(loads.load(SeqCst), 1, "every call answered from Redis");
-        let stats = cache.stats();
-        let (hits, misses) = (stats.hits - before.hits, stats.misses - before.misses);
+        let (hits, misses, coalesced) =
+            seven_calls_of_a_key_being_written_back(&cache, "joined", &proxy, writes, &mut admin)
+                .await;
         assert_eq!(
             hits,
             7,
             "7 calls of a cached key, all answered from Redis: hits counted {hits}, misses \
-             {misses}, coalesced {}: {stats:?}",
-            stats.coalesced - before.coalesced
+             {misses}, coalesced {coalesced}: {:?}",
+            cache.stats()
         );
     })
     .await
     .expect("bounded");
+}
+
+/// A miss of row 500 of `name` whose write-back's reply is held, then seven calls of the
+/// row that begin while it is in flight; a `CLIENT PAUSE WRITE` holds any lease script they
+/// send at Redis until six calls joined a seventh (or, reading first with a GET, for a
+/// moment). Returns the hits, misses and coalesced callers those seven calls counted.
+async fn seven_calls_of_a_key_being_written_back(
+    cache: &Cache,
+    name: &'static str,
+    proxy: &Proxy,
+    writes: usize,
+    admin: &mut redis::aio::MultiplexedConnection,
+) -> (u64, u64, u64) {
+    let loads = Arc::new(AtomicU32::new(0));
+    let key = Key::raw(format!("{name}:500"));
+    let load = async {
+        loads.fetch_add(1, SeqCst);
+        proxy.hold_replies(writes);
+        Ok::<u32, String>(500)
+    };
+    assert_eq!(cache.fetch(&key, &policy(name), load).await, Ok(500));
+    let before = cache.stats();
+
+    // Seven calls of the row begin, and wait for its write-back.
+    let begun = Arc::new(AtomicU32::new(0));
+    let mut calls = Vec::new();
+    for _ in 0..7 {
+        let (cache, loads, begun) = (cache.clone(), loads.clone(), begun.clone());
+        calls.push(tokio::spawn(async move {
+            let read = call(&cache, name, 500, &loads);
+            FirstPoll::new(read, begun).await
+        }));
+    }
+    let all_begun = || async { begun.load(SeqCst) == 7 };
+    assert!(eventually(Duration::from_secs(10), all_begun).await);
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(20_000)
+        .arg("WRITE")
+        .query_async(admin)
+        .await
+        .unwrap();
+    proxy.release_replies(writes);
+    let joined = || async {
+        let now = cache.stats();
+        now.coalesced == before.coalesced + 6 || now.hits == before.hits + 7
+    };
+    let settled = eventually(Duration::from_secs(10), joined).await;
+    let () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(admin)
+        .await
+        .unwrap();
+    assert!(settled, "six calls join the first, or seven hit: {:?}", cache.stats());
+    for call in calls {
+        assert_eq!(call.await.unwrap(), Ok(500));
+    }
+    assert_eq!(loads.load(SeqCst), 1, "every call answered from Redis");
+    let stats = cache.stats();
+    (
+        stats.hits - before.hits,
+        stats.misses - before.misses,
+        stats.coalesced - before.coalesced,
+    )
 }
 
 /// A future that counts itself in `polled` once its first poll returned (a call's first poll
@@ -716,6 +751,81 @@ async fn held_one_cache_across_runtimes_created_and_dropped_and_paused() {
         let loads = AtomicU32::new(0);
         assert_eq!(call(&cache, "runtimes", 1005, &loads).await, Ok(1005));
         assert_eq!(loads.load(SeqCst), 0, "a hit: {:?}", cache.stats());
+    })
+    .await
+    .expect("bounded");
+}
+
+/// On a Redis Cluster (3 primaries), two caches in lease-first mode: 40 callers of a cold key
+/// in two processes share one load; an invalidation from one is seen by the other; and with
+/// writes paused on the key's primary, a lease-first hit is still answered from the cache
+/// within `op_timeout` (its script held, then a GET).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_lease_first_on_a_cluster() {
+    let _alone = cached_redis_tests::one_cluster_at_a_time().await;
+    tokio::time::timeout(BOUND * 2, async {
+        let cluster = cached_redis_tests::RedisCluster::start_with_replicas(0);
+        let urls = cluster.urls();
+        let build = || {
+            Cache::cluster_builder(&urls.iter().map(String::as_str).collect::<Vec<_>>())
+                .namespace("cl-first")
+                .op_timeout(Duration::from_millis(700))
+                .breaker_threshold(100)
+                .build()
+        };
+        let (one, two) = (build().await.unwrap(), build().await.unwrap());
+        lease_first(&one, "clf", 0).await;
+        lease_first(&two, "clf", 100).await;
+
+        let (gate, loads) = (Arc::new(Gate::new()), Arc::new(AtomicU32::new(0)));
+        let mut calls = Vec::new();
+        for cache in [&one, &two] {
+            for _ in 0..20 {
+                let (cache, gate, loads) = (cache.clone(), gate.clone(), loads.clone());
+                calls.push(tokio::spawn(async move {
+                    let load = async {
+                        loads.fetch_add(1, SeqCst);
+                        gate.passed().await;
+                        Ok::<u32, String>(1)
+                    };
+                    cache.fetch(&Key::raw("clf:hot"), &policy("clf"), load).await
+                }));
+            }
+        }
+        let waiting = || async {
+            let (a, b) = (one.stats(), two.stats());
+            a.coalesced + b.coalesced == 38 && a.lock_waits + b.lock_waits == 1
+        };
+        assert!(
+            eventually(Duration::from_secs(10), waiting).await,
+            "{:?} {:?}",
+            one.stats(),
+            two.stats()
+        );
+        gate.open();
+        for call in calls {
+            assert_eq!(call.await.unwrap(), Ok(1));
+        }
+        assert_eq!(loads.load(SeqCst), 1, "one load for 40 callers on a cluster");
+        one.settle().await;
+        two.settle().await;
+        assert!(two.invalidate(&Key::raw("clf:hot")).await.unwrap());
+        let load = async { Ok::<u32, String>(2) };
+        assert_eq!(one.fetch(&Key::raw("clf:hot"), &policy("clf"), load).await, Ok(2));
+        one.settle().await;
+
+        // Writes paused on the primary of row 7 (cached by the warm-up): still a hit.
+        let primary = cluster
+            .primary_holding("cl-first:{clf:7}")
+            .expect("a primary holds the row");
+        cluster.cli(primary, &["CLIENT", "PAUSE", "5000", "WRITE"]);
+        let started = Instant::now();
+        let loads = AtomicU32::new(0);
+        let hit = call(&one, "clf", 7, &loads).await;
+        let took = started.elapsed();
+        cluster.cli(primary, &["CLIENT", "UNPAUSE"]);
+        assert_eq!((hit, loads.load(SeqCst)), (Ok(7), 0), "a hit under a write pause");
+        assert!(took < Duration::from_millis(1050), "took {took:?}");
     })
     .await
     .expect("bounded");
