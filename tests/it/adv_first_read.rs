@@ -584,12 +584,13 @@ async fn held_lease_first_value_read_before_an_invalidation_is_not_handed_to_a_l
         assert_eq!(read(other.clone()).await, Ok(100));
         other.settle().await;
 
+        let scripts = cached_redis_tests::command_calls(&mut admin, "evalsha").await;
         proxy.hold_replies(writes);
         let first = tokio::spawn(read(cache.clone()));
-        // The script ran (a lease script's read reached Redis): wait for the command count.
+        // The script ran (its read reached Redis; its reply is held): one more `EVALSHA`.
         let ran = || async {
             let mut admin = server.conn().await;
-            cached_redis_tests::command_calls(&mut admin, "evalsha").await > 0
+            cached_redis_tests::command_calls(&mut admin, "evalsha").await > scripts
         };
         assert!(eventually(Duration::from_secs(5), ran).await);
         version.store(2, SeqCst);
@@ -826,6 +827,48 @@ async fn held_lease_first_on_a_cluster() {
         cluster.cli(primary, &["CLIENT", "UNPAUSE"]);
         assert_eq!((hit, loads.load(SeqCst)), (Ok(7), 0), "a hit under a write pause");
         assert!(took < Duration::from_millis(1050), "took {took:?}");
+    })
+    .await
+    .expect("bounded");
+}
+
+/// The lease script's answer (the old value) is held at the proxy while another process
+/// `update`s the entry and a new call of the key begins and joins the held read: the new
+/// call is answered with the updated value, never the one read before the update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_lease_first_value_read_before_an_update_is_not_handed_to_a_later_call() {
+    tokio::time::timeout(BOUND, async {
+        let server = RedisServer::start();
+        let proxy = Proxy::start(server.port()).await;
+        let mut admin = server.conn().await;
+        let (cache, writes) = proxied(&proxy, &mut admin, "upd").await;
+        let other = server.cache("upd").await;
+        lease_first(&cache, "upd", 0).await;
+        let key = Key::raw("upd:3");
+        let read = |cache: Cache| {
+            let key = key.clone();
+            async move {
+                let load = async { Ok::<u32, String>(999) };
+                cache.fetch(&key, &policy("upd"), load).await
+            }
+        };
+
+        let scripts = cached_redis_tests::command_calls(&mut admin, "evalsha").await;
+        proxy.hold_replies(writes);
+        let first = tokio::spawn(read(cache.clone()));
+        let ran = || async {
+            let mut admin = server.conn().await;
+            cached_redis_tests::command_calls(&mut admin, "evalsha").await > scripts
+        };
+        assert!(eventually(Duration::from_secs(5), ran).await);
+        assert!(other.update(&key, |v: &mut u32| *v += 1000).await.unwrap(), "updated");
+        let before = cache.stats().coalesced;
+        let later = tokio::spawn(read(cache.clone()));
+        let joined = || async { cache.stats().coalesced > before };
+        assert!(eventually(Duration::from_secs(5), joined).await);
+        proxy.release_replies(writes);
+        assert_eq!(first.await.unwrap(), Ok(3), "its read overlapped the update");
+        assert_eq!(later.await.unwrap(), Ok(1003), "began after the update returned");
     })
     .await
     .expect("bounded");
