@@ -34,10 +34,36 @@ pub(crate) fn below(bound: u64) -> u64 {
     ((u128::from(next_u64()) * u128::from(bound)) >> 64) as u64
 }
 
-/// This process's id, asked of the system once (`getpid` is a syscall, on a miss's path).
+/// This process's id, asked of the system once (`getpid` is a syscall, on a miss's path), and
+/// again in a child after `fork`: a forked process draws the same counter and random bits as
+/// its parent, so its tokens differ only by this.
+#[cfg(target_os = "linux")]
 fn process_id() -> u32 {
-    static ID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *ID.get_or_init(std::process::id)
+    use std::sync::atomic::AtomicU32;
+    static ID: AtomicU32 = AtomicU32::new(0);
+    static WATCHED: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forked() {
+        ID.store(0, Ordering::Relaxed);
+    }
+    // SAFETY: `forked` only stores to an atomic, which is async-signal-safe, as a handler run
+    // in a child between `fork` and its return must be.
+    WATCHED.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(forked));
+    });
+    match ID.load(Ordering::Relaxed) {
+        0 => {
+            let id = std::process::id();
+            ID.store(id, Ordering::Relaxed);
+            id
+        }
+        id => id,
+    }
+}
+
+/// This process's id.
+#[cfg(not(target_os = "linux"))]
+fn process_id() -> u32 {
+    std::process::id()
 }
 
 /// A token unique across processes and calls: process id, a per-process counter and 64 random

@@ -3,8 +3,10 @@
 //! call's timeout from waking the timer driver (`conn/timer_anchor.rs`), with lease tokens
 //! built without `format!` (`random::token`).
 //!
-//! `bug_*` tests fail on the code they were written against, for the reason in their comment;
-//! `held_*` tests are attacks that the code withstood.
+//! `found_*` tests failed on the code they were written against (7b69cbe), for the reason in
+//! their comment, and pass since their fix; `held_*` tests are attacks that the code
+//! withstood. The fork attack is in `adv_fork.rs`, alone in its binary: a fork copies only
+//! the forking thread, and other tests' threads could hold a lock the child then waits on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
@@ -21,7 +23,12 @@ fn policy(name: &'static str) -> Policy {
 }
 
 /// Reads row `id` of `name` through `cache`, counting loads; the load answers `id`.
-async fn call(cache: &Cache, name: &'static str, id: u32, loads: &AtomicU32) -> Result<u32, String> {
+async fn call(
+    cache: &Cache,
+    name: &'static str,
+    id: u32,
+    loads: &AtomicU32,
+) -> Result<u32, String> {
     let key = Key::raw(format!("{name}:{id}"));
     let load = async {
         loads.fetch_add(1, SeqCst);
@@ -70,129 +77,7 @@ async fn set_bytes(conn: &mut redis::aio::MultiplexedConnection, key: &str, byte
 // Bugs
 // ---------------------------------------------------------------------------------------------
 
-/// BUG (random.rs, `token()` / `process_id()`): the process id in a lease token is now cached
-/// in a `OnceLock`, so a process forked after its first lease (a pre-fork server, a Python
-/// worker pool with a Rust extension) builds its tokens from its parent's pid, counter and
-/// thread RNG state: the first lease token each of them draws after the fork is the same
-/// string. The lease script treats a lease holding the caller's own token as the caller's
-/// (`ACQUIRE`: "a lease that already holds our token is ours"), so both processes are granted
-/// the one lease and both load the cold key: two loads across processes. Before the change
-/// `std::process::id()` was asked at each token, and the child's tokens differed.
-///
-/// Fails with: `assertion left == right failed: two processes sharing the Redis loaded one
-/// cold key 2 times ... left: 2 right: 1`.
-#[test]
-fn bug_a_forked_process_draws_its_parents_lease_token_and_both_load() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    // Before the fork: one miss on this thread (its token caches the pid and seeds the
-    // thread's RNG), and nothing else running in this runtime.
-    runtime().block_on(async {
-        let cache = Cache::builder(&url)
-            .namespace("fork-warm")
-            .op_timeout(Duration::from_secs(5))
-            .build()
-            .await
-            .unwrap();
-        let loads = AtomicU32::new(0);
-        assert_eq!(call(&cache, "fork-warm", 1, &loads).await, Ok(1));
-        cache.settle().await;
-    });
-
-    // Both processes read one cold key; each load counts itself in Redis and waits (at most
-    // 3 s) for a second load, so both are inside the lease's window when they ask for it.
-    let read = |url: &str| -> Result<u64, String> {
-        runtime().block_on(async {
-            let cache = Cache::builder(url)
-                .namespace("fork")
-                .op_timeout(Duration::from_secs(5))
-                .build()
-                .await
-                .unwrap();
-            let client = redis::Client::open(url).unwrap();
-            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            let load = async {
-                let mut seen: u64 = redis::cmd("INCR")
-                    .arg("fork:loads")
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while seen < 2 && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    seen = redis::cmd("GET")
-                        .arg("fork:loads")
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok::<u64, String>(7)
-            };
-            let answer = tokio::time::timeout(
-                Duration::from_secs(20),
-                cache.fetch(&Key::raw("shared"), &policy("fork"), load),
-            )
-            .await
-            .map_err(|_| "hung".to_string())?;
-            cache.settle().await;
-            // Both reached Redis: neither load ran for want of it.
-            let stats = cache.stats();
-            if stats.fallbacks + stats.writes_refused + stats.redis_errors > 0 {
-                return Err(format!("Redis trouble: {stats:?}"));
-            }
-            answer
-        })
-    };
-
-    // SAFETY: the child runs only this thread's code and leaves with `_exit`, running no
-    // destructor of state it shares with its parent.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0, "fork");
-    if child == 0 {
-        let ok = std::panic::catch_unwind(|| read(&url) == Ok(7)).unwrap_or(false);
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let here = read(&url);
-    let mut status = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
-        if done == child {
-            break;
-        }
-        if Instant::now() > deadline {
-            unsafe { libc::kill(child, libc::SIGKILL) };
-            panic!("the forked process hung");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(here, Ok(7));
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the forked process's call failed: {status}"
-    );
-    let loads: u64 = runtime().block_on(async {
-        let mut conn = server.conn().await;
-        redis::cmd("GET")
-            .arg("fork:loads")
-            .query_async(&mut conn)
-            .await
-            .unwrap()
-    });
-    assert_eq!(
-        loads, 1,
-        "two processes sharing the Redis loaded one cold key {loads} times: the forked one drew \
-         its parent's lease token, and the lease script granted the one lease to both"
-    );
-}
-
-/// BUG (read/lead.rs, `first_read_answered`): against a black-holed Redis (SIGSTOPped: its
+/// Found (read/lead.rs, `first_read_answered`): against a black-holed Redis (SIGSTOPped: its
 /// port accepts, nothing answers), a call that starts with the lease script waits for the
 /// script's `op_timeout`, then sends a `GET` and waits for *its* `op_timeout` too, before the
 /// loader runs: two `op_timeout`s. The README promises "refused, paused, black-holed or
@@ -203,8 +88,9 @@ fn bug_a_forked_process_draws_its_parents_lease_token_and_both_load() {
 ///
 /// Fails with: `a lease-first call against a black-holed Redis took 802.9ms (op_timeout
 /// 400ms; a GET-first call took 400.8ms)`.
+// Failed on 7b69cbe (found by the adversary, fixed since).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_lease_first_call_against_a_black_holed_redis_waits_two_op_timeouts() {
+async fn found_a_lease_first_call_against_a_black_holed_redis_waits_two_op_timeouts() {
     tokio::time::timeout(BOUND, async {
         let server = RedisServer::start();
         let op_timeout = Duration::from_millis(400);
@@ -215,7 +101,10 @@ async fn bug_a_lease_first_call_against_a_black_holed_redis_waits_two_op_timeout
                 .breaker_threshold(100)
                 .build()
         };
-        let (first, control) = (build("bh-first").await.unwrap(), build("bh-get").await.unwrap());
+        let (first, control) = (
+            build("bh-first").await.unwrap(),
+            build("bh-get").await.unwrap(),
+        );
         lease_first(&first, "bh", 0).await;
         // The control reads first with a GET (one miss: its connections are up).
         let loads = AtomicU32::new(0);
@@ -248,7 +137,7 @@ async fn bug_a_lease_first_call_against_a_black_holed_redis_waits_two_op_timeout
     .expect("bounded");
 }
 
-/// BUG (read/fetch.rs `miss`, read/lead.rs `first_read_answered`): in lease-first mode a call
+/// Found (read/fetch.rs `miss`, read/lead.rs `first_read_answered`): in lease-first mode a call
 /// does not read before it joins its key's load in this process, and a caller that joined is
 /// counted by nothing but `coalesced`: neither a hit nor a miss. Concurrent calls of a *cached*
 /// key that began before the first of them sent its lease script join it and take the value
@@ -263,8 +152,9 @@ async fn bug_a_lease_first_call_against_a_black_holed_redis_waits_two_op_timeout
 ///
 /// Fails with: `7 calls of a cached key, all answered from Redis: hits counted 1, misses 0,
 /// coalesced 6 ... left: 1 right: 7`.
+// Failed on 7b69cbe (found by the adversary, fixed since).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_concurrent_lease_first_hits_are_not_counted_as_hits() {
+async fn found_concurrent_lease_first_hits_are_not_counted_as_hits() {
     tokio::time::timeout(BOUND, async {
         let server = RedisServer::start();
         let proxy = Proxy::start(server.port()).await;
@@ -346,7 +236,11 @@ async fn seven_calls_of_a_key_being_written_back(
         .query_async(admin)
         .await
         .unwrap();
-    assert!(settled, "six calls join the first, or seven hit: {:?}", cache.stats());
+    assert!(
+        settled,
+        "six calls join the first, or seven hit: {:?}",
+        cache.stats()
+    );
     for call in calls {
         assert_eq!(call.await.unwrap(), Ok(500));
     }
@@ -390,15 +284,16 @@ impl<F: std::future::Future> std::future::Future for FirstPoll<F> {
     }
 }
 
-/// BUG (conn/timer_anchor.rs): the anchor task holds only its state, never learns that its
+/// Found (conn/timer_anchor.rs): the anchor task holds only its state, never learns that its
 /// cache was dropped, and sleeps `op_timeout / 2` twice before it notices it is idle: a
 /// cache dropped leaves a task alive for up to `op_timeout` (up to a day is accepted). With
 /// `op_timeout` 10 minutes, each of 20 caches built, used once and dropped leaves a task behind
 /// for 10 minutes; the same with the default `op_timeout` (control, first) leaves none.
 ///
 /// Fails with: `20 caches dropped, yet 20 more tasks alive than before them`.
+// Failed on 7b69cbe (found by the adversary, fixed since).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_dropped_cache_leaves_its_timer_anchor_task_alive_for_op_timeout() {
+async fn found_a_dropped_cache_leaves_its_timer_anchor_task_alive_for_op_timeout() {
     tokio::time::timeout(BOUND, async {
         let server = RedisServer::start();
         let metrics = tokio::runtime::Handle::current().metrics();
@@ -529,7 +424,12 @@ async fn held_lease_first_over_corrupt_bytes() {
         let cache = server.cache("corrupt").await;
         lease_first(&cache, "corrupt", 0).await;
         let mut conn = server.conn().await;
-        set_bytes(&mut conn, "corrupt:{corrupt:900}", &[0xff, 0xfe, 0x00, 0x80]).await;
+        set_bytes(
+            &mut conn,
+            "corrupt:{corrupt:900}",
+            &[0xff, 0xfe, 0x00, 0x80],
+        )
+        .await;
         let _: () = redis::cmd("LPUSH")
             .arg("corrupt:{corrupt:901}")
             .arg("x")
@@ -600,8 +500,16 @@ async fn held_lease_first_value_read_before_an_invalidation_is_not_handed_to_a_l
         let joined = || async { cache.stats().coalesced > before };
         assert!(eventually(Duration::from_secs(5), joined).await);
         proxy.release_replies(writes);
-        assert_eq!(first.await.unwrap(), Ok(100), "its read overlapped the write");
-        assert_eq!(later.await.unwrap(), Ok(200), "began after the invalidation");
+        assert_eq!(
+            first.await.unwrap(),
+            Ok(100),
+            "its read overlapped the write"
+        );
+        assert_eq!(
+            later.await.unwrap(),
+            Ok(200),
+            "began after the invalidation"
+        );
     })
     .await
     .expect("bounded");
@@ -629,7 +537,10 @@ async fn held_lease_first_leader_cancelled_at_its_script_releases_the_lease() {
             let mut admin = server.conn().await;
             get_raw(&mut admin, lease).await.is_some()
         };
-        assert!(eventually(Duration::from_secs(5), held).await, "the script took the lease");
+        assert!(
+            eventually(Duration::from_secs(5), held).await,
+            "the script took the lease"
+        );
         leader.abort();
         let _ = leader.await;
         let released = || async {
@@ -690,7 +601,10 @@ async fn held_lease_first_stampede_and_invalidation_across_caches() {
         one.settle().await;
         assert!(two.invalidate(&Key::raw("st:hot")).await.unwrap());
         let load = async { Ok::<u32, String>(2) };
-        assert_eq!(one.fetch(&Key::raw("st:hot"), &policy("st"), load).await, Ok(2));
+        assert_eq!(
+            one.fetch(&Key::raw("st:hot"), &policy("st"), load).await,
+            Ok(2)
+        );
     })
     .await
     .expect("bounded");
@@ -789,7 +703,9 @@ async fn held_lease_first_on_a_cluster() {
                         gate.passed().await;
                         Ok::<u32, String>(1)
                     };
-                    cache.fetch(&Key::raw("clf:hot"), &policy("clf"), load).await
+                    cache
+                        .fetch(&Key::raw("clf:hot"), &policy("clf"), load)
+                        .await
                 }));
             }
         }
@@ -807,25 +723,49 @@ async fn held_lease_first_on_a_cluster() {
         for call in calls {
             assert_eq!(call.await.unwrap(), Ok(1));
         }
-        assert_eq!(loads.load(SeqCst), 1, "one load for 40 callers on a cluster");
+        assert_eq!(
+            loads.load(SeqCst),
+            1,
+            "one load for 40 callers on a cluster"
+        );
         one.settle().await;
         two.settle().await;
         assert!(two.invalidate(&Key::raw("clf:hot")).await.unwrap());
         let load = async { Ok::<u32, String>(2) };
-        assert_eq!(one.fetch(&Key::raw("clf:hot"), &policy("clf"), load).await, Ok(2));
+        assert_eq!(
+            one.fetch(&Key::raw("clf:hot"), &policy("clf"), load).await,
+            Ok(2)
+        );
         one.settle().await;
 
-        // Writes paused on the primary of row 7 (cached by the warm-up): still a hit.
+        // Writes paused on the primary of row 7 (cached by the warm-up). The first call's
+        // script is held: past `op_timeout` it loads without Redis, as a call whose GET went
+        // unanswered does (a GET then could take a second `op_timeout`; changed after
+        // `bug_a_lease_first_call_against_a_black_holed_redis_waits_two_op_timeouts`). The
+        // function's calls start with a GET again: the next one is a hit.
         let primary = cluster
             .primary_holding("cl-first:{clf:7}")
             .expect("a primary holds the row");
         cluster.cli(primary, &["CLIENT", "PAUSE", "5000", "WRITE"]);
-        let started = Instant::now();
-        let loads = AtomicU32::new(0);
-        let hit = call(&one, "clf", 7, &loads).await;
-        let took = started.elapsed();
+        let timed = || async {
+            let started = Instant::now();
+            let loads = AtomicU32::new(0);
+            let answer = call(&one, "clf", 7, &loads).await;
+            (answer, loads.into_inner(), started.elapsed())
+        };
+        let (first, first_loads, first_took) = timed().await;
+        let (hit, loads, took) = timed().await;
         cluster.cli(primary, &["CLIENT", "UNPAUSE"]);
-        assert_eq!((hit, loads.load(SeqCst)), (Ok(7), 0), "a hit under a write pause");
+        assert_eq!(
+            (first, first_loads),
+            (Ok(7), 1),
+            "the held script's call loads"
+        );
+        assert!(
+            first_took < Duration::from_millis(1050),
+            "took {first_took:?}"
+        );
+        assert_eq!((hit, loads), (Ok(7), 0), "a hit under a write pause");
         assert!(took < Duration::from_millis(1050), "took {took:?}");
     })
     .await
@@ -861,14 +801,25 @@ async fn held_lease_first_value_read_before_an_update_is_not_handed_to_a_later_c
             cached_redis_tests::command_calls(&mut admin, "evalsha").await > scripts
         };
         assert!(eventually(Duration::from_secs(5), ran).await);
-        assert!(other.update(&key, |v: &mut u32| *v += 1000).await.unwrap(), "updated");
+        assert!(
+            other.update(&key, |v: &mut u32| *v += 1000).await.unwrap(),
+            "updated"
+        );
         let before = cache.stats().coalesced;
         let later = tokio::spawn(read(cache.clone()));
         let joined = || async { cache.stats().coalesced > before };
         assert!(eventually(Duration::from_secs(5), joined).await);
         proxy.release_replies(writes);
-        assert_eq!(first.await.unwrap(), Ok(3), "its read overlapped the update");
-        assert_eq!(later.await.unwrap(), Ok(1003), "began after the update returned");
+        assert_eq!(
+            first.await.unwrap(),
+            Ok(3),
+            "its read overlapped the update"
+        );
+        assert_eq!(
+            later.await.unwrap(),
+            Ok(1003),
+            "began after the update returned"
+        );
     })
     .await
     .expect("bounded");

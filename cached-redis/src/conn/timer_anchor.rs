@@ -7,16 +7,18 @@
 //! worker for nothing: 4 more `write`s and 5 more `epoll_wait`s per miss, and a miss ~20 µs
 //! slower on the benchmark's machine.
 //!
-//! The anchor is one task that sleeps in a loop for half the shortest bound, so a timer due
-//! sooner than any call's deadline is always registered and the driver parks knowing it. It
-//! runs only while the cache is used: a period with no call ends it, and the next call starts
-//! it again, on that call's runtime. It changes when the driver wakes, never when a timeout
-//! fires: without it (no runtime, a task dropped with its runtime) calls are bounded as
-//! before.
+//! The anchor is one task that sleeps in a loop for half the shortest bound (at most a
+//! second), so a timer due sooner than any call's deadline is always registered and the
+//! driver parks knowing it. It runs only while the cache is used: a period with no call ends
+//! it, and the next call starts it again, on that call's runtime; a cache dropped ends it at
+//! once. It changes when the driver wakes, never when a timeout fires: without it (no
+//! runtime, a task dropped with its runtime) calls are bounded as before.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::task::AbortHandle;
 
 /// No anchor runs.
 const IDLE: u8 = 0;
@@ -25,10 +27,15 @@ const RUNNING: u8 = 1;
 /// The anchor runs, and a call came since its last period began.
 const USED: u8 = 2;
 
+/// The longest period: an idle anchor ends within two.
+const LONGEST_PERIOD: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 pub(crate) struct TimerAnchor {
     state: Arc<AtomicU8>,
     period: Duration,
+    /// The running task, ended with the anchor (its cache).
+    task: Mutex<Option<AbortHandle>>,
 }
 
 impl TimerAnchor {
@@ -36,7 +43,8 @@ impl TimerAnchor {
     pub(crate) fn new(shortest: Duration) -> TimerAnchor {
         TimerAnchor {
             state: Arc::new(AtomicU8::new(IDLE)),
-            period: (shortest / 2).max(Duration::from_millis(1)),
+            period: (shortest / 2).clamp(Duration::from_millis(1), LONGEST_PERIOD),
+            task: Mutex::new(None),
         }
     }
 
@@ -63,9 +71,10 @@ impl TimerAnchor {
             self.state.store(IDLE, Relaxed);
             return;
         };
-        let (state, period) = (Arc::clone(&self.state), self.period);
-        runtime.spawn(async move {
-            let mut running = Running(state);
+        // Made before the task: a task dropped before its first poll (its runtime shutting
+        // down) still lets the next call start another.
+        let (mut running, period) = (Running(Arc::clone(&self.state)), self.period);
+        let task = runtime.spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
                 // A period without a call ends the anchor; a call that comes meanwhile sees
@@ -81,6 +90,23 @@ impl TimerAnchor {
                 running.0.store(RUNNING, Relaxed);
             }
         });
+        let mut slot = self
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(task.abort_handle());
+    }
+}
+
+impl Drop for TimerAnchor {
+    fn drop(&mut self) {
+        let task = self
+            .task
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(task) = task.take() {
+            task.abort();
+        }
     }
 }
 

@@ -55,7 +55,7 @@ impl Cache {
                 Role::Join(joiner) => joiner,
             };
             match self
-                .join(joiner, policy, loader, (true, !again), failures)
+                .join(joiner, policy, loader, (true, !again, false), failures)
                 .await
             {
                 Ok(answered) => return answered,
@@ -122,6 +122,7 @@ impl Cache {
             bytes: shared,
             joined,
             unleased: false,
+            found: false,
         });
         (R::from_value(value), Outcome::Miss, took)
     }

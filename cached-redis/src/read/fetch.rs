@@ -142,13 +142,6 @@ impl Cache {
         result
     }
 
-    /// Counts a call that found no value in Redis.
-    pub(super) fn note_miss(&self, policy: &Policy) {
-        self.inner.stats.note(Event::Miss, policy.name());
-        self.inner.first_reads.miss(policy);
-        tracing::debug!("cache miss");
-    }
-
     /// Counts a Redis hit, and records it on its span.
     fn note_hit(&self, policy: &Policy, span: &tracing::Span, started: Option<Instant>) {
         self.inner.stats.note(Event::Hit, policy.name());
@@ -259,6 +252,7 @@ impl Cache {
                 }
             };
             let redis_ok = !matches!(missed, Missed::Unavailable);
+            let unread = matches!(missed, Missed::Unread);
             match inner.flights.join_or_lead(&value_key, began) {
                 Role::Lead(leader) => {
                     let missed = self.unless_covered(&value_key, missed);
@@ -272,7 +266,8 @@ impl Cache {
                         .await;
                 }
                 Role::Join(joiner) => {
-                    let waited = self.join(joiner, policy, loader, (redis_ok, !again), failures);
+                    let ways = (redis_ok, !again, unread);
+                    let waited = self.join(joiner, policy, loader, ways, failures);
                     match waited.await {
                         Ok(answered) => return answered,
                         Err((back, failed)) => (loader, again) = (back, again || failed),
@@ -316,13 +311,14 @@ impl Cache {
     /// read again once), or `Err` with the loader back and whether the load failed: too late
     /// for the value, an invalidation revoked the load, its leader went away, or (`retry`) it
     /// failed with an error that cannot be shared, so read again: the callers that joined it
-    /// share one more load rather than each run their own.
+    /// share one more load rather than each run their own. A caller that had not read Redis
+    /// (`unread`: it started with the lease script) is counted here as a hit or a miss.
     pub(crate) async fn join<R, F>(
         &self,
         joiner: Joiner,
         policy: &Policy,
         loader: F,
-        (redis_ok, retry): (bool, bool),
+        (redis_ok, retry, unread): (bool, bool, bool),
         failures: Option<Failures<R>>,
     ) -> Result<(R, Outcome, Duration), (F, bool)>
     where
@@ -330,8 +326,11 @@ impl Cache {
         F: Future<Output = R>,
     {
         self.inner.stats.note(Event::Coalesced, policy.name());
-        match flight::wait(joiner, redis_ok).await {
+        let shared = flight::wait(joiner, redis_ok).await;
+        let hit = unread && self.count_unread_joiner(policy, shared.as_ref());
+        match shared {
             Some(Shared::Value { bytes, .. }) => match codec::decode(&bytes) {
+                Ok(value) if hit => Ok((R::from_value(value), Outcome::Hit, Duration::ZERO)),
                 Ok(value) => Ok((R::from_value(value), Outcome::Waited, Duration::ZERO)),
                 Err(_) => Ok(self.load_alone(policy, loader, redis_ok).await),
             },

@@ -14,22 +14,28 @@
 //! start with the script while it is at least [`LEADS_FROM`], so a function keeps it only
 //! while over nine calls in ten miss. A hit on a function whose score is zero writes nothing.
 //!
-//! The scores are kept per cache, in [`SLOTS`] slots picked by the function's name: functions
-//! sharing a slot share a score. That only decides which request goes first, never what a
-//! call is answered: the lease script gives the same value a `GET` would, and a found value
-//! is shared with the callers waiting in this process as a miss's is.
+//! The scores are kept per cache, in [`SLOTS`] slots picked by a hash of where the function's
+//! name lives. A slot belongs to the function that last raised it from zero, marked with 8
+//! more bits of that hash: another function whose name falls on it counts nothing there and
+//! starts with a `GET`, so a function whose calls hit is never made to start with the script
+//! by one whose calls miss. Two functions share a score only when their slot and mark both
+//! match (about one pair in 65,000). A score only decides which request goes first, never what
+//! a call is answered: the lease script gives the same value a `GET` would, and a value it
+//! found is shared with the callers waiting in this process as a miss's is.
 //!
 //! Only a policy whose hit needs nothing but the value takes part: not one with `near`,
 //! `stale`, early refresh, `fail_safe` or per-entry windows, whose hit also reads the entry's
 //! remaining time or its metadata.
 
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 
+use crate::read::flight::Shared;
 use crate::read::get::{Missed, Read, WindowsOf};
+use crate::stats::Event;
 use crate::{Cache, CacheValue, Policy};
 
 /// How many scores a cache keeps.
-const SLOTS: usize = 64;
+const SLOTS: usize = 256;
 /// The highest score.
 const CEILING: u8 = 64;
 /// From which score calls start with the lease script.
@@ -37,28 +43,33 @@ const LEADS_FROM: u8 = 32;
 /// How much a hit lowers a score.
 const HIT_LOWERS: u8 = 9;
 
+/// Per slot: the mark of the function it belongs to (high byte; zero: none) and its score.
 pub(crate) struct FirstReads {
-    scores: [AtomicU8; SLOTS],
+    scores: [AtomicU16; SLOTS],
 }
 
 impl FirstReads {
     pub(crate) fn new() -> FirstReads {
         FirstReads {
-            scores: std::array::from_fn(|_| AtomicU8::new(0)),
+            scores: std::array::from_fn(|_| AtomicU16::new(0)),
         }
     }
 
-    /// The score of `policy`'s function, if its calls take part: picked by where its name
-    /// lives (a literal, for the attribute and for `Policy::new("..")`), hashed so that
-    /// neighbouring names spread.
+    /// The score of `policy`'s function, if its calls take part: the slot and mark picked by
+    /// where its name lives (a literal, for the attribute and for `Policy::new("..")`), hashed
+    /// so that neighbouring names spread.
     #[inline]
     pub(crate) fn of(&self, policy: &Policy) -> Option<Score<'_>> {
         if !policy.reads_value_only() {
             return None;
         }
-        let at = policy.name().as_ptr() as u64;
-        let slot = at.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SLOTS.trailing_zeros());
-        Some(Score(&self.scores[slot as usize]))
+        let hash = (policy.name().as_ptr() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let slot = (hash >> 56) as usize % SLOTS;
+        let mark = ((hash >> 48) as u8).max(1);
+        Some(Score {
+            cell: &self.scores[slot],
+            mark,
+        })
     }
 
     /// A call of `policy` found a value.
@@ -78,40 +89,79 @@ impl FirstReads {
     /// Redis did not take a call's lease script: `policy`'s calls start with a `GET` again.
     pub(crate) fn reset(&self, policy: &Policy) {
         if let Some(score) = self.of(policy) {
-            score.0.store(0, Relaxed);
+            score.set(0);
         }
     }
 }
 
-/// One function's score.
+/// One function's score: its slot, and its mark there.
 #[derive(Clone, Copy)]
-pub(crate) struct Score<'a>(&'a AtomicU8);
+pub(crate) struct Score<'a> {
+    cell: &'a AtomicU16,
+    mark: u8,
+}
 
 impl Score<'_> {
+    /// This function's score, `None` while the slot belongs to another.
+    #[inline]
+    fn get(self) -> Option<u8> {
+        let [mark, score] = self.cell.load(Relaxed).to_be_bytes();
+        (mark == self.mark || mark == 0).then_some(score)
+    }
+
+    /// Sets this function's score; at zero the slot belongs to no function.
+    fn set(self, score: u8) {
+        let mark = if score == 0 { 0 } else { self.mark };
+        self.cell.store(u16::from_be_bytes([mark, score]), Relaxed);
+    }
+
     /// Whether a call starts with the lease script rather than a `GET`.
     #[inline]
     fn lease_first(self) -> bool {
-        self.0.load(Relaxed) >= LEADS_FROM
+        self.get().is_some_and(|score| score >= LEADS_FROM)
     }
 
     /// A call found a value: a score at zero is not written.
     #[inline]
     pub(crate) fn hit(self) {
-        let now = self.0.load(Relaxed);
-        if now > 0 {
-            self.0.store(now.saturating_sub(HIT_LOWERS), Relaxed);
+        if let Some(score @ 1..) = self.get() {
+            self.set(score.saturating_sub(HIT_LOWERS));
         }
     }
 
     fn miss(self) {
-        let now = self.0.load(Relaxed);
-        if now < CEILING {
-            self.0.store(now + 1, Relaxed);
+        if let Some(score) = self.get().filter(|&score| score < CEILING) {
+            self.set(score + 1);
         }
     }
 }
 
 impl Cache {
+    /// Counts a call that found no value in Redis.
+    pub(super) fn note_miss(&self, policy: &Policy) {
+        self.inner.stats.note(Event::Miss, policy.name());
+        self.inner.first_reads.miss(policy);
+        tracing::debug!("cache miss");
+    }
+
+    /// Counts a joiner whose call had not read Redis: a hit (returned `true`) if the load it
+    /// joined found the value in Redis, a miss if that load loaded or failed; one told to
+    /// read again is counted by that read.
+    pub(super) fn count_unread_joiner(&self, policy: &Policy, shared: Option<&Shared>) -> bool {
+        match shared {
+            Some(Shared::Value { found: true, .. }) => {
+                self.inner.stats.note(Event::Hit, policy.name());
+                self.inner.first_reads.hit(policy);
+                true
+            }
+            Some(Shared::Reread) | None => false,
+            Some(_) => {
+                self.note_miss(policy);
+                false
+            }
+        }
+    }
+
     /// A call's first request: none where Redis is not to be asked (a write-back of the key
     /// Redis did not answer; the breaker would refuse the GET, so it is not built; an
     /// invalidation Redis did not take is pending for the key, so what Redis holds is stale),
@@ -166,6 +216,29 @@ mod tests {
             (0..2).for_each(|_| reads.hit(&policy));
         }
         assert!(!lease_first(&reads));
+    }
+
+    #[test]
+    fn a_function_whose_slot_another_holds_starts_with_a_get_and_changes_nothing() {
+        let reads = FirstReads::new();
+        let (cold, hot) = (policy(), policy());
+        let (cold, hot) = (reads.of(&cold).unwrap(), reads.of(&hot).unwrap());
+        // Two functions on one slot, told apart by their marks.
+        let other = Score {
+            cell: hot.cell,
+            mark: hot.mark.wrapping_add(1).max(1),
+        };
+        (0..LEADS_FROM).for_each(|_| cold.miss());
+        assert!(cold.lease_first());
+        assert!(!other.lease_first(), "the slot is not its");
+        other.miss();
+        other.hit();
+        assert!(cold.lease_first(), "its calls changed nothing");
+        // Once the first function's calls hit, the slot is free for the other.
+        (0..4).for_each(|_| cold.hit());
+        (0..LEADS_FROM).for_each(|_| other.miss());
+        assert!(other.lease_first());
+        assert!(!cold.lease_first());
     }
 
     #[test]

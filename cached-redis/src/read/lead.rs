@@ -216,9 +216,11 @@ impl Cache {
 
     /// Counts a call that started with the lease script ([`first_read`](super::first_read))
     /// by the script's answer: a hit if it found a value, a miss if it took the lease or
-    /// waited for another process's load. Where Redis did not take the script (writes
-    /// refused, paused or failing), the function's calls start with a `GET` again, and this
-    /// one reads the entry as they do: `Err` with the value it found.
+    /// waited for another process's load. Where Redis did not take the script, the
+    /// function's calls start with a `GET` again. Refused with an answer (`OOM`,
+    /// `READONLY`), this one reads the entry as they do: `Err` with the value it found.
+    /// Unanswered (paused writes, a black-holed Redis), it loads without Redis, as a call
+    /// whose `GET` was not answered does: a `GET` now could take a second `op_timeout`.
     async fn first_read_answered<T: CacheValue>(
         &self,
         keys: &EntryKeys,
@@ -232,7 +234,11 @@ impl Cache {
                 inner.first_reads.hit(policy);
             }
             Lease::Held(_) | Lease::Waited(..) => self.note_miss(policy),
-            Lease::WritesRefused | Lease::Unavailable => {
+            Lease::Unavailable => {
+                inner.first_reads.reset(policy);
+                inner.stats.note(Event::Fallback, policy.name());
+            }
+            Lease::WritesRefused => {
                 inner.first_reads.reset(policy);
                 match self.read::<T>(&keys.value, policy, false, |_| None).await {
                     Read::Hit(value, _) | Read::Due(Refresh { value, .. }) => {
@@ -241,9 +247,6 @@ impl Cache {
                     }
                     Read::Missed(Missed::Absent { .. }) => self.note_miss(policy),
                     Read::Missed(Missed::Unread | Missed::Unavailable) => {}
-                }
-                if matches!(lease, Lease::Unavailable) {
-                    inner.stats.note(Event::Fallback, policy.name());
                 }
             }
         }
@@ -282,6 +285,7 @@ impl Cache {
             bytes: Arc::from(stored.bytes),
             joined,
             unleased: false,
+            found: false,
         });
         current.is_some()
     }
@@ -383,5 +387,6 @@ fn share_unleased(leader: Leader, stored: Stored) {
         bytes: Arc::from(stored.bytes),
         joined: stored.joined,
         unleased: true,
+        found: false,
     });
 }
