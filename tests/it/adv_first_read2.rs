@@ -322,3 +322,144 @@ async fn bug_during_an_outage_a_lease_first_joiner_reads_again_and_loads_the_key
     .await
     .expect("bounded");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Attacks that held
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+struct DbError(String);
+
+/// Row `id`: `Ok(id)`, or the error when `fail`; every load counted in `loads` and held at
+/// `gate`.
+#[cached_redis::redis_cached(
+    key = "cl:<id>",
+    ttl = "60s",
+    cache = cache,
+    skip = "fail, loads, gate"
+)]
+async fn cloned_row(
+    cache: &Cache,
+    id: u32,
+    fail: bool,
+    loads: Arc<AtomicU32>,
+    gate: Gate,
+) -> Result<u32, DbError> {
+    loads.fetch_add(1, SeqCst);
+    gate.passed().await;
+    if fail {
+        Err(DbError(format!("no row {id}")))
+    } else {
+        Ok(id)
+    }
+}
+
+/// A lease-first function whose error is `Clone`: ten concurrent calls of a cold row whose
+/// load fails share one load and each get its error; nothing is cached, no lease is left, and
+/// the next call loads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_lease_first_joiners_share_a_cloned_error_and_it_is_not_cached() {
+    tokio::time::timeout(BOUND, async {
+        let server = RedisServer::start();
+        let cache = server.cache("cl").await;
+        let (open, loads) = (Gate::new(), Arc::new(AtomicU32::new(0)));
+        open.open();
+        for id in 0..40 {
+            let row = cloned_row(&cache, id, false, loads.clone(), open.clone()).await;
+            assert_eq!(row, Ok(id));
+        }
+        cache.settle().await;
+        let (gate, loads) = (Gate::new(), Arc::new(AtomicU32::new(0)));
+        let before = cache.stats();
+        let calls: Vec<_> = (0..10)
+            .map(|_| {
+                let (cache, loads, gate) = (cache.clone(), loads.clone(), gate.clone());
+                tokio::spawn(async move { cloned_row(&cache, 900, true, loads, gate).await })
+            })
+            .collect();
+        let joined = || async { cache.stats().coalesced == before.coalesced + 9 };
+        assert!(eventually(Duration::from_secs(10), joined).await, "{:?}", cache.stats());
+        gate.open();
+        for call in calls {
+            assert_eq!(call.await.unwrap(), Err(DbError("no row 900".into())));
+        }
+        assert_eq!(loads.load(SeqCst), 1, "one load shared");
+        cache.settle().await;
+        let mut admin = server.conn().await;
+        assert_eq!(get_raw(&mut admin, "cl:{cl:900}").await, None, "not cached");
+        assert_eq!(get_raw(&mut admin, "cl:{cl:900}:lease").await, None, "no lease");
+        assert_eq!(
+            cloned_row(&cache, 900, false, loads.clone(), gate.clone()).await,
+            Ok(900)
+        );
+        assert_eq!(loads.load(SeqCst), 2, "the error was not cached");
+        cached_redis_tests::assert_no_state_left(&cache).await;
+    })
+    .await
+    .expect("bounded");
+}
+
+/// A lease-first `Option` function with `none_ttl`: a cached `None` is a hit (no load) when
+/// read through the lease script; an `update` of a cached row and an invalidation are seen by
+/// the next lease-first call, in this process and in another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_lease_first_none_ttl_update_and_invalidate() {
+    tokio::time::timeout(BOUND, async {
+        let server = RedisServer::start();
+        let cache = server.cache("nt").await;
+        let other = server.cache("nt").await;
+        let policy = policy("nt").with_none_ttl(Duration::from_secs(30)).unwrap();
+        let loads = AtomicU32::new(0);
+        let read = |cache: &Cache, id: u32, answer: Option<u32>| {
+            let (cache, policy, loads) = (cache.clone(), policy, &loads);
+            async move {
+                let load = async {
+                    loads.fetch_add(1, SeqCst);
+                    answer
+                };
+                cache.fetch(&Key::raw(format!("nt:{id}")), &policy, load).await
+            }
+        };
+        for id in 0..40 {
+            assert_eq!(read(&cache, id, Some(id)).await, Some(id));
+        }
+        for id in 40..45 {
+            assert_eq!(read(&cache, id, None).await, None);
+        }
+        cache.settle().await;
+        let loaded = loads.load(SeqCst);
+        assert_eq!(loaded, 45);
+        let mut admin = server.conn().await;
+        let fresh = AtomicU32::new(1000);
+        // Back in lease-first mode (40 misses of new rows), then `check` is read, by the
+        // lease script.
+        macro_rules! by_script {
+            ($id:expr, $answer:expr, $expected:expr) => {{
+                for _ in 0..40 {
+                    let id = fresh.fetch_add(1, SeqCst);
+                    assert_eq!(read(&cache, id, Some(id)).await, Some(id));
+                }
+                cache.settle().await;
+                let scripts = cached_redis_tests::command_calls(&mut admin, "evalsha").await;
+                let loaded = loads.load(SeqCst);
+                assert_eq!(read(&cache, $id, $answer).await, $expected);
+                let now = cached_redis_tests::command_calls(&mut admin, "evalsha").await;
+                assert!(now > scripts, "read by the lease script");
+                loads.load(SeqCst) - loaded
+            }};
+        }
+        assert_eq!(by_script!(41, Some(1), None), 0, "a cached None is a hit");
+        // An update from another process, then one from this one.
+        let key = Key::raw("nt:3");
+        assert!(other.update(&key, |v: &mut Option<u32>| *v = Some(333)).await.unwrap());
+        assert_eq!(by_script!(3, Some(0), Some(333)), 0);
+        assert!(cache.update(&key, |v: &mut Option<u32>| *v = Some(444)).await.unwrap());
+        assert_eq!(by_script!(3, Some(0), Some(444)), 0);
+        assert!(other.invalidate(&key).await.unwrap());
+        assert_eq!(by_script!(3, Some(555), Some(555)), 1, "loaded after the invalidation");
+        cache.settle().await;
+        cached_redis_tests::assert_no_state_left(&cache).await;
+    })
+    .await
+    .expect("bounded");
+}
