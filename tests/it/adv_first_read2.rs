@@ -1,8 +1,8 @@
 //! Second round of adversarial tests of lease-first reads (`read/first_read.rs`, their uses in
 //! `read/fetch.rs`, `read/lead.rs`, `read/flight.rs`, `read/wait.rs`).
 //!
-//! `bug_*` tests fail on the code they were written against (febd243), for the reason in
-//! their comment; `held_*` tests are attacks the code withstood. A function is put in
+//! `found_*` tests failed on the code they were written against (febd243), for the reason in
+//! their comment, and pass since their fix; `held_*` tests are attacks the code withstood. A function is put in
 //! lease-first mode by 40 misses of distinct rows.
 
 use std::sync::Arc;
@@ -97,8 +97,9 @@ async fn lease_first(cache: &Cache, name: &'static str, first: u32) {
 ///
 /// Fails with: `5 calls of a cold key another process was loading: hits 4, misses 1
 /// (GET-first: hits 0, misses 5)`.
+// Failed on febd243 (found by the adversary, fixed since).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_joiners_of_a_lease_first_call_that_waited_for_another_process_count_as_hits() {
+async fn found_joiners_of_a_lease_first_call_that_waited_for_another_process_count_as_hits() {
     tokio::time::timeout(BOUND, async {
         let server = RedisServer::start();
         let holder = server.cache("w").await;
@@ -106,10 +107,8 @@ async fn bug_joiners_of_a_lease_first_call_that_waited_for_another_process_count
         let reader = server.cache("w").await;
         lease_first(&reader, "w", 0).await;
 
-        let (hits, misses, coalesced) = five_calls_while_another_process_loads(
-            &server, &holder, &control, 500,
-        )
-        .await;
+        let (hits, misses, coalesced) =
+            five_calls_while_another_process_loads(&server, &holder, &control, 500).await;
         assert_eq!((hits, misses, coalesced), (0, 5, 4), "control, GET-first");
 
         let (hits, misses, coalesced) =
@@ -182,8 +181,9 @@ async fn five_calls_while_another_process_loads(
 ///
 /// Fails with: `40 lease-first calls of a cached row against a black-holed Redis: misses 39,
 /// fallbacks 1 (GET-first: misses 0, fallbacks 40)`.
+// Failed on febd243 (found by the adversary, fixed since).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_joiners_of_a_lease_first_fallback_count_as_misses_and_raise_the_score_again() {
+async fn found_joiners_of_a_lease_first_fallback_count_as_misses_and_raise_the_score_again() {
     tokio::time::timeout(BOUND, async {
         let server = RedisServer::start();
         let build = || {
@@ -196,7 +196,11 @@ async fn bug_joiners_of_a_lease_first_fallback_count_as_misses_and_raise_the_sco
         let (first, control) = (build().await.unwrap(), build().await.unwrap());
         lease_first(&first, "o", 0).await;
         let loads = AtomicU32::new(0);
-        assert_eq!(call(&control, "o", 5, &loads).await, Ok(5), "a GET-first hit");
+        assert_eq!(
+            call(&control, "o", 5, &loads).await,
+            Ok(5),
+            "a GET-first hit"
+        );
         assert_eq!(loads.load(SeqCst), 0);
 
         server.pause();
@@ -232,7 +236,7 @@ async fn bug_joiners_of_a_lease_first_fallback_count_as_misses_and_raise_the_sco
 /// Bug (read/fetch.rs `miss`: a lease-first call joins with `redis_ok = true` though it never
 /// reached Redis; read/flight.rs `wait` then turns an unleased value loaded after it began
 /// into `Reread`; made reachable during an outage by the joiners' misses of
-/// `bug_joiners_of_a_lease_first_fallback_count_as_misses_and_raise_the_score_again`, which
+/// `found_joiners_of_a_lease_first_fallback_count_as_misses_and_raise_the_score_again`, which
 /// put the function back in lease-first after the leaders reset it). Redis black-holed: row
 /// 1000's leader loads without Redis (its load held at a gate); a call of row 1000 that
 /// begins then starts with the lease script (score 39), so it joins at once; the load's
@@ -243,8 +247,9 @@ async fn bug_joiners_of_a_lease_first_fallback_count_as_misses_and_raise_the_sco
 /// load.
 ///
 /// Fails with: `a cold row loaded 2 times in one process during an outage (GET-first: 1)`.
+// Failed on febd243 (found by the adversary, fixed since).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_during_an_outage_a_lease_first_joiner_reads_again_and_loads_the_key_twice() {
+async fn found_during_an_outage_a_lease_first_joiner_reads_again_and_loads_the_key_twice() {
     tokio::time::timeout(BOUND, async {
         let server = RedisServer::start();
         let build = |ns: &'static str| {
@@ -313,7 +318,8 @@ async fn bug_during_an_outage_a_lease_first_joiner_reads_again_and_loads_the_key
         assert_eq!(control_loads, 1, "control, GET-first");
         let loaded = loads_y.load(SeqCst);
         assert_eq!(
-            loaded, 1,
+            loaded,
+            1,
             "a cold row loaded {loaded} times in one process during an outage (GET-first: \
              {control_loads}): {:?}",
             first.stats()
@@ -378,7 +384,11 @@ async fn held_lease_first_joiners_share_a_cloned_error_and_it_is_not_cached() {
             })
             .collect();
         let joined = || async { cache.stats().coalesced == before.coalesced + 9 };
-        assert!(eventually(Duration::from_secs(10), joined).await, "{:?}", cache.stats());
+        assert!(
+            eventually(Duration::from_secs(10), joined).await,
+            "{:?}",
+            cache.stats()
+        );
         gate.open();
         for call in calls {
             assert_eq!(call.await.unwrap(), Err(DbError("no row 900".into())));
@@ -387,7 +397,11 @@ async fn held_lease_first_joiners_share_a_cloned_error_and_it_is_not_cached() {
         cache.settle().await;
         let mut admin = server.conn().await;
         assert_eq!(get_raw(&mut admin, "cl:{cl:900}").await, None, "not cached");
-        assert_eq!(get_raw(&mut admin, "cl:{cl:900}:lease").await, None, "no lease");
+        assert_eq!(
+            get_raw(&mut admin, "cl:{cl:900}:lease").await,
+            None,
+            "no lease"
+        );
         assert_eq!(
             cloned_row(&cache, 900, false, loads.clone(), gate.clone()).await,
             Ok(900)
@@ -417,7 +431,9 @@ async fn held_lease_first_none_ttl_update_and_invalidate() {
                     loads.fetch_add(1, SeqCst);
                     answer
                 };
-                cache.fetch(&Key::raw(format!("nt:{id}")), &policy, load).await
+                cache
+                    .fetch(&Key::raw(format!("nt:{id}")), &policy, load)
+                    .await
             }
         };
         for id in 0..40 {
@@ -451,12 +467,26 @@ async fn held_lease_first_none_ttl_update_and_invalidate() {
         assert_eq!(by_script!(41, Some(1), None), 0, "a cached None is a hit");
         // An update from another process, then one from this one.
         let key = Key::raw("nt:3");
-        assert!(other.update(&key, |v: &mut Option<u32>| *v = Some(333)).await.unwrap());
+        assert!(
+            other
+                .update(&key, |v: &mut Option<u32>| *v = Some(333))
+                .await
+                .unwrap()
+        );
         assert_eq!(by_script!(3, Some(0), Some(333)), 0);
-        assert!(cache.update(&key, |v: &mut Option<u32>| *v = Some(444)).await.unwrap());
+        assert!(
+            cache
+                .update(&key, |v: &mut Option<u32>| *v = Some(444))
+                .await
+                .unwrap()
+        );
         assert_eq!(by_script!(3, Some(0), Some(444)), 0);
         assert!(other.invalidate(&key).await.unwrap());
-        assert_eq!(by_script!(3, Some(555), Some(555)), 1, "loaded after the invalidation");
+        assert_eq!(
+            by_script!(3, Some(555), Some(555)),
+            1,
+            "loaded after the invalidation"
+        );
         cache.settle().await;
         cached_redis_tests::assert_no_state_left(&cache).await;
     })

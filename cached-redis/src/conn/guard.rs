@@ -82,6 +82,17 @@ impl Guard {
             .await
     }
 
+    /// [`Guard::write`] within `bound` rather than `op_timeout`.
+    pub(crate) async fn write_within<T>(
+        &self,
+        stats: &Counters,
+        what: &'static str,
+        bound: Duration,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
+        self.through(&self.writes, bound, stats, what, op).await
+    }
+
     /// A replica confirmation (writes followed by `WAIT`, which Redis holds for up to
     /// `extra` on purpose) under `op_timeout + extra` and a breaker of its own: a confirmation
     /// connection that black-holes fails the confirmations, not the write-backs of loads.

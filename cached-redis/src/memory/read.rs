@@ -55,7 +55,7 @@ impl Cache {
                 Role::Join(joiner) => joiner,
             };
             match self
-                .join(joiner, policy, loader, (true, !again, false), failures)
+                .join(joiner, policy, loader, (true, !again), failures)
                 .await
             {
                 Ok(answered) => return answered,
@@ -122,7 +122,6 @@ impl Cache {
             bytes: shared,
             joined,
             unleased: false,
-            found: false,
         });
         (R::from_value(value), Outcome::Miss, took)
     }

@@ -238,6 +238,7 @@ impl Cache {
                 }
                 Read::Hit(value, _) | Read::Due(Refresh { value, .. }) => {
                     inner.stats.note(Event::Hit, policy.name());
+                    inner.first_reads.hit(policy);
                     return (R::from_value(value), Outcome::Hit, Duration::ZERO);
                 }
                 Read::Missed(missed @ Missed::Absent { .. }) => {
@@ -252,7 +253,6 @@ impl Cache {
                 }
             };
             let redis_ok = !matches!(missed, Missed::Unavailable);
-            let unread = matches!(missed, Missed::Unread);
             match inner.flights.join_or_lead(&value_key, began) {
                 Role::Lead(leader) => {
                     let missed = self.unless_covered(&value_key, missed);
@@ -265,9 +265,13 @@ impl Cache {
                         .lead(leader, &keys, policy, loader, missed, failures)
                         .await;
                 }
+                // A call that started with the lease script finds the key's load running here:
+                // it reads Redis first, as a call that starts with a GET does, and joins on a
+                // miss. It is then a hit, a miss or a fallback as such a call is, and takes
+                // the load's value on the same terms.
+                Role::Join(_) if matches!(missed, Missed::Unread) => {}
                 Role::Join(joiner) => {
-                    let ways = (redis_ok, !again, unread);
-                    let waited = self.join(joiner, policy, loader, ways, failures);
+                    let waited = self.join(joiner, policy, loader, (redis_ok, !again), failures);
                     match waited.await {
                         Ok(answered) => return answered,
                         Err((back, failed)) => (loader, again) = (back, again || failed),
@@ -311,14 +315,13 @@ impl Cache {
     /// read again once), or `Err` with the loader back and whether the load failed: too late
     /// for the value, an invalidation revoked the load, its leader went away, or (`retry`) it
     /// failed with an error that cannot be shared, so read again: the callers that joined it
-    /// share one more load rather than each run their own. A caller that had not read Redis
-    /// (`unread`: it started with the lease script) is counted here as a hit or a miss.
+    /// share one more load rather than each run their own.
     pub(crate) async fn join<R, F>(
         &self,
         joiner: Joiner,
         policy: &Policy,
         loader: F,
-        (redis_ok, retry, unread): (bool, bool, bool),
+        (redis_ok, retry): (bool, bool),
         failures: Option<Failures<R>>,
     ) -> Result<(R, Outcome, Duration), (F, bool)>
     where
@@ -326,11 +329,8 @@ impl Cache {
         F: Future<Output = R>,
     {
         self.inner.stats.note(Event::Coalesced, policy.name());
-        let shared = flight::wait(joiner, redis_ok).await;
-        let hit = unread && self.count_unread_joiner(policy, shared.as_ref());
-        match shared {
+        match flight::wait(joiner, redis_ok).await {
             Some(Shared::Value { bytes, .. }) => match codec::decode(&bytes) {
-                Ok(value) if hit => Ok((R::from_value(value), Outcome::Hit, Duration::ZERO)),
                 Ok(value) => Ok((R::from_value(value), Outcome::Waited, Duration::ZERO)),
                 Err(_) => Ok(self.load_alone(policy, loader, redis_ok).await),
             },

@@ -28,9 +28,11 @@
 //! remaining time or its metadata.
 
 use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
+use std::time::Instant;
 
-use crate::read::flight::Shared;
-use crate::read::get::{Missed, Read, WindowsOf};
+use crate::lease::EntryKeys;
+use crate::read::get::{Missed, Read, Refresh, WindowsOf};
+use crate::read::wait::Lease;
 use crate::stats::Event;
 use crate::{Cache, CacheValue, Policy};
 
@@ -86,9 +88,10 @@ impl FirstReads {
         }
     }
 
-    /// Redis did not take a call's lease script: `policy`'s calls start with a `GET` again.
+    /// Redis did not take a call's lease script: `policy`'s calls start with a `GET` again
+    /// (the slot is left alone if another function's calls took it meanwhile).
     pub(crate) fn reset(&self, policy: &Policy) {
-        if let Some(score) = self.of(policy) {
+        if let Some(score) = self.of(policy).filter(|score| score.get().is_some()) {
             score.set(0);
         }
     }
@@ -144,24 +147,6 @@ impl Cache {
         tracing::debug!("cache miss");
     }
 
-    /// Counts a joiner whose call had not read Redis: a hit (returned `true`) if the load it
-    /// joined found the value in Redis, a miss if that load loaded or failed; one told to
-    /// read again is counted by that read.
-    pub(super) fn count_unread_joiner(&self, policy: &Policy, shared: Option<&Shared>) -> bool {
-        match shared {
-            Some(Shared::Value { found: true, .. }) => {
-                self.inner.stats.note(Event::Hit, policy.name());
-                self.inner.first_reads.hit(policy);
-                true
-            }
-            Some(Shared::Reread) | None => false,
-            Some(_) => {
-                self.note_miss(policy);
-                false
-            }
-        }
-    }
-
     /// A call's first request: none where Redis is not to be asked (a write-back of the key
     /// Redis did not answer; the breaker would refuse the GET, so it is not built; an
     /// invalidation Redis did not take is pending for the key, so what Redis holds is stale),
@@ -184,6 +169,51 @@ impl Cache {
         } else {
             self.read::<T>(value_key, policy, near, windows).await
         }
+    }
+
+    /// Counts a call that started with the lease script (`sent` then, within half of
+    /// `op_timeout`) by the script's answer: a hit if it found a value, a miss if it took the
+    /// lease or waited for another process's load. Where Redis did not take the script
+    /// (writes refused, paused, or Redis black-holed), the function's calls start with a `GET`
+    /// again, and this one reads the entry as they do, within what is left of its
+    /// `op_timeout`: `Err` with the value it found. Unanswered, it loads without Redis, as a
+    /// call whose `GET` was not answered does.
+    pub(super) async fn first_read_answered<T: CacheValue>(
+        &self,
+        keys: &EntryKeys,
+        policy: &Policy,
+        lease: Lease<T>,
+        sent: Instant,
+    ) -> Result<Lease<T>, T> {
+        let inner = &self.inner;
+        match &lease {
+            Lease::Value(..) => {
+                inner.stats.note(Event::Hit, policy.name());
+                inner.first_reads.hit(policy);
+            }
+            Lease::Held(_) | Lease::Waited(..) => self.note_miss(policy),
+            Lease::Unavailable | Lease::WritesRefused => {
+                inner.first_reads.reset(policy);
+                let left = inner.guard.op_timeout().saturating_sub(sent.elapsed());
+                let read = self.read::<T>(&keys.value, policy, false, |_| None);
+                let read = match left.is_zero() {
+                    true => None,
+                    false => tokio::time::timeout(left, read).await.ok(),
+                };
+                match read {
+                    Some(Read::Hit(value, _) | Read::Due(Refresh { value, .. })) => {
+                        inner.stats.note(Event::Hit, policy.name());
+                        return Err(value);
+                    }
+                    Some(Read::Missed(Missed::Absent { .. })) => self.note_miss(policy),
+                    _ => {}
+                }
+                if matches!(lease, Lease::Unavailable) {
+                    inner.stats.note(Event::Fallback, policy.name());
+                }
+            }
+        }
+        Ok(lease)
     }
 }
 

@@ -18,14 +18,11 @@ pub(crate) enum Shared {
     /// under a lease that was still held is fresh for everyone ([`Joined::EVERYONE`]).
     /// `unleased` marks a value whose load started without a lease (Redis unreachable, or
     /// refusing writes): a joiner that could not reach Redis either takes it whenever it
-    /// joined, so an outage costs one load per key per process. `found` marks a value read
-    /// from Redis rather than loaded: a joiner that had not read Redis itself (its call
-    /// started with the lease script, [`first_read`](super::first_read)) counts it as a hit.
+    /// joined, so an outage costs one load per key per process.
     Value {
         bytes: Arc<[u8]>,
         joined: Joined,
         unleased: bool,
-        found: bool,
     },
     /// An invalidation raced the load: read again.
     Reread,
@@ -78,7 +75,6 @@ impl Shared {
             bytes: Arc::from(bytes),
             joined,
             unleased: false,
-            found: true,
         }
     }
 }
@@ -353,7 +349,6 @@ mod tests {
             bytes: Arc::from(&b"v"[..]),
             joined,
             unleased: false,
-            found: false,
         });
         assert!(matches!(
             wait(early, true).await,
@@ -379,7 +374,6 @@ mod tests {
             bytes: Arc::from(&b"v"[..]),
             joined,
             unleased: true,
-            found: false,
         });
         assert!(matches!(
             wait(reached_redis, true).await,

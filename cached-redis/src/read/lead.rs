@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::lease::EntryKeys;
 use crate::read::failures::{Failures, SharedFailure};
 use crate::read::flight::{Joined, Leader, Shared};
-use crate::read::get::{Missed, Read, Refresh};
+use crate::read::get::Missed;
 use crate::read::lease_guard::LeaseGuard;
 use crate::read::wait::Lease;
 use crate::stats::{Event, Outcome};
@@ -39,11 +39,12 @@ impl Cache {
         F: Future<Output = R>,
     {
         let unread = matches!(missed, Missed::Unread);
+        let sent = Instant::now();
         let mut lease = self
             .lease_for::<R::Value>(&leader, keys, policy, missed)
             .await;
         if unread {
-            match self.first_read_answered(keys, policy, lease).await {
+            match self.first_read_answered(keys, policy, lease, sent).await {
                 Ok(answered) => lease = answered,
                 Err(value) => {
                     // Read by a GET: the callers that joined read again.
@@ -203,7 +204,10 @@ impl Cache {
             Missed::Unavailable => Lease::Unavailable,
             missed => {
                 let unread = matches!(missed, Missed::Unread);
-                let corrupt = missed.into_corrupt();
+                // A call that starts with the lease script leaves half its time for a GET.
+                let op_timeout = self.inner.guard.op_timeout();
+                let within = if unread { op_timeout / 2 } else { op_timeout };
+                let corrupt = (missed.into_corrupt(), within);
                 let lease = self.lease_or_value(leader, keys, policy, corrupt).await;
                 if matches!(lease, Lease::Unavailable) && !unread {
                     // The GET was answered, the lease script was not: the load falls back.
@@ -212,45 +216,6 @@ impl Cache {
                 lease
             }
         }
-    }
-
-    /// Counts a call that started with the lease script ([`first_read`](super::first_read))
-    /// by the script's answer: a hit if it found a value, a miss if it took the lease or
-    /// waited for another process's load. Where Redis did not take the script, the
-    /// function's calls start with a `GET` again. Refused with an answer (`OOM`,
-    /// `READONLY`), this one reads the entry as they do: `Err` with the value it found.
-    /// Unanswered (paused writes, a black-holed Redis), it loads without Redis, as a call
-    /// whose `GET` was not answered does: a `GET` now could take a second `op_timeout`.
-    async fn first_read_answered<T: CacheValue>(
-        &self,
-        keys: &EntryKeys,
-        policy: &Policy,
-        lease: Lease<T>,
-    ) -> Result<Lease<T>, T> {
-        let inner = &self.inner;
-        match &lease {
-            Lease::Value(..) => {
-                inner.stats.note(Event::Hit, policy.name());
-                inner.first_reads.hit(policy);
-            }
-            Lease::Held(_) | Lease::Waited(..) => self.note_miss(policy),
-            Lease::Unavailable => {
-                inner.first_reads.reset(policy);
-                inner.stats.note(Event::Fallback, policy.name());
-            }
-            Lease::WritesRefused => {
-                inner.first_reads.reset(policy);
-                match self.read::<T>(&keys.value, policy, false, |_| None).await {
-                    Read::Hit(value, _) | Read::Due(Refresh { value, .. }) => {
-                        inner.stats.note(Event::Hit, policy.name());
-                        return Err(value);
-                    }
-                    Read::Missed(Missed::Absent { .. }) => self.note_miss(policy),
-                    Read::Missed(Missed::Unread | Missed::Unavailable) => {}
-                }
-            }
-        }
-        Ok(lease)
     }
 
     /// Writes the loaded value back under the lease (or only lets the lease go, for a value
@@ -285,7 +250,6 @@ impl Cache {
             bytes: Arc::from(stored.bytes),
             joined,
             unleased: false,
-            found: false,
         });
         current.is_some()
     }
@@ -387,6 +351,5 @@ fn share_unleased(leader: Leader, stored: Stored) {
         bytes: Arc::from(stored.bytes),
         joined: stored.joined,
         unleased: true,
-        found: false,
     });
 }

@@ -18,6 +18,9 @@ pub(crate) struct LeaseGuard {
     token: String,
     lock_ms: u64,
     armed: bool,
+    /// How long each lease script may take: `op_timeout`, or less for a call that starts
+    /// with it and must leave time for a `GET` after it ([`first_read`](super::first_read)).
+    within: Duration,
 }
 
 impl LeaseGuard {
@@ -29,7 +32,14 @@ impl LeaseGuard {
             token: random::token(),
             lock_ms,
             armed: false,
+            within: cache.inner.guard.op_timeout(),
         }
+    }
+
+    /// This claim's lease scripts may take `within` at most.
+    pub(crate) fn within(mut self, within: Duration) -> LeaseGuard {
+        self.within = within;
+        self
     }
 
     /// Sends the lease script once (`corrupt`: bytes found undecodable, replaced only if still
@@ -47,7 +57,10 @@ impl LeaseGuard {
         let acquire = scripts::acquire(&mut conn, &self.keys, &self.token, self.lock_ms, corrupt);
         self.armed = true;
         let sent = before_send();
-        let reply = inner.guard.write(&inner.stats, "acquire", acquire).await;
+        let reply = inner
+            .guard
+            .write_within(&inner.stats, "acquire", self.within, acquire)
+            .await;
         self.armed = matches!(reply, Ok(Acquire::Leased) | Err(_));
         (reply, sent)
     }

@@ -34,17 +34,19 @@ pub(super) enum Lease<T> {
 }
 
 impl Cache {
-    /// Takes the lease, or waits (woken by Redis) until its holder stores a value or lets go.
+    /// Takes the lease, or waits (woken by Redis) until its holder stores a value or lets go;
+    /// each lease script within `within`.
     pub(super) async fn lease_or_value<T: CacheValue>(
         &self,
         leader: &Leader,
         keys: &EntryKeys,
         policy: &Policy,
-        mut corrupt: Option<Vec<u8>>,
+        (mut corrupt, within): (Option<Vec<u8>>, Duration),
     ) -> Lease<T> {
         let inner = &self.inner;
         let lock_ttl = self.lock_ttl_for(policy);
-        let mut claim = LeaseGuard::claim(self, keys, self.lock_ms_for(policy));
+        let claim = LeaseGuard::claim(self, keys, self.lock_ms_for(policy));
+        let mut claim = claim.within(within);
         let mut subscription = None;
         let mut waited = false;
         loop {
