@@ -71,7 +71,7 @@ pub(crate) struct Inner {
     /// Invalidations Redis did not take, until they are replayed.
     pub(crate) pending: Pending,
     /// Which request each function's calls start with.
-    pub(crate) first_reads: crate::read::first_read::FirstReads,
+    pub(crate) first_reads: crate::read::score::FirstReads,
     /// Keys answered by `fail_safe` lately, not loaded again for a moment.
     pub(crate) back_off: crate::read::back_off::BackOff,
     /// Whether the task replaying them runs.

@@ -237,7 +237,7 @@ impl CacheBuilder {
                 near,
                 memory,
                 pending: Pending::new(&self.namespace),
-                first_reads: crate::read::first_read::FirstReads::new(),
+                first_reads: crate::read::score::FirstReads::new(),
                 back_off: Default::default(),
                 replaying: Default::default(),
                 replicated,

@@ -119,9 +119,17 @@ impl Cache {
         }
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
         let score = inner.first_reads.of(policy);
-        let read = self
-            .first_read::<R::Value>(&value_key, policy, (score, ticket.is_some()), R::windows)
+        let write_failed = !inner
+            .write_backs
+            .answered(&value_key, inner.guard.op_timeout())
             .await;
+        let read = match self.no_get(&value_key, score, write_failed) {
+            Some(missed) => Read::Missed(missed),
+            None => {
+                self.read::<R::Value>(&value_key, policy, ticket.is_some(), R::windows)
+                    .await
+            }
+        };
         if let Read::Hit(value, expires) = read {
             if let (Some(near), Some(ticket), Some(expires)) = (&near, ticket, expires) {
                 near.keep(key.as_str(), ticket, &value, expires);

@@ -10,11 +10,11 @@
 //! The script costs Redis far more than a `GET` does (about 5 µs against 0.2 on the
 //! benchmark's machine), so a call starts with it only while nearly all of its function's
 //! recent calls missed, where the `GET`s it saves cost Redis about what the scripts do. Each
-//! function has a score: a miss raises it by one, a hit lowers it by [`HIT_LOWERS`]; calls
-//! start with the script while it is at least [`LEADS_FROM`], so a function keeps it only
-//! while over nine calls in ten miss. A hit on a function whose score is zero writes nothing.
+//! function has a score ([`score`](super::score)): a miss raises it by one, a hit lowers it
+//! by nine; calls start with the script while it is at least 32 of 64, so a function keeps it
+//! only while over nine calls in ten miss. A hit on a function whose score is zero writes nothing.
 //!
-//! The scores are kept per cache, in [`SLOTS`] slots picked by a hash of where the function's
+//! The scores are kept per cache, in 256 slots picked by a hash of where the function's
 //! name lives. A slot belongs to the function that last raised it from zero, marked with 8
 //! more bits of that hash: another function whose name falls on it counts nothing there and
 //! starts with a `GET`, so a function whose calls hit is never made to start with the script
@@ -23,121 +23,23 @@
 //! a call is answered: the lease script gives the same value a `GET` would, and a value it
 //! found is shared with the callers waiting in this process as a miss's is.
 //!
+//! The script has half of `op_timeout`: refused or unanswered, the call reads with a `GET`
+//! within the other half, and the function's calls start with a `GET` again. A call that
+//! finds its key's load running in this process reads with a `GET` too, as a call that starts
+//! with one does, so it is counted and shares that load on the same terms.
+//!
 //! Only a policy whose hit needs nothing but the value takes part: not one with `near`,
 //! `stale`, early refresh, `fail_safe` or per-entry windows, whose hit also reads the entry's
 //! remaining time or its metadata.
 
-use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 use std::time::Instant;
 
 use crate::lease::EntryKeys;
-use crate::read::get::{Missed, Read, Refresh, WindowsOf};
+use crate::read::get::{Missed, Read, Refresh};
+use crate::read::score::Score;
 use crate::read::wait::Lease;
 use crate::stats::Event;
 use crate::{Cache, CacheValue, Policy};
-
-/// How many scores a cache keeps.
-const SLOTS: usize = 256;
-/// The highest score.
-const CEILING: u8 = 64;
-/// From which score calls start with the lease script.
-const LEADS_FROM: u8 = 32;
-/// How much a hit lowers a score.
-const HIT_LOWERS: u8 = 9;
-
-/// Per slot: the mark of the function it belongs to (high byte; zero: none) and its score.
-pub(crate) struct FirstReads {
-    scores: [AtomicU16; SLOTS],
-}
-
-impl FirstReads {
-    pub(crate) fn new() -> FirstReads {
-        FirstReads {
-            scores: std::array::from_fn(|_| AtomicU16::new(0)),
-        }
-    }
-
-    /// The score of `policy`'s function, if its calls take part: the slot and mark picked by
-    /// where its name lives (a literal, for the attribute and for `Policy::new("..")`), hashed
-    /// so that neighbouring names spread.
-    #[inline]
-    pub(crate) fn of(&self, policy: &Policy) -> Option<Score<'_>> {
-        if !policy.reads_value_only() {
-            return None;
-        }
-        let hash = (policy.name().as_ptr() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let slot = (hash >> 56) as usize % SLOTS;
-        let mark = ((hash >> 48) as u8).max(1);
-        Some(Score {
-            cell: &self.scores[slot],
-            mark,
-        })
-    }
-
-    /// A call of `policy` found a value.
-    pub(crate) fn hit(&self, policy: &Policy) {
-        if let Some(score) = self.of(policy) {
-            score.hit();
-        }
-    }
-
-    /// A call of `policy` found no value.
-    pub(crate) fn miss(&self, policy: &Policy) {
-        if let Some(score) = self.of(policy) {
-            score.miss();
-        }
-    }
-
-    /// Redis did not take a call's lease script: `policy`'s calls start with a `GET` again
-    /// (the slot is left alone if another function's calls took it meanwhile).
-    pub(crate) fn reset(&self, policy: &Policy) {
-        if let Some(score) = self.of(policy).filter(|score| score.get().is_some()) {
-            score.set(0);
-        }
-    }
-}
-
-/// One function's score: its slot, and its mark there.
-#[derive(Clone, Copy)]
-pub(crate) struct Score<'a> {
-    cell: &'a AtomicU16,
-    mark: u8,
-}
-
-impl Score<'_> {
-    /// This function's score, `None` while the slot belongs to another.
-    #[inline]
-    fn get(self) -> Option<u8> {
-        let [mark, score] = self.cell.load(Relaxed).to_be_bytes();
-        (mark == self.mark || mark == 0).then_some(score)
-    }
-
-    /// Sets this function's score; at zero the slot belongs to no function.
-    fn set(self, score: u8) {
-        let mark = if score == 0 { 0 } else { self.mark };
-        self.cell.store(u16::from_be_bytes([mark, score]), Relaxed);
-    }
-
-    /// Whether a call starts with the lease script rather than a `GET`.
-    #[inline]
-    fn lease_first(self) -> bool {
-        self.get().is_some_and(|score| score >= LEADS_FROM)
-    }
-
-    /// A call found a value: a score at zero is not written.
-    #[inline]
-    pub(crate) fn hit(self) {
-        if let Some(score @ 1..) = self.get() {
-            self.set(score.saturating_sub(HIT_LOWERS));
-        }
-    }
-
-    fn miss(self) {
-        if let Some(score) = self.get().filter(|&score| score < CEILING) {
-            self.set(score + 1);
-        }
-    }
-}
 
 impl Cache {
     /// Counts a call that found no value in Redis.
@@ -147,27 +49,25 @@ impl Cache {
         tracing::debug!("cache miss");
     }
 
-    /// A call's first request: none where Redis is not to be asked (a write-back of the key
-    /// Redis did not answer; the breaker would refuse the GET, so it is not built; an
-    /// invalidation Redis did not take is pending for the key, so what Redis holds is stale),
-    /// none yet for a function whose calls start with the lease script (`score`), else the
-    /// GET (`near`: with the hit's expiry).
-    pub(super) async fn first_read<T: CacheValue>(
+    /// Why a call sends no GET first, if it does not: Redis is not to be asked (a write-back
+    /// of the key Redis did not answer, `write_failed`; the breaker would refuse the GET, so
+    /// it is not built; an invalidation Redis did not take is pending for the key, so what
+    /// Redis holds is stale), or its function's calls start with the lease script (`score`).
+    /// Not `async`: the hit's future stays as it was.
+    #[inline]
+    pub(super) fn no_get(
         &self,
         value_key: &str,
-        policy: &Policy,
-        (score, near): (Option<Score<'_>>, bool),
-        windows: WindowsOf<T>,
-    ) -> Read<T> {
+        score: Option<Score<'_>>,
+        write_failed: bool,
+    ) -> Option<Missed> {
         let inner = &self.inner;
-        let bound = inner.guard.op_timeout();
-        let write_failed = !inner.write_backs.answered(value_key, bound).await;
         if write_failed || inner.guard.is_open() || inner.pending.covers(value_key) {
-            Read::Missed(Missed::Unavailable)
+            Some(Missed::Unavailable)
         } else if score.is_some_and(|s| s.lease_first()) && !inner.guard.writes_open() {
-            Read::Missed(Missed::Unread)
+            Some(Missed::Unread)
         } else {
-            self.read::<T>(value_key, policy, near, windows).await
+            None
         }
     }
 
@@ -214,71 +114,5 @@ impl Cache {
             }
         }
         Ok(lease)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn policy() -> Policy {
-        Policy::new("first-read", Duration::from_secs(60)).unwrap()
-    }
-
-    #[test]
-    fn starts_with_the_lease_script_only_while_nearly_every_call_misses() {
-        let (reads, policy) = (FirstReads::new(), policy());
-        let lease_first = |reads: &FirstReads| reads.of(&policy).unwrap().lease_first();
-        assert!(!lease_first(&reads), "a new function reads first");
-        for _ in 0..LEADS_FROM {
-            reads.miss(&policy);
-        }
-        assert!(lease_first(&reads));
-        // Nine misses in ten keep it; eight in ten do not.
-        for _ in 0..50 {
-            (0..9).for_each(|_| reads.miss(&policy));
-            reads.hit(&policy);
-        }
-        assert!(lease_first(&reads));
-        for _ in 0..50 {
-            (0..8).for_each(|_| reads.miss(&policy));
-            (0..2).for_each(|_| reads.hit(&policy));
-        }
-        assert!(!lease_first(&reads));
-    }
-
-    #[test]
-    fn a_function_whose_slot_another_holds_starts_with_a_get_and_changes_nothing() {
-        let reads = FirstReads::new();
-        let (cold, hot) = (policy(), policy());
-        let (cold, hot) = (reads.of(&cold).unwrap(), reads.of(&hot).unwrap());
-        // Two functions on one slot, told apart by their marks.
-        let other = Score {
-            cell: hot.cell,
-            mark: hot.mark.wrapping_add(1).max(1),
-        };
-        (0..LEADS_FROM).for_each(|_| cold.miss());
-        assert!(cold.lease_first());
-        assert!(!other.lease_first(), "the slot is not its");
-        other.miss();
-        other.hit();
-        assert!(cold.lease_first(), "its calls changed nothing");
-        // Once the first function's calls hit, the slot is free for the other.
-        (0..4).for_each(|_| cold.hit());
-        (0..LEADS_FROM).for_each(|_| other.miss());
-        assert!(other.lease_first());
-        assert!(!cold.lease_first());
-    }
-
-    #[test]
-    fn policies_whose_hits_read_more_than_the_value_never_take_part() {
-        let reads = FirstReads::new();
-        let stale = policy().with_stale(Duration::from_secs(5)).unwrap();
-        let near = policy().with_near(Duration::from_secs(5)).unwrap();
-        for policy in [stale, near] {
-            (0..100).for_each(|_| reads.miss(&policy));
-            assert!(reads.of(&policy).is_none());
-        }
     }
 }

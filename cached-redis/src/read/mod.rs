@@ -23,6 +23,7 @@ mod lead;
 pub(crate) mod lease_guard;
 pub(crate) mod near;
 mod refresh;
+pub(crate) mod score;
 mod wait;
 pub(crate) mod wake;
 pub(crate) mod write_backs;
