@@ -12,30 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use cached_redis::{Cache, Key, Policy};
+use cached_redis::{Cache, Key};
 use cached_redis_tests::{Gate, Proxy, RedisServer, eventually, get_raw};
 
 /// Bounds every test: a hang fails instead of blocking the run.
 const BOUND: Duration = Duration::from_secs(60);
 
-fn policy(name: &'static str) -> Policy {
-    Policy::new(name, Duration::from_secs(60)).unwrap()
-}
-
-/// Reads row `id` of `name` through `cache`, counting loads; the load answers `id`.
-async fn call(
-    cache: &Cache,
-    name: &'static str,
-    id: u32,
-    loads: &AtomicU32,
-) -> Result<u32, String> {
-    let key = Key::raw(format!("{name}:{id}"));
-    let load = async {
-        loads.fetch_add(1, SeqCst);
-        Ok(id)
-    };
-    cache.fetch(&key, &policy(name), load).await
-}
+#[path = "support/rows.rs"]
+mod rows;
+use rows::{call, policy};
 
 /// 40 misses of distinct rows of `name` from `first` on: its calls then start with the lease
 /// script.

@@ -2,30 +2,15 @@
 //! its test binary: a fork copies only the forking thread, and another test's thread could
 //! hold a lock (the environment's, stdout's) that the child would then wait on for ever.
 
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
-use cached_redis::{Cache, Key, Policy};
+use cached_redis::{Cache, Key};
 use cached_redis_tests::RedisServer;
 
-fn policy(name: &'static str) -> Policy {
-    Policy::new(name, Duration::from_secs(60)).unwrap()
-}
-
-/// Reads row `id` of `name` through `cache`, counting loads; the load answers `id`.
-async fn call(
-    cache: &Cache,
-    name: &'static str,
-    id: u32,
-    loads: &AtomicU32,
-) -> Result<u32, String> {
-    let key = Key::raw(format!("{name}:{id}"));
-    let load = async {
-        loads.fetch_add(1, SeqCst);
-        Ok(id)
-    };
-    cache.fetch(&key, &policy(name), load).await
-}
+#[path = "support/rows.rs"]
+mod rows;
+use rows::{call, policy};
 
 /// Found (random.rs, `token()` / `process_id()`): the process id in a lease token is now cached
 /// in a `OnceLock`, so a process forked after its first lease (a pre-fork server, a Python
