@@ -344,7 +344,10 @@ async fn invalidate_prefix_is_refused_while_a_slot_moves_to_a_new_node() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(removed, 1, "the entry, on the new node");
+    // An attempt that answered `Err` (a node it scanned still had the old slot map) may have
+    // removed the entry already, on the new node: the `Ok` then counts nothing. Failed once
+    // in a full run on a loaded machine at 14905d7 (`removed` was 0), asserting exactly 1.
+    assert!(removed <= 1, "at most the entry: {removed}");
     assert_eq!(
         moving.keys_at(to),
         0,
