@@ -85,25 +85,42 @@ async fn timed_misses(system: System, base: u64, n: usize, apart: bool) -> Vec<f
     lat
 }
 
-/// `n` misses of `system` from key `base`, each after nine hits of a warm key and timed alone
-/// (background work settled, untimed): a function whose calls mostly hit.
-async fn misses_among_hits(system: System, base: u64, n: usize) -> Vec<f64> {
+/// `n` misses of each of `order`'s systems from key `base`, each after nine hits of a warm key
+/// and timed alone (background work settled, untimed): a function whose calls mostly hit. The
+/// systems take turns miss by miss, so that they share whatever the scheduler does meanwhile
+/// (which worker thread polls Redis's replies moves a round's median by half).
+async fn misses_among_hits(order: Vec<System>, base: u64, n: usize) -> PerSystem<Vec<f64>> {
     let warm = base + n as u64;
-    systems::get(system, warm, VALUE, 0).await.expect("warm");
-    let mut lat = Vec::with_capacity(n);
-    for i in 0..n as u64 {
-        for _ in 0..9 {
-            systems::get(system, warm, VALUE, 0).await.expect("hit");
-        }
-        systems::clients().cache.settle().await;
-        let started = Instant::now();
-        systems::get(system, base + i, VALUE, 0)
-            .await
-            .expect("miss");
-        lat.push(micros(started.elapsed()));
+    let mut lat = PerSystem::<Vec<f64>>::default();
+    for &system in &order {
+        systems::get(system, warm, VALUE, 0).await.expect("warm");
     }
-    lat.sort_by(f64::total_cmp);
+    for i in 0..n as u64 {
+        for &system in &order {
+            for _ in 0..9 {
+                systems::get(system, warm, VALUE, 0).await.expect("hit");
+            }
+            systems::clients().cache.settle().await;
+            let started = Instant::now();
+            systems::get(system, base + i, VALUE, 0)
+                .await
+                .expect("miss");
+            lat[system].push(micros(started.elapsed()));
+        }
+    }
+    for system in order {
+        lat[system].sort_by(f64::total_cmp);
+    }
     lat
+}
+
+/// Runs `timed` in a task of the runtime, as a request handler runs: a cached-redis miss hands
+/// its write-back to the runtime, which costs a worker's wake-up when the caller is not on one
+/// (`block_on`'s thread), and nothing more when it is.
+async fn in_task<T: Send + 'static>(
+    timed: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    tokio::spawn(timed).await.expect("timed task")
 }
 
 /// Scenario 4: cold keys with an instant loader: latency and Redis round trips per miss.
@@ -113,6 +130,7 @@ pub(super) async fn miss(cfg: &Config) -> Table {
     let mut p99 = Samples::default();
     let mut apart = Samples::default();
     let mut among_hits = Samples::default();
+    let mut among_hits_in_task = Samples::default();
     let mut loads = Samples::default();
     for round in 0..cfg.rounds {
         for s in rotated(System::LOADING, round) {
@@ -124,8 +142,15 @@ pub(super) async fn miss(cfg: &Config) -> Table {
             loads[s].push((LOADS.load(Ordering::Relaxed) - loads_before) as f64 / n as f64);
             let lat = timed_misses(s, base + 50_000, n, true).await;
             apart[s].push(quantile(&lat, 0.5));
-            let lat = misses_among_hits(s, base + 70_000, n).await;
-            among_hits[s].push(quantile(&lat, 0.5));
+        }
+        // Keys of their own, beyond those of the systems' ranges above.
+        let base = 1_000_000 * (round as u64 + 1) + 700_000;
+        let order = rotated(System::LOADING, round);
+        let lat = misses_among_hits(order.clone(), base, n).await;
+        let in_a_task = in_task(misses_among_hits(order.clone(), base + 50_000, n)).await;
+        for s in order {
+            among_hits[s].push(quantile(&lat[s], 0.5));
+            among_hits_in_task[s].push(quantile(&in_a_task[s], 0.5));
         }
     }
     let mut trips = PerSystem::<f64>::default();
@@ -154,6 +179,7 @@ pub(super) async fn miss(cfg: &Config) -> Table {
             "p99 µs",
             "p50 µs, misses apart",
             "p50 µs, one miss in ten calls",
+            "the same, in a task",
             "loads per miss",
             "Redis commands per miss",
             "round trips the caller waits for",
@@ -166,13 +192,14 @@ pub(super) async fn miss(cfg: &Config) -> Table {
             Spread::of(&p99[s]).show(1),
             Spread::of(&apart[s]).show(1),
             Spread::of(&among_hits[s]).show(1),
+            Spread::of(&among_hits_in_task[s]).show(1),
             Spread::of(&loads[s]).show(2),
             format!("{:.2}", trips[s]),
             waited_for(s).into(),
         ]);
     }
     table.note = format!(
-        "{n} misses per system per round, back to back (p50, p99); then {n} more \"apart\", each timed alone with cached-redis's background write-back settled (`Cache::settle`, untimed) before the next, so that a miss does not queue behind the previous one's write-back in Redis and on the 2 cores; {} rounds. Then {n} misses, each after nine hits of a warm key and timed alone (background work settled, untimed): a function whose calls mostly hit. Commands are the client commands Redis received (MONITOR, excluding those a script runs) over 100 more misses, after 40 not counted. A cached-redis function whose calls keep missing (over nine in ten) starts each call with the lease script, which answers the value where there is one (`read/first_read.rs`): its misses wait for that one round trip; among hits a miss sends a GET first, then the lease script. The write-back under the lease runs in the background after its caller has the value (`tests/it/miss.rs` holds its reply and sees the caller answered).",
+        "Calls are made on the thread that blocks on the bench's multi-threaded runtime (as `#[tokio::main]`'s body is), except in the column \"in a task\", whose calls are made from a task on the runtime, as a request handler's are: from `block_on`'s thread, handing cached-redis's write-back to the runtime wakes a worker thread (an eventfd write and a futex wake), which a call on a worker does not pay. {n} misses per system per round, back to back (p50, p99); then {n} more \"apart\", each timed alone with cached-redis's background write-back settled (`Cache::settle`, untimed) before the next, so that a miss does not queue behind the previous one's write-back in Redis and on the 2 cores; {} rounds. Then {n} misses per system, each after nine hits of a warm key and timed alone (background work settled, untimed): a function whose calls mostly hit; the systems take turns miss by miss, which worker thread polls Redis's replies moving a round's median by half. Commands are the client commands Redis received (MONITOR, excluding those a script runs) over 100 more misses, after 40 not counted. A cached-redis function whose calls keep missing (over nine in ten) starts each call with the lease script, which answers the value where there is one (`read/first_read.rs`): its misses wait for that one round trip; among hits a miss sends a GET first, then the lease script. The write-back under the lease runs in the background after its caller has the value (`tests/it/miss.rs` holds its reply and sees the caller answered).",
         cfg.rounds
     );
     table
