@@ -78,8 +78,7 @@ impl Guard {
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
-        self.through(&self.writes, self.op_timeout, stats, what, op)
-            .await
+        self.write_within(stats, what, self.op_timeout, op).await
     }
 
     /// [`Guard::write`] within `bound` rather than `op_timeout`.
