@@ -4,6 +4,7 @@
 
 use std::hint::black_box;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cached_redis::{Cache, Stats, redis_cached};
@@ -12,6 +13,15 @@ use cached_redis_tests::RefusingPort;
 use super::Probe;
 use crate::scenarios::VALUE;
 use crate::systems::{self, BenchError, NearCache, System};
+
+/// The next key a miss probe reads: new to Redis, whichever child ran before on it.
+static NEXT_MISS: AtomicU64 = AtomicU64::new(0);
+
+fn next_miss() -> u64 {
+    let first = u64::from(std::process::id()) * 10_000_000 + 1_000_000;
+    let _ = NEXT_MISS.compare_exchange(0, first, Ordering::Relaxed, Ordering::Relaxed);
+    NEXT_MISS.fetch_add(1, Ordering::Relaxed)
+}
 
 /// The breaker probe's cache, at a port that refuses connections (kept bound meanwhile).
 static REFUSED: OnceLock<(RefusingPort, Cache)> = OnceLock::new();
@@ -107,19 +117,36 @@ async fn call(probe: Probe) {
         Probe::NearHitOwned => drop(black_box(systems::near_owned_get(id, size, 0).await)),
         Probe::Loader => drop(black_box(small(id).await)),
         Probe::BreakerOpen => drop(black_box(refused_get(id).await)),
+        Probe::HandWrittenMiss => {
+            drop(black_box(
+                systems::hand_written_get(next_miss(), size, 0).await,
+            ));
+        }
+        Probe::Miss => drop(black_box(
+            systems::cached_redis_get(next_miss(), size, 0).await,
+        )),
+        Probe::MissAmongHits => {
+            for _ in 0..super::HITS_PER_MISS {
+                drop(black_box(systems::cached_redis_get(id, size, 0).await));
+            }
+            drop(black_box(
+                systems::cached_redis_get(next_miss(), size, 0).await,
+            ));
+        }
     }
 }
 
 /// The counter of calls answered the way `probe` means, where there is one.
 fn counted(probe: Probe) -> Option<i64> {
     let stats: Stats = match probe {
-        Probe::RedisHit => systems::clients().cache.stats(),
+        Probe::RedisHit | Probe::Miss | Probe::MissAmongHits => systems::clients().cache.stats(),
         Probe::NearHit | Probe::NearHitOwned => systems::near_stats(),
         Probe::BreakerOpen => refused_cache().stats(),
-        Probe::Raw | Probe::HandWritten | Probe::Loader => return None,
+        Probe::Raw | Probe::HandWritten | Probe::Loader | Probe::HandWrittenMiss => return None,
     };
     Some(match probe {
         Probe::RedisHit => stats.hits as i64,
+        Probe::Miss | Probe::MissAmongHits => stats.misses as i64,
         Probe::NearHit | Probe::NearHitOwned => stats.near_hits as i64,
         // Calls that ran the loader without Redis, less the Redis errors a half-open
         // breaker's trial would add.

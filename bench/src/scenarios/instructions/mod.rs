@@ -18,6 +18,13 @@ pub(crate) use child::instructions_child;
 /// The two call counts whose difference is measured.
 const CALLS: (u64, u64) = (2_000, 12_000);
 
+/// The same for the miss probes, whose calls are slower: each writes, and one of them makes
+/// ten Redis calls.
+const MISS_CALLS: (u64, u64) = (200, 1_200);
+
+/// How many hits of a warm key come before each miss of [`Probe::MissAmongHits`].
+const HITS_PER_MISS: u64 = 9;
+
 /// What one child measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Probe {
@@ -28,10 +35,18 @@ pub(crate) enum Probe {
     NearHitOwned,
     Loader,
     BreakerOpen,
+    /// Hand-written: a miss of a new key each call (`GET`, load, `SET`).
+    HandWrittenMiss,
+    /// cached-redis: a miss of a new key each call; its function's calls keep missing, so
+    /// they start with the lease script.
+    Miss,
+    /// cached-redis: nine hits of a warm key, then a miss of a new key, each call; the row is
+    /// the call less nine of the Redis-hit row's.
+    MissAmongHits,
 }
 
 impl Probe {
-    const ALL: [Probe; 7] = [
+    const ALL: [Probe; 10] = [
         Probe::Raw,
         Probe::HandWritten,
         Probe::RedisHit,
@@ -39,6 +54,9 @@ impl Probe {
         Probe::NearHitOwned,
         Probe::Loader,
         Probe::BreakerOpen,
+        Probe::HandWrittenMiss,
+        Probe::Miss,
+        Probe::MissAmongHits,
     ];
 
     /// Its name on the child's command line.
@@ -51,6 +69,9 @@ impl Probe {
             Probe::NearHitOwned => "near-hit-owned",
             Probe::Loader => "loader",
             Probe::BreakerOpen => "breaker-open",
+            Probe::HandWrittenMiss => "hand-written-miss",
+            Probe::Miss => "miss",
+            Probe::MissAmongHits => "miss-among-hits",
         }
     }
 
@@ -68,6 +89,11 @@ impl Probe {
             Probe::NearHitOwned => "cached-redis near: near hit (`Payload` by value, cloned)",
             Probe::Loader => "the loader alone (returns a `u64`)",
             Probe::BreakerOpen => "cached-redis: breaker open (Redis refused), over the loader",
+            Probe::HandWrittenMiss => "hand-written: miss (`GET`, load, `SET`)",
+            Probe::Miss => "cached-redis: miss, calls that keep missing (lease script, write-back)",
+            Probe::MissAmongHits => {
+                "cached-redis: miss among hits (`GET`, lease script, write-back), less nine hits"
+            }
         }
     }
 
@@ -77,7 +103,8 @@ impl Probe {
             Probe::RedisHit => Some("Redis hits"),
             Probe::NearHit | Probe::NearHitOwned => Some("near hits"),
             Probe::BreakerOpen => Some("calls that skipped Redis"),
-            Probe::Raw | Probe::HandWritten | Probe::Loader => None,
+            Probe::Miss | Probe::MissAmongHits => Some("misses"),
+            Probe::Raw | Probe::HandWritten | Probe::Loader | Probe::HandWrittenMiss => None,
         }
     }
 
@@ -85,10 +112,18 @@ impl Probe {
     fn system(self) -> Option<System> {
         match self {
             Probe::Raw => Some(System::Raw),
-            Probe::HandWritten => Some(System::HandWritten),
-            Probe::RedisHit => Some(System::CachedRedis),
+            Probe::HandWritten | Probe::HandWrittenMiss => Some(System::HandWritten),
+            Probe::RedisHit | Probe::Miss | Probe::MissAmongHits => Some(System::CachedRedis),
             Probe::NearHit => Some(System::CachedRedisNear),
             Probe::NearHitOwned | Probe::Loader | Probe::BreakerOpen => None,
+        }
+    }
+
+    /// The two call counts whose difference it measures.
+    fn calls(self) -> (u64, u64) {
+        match self {
+            Probe::HandWrittenMiss | Probe::Miss | Probe::MissAmongHits => MISS_CALLS,
+            _ => CALLS,
         }
     }
 }
@@ -186,19 +221,22 @@ pub(super) async fn instructions(cfg: &Config) -> Table {
     }
     rows(&mut table, &per_call, &checks);
     table.note = format!(
-        "(instructions at {} calls − instructions at {} calls) / {} per probe, medians of {rounds} rounds; each child is `bench instructions-child <probe> <calls> <url>` on a current-thread runtime under `valgrind --tool=callgrind`, and makes 50 calls before those counted. Time-driven work is kept out (callgrind slows the child about fifty times, not its timers): the near probes' cache has `near_max_lag` 60 s (a heartbeat every 12 s) and the breaker probe's cooldown is 10 minutes. The breaker row is its calls less the loader's; its cache points at a port that refuses connections, its breaker opened by the 50 calls before.",
+        "(instructions at {} calls − instructions at {} calls) / {} per probe, medians of {rounds} rounds; each child is `bench instructions-child <probe> <calls> <url>` on a current-thread runtime under `valgrind --tool=callgrind`, and makes 50 calls before those counted. Time-driven work is kept out (callgrind slows the child about fifty times, not its timers): the near probes' cache has `near_max_lag` 60 s (a heartbeat every 12 s) and the breaker probe's cooldown is 10 minutes. The breaker row is its calls less the loader's; its cache points at a port that refuses connections, its breaker opened by the 50 calls before. The miss rows count {} − {} calls, each a miss of a key not read before: their loader builds the ~1 KB value, and the write-back cached-redis runs after its caller is answered is counted (it runs on the child's one thread); the miss-among-hits row's calls are nine hits of a warm key and then the miss, less nine of the Redis-hit row.",
         CALLS.1,
         CALLS.0,
-        CALLS.1 - CALLS.0
+        CALLS.1 - CALLS.0,
+        MISS_CALLS.1,
+        MISS_CALLS.0,
     );
     table
 }
 
 /// Instructions per call of `probe`, and what the bigger run says of its calls.
 async fn per_call_of(cfg: &Config, probe: Probe) -> (f64, String) {
+    let calls = probe.calls();
     let (small, big) = match (
-        under_callgrind(cfg, probe, CALLS.0).await,
-        under_callgrind(cfg, probe, CALLS.1).await,
+        under_callgrind(cfg, probe, calls.0).await,
+        under_callgrind(cfg, probe, calls.1).await,
     ) {
         (Ok(small), Ok(big)) => (small, big),
         (Err(e), _) | (_, Err(e)) => {
@@ -206,25 +244,32 @@ async fn per_call_of(cfg: &Config, probe: Probe) -> (f64, String) {
             return (f64::NAN, format!("failed: {e}"));
         }
     };
-    let n = (big.instructions as f64 - small.instructions as f64) / (CALLS.1 - CALLS.0) as f64;
+    let n = (big.instructions as f64 - small.instructions as f64) / (calls.1 - calls.0) as f64;
     let check = match (probe.counts(), small.intended, big.intended) {
         (Some(what), Some(a), Some(b)) => {
-            format!("{a} of {} and {b} of {} {what}", CALLS.0, CALLS.1)
+            format!("{a} of {} and {b} of {} {what}", calls.0, calls.1)
         }
         _ => "–".to_owned(),
     };
     (n, check)
 }
 
-/// One row per probe; the breaker's is net of the loader's, round by round.
+/// One row per probe; the breaker's is net of the loader's, and a miss among hits net of
+/// nine Redis hits, round by round.
 fn rows(table: &mut Table, per_call: &[Vec<f64>], checks: &[String]) {
     let raw = Spread::of(&per_call[Probe::Raw as usize]).median;
     let loader = &per_call[Probe::Loader as usize];
+    let hit = &per_call[Probe::RedisHit as usize];
     for probe in Probe::ALL {
         let mut samples = per_call[probe as usize].clone();
-        if probe == Probe::BreakerOpen {
-            for (n, l) in samples.iter_mut().zip(loader) {
-                *n -= l;
+        let less = match probe {
+            Probe::BreakerOpen => Some((loader, 1.0)),
+            Probe::MissAmongHits => Some((hit, HITS_PER_MISS as f64)),
+            _ => None,
+        };
+        if let Some((less, times)) = less {
+            for (n, l) in samples.iter_mut().zip(less) {
+                *n -= l * times;
             }
         }
         let n = Spread::of(&samples);
