@@ -154,7 +154,11 @@ pub(super) async fn miss(cfg: &Config) -> Table {
         }
         // Keys of their own, beyond those of the systems' ranges above.
         let base = 1_000_000 * (round as u64 + 1) + 700_000;
-        let order = rotated(System::LOADING, round);
+        // Rotated, and reversed every other round: each system follows each other one.
+        let mut order = rotated(System::LOADING, round);
+        if round % 2 == 1 {
+            order.reverse();
+        }
         let lat = misses_among_hits(order.clone(), base, n).await;
         let in_a_task = in_task(misses_among_hits(order.clone(), base + 50_000, n)).await;
         for s in order {

@@ -58,92 +58,84 @@ impl Guard {
 
     /// Runs a Redis call that only reads (a GET, a SCAN, a PING) under the timeout and the
     /// read breaker.
-    pub(crate) async fn read<T>(
+    ///
+    /// This and the other ways in return [`Guard::through`]'s future itself rather than an
+    /// `async fn` of their own around it: each such layer would keep its own copy of `op`
+    /// beside the one it awaits, and a miss's future, which is moved into a box, holds
+    /// several of them.
+    pub(crate) fn read<T>(
         &self,
         stats: &Counters,
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, Error> {
-        self.through(&self.reads, self.op_timeout, stats, what, op)
-            .await
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.through(Some(&self.reads), self.op_timeout, stats, what, op)
     }
 
     /// Runs a Redis call that writes (a lease script, an invalidation) under the timeout and
     /// the write breaker. Writes have a breaker of their own because Redis can stop them
     /// alone: a failover's `CLIENT PAUSE ... WRITE` holds every write for seconds while reads
     /// are served, and that must not stop hits.
-    pub(crate) async fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         stats: &Counters,
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, Error> {
-        self.write_within(stats, what, self.op_timeout, op).await
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.write_within(stats, what, self.op_timeout, op)
     }
 
     /// [`Guard::write`] within `bound` rather than `op_timeout`.
-    pub(crate) async fn write_within<T>(
+    pub(crate) fn write_within<T>(
         &self,
         stats: &Counters,
         what: &'static str,
         bound: Duration,
         op: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, Error> {
-        self.through(&self.writes, bound, stats, what, op).await
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.through(Some(&self.writes), bound, stats, what, op)
     }
 
     /// A replica confirmation (writes followed by `WAIT`, which Redis holds for up to
     /// `extra` on purpose) under `op_timeout + extra` and a breaker of its own: a confirmation
     /// connection that black-holes fails the confirmations, not the write-backs of loads.
-    pub(crate) async fn confirm_within<T>(
+    pub(crate) fn confirm_within<T>(
         &self,
         stats: &Counters,
         what: &'static str,
         extra: Duration,
         op: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, Error> {
+    ) -> impl Future<Output = Result<T, Error>> {
         let bound = self.op_timeout.saturating_add(extra);
-        self.through(&self.confirms, bound, stats, what, op).await
-    }
-
-    async fn through<T>(
-        &self,
-        breaker: &Breaker,
-        bound: Duration,
-        stats: &Counters,
-        what: &'static str,
-        op: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, Error> {
-        let Some(pass) = breaker.admit() else {
-            return Err(Error::Unavailable);
-        };
-        let result = self.timed(bound, stats, what, op).await;
-        match &result {
-            // Redis answering with an error is not an outage.
-            Err(e) if is_outage(e) => pass.failed(),
-            _ => pass.succeeded(),
-        }
-        result
+        self.through(Some(&self.confirms), bound, stats, what, op)
     }
 
     /// Runs one Redis call under the timeout, counting and warning about failures, outside the
     /// breaker: for the subscriber connection, whose trouble must not stop the cache.
-    pub(crate) async fn bounded<T>(
+    pub(crate) fn bounded<T>(
         &self,
         stats: &Counters,
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, Error> {
-        self.timed(self.op_timeout, stats, what, op).await
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.through(None, self.op_timeout, stats, what, op)
     }
 
-    async fn timed<T>(
+    /// Runs one Redis call under `bound`, through `breaker` if there is one (skipped while it
+    /// is open), counting and warning about failures.
+    async fn through<T>(
         &self,
+        breaker: Option<&Breaker>,
         bound: Duration,
         stats: &Counters,
         what: &'static str,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
+        let pass = match breaker.map(Breaker::admit) {
+            Some(None) => return Err(Error::Unavailable),
+            Some(Some(pass)) => Some(pass),
+            None => None,
+        };
         self.anchor.touch();
         let result = match tokio::time::timeout(bound, op).await {
             Ok(Ok(v)) => Ok(v),
@@ -153,6 +145,12 @@ impl Guard {
         if let Err(e) = &result {
             stats.note_redis_error(what);
             self.warn(what, e);
+        }
+        match (pass, &result) {
+            // Redis answering with an error is not an outage.
+            (Some(pass), Err(e)) if is_outage(e) => pass.failed(),
+            (Some(pass), _) => pass.succeeded(),
+            (None, _) => {}
         }
         result
     }

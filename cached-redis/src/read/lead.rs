@@ -103,7 +103,9 @@ impl Cache {
                     .stats
                     .note_if(failed, Event::LoadError, policy.name());
                 let error = failures.and_then(|f| (f.share)(&result));
-                give_up(leader, lease.take(), error.map(|e| (e, joined)), failed).await;
+                let shared = error.map(|e| (e, joined));
+                // Boxed: a rare step (see `LeaseGuard::hold_while`).
+                Box::pin(give_up(leader, lease.take(), shared, failed)).await;
                 return (result, outcome, load_time, failed);
             }
         };
@@ -115,7 +117,7 @@ impl Cache {
         let drawn = ttl.map(|ttl| policy.draw_ttl_ms(ttl));
         let kept = policy.for_entry(R::windows(&value)).kept_ms();
         let Some(bytes) = self.encoded(&value, (load_time, drawn), policy, &keys.value) else {
-            give_up(leader, lease.take(), None, false).await;
+            Box::pin(give_up(leader, lease.take(), None, false)).await;
             return (R::from_value(value), outcome, load_time, false);
         };
         let ttl_ms = drawn.map(|drawn| drawn.saturating_add(kept));
@@ -288,7 +290,8 @@ impl Cache {
                 );
                 leader.abandon();
                 if let Some(lease) = lease {
-                    lease.let_go().await;
+                    // Boxed: a rare step (see `LeaseGuard::hold_while`).
+                    Box::pin(lease.let_go()).await;
                 }
                 load.await
             }

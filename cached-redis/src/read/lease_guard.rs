@@ -80,7 +80,9 @@ impl LeaseGuard {
             let until = tokio::time::Instant::now() + max_load.min(crate::policy::LONGEST);
             while tokio::time::Instant::now() + every <= until {
                 tokio::time::sleep(every).await;
-                if self.renew().await == Some(false) {
+                // Boxed, as every rare step of a miss is: the miss's future, which each miss
+                // moves into a box of its own, keeps the size of its common steps.
+                if Box::pin(self.renew()).await == Some(false) {
                     tracing::warn!(
                         key = %self.keys.value,
                         "lease lost while loading (revoked by an invalidation, or expired): another load may run; this one will not be stored"

@@ -71,8 +71,10 @@ impl Cache {
                         tracing::debug!(key = %keys.value, "another caller is loading; waiting");
                     }
                     let until_expiry = Duration::from_millis(millis + 1);
-                    self.wait_for_holder(&mut subscription, keys, until_expiry, lock_ttl)
-                        .await;
+                    // Boxed: a rare step (see `LeaseGuard::hold_while`).
+                    let wait =
+                        self.wait_for_holder(&mut subscription, keys, until_expiry, lock_ttl);
+                    Box::pin(wait).await;
                 }
             }
         }
