@@ -123,6 +123,29 @@ async fn in_task<T: Send + 'static>(
     tokio::spawn(timed).await.expect("timed task")
 }
 
+/// Redis commands per miss of each system, where its calls keep missing (as in the rounds):
+/// the client commands Redis received (`MONITOR`) over 100 misses, after 40 not counted.
+async fn commands_per_miss(cfg: &Config) -> PerSystem<f64> {
+    let mut trips = PerSystem::<f64>::default();
+    for s in System::LOADING {
+        let m = 100;
+        let base = 900_000_000 + 1_000 * s as u64;
+        for i in 0..40 {
+            systems::get(s, base + 500 + i, VALUE, 0)
+                .await
+                .expect("miss");
+        }
+        let commands = client_commands(cfg, &format!("marker-{}", s.name()), async {
+            for i in 0..m {
+                systems::get(s, base + i, VALUE, 0).await.expect("miss");
+            }
+        })
+        .await;
+        trips[s] = commands as f64 / m as f64;
+    }
+    trips
+}
+
 /// Scenario 4: cold keys with an instant loader: latency and Redis round trips per miss.
 pub(super) async fn miss(cfg: &Config) -> Table {
     let n = 1_000;
@@ -166,24 +189,7 @@ pub(super) async fn miss(cfg: &Config) -> Table {
             among_hits_in_task[s].push(quantile(&in_a_task[s], 0.5));
         }
     }
-    let mut trips = PerSystem::<f64>::default();
-    for s in System::LOADING {
-        let m = 100;
-        let base = 900_000_000 + 1_000 * s as u64;
-        // Calls that keep missing, as in the rounds (not counted).
-        for i in 0..40 {
-            systems::get(s, base + 500 + i, VALUE, 0)
-                .await
-                .expect("miss");
-        }
-        let commands = client_commands(cfg, &format!("marker-{}", s.name()), async {
-            for i in 0..m {
-                systems::get(s, base + i, VALUE, 0).await.expect("miss");
-            }
-        })
-        .await;
-        trips[s] = commands as f64 / m as f64;
-    }
+    let trips = commands_per_miss(cfg).await;
     let mut table = Table::new(
         "4. Miss path: cold keys, instant loader",
         &[
