@@ -18,33 +18,7 @@ use cached_redis_tests::{Gate, Proxy, RedisServer, eventually, get_raw};
 /// Bounds every test: a hang fails instead of blocking the run.
 const BOUND: Duration = Duration::from_secs(60);
 
-#[path = "support/rows.rs"]
-mod rows;
-use rows::{call, policy};
-
-/// 40 misses of distinct rows of `name` from `first` on: its calls then start with the lease
-/// script.
-async fn lease_first(cache: &Cache, name: &'static str, first: u32) {
-    let loads = AtomicU32::new(0);
-    for id in first..first + 40 {
-        assert_eq!(call(cache, name, id, &loads).await, Ok(id));
-    }
-    assert_eq!(loads.load(SeqCst), 40);
-    cache.settle().await;
-}
-
-/// A cache through `proxy` (calls wait up to `op_timeout` for a held reply) and the proxy's
-/// index of its writes connection.
-async fn proxied(
-    proxy: &Proxy,
-    admin: &mut redis::aio::MultiplexedConnection,
-    namespace: &str,
-) -> (Cache, usize) {
-    let builder = Cache::builder(&proxy.url())
-        .namespace(namespace)
-        .op_timeout(Duration::from_secs(30));
-    proxy.cache_and_writes(admin, builder).await
-}
+use cached_redis_tests::rows::{call, lease_first, policy, proxied};
 
 /// `SET key bytes PX 60000`, bytes as they are.
 async fn set_bytes(conn: &mut redis::aio::MultiplexedConnection, key: &str, bytes: &[u8]) {

@@ -15,9 +15,7 @@ use cached_redis_tests::{Gate, RedisServer, eventually, get_raw};
 /// Bounds every test: a hang fails instead of blocking the run.
 const BOUND: Duration = Duration::from_secs(90);
 
-#[path = "support/rows.rs"]
-mod rows;
-use rows::{call, policy};
+use cached_redis_tests::rows::{call, lease_first, policy};
 
 /// Reads row `id` of `name`, its load counted in `loads` and held at `gate`.
 fn gated_call(
@@ -53,17 +51,6 @@ fn spawn_calls(
             tokio::spawn(async move { call(&cache, name, id, &loads).await })
         })
         .collect()
-}
-
-/// 40 misses of distinct rows of `name` from `first` on: its calls then start with the lease
-/// script.
-async fn lease_first(cache: &Cache, name: &'static str, first: u32) {
-    let loads = AtomicU32::new(0);
-    for id in first..first + 40 {
-        assert_eq!(call(cache, name, id, &loads).await, Ok(id));
-    }
-    assert_eq!(loads.load(SeqCst), 40);
-    cache.settle().await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use cached_redis::{Cache, Key};
 use cached_redis_tests::RedisServer;
 
-#[path = "support/rows.rs"]
-mod rows;
-use rows::{call, policy};
+use cached_redis_tests::rows::{call, policy};
 
 /// Found (random.rs, `token()` / `process_id()`): the process id in a lease token is now cached
 /// in a `OnceLock`, so a process forked after its first lease (a pre-fork server, a Python

@@ -39,10 +39,7 @@ async fn cache_and_reads(
     admin: &mut redis::aio::MultiplexedConnection,
     namespace: &str,
 ) -> (Cache, usize) {
-    let builder = Cache::builder(&proxy.url())
-        .namespace(namespace)
-        .op_timeout(Duration::from_secs(30));
-    let (cache, _writes) = proxy.cache_and_writes(admin, builder).await;
+    let (cache, _writes) = cached_redis_tests::rows::proxied(proxy, admin, namespace).await;
     let read = |fields: &[&str]| fields.contains(&"cmd=get");
     let reads = proxy.connection_of_client(admin, read).await;
     (cache, reads.expect("the reads connection"))

@@ -13,6 +13,7 @@ mod logs;
 mod near;
 mod proxy;
 mod rng;
+pub mod rows;
 mod sentinel;
 mod server;
 mod slot_move;
