@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::conn::Conn;
+use crate::conn::command::keyed;
 use crate::conn::guard::Guard;
 use crate::lease;
 use crate::memory::Memory;
@@ -263,8 +264,7 @@ impl Cache {
             return Ok(found.map(|found| memory.remaining(&found)));
         }
         let mut conn = inner.reads.clone();
-        let mut pttl = redis::cmd("PTTL");
-        pttl.arg(lease::value_key(&inner.namespace, key).as_str());
+        let pttl = keyed("PTTL", &[lease::value_key(&inner.namespace, key).as_str()]);
         let millis = inner
             .guard
             .read(&inner.stats, "PTTL", pttl.query_async::<i64>(&mut conn))
@@ -291,8 +291,7 @@ impl Cache {
             return self.ttl(key).await;
         }
         let mut conn = inner.reads.clone();
-        let mut get = redis::cmd("GET");
-        get.arg(lease::value_key(&inner.namespace, key).as_str());
+        let get = keyed("GET", &[lease::value_key(&inner.namespace, key).as_str()]);
         let read = get.query_async::<Option<Vec<u8>>>(&mut conn);
         let Some(bytes) = inner.guard.read(&inner.stats, "GET", read).await? else {
             return Ok(None);

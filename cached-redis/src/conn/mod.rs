@@ -3,6 +3,7 @@
 //! cluster does not stop an application from starting).
 
 pub(crate) mod breaker;
+pub(crate) mod command;
 pub(crate) mod guard;
 #[cfg(feature = "sentinel")]
 pub(crate) mod sentinel;

@@ -18,6 +18,7 @@ use redis::Script;
 
 use super::entry::HttpEntry;
 use crate::conn::Conn;
+use crate::conn::command::keyed;
 use crate::lease::value_key;
 use crate::{Cache, Key, Policy};
 
@@ -42,8 +43,7 @@ pub(crate) fn remove(cache: &Cache, keys: Vec<String>) {
     for key in keys {
         let key = Key::raw(&key);
         let value_key = value_key(&cache.inner.namespace, &key).as_str().to_owned();
-        let mut del = redis::cmd("DEL");
-        del.arg(&value_key);
+        let del = keyed("DEL", &[&value_key]);
         let write = move |mut conn: Conn| async move { del.query_async::<()>(&mut conn).await };
         spawn_write(cache, (value_key, Some(key)), "DEL", write);
     }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::conn::command::keyed;
 use crate::policy::{Due, Windows};
 use crate::stats::Event;
 use crate::stored::codec;
@@ -80,8 +81,7 @@ impl Cache {
             Box::pin(self.get_and_pttl(value_key)).await
         } else {
             let mut conn = inner.reads.clone();
-            let mut get = redis::cmd("GET");
-            get.arg(value_key);
+            let get = keyed("GET", &[value_key]);
             let get = get.query_async::<Option<Vec<u8>>>(&mut conn);
             let reply = inner.guard.read(&inner.stats, "GET", get).await;
             reply.map(|bytes| (bytes, None))
@@ -170,10 +170,7 @@ impl Cache {
     ) -> Result<(Option<Vec<u8>>, Option<i64>), crate::Error> {
         let inner = &self.inner;
         let (mut get_conn, mut pttl_conn) = (inner.reads.clone(), inner.reads.clone());
-        let mut get = redis::cmd("GET");
-        get.arg(value_key);
-        let mut pttl = redis::cmd("PTTL");
-        pttl.arg(value_key);
+        let (get, pttl) = (keyed("GET", &[value_key]), keyed("PTTL", &[value_key]));
         let both = async {
             let get = get.query_async::<Option<Vec<u8>>>(&mut get_conn);
             let pttl = pttl.query_async::<i64>(&mut pttl_conn);

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::conn::command::keyed;
 use crate::lease::{self, EntryKeys};
 use crate::stats::Event;
 use crate::stored::codec::{self, Origin};
@@ -216,8 +217,7 @@ impl Cache {
             let read = lease::read_revoking(&mut conn, keys);
             return inner.guard.write(&inner.stats, "update", read).await;
         }
-        let mut get = redis::cmd("GET");
-        get.arg(&keys.value);
+        let get = keyed("GET", &[&keys.value]);
         let read = get.query_async::<Option<Vec<u8>>>(&mut conn);
         inner.guard.write(&inner.stats, "update", read).await
     }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
+use crate::conn::command::keyed;
 use crate::read::get::{Missed, Read};
 use crate::stored::codec;
 use crate::{Cache, CacheValue, Policy};
@@ -74,8 +75,7 @@ impl Cache {
     ) -> Result<(Vec<Option<Vec<u8>>>, Option<Vec<Option<i64>>>), crate::Error> {
         let inner = &self.inner;
         let mut conn = inner.reads.clone();
-        let mut mget = redis::cmd("MGET");
-        mget.arg(value_keys);
+        let mget = keyed("MGET", value_keys);
         let both = async {
             let mget = mget.query_async::<Vec<Option<Vec<u8>>>>(&mut conn);
             if !with_pttl {
@@ -83,8 +83,7 @@ impl Cache {
             }
             let pttls = value_keys.iter().map(|key| {
                 let mut conn = inner.reads.clone();
-                let mut pttl = redis::cmd("PTTL");
-                pttl.arg(key);
+                let pttl = keyed("PTTL", &[key]);
                 async move { pttl.query_async::<i64>(&mut conn).await.ok() }
             });
             let (found, pttls) = tokio::join!(mget, join_all(pttls));
