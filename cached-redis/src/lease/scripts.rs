@@ -4,11 +4,14 @@
 //! (`ns:{key}` and `ns:{key}:lease`), so the scripts also run on Redis Cluster.
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use redis::{Script, Value};
 
 use super::EntryKeys;
+use super::call::Call;
+
+/// Room for a number argument: a `u64`'s digits.
+const NUMBER: usize = 20;
 
 /// Returns the value if present (and not the known-corrupt bytes in ARGV[3]); otherwise takes
 /// the lease (`SET NX PX`) or reports how long the current holder still has it. A key of the
@@ -119,40 +122,10 @@ pub(crate) async fn read_revoking(
     conn: &mut impl redis::aio::ConnectionLike,
     keys: &EntryKeys,
 ) -> redis::RedisResult<Option<Vec<u8>>> {
-    let mut call = READ_REVOKING.key(&keys.value);
-    call.key(&keys.lease);
-    invoke(&call, conn).await
+    Call::new(&READ_REVOKING, &[&keys.value, &keys.lease], 0)
+        .invoke(conn)
+        .await
 }
-
-/// Runs a script over an entry's value and lease, again while a cluster answers that its slot
-/// is moving: a script over keys of a migrating slot, some moved or absent, is refused
-/// (`TRYAGAIN`) until the move ends, which a reshard does in moments, and redis-rs hands back
-/// an `ASK` or `MOVED` it had no retry left to follow. The caller's deadline (`op_timeout`)
-/// bounds the retries.
-async fn invoke<T: redis::FromRedisValue>(
-    call: &redis::ScriptInvocation<'_>,
-    conn: &mut impl redis::aio::ConnectionLike,
-) -> redis::RedisResult<T> {
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match call.invoke_async(conn).await {
-            Err(error) if SLOT_MOVING.contains(&error.kind()) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
-            answered => return answered,
-        }
-    }
-}
-
-const SLOT_MOVING: [redis::ErrorKind; 3] = {
-    use redis::{ErrorKind::Server, ServerErrorKind};
-    [
-        Server(ServerErrorKind::TryAgain),
-        Server(ServerErrorKind::Ask),
-        Server(ServerErrorKind::Moved),
-    ]
-};
 
 /// What [`acquire`] found.
 #[derive(Debug)]
@@ -169,14 +142,16 @@ pub(crate) async fn acquire(
     lock_ms: u64,
     corrupt: Option<&[u8]>,
 ) -> redis::RedisResult<Acquire> {
-    let mut call = ACQUIRE.key(&keys.value);
-    call.key(&keys.lease).arg(token).arg(lock_ms);
+    let room = token.len() + NUMBER + corrupt.map_or(0, <[u8]>::len);
+    let mut call = Call::new(&ACQUIRE, &[&keys.value, &keys.lease], room);
+    call.arg(token).arg(lock_ms);
     if let Some(bytes) = corrupt {
         call.arg(bytes);
     }
-    let reply: Vec<Value> = invoke(&call, conn).await?;
-    match reply.as_slice() {
-        [Value::Int(1), Value::BulkString(bytes)] => Ok(Acquire::Value(bytes.clone())),
+    let mut reply: Vec<Value> = call.invoke(conn).await?;
+    match reply.as_mut_slice() {
+        // Taken, not copied: the value may be large.
+        [Value::Int(1), Value::BulkString(bytes)] => Ok(Acquire::Value(std::mem::take(bytes))),
         [Value::Int(2)] => Ok(Acquire::Leased),
         [Value::Int(3), Value::Int(pttl)] => Ok(Acquire::HeldFor {
             millis: u64::try_from(*pttl).unwrap_or(0).max(1),
@@ -198,14 +173,14 @@ pub(crate) async fn write_back(
     ttl_ms: u64,
     publish: &str,
 ) -> redis::RedisResult<bool> {
-    let mut call = WRITE_BACK.key(&keys.value);
-    call.key(&keys.lease)
-        .arg(token)
+    let room = token.len() + payload.len() + NUMBER + keys.channel.len() + publish.len();
+    let mut call = Call::new(&WRITE_BACK, &[&keys.value, &keys.lease], room);
+    call.arg(token)
         .arg(payload)
         .arg(ttl_ms)
         .arg(&keys.channel)
         .arg(publish);
-    invoke(&call, conn).await
+    call.invoke(conn).await
 }
 
 pub(crate) async fn release(
@@ -214,13 +189,10 @@ pub(crate) async fn release(
     token: &str,
     publish: &str,
 ) -> redis::RedisResult<bool> {
-    RELEASE
-        .key(&keys.lease)
-        .arg(token)
-        .arg(&keys.channel)
-        .arg(publish)
-        .invoke_async(conn)
-        .await
+    let room = token.len() + keys.channel.len() + publish.len();
+    let mut call = Call::new(&RELEASE, &[&keys.lease], room);
+    call.arg(token).arg(&keys.channel).arg(publish);
+    call.invoke(conn).await
 }
 
 pub(crate) async fn renew(
@@ -229,12 +201,9 @@ pub(crate) async fn renew(
     token: &str,
     lock_ms: u64,
 ) -> redis::RedisResult<bool> {
-    RENEW
-        .key(&keys.lease)
-        .arg(token)
-        .arg(lock_ms)
-        .invoke_async(conn)
-        .await
+    let mut call = Call::new(&RENEW, &[&keys.lease], token.len() + NUMBER);
+    call.arg(token).arg(lock_ms);
+    call.invoke(conn).await
 }
 
 pub(crate) async fn invalidate(
@@ -242,9 +211,10 @@ pub(crate) async fn invalidate(
     keys: &EntryKeys,
     publish: &str,
 ) -> redis::RedisResult<bool> {
-    let mut call = INVALIDATE.key(&keys.value);
-    call.key(&keys.lease).arg(&keys.channel).arg(publish);
-    invoke(&call, conn).await
+    let room = keys.channel.len() + publish.len();
+    let mut call = Call::new(&INVALIDATE, &[&keys.value, &keys.lease], room);
+    call.arg(&keys.channel).arg(publish);
+    call.invoke(conn).await
 }
 
 pub(crate) async fn compare_and_set(
@@ -253,9 +223,10 @@ pub(crate) async fn compare_and_set(
     read: &[u8],
     replacement: &[u8],
 ) -> redis::RedisResult<bool> {
-    let mut call = COMPARE_AND_SET.key(&keys.value);
-    call.key(&keys.lease).arg(read).arg(replacement);
-    invoke(&call, conn).await
+    let room = read.len() + replacement.len();
+    let mut call = Call::new(&COMPARE_AND_SET, &[&keys.value, &keys.lease], room);
+    call.arg(read).arg(replacement);
+    call.invoke(conn).await
 }
 
 /// [`compare_and_set`] as a plain `EVAL`, for a pipeline that `WAIT`s after it.
@@ -322,7 +293,7 @@ mod tests {
                 if let Ok(conn) = client.get_multiplexed_async_connection().await {
                     return conn;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             panic!("redis-server did not start");
         }
@@ -355,6 +326,46 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(other, Acquire::HeldFor { .. }), "{other:?}");
+    }
+
+    /// A Redis that lost the scripts (restarted, `SCRIPT FLUSH`ed, a replica promoted before
+    /// they reached it) is sent each again, and the call runs: the lease is taken, the value
+    /// written back with its bytes intact and handed back whole by the next acquire.
+    #[tokio::test]
+    async fn scripts_redis_lost_are_loaded_again() {
+        let server = Server::start();
+        let mut conn = server.conn().await;
+        let keys = EntryKeys::new("t", &Key::raw("k"));
+        let flush = || async {
+            let mut conn = server.conn().await;
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        };
+        flush().await;
+        let first = acquire(&mut conn, &keys, "token-1", 5_000, None)
+            .await
+            .unwrap();
+        assert!(matches!(first, Acquire::Leased), "{first:?}");
+        flush().await;
+        let bytes = b"\xff\x00not utf-8".repeat(100);
+        assert!(
+            write_back(&mut conn, &keys, "token-1", &bytes, 60_000, "PUBLISH")
+                .await
+                .unwrap()
+        );
+        flush().await;
+        match acquire(&mut conn, &keys, "token-2", 5_000, None)
+            .await
+            .unwrap()
+        {
+            Acquire::Value(found) => assert_eq!(found, bytes),
+            other => panic!("{other:?}"),
+        }
+        flush().await;
+        assert!(invalidate(&mut conn, &keys, "PUBLISH").await.unwrap());
     }
 
     /// A compare-and-set sent again after its reply was lost finds its own result, and says
