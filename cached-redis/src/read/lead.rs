@@ -149,11 +149,12 @@ impl Cache {
         // started after an invalidation that our write-back will not see.
         leader.close();
         let running = self.inner.write_backs.start(&keys.value);
-        let (cache, keys, policy) = (self.clone(), keys.clone(), *policy);
+        // The lease holds the entry's names, and the function's name is all of its policy the
+        // task needs: the task's future, moved three times as it is spawned and finished,
+        // stays small.
+        let (cache, function) = (self.clone(), policy.name());
         let write_back = async move {
-            let answered = cache
-                .store_and_share(leader, lease, &keys, &policy, stored)
-                .await;
+            let answered = cache.store_and_share(leader, lease, function, stored).await;
             if !answered {
                 running.unanswered();
             }
@@ -226,9 +227,8 @@ impl Cache {
     async fn store_and_share(
         &self,
         leader: Leader,
-        lease: LeaseGuard,
-        keys: &EntryKeys,
-        policy: &Policy,
+        mut lease: LeaseGuard,
+        function: &'static str,
         stored: Stored,
     ) -> bool {
         let current = match stored.ttl_ms {
@@ -236,8 +236,9 @@ impl Cache {
             None => lease.release().await,
         };
         if current == Some(false) {
-            self.inner.stats.note(Event::StaleRefused, policy.name());
-            tracing::debug!(key = %keys.value, "an invalidation revoked this load; not stored");
+            self.inner.stats.note(Event::StaleRefused, function);
+            let key = &lease.keys().value;
+            tracing::debug!(%key, "an invalidation revoked this load; not stored");
             leader.finish(Shared::Reread);
             return true;
         }
@@ -248,11 +249,15 @@ impl Cache {
         } else {
             stored.joined
         };
-        leader.finish(Shared::Value {
-            bytes: Arc::from(stored.bytes),
-            joined,
-            unleased: false,
-        });
+        // The flight is closed: nobody joins any more, and with nobody joined the value's
+        // bytes need no shared copy.
+        if !leader.nobody_joined() {
+            leader.finish(Shared::Value {
+                bytes: Arc::from(stored.bytes),
+                joined,
+                unleased: false,
+            });
+        }
         current.is_some()
     }
 
@@ -331,7 +336,7 @@ async fn give_up(
     leader.close();
     let unleased = lease.is_none();
     let released = match lease {
-        Some(lease) => lease.release().await,
+        Some(mut lease) => lease.release().await,
         None => None,
     };
     let (error, started) = shared.unzip();

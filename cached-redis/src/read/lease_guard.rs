@@ -114,10 +114,16 @@ impl LeaseGuard {
         release(&self.cache, &self.keys, &self.token).await;
     }
 
+    /// The entry's names.
+    pub(crate) fn keys(&self) -> &EntryKeys {
+        &self.keys
+    }
+
     /// Stores the value if the lease is still ours: `Some(true)` stored, `Some(false)` revoked,
-    /// `None` Redis did not answer. The guard stays armed until the reply, so a caller dropped
-    /// mid-call (or a failed call) still releases the lease.
-    pub(crate) async fn write_back(mut self, bytes: &[u8], ttl_ms: u64) -> Option<bool> {
+    /// `None` Redis did not answer. The guard stays armed until the reply, and after it if
+    /// Redis did not answer: a caller dropped mid-call, or a failed call, still releases the
+    /// lease when the guard is dropped.
+    pub(crate) async fn write_back(&mut self, bytes: &[u8], ttl_ms: u64) -> Option<bool> {
         let inner = &self.cache.inner;
         let mut conn = inner.writes.clone();
         let publish = inner.writes.publish_command();
@@ -127,8 +133,9 @@ impl LeaseGuard {
         stored
     }
 
-    /// Lets the lease go: `Some(true)` it was still ours, `Some(false)` revoked, `None` unknown.
-    pub(crate) async fn release(mut self) -> Option<bool> {
+    /// Lets the lease go: `Some(true)` it was still ours, `Some(false)` revoked, `None` unknown
+    /// (the guard, still armed, tries again when it is dropped).
+    pub(crate) async fn release(&mut self) -> Option<bool> {
         let released = release(&self.cache, &self.keys, &self.token).await;
         self.armed = released.is_none();
         released
