@@ -13,14 +13,14 @@ use redis::{Cmd, ErrorKind, FromRedisValue, Script, ServerErrorKind, ToRedisArgs
 const MOST_ARGS: usize = 5;
 
 /// A script's `EVALSHA`, its keys given, its arguments added by [`Call::arg`].
-pub(super) struct Call<'s> {
+pub(crate) struct Call<'s> {
     script: &'s Script,
     cmd: Cmd,
 }
 
 impl<'s> Call<'s> {
     /// The call of `script` over `keys`, with room for `room` bytes of arguments.
-    pub(super) fn new(script: &'s Script, keys: &[&str], room: usize) -> Call<'s> {
+    pub(crate) fn new(script: &'s Script, keys: &[&str], room: usize) -> Call<'s> {
         let named = keys.iter().map(|key| key.len()).sum::<usize>();
         let hash = script.get_hash();
         // "EVALSHA", the hash, the number of keys (one digit), the keys and the arguments.
@@ -33,7 +33,7 @@ impl<'s> Call<'s> {
     }
 
     /// Adds an argument (`ARGV[i]`).
-    pub(super) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+    pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
         self.cmd.arg(arg);
         self
     }
@@ -44,7 +44,7 @@ impl<'s> Call<'s> {
     /// had no retry left to follow. The caller's deadline (`op_timeout`) bounds the retries.
     /// A Redis without the script (restarted, `SCRIPT FLUSH`ed, a new primary) is sent it
     /// (`SCRIPT LOAD`) and the call once more.
-    pub(super) async fn invoke<T: FromRedisValue>(
+    pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         conn: &mut impl redis::aio::ConnectionLike,
     ) -> redis::RedisResult<T> {

@@ -96,9 +96,10 @@ impl Cache {
                 inner.first_reads.reset(policy);
                 let left = inner.guard.op_timeout().saturating_sub(sent.elapsed());
                 let read = self.read::<T>(&keys.value, policy, false, |_| None);
-                let read = match left.is_zero() {
-                    true => None,
-                    false => tokio::time::timeout(left, read).await.ok(),
+                let read = if left.is_zero() {
+                    None
+                } else {
+                    tokio::time::timeout(left, read).await.ok()
                 };
                 match read {
                     Some(Read::Hit(value, _) | Read::Due(Refresh { value, .. })) => {

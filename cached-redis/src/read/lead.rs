@@ -38,12 +38,13 @@ impl Cache {
         R: Cacheable,
         F: Future<Output = R>,
     {
-        let unread = matches!(missed, Missed::Unread);
-        let sent = Instant::now();
+        // When a call that starts with the lease script sent it: only such a call reads again.
+        let sent = matches!(missed, Missed::Unread).then(Instant::now);
+        let unread = sent.is_some();
         let mut lease = self
             .lease_for::<R::Value>(&leader, keys, policy, missed)
             .await;
-        if unread {
+        if let Some(sent) = sent {
             match self.first_read_answered(keys, policy, lease, sent).await {
                 Ok(answered) => lease = answered,
                 Err(value) => {
