@@ -43,17 +43,21 @@ impl<'s> Call<'s> {
     /// ends, which a reshard does in moments, and redis-rs hands back an `ASK` or `MOVED` it
     /// had no retry left to follow. The caller's deadline (`op_timeout`) bounds the retries.
     /// A Redis without the script (restarted, `SCRIPT FLUSH`ed, a new primary) is sent it
-    /// (`SCRIPT LOAD`) and the call once more.
+    /// (`SCRIPT LOAD`), once, and the call goes on as before: a slot that started moving
+    /// meanwhile is waited for too.
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         conn: &mut impl redis::aio::ConnectionLike,
     ) -> redis::RedisResult<T> {
         let mut pause = Duration::from_millis(5);
+        let mut loaded = false;
         loop {
             match self.cmd.query_async(conn).await {
-                Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                Err(error)
+                    if !loaded && error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                {
                     self.script.prepare_invoke().load_async(conn).await?;
-                    return self.cmd.query_async(conn).await;
+                    loaded = true;
                 }
                 Err(error) if SLOT_MOVING.contains(&error.kind()) => {
                     tokio::time::sleep(pause).await;
