@@ -40,40 +40,47 @@ impl<'s> Call<'s> {
 
     /// Runs the call, again while a cluster answers that its slot is moving: a script over
     /// keys of a migrating slot, some moved or absent, is refused (`TRYAGAIN`) until the move
-    /// ends, which a reshard does in moments, and redis-rs hands back an `ASK` or `MOVED` it
-    /// had no retry left to follow. The caller's deadline (`op_timeout`) bounds the retries.
-    /// A Redis without the script (restarted, `SCRIPT FLUSH`ed, a new primary) is sent it
-    /// (`SCRIPT LOAD`), once, and the call goes on as before: a slot that started moving
-    /// meanwhile is waited for too.
+    /// ends, which a reshard does in moments; the caller's deadline (`op_timeout`) bounds
+    /// those retries. An `ASK` or `MOVED` reaches here only when redis-rs's cluster connection
+    /// had no retry left to follow it, mid-reshard, or from a single Redis that is a cluster
+    /// node owning another slot, which no retry mends: such a redirect is sent again
+    /// [`REDIRECTS`] times at most, then returned. A Redis without the script (restarted,
+    /// `SCRIPT FLUSH`ed, a new primary) is sent it (`SCRIPT LOAD`), once, and the call goes on
+    /// as before: a slot that started moving meanwhile is waited for too.
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
         conn: &mut impl redis::aio::ConnectionLike,
     ) -> redis::RedisResult<T> {
         let mut pause = Duration::from_millis(5);
-        let mut loaded = false;
+        let (mut loaded, mut redirects) = (false, 0);
         loop {
-            match self.cmd.query_async(conn).await {
-                Err(error)
-                    if !loaded && error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
-                {
+            let error = match self.cmd.query_async(conn).await {
+                Err(error) => error,
+                answered => return answered,
+            };
+            match error.kind() {
+                ErrorKind::Server(ServerErrorKind::NoScript) if !loaded => {
                     self.script.prepare_invoke().load_async(conn).await?;
                     loaded = true;
+                    continue;
                 }
-                Err(error) if SLOT_MOVING.contains(&error.kind()) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
+                ErrorKind::Server(ServerErrorKind::TryAgain) => {}
+                ErrorKind::Server(ServerErrorKind::Ask | ServerErrorKind::Moved)
+                    if redirects < REDIRECTS =>
+                {
+                    redirects += 1;
                 }
-                answered => return answered,
+                _ => return Err(error),
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 }
 
-const SLOT_MOVING: [ErrorKind; 3] = [
-    ErrorKind::Server(ServerErrorKind::TryAgain),
-    ErrorKind::Server(ServerErrorKind::Ask),
-    ErrorKind::Server(ServerErrorKind::Moved),
-];
+/// How many times a redirect redis-rs handed back is sent again (after 5, 10, 20 and 40 ms):
+/// enough for a reshard's slot to settle, little for a redirect that never will.
+const REDIRECTS: u32 = 4;
 
 #[cfg(test)]
 mod tests {
