@@ -11,7 +11,7 @@ use std::time::Duration;
 use cached_redis::{Cache, Codec, Key, Policy};
 use cached_redis_tests::{
     Gate, RedisCluster, RedisServer, SlotMove, assert_no_state_left, command_calls, config_set,
-    eventually, get_raw,
+    eventually, exists, flush_scripts, get_raw, gone,
 };
 use tokio::sync::Notify;
 
@@ -22,21 +22,23 @@ fn policy() -> Policy {
 /// A guard against hangs only: every wait in these tests ends on an event.
 const HANG: Duration = Duration::from_secs(30);
 
-async fn flush_scripts(conn: &mut redis::aio::MultiplexedConnection) {
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(conn)
-        .await
-        .expect("SCRIPT FLUSH");
+/// A call's hooks: its loads counted, its start told, its gate to wait at.
+fn hooks() -> (Arc<AtomicU32>, Arc<Notify>, Arc<Gate>) {
+    (
+        Arc::default(),
+        Arc::new(Notify::new()),
+        Arc::new(Gate::new()),
+    )
 }
 
-async fn exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
-    let n: u64 = redis::cmd("EXISTS")
-        .arg(key)
-        .query_async(conn)
+/// A cache whose leases outlive the test: only a release lets one go.
+async fn long_lease(server: &RedisServer, namespace: &str) -> Cache {
+    let builder = server.cache_builder(namespace);
+    builder
+        .lock_ttl(Duration::from_secs(60))
+        .build()
         .await
-        .expect("EXISTS");
-    n == 1
+        .unwrap()
 }
 
 fn lease_key(cache: &Cache, key: &Key) -> String {
@@ -107,11 +109,7 @@ async fn held_scripts_flushed_during_the_load_are_loaded_for_the_write_back() {
     let mut admin = server.conn().await;
     let cache = server.cache("adv-calls-wb").await;
     let key = Key::raw("row:wb");
-    let (loads, started, gate) = (
-        Arc::default(),
-        Arc::new(Notify::new()),
-        Arc::new(Gate::new()),
-    );
+    let (loads, started, gate) = hooks();
     let flushed = {
         let admin = admin.clone();
         move || async move { flush_scripts(&mut admin.clone()).await }
@@ -163,18 +161,9 @@ async fn held_scripts_flushed_during_the_load_are_loaded_for_the_write_back() {
 async fn held_a_release_after_a_failed_load_loads_the_lost_script() {
     let server = RedisServer::start();
     let mut admin = server.conn().await;
-    let cache = server
-        .cache_builder("adv-calls-rel")
-        .lock_ttl(Duration::from_secs(60))
-        .build()
-        .await
-        .unwrap();
+    let cache = long_lease(&server, "adv-calls-rel").await;
     let key = Key::raw("row:rel");
-    let (loads, started, gate) = (
-        Arc::default(),
-        Arc::new(Notify::new()),
-        Arc::new(Gate::new()),
-    );
+    let (loads, started, gate) = hooks();
     let flushed = {
         let admin = admin.clone();
         move || async move { flush_scripts(&mut admin.clone()).await }
@@ -265,11 +254,7 @@ async fn held_an_invalidation_then_lost_scripts_still_refuse_the_write_back() {
     let other = server.cache("adv-calls-inv").await;
     let key = Key::raw("row:inv");
     let db = Arc::new(AtomicU64::new(1));
-    let (loads, started, gate) = (
-        Arc::new(AtomicU32::new(0)),
-        Arc::new(Notify::new()),
-        Arc::new(Gate::new()),
-    );
+    let (loads, started, gate) = hooks();
     let leader = {
         let (cache, key, loads, db) = (cache.clone(), key.clone(), loads.clone(), db.clone());
         let (started, gate) = (started.clone(), gate.clone());
@@ -358,11 +343,7 @@ async fn held_joiners_of_a_closed_flight_get_the_value() {
     let cache = server.cache("adv-calls-join").await;
     for round in 0..5u64 {
         let key = Key::raw(format!("row:join:{round}"));
-        let (loads, started, gate) = (
-            Arc::default(),
-            Arc::new(Notify::new()),
-            Arc::new(Gate::new()),
-        );
+        let (loads, started, gate) = hooks();
         let nothing = || async {};
         let leader = held_call(&cache, &key, &loads, (&started, &gate), nothing, Ok(round));
         started.notified().await;
@@ -391,18 +372,9 @@ async fn held_joiners_of_a_closed_flight_get_the_value() {
 async fn held_a_write_back_refused_for_memory_releases_the_lease() {
     let server = RedisServer::start();
     let mut admin = server.conn().await;
-    let cache = server
-        .cache_builder("adv-calls-oom")
-        .lock_ttl(Duration::from_secs(60))
-        .build()
-        .await
-        .unwrap();
+    let cache = long_lease(&server, "adv-calls-oom").await;
     let key = Key::raw("row:oom");
-    let (loads, started, gate) = (
-        Arc::default(),
-        Arc::new(Notify::new()),
-        Arc::new(Gate::new()),
-    );
+    let (loads, started, gate) = hooks();
     let refuse = {
         let admin = admin.clone();
         move || async move {
@@ -419,14 +391,8 @@ async fn held_a_write_back_refused_for_memory_releases_the_lease() {
     assert_eq!(leader.await.unwrap(), Ok(4));
     assert_eq!(joiner.await.unwrap(), Ok(4));
     tokio::time::timeout(HANG, cache.settle()).await.unwrap();
-    let lease = lease_key(&cache, &key);
-    let released = eventually(HANG, || {
-        let (mut admin, lease) = (admin.clone(), lease.clone());
-        async move { !exists(&mut admin, &lease).await }
-    })
-    .await;
     assert!(
-        released,
+        gone(&admin, &lease_key(&cache, &key), HANG).await,
         "the lease was released after the refused write-back"
     );
     assert!(get_raw(&mut admin, &cache.redis_key(&key)).await.is_none());

@@ -9,30 +9,13 @@ use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, Policy};
 use cached_redis_tests::rows::{call, lease_first};
-use cached_redis_tests::{Proxy, RedisCluster, RedisServer, eventually, get_raw};
+use cached_redis_tests::{Proxy, RedisCluster, RedisServer, exists, flush_scripts, get_raw, gone};
 
 /// A guard against hangs only.
 const HANG: Duration = Duration::from_secs(60);
 
 fn policy() -> Policy {
     Policy::new("adv-calls2", Duration::from_secs(60)).unwrap()
-}
-
-async fn exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
-    let n: u64 = redis::cmd("EXISTS")
-        .arg(key)
-        .query_async(conn)
-        .await
-        .expect("EXISTS");
-    n == 1
-}
-
-async fn flush_scripts(conn: &mut redis::aio::MultiplexedConnection) {
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(conn)
-        .await
-        .expect("SCRIPT FLUSH");
 }
 
 /// An ACL user that may run `EVALSHA` but not `SCRIPT LOAD` (a managed Redis that forbids
@@ -170,13 +153,8 @@ async fn held_lease_first_with_writes_black_holed_reads_within_op_timeout() {
         );
         let key = Key::raw(format!("{BLACK}:3000"));
         let lease = format!("{}:lease", cache.redis_key(&key));
-        let released = eventually(HANG, || {
-            let (mut admin, lease) = (admin.clone(), lease.clone());
-            async move { !exists(&mut admin, &lease).await }
-        })
-        .await;
         assert!(
-            released,
+            gone(&admin, &lease, HANG).await,
             "the lease its unanswered script took was released"
         );
         proxy.release_replies(writes);

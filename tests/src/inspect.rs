@@ -51,6 +51,35 @@ pub async fn get_raw(conn: &mut redis::aio::MultiplexedConnection, key: &str) ->
         .expect("GET")
 }
 
+/// Empties Redis's script cache, as a restart or a new primary does.
+pub async fn flush_scripts(conn: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(conn)
+        .await
+        .expect("SCRIPT FLUSH");
+}
+
+/// Whether `key` exists.
+pub async fn exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
+    let n: u64 = redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("EXISTS");
+    n == 1
+}
+
+/// Waits, at most `within`, until `key` is gone (a lease let go by a background task): whether
+/// it went.
+pub async fn gone(conn: &redis::aio::MultiplexedConnection, key: &str, within: Duration) -> bool {
+    crate::eventually(within, || {
+        let mut conn = conn.clone();
+        async move { !exists(&mut conn, key).await }
+    })
+    .await
+}
+
 /// Every key matching `pattern`, sorted, by `SCAN` in batches (never `KEYS`).
 pub async fn scan_keys(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();

@@ -27,8 +27,8 @@ pub use db::HeldDb;
 pub use gate::Gate;
 pub use held::{Answered, HeldLoad, timed_read};
 pub use inspect::{
-    assert_no_state_left, command_calls, config_set, escaped, get_raw, numsub, pttl, scan_keys,
-    set_px,
+    assert_no_state_left, command_calls, config_set, escaped, exists, flush_scripts, get_raw, gone,
+    numsub, pttl, scan_keys, set_px,
 };
 pub use logs::{LogCapture, capture_logs};
 pub use near::{near_cache, near_cache_timed, until_near_hit};
