@@ -32,8 +32,8 @@ pub(crate) struct Args {
     pub(crate) lock_ttl: Option<Spanned<Duration>>,
     pub(crate) max_load: Option<Spanned<Duration>>,
     pub(crate) none_ttl: Option<Spanned<Duration>>,
-    /// How long decoded values are also kept in process memory.
-    pub(crate) near: Option<Spanned<Duration>>,
+    /// How long decoded values are also kept in process memory (`None` inside: `"off"`).
+    pub(crate) near: Option<Spanned<Option<Duration>>>,
     /// How long past its TTL an entry is served while one caller refreshes it.
     pub(crate) stale: Option<Spanned<Duration>>,
     /// `refresh = "early"`: hits refresh their entry early, by the XFetch rule.
@@ -158,7 +158,7 @@ impl Args {
             "lock_ttl" => self.lock_ttl = duration(meta, "lock_ttl", errors)?,
             "max_load" => self.max_load = duration(meta, "max_load", errors)?,
             "none_ttl" => self.none_ttl = duration(meta, "none_ttl", errors)?,
-            "near" => self.near = duration(meta, "near", errors)?,
+            "near" => self.near = near(meta, errors)?,
             "stale" => self.stale = duration(meta, "stale", errors)?,
             "refresh" => self.refresh = parsed(meta, "refresh", "early", parse_refresh, errors)?,
             "beta" => self.beta = beta(meta, errors)?,
@@ -307,6 +307,29 @@ fn duration(
     Ok(duration_of(&value, name, errors))
 }
 
+/// `near = "5s"`, or `near = "off"`: no copies, even on a cache with `near_by_default`.
+fn near(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<Option<Spanned<Option<Duration>>>> {
+    let value: Expr = meta.value()?.parse()?;
+    if let Expr::Lit(syn::ExprLit {
+        lit: syn::Lit::Str(lit),
+        ..
+    }) = &value
+        && lit.value() == "off"
+    {
+        return Ok(Some(Spanned {
+            value: None,
+            span: lit.span(),
+        }));
+    }
+    Ok(duration_of(&value, "near", errors).map(|d| Spanned {
+        value: Some(d.value),
+        span: d.span,
+    }))
+}
+
 /// A non-zero duration literal (at most a day where the runtime says so), or `None` with the
 /// problem recorded.
 fn duration_of(value: &Expr, name: &str, errors: &mut Errors) -> Option<Spanned<Duration>> {
@@ -335,7 +358,8 @@ fn duration_of(value: &Expr, name: &str, errors: &mut Errors) -> Option<Spanned<
             span: lit.span(),
         }),
         Err(message) => {
-            errors.at(lit.span(), format!("invalid `{name}`: {message}"));
+            let or = if name == "near" { ", or \"off\"" } else { "" };
+            errors.at(lit.span(), format!("invalid `{name}`: {message}{or}"));
             None
         }
     }

@@ -66,7 +66,9 @@ use proc_macro::TokenStream;
 /// - `near = "5s"`: also keep decoded values in process memory this long (never past the
 ///   entry's Redis TTL), on a cache built with `.near_cache(entries)`; hits on them ask Redis
 ///   nothing, and Redis's invalidation messages drop them. Values must be `Clone` (`Arc<T>`
-///   clones cheaply).
+///   clones cheaply). Without `near`, a function on a cache built with `.near_by_default(d)`
+///   keeps its values near for `d` if they are `Clone + Send + Sync + 'static`;
+///   `near = "off"` keeps nothing even there.
 /// - `stale = "5m"`: keep entries this long past their TTL; a call that finds one answers with
 ///   it at once while one caller (in any process) refreshes it under the lease, in the
 ///   background where the body borrows nothing from its caller (the body must then be

@@ -1,13 +1,14 @@
 //! A soak: a few seconds (CI) or minutes (`CACHED_REDIS_SOAK_SECS`) of mixed reads,
 //! invalidations and cancellations over two caches, with Redis paused and restarted along the
 //! way. Memory, in-process maps, subscriptions and tasks must stay flat; figures are printed.
+//! In the suite's near pass (`CACHED_REDIS_TEST_NEAR=1`) both caches keep their values near.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, redis_cached};
-use cached_redis_tests::{RedisServer, eventually};
+use cached_redis_tests::{RedisServer, eventually, near_pass};
 
 #[redis_cached(key = "soak:<id>", ttl = "2s", jitter = "50%", cache = cache)]
 async fn item(cache: &Cache, id: u32, work: Duration) -> Result<Vec<u8>, String> {
@@ -38,15 +39,20 @@ async fn memory_maps_subscriptions_and_tasks_stay_flat() {
         .unwrap_or(6);
     let mut server = RedisServer::start();
     let build = || async {
-        Cache::builder(&server.url())
+        let builder = Cache::builder(&server.url())
             .namespace("soak")
             .op_timeout(Duration::from_millis(50))
             .lock_ttl(Duration::from_millis(500))
             .breaker_threshold(3)
-            .breaker_cooldown(Duration::from_millis(100))
-            .build()
-            .await
-            .unwrap()
+            .breaker_cooldown(Duration::from_millis(100));
+        let builder = if near_pass() {
+            builder
+                .near_cache(1_000)
+                .near_by_default(Duration::from_secs(1))
+        } else {
+            builder
+        };
+        builder.build().await.unwrap()
     };
     let caches = [build().await, build().await];
     // Warm up: both caches connect, and each waits once on the other's lease (which connects
@@ -202,4 +208,11 @@ async fn memory_maps_subscriptions_and_tasks_stay_flat() {
         stats.hits > 0 && stats.fallbacks > 0,
         "both paths exercised: {stats:?}"
     );
+    if near_pass() {
+        println!(
+            "soak: near hits {}, flushes {}, rejected {}",
+            stats.near_hits, stats.near_flushes, stats.near_rejected
+        );
+        assert!(stats.near_hits > 0, "near copies served: {stats:?}");
+    }
 }

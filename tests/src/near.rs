@@ -7,6 +7,30 @@ use cached_redis::Cache;
 
 use crate::eventually;
 
+/// Whether this run is the suite's near pass (`CACHED_REDIS_TEST_NEAR=1`): the caches
+/// [`RedisServer::cache`](crate::RedisServer::cache) builds keep every function's values near
+/// (`near_by_default`), so the engine's tests run with near copies in front of Redis.
+pub fn near_pass() -> bool {
+    std::env::var_os("CACHED_REDIS_TEST_NEAR").is_some_and(|v| v == "1")
+}
+
+/// Waits until `cache`'s near cache, if it has one, has applied every invalidation Redis sent
+/// before now. A test that writes Redis from another connection and then reads through the
+/// cache waits for this in between: Redis's message reaches another client's copy after the
+/// write's reply (within `near_max_lag`, the documented bound). Without a live near cache it
+/// returns at once: no copy is served again before a heartbeat sent after now confirms that
+/// every invalidation before it was applied.
+pub async fn near_caught_up(cache: &Cache) {
+    if !cache.near_is_live() {
+        return;
+    }
+    let now = std::time::Instant::now();
+    let applied = eventually(Duration::from_secs(10), || async {
+        cached_redis::__private::near_applied_since(cache, now)
+    });
+    assert!(applied.await, "the near cache caught up with Redis");
+}
+
 /// A cache on `url` with a near cache allowing `lag`, once its tracking connection is live.
 pub async fn near_cache(url: &str, namespace: &str, lag: Duration) -> Cache {
     near_cache_timed(url, namespace, lag, Duration::from_secs(5)).await

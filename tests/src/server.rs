@@ -192,19 +192,37 @@ impl RedisServer {
     }
 
     /// A cache on this server in `namespace`, with a generous `op_timeout` (5 s) so that a
-    /// loaded machine does not turn a test's Redis calls into fallbacks.
+    /// loaded machine does not turn a test's Redis calls into fallbacks. In the suite's near
+    /// pass ([`near_pass`](crate::near_pass)) its near cache is live when it is returned.
     pub async fn cache(&self, namespace: &str) -> Cache {
-        self.cache_builder(namespace)
+        let cache = self
+            .cache_builder(namespace)
             .build()
             .await
-            .expect("valid cache configuration")
+            .expect("valid cache configuration");
+        if crate::near_pass() {
+            assert!(
+                eventually(Duration::from_secs(10), || async { cache.near_is_live() }).await,
+                "the tracking connection comes up"
+            );
+        }
+        cache
     }
 
-    /// The builder behind [`RedisServer::cache`], for a test that sets more options.
+    /// The builder behind [`RedisServer::cache`], for a test that sets more options. In the
+    /// suite's near pass ([`near_pass`](crate::near_pass)) every function of the cache keeps
+    /// its values near.
     pub fn cache_builder(&self, namespace: &str) -> cached_redis::CacheBuilder {
-        Cache::builder(&self.url())
+        let builder = Cache::builder(&self.url())
             .namespace(namespace)
-            .op_timeout(Duration::from_secs(5))
+            .op_timeout(Duration::from_secs(5));
+        if crate::near_pass() {
+            builder
+                .near_cache(10_000)
+                .near_by_default(Duration::from_secs(30))
+        } else {
+            builder
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use syn::spanned::Spanned as _;
 use syn::{FnArg, Ident, ItemFn, Pat};
 
 use super::policy::{policy, policy_setup};
+use super::probes;
 use super::render::render_key;
 use super::shared::{cache_binding, local};
 use crate::model::{Batch, Kind, Model};
@@ -27,11 +28,7 @@ pub(super) fn batch_fn(model: &Model, batch: &Batch, block: &TokenStream) -> Tok
         let mutable = mutable.then(|| quote!(mut));
         quote!(#[allow(unused_variables, unused_mut)] let #mutable #ident = ::core::clone::Clone::clone(&#ident);)
     });
-    // Spanned at `near`: a value that cannot be copied is reported there.
-    let near = match model.near {
-        Some((_, span)) => quote_spanned!(span=> ::cached_redis::__private::KeepNear),
-        None => quote!(::cached_redis::__private::NotNear),
-    };
+    let near = probes::near(model);
     let ret = &model.ret;
     // Spanned at the return type: one that is not a map is reported there.
     let call = quote_spanned! {ret.span()=>

@@ -7,6 +7,7 @@ use syn::spanned::Spanned as _;
 use syn::{Ident, ItemFn};
 
 use super::policy::{policy, policy_setup};
+use super::probes;
 use super::render::render_key;
 use super::shared::{cache_binding, local};
 use super::trait_impl;
@@ -85,31 +86,15 @@ impl Fetch {
 }
 
 /// `fetch(mode, near, failures, <args>)` (`fetch_if` with `cache_if`, without `failures`),
-/// spanned at the return type, whose bounds it checks; `near` says whether values are kept in memory too, spanned at the `near`
-/// literal, where a value that is not `Clone` is reported.
+/// spanned at the return type, whose bounds it checks; `near` says whether values are kept in
+/// memory too ([`probes::near`]).
 fn fetch_call(model: &Model, args: TokenStream, detach: bool) -> TokenStream {
     let ret = &model.ret;
     let ret_span = ret.span();
     let mode = quote_spanned!(ret_span=>
         ::cached_redis::__private::Returns::<#ret>::PROBE.mode());
-    let near = match model.near {
-        Some((_, span)) => quote_spanned!(span=> ::cached_redis::__private::KeepNear),
-        None => quote!(::cached_redis::__private::NotNear),
-    };
-    // Whether joiners of a failed load take a clone of its error: by type, for a `Result`
-    // whose error is `Clone` (autoref specialization). Its bound holds `'static`, which method
-    // lookup does not weigh: a return type that may borrow, or names the function's generic
-    // parameters, would fail the bound rather than fall back, so it shares nothing.
-    let shareable = !may_borrow(ret) && !names_generics(&model.item.sig.generics, ret);
-    let failures = if shareable {
-        quote_spanned! {ret_span=> {
-            #[allow(unused_imports)]
-            use ::cached_redis::__private::{OwnFailures as _, ShareFailures as _};
-            (&&::cached_redis::__private::FailureProbe::<#ret>::new()).failures()
-        }}
-    } else {
-        quote!(::core::option::Option::None)
-    };
+    let near = probes::near(model);
+    let failures = probes::failures(model);
     let mode = quote!(#mode, #near);
     let fetch = if detach {
         quote_spanned!(ret_span=> ::cached_redis::__private::fetch_detached)

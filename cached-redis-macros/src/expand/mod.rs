@@ -9,6 +9,7 @@ mod invalidate;
 mod key_fn;
 mod lazy_fn;
 mod policy;
+mod probes;
 mod refresh;
 mod render;
 mod shared;

@@ -8,7 +8,7 @@ use syn::spanned::Spanned as _;
 use super::shared::local;
 use crate::duration::JitterSpec;
 use crate::format::CodecSpec;
-use crate::model::Model;
+use crate::model::{Model, Near};
 
 /// The policy's static, the loader and the policy to pass. With `ttl = EXPR` the policy is
 /// built at the first call (the expression evaluated once, checked at run time); if it is
@@ -76,7 +76,10 @@ pub(super) fn policy(model: &Model) -> TokenStream {
     let lock_ttl = optional(model.lock_ttl);
     let none_ttl = optional(model.none_ttl);
     let max_load = optional(model.max_load);
-    let near = optional(model.near.map(|(d, _)| d));
+    let near = optional(match model.near {
+        Near::For(keep, _) => Some(keep),
+        Near::Unsaid | Near::Off => None,
+    });
     let format = format(model);
     let stale = optional(model.stale);
     let fail_safe = optional(model.fail_safe.map(|(d, _)| d));

@@ -12,7 +12,7 @@ use std::time::Duration;
 use proc_macro2::Span;
 use syn::{ItemFn, Type};
 
-use crate::args::Args;
+use crate::args::{Args, Spanned};
 use crate::duration::JitterSpec;
 use crate::errors::Errors;
 use crate::format::CodecSpec;
@@ -53,8 +53,8 @@ pub(crate) struct Model {
     /// Where `none_ttl` was written: the expansion checks there, by type, that the function
     /// returns an `Option` or a `Result` of one (aliases included).
     pub(crate) none_ttl_span: Option<Span>,
-    /// `near`, and where it was written: the expansion checks there that values are `Clone`.
-    pub(crate) near: Option<(Duration, Span)>,
+    /// `near`: whether the function keeps values near.
+    pub(crate) near: Near,
     /// `stale`: how long past its TTL an entry is served while it is refreshed.
     pub(crate) stale: Option<Duration>,
     /// `refresh = "early"`, with its β in millionths (1,000,000 without `beta`).
@@ -82,6 +82,18 @@ pub(crate) struct Model {
     pub(crate) clone_cache: bool,
     /// `batch`: the ids' argument and the key's id; the key's parameters name the id.
     pub(crate) batch: Option<Batch>,
+}
+
+/// What the attribute says of `near`.
+#[derive(Clone, Copy)]
+pub(crate) enum Near {
+    /// Nothing: values are kept near for the cache's `near_by_default`, where they can be.
+    Unsaid,
+    /// `near = "off"`: never.
+    Off,
+    /// `near = "5s"`, and where it was written: the expansion checks there that values are
+    /// `Clone`.
+    For(Duration, Span),
 }
 
 /// Checks the function against its arguments; records every problem found.
@@ -192,7 +204,14 @@ fn assemble(
         max_load: args.max_load.map(|d| d.value),
         none_ttl_span: args.none_ttl.as_ref().map(|d| d.span),
         none_ttl: args.none_ttl.map(|d| d.value),
-        near: args.near.map(|d| (d.value, d.span)),
+        near: match args.near {
+            None => Near::Unsaid,
+            Some(Spanned { value: None, .. }) => Near::Off,
+            Some(Spanned {
+                value: Some(keep),
+                span,
+            }) => Near::For(keep, span),
+        },
         stale: args.stale.map(|d| d.value),
         fail_safe: args.fail_safe.map(|d| (d.value, d.span)),
         back_off: args.back_off.map(|d| d.value),

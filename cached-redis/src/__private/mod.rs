@@ -32,7 +32,10 @@ pub use core::time::Duration;
 pub use detached::fetch_detached;
 pub use failures::{FailureProbe, Failures, OwnFailures, ShareFailures};
 pub use keys::{DerivedKeyBuilder, DerivedKeyPart, derived_key, key};
-pub use near::{Copies, KeepNear, NearChoice, NotNear, near_applied_since};
+pub use near::{
+    Copies, KeepNear, KeepsInner, KeepsNothing, KeepsPlain, NearChoice, NearProbe, NotNear,
+    near_applied_since,
+};
 pub use paths::{function_path, helper_function_path, update_function_path};
 pub use policy::{checked_policy, policy, policy_at_run_time};
 pub use returns::{Direct, Mode, PlainReturn, Returns, Wrapped};

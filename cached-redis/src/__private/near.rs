@@ -1,6 +1,7 @@
 //! Whether a cached function keeps its values near (`near = "..."`), checked at compile time:
 //! the near cache keeps copies, so the value type must be `Clone`.
 
+use std::marker::PhantomData;
 use std::time::Instant;
 
 use crate::Cache;
@@ -38,6 +39,71 @@ impl<T: Clone + Send + Sync + 'static> NearChoice<T> for KeepNear {
     }
 }
 
+/// Whether a function that does not say `near` can keep its values near, for a cache with
+/// [`near_by_default`](crate::CacheBuilder::near_by_default): called as
+/// `(&&&NearProbe::<R>::new()).near()` on the function's return type `R` with the three traits
+/// in scope, method lookup takes [`KeepsInner`] where `R` is a `Result` or `Option` whose
+/// value can be copied, [`KeepsPlain`] where `R` itself can, and [`KeepsNothing`] otherwise
+/// (autoref specialization). Their bounds hold `'static`, which method lookup does not weigh:
+/// the expansion probes only return types that neither borrow nor name generic parameters.
+#[derive(Debug)]
+pub struct NearProbe<R>(PhantomData<fn() -> R>);
+
+impl<R> NearProbe<R> {
+    /// A probe of `R`.
+    pub fn new() -> NearProbe<R> {
+        NearProbe(PhantomData)
+    }
+}
+
+impl<R> Default for NearProbe<R> {
+    fn default() -> NearProbe<R> {
+        NearProbe::new()
+    }
+}
+
+/// [`NearProbe`] of a `Result` or an `Option` whose value can be copied.
+pub trait KeepsInner {
+    /// Values kept near.
+    fn near(&self) -> KeepNear;
+}
+
+impl<T: Clone + Send + Sync + 'static, E> KeepsInner for &&NearProbe<Result<T, E>> {
+    fn near(&self) -> KeepNear {
+        KeepNear
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> KeepsInner for &&NearProbe<Option<T>> {
+    fn near(&self) -> KeepNear {
+        KeepNear
+    }
+}
+
+/// [`NearProbe`] of a plain return type that can be copied.
+pub trait KeepsPlain {
+    /// Values kept near.
+    fn near(&self) -> KeepNear;
+}
+
+impl<R: Clone + Send + Sync + 'static> KeepsPlain for &NearProbe<R> {
+    fn near(&self) -> KeepNear {
+        KeepNear
+    }
+}
+
+/// [`NearProbe`] of any other return type: nothing kept.
+pub trait KeepsNothing {
+    /// Nothing kept near.
+    fn near(&self) -> NotNear;
+}
+
+impl<R> KeepsNothing for NearProbe<R> {
+    fn near(&self) -> NotNear {
+        NotNear
+    }
+}
+
 /// Whether `cache`'s near cache has applied every invalidation Redis sent before `at`: for
 /// tests that need an invalidation from elsewhere to have arrived.
 pub fn near_applied_since(cache: &Cache, at: Instant) -> bool {
@@ -46,4 +112,40 @@ pub fn near_applied_since(cache: &Cache, at: Instant) -> bool {
         .near
         .as_ref()
         .is_some_and(|near| near.applied_since(at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Opaque;
+
+    fn keeps<T>(choice: impl NearChoice<T>) -> bool {
+        choice.copies().is_some()
+    }
+
+    // Written as the expansion writes it: the borrows are what pick the impl.
+    #[allow(clippy::needless_borrow)]
+    #[test]
+    fn values_that_can_be_copied_are_kept() {
+        assert!(keeps::<u8>(
+            (&&&NearProbe::<Result<u8, Opaque>>::new()).near()
+        ));
+        assert!(keeps::<Option<String>>(
+            (&&&NearProbe::<Option<String>>::new()).near()
+        ));
+        assert!(keeps::<Vec<u8>>((&&&NearProbe::<Vec<u8>>::new()).near()));
+        assert!(!keeps::<Opaque>(
+            (&&&NearProbe::<Result<Opaque, String>>::new()).near()
+        ));
+        assert!(!keeps::<Option<Opaque>>(
+            (&&&NearProbe::<Option<Opaque>>::new()).near()
+        ));
+        assert!(!keeps::<Opaque>((&&&NearProbe::<Opaque>::new()).near()));
+        // Clone but not Sync.
+        assert!(!keeps::<std::cell::Cell<u8>>(
+            (&&&NearProbe::<std::cell::Cell<u8>>::new()).near()
+        ));
+    }
 }

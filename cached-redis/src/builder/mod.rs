@@ -58,8 +58,8 @@ pub struct CacheBuilder {
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     format: Format,
-    /// The near cache's bound on entries, and the lag it allows.
-    near: Option<(usize, Duration)>,
+    /// The near cache's options, if one is asked for.
+    near: Option<near::NearOptions>,
     /// Set by [`Cache::in_memory`]: the bound on entries of a cache with no Redis.
     memory: Option<usize>,
 }
@@ -79,6 +79,7 @@ impl fmt::Debug for CacheBuilder {
             .field("replicas", &self.replicas)
             .field("breaker_threshold", &self.breaker_threshold)
             .field("breaker_cooldown", &self.breaker_cooldown)
+            .field("near", &self.near)
             .finish()
     }
 }

@@ -52,8 +52,10 @@ impl Cache {
     }
 
     /// [`Cache::fetch`], also keeping values in this process's memory for the policy's
-    /// [`near`](Policy::with_near) time on a cache with a
-    /// [near cache](crate::CacheBuilder::near_cache): hits on those copies do not ask Redis.
+    /// [`near`](Policy::with_near) time (or the cache's
+    /// [`near_by_default`](crate::CacheBuilder::near_by_default) if the policy has none) on a
+    /// cache with a [near cache](crate::CacheBuilder::near_cache): hits on those copies do not
+    /// ask Redis.
     /// Values must be `Clone` (an `Arc<T>` clones cheaply).
     ///
     /// ```no_run
@@ -118,7 +120,9 @@ impl Cache {
                 .await;
         }
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
-        let score = inner.first_reads.of(policy);
+        // A call that may keep a near copy reads the entry's remaining time with it: it starts
+        // with a `GET`, never with the lease script.
+        let score = inner.first_reads.of(policy).filter(|_| ticket.is_none());
         let write_failed = !inner
             .write_backs
             .answered(&value_key, inner.guard.op_timeout())

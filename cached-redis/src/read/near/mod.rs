@@ -25,6 +25,9 @@ use shared::Shared;
 pub(crate) struct Near {
     shared: Arc<Shared>,
     tracker: tokio::task::AbortHandle,
+    /// How long the functions that do not say keep their copies
+    /// ([`CacheBuilder::near_by_default`](crate::CacheBuilder::near_by_default)).
+    by_default: Option<Duration>,
 }
 
 /// The near cache's counters, for [`Stats`](crate::Stats).
@@ -41,6 +44,7 @@ pub(crate) use nodes::Nodes;
 pub(crate) struct Settings {
     pub(crate) entries: usize,
     pub(crate) lag: Duration,
+    pub(crate) by_default: Option<Duration>,
     /// Where the entries live.
     pub(crate) nodes: Nodes,
     pub(crate) namespace: String,
@@ -64,6 +68,7 @@ impl Near {
         Near {
             shared,
             tracker: task.abort_handle(),
+            by_default: settings.by_default,
         }
     }
 
@@ -200,7 +205,7 @@ pub(crate) struct NearUse<'a, T> {
 
 impl<'a, T> NearUse<'a, T> {
     /// The near cache a call may use: there is one, the value type can be copied, and the
-    /// policy asks for it.
+    /// policy asks for it (`keep_for`) or leaves it to the cache's `near_by_default`.
     /// A function that asks for `near` on a cache without a near cache reads Redis, and
     /// this says so once per process.
     pub(crate) fn new(
@@ -208,10 +213,10 @@ impl<'a, T> NearUse<'a, T> {
         copies: Option<Copies<T>>,
         keep_for: Option<Duration>,
     ) -> Option<Self> {
-        let (copies, keep_for) = (copies?, keep_for?);
+        let copies = copies?;
         let Some(near) = near else {
             static WARNED: AtomicBool = AtomicBool::new(false);
-            if !WARNED.swap(true, Ordering::Relaxed) {
+            if keep_for.is_some() && !WARNED.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     "a function has `near` but its cache has no near cache (CacheBuilder::near_cache): its hits go to Redis"
                 );
@@ -221,7 +226,7 @@ impl<'a, T> NearUse<'a, T> {
         Some(NearUse {
             near,
             copies,
-            keep_for,
+            keep_for: keep_for.or(near.by_default)?,
         })
     }
 
