@@ -19,7 +19,7 @@ use redis::Script;
 use super::entry::HttpEntry;
 use crate::conn::Conn;
 use crate::conn::command::keyed;
-use crate::lease::call::Call;
+use crate::lease::call::{Call, NUMBER};
 use crate::lease::value_key;
 use crate::{Cache, Key, Policy};
 
@@ -70,7 +70,7 @@ pub(crate) fn extend_record(
     let Some(bytes) = encoded else {
         return;
     };
-    let mut call = Call::new(&EXTEND, &[&value_key], bytes.len() + 20);
+    let mut call = Call::new(&EXTEND, &[&value_key], bytes.len() + NUMBER);
     call.arg(bytes).arg(ms);
     let write = move |mut conn: Conn| async move { call.invoke::<()>(&mut conn).await };
     spawn_write(cache, (value_key, None), "extend", write);

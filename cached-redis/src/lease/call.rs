@@ -12,6 +12,9 @@ use redis::{Cmd, ErrorKind, FromRedisValue, Script, ServerErrorKind, ToRedisArgs
 /// Arguments a script of ours takes at most, besides its keys.
 const MOST_ARGS: usize = 5;
 
+/// Room for a number argument: a `u64`'s digits.
+pub(crate) const NUMBER: usize = 20;
+
 /// A script's `EVALSHA`, its keys given, its arguments added by [`Call::arg`].
 pub(crate) struct Call<'s> {
     script: &'s Script,

@@ -8,10 +8,7 @@ use std::sync::LazyLock;
 use redis::{Script, Value};
 
 use super::EntryKeys;
-use super::call::Call;
-
-/// Room for a number argument: a `u64`'s digits.
-const NUMBER: usize = 20;
+use super::call::{Call, NUMBER};
 
 /// Returns the value if present (and not the known-corrupt bytes in ARGV[3]); otherwise takes
 /// the lease (`SET NX PX`) or reports how long the current holder still has it. A key of the
