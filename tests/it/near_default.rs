@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cached_redis::{Cache, Error, redis_cached};
-use cached_redis_tests::{RedisServer, command_calls, eventually, until_near_hit};
+use cached_redis_tests::{RedisServer, command_calls, near_live, until_near_hit};
 use serde::{Deserialize, Serialize};
 
 #[redis_cached(key = "plain:<id>", ttl = "60s", cache = cache)]
@@ -51,10 +51,7 @@ async fn by_default(server: &RedisServer, namespace: &str) -> Cache {
         .build()
         .await
         .expect("valid cache configuration");
-    assert!(
-        eventually(Duration::from_secs(10), || async { cache.near_is_live() }).await,
-        "the tracking connection comes up"
-    );
+    near_live(&cache).await;
     cache
 }
 

@@ -31,7 +31,9 @@ pub use inspect::{
     numsub, pttl, scan_keys, set_px,
 };
 pub use logs::{LogCapture, capture_logs};
-pub use near::{near_cache, near_cache_timed, near_caught_up, near_pass, until_near_hit};
+pub use near::{
+    near_cache, near_cache_timed, near_caught_up, near_live, near_pass, until_near_hit,
+};
 pub use proxy::Proxy;
 pub use rng::Rng;
 pub use sentinel::{MASTER, RedisSentinel};

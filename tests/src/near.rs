@@ -52,11 +52,17 @@ pub async fn near_cache_timed(
         .build()
         .await
         .expect("valid cache configuration");
+    near_live(&cache).await;
+    cache
+}
+
+/// Waits until `cache`'s tracking connection is up and confirmed: its near copies may then be
+/// served.
+pub async fn near_live(cache: &Cache) {
     assert!(
         eventually(Duration::from_secs(10), || async { cache.near_is_live() }).await,
         "the tracking connection comes up"
     );
-    cache
 }
 
 /// Makes `call` until one is a near hit of `cache` (the message for a value's own write-back

@@ -201,10 +201,7 @@ impl RedisServer {
             .await
             .expect("valid cache configuration");
         if crate::near_pass() {
-            assert!(
-                eventually(Duration::from_secs(10), || async { cache.near_is_live() }).await,
-                "the tracking connection comes up"
-            );
+            crate::near_live(&cache).await;
         }
         cache
     }
