@@ -59,7 +59,7 @@ pub struct CacheBuilder {
     breaker_cooldown: Duration,
     format: Format,
     /// The near cache's options, if one is asked for.
-    near: Option<near::NearOptions>,
+    near: Option<crate::read::near::Options>,
     /// Set by [`Cache::in_memory`]: the bound on entries of a cache with no Redis.
     memory: Option<usize>,
 }

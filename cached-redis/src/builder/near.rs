@@ -4,22 +4,13 @@ use std::time::Duration;
 
 use super::CacheBuilder;
 use crate::Error;
-use crate::read::near::{Near, Nodes, Settings as NearSettings};
+use crate::read::near::{Near, Nodes, Options as NearOptions, Settings as NearSettings};
 
 /// The lag a near cache allows unless told otherwise.
 const DEFAULT_NEAR_LAG: Duration = Duration::from_millis(500);
 
 /// The longest `near_by_default` takes: what `Policy::with_near` takes.
 const A_DAY: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// What the builder was told of the near cache.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct NearOptions {
-    entries: usize,
-    lag: Duration,
-    /// How long the functions that do not say keep their copies.
-    by_default: Option<Duration>,
-}
 
 impl CacheBuilder {
     /// Keeps up to `entries` decoded values in this process's memory, for the functions with
@@ -105,9 +96,7 @@ impl CacheBuilder {
     pub(super) fn near(&self, nodes: Option<Nodes>) -> Option<Near> {
         let options = self.near?;
         Some(Near::start(NearSettings {
-            entries: options.entries,
-            lag: options.lag,
-            by_default: options.by_default,
+            options,
             nodes: nodes?,
             namespace: self.namespace.clone(),
             connect_timeout: self.op_timeout.max(Duration::from_millis(500)),

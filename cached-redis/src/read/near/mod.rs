@@ -40,11 +40,20 @@ pub(crate) struct NearStats {
 
 pub(crate) use nodes::Nodes;
 
+/// What the builder was told of the near cache.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    /// The bound on copies.
+    pub(crate) entries: usize,
+    /// The longest a copy is served after Redis sent its invalidation.
+    pub(crate) lag: Duration,
+    /// How long the functions that do not say keep their copies.
+    pub(crate) by_default: Option<Duration>,
+}
+
 /// What a near cache is made from.
 pub(crate) struct Settings {
-    pub(crate) entries: usize,
-    pub(crate) lag: Duration,
-    pub(crate) by_default: Option<Duration>,
+    pub(crate) options: Options,
     /// Where the entries live.
     pub(crate) nodes: Nodes,
     pub(crate) namespace: String,
@@ -55,8 +64,8 @@ impl Near {
     /// Starts the tracking connection (a task of the current runtime).
     pub(crate) fn start(settings: Settings) -> Near {
         let shared = Arc::new(Shared::new(
-            settings.entries,
-            settings.lag,
+            settings.options.entries,
+            settings.options.lag,
             &settings.namespace,
         ));
         let target = tracker::Target {
@@ -68,7 +77,7 @@ impl Near {
         Near {
             shared,
             tracker: task.abort_handle(),
-            by_default: settings.by_default,
+            by_default: settings.options.by_default,
         }
     }
 
