@@ -34,6 +34,22 @@ pub(crate) fn may_borrow(ty: &syn::Type) -> bool {
     any_borrow(ty.to_token_stream())
 }
 
+/// Whether `ty` names what reads as a type parameter of an enclosing `impl` (a single capital
+/// letter: `T`, `E`), which may be a reference type; the expansion cannot see that `impl`.
+pub(crate) fn names_a_type_parameter(ty: &syn::Type) -> bool {
+    fn any(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|t| match t {
+            TokenTree::Ident(i) => {
+                let name = i.to_string();
+                name.len() == 1 && name.chars().all(|c| c.is_ascii_uppercase())
+            }
+            TokenTree::Group(g) => any(g.stream()),
+            _ => false,
+        })
+    }
+    any(ty.to_token_stream())
+}
+
 /// Whether `ty` is or holds an `impl Trait` or one of `generics`' type parameters.
 pub(crate) fn names_generics(generics: &syn::Generics, ty: &syn::Type) -> bool {
     let tokens = ty.to_token_stream();

@@ -12,7 +12,7 @@ use super::render::render_key;
 use super::shared::{cache_binding, local};
 use super::trait_impl;
 use crate::model::Model;
-use crate::tokens::{may_borrow, mentions, names_generics};
+use crate::tokens::{may_borrow, mentions, names_a_type_parameter, names_generics};
 
 /// The cached function itself: its key, its cache and its policy, then `fetch`, which runs the
 /// body on a miss.
@@ -136,22 +136,6 @@ fn detachable(model: &Model, block: &TokenStream) -> bool {
             }
         }
     })
-}
-
-/// Whether `ty` names what reads as a type parameter of an enclosing `impl` (a single capital
-/// letter: `T`, `E`), which may be a reference type; the expansion cannot see that `impl`.
-fn names_a_type_parameter(ty: &syn::Type) -> bool {
-    fn any(tokens: TokenStream) -> bool {
-        tokens.into_iter().any(|t| match t {
-            TokenTree::Ident(i) => {
-                let name = i.to_string();
-                name.len() == 1 && name.chars().all(|c| c.is_ascii_uppercase())
-            }
-            TokenTree::Group(g) => any(g.stream()),
-            _ => false,
-        })
-    }
-    any(ty.to_token_stream())
 }
 
 /// Whether `block` names `ident`: as an identifier, or inside a literal (an inline format

@@ -7,14 +7,17 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned as _;
 
 use crate::model::{Model, Near};
-use crate::tokens::{may_borrow, names_generics};
+use crate::tokens::{may_borrow, names_a_type_parameter, names_generics};
 
 /// Whether the return type can be probed. A probe's bounds hold `'static`, which method
-/// lookup does not weigh: a return type that may borrow, or names the function's generic
-/// parameters, would fail the bound rather than fall back.
+/// lookup does not weigh: a return type that may borrow (`Self` included: it may name a
+/// generic type), names the function's generic parameters, or names what reads as an
+/// enclosing `impl`'s (`T`), would fail the bound rather than fall back.
 fn probeable(model: &Model) -> bool {
     let ret = &model.ret;
-    !may_borrow(ret) && !names_generics(&model.item.sig.generics, ret)
+    !may_borrow(ret)
+        && !names_generics(&model.item.sig.generics, ret)
+        && !names_a_type_parameter(ret)
 }
 
 /// Whether the function keeps values near, as a `NearChoice`: `KeepNear` spanned at

@@ -63,9 +63,10 @@ impl CacheBuilder {
     /// as if each had `near = "..."` (never past the entry's Redis TTL), on the near cache
     /// [`near_cache`](CacheBuilder::near_cache) sets up. A function whose attribute says
     /// `near` keeps its own time, and `near = "off"` keeps nothing. Values must be
-    /// `Clone + Send + Sync + 'static` to be kept: a function whose values are not (or whose
-    /// return type borrows, or names its generic parameters) reads Redis on every call, as
-    /// without this option. Between 1 ms and a day.
+    /// `Clone + Send + Sync + 'static` to be kept: a function whose values are not reads Redis
+    /// on every call, as without this option, and so does one whose return type borrows, or
+    /// names `Self`, its generic parameters or its `impl`'s (see the
+    /// [near cache's guide](crate::guide::near)). Between 1 ms and a day.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -1,8 +1,10 @@
+// Failed on 73b196f (found by the adversary, fixed since): the near probe now passes over a
+// return type naming what reads as an `impl`'s type parameter.
 // Methods of generic `impl`s whose return type names the `impl`'s type parameter, bounded
 // `Clone + Send + Sync` but not `'static`: the near probe (which `near_by_default` added to
 // every function) cannot tell, and must keep nothing rather than fail to compile. The error
 // type is not `Clone`, so the failure probe does not apply (see
-// adv_generic_impl_cloneable_error.rs for that one).
+// found_generic_impl_cloneable_error.rs for that one).
 use cached_redis::redis_cached;
 use serde::{Serialize, de::DeserializeOwned};
 

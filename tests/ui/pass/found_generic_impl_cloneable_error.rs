@@ -1,3 +1,4 @@
+// Failed on 73b196f (found by the adversary, fixed since; the bug predates near_by_default).
 // A method of a generic `impl` returning `Result<T, E>` with the `impl`'s `T` (no bound
 // beyond serde's) and an error that can be cloned: the failure probe (whether joiners share a
 // failed load's error) asks `T: 'static`, which method lookup does not weigh, so it is picked
