@@ -97,8 +97,8 @@ impl Cache {
             Ok((Some(bytes), _)) if watches => {
                 self.hit_due(value_key, policy, bytes, (sent, windows))
             }
-            Ok((Some(bytes), pttl)) => match codec::decode(&bytes) {
-                Ok(value) => Read::Hit(value, expires(pttl)),
+            Ok((Some(bytes), pttl)) => match decode_hit(&bytes, sent, expires(pttl)) {
+                Ok((value, until)) => Read::Hit(value, until),
                 Err(e) => {
                     self.undecodable(value_key, function, &e);
                     Read::Missed(Missed::Absent {
@@ -189,5 +189,37 @@ impl Cache {
     ) {
         self.inner.stats.note(Event::DecodeError, function);
         tracing::warn!(key = %value_key, %error, "cached value does not decode; reloading it");
+    }
+}
+
+/// A hit's value and, where a copy of it may be kept (`sent`), until when: by the entry's
+/// `PTTL` (`expires`), and no later than the end of the TTL the entry carries, which its
+/// `PTTL` passes by what another function's `stale` or `fail_safe` keeps past it. Without a
+/// copy to keep, only the value is read.
+fn decode_hit<T: CacheValue>(
+    bytes: &[u8],
+    sent: Option<Instant>,
+    expires: Option<Instant>,
+) -> Result<(T, Option<Instant>), codec::CodecError> {
+    if sent.is_none() {
+        return codec::decode(bytes).map(|value| (value, None));
+    }
+    let (value, origin, _) = codec::decode_with_origin(bytes)?;
+    Ok((value, copy_expiry(expires, origin.fresh_ms(), sent)))
+}
+
+/// Until when a copy of a hit may be kept: `expires` (by the entry's `PTTL`), and no later
+/// than `fresh_ms` (what the entry's soft expiry leaves) from `sent`.
+pub(super) fn copy_expiry(
+    expires: Option<Instant>,
+    fresh_ms: Option<u64>,
+    sent: Option<Instant>,
+) -> Option<Instant> {
+    let fresh = fresh_ms
+        .zip(sent)
+        .map(|(ms, sent)| sent + Duration::from_millis(ms));
+    match (expires, fresh) {
+        (Some(expires), Some(fresh)) => Some(expires.min(fresh)),
+        (expires, _) => expires,
     }
 }

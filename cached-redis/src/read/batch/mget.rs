@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 
 use crate::conn::command::keyed;
-use crate::read::get::{Missed, Read};
+use crate::read::get::{Missed, Read, copy_expiry};
 use crate::stored::codec;
 use crate::{Cache, CacheValue, Policy};
 
@@ -120,13 +120,7 @@ impl Cache {
             // A copy is kept no longer than the entry is fresh: its PTTL also counts what
             // another function's `stale` or `fail_safe` keeps past the TTL.
             Ok((value, origin, _)) => {
-                let fresh = origin.fresh_ms().zip(sent);
-                let fresh = fresh.map(|(ms, sent)| sent + Duration::from_millis(ms));
-                let expires = match (expires, fresh) {
-                    (Some(expires), Some(fresh)) => Some(expires.min(fresh)),
-                    (expires, _) => expires,
-                };
-                Read::Hit(value, expires)
+                Read::Hit(value, copy_expiry(expires, origin.fresh_ms(), sent))
             }
             Err(e) => {
                 self.undecodable(key, policy.name(), &e);
