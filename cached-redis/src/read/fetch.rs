@@ -120,14 +120,15 @@ impl Cache {
                 .await;
         }
         let ticket = near.as_ref().and_then(|near| near.ticket(key.as_str()));
-        // A call that may keep a near copy reads the entry's remaining time with it: it starts
-        // with a `GET`, never with the lease script.
-        let score = inner.first_reads.of(policy).filter(|_| ticket.is_none());
+        let score = inner.first_reads.of(policy);
         let write_failed = !inner
             .write_backs
             .answered(&value_key, inner.guard.op_timeout())
             .await;
-        let read = match self.no_get(&value_key, score, write_failed) {
+        // A call that may keep a near copy reads the entry's remaining time with it: it starts
+        // with a `GET`, never with the lease script (its hits still count in the score).
+        let lease_first = score.filter(|_| ticket.is_none());
+        let read = match self.no_get(&value_key, lease_first, write_failed) {
             Some(missed) => Read::Missed(missed),
             None => {
                 self.read::<R::Value>(&value_key, policy, ticket.is_some(), R::windows)
