@@ -8,18 +8,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, redis_cached};
-use cached_redis_tests::{HeldDb, RedisCluster, eventually};
+use cached_redis_tests::{HeldDb, RedisCluster, eventually, in_the_near_pass};
 
 async fn cluster_cache(cluster: &RedisCluster, namespace: &str) -> Cache {
     let urls = cluster.urls();
-    Cache::cluster_builder(&urls.iter().map(String::as_str).collect::<Vec<_>>())
+    let builder = Cache::cluster_builder(&urls.iter().map(String::as_str).collect::<Vec<_>>())
         .namespace(namespace)
         .op_timeout(Duration::from_secs(2))
         .breaker_threshold(3)
-        .breaker_cooldown(Duration::from_millis(200))
-        .build()
-        .await
-        .unwrap()
+        .breaker_cooldown(Duration::from_millis(200));
+    in_the_near_pass(builder).build().await.unwrap()
 }
 
 #[redis_cached(key = "row:<id>", ttl = "60s", jitter = "10%", cache = cache)]

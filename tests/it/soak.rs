@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, redis_cached};
-use cached_redis_tests::{RedisServer, eventually, near_pass};
+use cached_redis_tests::{RedisServer, eventually, in_the_near_pass, near_pass};
 
 #[redis_cached(key = "soak:<id>", ttl = "2s", jitter = "50%", cache = cache)]
 async fn item(cache: &Cache, id: u32, work: Duration) -> Result<Vec<u8>, String> {
@@ -45,14 +45,7 @@ async fn memory_maps_subscriptions_and_tasks_stay_flat() {
             .lock_ttl(Duration::from_millis(500))
             .breaker_threshold(3)
             .breaker_cooldown(Duration::from_millis(100));
-        let builder = if near_pass() {
-            builder
-                .near_cache(1_000)
-                .near_by_default(Duration::from_secs(1))
-        } else {
-            builder
-        };
-        builder.build().await.unwrap()
+        in_the_near_pass(builder).build().await.unwrap()
     };
     let caches = [build().await, build().await];
     // Warm up: both caches connect, and each waits once on the other's lease (which connects

@@ -14,6 +14,18 @@ pub fn near_pass() -> bool {
     std::env::var_os("CACHED_REDIS_TEST_NEAR").is_some_and(|v| v == "1")
 }
 
+/// `builder` with every function of its cache keeping its values near in the suite's near
+/// pass ([`near_pass`]), as it is otherwise.
+pub fn in_the_near_pass(builder: cached_redis::CacheBuilder) -> cached_redis::CacheBuilder {
+    if near_pass() {
+        builder
+            .near_cache(10_000)
+            .near_by_default(Duration::from_secs(30))
+    } else {
+        builder
+    }
+}
+
 /// Waits until `cache`'s near cache, if it has one, has applied every invalidation Redis sent
 /// before now. A test that writes Redis from another connection and then reads through the
 /// cache waits for this in between: Redis's message reaches another client's copy after the

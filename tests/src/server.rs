@@ -210,16 +210,11 @@ impl RedisServer {
     /// suite's near pass ([`near_pass`](crate::near_pass)) every function of the cache keeps
     /// its values near.
     pub fn cache_builder(&self, namespace: &str) -> cached_redis::CacheBuilder {
-        let builder = Cache::builder(&self.url())
-            .namespace(namespace)
-            .op_timeout(Duration::from_secs(5));
-        if crate::near_pass() {
-            builder
-                .near_cache(10_000)
-                .near_by_default(Duration::from_secs(30))
-        } else {
-            builder
-        }
+        crate::in_the_near_pass(
+            Cache::builder(&self.url())
+                .namespace(namespace)
+                .op_timeout(Duration::from_secs(5)),
+        )
     }
 }
 
