@@ -50,6 +50,19 @@ pub(crate) fn names_a_type_parameter(ty: &syn::Type) -> bool {
     any(ty.to_token_stream())
 }
 
+/// Whether `ty` is or holds a macro invocation (`row!()`), whose expansion the attribute does
+/// not see.
+pub(crate) fn holds_a_macro(ty: &syn::Type) -> bool {
+    fn any(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|t| match t {
+            TokenTree::Punct(p) => p.as_char() == '!',
+            TokenTree::Group(g) => any(g.stream()),
+            _ => false,
+        })
+    }
+    any(ty.to_token_stream())
+}
+
 /// Whether `ty` is or holds an `impl Trait` or one of `generics`' type parameters.
 pub(crate) fn names_generics(generics: &syn::Generics, ty: &syn::Type) -> bool {
     let tokens = ty.to_token_stream();

@@ -7,17 +7,19 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned as _;
 
 use crate::model::{Model, Near};
-use crate::tokens::{may_borrow, names_a_type_parameter, names_generics};
+use crate::tokens::{holds_a_macro, may_borrow, names_a_type_parameter, names_generics};
 
 /// Whether the return type can be probed. A probe's bounds hold `'static`, which method
 /// lookup does not weigh: a return type that may borrow (`Self` included: it may name a
-/// generic type), names the function's generic parameters, or names what reads as an
-/// enclosing `impl`'s (`T`), would fail the bound rather than fall back.
+/// generic type), names the function's generic parameters, names what reads as an enclosing
+/// `impl`'s (`T`), or is or holds a macro (whose expansion may name either), would fail the
+/// bound rather than fall back.
 fn probeable(model: &Model) -> bool {
     let ret = &model.ret;
     !may_borrow(ret)
         && !names_generics(&model.item.sig.generics, ret)
         && !names_a_type_parameter(ret)
+        && !holds_a_macro(ret)
 }
 
 /// Whether the function keeps values near, as a `NearChoice`: `KeepNear` spanned at
@@ -34,7 +36,7 @@ pub(super) fn near(model: &Model) -> TokenStream {
                 use ::cached_redis::__private::{
                     KeepsInner as _, KeepsNothing as _, KeepsPlain as _,
                 };
-                (&&&::cached_redis::__private::NearProbe::<#ret>::new()).near()
+                (&&&::cached_redis::__private::NearProbe::<#ret>::new()).__cached_redis_near()
             }}
         }
         Near::Unsaid | Near::Off => quote!(::cached_redis::__private::NotNear),
@@ -51,6 +53,6 @@ pub(super) fn failures(model: &Model) -> TokenStream {
     quote_spanned! {ret.span()=> {
         #[allow(unused_imports)]
         use ::cached_redis::__private::{OwnFailures as _, ShareFailures as _};
-        (&&::cached_redis::__private::FailureProbe::<#ret>::new()).failures()
+        (&&::cached_redis::__private::FailureProbe::<#ret>::new()).__cached_redis_failures()
     }}
 }

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 
 pub use crate::read::failures::Failures;
 
-/// Called as `(&&FailureProbe::<R>::new()).failures()` with both traits in scope: method
+/// Called as `(&&FailureProbe::<R>::new()).__cached_redis_failures()` with both traits in scope: method
 /// lookup takes [`ShareFailures`] where it applies (autoref specialization), [`OwnFailures`]
 /// otherwise.
 #[derive(Debug)]
@@ -29,13 +29,13 @@ impl<R> Default for FailureProbe<R> {
 /// [`FailureProbe`] of a `Result` whose error can be cloned: its joiners share it.
 pub trait ShareFailures<R> {
     /// Errors cloned for each joiner.
-    fn failures(&self) -> Option<Failures<R>>;
+    fn __cached_redis_failures(&self) -> Option<Failures<R>>;
 }
 
 impl<T: 'static, E: Clone + Send + Sync + 'static> ShareFailures<Result<T, E>>
     for &FailureProbe<Result<T, E>>
 {
-    fn failures(&self) -> Option<Failures<Result<T, E>>> {
+    fn __cached_redis_failures(&self) -> Option<Failures<Result<T, E>>> {
         Some(Failures::cloned())
     }
 }
@@ -43,11 +43,11 @@ impl<T: 'static, E: Clone + Send + Sync + 'static> ShareFailures<Result<T, E>>
 /// [`FailureProbe`] of any other return type: nothing shared.
 pub trait OwnFailures {
     /// No sharing.
-    fn failures<S>(&self) -> Option<Failures<S>>;
+    fn __cached_redis_failures<S>(&self) -> Option<Failures<S>>;
 }
 
 impl<R> OwnFailures for FailureProbe<R> {
-    fn failures<S>(&self) -> Option<Failures<S>> {
+    fn __cached_redis_failures<S>(&self) -> Option<Failures<S>> {
         None
     }
 }
@@ -64,12 +64,12 @@ mod tests {
     #[test]
     fn only_a_result_with_a_cloneable_error_shares_it() {
         let shared: Option<Failures<Result<u8, String>>> =
-            (&&FailureProbe::<Result<u8, String>>::new()).failures();
+            (&&FailureProbe::<Result<u8, String>>::new()).__cached_redis_failures();
         assert!(shared.is_some());
         let opaque: Option<Failures<Result<u8, Opaque>>> =
-            (&&FailureProbe::<Result<u8, Opaque>>::new()).failures();
+            (&&FailureProbe::<Result<u8, Opaque>>::new()).__cached_redis_failures();
         assert!(opaque.is_none());
-        let plain: Option<Failures<u8>> = (&&FailureProbe::<u8>::new()).failures();
+        let plain: Option<Failures<u8>> = (&&FailureProbe::<u8>::new()).__cached_redis_failures();
         assert!(plain.is_none());
     }
 }

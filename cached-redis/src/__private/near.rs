@@ -41,10 +41,11 @@ impl<T: Clone + Send + Sync + 'static> NearChoice<T> for KeepNear {
 
 /// Whether a function that does not say `near` can keep its values near, for a cache with
 /// [`near_by_default`](crate::CacheBuilder::near_by_default): called as
-/// `(&&&NearProbe::<R>::new()).near()` on the function's return type `R` with the three traits
+/// `(&&&NearProbe::<R>::new()).__cached_redis_near()` on the function's return type `R` with the three traits
 /// in scope, method lookup takes [`KeepsInner`] where `R` is a `Result` or `Option` whose
 /// value can be copied, [`KeepsPlain`] where `R` itself can, and [`KeepsNothing`] otherwise
-/// (autoref specialization). Their bounds hold `'static`, which method lookup does not weigh:
+/// (autoref specialization). The method's name is one no user trait in scope at the function
+/// has, so none is a candidate beside these. Their bounds hold `'static`, which method lookup does not weigh:
 /// the expansion probes only return types that neither borrow nor name generic parameters.
 #[derive(Debug)]
 pub struct NearProbe<R>(PhantomData<fn() -> R>);
@@ -65,17 +66,17 @@ impl<R> Default for NearProbe<R> {
 /// [`NearProbe`] of a `Result` or an `Option` whose value can be copied.
 pub trait KeepsInner {
     /// Values kept near.
-    fn near(&self) -> KeepNear;
+    fn __cached_redis_near(&self) -> KeepNear;
 }
 
 impl<T: Clone + Send + Sync + 'static, E> KeepsInner for &&NearProbe<Result<T, E>> {
-    fn near(&self) -> KeepNear {
+    fn __cached_redis_near(&self) -> KeepNear {
         KeepNear
     }
 }
 
 impl<T: Clone + Send + Sync + 'static> KeepsInner for &&NearProbe<Option<T>> {
-    fn near(&self) -> KeepNear {
+    fn __cached_redis_near(&self) -> KeepNear {
         KeepNear
     }
 }
@@ -83,11 +84,11 @@ impl<T: Clone + Send + Sync + 'static> KeepsInner for &&NearProbe<Option<T>> {
 /// [`NearProbe`] of a plain return type that can be copied.
 pub trait KeepsPlain {
     /// Values kept near.
-    fn near(&self) -> KeepNear;
+    fn __cached_redis_near(&self) -> KeepNear;
 }
 
 impl<R: Clone + Send + Sync + 'static> KeepsPlain for &NearProbe<R> {
-    fn near(&self) -> KeepNear {
+    fn __cached_redis_near(&self) -> KeepNear {
         KeepNear
     }
 }
@@ -95,11 +96,11 @@ impl<R: Clone + Send + Sync + 'static> KeepsPlain for &NearProbe<R> {
 /// [`NearProbe`] of any other return type: nothing kept.
 pub trait KeepsNothing {
     /// Nothing kept near.
-    fn near(&self) -> NotNear;
+    fn __cached_redis_near(&self) -> NotNear;
 }
 
 impl<R> KeepsNothing for NearProbe<R> {
-    fn near(&self) -> NotNear {
+    fn __cached_redis_near(&self) -> NotNear {
         NotNear
     }
 }
@@ -130,22 +131,26 @@ mod tests {
     #[test]
     fn values_that_can_be_copied_are_kept() {
         assert!(keeps::<u8>(
-            (&&&NearProbe::<Result<u8, Opaque>>::new()).near()
+            (&&&NearProbe::<Result<u8, Opaque>>::new()).__cached_redis_near()
         ));
         assert!(keeps::<Option<String>>(
-            (&&&NearProbe::<Option<String>>::new()).near()
+            (&&&NearProbe::<Option<String>>::new()).__cached_redis_near()
         ));
-        assert!(keeps::<Vec<u8>>((&&&NearProbe::<Vec<u8>>::new()).near()));
+        assert!(keeps::<Vec<u8>>(
+            (&&&NearProbe::<Vec<u8>>::new()).__cached_redis_near()
+        ));
         assert!(!keeps::<Opaque>(
-            (&&&NearProbe::<Result<Opaque, String>>::new()).near()
+            (&&&NearProbe::<Result<Opaque, String>>::new()).__cached_redis_near()
         ));
         assert!(!keeps::<Option<Opaque>>(
-            (&&&NearProbe::<Option<Opaque>>::new()).near()
+            (&&&NearProbe::<Option<Opaque>>::new()).__cached_redis_near()
         ));
-        assert!(!keeps::<Opaque>((&&&NearProbe::<Opaque>::new()).near()));
+        assert!(!keeps::<Opaque>(
+            (&&&NearProbe::<Opaque>::new()).__cached_redis_near()
+        ));
         // Clone but not Sync.
         assert!(!keeps::<std::cell::Cell<u8>>(
-            (&&&NearProbe::<std::cell::Cell<u8>>::new()).near()
+            (&&&NearProbe::<std::cell::Cell<u8>>::new()).__cached_redis_near()
         ));
     }
 }

@@ -3,7 +3,7 @@
 // boxed and shared `dyn Error` errors, const generics (the function's own and an `impl`'s,
 // named with several letters), a macro in type position naming concrete types, and a
 // longer-named `impl` parameter with `near = "off"` and an error that cannot be cloned (the
-// guide's escape; with a cloneable error it fails: bug_near_off_long_impl_param_cloneable_error.rs).
+// guide's escape; with a cloneable error it fails: ui/fail/impl_param_long_name_cloneable_error.rs).
 use cached_redis::{Cache, redis_cached};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 

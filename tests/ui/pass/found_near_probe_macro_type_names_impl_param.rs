@@ -1,3 +1,5 @@
+// Failed on aa6dc53 (found by the adversary, fixed since: a return type written with a macro
+// is not probed).
 // Fails now (E0310, the parameter type `T` may not live long enough); compiled on d1c89bb
 // (the error cannot be cloned, so the failure probe passes over it). A return type written
 // as a macro whose expansion names the `impl`'s `T` (a `macro_rules!` type resolves `T` where

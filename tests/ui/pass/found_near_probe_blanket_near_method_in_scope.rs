@@ -1,5 +1,6 @@
-// Fails now (E0034, multiple applicable items in scope: `near`); compiled on d1c89bb, before
-// near_by_default. The near probe is a method call, `(&&&NearProbe::<R>::new()).near()`,
+// Failed on aa6dc53 (found by the adversary, fixed since: the probes' methods are named
+// `__cached_redis_near` and `__cached_redis_failures`, which no user trait has). Compiled on
+// d1c89bb, before near_by_default. The near probe is a method call, `(&&&NearProbe::<R>::new()).near()`,
 // spanned at the return type in the user's function: every trait in scope at the function
 // with a method named `near` is a candidate. A user trait implemented for every type (a
 // geometry or fuzzy-matching crate's `near`) makes the call ambiguous, or picks the user's
