@@ -1,9 +1,11 @@
 //! Adversarial tests of `near_by_default`, second round: a single read's copy ending at the
 //! entry's soft expiry (crafted envelopes, another codec, entries another function wrote) and
 //! calls that start with the lease script while the tracking connection is refused. The
-//! compile-side cases are tests/ui/pass/bug_near_* and held_near_*.
+//! compile-side cases are tests/ui/pass/found_near_probe_*, held_near_probe_return_types.rs and
+//! tests/ui/fail/impl_param_long_name_cloneable_error.rs.
 //!
-//! `bug_*` tests fail now (they show a bug); `held_*` tests pass (the guarantee held).
+//! `found_*` tests failed when written (they showed a bug, fixed since); `held_*` tests passed
+//! (the guarantee held).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -64,7 +66,9 @@ async fn crafted(cache: &Cache, db: &HeldDb, id: u32) -> Result<u64, String> {
 /// entry is corrupt now depends on whether the reader keeps copies, and on whether its
 /// tracking connection is live at the moment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_near_read_rejects_an_entry_a_plain_read_answers() {
+// Failed on aa6dc53 (found by the adversary, fixed since: metadata a read that may keep a copy
+// cannot read keeps no copy, and the value is answered as a plain read answers it).
+async fn found_a_near_read_answers_an_entry_a_plain_read_answers() {
     let server = RedisServer::start();
     let mut admin = server.conn().await;
     let plain = plain_cache(&server.url(), "adv2-meta").await;
@@ -231,7 +235,9 @@ async fn long_stale(cache: &Cache, db: &HeldDb, id: u32) -> Result<u64, String> 
 /// copy of such an entry dies with it (adv_batch_near's
 /// `a_copy_read_under_a_held_pttl_dies_with_its_entry_without_an_expiry_message`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_stale_function_s_copy_outlives_a_shorter_entry_it_did_not_write() {
+// Failed on aa6dc53 (found by the adversary, fixed since: a read that may keep a copy reads the
+// entry's PTTL whatever its policy, and the copy ends at the sooner of it and the soft expiry).
+async fn found_a_stale_function_s_copy_ends_with_a_shorter_entry_it_did_not_write() {
     let server = RedisServer::start_with(&["--enable-debug-command", "yes"]);
     let mut admin = server.conn().await;
     let _: () = redis::cmd("DEBUG")

@@ -59,9 +59,9 @@ impl Missed {
 }
 
 impl Cache {
-    /// The first, uncoalesced GET; `near`: with the hit's expiry, from the entry's PTTL (for
-    /// a policy with `stale`, early refresh or `fail_safe`, from the soft expiry stored in the
-    /// entry, which such a hit reads anyway, for what it is due for).
+    /// The first, uncoalesced GET; `near`: with the hit's expiry, from the entry's PTTL and
+    /// the soft expiry stored in the entry, whichever comes first (an entry another function
+    /// wrote may end sooner than this one's TTL, or carry no soft expiry).
     pub(super) async fn read<T: CacheValue>(
         &self,
         value_key: &str,
@@ -72,10 +72,9 @@ impl Cache {
         let inner = &self.inner;
         let function = policy.name();
         let watches = policy.watches_expiry();
-        let with_pttl = near && !watches;
         // Read only when a near copy is kept by it: the clock is a tenth of a hit's own cost.
         let sent = near.then(Instant::now);
-        let reply = if with_pttl {
+        let reply = if near {
             // Boxed: two commands' futures would double the size of every call's future,
             // which each call moves (a near hit and a refused read too).
             Box::pin(self.get_and_pttl(value_key)).await
@@ -94,8 +93,8 @@ impl Cache {
         };
         match reply {
             Ok((None, _)) => Read::Missed(Missed::Absent { corrupt: None }),
-            Ok((Some(bytes), _)) if watches => {
-                self.hit_due(value_key, policy, bytes, (sent, windows))
+            Ok((Some(bytes), pttl)) if watches => {
+                self.hit_due(value_key, policy, bytes, (sent, expires(pttl), windows))
             }
             Ok((Some(bytes), pttl)) => match decode_hit(&bytes, sent, expires(pttl)) {
                 Ok((value, until)) => Read::Hit(value, until),
@@ -121,12 +120,14 @@ impl Cache {
     /// written before soft expiries were stored ends its full `ttl` after its load). What it
     /// is due for follows the entry's own windows (`windows` of its value) where the policy
     /// takes them.
+    /// `sent` and `expires`: when the read was sent and the expiry its `PTTL` gave, where a
+    /// copy may be kept.
     pub(super) fn hit_due<T: CacheValue>(
         &self,
         value_key: &str,
         policy: &Policy,
         bytes: Vec<u8>,
-        (sent, windows): (Option<Instant>, WindowsOf<T>),
+        (sent, expires, windows): (Option<Instant>, Option<Instant>, WindowsOf<T>),
     ) -> Read<T> {
         let (value, origin, _) = match codec::decode_with_origin(&bytes) {
             Ok(decoded) => decoded,
@@ -147,7 +148,13 @@ impl Cache {
                     corrupt: Some(bytes),
                 })
             }
-            Due::Fresh(fresh) => Read::Hit(value, sent.map(|sent| sent + fresh)),
+            Due::Fresh(fresh) => {
+                let fresh = sent.map(|sent| sent + fresh);
+                Read::Hit(
+                    value,
+                    fresh.map(|fresh| expires.map_or(fresh, |e| e.min(fresh))),
+                )
+            }
             due => {
                 let fail_safe = policy.within_fail_safe(left);
                 Read::Due(Refresh {
@@ -195,17 +202,21 @@ impl Cache {
 /// A hit's value and, where a copy of it may be kept (`sent`), until when: by the entry's
 /// `PTTL` (`expires`), and no later than the end of the TTL the entry carries, which its
 /// `PTTL` passes by what another function's `stale` or `fail_safe` keeps past it. Without a
-/// copy to keep, only the value is read.
+/// copy to keep, only the value is read; so is an entry whose metadata does not read (a
+/// plain read ignores it), of which no copy is kept.
 fn decode_hit<T: CacheValue>(
     bytes: &[u8],
     sent: Option<Instant>,
     expires: Option<Instant>,
 ) -> Result<(T, Option<Instant>), codec::CodecError> {
-    if sent.is_none() {
-        return codec::decode(bytes).map(|value| (value, None));
+    if sent.is_some()
+        && let Ok((value, origin, _)) = codec::decode_with_origin(bytes)
+    {
+        return Ok((value, copy_expiry(expires, origin.fresh_ms(), sent)));
     }
-    let (value, origin, _) = codec::decode_with_origin(bytes)?;
-    Ok((value, copy_expiry(expires, origin.fresh_ms(), sent)))
+    // Metadata this build does not read (or no copy to keep): the value is answered as a
+    // plain read answers it, and no copy is kept.
+    codec::decode(bytes).map(|value| (value, None))
 }
 
 /// Until when a copy of a hit may be kept: `expires` (by the entry's `PTTL`), and no later

@@ -45,8 +45,7 @@ impl Cache {
             return value_keys.iter().map(|_| unavailable()).collect();
         }
         let sent = expiry.then(Instant::now);
-        let with_pttl = expiry && !policy.watches_expiry();
-        let replies = Box::pin(self.mget(value_keys, with_pttl)).await;
+        let replies = Box::pin(self.mget(value_keys, expiry)).await;
         let (found, pttls) = match replies {
             Ok((found, pttls)) if found.len() == value_keys.len() => (found, pttls),
             _ => return value_keys.iter().map(|_| unavailable()).collect(),
@@ -109,7 +108,7 @@ impl Cache {
         };
         if policy.watches_expiry() {
             // A batch's values say no windows of their own (HTTP responses are not read in batches).
-            return self.hit_due(key, policy, bytes, (sent, |_| None));
+            return self.hit_due(key, policy, bytes, (sent, expires, |_| None));
         }
         match codec::decode_with_origin(&bytes) {
             // Past its TTL, kept for another function's `stale` or `fail_safe`: not a hit for
