@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, redis_cached};
-use cached_redis_tests::{RedisServer, RefusingPort, eventually};
+use cached_redis_tests::{RedisServer, RefusingPort, eventually, in_the_near_pass};
 
 static LOADS: AtomicU32 = AtomicU32::new(0);
 
@@ -21,11 +21,12 @@ async fn cache_for(url: &str, namespace: &str) -> Cache {
 }
 
 async fn cache_cooling(url: &str, namespace: &str, cooldown: Duration) -> Cache {
-    Cache::builder(url)
+    let builder = Cache::builder(url)
         .namespace(namespace)
         .op_timeout(Duration::from_millis(100))
         .breaker_threshold(3)
-        .breaker_cooldown(cooldown)
+        .breaker_cooldown(cooldown);
+    in_the_near_pass(builder)
         .build()
         .await
         .expect("building never needs Redis")
