@@ -1195,6 +1195,7 @@ async fn found_a_batch_serves_an_entry_past_its_ttl_kept_for_a_stale_single_func
     let mut admin = server.conn().await;
     let key = cache.redis_key(&aged_one_key(1));
     assert!(cached_redis_tests::stale::expire_in(&mut admin, &key, 30_000).await);
+    cached_redis_tests::near_caught_up(&cache).await;
     rows.write(1);
     rows.take();
     let found = aged_many(&cache, &rows, &[1]).await.unwrap();

@@ -32,6 +32,8 @@ async fn expire_in(server: &RedisServer, cache: &Cache, key: &Key, left: Duratio
     let left = left.as_millis() as u64;
     let moved = stale::expire_in(&mut conn, &cache.redis_key(key), left).await;
     assert!(moved, "the entry exists");
+    // In the near pass, the cache's copy goes with Redis's message for the rewrite.
+    cached_redis_tests::near_caught_up(cache).await;
 }
 
 /// Ages the entry of `key` (of a policy kept `FAIL_SAFE` past its TTL) 30 s past its TTL.
@@ -722,6 +724,7 @@ async fn early_refresh_beside_fail_safe() {
         .unwrap();
     let left = (FAIL_SAFE + Duration::from_secs(1)).as_millis() as u64;
     assert!(stale::expire_in(&mut conn, &redis_key, left).await);
+    cached_redis_tests::near_caught_up(&cache).await;
     let reads = db.reads();
     assert_eq!(early(&cache, &db, 1).await, Ok(101));
     assert!(db.reads() > reads, "an early refresh was drawn");

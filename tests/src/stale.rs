@@ -43,6 +43,8 @@ pub async fn make_stale(server: &RedisServer, cache: &Cache, key: &Key) {
     let mut conn = server.conn().await;
     let stale_ms = STALE.as_millis() as u64;
     assert!(expire_in(&mut conn, &cache.redis_key(key), stale_ms / 2).await);
+    // In the near pass, the cache's copy goes with Redis's message for the rewrite.
+    crate::near_caught_up(cache).await;
 }
 
 /// Ages the entry at `redis_key` as if time had passed until Redis has `left_ms` of it left:
