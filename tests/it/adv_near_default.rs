@@ -13,25 +13,15 @@ use std::time::Duration;
 
 use cached_redis::{Cache, Key, Policy, redis_cached};
 use cached_redis_tests::{
-    HeldDb, Proxy, RedisServer, command_calls, eventually, near_caught_up, pttl, until_near_hit,
+    HeldDb, Proxy, RedisServer, command_calls, eventually, near_by_default_cache, near_caught_up,
+    pttl, until_near_hit,
 };
 use serde::{Deserialize, Serialize};
 
 /// A cache whose functions keep their values near for `keep` by default, once its tracking
 /// connection is live.
 async fn by_default(server: &RedisServer, namespace: &str, keep: Duration) -> Cache {
-    let cache = server
-        .cache_builder(namespace)
-        .near_cache(1_000)
-        .near_by_default(keep)
-        .build()
-        .await
-        .expect("valid cache configuration");
-    assert!(
-        eventually(Duration::from_secs(10), || async { cache.near_is_live() }).await,
-        "the tracking connection comes up"
-    );
-    cache
+    near_by_default_cache(&server.url(), namespace, keep).await
 }
 
 /// Whether some call of `call` within 5 s is a near hit (a copy is usually kept from the

@@ -10,24 +10,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cached_redis::{Cache, Key, redis_cached};
-use cached_redis_tests::{HeldDb, RedisServer, command_calls, eventually, set_px, until_near_hit};
+use cached_redis_tests::{
+    HeldDb, RedisServer, command_calls, near_by_default_cache, set_px, until_near_hit,
+};
 
 /// A cache whose functions keep their values near for `keep` by default, once its tracking
 /// connection is live.
 async fn by_default(url: &str, namespace: &str, keep: Duration) -> Cache {
-    let cache = Cache::builder(url)
-        .namespace(namespace)
-        .op_timeout(Duration::from_secs(5))
-        .near_cache(1_000)
-        .near_by_default(keep)
-        .build()
-        .await
-        .expect("valid cache configuration");
-    assert!(
-        eventually(Duration::from_secs(10), || async { cache.near_is_live() }).await,
-        "the tracking connection comes up"
-    );
-    cache
+    near_by_default_cache(url, namespace, keep).await
 }
 
 /// A cache without a near cache.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cached_redis::{Cache, Error, redis_cached};
-use cached_redis_tests::{RedisServer, command_calls, near_live, until_near_hit};
+use cached_redis_tests::{RedisServer, command_calls, near_by_default_cache, until_near_hit};
 use serde::{Deserialize, Serialize};
 
 #[redis_cached(key = "plain:<id>", ttl = "60s", cache = cache)]
@@ -44,15 +44,7 @@ async fn names(cache: &Cache, ids: &[u32]) -> HashMap<u32, String> {
 
 /// A cache whose functions keep their values near for 30 s, once its tracking is live.
 async fn by_default(server: &RedisServer, namespace: &str) -> Cache {
-    let cache = server
-        .cache_builder(namespace)
-        .near_cache(1_000)
-        .near_by_default(Duration::from_secs(30))
-        .build()
-        .await
-        .expect("valid cache configuration");
-    near_live(&cache).await;
-    cache
+    near_by_default_cache(&server.url(), namespace, Duration::from_secs(30)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

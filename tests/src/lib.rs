@@ -32,8 +32,8 @@ pub use inspect::{
 };
 pub use logs::{LogCapture, capture_logs};
 pub use near::{
-    in_the_near_pass, near_cache, near_cache_timed, near_caught_up, near_live, near_pass,
-    until_near_hit,
+    in_the_near_pass, near_by_default_cache, near_cache, near_cache_timed, near_caught_up,
+    near_live, near_pass, until_near_hit,
 };
 pub use proxy::Proxy;
 pub use rng::Rng;

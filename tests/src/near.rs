@@ -68,6 +68,21 @@ pub async fn near_cache_timed(
     cache
 }
 
+/// A cache on `url` whose functions keep their values near for `keep` (`near_by_default`,
+/// with room for 1,000 copies and a 5 s `op_timeout`), once its tracking connection is live.
+pub async fn near_by_default_cache(url: &str, namespace: &str, keep: Duration) -> Cache {
+    let cache = Cache::builder(url)
+        .namespace(namespace)
+        .op_timeout(Duration::from_secs(5))
+        .near_cache(1_000)
+        .near_by_default(keep)
+        .build()
+        .await
+        .expect("valid cache configuration");
+    near_live(&cache).await;
+    cache
+}
+
 /// Waits until `cache`'s tracking connection is up and confirmed: its near copies may then be
 /// served.
 pub async fn near_live(cache: &Cache) {
