@@ -411,7 +411,8 @@ fn cluster_cache(cluster: &RedisCluster, namespace: &str) -> cached_redis::Cache
         .op_timeout(Duration::from_secs(20))
 }
 
-/// A miss's lease script meets `NOSCRIPT` (its primary lost the scripts), and while the script
+/// The lease script a call starts with (its function's calls keep missing) meets `NOSCRIPT`
+/// (its primary lost the scripts), and while the script
 /// is being loaded (`SCRIPT LOAD` goes to every node; another primary, stopped, holds the reply)
 /// the key's slot starts moving: the call sent again after the load is answered `TRYAGAIN`.
 /// It is retried until the move ends, as any other `TRYAGAIN` is, and the call finds the value.
@@ -429,6 +430,14 @@ async fn found_a_lease_script_loaded_again_during_a_slot_move_is_retried() {
     let key = Key::raw("row:move");
     let loads = Arc::new(AtomicU32::new(0));
     assert_eq!(quick_call(&cache, &key, &loads, 1).await.unwrap(), Ok(1));
+    // Calls that keep missing: the next one starts with the lease script (a call whose GET
+    // found no value takes the lease with `SET NX` and runs no script).
+    let others = Arc::new(AtomicU32::new(0));
+    for id in 0..40 {
+        let other = Key::builder().text("row:other:").part(&id).build();
+        let missed = quick_call(&cache, &other, &others, id).await.unwrap();
+        assert_eq!(missed, Ok(id));
+    }
     tokio::time::timeout(HANG, cache.settle()).await.unwrap();
     let entry = cache.redis_key(&key);
     let from = cluster.primary_holding(&entry).expect("stored");

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, Policy};
 use cached_redis_tests::rows::{call, lease_first};
-use cached_redis_tests::{Proxy, RedisCluster, RedisServer, exists, flush_scripts, get_raw, gone};
+use cached_redis_tests::{
+    Proxy, RedisCluster, RedisServer, eventually, exists, flush_scripts, get_raw, gone,
+};
 
 /// A guard against hangs only.
 const HANG: Duration = Duration::from_secs(60);
@@ -22,7 +24,9 @@ fn policy() -> Policy {
 /// loading scripts), after Redis lost the scripts: every lease script meets `NOSCRIPT`, its
 /// load `NOPERM`. The call gives up at once (well inside a 20 s `op_timeout`) with the
 /// loader's value, the write breaker stays closed (Redis answered: no outage), and no lease
-/// is left. A second and third call do the same: the loop does not spin on `NOSCRIPT`.
+/// is left for longer than `lock_ttl`: the lease a call's `SET NX` took after its `GET` found
+/// nothing cannot be given back without the scripts, and expires. A second and third call do
+/// the same: the loop does not spin on `NOSCRIPT`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_a_refused_script_load_falls_back_at_once() {
     tokio::time::timeout(HANG, async {
@@ -49,6 +53,7 @@ async fn held_a_refused_script_load_falls_back_at_once() {
         let cache = Cache::builder(&url)
             .namespace("adv-calls2-acl")
             .op_timeout(op_timeout)
+            .lock_ttl(Duration::from_millis(300))
             .breaker_threshold(2)
             .build()
             .await
@@ -74,7 +79,11 @@ async fn held_a_refused_script_load_falls_back_at_once() {
             );
             tokio::time::timeout(HANG, cache.settle()).await.unwrap();
             let lease = format!("{}:lease", cache.redis_key(&key));
-            assert!(!exists(&mut admin, &lease).await, "no lease left");
+            let expired = eventually(Duration::from_secs(3), || {
+                let (mut admin, lease) = (admin.clone(), lease.clone());
+                async move { !exists(&mut admin, &lease).await }
+            });
+            assert!(expired.await, "no lease left past its lock_ttl");
             assert!(get_raw(&mut admin, &cache.redis_key(&key)).await.is_none());
             // Its lease script reached Redis (the write breaker, threshold 2, is closed).
             assert!(

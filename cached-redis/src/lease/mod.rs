@@ -1,6 +1,7 @@
 //! The lease on an entry: its Redis names and the scripts over it (the guard its holder keeps
 //! while loading is the read path's, `read/lease_guard.rs`).
 
+pub(crate) mod after_miss;
 pub(crate) mod call;
 pub(crate) mod scripts;
 

@@ -211,8 +211,9 @@ impl Cache {
                 // A call that starts with the lease script leaves half its time for a GET.
                 let op_timeout = self.inner.guard.op_timeout();
                 let within = if unread { op_timeout / 2 } else { op_timeout };
-                let corrupt = (missed.into_corrupt(), within);
-                let lease = self.lease_or_value(leader, keys, policy, corrupt).await;
+                let after_miss = matches!(missed, Missed::Absent { corrupt: None });
+                let asked = (missed.into_corrupt(), within, after_miss);
+                let lease = self.lease_or_value(leader, keys, policy, asked).await;
                 if matches!(lease, Lease::Unavailable) && !unread {
                     // The GET was answered, the lease script was not: the load falls back.
                     self.inner.stats.note(Event::Fallback, policy.name());

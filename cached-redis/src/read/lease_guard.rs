@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::lease::EntryKeys;
+use crate::lease::after_miss::{self, AfterMiss};
 use crate::lease::scripts::{self, Acquire};
 use crate::{Cache, Error, random};
 
@@ -18,6 +19,9 @@ pub(crate) struct LeaseGuard {
     token: String,
     lock_ms: u64,
     armed: bool,
+    /// The caller's `GET` just found no value: the first request is `SET NX` and a `GET`
+    /// ([`after_miss`]), not the lease script.
+    after_miss: bool,
     /// How long each lease script may take: `op_timeout`, or less for a call that starts
     /// with it and must leave time for a `GET` after it ([`first_read`](super::first_read)).
     within: Duration,
@@ -32,8 +36,16 @@ impl LeaseGuard {
             token: random::token(),
             lock_ms,
             armed: false,
+            after_miss: false,
             within: cache.inner.guard.op_timeout(),
         }
+    }
+
+    /// This claim's first request follows a `GET` that found no value (`after_miss`): it
+    /// sends `SET NX` and a `GET` in place of the lease script.
+    pub(crate) fn after_miss(mut self, after_miss: bool) -> LeaseGuard {
+        self.after_miss = after_miss;
+        self
     }
 
     /// This claim's lease scripts may take `within` at most.
@@ -42,10 +54,13 @@ impl LeaseGuard {
         self
     }
 
-    /// Sends the lease script once (`corrupt`: bytes found undecodable, replaced only if still
-    /// there) and returns its reply with what `before_send` returned, called just before the
-    /// script is sent. The claim is armed while the script is in flight (a caller dropped
-    /// before the reply may hold the lease) and stays armed after a granted lease or an error
+    /// Asks for the lease once (`corrupt`: bytes found undecodable, replaced only if still
+    /// there) and returns the answer with what `before_send` returned, called just before the
+    /// request is sent: the lease script, or, for the first request of a claim made
+    /// [`after_miss`](LeaseGuard::after_miss), `SET NX` and a `GET`, then the script only
+    /// where the lease is held. The claim is armed while a request is in flight (a caller
+    /// dropped before the reply may hold the lease) and stays armed after a granted lease, a
+    /// value found with the lease taken (given back when the claim is dropped) or an error
     /// (whose outcome is unknown).
     pub(crate) async fn acquire<J>(
         &mut self,
@@ -53,16 +68,22 @@ impl LeaseGuard {
         before_send: impl FnOnce() -> J,
     ) -> (Result<Acquire, Error>, J) {
         let inner = &self.cache.inner;
-        let mut conn = inner.writes.clone();
-        let acquire = scripts::acquire(&mut conn, &self.keys, &self.token, self.lock_ms, corrupt);
+        let first = std::mem::take(&mut self.after_miss) && corrupt.is_none();
+        let ask = ask(
+            &self.cache,
+            &self.keys,
+            &self.token,
+            self.lock_ms,
+            (corrupt, first),
+        );
         self.armed = true;
         let sent = before_send();
         let reply = inner
             .guard
-            .write_within(&inner.stats, "acquire", self.within, acquire)
+            .write_within(&inner.stats, "acquire", self.within, ask)
             .await;
-        self.armed = matches!(reply, Ok(Acquire::Leased) | Err(_));
-        (reply, sent)
+        self.armed = reply.as_ref().map_or(true, |(_, leased)| *leased);
+        (reply.map(|(acquire, _)| acquire), sent)
     }
 
     /// Runs the loader while renewing the lease every third of its TTL, so a loader slower than
@@ -155,6 +176,31 @@ impl Drop for LeaseGuard {
         let token = std::mem::take(&mut self.token);
         runtime.spawn(async move { release(&cache, &keys, &token).await });
     }
+}
+
+/// Asks Redis for the lease: `SET NX` and a `GET` first where `after_miss` says so (the lease
+/// script only if the lease is held, or if Redis answered them with an error), else the script.
+/// The answer, and whether the lease was taken.
+async fn ask(
+    cache: &Cache,
+    keys: &EntryKeys,
+    token: &str,
+    lock_ms: u64,
+    (corrupt, after_miss): (Option<&[u8]>, bool),
+) -> redis::RedisResult<(Acquire, bool)> {
+    let mut conn = cache.inner.writes.clone();
+    if after_miss {
+        match after_miss::take(&mut conn, keys, token, lock_ms).await {
+            Ok(AfterMiss::Leased) => return Ok((Acquire::Leased, true)),
+            Ok(AfterMiss::Value { bytes, leased }) => return Ok((Acquire::Value(bytes), leased)),
+            Ok(AfterMiss::Held) => {}
+            Err(e) if after_miss::unanswered(&e) => return Err(e),
+            Err(_) => {}
+        }
+    }
+    let acquire = scripts::acquire(&mut conn, keys, token, lock_ms, corrupt).await?;
+    let leased = matches!(acquire, Acquire::Leased);
+    Ok((acquire, leased))
 }
 
 /// Deletes the lease if `token` still holds it and wakes its waiters: `Some(true)` it did,

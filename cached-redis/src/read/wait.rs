@@ -35,18 +35,19 @@ pub(super) enum Lease<T> {
 
 impl Cache {
     /// Takes the lease, or waits (woken by Redis) until its holder stores a value or lets go;
-    /// each lease script within `within`.
+    /// each request for it within `within`; the first one `after_miss` (see
+    /// [`LeaseGuard::after_miss`]) where the call's `GET` found no value.
     pub(super) async fn lease_or_value<T: CacheValue>(
         &self,
         leader: &Leader,
         keys: &EntryKeys,
         policy: &Policy,
-        (mut corrupt, within): (Option<Vec<u8>>, Duration),
+        (mut corrupt, within, after_miss): (Option<Vec<u8>>, Duration, bool),
     ) -> Lease<T> {
         let inner = &self.inner;
         let lock_ttl = self.lock_ttl_for(policy);
         let claim = LeaseGuard::claim(self, keys, self.lock_ms_for(policy));
-        let mut claim = claim.within(within);
+        let mut claim = claim.within(within).after_miss(after_miss);
         let mut subscription = None;
         let mut waited = false;
         loop {

@@ -96,9 +96,8 @@ impl Cache {
             }
             missed => {
                 stats.note(Event::Miss, policy.name());
-                let corrupt = missed.into_corrupt();
-                self.lease_one(leader, EntryKeys::for_value(value_key), policy, corrupt)
-                    .await
+                let keys = EntryKeys::for_value(value_key);
+                self.lease_one(leader, keys, policy, missed).await
             }
         }
     }
@@ -110,10 +109,13 @@ impl Cache {
         leader: Leader,
         keys: EntryKeys,
         policy: &Policy,
-        corrupt: Option<Vec<u8>>,
+        missed: Missed,
     ) -> Claimed<T> {
         let stats = &self.inner.stats;
-        let mut claim = LeaseGuard::claim(self, &keys, self.lock_ms_for(policy));
+        let after_miss = matches!(missed, Missed::Absent { corrupt: None });
+        let corrupt = missed.into_corrupt();
+        let claim = LeaseGuard::claim(self, &keys, self.lock_ms_for(policy));
+        let mut claim = claim.after_miss(after_miss);
         let (reply, joined) = claim.acquire(corrupt.as_deref(), || leader.joined()).await;
         match reply {
             Ok(Acquire::Leased) => {
