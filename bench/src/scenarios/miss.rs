@@ -57,11 +57,11 @@ pub(super) async fn client_commands<F: std::future::Future<Output = ()>>(
 
 /// The round trips a miss's caller waits for: every command for the others; for cached-redis,
 /// whose write-back runs after the caller is answered, the lease script alone once its
-/// function's calls keep missing, the GET and the lease script among hits.
+/// function's calls keep missing, the GET and the lease (`SET NX` with a `GET`) among hits.
 fn waited_for(system: System) -> &'static str {
     match system {
         System::CachedRedis => {
-            "1 (lease script) while calls keep missing; 2 (GET, lease) among hits"
+            "1 (lease script) while calls keep missing; 2 (GET, then SET NX + GET pipelined) among hits"
         }
         _ => "2 (GET, SET)",
     }
@@ -218,7 +218,7 @@ pub(super) async fn miss(cfg: &Config) -> Table {
         ]);
     }
     table.note = format!(
-        "Calls are made on the thread that blocks on the bench's multi-threaded runtime (as `#[tokio::main]`'s body is), except in the column \"in a task\", whose calls are made from a task on the runtime, as a request handler's are: from `block_on`'s thread, handing cached-redis's write-back to the runtime wakes a worker thread (an eventfd write and a futex wake), which a call on a worker does not pay. {n} misses per system per round, back to back (p50, p99); then {n} more \"apart\", each timed alone with cached-redis's background write-back settled (`Cache::settle`, untimed) before the next, so that a miss does not queue behind the previous one's write-back in Redis and on the 2 cores; {} rounds. Then {n} misses per system, each after nine hits of a warm key and timed alone (background work settled, untimed): a function whose calls mostly hit; the systems take turns miss by miss, which worker thread polls Redis's replies moving a round's median by half. Commands are the client commands Redis received (MONITOR, excluding those a script runs) over 100 more misses, after 40 not counted. A cached-redis function whose calls keep missing (over nine in ten) starts each call with the lease script, which answers the value where there is one (`read/first_read.rs`): its misses wait for that one round trip; among hits a miss sends a GET first, then the lease script. The write-back under the lease runs in the background after its caller has the value (`tests/it/miss.rs` holds its reply and sees the caller answered).",
+        "Calls are made on the thread that blocks on the bench's multi-threaded runtime (as `#[tokio::main]`'s body is), except in the column \"in a task\", whose calls are made from a task on the runtime, as a request handler's are: from `block_on`'s thread, handing cached-redis's write-back to the runtime wakes a worker thread (an eventfd write and a futex wake), which a call on a worker does not pay. {n} misses per system per round, back to back (p50, p99); then {n} more \"apart\", each timed alone with cached-redis's background write-back settled (`Cache::settle`, untimed) before the next, so that a miss does not queue behind the previous one's write-back in Redis and on the 2 cores; {} rounds. Then {n} misses per system, each after nine hits of a warm key and timed alone (background work settled, untimed): a function whose calls mostly hit; the systems take turns miss by miss, which worker thread polls Redis's replies moving a round's median by half. Commands are the client commands Redis received (MONITOR, excluding those a script runs) over 100 more misses, after 40 not counted. A cached-redis function whose calls keep missing (over nine in ten) starts each call with the lease script, which answers the value where there is one (`read/first_read.rs`): its misses wait for that one round trip; among hits a miss sends a GET first, then takes the lease with `SET NX` and a `GET` pipelined (`lease/after_miss.rs`). The write-back under the lease runs in the background after its caller has the value (`tests/it/miss.rs` holds its reply and sees the caller answered).",
         cfg.rounds
     );
     table

@@ -92,7 +92,7 @@ impl Probe {
             Probe::HandWrittenMiss => "hand-written: miss (`GET`, load, `SET`)",
             Probe::Miss => "cached-redis: miss, calls that keep missing (lease script, write-back)",
             Probe::MissAmongHits => {
-                "cached-redis: miss among hits (`GET`, lease script, write-back), less nine hits"
+                "cached-redis: miss among hits (`GET`, `SET NX` + `GET`, write-back), less nine hits"
             }
         }
     }
