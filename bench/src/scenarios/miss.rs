@@ -123,51 +123,6 @@ async fn in_task<T: Send + 'static>(
     tokio::spawn(timed).await.expect("timed task")
 }
 
-/// Redis's own CPU time (`INFO cpu`: `used_cpu_sys` + `used_cpu_user`, in µs) per miss among
-/// hits of each system: over `n` misses, each after nine hits of a warm key (background work
-/// settled after each), divided by `n`. The nine hits are the same `GET`s for every system, so
-/// the differences between systems are their misses'. Redis serves nothing else meanwhile.
-async fn redis_cpu_among_hits(cfg: &Config, base: u64, n: usize) -> PerSystem<f64> {
-    let mut admin = redis::Client::open(cfg.url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("admin");
-    let mut cpu = PerSystem::<f64>::default();
-    for (at, s) in System::LOADING.into_iter().enumerate() {
-        let warm = base + 100_000 * at as u64;
-        systems::get(s, warm, VALUE, 0).await.expect("warm");
-        systems::clients().cache.settle().await;
-        let before = redis_cpu_micros(&mut admin).await;
-        for i in 1..=n as u64 {
-            for _ in 0..9 {
-                systems::get(s, warm, VALUE, 0).await.expect("hit");
-            }
-            systems::get(s, warm + i, VALUE, 0).await.expect("miss");
-            systems::clients().cache.settle().await;
-        }
-        cpu[s] = (redis_cpu_micros(&mut admin).await - before) / n as f64;
-    }
-    cpu
-}
-
-/// Redis's CPU time so far, system and user, in µs.
-async fn redis_cpu_micros(admin: &mut redis::aio::MultiplexedConnection) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(admin)
-        .await
-        .expect("INFO cpu");
-    info.lines()
-        .filter_map(|line| {
-            let (name, value) = line.trim().split_once(':')?;
-            let counted = name == "used_cpu_sys" || name == "used_cpu_user";
-            counted.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum::<f64>()
-        * 1e6
-}
-
 /// Redis commands per miss of each system, where its calls keep missing (as in the rounds):
 /// the client commands Redis received (`MONITOR`) over 100 misses, after 40 not counted.
 async fn commands_per_miss(cfg: &Config) -> PerSystem<f64> {
@@ -235,7 +190,6 @@ pub(super) async fn miss(cfg: &Config) -> Table {
         }
     }
     let trips = commands_per_miss(cfg).await;
-    let cpu = redis_cpu_among_hits(cfg, 600_000_000, 2_000).await;
     let mut table = Table::new(
         "4. Miss path: cold keys, instant loader",
         &[
@@ -245,7 +199,6 @@ pub(super) async fn miss(cfg: &Config) -> Table {
             "p50 µs, misses apart",
             "p50 µs, one miss in ten calls",
             "the same, in a task",
-            "Redis CPU µs per miss among hits",
             "loads per miss",
             "Redis commands per miss",
             "round trips the caller waits for",
@@ -259,14 +212,13 @@ pub(super) async fn miss(cfg: &Config) -> Table {
             Spread::of(&apart[s]).show(1),
             Spread::of(&among_hits[s]).show(1),
             Spread::of(&among_hits_in_task[s]).show(1),
-            format!("{:.1}", cpu[s]),
             Spread::of(&loads[s]).show(2),
             format!("{:.2}", trips[s]),
             waited_for(s).into(),
         ]);
     }
     table.note = format!(
-        "Calls are made on the thread that blocks on the bench's multi-threaded runtime (as `#[tokio::main]`'s body is), except in the column \"in a task\", whose calls are made from a task on the runtime, as a request handler's are: from `block_on`'s thread, handing cached-redis's write-back to the runtime wakes a worker thread (an eventfd write and a futex wake), which a call on a worker does not pay. {n} misses per system per round, back to back (p50, p99); then {n} more \"apart\", each timed alone with cached-redis's background write-back settled (`Cache::settle`, untimed) before the next, so that a miss does not queue behind the previous one's write-back in Redis and on the 2 cores; {} rounds. Then {n} misses per system, each after nine hits of a warm key and timed alone (background work settled, untimed): a function whose calls mostly hit; the systems take turns miss by miss, which worker thread polls Redis's replies moving a round's median by half. Redis CPU is Redis's own (`INFO cpu`, system and user) over 2,000 more misses among hits per system, less nothing: each miss's nine hits are counted in it, and are the same `GET`s for every system, so the differences are the misses'. Commands are the client commands Redis received (MONITOR, excluding those a script runs) over 100 more misses, after 40 not counted. A cached-redis function whose calls keep missing (over nine in ten) starts each call with the lease script, which answers the value where there is one (`read/first_read.rs`): its misses wait for that one round trip; among hits a miss sends a GET first, then takes the lease with `SET NX` and a `GET` pipelined (`lease/after_miss.rs`). The write-back under the lease runs in the background after its caller has the value (`tests/it/miss.rs` holds its reply and sees the caller answered).",
+        "Calls are made on the thread that blocks on the bench's multi-threaded runtime (as `#[tokio::main]`'s body is), except in the column \"in a task\", whose calls are made from a task on the runtime, as a request handler's are: from `block_on`'s thread, handing cached-redis's write-back to the runtime wakes a worker thread (an eventfd write and a futex wake), which a call on a worker does not pay. {n} misses per system per round, back to back (p50, p99); then {n} more \"apart\", each timed alone with cached-redis's background write-back settled (`Cache::settle`, untimed) before the next, so that a miss does not queue behind the previous one's write-back in Redis and on the 2 cores; {} rounds. Then {n} misses per system, each after nine hits of a warm key and timed alone (background work settled, untimed): a function whose calls mostly hit; the systems take turns miss by miss, which worker thread polls Redis's replies moving a round's median by half. Commands are the client commands Redis received (MONITOR, excluding those a script runs) over 100 more misses, after 40 not counted. A cached-redis function whose calls keep missing (over nine in ten) starts each call with the lease script, which answers the value where there is one (`read/first_read.rs`): its misses wait for that one round trip; among hits a miss sends a GET first, then takes the lease with `SET NX` and a `GET` pipelined (`lease/after_miss.rs`). The write-back under the lease runs in the background after its caller has the value (`tests/it/miss.rs` holds its reply and sees the caller answered).",
         cfg.rounds
     );
     table
