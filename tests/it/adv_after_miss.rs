@@ -699,6 +699,74 @@ async fn held_on_a_cluster_wrong_type_and_two_processes() {
     .expect("bounded");
 }
 
+/// Writes paused (`CLIENT PAUSE <ms> WRITE`, as a failover does) after nothing was found: the
+/// call's `GET` answers, its `SET NX` (and the whole writes connection behind it) waits out
+/// the pause. The call answers with its loader's value within `op_timeout` (1 s), storing
+/// nothing; when the pause ends, the `SET NX` runs and takes the lease for a caller long
+/// gone, and the release sent after it on the same connection gives it back: no lease is left
+/// for `lock_ttl` (30 s), and another process loads at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_writes_paused_after_the_get_leave_no_lease() {
+    tokio::time::timeout(HANG, async {
+        let server = RedisServer::start();
+        let mut admin = server.conn().await;
+        let ns = "adv-after-miss-pause";
+        let cache = server
+            .cache_builder(ns)
+            .op_timeout(Duration::from_secs(1))
+            .lock_ttl(Duration::from_secs(30))
+            .breaker_threshold(100)
+            .build()
+            .await
+            .unwrap();
+        // The release script is in Redis's cache (a failed load gives its lease back).
+        let failed: Result<u32, String> = cache
+            .fetch(&Key::raw("warm-release"), &policy(), async {
+                Err("no".to_owned())
+            })
+            .await;
+        assert!(failed.is_err());
+        cache.settle().await;
+        let key = Key::raw("row:pause");
+        let lease = lease_of(&cache, &key);
+        let _: () = redis::cmd("CLIENT")
+            .arg(&["PAUSE", "2500", "WRITE"][..])
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let paused = Instant::now();
+        let loads = AtomicU32::new(0);
+        assert_eq!(read(&cache, &key, &loads, 3).await, Ok(3));
+        assert!(
+            paused.elapsed() < Duration::from_millis(2500),
+            "answered during the pause"
+        );
+        assert_eq!(loads.load(SeqCst), 1);
+        // The pause ends; the SET NX runs, then the release.
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                paused.elapsed() > Duration::from_millis(2600)
+            })
+            .await
+        );
+        assert!(
+            gone_within(&admin, &lease, Duration::from_secs(3)).await,
+            "the lease the late SET NX took is given back"
+        );
+        let other = server.cache(ns).await;
+        let started = Instant::now();
+        let other_loads = AtomicU32::new(0);
+        assert_eq!(read(&other, &key, &other_loads, 4).await, Ok(4));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await
+    .expect("bounded");
+}
+
 /// BUG (not introduced by the pipeline: the lease script behaves the same, and the pipeline
 /// hands over to it). Someone `LPUSH`es to an entry's lease key (`ns:{key}:lease`), so it is a
 /// list with no TTL. A call whose `GET` finds no value sends `SET NX` and `GET`: the `SET NX`
