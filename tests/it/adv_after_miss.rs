@@ -767,8 +767,10 @@ async fn held_writes_paused_after_the_get_leave_no_lease() {
     .expect("bounded");
 }
 
-/// BUG (not introduced by the pipeline: the lease script behaves the same, and the pipeline
-/// hands over to it). Someone `LPUSH`es to an entry's lease key (`ns:{key}:lease`), so it is a
+// Failed on f5f27de (found by the adversary, fixed since): the lease script now takes over a
+// lease key no caller could have set (of another type, or without a TTL).
+/// Not introduced by the pipeline: the lease script behaved the same, and the pipeline
+/// hands over to it. Someone `LPUSH`es to an entry's lease key (`ns:{key}:lease`), so it is a
 /// list with no TTL. A call whose `GET` finds no value sends `SET NX` and `GET`: the `SET NX`
 /// finds the key and does nothing, the `GET` finds no value: "held". The lease script asked
 /// next cannot `SET NX` either, reads the lease with `pcall('GET')` (a `WRONGTYPE` error table,
@@ -780,7 +782,7 @@ async fn held_writes_paused_after_the_get_leave_no_lease() {
 /// `op_timeout`" whatever Redis holds. A string lease with no TTL (`SET ns:{key}:lease x`)
 /// hangs the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_a_list_at_the_lease_key_hangs_the_call_forever() {
+async fn found_a_list_at_the_lease_key_hangs_the_call_forever() {
     let server = RedisServer::start();
     let mut admin = server.conn().await;
     let cache = server
@@ -807,4 +809,37 @@ async fn bug_a_list_at_the_lease_key_hangs_the_call_forever() {
          stats: {:?}",
         cache.stats()
     );
+    cache.settle().await;
+    assert_eq!(read(&cache, &key, &loads, 12).await, Ok(11), "stored");
+    assert!(get_raw(&mut admin, &lease_of(&cache, &key)).await.is_none());
+}
+
+/// A lease key without a TTL (`SET ns:{key}:lease x`, or a `PERSIST`): no caller set it, it
+/// would never expire, and nobody would ever give it back. The call takes it over and loads.
+// Failed on f5f27de (found by the adversary, fixed since): the call waited "1 ms" for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn found_a_lease_without_a_ttl_hangs_the_call_forever() {
+    let server = RedisServer::start();
+    let mut admin = server.conn().await;
+    let cache = server
+        .cache_builder("adv-after-miss-lease-persist")
+        .op_timeout(Duration::from_secs(1))
+        .lock_ttl(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let key = Key::raw("row:lease-persist");
+    let _: () = redis::cmd("SET")
+        .arg(lease_of(&cache, &key))
+        .arg("someone")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let loads = AtomicU32::new(0);
+    let answered =
+        tokio::time::timeout(Duration::from_secs(5), read(&cache, &key, &loads, 13)).await;
+    assert_eq!(answered, Ok(Ok(13)), "stats: {:?}", cache.stats());
+    cache.settle().await;
+    assert_eq!(read(&cache, &key, &loads, 14).await, Ok(13), "stored");
+    assert!(get_raw(&mut admin, &lease_of(&cache, &key)).await.is_none());
 }

@@ -14,7 +14,9 @@ use super::call::{Call, NUMBER};
 /// the lease (`SET NX PX`) or reports how long the current holder still has it. A key of the
 /// wrong type (someone `LPUSH`ed to it) counts as no value; the write-back's `SET` replaces it.
 /// A lease that already holds our token is ours: the script ran before and its reply was lost
-/// (a client retry sends it again).
+/// (a client retry sends it again). A lease key no caller could have set (of another type, or
+/// without a TTL: every lease is set with `PX` and renewed with `PEXPIRE`) would never expire
+/// nor be given back, and its waiters would wait for ever: it is taken over.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -22,8 +24,14 @@ local v = redis.pcall('GET', KEYS[1])
 if type(v) == 'table' then v = false end
 if v and v ~= ARGV[3] then return {1, v} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
-if redis.pcall('GET', KEYS[2]) == ARGV[1] then return {2} end
-return {3, redis.call('PTTL', KEYS[2])}
+local held = redis.pcall('GET', KEYS[2])
+if held == ARGV[1] then return {2} end
+local ttl = redis.call('PTTL', KEYS[2])
+if type(held) == 'table' or ttl < 0 then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  return {2}
+end
+return {3, ttl}
 ",
     )
 });

@@ -192,7 +192,8 @@ async fn ask(
     if after_miss {
         match after_miss::take(&mut conn, keys, token, lock_ms).await {
             Ok(AfterMiss::Leased) => return Ok((Acquire::Leased, true)),
-            Ok(AfterMiss::Value { bytes, leased }) => return Ok((Acquire::Value(bytes), leased)),
+            // Given back when the claim is dropped, if it is ours (see `AfterMiss::Value`).
+            Ok(AfterMiss::Value(bytes)) => return Ok((Acquire::Value(bytes), true)),
             Ok(AfterMiss::Held) => {}
             Err(e) if after_miss::unanswered(&e) => return Err(e),
             Err(_) => {}
