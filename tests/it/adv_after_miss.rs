@@ -90,6 +90,22 @@ async fn proxied(
     }
 }
 
+impl Proxied {
+    /// A read of `key` in a task of its own, returned once its `GET` has reached Redis, the
+    /// reply held at the proxy until [`Proxy::release_replies`] of `self.reads`.
+    async fn read_held_at_get(
+        &self,
+        admin: &mut redis::aio::MultiplexedConnection,
+        (key, loads, value): (&Key, &Arc<AtomicU32>, u32),
+    ) -> tokio::task::JoinHandle<Result<u32, String>> {
+        self.proxy.hold_replies(self.reads);
+        let gets = command_calls(admin, "get").await;
+        let call = spawn_read(&self.cache, key, loads, value);
+        ran(admin, "get", gets).await;
+        call
+    }
+}
+
 /// Waits until Redis has run `command` more than `before` times.
 async fn ran(admin: &redis::aio::MultiplexedConnection, command: &str, before: u64) {
     let reached = eventually(Duration::from_secs(5), || {
@@ -133,14 +149,8 @@ async fn held_two_processes_cold_together_load_once() {
         let key = Key::raw("row:two");
         let loads = Arc::new(AtomicU32::new(0));
 
-        a.proxy.hold_replies(a.reads);
-        b.proxy.hold_replies(b.reads);
-        let gets = command_calls(&mut admin, "get").await;
-        let in_a = spawn_read(&a.cache, &key, &loads, 1);
-        ran(&admin, "get", gets).await;
-        let gets = command_calls(&mut admin, "get").await;
-        let in_b = spawn_read(&b.cache, &key, &loads, 2);
-        ran(&admin, "get", gets).await;
+        let in_a = a.read_held_at_get(&mut admin, (&key, &loads, 1)).await;
+        let in_b = b.read_held_at_get(&mut admin, (&key, &loads, 2)).await;
         let sets = command_calls(&mut admin, "set").await;
         a.proxy.release_replies(a.reads);
         b.proxy.release_replies(b.reads);
@@ -236,10 +246,7 @@ async fn held_a_list_at_the_value_key_between_get_and_pipeline() {
         let value_key = a.cache.redis_key(&key);
         let loads = Arc::new(AtomicU32::new(0));
 
-        a.proxy.hold_replies(a.reads);
-        let gets = command_calls(&mut admin, "get").await;
-        let call = spawn_read(&a.cache, &key, &loads, 7);
-        ran(&admin, "get", gets).await;
+        let call = a.read_held_at_get(&mut admin, (&key, &loads, 7)).await;
         let _: () = redis::cmd("LPUSH")
             .arg(&value_key)
             .arg("x")
@@ -372,10 +379,7 @@ async fn held_writes_refused_between_get_and_pipeline() {
         let key = Key::raw("row:oom");
         let loads = Arc::new(AtomicU32::new(0));
 
-        a.proxy.hold_replies(a.reads);
-        let gets = command_calls(&mut admin, "get").await;
-        let call = spawn_read(&a.cache, &key, &loads, 9);
-        ran(&admin, "get", gets).await;
+        let call = a.read_held_at_get(&mut admin, (&key, &loads, 9)).await;
         config_set(&mut admin, "maxmemory-policy", "noeviction").await;
         config_set(&mut admin, "maxmemory", "1").await;
         a.proxy.release_replies(a.reads);
@@ -512,10 +516,7 @@ async fn held_undecodable_bytes_between_get_and_pipeline() {
         let value_key = a.cache.redis_key(&key);
         let loads = Arc::new(AtomicU32::new(0));
 
-        a.proxy.hold_replies(a.reads);
-        let gets = command_calls(&mut admin, "get").await;
-        let call = spawn_read(&a.cache, &key, &loads, 5);
-        ran(&admin, "get", gets).await;
+        let call = a.read_held_at_get(&mut admin, (&key, &loads, 5)).await;
         let _: () = redis::cmd("SET")
             .arg(&value_key)
             .arg(b"\xff\x00garbage".as_slice())
