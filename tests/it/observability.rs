@@ -74,8 +74,9 @@ async fn spans_carry_the_outcome_and_metrics_move() {
         warnings, 1,
         "Redis trouble is warned about at most once every 5 s:\n{text}"
     );
-    // Redis answers the GET but not the lease script: the call falls back, and is counted so.
-    let no_scripts = RedisServer::start_with(&["--rename-command", "EVALSHA", "\"\""]);
+    // Redis answers the GET but not the lease (its `SET NX`, nor the lease script, which
+    // cannot `SET` either): the call falls back, and is counted so.
+    let no_scripts = RedisServer::start_with(&["--rename-command", "SET", "\"\""]);
     let scriptless = no_scripts.cache("obs").await;
     observed(&scriptless, 4, false).await.unwrap();
     let seen = scriptless.stats();
