@@ -123,3 +123,31 @@ async fn an_invalidation_while_the_write_back_is_held_is_not_undone() {
     let fresh: Result<u32, String> = writer.fetch(&key, &policy(), async { Ok(3) }).await;
     assert_eq!(fresh, Ok(2), "the fresh load is what Redis holds");
 }
+
+/// An update of a key whose write-back Redis has not answered waits for it at most
+/// `op_timeout`, then sends its first round within `op_timeout`: with Redis answering neither,
+/// it returns an error within twice `op_timeout` (the bound `guide/helpers.md` states).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_behind_a_stalled_write_back_errs_within_twice_op_timeout() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let mut admin = server.conn().await;
+    let op_timeout = Duration::from_millis(400);
+    let builder = Cache::builder(&proxy.url())
+        .namespace("miss-update-stalled")
+        .op_timeout(op_timeout);
+    let (cache, writes) = proxy.cache_and_writes(&mut admin, builder).await;
+    let key = Key::raw("row:3");
+    let loaded = proxy.miss_holding_write_back(&cache, writes, &key, 1).await;
+    assert_eq!(loaded, Ok(1));
+
+    let started = std::time::Instant::now();
+    let updated = cache.update::<u64>(&key, |value| *value += 1).await;
+    let took = started.elapsed();
+    assert!(updated.is_err(), "{updated:?}");
+    assert!(
+        took < op_timeout * 2 + Duration::from_millis(300),
+        "an update behind a stalled write-back took {took:?} (op_timeout {op_timeout:?})"
+    );
+    proxy.release_replies(writes);
+}
