@@ -6,8 +6,8 @@
 //! The pair is not atomic, and need not be: a value can only be stored under the lease, so a
 //! value stored between the caller's `GET` and the `SET NX` is there before the lease is
 //! taken, and the `GET` after it sees it. That value answers the call, and the lease, taken for
-//! nothing, is given back before the caller is answered: one more round trip, on that race
-//! only. Where the `SET NX` finds the lease held, by
+//! nothing, is given back (the guard stays armed; a release frees only a lease holding its
+//! token). Where the `SET NX` finds the lease held, by
 //! another caller or by this one (a send whose reply was lost), the lease script tells which,
 //! and for how long: a caller that meets another's load waits for it, so one more round trip
 //! costs it nothing it would notice.
@@ -21,13 +21,11 @@ use super::EntryKeys;
 pub(crate) enum AfterMiss {
     /// The lease is ours and there is still no value: load.
     Leased,
-    /// A value is there now; `leased`: this send's `SET NX` took the lease, to be given back
-    /// before the caller is answered. Where it found the lease held, the lease may still be
-    /// this caller's, taken by an earlier send of the same pipeline whose reply was lost
-    /// (redis-rs's cluster client sends a pipeline again after an I/O error): it is given
-    /// back in the background then (the release frees only a lease holding the caller's
-    /// token).
-    Value { bytes: Vec<u8>, leased: bool },
+    /// A value is there now. The lease may be this caller's: taken by this send, or by an
+    /// earlier send of the same pipeline whose reply was lost (redis-rs's cluster client sends
+    /// a pipeline again after an I/O error), where this one's `SET NX` finds it held. It is
+    /// given back either way: the release frees only a lease holding the caller's token.
+    Value(Vec<u8>),
     /// The lease is held and there is no value: the lease script is to be asked.
     Held,
 }
@@ -50,10 +48,7 @@ pub(crate) async fn take(
         .arg(&keys.value);
     let (set, value): (Value, Option<Vec<u8>>) = pipe.query_async(conn).await?;
     Ok(match value {
-        Some(bytes) => AfterMiss::Value {
-            bytes,
-            leased: matches!(set, Value::Okay),
-        },
+        Some(bytes) => AfterMiss::Value(bytes),
         None if matches!(set, Value::Okay) => AfterMiss::Leased,
         None => AfterMiss::Held,
     })

@@ -60,8 +60,8 @@ impl LeaseGuard {
     /// [`after_miss`](LeaseGuard::after_miss), `SET NX` and a `GET`, then the script only
     /// where the lease is held. The claim is armed while a request is in flight (a caller
     /// dropped before the reply may hold the lease) and stays armed after a granted lease, a
-    /// value found where the lease may be ours, or an error (whose outcome is unknown). A
-    /// lease taken by a request that also found a value is given back before this returns.
+    /// value found with the lease taken (given back when the claim is dropped) or an error
+    /// (whose outcome is unknown).
     pub(crate) async fn acquire<J>(
         &mut self,
         corrupt: Option<&[u8]>,
@@ -82,17 +82,8 @@ impl LeaseGuard {
             .guard
             .write_within(&inner.stats, "acquire", self.within, ask)
             .await;
-        let (reply, left) = match reply {
-            Ok((acquire, left)) => (Ok(acquire), left),
-            Err(e) => (Err(e), Left::Held),
-        };
-        self.armed = left != Left::Nothing;
-        if left == Left::ForNothing {
-            // A caller answered from a value leaves no lease behind; unanswered, the claim
-            // stays armed and tries again when dropped.
-            self.release().await;
-        }
-        (reply, sent)
+        self.armed = reply.as_ref().map_or(true, |(_, leased)| *leased);
+        (reply.map(|(acquire, _)| acquire), sent)
     }
 
     /// Runs the loader while renewing the lease every third of its TTL, so a loader slower than
@@ -189,47 +180,28 @@ impl Drop for LeaseGuard {
 
 /// Asks Redis for the lease: `SET NX` and a `GET` first where `after_miss` says so (the lease
 /// script only if the lease is held, or if Redis answered them with an error), else the script.
-/// The answer, and what it left of the lease.
+/// The answer, and whether the lease was taken.
 async fn ask(
     cache: &Cache,
     keys: &EntryKeys,
     token: &str,
     lock_ms: u64,
     (corrupt, after_miss): (Option<&[u8]>, bool),
-) -> redis::RedisResult<(Acquire, Left)> {
+) -> redis::RedisResult<(Acquire, bool)> {
     let mut conn = cache.inner.writes.clone();
     if after_miss {
         match after_miss::take(&mut conn, keys, token, lock_ms).await {
-            Ok(AfterMiss::Leased) => return Ok((Acquire::Leased, Left::Held)),
-            // Taken for nothing, given back before the caller is answered; or held, and maybe
-            // ours from an earlier send (see `AfterMiss::Value`), given back when dropped.
-            Ok(AfterMiss::Value { bytes, leased }) => {
-                let left = if leased { Left::ForNothing } else { Left::Held };
-                return Ok((Acquire::Value(bytes), left));
-            }
+            Ok(AfterMiss::Leased) => return Ok((Acquire::Leased, true)),
+            // Given back when the claim is dropped, if it is ours (see `AfterMiss::Value`).
+            Ok(AfterMiss::Value(bytes)) => return Ok((Acquire::Value(bytes), true)),
             Ok(AfterMiss::Held) => {}
             Err(e) if after_miss::unanswered(&e) => return Err(e),
             Err(_) => {}
         }
     }
     let acquire = scripts::acquire(&mut conn, keys, token, lock_ms, corrupt).await?;
-    let left = if matches!(acquire, Acquire::Leased) {
-        Left::Held
-    } else {
-        Left::Nothing
-    };
-    Ok((acquire, left))
-}
-
-/// What a request for the lease left of it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Left {
-    /// No lease of ours.
-    Nothing,
-    /// A lease that is, or may be, ours.
-    Held,
-    /// A lease taken with a value found: to be given back at once.
-    ForNothing,
+    let leased = matches!(acquire, Acquire::Leased);
+    Ok((acquire, leased))
 }
 
 /// Deletes the lease if `token` still holds it and wakes its waiters: `Some(true)` it did,
