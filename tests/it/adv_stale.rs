@@ -381,7 +381,13 @@ async fn invalidations_from_another_process_overtake_a_running_refresh() {
                 "{how}: read after the invalidation"
             );
         }
-        assert!(!lease_exists(&mut conn, &a, &key).await);
+        // A read whose `SET NX` took the lease and found the other's value gives the lease
+        // back in the background (failed once in a clean run at 287aaf6, checked at once).
+        let gone = eventually(Duration::from_secs(5), || {
+            let (mut conn, cache, key) = (conn.clone(), a.clone(), key.clone());
+            async move { !lease_exists(&mut conn, &cache, &key).await }
+        });
+        assert!(gone.await, "{how}: no lease left");
     }
 }
 
