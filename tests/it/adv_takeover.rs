@@ -1,6 +1,7 @@
 //! Adversarial tests of two changes: the lease script taking over a lease key no caller could
-//! have set (another type, or no TTL), and the after-miss pipeline giving back, before the
-//! caller is answered, a lease its `SET NX` took while its `GET` found a value. Every window is
+//! have set (another type, or no TTL), and the after-miss pipeline giving back a lease its
+//! `SET NX` took while its `GET` found a value (inline at bae2771, which the first test found
+//! holding the call; in the background again since). Every window is
 //! held open deterministically: a call's `GET` reply or its writes connection's replies wait at
 //! a proxy, a loader waits at a gate, or Redis's writes are paused (`CLIENT PAUSE WRITE`).
 
