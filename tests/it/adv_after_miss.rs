@@ -785,18 +785,47 @@ async fn held_writes_paused_after_the_get_leave_no_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn found_a_list_at_the_lease_key_hangs_the_call_forever() {
     let server = RedisServer::start();
+    let lease_list = |lease: String| {
+        let mut cmd = redis::cmd("LPUSH");
+        cmd.arg(lease).arg("x");
+        cmd
+    };
+    a_lease_no_caller_set_is_taken_over(&server, "adv-after-miss-lease-list", lease_list).await;
+}
+
+/// A lease key without a TTL (`SET ns:{key}:lease x`, or a `PERSIST`): no caller set it, it
+/// would never expire, and nobody would ever give it back. The call takes it over and loads.
+// Failed on f5f27de (found by the adversary, fixed since): the call waited "1 ms" for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn found_a_lease_without_a_ttl_hangs_the_call_forever() {
+    let server = RedisServer::start();
+    let lease_without_ttl = |lease: String| {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(lease).arg("someone");
+        cmd
+    };
+    let ns = "adv-after-miss-lease-persist";
+    a_lease_no_caller_set_is_taken_over(&server, ns, lease_without_ttl).await;
+}
+
+/// Writes `ns`'s lease key of a fresh key with `make` (a list, or a string without a TTL),
+/// then reads the key: the call answers its loader's value within 5 s (`op_timeout` and
+/// `lock_ttl` 1 s), stores it, and leaves no lease.
+async fn a_lease_no_caller_set_is_taken_over(
+    server: &RedisServer,
+    ns: &str,
+    make: impl FnOnce(String) -> redis::Cmd,
+) {
     let mut admin = server.conn().await;
     let cache = server
-        .cache_builder("adv-after-miss-lease-list")
+        .cache_builder(ns)
         .op_timeout(Duration::from_secs(1))
         .lock_ttl(Duration::from_secs(1))
         .build()
         .await
         .unwrap();
-    let key = Key::raw("row:lease-list");
-    let _: () = redis::cmd("LPUSH")
-        .arg(lease_of(&cache, &key))
-        .arg("x")
+    let key = Key::raw("row:lease");
+    let _: () = make(lease_of(&cache, &key))
         .query_async(&mut admin)
         .await
         .unwrap();
@@ -812,35 +841,5 @@ async fn found_a_list_at_the_lease_key_hangs_the_call_forever() {
     );
     cache.settle().await;
     assert_eq!(read(&cache, &key, &loads, 12).await, Ok(11), "stored");
-    assert!(get_raw(&mut admin, &lease_of(&cache, &key)).await.is_none());
-}
-
-/// A lease key without a TTL (`SET ns:{key}:lease x`, or a `PERSIST`): no caller set it, it
-/// would never expire, and nobody would ever give it back. The call takes it over and loads.
-// Failed on f5f27de (found by the adversary, fixed since): the call waited "1 ms" for ever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn found_a_lease_without_a_ttl_hangs_the_call_forever() {
-    let server = RedisServer::start();
-    let mut admin = server.conn().await;
-    let cache = server
-        .cache_builder("adv-after-miss-lease-persist")
-        .op_timeout(Duration::from_secs(1))
-        .lock_ttl(Duration::from_secs(1))
-        .build()
-        .await
-        .unwrap();
-    let key = Key::raw("row:lease-persist");
-    let _: () = redis::cmd("SET")
-        .arg(lease_of(&cache, &key))
-        .arg("someone")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let loads = AtomicU32::new(0);
-    let answered =
-        tokio::time::timeout(Duration::from_secs(5), read(&cache, &key, &loads, 13)).await;
-    assert_eq!(answered, Ok(Ok(13)), "stats: {:?}", cache.stats());
-    cache.settle().await;
-    assert_eq!(read(&cache, &key, &loads, 14).await, Ok(13), "stored");
     assert!(get_raw(&mut admin, &lease_of(&cache, &key)).await.is_none());
 }
