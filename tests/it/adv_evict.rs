@@ -772,3 +772,84 @@ async fn held_cancelled_at_every_await_leaves_no_lease() {
     .await
     .expect("bounded");
 }
+
+// BUG: guarantees.md 9, "A caller dropped at any point (..., while loading, ...) releases its
+// lease at once through a drop guard". The drop guard's release goes through the write
+// breaker: while it is open (a moment of trouble on the writes connection, over and mended,
+// opened it), the release is skipped (`Err(Unavailable)`, nothing sent) and never tried again,
+// so the lease of a leader cancelled mid-load stays held, renewed by nobody, until it expires
+// (`lock_ttl`, 10 s here), and every other process's caller of the key waits for it. Redis is
+// healthy throughout the wait: only the breaker's cooldown is running.
+//
+// Fails on 71a3366:
+//   another process waited 4.70s for the lease of a leader cancelled mid-load (lock_ttl 10s):
+//   its drop guard's release was skipped by the open write breaker; lease pttl 4690 ms when
+//   b started
+// (the 5 s before b starts are this test's bounded wait for the lease to go, which it never
+// does)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bug_cancelled_leader_keeps_its_lease_while_the_write_breaker_is_open() {
+    tokio::time::timeout(HANG, async {
+        let server = RedisServer::start();
+        let mut admin = server.conn().await;
+        let op_timeout = Duration::from_millis(300);
+        let lock_ttl = Duration::from_secs(10);
+        let a = holed(&server, &mut admin, |b| {
+            b.op_timeout(op_timeout)
+                .lock_ttl(lock_ttl)
+                .breaker_threshold(1)
+                .breaker_cooldown(Duration::from_secs(60))
+        })
+        .await;
+        let b = Cache::builder(&server.url())
+            .namespace("adv-evict")
+            .op_timeout(Duration::from_secs(5))
+            .lock_ttl(lock_ttl)
+            .build()
+            .await
+            .unwrap();
+        let key = Key::raw("row:cancelled-leader");
+        let lease = lease_of(&a.cache, &key);
+        let gate = Gate::new();
+        let leader = {
+            let (cache, key, gate) = (a.cache.clone(), key.clone(), gate.clone());
+            tokio::spawn(async move {
+                cache
+                    .fetch(&key, &policy(), async {
+                        gate.passed().await;
+                        Ok::<u32, String>(1)
+                    })
+                    .await
+            })
+        };
+        assert!(
+            exists_within(&admin, &lease, true).await,
+            "the leader holds the lease"
+        );
+        // A moment of trouble on the writes connection: another key's lease pipeline times
+        // out and opens the write breaker; then the connection forwards again.
+        let loads = Arc::new(AtomicU32::new(0));
+        a.proxy.hole(a.writes);
+        assert_eq!(
+            read(&a.cache, &Key::raw("row:other"), &loads, 9).await,
+            Ok(9)
+        );
+        a.proxy.mend(a.writes);
+        // The leader's caller is cancelled mid-load.
+        leader.abort();
+        assert!(leader.await.unwrap_err().is_cancelled());
+        let released = exists_within(&admin, &lease, false).await;
+        let left = pttl(&mut admin, &lease).await;
+        let started = Instant::now();
+        assert_eq!(read(&b, &key, &loads, 2).await, Ok(2));
+        let waited = started.elapsed();
+        assert!(
+            released && waited < Duration::from_secs(2),
+            "another process waited {waited:.2?} for the lease of a leader cancelled mid-load \
+             (lock_ttl {lock_ttl:?}): its drop guard's release was skipped by the open write \
+             breaker; lease pttl {left} ms when b started"
+        );
+    })
+    .await
+    .expect("bounded");
+}
