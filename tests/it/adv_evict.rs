@@ -240,7 +240,7 @@ async fn exists_within(admin: &redis::aio::MultiplexedConnection, key: &str, yes
     .await
 }
 
-// BUG: a lease claim whose after-miss pipeline (`SET NX` + `GET`) went unanswered stays armed
+// FOUND: a lease claim whose after-miss pipeline (`SET NX` + `GET`) went unanswered stays armed
 // so that the lease is given back if Redis did take it (`LeaseGuard::acquire`: "stays armed
 // after ... an error (whose outcome is unknown)"). The give-back is the `Drop` of the claim,
 // which spawns `release`, and `release` goes through `guard.write`, i.e. through the write
@@ -252,12 +252,12 @@ async fn exists_within(admin: &redis::aio::MultiplexedConnection, key: &str, yes
 // until it expires (`lock_ttl`, 10 s here; 5 s by default), although the process that took it
 // knew it might have and meant to give it back.
 //
-// Fails on aa39b4e:
+// Failed on aa39b4e (found by the adversary, fixed since: `read/give_back.rs`):
 //   another process's call waited 10.00s for a lease taken by a's unanswered pipeline and
 //   never given back (lock_ttl 10s, op_timeout 300ms); the lease had 10000 ms left after the
 //   hole was mended
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_unanswered_lease_pipeline_is_never_given_back_once_the_breaker_opens() {
+async fn found_unanswered_lease_pipeline_is_never_given_back_once_the_breaker_opens() {
     tokio::time::timeout(HANG, async {
         let server = RedisServer::start();
         let mut admin = server.conn().await;
@@ -292,10 +292,17 @@ async fn bug_unanswered_lease_pipeline_is_never_given_back_once_the_breaker_open
             "bounded by op_timeout: {took:?}"
         );
         a.cache.settle().await;
-        // The hole is mended: the queued SET NX reaches Redis.
+        let sets = command_calls(&mut admin, "set").await;
+        // The hole is mended: the queued SET NX reaches Redis, and the give-backs queued
+        // behind it.
         a.proxy.mend(a.writes);
+        let reached = eventually(Duration::from_secs(5), || {
+            let mut admin = admin.clone();
+            async move { command_calls(&mut admin, "set").await > sets }
+        })
+        .await;
         assert!(
-            exists_within(&admin, &lease, true).await,
+            reached,
             "the SET NX a sent reached Redis once the hole was mended"
         );
         let left = pttl(&mut admin, &lease).await;
@@ -315,18 +322,18 @@ async fn bug_unanswered_lease_pipeline_is_never_given_back_once_the_breaker_open
     .expect("bounded");
 }
 
-// BUG: the same, with the default `breaker_threshold` (5): a burst of 20 cold keys whose lease
+// FOUND: the same, with the default `breaker_threshold` (5): a burst of 20 cold keys whose lease
 // pipelines are black-holed together. The fifth timeout opens the write breaker; every claim
 // dropped after that (the one whose timeout opened it, and all whose timeouts came later) has
 // its give-back skipped. Once the connection forwards again, Redis runs all 20 `SET NX`, and
 // those leases are held for `lock_ttl` (10 s here) by nobody.
 //
-// Fails on aa39b4e:
+// Failed on aa39b4e (found by the adversary, fixed since: `read/give_back.rs`):
 //   16 of 20 leases taken by unanswered pipelines still held 3 s after every SET NX reached
 //   Redis (lock_ttl 10s): ["adv-evict:{row:burst:2}:lease", ...] (which 16 varies by run),
 //   pttl 6982 ms
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_burst_of_unanswered_lease_pipelines_leaves_leases_held_with_default_breaker() {
+async fn found_burst_of_unanswered_lease_pipelines_leaves_leases_held_with_default_breaker() {
     tokio::time::timeout(HANG, async {
         let server = RedisServer::start();
         let mut admin = server.conn().await;
@@ -773,7 +780,7 @@ async fn held_cancelled_at_every_await_leaves_no_lease() {
     .expect("bounded");
 }
 
-// BUG: guarantees.md 9, "A caller dropped at any point (..., while loading, ...) releases its
+// FOUND: guarantees.md 9, "A caller dropped at any point (..., while loading, ...) releases its
 // lease at once through a drop guard". The drop guard's release goes through the write
 // breaker: while it is open (a moment of trouble on the writes connection, over and mended,
 // opened it), the release is skipped (`Err(Unavailable)`, nothing sent) and never tried again,
@@ -781,14 +788,14 @@ async fn held_cancelled_at_every_await_leaves_no_lease() {
 // (`lock_ttl`, 10 s here), and every other process's caller of the key waits for it. Redis is
 // healthy throughout the wait: only the breaker's cooldown is running.
 //
-// Fails on 71a3366:
+// Failed on aa39b4e (found by the adversary, fixed since: `read/give_back.rs`):
 //   another process waited 4.70s for the lease of a leader cancelled mid-load (lock_ttl 10s):
 //   its drop guard's release was skipped by the open write breaker; lease pttl 4690 ms when
 //   b started
 // (the 5 s before b starts are this test's bounded wait for the lease to go, which it never
 // does)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_cancelled_leader_keeps_its_lease_while_the_write_breaker_is_open() {
+async fn found_cancelled_leader_keeps_its_lease_while_the_write_breaker_is_open() {
     tokio::time::timeout(HANG, async {
         let server = RedisServer::start();
         let mut admin = server.conn().await;
@@ -854,7 +861,7 @@ async fn bug_cancelled_leader_keeps_its_lease_while_the_write_breaker_is_open() 
     .expect("bounded");
 }
 
-// BUG: the same root cause without any cancellation. A load whose write breaker opened while
+// FOUND: the same root cause without any cancellation. A load whose write breaker opened while
 // it ran (another key's lease pipeline timed out once, the connection forwarding again at once
 // after) finishes normally; its write-back is skipped by the open breaker (`None`, nothing
 // sent), the guard stays armed, and its drop's release is skipped too. The lease stays held,
@@ -862,11 +869,11 @@ async fn bug_cancelled_leader_keeps_its_lease_while_the_write_breaker_is_open() 
 // process, already waiting on the lease, is not woken by any write-back or release and waits
 // it out, with Redis healthy throughout.
 //
-// Fails on 6411ba8:
+// Failed on aa39b4e (found by the adversary, fixed since: `read/give_back.rs`):
 //   the waiter in another process waited 9.69s after a's load finished (lock_ttl 10s): a's
 //   write-back and release were both skipped by the open write breaker; lease pttl 9685 ms
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_finished_load_leaves_its_lease_held_while_the_write_breaker_is_open() {
+async fn found_finished_load_leaves_its_lease_held_while_the_write_breaker_is_open() {
     tokio::time::timeout(HANG, async {
         let server = RedisServer::start();
         let mut admin = server.conn().await;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cached_redis::{Cache, Key, redis_cached};
-use cached_redis_tests::{RedisServer, assert_no_state_left, eventually, get_raw};
+use cached_redis_tests::{RedisServer, assert_no_state_left, config_set, eventually, get_raw};
 use tokio::sync::Notify;
 
 #[derive(Clone, Copy, Debug)]
@@ -165,4 +165,37 @@ async fn a_timed_out_caller_leaves_no_lease_behind() {
         "released at once, not after lock_ttl"
     );
     assert_no_state_left(&cache).await;
+}
+
+/// The give-back of a cancelled leader's lease that Redis refuses (writes refused for a
+/// moment: `min-replicas-to-write` unmet here; a failover's demoted primary answers the same
+/// way) is tried again until Redis takes it, not left to expire after `lock_ttl`. Failed with
+/// the give-back tried once: the lease stayed for the whole 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_give_back_redis_refused_is_tried_again_until_it_is_taken() {
+    let server = RedisServer::start();
+    let mut admin = server.conn().await;
+    let here = server.cache("cancel-refused").await;
+    let leader = {
+        let here = here.clone();
+        tokio::spawn(async move { job(&here, 1, Loader::Hangs).await })
+    };
+    assert!(loading(&here, 1).await);
+    config_set(&mut admin, "min-replicas-to-write", "1").await;
+    let refused_before = here.stats().redis_errors;
+    leader.abort(); // the caller goes away mid-load, while Redis refuses writes
+    let refused = eventually(Duration::from_secs(2), || async {
+        here.stats().redis_errors > refused_before
+    })
+    .await;
+    assert!(refused, "the first give-back was refused");
+    let taken = Instant::now();
+    config_set(&mut admin, "min-replicas-to-write", "0").await;
+    assert!(lease_released(&server, &here, 1).await);
+    assert!(
+        taken.elapsed() < Duration::from_millis(2500),
+        "given back once Redis took writes again, long before the 5 s lock_ttl: {:?}",
+        taken.elapsed()
+    );
+    assert_no_state_left(&here).await;
 }

@@ -193,7 +193,7 @@ pub(crate) fn refuses_writes(e: &Error) -> bool {
 }
 
 /// Whether an error means Redis is not reachable, as opposed to Redis answering with an error.
-fn is_outage(e: &Error) -> bool {
+pub(crate) fn is_outage(e: &Error) -> bool {
     match e {
         Error::Timeout(_) | Error::Unavailable => true,
         Error::Redis(e) => {

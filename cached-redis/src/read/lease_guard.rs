@@ -7,12 +7,13 @@ use std::time::Duration;
 use crate::lease::EntryKeys;
 use crate::lease::after_miss::{self, AfterMiss};
 use crate::lease::scripts::{self, Acquire};
+use crate::read::give_back;
 use crate::{Cache, Error, random};
 
 /// A claim on an entry's lease, under a token of its own. Armed while the lease may be held
 /// (a lease script in flight, or its reply granting the lease): dropped armed (the loader
-/// panicked or the caller was cancelled), it releases the lease in the background so waiters
-/// take over at once.
+/// panicked, the caller was cancelled, Redis did not take the write-back), it gives the lease
+/// back in the background, until Redis takes it ([`give_back`]), so waiters take over at once.
 pub(crate) struct LeaseGuard {
     cache: Cache,
     keys: EntryKeys,
@@ -171,10 +172,10 @@ impl Drop for LeaseGuard {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let cache = self.cache.clone();
+        let inner = std::sync::Arc::downgrade(&self.cache.inner);
         let keys = self.keys.clone();
         let token = std::mem::take(&mut self.token);
-        runtime.spawn(async move { release(&cache, &keys, &token).await });
+        runtime.spawn(give_back::until_taken(inner, keys, token, self.lock_ms));
     }
 }
 

@@ -1,7 +1,7 @@
 //! The read path, in the order a call takes it: [`fetch`] (the entry: the first GET, [`get`],
 //! or for a function whose calls nearly all miss the lease script at once, [`first_read`];
 //! a hit answers, a miss joins or leads the process's one load of the key, [`flight`]),
-//! [`lead`] (take the key's lease, held by a [`lease_guard`], load, write back under it, in the
+//! [`lead`] (take the key's lease, held by a [`lease_guard`] and given back by [`give_back`] when it is not needed, load, write back under it, in the
 //! background once the caller has its value: [`write_backs`]),
 //! [`failures`] (how the callers that joined a failed load get its error), [`refresh`] and
 //! [`fail_safe`] (an entry due for a refresh, or past its TTL answering for a failed load;
@@ -19,6 +19,7 @@ pub(crate) mod fetch;
 pub(crate) mod first_read;
 pub(crate) mod flight;
 mod get;
+mod give_back;
 mod lead;
 pub(crate) mod lease_guard;
 pub(crate) mod near;
