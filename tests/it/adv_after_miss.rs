@@ -8,38 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use cached_redis::{Cache, Key, Policy};
+use cached_redis::{Cache, Key};
+use cached_redis_tests::counted::{policy, read, spawn_read};
 use cached_redis_tests::{
     Gate, Proxy, RedisServer, command_calls, config_set, eventually, exists, get_raw,
 };
 
 /// A guard against hangs only: every test finishes in seconds.
 const HANG: Duration = Duration::from_secs(30);
-
-fn policy() -> Policy {
-    Policy::new("adv-after-miss", Duration::from_secs(60)).unwrap()
-}
-
-/// Reads `key` through `cache`, counting loads in `loads`; the load answers `value`.
-async fn read(cache: &Cache, key: &Key, loads: &AtomicU32, value: u32) -> Result<u32, String> {
-    cache
-        .fetch(key, &policy(), async {
-            loads.fetch_add(1, SeqCst);
-            Ok(value)
-        })
-        .await
-}
-
-/// [`read`] in a task of its own.
-fn spawn_read(
-    cache: &Cache,
-    key: &Key,
-    loads: &Arc<AtomicU32>,
-    value: u32,
-) -> tokio::task::JoinHandle<Result<u32, String>> {
-    let (cache, key, loads) = (cache.clone(), key.clone(), loads.clone());
-    tokio::spawn(async move { read(&cache, &key, &loads, value).await })
-}
 
 /// A cache in `namespace` through a proxy of its own, with its reads and writes connections'
 /// indexes at the proxy.

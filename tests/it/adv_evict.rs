@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cached_redis::{Cache, Key, Policy};
+use cached_redis::{Cache, Key};
+use cached_redis_tests::counted::{policy, read, spawn_timed_read};
 use cached_redis_tests::{
     CancelAfter, Gate, RedisServer, command_calls, eventually, exists, get_raw, pttl,
 };
@@ -19,10 +20,6 @@ use tokio::sync::watch;
 
 /// A guard against hangs only: every test finishes in seconds.
 const HANG: Duration = Duration::from_secs(60);
-
-fn policy() -> Policy {
-    Policy::new("adv-evict", Duration::from_secs(60)).unwrap()
-}
 
 fn lease_of(cache: &Cache, key: &Key) -> String {
     format!("{}:lease", cache.redis_key(key))
@@ -209,29 +206,6 @@ async fn holed(
     }
 }
 
-async fn read(cache: &Cache, key: &Key, loads: &AtomicU32, value: u32) -> Result<u32, String> {
-    cache
-        .fetch(key, &policy(), async {
-            loads.fetch_add(1, SeqCst);
-            Ok(value)
-        })
-        .await
-}
-
-fn spawn_read(
-    cache: &Cache,
-    key: &Key,
-    loads: &Arc<AtomicU32>,
-    value: u32,
-) -> tokio::task::JoinHandle<(Result<u32, String>, Duration)> {
-    let (cache, key, loads) = (cache.clone(), key.clone(), loads.clone());
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let got = read(&cache, &key, &loads, value).await;
-        (got, started.elapsed())
-    })
-}
-
 async fn exists_within(admin: &redis::aio::MultiplexedConnection, key: &str, yes: bool) -> bool {
     eventually(Duration::from_secs(5), || {
         let (mut admin, key) = (admin.clone(), key.to_owned());
@@ -352,7 +326,7 @@ async fn found_burst_of_unanswered_lease_pipelines_leaves_leases_held_with_defau
         let calls: Vec<_> = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| spawn_read(&a.cache, k, &loads, i as u32))
+            .map(|(i, k)| spawn_timed_read(&a.cache, k, &loads, i as u32))
             .collect();
         for (i, call) in calls.into_iter().enumerate() {
             let (got, took) = call.await.unwrap();
@@ -515,7 +489,7 @@ async fn held_black_hole_between_lease_and_write_back() {
         );
         assert!(exists(&mut admin, &lease).await, "a's lease is still held");
         let b_loads = Arc::new(AtomicU32::new(0));
-        let waiting = spawn_read(&b, &key, &b_loads, 3);
+        let waiting = spawn_timed_read(&b, &key, &b_loads, 3);
         let subscribed = eventually(Duration::from_secs(5), || {
             let b = b.clone();
             async move { b.stats().lock_waits >= 1 }
@@ -604,7 +578,7 @@ async fn held_evicted_lease_waiter_takes_over_and_no_stale_write_back() {
             "a holds the lease"
         );
         let b_loads = Arc::new(AtomicU32::new(0));
-        let b_call = spawn_read(&b, &key, &b_loads, 2);
+        let b_call = spawn_timed_read(&b, &key, &b_loads, 2);
         let waiting = eventually(Duration::from_secs(5), || {
             let b = b.clone();
             async move { b.stats().lock_waits >= 1 }
@@ -678,7 +652,7 @@ async fn held_value_evicted_between_wake_up_and_read_waiter_loads_once() {
             "a holds the lease"
         );
         let b_loads = Arc::new(AtomicU32::new(0));
-        let b_call = spawn_read(&b.cache, &key, &b_loads, 2);
+        let b_call = spawn_timed_read(&b.cache, &key, &b_loads, 2);
         let waiting = eventually(Duration::from_secs(5), || {
             let b = b.cache.clone();
             async move { b.stats().lock_waits >= 1 }
@@ -912,7 +886,7 @@ async fn found_finished_load_leaves_its_lease_held_while_the_write_breaker_is_op
             "the leader holds the lease"
         );
         let b_loads = Arc::new(AtomicU32::new(0));
-        let waiter = spawn_read(&b, &key, &b_loads, 2);
+        let waiter = spawn_timed_read(&b, &key, &b_loads, 2);
         let waiting = eventually(Duration::from_secs(5), || {
             let b = b.clone();
             async move { b.stats().lock_waits >= 1 }

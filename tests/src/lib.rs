@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 mod cancel;
 mod cluster;
+pub mod counted;
 mod db;
 mod gate;
 mod held;
