@@ -214,6 +214,78 @@ async fn exists_within(admin: &redis::aio::MultiplexedConnection, key: &str, yes
     .await
 }
 
+/// A's leader of `key`, loading behind a gate with its lease held, in a cache whose write
+/// breaker opens at the first failure and stays open for a minute; and b, another process.
+struct GatedLeader {
+    a: Holed,
+    b: Cache,
+    key: Key,
+    lease: String,
+    gate: Gate,
+    leader: tokio::task::JoinHandle<Result<u32, String>>,
+    lock_ttl: Duration,
+}
+
+async fn gated_leader(
+    server: &RedisServer,
+    admin: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> GatedLeader {
+    let lock_ttl = Duration::from_secs(10);
+    let a = holed(server, admin, |b| {
+        b.op_timeout(Duration::from_millis(300))
+            .lock_ttl(lock_ttl)
+            .breaker_threshold(1)
+            .breaker_cooldown(Duration::from_secs(60))
+    })
+    .await;
+    let b = Cache::builder(&server.url())
+        .namespace("adv-evict")
+        .op_timeout(Duration::from_secs(5))
+        .lock_ttl(lock_ttl)
+        .build()
+        .await
+        .unwrap();
+    let key = Key::raw(key);
+    let lease = lease_of(&a.cache, &key);
+    let gate = Gate::new();
+    let leader = {
+        let (cache, key, gate) = (a.cache.clone(), key.clone(), gate.clone());
+        tokio::spawn(async move {
+            cache
+                .fetch(&key, &policy(), async {
+                    gate.passed().await;
+                    Ok::<u32, String>(1)
+                })
+                .await
+        })
+    };
+    assert!(
+        exists_within(admin, &lease, true).await,
+        "the leader holds the lease"
+    );
+    GatedLeader {
+        a,
+        b,
+        key,
+        lease,
+        gate,
+        leader,
+        lock_ttl,
+    }
+}
+
+/// A moment of trouble on a's writes connection: another key's lease request times out and
+/// opens the write breaker; then the connection forwards again.
+async fn open_the_write_breaker(a: &Holed, loads: &AtomicU32) {
+    a.proxy.hole(a.writes);
+    assert_eq!(
+        read(&a.cache, &Key::raw("row:other"), loads, 9).await,
+        Ok(9)
+    );
+    a.proxy.mend(a.writes);
+}
+
 // FOUND: a lease claim whose after-miss pipeline (`SET NX` + `GET`) went unanswered stays armed
 // so that the lease is given back if Redis did take it (`LeaseGuard::acquire`: "stays armed
 // after ... an error (whose outcome is unknown)"). The give-back is the `Drop` of the claim,
@@ -773,49 +845,18 @@ async fn found_cancelled_leader_keeps_its_lease_while_the_write_breaker_is_open(
     tokio::time::timeout(HANG, async {
         let server = RedisServer::start();
         let mut admin = server.conn().await;
-        let op_timeout = Duration::from_millis(300);
-        let lock_ttl = Duration::from_secs(10);
-        let a = holed(&server, &mut admin, |b| {
-            b.op_timeout(op_timeout)
-                .lock_ttl(lock_ttl)
-                .breaker_threshold(1)
-                .breaker_cooldown(Duration::from_secs(60))
-        })
-        .await;
-        let b = Cache::builder(&server.url())
-            .namespace("adv-evict")
-            .op_timeout(Duration::from_secs(5))
-            .lock_ttl(lock_ttl)
-            .build()
-            .await
-            .unwrap();
-        let key = Key::raw("row:cancelled-leader");
-        let lease = lease_of(&a.cache, &key);
-        let gate = Gate::new();
-        let leader = {
-            let (cache, key, gate) = (a.cache.clone(), key.clone(), gate.clone());
-            tokio::spawn(async move {
-                cache
-                    .fetch(&key, &policy(), async {
-                        gate.passed().await;
-                        Ok::<u32, String>(1)
-                    })
-                    .await
-            })
-        };
-        assert!(
-            exists_within(&admin, &lease, true).await,
-            "the leader holds the lease"
-        );
-        // A moment of trouble on the writes connection: another key's lease pipeline times
-        // out and opens the write breaker; then the connection forwards again.
+        let GatedLeader {
+            a,
+            b,
+            key,
+            lease,
+            // Held shut to the end: the leader is cancelled while it loads.
+            gate: _shut,
+            leader,
+            lock_ttl,
+        } = gated_leader(&server, &mut admin, "row:cancelled-leader").await;
         let loads = Arc::new(AtomicU32::new(0));
-        a.proxy.hole(a.writes);
-        assert_eq!(
-            read(&a.cache, &Key::raw("row:other"), &loads, 9).await,
-            Ok(9)
-        );
-        a.proxy.mend(a.writes);
+        open_the_write_breaker(&a, &loads).await;
         // The leader's caller is cancelled mid-load.
         leader.abort();
         assert!(leader.await.unwrap_err().is_cancelled());
@@ -851,40 +892,15 @@ async fn found_finished_load_leaves_its_lease_held_while_the_write_breaker_is_op
     tokio::time::timeout(HANG, async {
         let server = RedisServer::start();
         let mut admin = server.conn().await;
-        let op_timeout = Duration::from_millis(300);
-        let lock_ttl = Duration::from_secs(10);
-        let a = holed(&server, &mut admin, |b| {
-            b.op_timeout(op_timeout)
-                .lock_ttl(lock_ttl)
-                .breaker_threshold(1)
-                .breaker_cooldown(Duration::from_secs(60))
-        })
-        .await;
-        let b = Cache::builder(&server.url())
-            .namespace("adv-evict")
-            .op_timeout(Duration::from_secs(5))
-            .lock_ttl(lock_ttl)
-            .build()
-            .await
-            .unwrap();
-        let key = Key::raw("row:finished-leader");
-        let lease = lease_of(&a.cache, &key);
-        let gate = Gate::new();
-        let leader = {
-            let (cache, key, gate) = (a.cache.clone(), key.clone(), gate.clone());
-            tokio::spawn(async move {
-                cache
-                    .fetch(&key, &policy(), async {
-                        gate.passed().await;
-                        Ok::<u32, String>(1)
-                    })
-                    .await
-            })
-        };
-        assert!(
-            exists_within(&admin, &lease, true).await,
-            "the leader holds the lease"
-        );
+        let GatedLeader {
+            a,
+            b,
+            key,
+            lease,
+            gate,
+            leader,
+            lock_ttl,
+        } = gated_leader(&server, &mut admin, "row:finished-leader").await;
         let b_loads = Arc::new(AtomicU32::new(0));
         let waiter = spawn_timed_read(&b, &key, &b_loads, 2);
         let waiting = eventually(Duration::from_secs(5), || {
@@ -894,12 +910,7 @@ async fn found_finished_load_leaves_its_lease_held_while_the_write_breaker_is_op
         .await;
         assert!(waiting, "b waits on a's lease");
         let loads = Arc::new(AtomicU32::new(0));
-        a.proxy.hole(a.writes);
-        assert_eq!(
-            read(&a.cache, &Key::raw("row:other"), &loads, 9).await,
-            Ok(9)
-        );
-        a.proxy.mend(a.writes);
+        open_the_write_breaker(&a, &loads).await;
         gate.open();
         assert_eq!(leader.await.unwrap(), Ok(1));
         a.cache.settle().await;
