@@ -143,8 +143,7 @@ impl Guard {
             Err(_) => Err(Error::Timeout(bound)),
         };
         if let Err(e) = &result {
-            stats.note_redis_error(what);
-            self.warn(what, e);
+            self.note_failure(stats, what, e);
         }
         match (pass, &result) {
             // Redis answering with an error is not an outage.
@@ -153,6 +152,13 @@ impl Guard {
             (None, _) => {}
         }
         result
+    }
+
+    /// Counts a failed Redis call and logs it (see [`Guard::warn`]): for calls made outside
+    /// [`Guard::through`], such as a lease's give-back, which waits for its answer.
+    pub(crate) fn note_failure(&self, stats: &Counters, what: &'static str, error: &Error) {
+        stats.note_redis_error(what);
+        self.warn(what, error);
     }
 
     /// Logs Redis trouble at warn, at most once per [`WARN_EVERY`], counting what it skipped.

@@ -83,7 +83,11 @@ impl LeaseGuard {
             .guard
             .write_within(&inner.stats, "acquire", self.within, ask)
             .await;
-        self.armed = reply.as_ref().map_or(true, |(_, leased)| *leased);
+        // A request the open write breaker kept from being sent took nothing.
+        self.armed = match &reply {
+            Ok((_, leased)) => *leased,
+            Err(e) => !matches!(e, Error::Unavailable),
+        };
         (reply.map(|(acquire, _)| acquire), sent)
     }
 
