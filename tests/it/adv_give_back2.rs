@@ -341,3 +341,121 @@ async fn held_cluster_give_back_follows_a_failover() {
          the kill), PTTL {left} ms of 30 s"
     );
 }
+
+/// Claim attacked: guarantee 9 behind Sentinel, with the primary hung rather than dead (a
+/// `SIGSTOP`, a VM stall, a partition that drops packets): the give-back's one request waits on
+/// the hung primary's connection, which neither answers nor fails (no reply timeout), while the
+/// sentinel promotes the replica, which holds the replicated lease, and the cache's other
+/// connections follow it. The give-back never sends to the new primary: it waits out its
+/// minute on the old one, and the lease stays on the new primary for the rest of `lock_ttl`,
+/// every other process's caller of the key waiting that long with a healthy primary serving.
+///
+/// Fails on 356cd42:
+///   the cancelled leader's lease is still held on the new primary 6.019615989s after its
+///   promotion, with the cache's writes following it (PTTL 20903 ms of 30 s): the give-back
+///   still waits on the hung primary
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bug_sentinel_give_back_waits_on_the_hung_primary() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    replica.replicate(primary.port()).await;
+    let sentinel = cached_redis_tests::RedisSentinel::start(primary.port()).await;
+    let cache = Cache::sentinel_builder(&[sentinel.url().as_str()], cached_redis_tests::MASTER)
+        .namespace("adv-gb2-6")
+        .op_timeout(Duration::from_millis(500))
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_millis(200))
+        .lock_ttl(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let key = Key::raw("k");
+    let lease = lease_of(&cache, &key);
+    let (leader, _gate) = leader_loading(&cache, &key).await;
+    let mut on_replica = replica.conn().await;
+    let replicated = eventually(HANG, || {
+        let mut conn = on_replica.clone();
+        let lease = lease.clone();
+        async move { exists(&mut conn, &lease).await }
+    })
+    .await;
+    assert!(replicated, "the replica has the lease");
+
+    primary.pause();
+    leader.abort();
+    let promoted = eventually(HANG, || async {
+        sentinel.primary_port().await == Some(replica.port())
+    })
+    .await;
+    assert!(promoted, "the sentinel promoted the replica");
+    let promoted_at = std::time::Instant::now();
+    // The cache's writes follow the new primary.
+    let followed = eventually(Duration::from_secs(10), || async {
+        cache.invalidate(&Key::raw("other")).await.is_ok()
+    })
+    .await;
+    assert!(followed, "invalidations reach the new primary");
+    // The sentinel kills the promoted node's clients (`CLIENT KILL TYPE normal`): a new one.
+    on_replica = replica.conn().await;
+    let freed = gone(&on_replica, &lease, Duration::from_secs(5)).await;
+    let left = pttl(&mut on_replica, &lease).await;
+    let after = promoted_at.elapsed();
+    primary.resume();
+    assert!(
+        freed,
+        "the cancelled leader's lease is still held on the new primary {after:?} after its \
+         promotion, with the cache's writes following it (PTTL {left} ms of 30 s): the \
+         give-back still waits on the hung primary"
+    );
+}
+
+/// Claim attacked: "sends again where the request was lost with its connection". A give-back
+/// queued behind its call's `SET NX` on a paused connection (`CLIENT PAUSE ... WRITE`), whose
+/// connection is then killed (`CLIENT KILL`, as an operator or a proxy's idle timeout does):
+/// both queued requests die with it, the give-back must send again on the new connection, and
+/// once writes resume no lease is left and Redis ran one or two releases, not a queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_give_back_sends_again_after_its_connection_is_killed_mid_pause() {
+    let server = RedisServer::start();
+    let mut admin = server.conn().await;
+    let cache = Cache::builder(&server.url())
+        .namespace("adv-gb2-7")
+        .op_timeout(Duration::from_millis(200))
+        .breaker_threshold(100)
+        .lock_ttl(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let warm: Result<u64, String> = cache
+        .fetch(&Key::raw("warm"), &policy(), async { Ok(0) })
+        .await;
+    assert_eq!(warm, Ok(0));
+    cache.settle().await;
+    let key = Key::raw("cold");
+    let lease = lease_of(&cache, &key);
+    cmd(&mut admin, &["CLIENT", "PAUSE", "120000", "WRITE"]).await;
+    let got: Result<u64, String> = cache.fetch(&key, &policy(), async { Ok(1) }).await;
+    assert_eq!(got, Ok(1), "the caller fell back to its loader");
+    let before = command_calls(&mut admin, "evalsha").await;
+    let errors = cache.stats().redis_errors;
+    cmd(
+        &mut admin,
+        &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+    )
+    .await;
+    // The give-back learns its request was lost (counted), and sends again.
+    let lost = eventually(HANG, || async { cache.stats().redis_errors > errors }).await;
+    assert!(lost, "the give-back saw its connection killed");
+    cmd(&mut admin, &["CLIENT", "UNPAUSE"]).await;
+    let released = eventually(Duration::from_secs(5), || {
+        let mut admin = admin.clone();
+        async move { command_calls(&mut admin, "evalsha").await > before }
+    })
+    .await;
+    assert!(released, "the give-back was sent again and run");
+    assert!(!exists(&mut admin, &lease).await, "no lease left");
+    // An observation window for more releases (none may come), not a synchronisation.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let ran = command_calls(&mut admin, "evalsha").await - before;
+    assert!(ran <= 2, "{ran} releases ran for one give-back");
+}
