@@ -459,3 +459,109 @@ async fn held_give_back_sends_again_after_its_connection_is_killed_mid_pause() {
     let ran = command_calls(&mut admin, "evalsha").await - before;
     assert!(ran <= 2, "{ran} releases ran for one give-back");
 }
+
+/// Claim attacked: "sends again where the request was lost with its connection", through a
+/// restart whose dataset survives (AOF with `appendfsync always`, standing for any restart or
+/// partition after which the lease is still there). The leader is cancelled while Redis is
+/// down: its give-back's tries are refused (redis-rs's connection manager, with no retries of
+/// its own, must reconnect on a later try rather than keep answering the first failure), and
+/// once Redis is back with the lease, a try must land and free it well before `lock_ttl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_give_back_frees_the_lease_after_a_restart_that_kept_it() {
+    let aof = format!("adv-gb2-aof-{}", std::process::id());
+    let mut server = RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--appenddirname",
+        &aof,
+    ]);
+    let mut admin = server.conn().await;
+    let cache = Cache::builder(&server.url())
+        .namespace("adv-gb2-8")
+        .op_timeout(Duration::from_millis(200))
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_millis(200))
+        .lock_ttl(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let key = Key::raw("k");
+    let lease = lease_of(&cache, &key);
+    let (leader, _gate) = leader_loading(&cache, &key).await;
+    assert!(
+        exists(&mut admin, &lease).await,
+        "the leader holds the lease"
+    );
+    cmd(&mut admin, &["SET", "marker", "kept"]).await;
+
+    server.kill();
+    let errors = cache.stats().redis_errors;
+    leader.abort();
+    let refused = eventually(HANG, || async { cache.stats().redis_errors >= errors + 2 }).await;
+    assert!(refused, "the give-back tried and was refused twice");
+    server.restart();
+    let mut admin = server.conn().await;
+    assert!(
+        exists(&mut admin, &"marker".to_owned()).await,
+        "the dataset was kept"
+    );
+    let freed = gone(&admin, &lease, Duration::from_secs(3)).await;
+    let left = pttl(&mut admin, &lease).await;
+    assert!(
+        freed,
+        "the lease is still held 3 s after the restart (PTTL {left} ms of 30 s)"
+    );
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(&aof));
+}
+
+/// Claim attacked: the same Sentinel failover with the primary killed (SIGKILL) rather than
+/// hung: the give-back's request fails with the connection, so it sends again (backing off to
+/// once a second), follows the primary the sentinel names, and frees the replicated lease on
+/// the new primary soon after the promotion. (The contrast to the hung primary above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_sentinel_give_back_follows_a_killed_primary() {
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::start();
+    replica.replicate(primary.port()).await;
+    let sentinel = cached_redis_tests::RedisSentinel::start(primary.port()).await;
+    let cache = Cache::sentinel_builder(&[sentinel.url().as_str()], cached_redis_tests::MASTER)
+        .namespace("adv-gb2-9")
+        .op_timeout(Duration::from_millis(500))
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_millis(200))
+        .lock_ttl(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let key = Key::raw("k");
+    let lease = lease_of(&cache, &key);
+    let (leader, _gate) = leader_loading(&cache, &key).await;
+    let on_replica = replica.conn().await;
+    let replicated = eventually(HANG, || {
+        let mut conn = on_replica.clone();
+        let lease = lease.clone();
+        async move { exists(&mut conn, &lease).await }
+    })
+    .await;
+    assert!(replicated, "the replica has the lease");
+
+    primary.kill();
+    leader.abort();
+    let promoted = eventually(HANG, || async {
+        sentinel.primary_port().await == Some(replica.port())
+    })
+    .await;
+    assert!(promoted, "the sentinel promoted the replica");
+    let promoted_at = std::time::Instant::now();
+    let mut on_replica = replica.conn().await;
+    let freed = gone(&on_replica, &lease, Duration::from_secs(10)).await;
+    let left = pttl(&mut on_replica, &lease).await;
+    assert!(
+        freed,
+        "the lease is still held on the new primary {:?} after its promotion (PTTL {left} ms)",
+        promoted_at.elapsed()
+    );
+    eprintln!("freed {:?} after the promotion", promoted_at.elapsed());
+}
