@@ -62,12 +62,12 @@ async fn leader_loading(cache: &Cache, key: &Key) -> (tokio::task::JoinHandle<()
 /// stays for the rest of its 30 s, with Redis healthy: every other process's caller of the key
 /// waits that long. A give-back that sent again on `BUSY` (within its 1 s back-off) frees it.
 ///
-/// Fails on 356cd42:
+/// Failed on 356cd42 (found by the adversary, fixed since: `read/give_back.rs`):
 ///   the cancelled leader's lease is still held 3 s after the busy script was killed (PTTL
 ///   26938 ms of lock_ttl 30 s): its give-back, answered BUSY once, never sent again (1 failed
 ///   try counted)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_busy_script_reply_ends_the_give_back() {
+async fn found_busy_script_reply_ends_the_give_back() {
     let server = RedisServer::start_with(&["--busy-reply-threshold", "50"]);
     let mut admin = server.conn().await;
     let cache = server
@@ -139,13 +139,13 @@ async fn bug_busy_script_reply_ends_the_give_back() {
 /// there for the rest of `lock_ttl`. With `replica-serve-stale-data yes` the same give-back is
 /// answered `READONLY` and sent again.
 ///
-/// Fails on 356cd42:
+/// Failed on 356cd42 (found by the adversary, fixed since: `read/give_back.rs`):
 ///   the cancelled leader's lease is still held 3 s after its node became a primary again
 ///   (PTTL 26989 ms of lock_ttl 30 s): its give-back, answered MASTERDOWN once, never sent
 ///   again (1 failed try counted)
 /// (redis-rs itself classes `MASTERDOWN` as `WaitAndRetry`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_masterdown_reply_ends_the_give_back() {
+async fn found_masterdown_reply_ends_the_give_back() {
     let server = RedisServer::start_with(&["--replica-serve-stale-data", "no"]);
     let mut admin = server.conn().await;
     let cache = server
@@ -229,7 +229,8 @@ async fn held_script_flush_before_the_give_back() {
 /// the paused connection, and Redis runs them all once writes resume: the queue
 /// `adv_give_back.rs` found on one Redis (and which was fixed there) comes back on a cluster.
 ///
-/// Fails on 356cd42 (the count depends on op_timeout and the back-off; seen every run):
+/// Failed on 356cd42 (found by the adversary, fixed since: `read/give_back.rs`; the count
+/// depends on op_timeout and the back-off; seen every run):
 ///   one give-back queued 5 release scripts on the paused primary in 2 s (Redis ran them all
 ///   once writes resumed)
 /// Beyond the queue: each try after a timeout may go out on a new connection (redis-rs's
@@ -237,7 +238,7 @@ async fn held_script_flush_before_the_give_back() {
 /// late `SET NX` still queued on the old one, the very ordering the single-request design
 /// relies on; not shown here (it needs a per-connection black hole inside a cluster).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_cluster_give_back_sends_again_behind_a_write_pause() {
+async fn found_cluster_give_back_sends_again_behind_a_write_pause() {
     let _alone = one_cluster_at_a_time().await;
     let cluster = RedisCluster::start_with_replicas(0);
     let urls = cluster.urls();
@@ -356,12 +357,12 @@ async fn held_cluster_give_back_follows_a_failover() {
 /// minute on the old one, and the lease stays on the new primary for the rest of `lock_ttl`,
 /// every other process's caller of the key waiting that long with a healthy primary serving.
 ///
-/// Fails on 356cd42:
+/// Failed on 356cd42 (found by the adversary, fixed since: `read/give_back.rs`):
 ///   the cancelled leader's lease is still held on the new primary 6.019615989s after its
 ///   promotion, with the cache's writes following it (PTTL 20903 ms of 30 s): the give-back
 ///   still waits on the hung primary
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bug_sentinel_give_back_waits_on_the_hung_primary() {
+async fn found_sentinel_give_back_waits_on_the_hung_primary() {
     let primary = RedisServer::start();
     let replica = RedisServer::start();
     replica.replicate(primary.port()).await;
