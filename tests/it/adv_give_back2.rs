@@ -510,10 +510,7 @@ async fn held_give_back_frees_the_lease_after_a_restart_that_kept_it() {
     assert!(refused, "the give-back tried and was refused twice");
     server.restart();
     let mut admin = server.conn().await;
-    assert!(
-        exists(&mut admin, &"marker".to_owned()).await,
-        "the dataset was kept"
-    );
+    assert!(exists(&mut admin, "marker").await, "the dataset was kept");
     let freed = gone(&admin, &lease, Duration::from_secs(3)).await;
     let left = pttl(&mut admin, &lease).await;
     assert!(
