@@ -12,8 +12,8 @@
 //! the first: at once where the primary behind Sentinel changed while it waited; 50 ms later,
 //! backing off to once a second, where the request was lost with its connection or Redis
 //! answered that it cannot take it now (`OOM`, `READONLY`, `MASTERDOWN`, `BUSY`, `LOADING`);
-//! a second later, backing off to every [`UNANSWERED_LONGEST`], where a client's own reply
-//! timeout gave up on it (a cluster's), since it may still be queued. All of it within the
+//! [`UNANSWERED_FIRST`] later, backing off to [`UNANSWERED_LONGEST`], where a client's own
+//! reply timeout gave up on it (a cluster's), since it may still be queued. All of it within the
 //! lease's TTL, and at least [`AT_LEAST`]; the task holds the cache weakly, and ends within a
 //! second of the cache being dropped.
 
@@ -32,7 +32,9 @@ use crate::lease::{EntryKeys, scripts};
 const FIRST: Duration = Duration::from_millis(50);
 const LONGEST: Duration = Duration::from_secs(1);
 
-/// The longest wait before sending again a request a client's reply timeout gave up on.
+/// The first wait before sending again a request a client's reply timeout gave up on (which
+/// redis-rs's cluster client has already sent a second time), and the longest.
+const UNANSWERED_FIRST: Duration = Duration::from_secs(2);
 const UNANSWERED_LONGEST: Duration = Duration::from_secs(8);
 
 /// The shortest time the give-back is tried for, whatever the lease's TTL.
@@ -47,7 +49,7 @@ pub(crate) async fn until_taken(inner: Weak<Inner>, keys: EntryKeys, token: Stri
     };
     let (watch, publish) = (conn.clone(), conn.publish_command());
     let until = Instant::now() + Duration::from_millis(lock_ms).max(AT_LEAST);
-    let (mut soon, mut later) = (FIRST, LONGEST);
+    let (mut soon, mut later) = (FIRST, UNANSWERED_FIRST);
     loop {
         let sent_to = watch.primary_generation();
         let released = scripts::release(&mut conn, &keys, &token, publish);
